@@ -1,0 +1,38 @@
+"""The registry of recurrent updaters f: (m_t (B, K, d), e_{t+1} (B, d)) -> m_{t+1} (B, K, d).
+
+Every updater returns the *unnormalised* next memory; the student RMS-normalises it. Add a backbone by
+writing a module with that signature and registering it here.
+"""
+
+from __future__ import annotations
+
+from ..configuration_smt import BACKBONES
+from .gru import GRUUpdater
+from .mlp import MLPUpdater
+from .transformer import TransformerUpdater
+
+UPDATERS = {
+    "transformer": TransformerUpdater,
+    "mlp": MLPUpdater,
+    "gru": GRUUpdater,
+}
+assert tuple(UPDATERS) == BACKBONES, "keep configuration_smt.BACKBONES and the registry in sync"
+
+# Linear layers a LoRA adapter should target for each backbone (PEFT has no default mapping for this model type).
+LORA_TARGET_MODULES = {
+    "transformer": ["qkv", "o_proj", "up_proj", "down_proj"],
+    "mlp": ["in_proj", "fc1", "fc2", "out_proj"],
+    "gru": ["input_proj", "hidden_proj"],
+}
+
+
+def build_updater(config):
+    """Instantiate the updater named by `config.backbone`."""
+    try:
+        cls = UPDATERS[config.backbone]
+    except KeyError:
+        raise ValueError(f"Unknown backbone {config.backbone!r}; choose one of {sorted(UPDATERS)}.") from None
+    return cls(config)
+
+
+__all__ = ["UPDATERS", "LORA_TARGET_MODULES", "build_updater"]

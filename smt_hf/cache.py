@@ -1,0 +1,95 @@
+"""The student's constant-size state as a `transformers` Cache.
+
+The whole state of a sequence is its memory (K, d). `generate()` hands this object back to `forward` at
+every step (under the 5.24+ argument name `cache`), reorders it for beam search and expands it for
+`num_return_sequences`. Its size never depends on the number of tokens read.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers.cache_utils import Cache
+
+
+class SMTMemoryCache(Cache):
+    """Holds `memory` (B, K, d) and `seen_tokens`, the number of positions read so far (padding included).
+
+    `get_seq_length()` returns `seen_tokens` so that `generate()` passes only the new tokens when a user
+    continues from a returned cache with the full sequence; the memory itself stays (B, K, d).
+    """
+
+    is_compileable = False
+
+    def __init__(self, memory: torch.Tensor | None = None, seen_tokens: int = 0):
+        super().__init__(layers=[])
+        self.memory = memory
+        self.seen_tokens = seen_tokens
+
+    def __repr__(self):
+        shape = None if self.memory is None else tuple(self.memory.shape)
+        return f"SMTMemoryCache(memory={shape}, seen_tokens={self.seen_tokens})"
+
+    # -- what generate() and users query ------------------------------------------------------------
+    @property
+    def is_initialized(self) -> bool:
+        return self.memory is not None
+
+    @property
+    def is_linear(self) -> list[bool]:
+        # Reported as a non-linear layer so that generate() slices re-fed prompts by get_seq_length().
+        return [False]
+
+    @property
+    def is_sliding(self) -> list[bool]:
+        return [False]
+
+    @property
+    def is_dummy(self) -> list[bool]:
+        return [False]
+
+    @property
+    def is_croppable(self) -> bool:
+        return False
+
+    @property
+    def batch_size(self) -> int:
+        return 0 if self.memory is None else self.memory.shape[0]
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        return self.seen_tokens
+
+    def get_max_length(self, layer_idx: int | None = None) -> int:
+        return -1
+
+    def nbytes(self) -> int:
+        """Bytes held by the state (constant in the number of tokens read)."""
+        return 0 if self.memory is None else self.memory.numel() * self.memory.element_size()
+
+    # -- updates ------------------------------------------------------------------------------------
+    def update_memory(self, memory: torch.Tensor, num_new_tokens: int) -> None:
+        self.memory = memory
+        self.seen_tokens += num_new_tokens
+
+    def reset(self) -> None:
+        self.memory = None
+        self.seen_tokens = 0
+
+    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+        if self.memory is not None:
+            self.memory = self.memory.index_select(0, beam_idx.to(self.memory.device))
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        if self.memory is not None:
+            self.memory = self.memory.repeat_interleave(repeats, dim=0)
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        if self.memory is not None:
+            self.memory = self.memory[indices]
+
+    def crop(self, tokens_to_remove: int) -> None:
+        raise NotImplementedError(
+            "A recurrent memory cannot be cropped (the state before those tokens is gone); re-run the prompt instead."
+        )
+
+
+__all__ = ["SMTMemoryCache"]

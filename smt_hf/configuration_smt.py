@@ -1,0 +1,192 @@
+"""Configurations for the SMT teacher (encoder/decoder) and the recurrent student.
+
+Notation used across the package:
+    B  batch            V  vocabulary size       d  hidden size (model width)
+    K  memory tokens    Z  = K * d memory size   T  sequence length
+    Tc teacher context  Tf future (decoder) horizon
+A memory ``m`` is a tensor of shape (B, K, d), each of its K tokens RMS-normalised (no gain).
+"""
+
+from __future__ import annotations
+
+from huggingface_hub.dataclasses import strict
+from transformers import PreTrainedConfig
+
+BACKBONES = ("transformer", "mlp", "gru")
+
+
+def _check_positive(name: str, value, minimum: int = 1) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value!r}. Set `{name}={minimum}` or more.")
+
+
+def _check_heads(hidden_size: int, num_attention_heads: int) -> None:
+    _check_positive("num_attention_heads", num_attention_heads)
+    if hidden_size % num_attention_heads != 0:
+        divisors = [h for h in range(1, min(hidden_size, 64) + 1) if hidden_size % h == 0]
+        raise ValueError(
+            f"`hidden_size` ({hidden_size}) must be divisible by `num_attention_heads` ({num_attention_heads}). "
+            f"Pick `num_attention_heads` from {divisors} or change `hidden_size`."
+        )
+    if (hidden_size // num_attention_heads) % 2 != 0:
+        raise ValueError(
+            f"The head size hidden_size / num_attention_heads = {hidden_size // num_attention_heads} must be even "
+            "for rotary embeddings; change `num_attention_heads` or `hidden_size`."
+        )
+
+
+def _check_dropout(dropout: float) -> None:
+    if not 0.0 <= float(dropout) < 1.0:
+        raise ValueError(f"`dropout` must be in [0, 1), got {dropout}.")
+
+
+@strict(accept_kwargs=True)
+class SMTTeacherConfig(PreTrainedConfig):
+    r"""Configuration of [`SMTTeacherModel`]: a bidirectional encoder with K learned register tokens that
+    compresses a context into a memory (B, K, d), and a causal decoder that predicts the future from it.
+
+    Args:
+        vocab_size (`int`, defaults to 256): number of token ids (256 = bytes / 8-bit pixels).
+        hidden_size (`int`, defaults to 256): model width d, shared by encoder, decoder and memory tokens.
+        memory_tokens (`int`, defaults to 16): K, the number of memory (register) tokens; memory size Z = K * d.
+        num_encoder_layers (`int`, defaults to 8): depth of the bidirectional encoder E.
+        num_decoder_layers (`int`, defaults to 4): depth of the causal decoder D (and of the student readout
+            that is initialised from it).
+        num_attention_heads (`int`, defaults to 8): attention heads; must divide `hidden_size`.
+        intermediate_size (`int`, *optional*): width of the GELU MLP in each block; defaults to 4 * hidden_size.
+        rope_theta (`float`, defaults to 10000.0): base of the rotary position embeddings.
+        max_context_length (`int`, defaults to 256): Tc, the longest context the encoder reads; longer contexts
+            are truncated to their last Tc tokens by the trainer/collator.
+        dropout (`float`, defaults to 0.0): dropout on attention and MLP outputs.
+        initializer_range (`float`, defaults to 0.02): std of the normal init of linear and embedding weights.
+        rms_norm_eps (`float`, defaults to 1e-6): epsilon of the RMS norms (and of the memory normalisation).
+        tie_word_embeddings (`bool`, defaults to False): tie the decoder head to the token embedding.
+    """
+
+    model_type = "smt_teacher"
+
+    vocab_size: int = 256
+    hidden_size: int = 256
+    memory_tokens: int = 16
+    num_encoder_layers: int = 8
+    num_decoder_layers: int = 4
+    num_attention_heads: int = 8
+    intermediate_size: int | None = None
+    rope_theta: float = 10000.0
+    max_context_length: int = 256
+    dropout: float = 0.0
+    initializer_range: float = 0.02
+    rms_norm_eps: float = 1e-6
+    use_cache: bool = False
+    tie_word_embeddings: bool = False
+    pad_token_id: int | None = None
+    bos_token_id: int | None = None
+    eos_token_id: int | None = None
+
+    def __post_init__(self, **kwargs):
+        _check_positive("vocab_size", self.vocab_size, 2)
+        _check_positive("hidden_size", self.hidden_size)
+        _check_positive("memory_tokens", self.memory_tokens)
+        _check_positive("num_encoder_layers", self.num_encoder_layers)
+        _check_positive("num_decoder_layers", self.num_decoder_layers)
+        _check_positive("max_context_length", self.max_context_length)
+        _check_heads(self.hidden_size, self.num_attention_heads)
+        _check_dropout(self.dropout)
+        if self.intermediate_size is None:
+            self.intermediate_size = 4 * self.hidden_size
+        _check_positive("intermediate_size", self.intermediate_size)
+        super().__post_init__(**kwargs)
+
+
+@strict(accept_kwargs=True)
+class SMTRecurrentConfig(PreTrainedConfig):
+    r"""Configuration of the recurrent student [`SMTRecurrentForCausalLM`]: token embedding, an updater
+    m_{t+1} = f(m_t, x_{t+1}) from the backbone registry, a causal-Transformer readout over the memory
+    tokens, and a stored initial memory. Its state is the memory only: (B, K, d) whatever the length read.
+
+    Args:
+        backbone (`str`, defaults to "transformer"): the updater f, one of "transformer" (bidirectional
+            Transformer over [m_t ; embed(x)], as the reference), "mlp" (residual MLP over the flattened
+            memory) or "gru" (GRU cell from nn.Linear whose hidden state is the flattened memory).
+        vocab_size (`int`, defaults to 256): number of token ids.
+        hidden_size (`int`, defaults to 256): width d of memory tokens and token embeddings.
+        memory_tokens (`int`, defaults to 16): K, the number of memory tokens.
+        num_attention_heads (`int`, defaults to 8): heads of the transformer updater and of the readout.
+        updater_layers (`int`, defaults to 8): depth of the updater (transformer blocks or residual MLP
+            blocks; ignored by "gru", which is one cell).
+        updater_intermediate_size (`int`, *optional*): FFN width of the transformer updater, or the hidden
+            width of the MLP updater; defaults to 4 * hidden_size.
+        readout_layers (`int`, defaults to 4): depth of the causal readout Transformer; set it equal to the
+            teacher's `num_decoder_layers` so SMT can initialise the readout from the decoder.
+        readout_intermediate_size (`int`, *optional*): FFN width of the readout; defaults to 4 * hidden_size.
+        rope_theta (`float`, defaults to 10000.0): base of the rotary position embeddings.
+        dropout (`float`, defaults to 0.0): dropout in the updater and readout.
+        initializer_range (`float`, defaults to 0.02): std of the normal init.
+        rms_norm_eps (`float`, defaults to 1e-6): epsilon of RMS norms and memory normalisation.
+        use_cache (`bool`, defaults to True): return the memory cache from `forward`.
+    """
+
+    model_type = "smt_recurrent"
+
+    backbone: str = "transformer"
+    vocab_size: int = 256
+    hidden_size: int = 256
+    memory_tokens: int = 16
+    num_attention_heads: int = 8
+    updater_layers: int = 8
+    updater_intermediate_size: int | None = None
+    readout_layers: int = 4
+    readout_intermediate_size: int | None = None
+    rope_theta: float = 10000.0
+    dropout: float = 0.0
+    initializer_range: float = 0.02
+    rms_norm_eps: float = 1e-6
+    use_cache: bool = True
+    tie_word_embeddings: bool = False
+    pad_token_id: int | None = None
+    bos_token_id: int | None = None
+    eos_token_id: int | None = None
+
+    def __post_init__(self, **kwargs):
+        if self.backbone not in BACKBONES:
+            raise ValueError(f"Unknown backbone {self.backbone!r}; choose one of {list(BACKBONES)}.")
+        _check_positive("vocab_size", self.vocab_size, 2)
+        _check_positive("hidden_size", self.hidden_size)
+        _check_positive("memory_tokens", self.memory_tokens)
+        _check_positive("updater_layers", self.updater_layers)
+        _check_positive("readout_layers", self.readout_layers)
+        _check_heads(self.hidden_size, self.num_attention_heads)
+        _check_dropout(self.dropout)
+        if self.updater_intermediate_size is None:
+            self.updater_intermediate_size = 4 * self.hidden_size
+        if self.readout_intermediate_size is None:
+            self.readout_intermediate_size = 4 * self.hidden_size
+        _check_positive("updater_intermediate_size", self.updater_intermediate_size)
+        _check_positive("readout_intermediate_size", self.readout_intermediate_size)
+        super().__post_init__(**kwargs)
+
+    @property
+    def memory_size(self) -> int:
+        """Z = K * d, the number of floats in one sequence's state."""
+        return self.memory_tokens * self.hidden_size
+
+    @classmethod
+    def from_teacher(cls, teacher_config: SMTTeacherConfig, backbone: str = "transformer", **kwargs) -> "SMTRecurrentConfig":
+        """A student config matching a teacher (same V, d, K, heads; readout depth = decoder depth), so that
+        teacher memories are valid student states and the readout can start from the teacher decoder."""
+        base = dict(
+            backbone=backbone,
+            vocab_size=teacher_config.vocab_size,
+            hidden_size=teacher_config.hidden_size,
+            memory_tokens=teacher_config.memory_tokens,
+            num_attention_heads=teacher_config.num_attention_heads,
+            readout_layers=teacher_config.num_decoder_layers,
+            readout_intermediate_size=teacher_config.intermediate_size,
+            rope_theta=teacher_config.rope_theta,
+            rms_norm_eps=teacher_config.rms_norm_eps,
+        )
+        base.update(kwargs)
+        return cls(**base)
+
+
+__all__ = ["SMTTeacherConfig", "SMTRecurrentConfig", "BACKBONES"]

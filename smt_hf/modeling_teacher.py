@@ -1,0 +1,197 @@
+"""The SMT teacher: an encoder with K learned registers that writes a memory, and a causal decoder
+that predicts the future from that memory.
+
+    m_t    = E(x[t-Tc+1 .. t])                       (B, K, d), each token RMS-normalised
+    logits = D([m_t ; x_{t+1} .. x_{t+Tf}])[K-1 : K+Tf-1]   (B, Tf, V)
+
+Position K-1 of the decoder predicts the first future token from the memory alone; the student's
+readout is initialised from D and its head, so `readout(m) == decode(m, empty)[:, 0]`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel
+from transformers.utils import ModelOutput
+
+from .configuration_smt import SMTTeacherConfig
+from .modeling_layers import RMSNorm, TransformerStack, rms_normalize
+
+
+def check_token_ids(input_ids: torch.Tensor, vocab_size: int, name: str = "input_ids") -> None:
+    """Raise a clear error for ids outside [0, vocab_size) (an embedding lookup would crash or, on GPU,
+    assert without saying which input was wrong)."""
+    if input_ids.numel() == 0 or torch.compiler.is_compiling():
+        return
+    lo, hi = int(input_ids.min()), int(input_ids.max())
+    if lo < 0 or hi >= vocab_size:
+        raise ValueError(
+            f"`{name}` holds token ids in [{lo}, {hi}] but the model's vocab_size is {vocab_size}: ids must be in "
+            f"[0, {vocab_size - 1}]. Use the matching tokenizer, or build the config with a larger `vocab_size`."
+        )
+
+
+def check_memory(memory: torch.Tensor, memory_tokens: int, hidden_size: int) -> None:
+    if memory.dim() != 3 or memory.shape[1:] != (memory_tokens, hidden_size):
+        raise ValueError(
+            f"memory must have shape (batch, memory_tokens={memory_tokens}, hidden_size={hidden_size}), got "
+            f"{tuple(memory.shape)}. Memories come from `teacher.encode(...)` or `student.initial_memory(batch)`."
+        )
+
+
+class SMTPreTrainedModel(PreTrainedModel):
+    """Weight init shared by teacher and student (all of it here, with `torch.nn.init`)."""
+
+    base_model_prefix = "model"
+    supports_gradient_checkpointing = False
+    _no_split_modules = ["Block"]
+    _supports_sdpa = True
+
+    def _init_weights(self, module):
+        std = self.config.initializer_range
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=std)
+        elif isinstance(module, RMSNorm):
+            nn.init.ones_(module.weight)
+        self._init_extra(module, std)
+
+    def _init_extra(self, module, std):  # subclasses add their own parameters here
+        pass
+
+
+@dataclass
+class SMTTeacherOutput(ModelOutput):
+    """Output of [`SMTTeacherModel.forward`].
+
+    loss: decoder cross-entropy over the future targets (when `labels` is given).
+    logits: (B, Tf, V) decoder predictions; logits[:, j] predicts the future token j.
+    memory: (B, K, d) the encoded memory.
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    memory: torch.FloatTensor | None = None
+
+
+class SMTTeacherModel(SMTPreTrainedModel):
+    config_class = SMTTeacherConfig
+    config: SMTTeacherConfig
+
+    def __init__(self, config: SMTTeacherConfig):
+        super().__init__(config)
+        d, K = config.hidden_size, config.memory_tokens
+        self.embed_tokens = nn.Embedding(config.vocab_size, d)
+        self.registers = nn.Parameter(torch.zeros(K, d))
+        stack = dict(
+            dim=d,
+            num_heads=config.num_attention_heads,
+            hidden=config.intermediate_size,
+            dropout=config.dropout,
+            eps=config.rms_norm_eps,
+            rope_theta=config.rope_theta,
+        )
+        self.encoder = TransformerStack(depth=config.num_encoder_layers, **stack)
+        self.decoder = TransformerStack(depth=config.num_decoder_layers, **stack)
+        self.lm_head = nn.Linear(d, config.vocab_size, bias=False)
+        self.post_init()
+
+    def _init_extra(self, module, std):
+        if module is self:
+            nn.init.normal_(self.registers, mean=0.0, std=std)
+
+    def get_input_embeddings(self):
+        return self.embed_tokens
+
+    def set_input_embeddings(self, value):
+        self.embed_tokens = value
+
+    # ------------------------------------------------------------------ encoder
+    def encode(self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Compress a (left-padded) context into a memory.
+
+        input_ids: (B, Tc) context tokens; attention_mask: (B, Tc), 1 = token, 0 = padding. A row of all
+        padding (or Tc = 0) is the empty context and gives the empty-context memory. Returns (B, K, d).
+        """
+        if input_ids.dim() != 2:
+            raise ValueError(f"`input_ids` must be (batch, context_length), got shape {tuple(input_ids.shape)}.")
+        check_token_ids(input_ids, self.config.vocab_size)
+        B, Tc = input_ids.shape
+        K = self.config.memory_tokens
+        if Tc > self.config.max_context_length:
+            raise ValueError(
+                f"Context of {Tc} tokens exceeds max_context_length={self.config.max_context_length}; pass the last "
+                f"{self.config.max_context_length} tokens or raise `max_context_length` in the teacher config."
+            )
+        x = self.embed_tokens(input_ids)  # (B, Tc, d)
+        regs = self.registers.unsqueeze(0).expand(B, K, -1).to(x.dtype)  # (B, K, d)
+        x = torch.cat([x, regs], dim=1)  # (B, Tc+K, d)
+        key_mask = None
+        if attention_mask is not None:
+            if attention_mask.shape != input_ids.shape:
+                raise ValueError(
+                    f"`attention_mask` shape {tuple(attention_mask.shape)} must match `input_ids` {tuple(input_ids.shape)}."
+                )
+            ones = torch.ones(B, K, dtype=torch.bool, device=x.device)
+            key_mask = torch.cat([attention_mask.to(torch.bool), ones], dim=1)  # (B, Tc+K)
+        h = self.encoder(x, key_mask=key_mask)  # (B, Tc+K, d)
+        return rms_normalize(h[:, Tc:], self.config.rms_norm_eps)  # (B, K, d)
+
+    def empty_memory(self, batch_size: int = 1) -> torch.Tensor:
+        """E(empty context): the memory before any token, (B, K, d)."""
+        ids = torch.zeros(batch_size, 0, dtype=torch.long, device=self.registers.device)
+        return self.encode(ids, torch.zeros_like(ids))
+
+    # ------------------------------------------------------------------ decoder
+    def decode(self, memory: torch.Tensor, future_ids: torch.LongTensor | None = None) -> torch.Tensor:
+        """Predict the future from a memory.
+
+        memory: (B, K, d); future_ids: (B, Tf) the future inputs x_{t+1..t+Tf} (teacher forcing) or None.
+        Returns logits (B, Tf, V) (Tf = 1 when `future_ids` is None): logits[:, j] predicts future token j
+        from the memory and future_ids[:, :j].
+        """
+        check_memory(memory, self.config.memory_tokens, self.config.hidden_size)
+        K = self.config.memory_tokens
+        if future_ids is None or future_ids.shape[1] == 0:
+            h = self.decoder(memory, causal=True)  # (B, K, d)
+            return self.lm_head(h[:, K - 1 : K])  # (B, 1, V)
+        check_token_ids(future_ids, self.config.vocab_size, "future_ids")
+        Tf = future_ids.shape[1]
+        x = torch.cat([memory.to(self.embed_tokens.weight.dtype), self.embed_tokens(future_ids[:, :-1])], dim=1)
+        h = self.decoder(x, causal=True)  # (B, K+Tf-1, d)
+        return self.lm_head(h[:, K - 1 : K - 1 + Tf])  # (B, Tf, V)
+
+    def readout(self, memory: torch.Tensor) -> torch.Tensor:
+        """Next-token logits from a memory alone: (B, K, d) -> (B, V)."""
+        return self.decode(memory, None)[:, 0]
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor,
+        attention_mask: torch.Tensor | None = None,
+        future_ids: torch.LongTensor | None = None,
+        labels: torch.LongTensor | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> SMTTeacherOutput:
+        """Encode a context and decode its future.
+
+        input_ids/attention_mask: (B, Tc) context; future_ids: (B, Tf) future inputs; labels: (B, Tf)
+        targets aligned with the decoder outputs (labels[:, j] is predicted by logits[:, j]; -100 = ignore).
+        """
+        memory = self.encode(input_ids, attention_mask)
+        logits = self.decode(memory, future_ids)
+        loss = None
+        if labels is not None:
+            loss = F.cross_entropy(logits.flatten(0, 1).float(), labels[:, : logits.shape[1]].flatten(), ignore_index=-100)
+        return SMTTeacherOutput(loss=loss, logits=logits, memory=memory)
+
+
+__all__ = ["SMTTeacherModel", "SMTTeacherOutput", "SMTPreTrainedModel"]

@@ -1,0 +1,45 @@
+"""Byte-level tokenizer: token id == byte value (0..255), as the SMT reference uses for text and 8-bit pixels.
+
+No special tokens are added to sequences. Byte 0 (NUL, never in text) doubles as the padding token and
+padding is on the left, so batched prompts end where generation starts.
+"""
+
+from __future__ import annotations
+
+from transformers.tokenization_python import AddedToken, PreTrainedTokenizer
+
+
+class SMTByteTokenizer(PreTrainedTokenizer):
+    """UTF-8 bytes as tokens: `encode("hi") == [104, 105]`; vocab_size 256."""
+
+    model_input_names = ["input_ids", "attention_mask"]
+
+    def __init__(self, pad_token="\x00", padding_side="left", **kwargs):
+        pad = AddedToken(pad_token, special=True, normalized=False) if isinstance(pad_token, str) else pad_token
+        self._added_tokens_decoder = {0: pad}
+        super().__init__(pad_token=pad, padding_side=padding_side, **kwargs)
+
+    @property
+    def vocab_size(self) -> int:
+        return 256
+
+    def get_vocab(self) -> dict[str, int]:
+        return {chr(i): i for i in range(256)}
+
+    def _tokenize(self, text: str) -> list[str]:
+        return [chr(b) for b in text.encode("utf-8")]
+
+    def _convert_token_to_id(self, token: str) -> int:
+        return ord(token) if len(token) == 1 and ord(token) < 256 else 0
+
+    def _convert_id_to_token(self, index: int) -> str:
+        return chr(index)
+
+    def convert_tokens_to_string(self, tokens: list[str]) -> str:
+        return bytes(ord(t) for t in tokens if len(t) == 1 and ord(t) < 256).decode("utf-8", errors="replace")
+
+    def save_vocabulary(self, save_directory: str, filename_prefix: str | None = None) -> tuple[str, ...]:
+        return ()  # the vocabulary is the 256 byte values
+
+
+__all__ = ["SMTByteTokenizer"]

@@ -1,0 +1,47 @@
+"""Tiny configs shared by the tests (CPU, milliseconds per forward). Tests never reach the hub."""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from smt_hf import SMTRecurrentConfig, SMTRecurrentForCausalLM, SMTTeacherConfig, SMTTeacherModel  # noqa: E402
+
+BACKBONES = ["transformer", "mlp", "gru"]
+
+
+def tiny_teacher_config(**kw):
+    base = dict(
+        vocab_size=16,
+        hidden_size=32,
+        memory_tokens=2,
+        num_encoder_layers=2,
+        num_decoder_layers=1,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_context_length=128,
+    )
+    base.update(kw)
+    return SMTTeacherConfig(**base)
+
+
+def tiny_student_config(backbone="transformer", **kw):
+    base = dict(updater_layers=2, updater_intermediate_size=64)
+    base.update(kw)
+    return SMTRecurrentConfig.from_teacher(tiny_teacher_config(), backbone=backbone, **base)
+
+
+@pytest.fixture
+def teacher():
+    torch.manual_seed(0)
+    return SMTTeacherModel(tiny_teacher_config()).eval()
+
+
+@pytest.fixture(params=BACKBONES)
+def student(request):
+    torch.manual_seed(0)
+    return SMTRecurrentForCausalLM(tiny_student_config(request.param)).eval()
