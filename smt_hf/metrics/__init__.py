@@ -1,0 +1,39 @@
+"""Evaluation metrics as pure functions (the `evaluate` modules under this folder wrap them)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def rollout_drift(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """1 - R^2 per step of a rollout: predicted/target (B, T, K, d) -> (T,).
+
+    1 - R^2_t = sum_b ||m_hat_bt - m_bt||^2 / sum_b ||m_bt - mean_b m_bt||^2
+    (0 = the rollout tracks the teacher exactly, 1 = no better than the batch-mean memory).
+    """
+    p, y = predicted.float().flatten(2), target.float().flatten(2)  # (B, T, Z)
+    err = (p - y).pow(2).sum(dim=(0, 2))  # (T,)
+    var = (y - y.mean(0, keepdim=True)).pow(2).sum(dim=(0, 2)).clamp_min(1e-12)  # (T,)
+    return err / var
+
+
+def target_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[int, int]:
+    """Correct argmax predictions at target positions: aligned logits (..., V) and labels (...), -100 ignored.
+    Returns (correct, total) so callers can sum over batches."""
+    mask = labels != -100
+    correct = (logits.argmax(-1) == labels) & mask
+    return int(correct.sum()), int(mask.sum())
+
+
+def bits_per_token(nats: float) -> float:
+    """Convert a mean cross-entropy in nats to bits (bits per byte for byte-level models)."""
+    return nats / math.log(2)
+
+
+def perplexity(nats: float) -> float:
+    return math.exp(nats)
+
+
+__all__ = ["rollout_drift", "target_accuracy", "bits_per_token", "perplexity"]

@@ -1,0 +1,202 @@
+"""`SMTTrainer`: SMT, joint SMT, DMT and BPTT in the HF `Trainer`.
+
+    trainer = SMTTrainer(model=student, teacher=teacher, args=SMTTrainingArguments(mode="joint", ...),
+                         train_dataset=ds, eval_dataset=ds_eval)
+    trainer.train()          # after smt/joint the student is standalone (readout from D, m_0 = E(empty))
+    trainer.save_model()     # output_dir/student and output_dir/teacher, both `from_pretrained`-loadable
+
+`compute_loss` only gathers the loss parts from `SMTTrainingModule.forward` and weights them; the loss
+arithmetic lives in `losses.py`. Each part is logged as its own curve (`decoder_loss`, `dynamics_loss`, ...).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import safetensors.torch
+import torch
+from torch.utils.data import DataLoader
+from transformers import Trainer
+
+from . import losses
+from .data.collator import SMTDataCollator
+from .evaluation import evaluate_smt, summarize
+from .modeling_recurrent import SMTRecurrentForCausalLM
+from .modeling_teacher import SMTTeacherModel
+from .training_args import SMTTrainingArguments
+from .training_module import SMTTrainingModule, make_student_standalone
+
+STUDENT_DIR, TEACHER_DIR = "student", "teacher"
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Raised when a loss part is NaN/inf: training stops instead of writing a NaN model."""
+
+
+def _first_length(dataset) -> int | None:
+    try:
+        return len(dataset[0]["input_ids"])
+    except Exception:  # iterable datasets, custom containers
+        return None
+
+
+class SMTTrainer(Trainer):
+    loss_is_scaled_for_ga = False  # compute_loss returns per-batch means
+
+    def __init__(
+        self,
+        model: SMTRecurrentForCausalLM,
+        teacher: SMTTeacherModel | None = None,
+        args: SMTTrainingArguments | None = None,
+        train_dataset=None,
+        eval_dataset=None,
+        data_collator=None,
+        **kwargs,
+    ):
+        if args is None:
+            args = SMTTrainingArguments(output_dir="smt_output")
+        if not isinstance(args, SMTTrainingArguments):
+            raise TypeError("SMTTrainer needs `args=SMTTrainingArguments(...)`.")
+        if not isinstance(model, SMTRecurrentForCausalLM):
+            raise TypeError(f"`model` must be an SMTRecurrentForCausalLM (the student), got {type(model).__name__}.")
+        if teacher is None and args.mode != "bptt":
+            raise ValueError(f"mode={args.mode!r} needs a teacher: pass `teacher=SMTTeacherModel(...)` (only 'bptt' runs without).")
+        if teacher is not None:
+            tc, sc = teacher.config, model.config
+            for name in ("vocab_size", "hidden_size", "memory_tokens"):
+                if getattr(tc, name) != getattr(sc, name):
+                    raise ValueError(
+                        f"Teacher and student disagree on {name} ({getattr(tc, name)} vs {getattr(sc, name)}); build the "
+                        "student config with `SMTRecurrentConfig.from_teacher(teacher.config, backbone=...)`."
+                    )
+            if args.context_length > tc.max_context_length:
+                raise ValueError(
+                    f"context_length={args.context_length} exceeds the teacher's max_context_length={tc.max_context_length}."
+                )
+        if args.load_best_model_at_end:
+            raise ValueError("load_best_model_at_end is not supported by SMTTrainer; pick a checkpoint folder instead.")
+        for name, ds in (("train_dataset", train_dataset), ("eval_dataset", eval_dataset)):
+            length = _first_length(ds) if ds is not None else None
+            if length is not None and name == "train_dataset" and length < args.min_sequence_length():
+                raise ValueError(
+                    f"{name} sequences have {length} tokens but mode={args.mode!r} needs >= {args.min_sequence_length()} "
+                    "(see context_length / rollout_length / split); use longer sequences or smaller lengths."
+                )
+        if data_collator is None:
+            data_collator = SMTDataCollator(
+                mode=args.mode,
+                context_length=args.context_length,
+                future_length=args.future_length,
+                splits_per_sequence=args.splits_per_sequence,
+                split=args.split,
+            )
+        self.student, self.teacher = model, teacher
+        self.module = SMTTrainingModule(model, teacher, args)
+        super().__init__(model=self.module, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
+                         data_collator=data_collator, **kwargs)
+        self.model_accepts_loss_kwargs = False
+        self._parts_sum: dict[str, torch.Tensor] = {}
+        self._parts_count = 0
+        self.last_eval: dict = {}
+
+    # ------------------------------------------------------------------ loss
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        parts = model(**inputs)
+        total = losses.combine(parts, self.module.weights())
+        if not torch.isfinite(total):
+            bad = {k: float(v) for k, v in parts.items() if not torch.isfinite(v)}
+            raise NonFiniteLossError(
+                f"Non-finite loss at step {self.state.global_step} (mode {self.args.mode}): "
+                f"{bad or {'total': float(total)}}. Lower the learning rate or the lambda of that part."
+            )
+        for k, v in parts.items():
+            self._parts_sum[k] = self._parts_sum.get(k, 0.0) + v.detach().float()
+        self._parts_count += 1
+        return (total, parts) if return_outputs else total
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs and self._parts_count:
+            for k, v in self._parts_sum.items():
+                logs[f"{k}_loss"] = round(float(v) / self._parts_count, 6)
+            self._parts_sum, self._parts_count = {}, 0
+        super().log(logs, start_time)
+
+    def _clip_grad_norm(self, model):
+        if not self.args.clip_per_model or self.teacher is None or self.args.mode == "dmt":
+            return super()._clip_grad_norm(model)
+        norms = []
+        for sub in (self.student, self.teacher):
+            params = [p for p in sub.parameters() if p.grad is not None]
+            if params:
+                norms.append(torch.nn.utils.clip_grad_norm_(params, self.args.max_grad_norm))
+        return torch.stack([n.float() for n in norms]).norm() if norms else torch.zeros(())
+
+    # ------------------------------------------------------------------ train / eval
+    def train(self, *args, **kwargs):
+        out = super().train(*args, **kwargs)
+        if self.args.mode in ("smt", "joint"):
+            make_student_standalone(self.student, self.teacher)
+        return out
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        """Teacher first-step loss/accuracy, the student's one-step accuracy from teacher memories, the
+        standalone student's teacher-forced loss and accuracy, and rollout drift 1-R^2."""
+        dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
+        if dataset is None:
+            raise ValueError("evaluate() needs an eval_dataset.")
+        collate = SMTDataCollator(mode="eval", context_length=self.args.context_length)
+        loader = DataLoader(dataset, batch_size=self.args.per_device_eval_batch_size, collate_fn=collate)
+        teacher = self.teacher
+        results = []
+        for batch in loader:
+            batch = {k: v.to(self.args.device) for k, v in batch.items()}
+            results.append(
+                evaluate_smt(self.student, teacher, batch["input_ids"], batch["labels"], self.args.context_length,
+                             eval_positions=self.args.eval_positions, drift_stride=self.args.dmt_stride,
+                             attention_mask=batch.get("attention_mask"))
+            )
+        summary = summarize(results)
+        self.last_eval = summary
+        metrics = {f"{metric_key_prefix}_{k}": v for k, v in summary.items() if not isinstance(v, list)}
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        return metrics
+
+    # ------------------------------------------------------------------ checkpoints
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        """student/ and teacher/ as `from_pretrained` folders (safetensors) + the arguments as JSON."""
+        output_dir = output_dir if output_dir is not None else self.args.output_dir
+        if not self.args.should_save:
+            return
+        os.makedirs(output_dir, exist_ok=True)
+        if self.args.mode in ("smt", "joint") and state_dict is None:
+            make_student_standalone(self.student, self.teacher)
+        for prefix, sub, folder in (("student.", self.student, STUDENT_DIR), ("teacher.", self.teacher, TEACHER_DIR)):
+            if sub is None:
+                continue
+            sd = None
+            if state_dict is not None:
+                sd = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+            sub.save_pretrained(os.path.join(output_dir, folder), state_dict=sd)
+        if self.processing_class is not None:
+            self.processing_class.save_pretrained(os.path.join(output_dir, STUDENT_DIR))
+        with open(os.path.join(output_dir, "smt_training_args.json"), "w") as f:
+            f.write(self.args.to_json_string())
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        for sub, folder in ((self.student, STUDENT_DIR), (self.teacher, TEACHER_DIR)):
+            if sub is None:
+                continue
+            path = os.path.join(resume_from_checkpoint, folder, "model.safetensors")
+            if not os.path.isfile(path):
+                raise ValueError(f"Can't find {path}: not an SMTTrainer checkpoint folder.")
+            sub.load_state_dict(safetensors.torch.load_file(path, device="cpu"), strict=True)
+
+    def save_summary(self, path: str, **extra) -> None:
+        """Write the last evaluation and the run's log history as JSON (used by recipes and model cards)."""
+        with open(path, "w") as f:
+            json.dump({"eval": self.last_eval, "log_history": self.state.log_history, **extra}, f, indent=2, default=str)
+
+
+__all__ = ["SMTTrainer", "NonFiniteLossError"]

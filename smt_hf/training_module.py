@@ -1,0 +1,141 @@
+"""`SMTTrainingModule`: student + teacher in one nn.Module whose `forward(**batch)` returns the loss parts of
+the training mode. Everything the optimiser touches runs inside this forward, so DDP gradient sync and
+FSDP all-gathers see it. The loss arithmetic itself is in `losses.py` (pure functions).
+
+Modes (spec.md):
+    joint  m_c = E(ctx), m_{c+1} = E(next ctx); L_dec(D(m_c, fut)), L_unif(m_c), L_dyn(f(m_c, x_c), m_{c+1})
+    smt    as joint, but L_dyn sees sg(m_c), sg(m_{c+1}): the RNN learns from L_dyn alone
+    dmt    teacher frozen; the RNN rolls out Td steps on its own memories, matched every k steps to the
+           teacher's memories (all computed in one batched encoder call); readout CE on sg(memory)
+    bptt   the student unrolled from m_0 with full backpropagation, next-token CE
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from . import losses
+from .data.collator import prefix_contexts
+
+
+class SMTTrainingModule(nn.Module):
+    def __init__(self, student: nn.Module, teacher: nn.Module | None, args):
+        super().__init__()
+        self.student = student
+        self.teacher = teacher
+        self.args = args
+        self.mode = args.mode
+        if self.mode == "dmt":
+            self.teacher.requires_grad_(False)
+        # FSDP auto-wrap reads this
+        self._no_split_modules = ["Block", "ResidualMLPBlock"]
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.mode == "dmt" and self.teacher is not None:
+            self.teacher.eval()  # frozen by construction: no dropout, no grad
+        return self
+
+    def forward(self, **batch) -> dict[str, torch.Tensor]:
+        if self.mode in ("smt", "joint"):
+            return self.smt_parts(**batch)
+        if self.mode == "dmt":
+            return self.dmt_parts(**batch)
+        return self.bptt_parts(**batch)
+
+    # ------------------------------------------------------------------ SMT
+    def smt_parts(
+        self, context_ids, context_mask, next_context_ids, next_context_mask, next_token, future_ids, future_labels, **_
+    ) -> dict[str, torch.Tensor]:
+        a = self.args
+        N = context_ids.shape[0]
+        # 1. both memories in one encoder call: (2N, Tc) -> (2N, K, d)
+        both = self.teacher.encode(torch.cat([context_ids, next_context_ids]), torch.cat([context_mask, next_context_mask]))
+        m_c, m_next = both[:N], both[N:]  # (N, K, d) each
+        # 2. predictive state: decode the future from m_c
+        logits = self.teacher.decode(m_c, future_ids)  # (N, Tf, V)
+        parts = {
+            "decoder": losses.decoder_loss(logits, future_labels, a.gamma),
+            "uniformity": losses.uniformity_loss(m_c, a.uniformity_samples),
+        }
+        # 3. one supervised RNN transition
+        if self.mode == "smt":
+            m_c, m_next = m_c.detach(), m_next.detach()
+        parts["dynamics"] = losses.dynamics_loss(self.student.step(m_c, next_token), m_next)
+        return parts
+
+    # ------------------------------------------------------------------ DMT
+    def dmt_parts(self, input_ids, labels, attention_mask=None, **_) -> dict[str, torch.Tensor]:
+        a = self.args
+        B, L = input_ids.shape
+        Td, k, Tc = a.rollout_length, a.dmt_stride, a.context_length
+        start = Tc if a.dmt_start == "teacher" else 0
+        if L < start + Td:
+            raise ValueError(
+                f"DMT needs sequences of >= {start + Td} tokens (start {start} + rollout_length {Td}), got {L}; "
+                "lower `rollout_length` or use longer windows."
+            )
+        # 1. teacher memories at the start and every k steps, one batched encoder call: (B*(n+1), Tc)
+        ends = torch.arange(start, start + Td + 1, k, device=input_ids.device)  # (n+1,) = start, start+k, ...
+        with torch.no_grad():
+            ctx, ctx_mask = prefix_contexts(input_ids, ends, Tc, 0, attention_mask)  # (B, n+1, Tc)
+            targets = self.teacher.encode(ctx.flatten(0, 1), ctx_mask.flatten(0, 1))
+            targets = targets.view(B, len(ends), *targets.shape[1:])  # (B, n+1, K, d)
+        # 2. roll the student out on its own memories
+        m = targets[:, 0] if a.dmt_start == "teacher" else self.student.initial_memory(B)
+        visited, matched = [], []
+        for j in range(Td):
+            visited.append(m)  # memory after x[:start+j]; its readout predicts labels[start+j]
+            m = self.student.step(m, input_ids[:, start + j])
+            if (j + 1) % k == 0:
+                matched.append(m)
+            if a.dmt_gradient == "detach":
+                m = m.detach()
+        visited = torch.stack(visited, 1)  # (B, Td, K, d)
+        matched = torch.stack(matched, 1)  # (B, n, K, d)
+        # 3. losses: memory matching at strided steps, readout CE on stop-gradient memories (one batched call)
+        logits = self.student.readout(visited.detach())  # (B, Td, V)
+        return {
+            "dmt_dynamics": losses.dynamics_loss(matched, targets[:, 1:]),
+            "readout": losses.readout_loss(logits, labels[:, start : start + Td]),
+        }
+
+    # ------------------------------------------------------------------ BPTT
+    def bptt_parts(self, input_ids, labels, attention_mask=None, **_) -> dict[str, torch.Tensor]:
+        out = self.student(input_ids, attention_mask=attention_mask, labels=labels, use_cache=False)
+        return {"bptt": out.loss}
+
+    def weights(self) -> dict[str, float]:
+        a = self.args
+        return {
+            "decoder": a.lambda_dec,
+            "dynamics": a.lambda_dyn,
+            "uniformity": a.lambda_unif,
+            "dmt_dynamics": a.lambda_dmt_dyn,
+            "readout": a.lambda_readout,
+            "bptt": 1.0,
+        }
+
+
+@torch.no_grad()
+def make_student_standalone(student, teacher) -> None:
+    """After SMT: the student's readout := teacher decoder + head (so g(m) == D's first-step prediction) and
+    its initial memory := E(empty context), so `student.generate()` runs with no teacher."""
+    src, dst = teacher.decoder, student.readout_head.decoder
+    if sum(1 for _ in src.parameters()) != sum(1 for _ in dst.parameters()) or any(
+        p.shape != q.shape for p, q in zip(src.parameters(), dst.parameters())
+    ):
+        raise ValueError(
+            "The student readout must match the teacher decoder to be initialised from it: build the student with "
+            "`SMTRecurrentConfig.from_teacher(teacher.config, ...)` (readout_layers = num_decoder_layers, same widths)."
+        )
+    dst.load_state_dict(src.state_dict())
+    student.readout_head.lm_head.load_state_dict(teacher.lm_head.state_dict())
+    was_training = teacher.training
+    teacher.eval()
+    student.set_initial_memory(teacher.empty_memory(1)[0])
+    teacher.train(was_training)
+
+
+__all__ = ["SMTTrainingModule", "make_student_standalone"]
