@@ -1,0 +1,28 @@
+"""Data layer: synthetic tasks, real byte/pixel streams, and SMT batch collation.
+
+Public API::
+
+    make_task, list_tasks, task_vocab_size          # synthetic tasks (tasks.py)
+    load_text, load_mnist, load_sketches,           # real data, hub or offline (streams.py)
+    pixels_to_image, stream_windows
+    SMTDataCollator, prefix_contexts                # batches (collator.py)
+"""
+
+from .collator import SMTDataCollator, prefix_contexts
+from .streams import TextData, load_mnist, load_sketches, load_text, pixels_to_image, stream_windows
+from .tasks import IGNORE_INDEX, list_tasks, make_task, task_vocab_size
+
+__all__ = [
+    "IGNORE_INDEX",
+    "make_task",
+    "list_tasks",
+    "task_vocab_size",
+    "TextData",
+    "load_text",
+    "load_mnist",
+    "load_sketches",
+    "pixels_to_image",
+    "stream_windows",
+    "SMTDataCollator",
+    "prefix_contexts",
+]

@@ -1,0 +1,119 @@
+"""Figures: PNG grids of pixel sequences and line plots of curves (matplotlib, Agg backend)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+__all__ = ["save_pixel_grid", "plot_curves"]
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)  # headless; no-op if a backend is already in use
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_pixel_grid(
+    sequences,
+    path: str | Path,
+    height: int = 28,
+    width: int = 28,
+    ncols: int = 8,
+    titles: Sequence[str] | None = None,
+    suptitle: str | None = None,
+) -> Path:
+    """Write a PNG grid of pixel-token sequences (raster order, 0..255), light strokes on black.
+
+    Args:
+        sequences: (N, height*width) array-like (lists, arrays or tensors); -100 / out-of-range
+            values (e.g. unfinished generations) are clipped to 0..255.
+        path: output PNG path (parent folders are created).
+        ncols: images per row.
+        titles: optional N short titles (e.g. the digit or "generated").
+    Returns:
+        The path written.
+    """
+    seqs = [np.asarray(s.tolist() if hasattr(s, "tolist") else s, dtype=np.int64).reshape(-1) for s in sequences]
+    if not seqs:
+        raise ValueError("save_pixel_grid: no sequences given")
+    if any(s.size != height * width for s in seqs):
+        raise ValueError(f"save_pixel_grid: every sequence needs height*width = {height * width} tokens")
+    if titles is not None and len(titles) != len(seqs):
+        raise ValueError(f"save_pixel_grid: got {len(titles)} titles for {len(seqs)} sequences")
+    plt = _pyplot()
+    n = len(seqs)
+    ncols = max(1, min(ncols, n))
+    nrows = (n + ncols - 1) // ncols
+    fig, axes = plt.subplots(nrows, ncols, figsize=(1.2 * ncols, 1.3 * nrows + (0.3 if suptitle else 0)), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < n:
+            img = np.clip(seqs[i], 0, 255).reshape(height, width)  # (H, W)
+            ax.imshow(img, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+            if titles is not None:
+                ax.set_title(str(titles[i]), fontsize=7)
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_curves(
+    x,
+    curves: Mapping[str, Sequence[float]],
+    path: str | Path,
+    title: str | None = None,
+    xlabel: str = "step",
+    ylabel: str = "",
+    logy: bool = False,
+    logx: bool = False,
+    markers: bool = False,
+) -> Path:
+    """Line plot of several named curves against ``x``; write a PNG.
+
+    Args:
+        x: shared x values (length M), or ``None`` to use ``0..M-1`` per curve.
+        curves: name -> y values; a value may also be an ``(x, y)`` pair for its own x axis.
+        path: output PNG path (parent folders are created).
+        logy / logx: log-scale axes.
+    Returns:
+        The path written.
+    """
+    if not curves:
+        raise ValueError("plot_curves: no curves given")
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for name, ys in curves.items():
+        if isinstance(ys, tuple) and len(ys) == 2:
+            xs, ys = ys
+        else:
+            xs = x if x is not None else np.arange(len(ys))
+        if len(xs) != len(ys):
+            raise ValueError(f"plot_curves: curve {name!r} has {len(ys)} values for {len(xs)} x values")
+        ax.plot(xs, ys, label=name, marker="o" if markers else None, markersize=3)
+    if logy:
+        ax.set_yscale("log")
+    if logx:
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -1,0 +1,159 @@
+"""SMTDataCollator and prefix_contexts checked against hand-written tensors."""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np
+import pytest
+import torch
+
+from smt_hf.data import SMTDataCollator, prefix_contexts
+
+P = 0  # pad id
+I = -100  # ignore index
+X = [11, 12, 13, 14, 15, 16]  # L = 6
+Y = [I, I, 13, I, 15, 16]
+
+
+def T(rows):
+    return torch.tensor(rows, dtype=torch.long)
+
+
+def smt(**kw):
+    return SMTDataCollator("smt", context_length=3, future_length=4, **kw)
+
+
+def test_smt_batch_by_hand():
+    """c = 0 (empty context), 2 (short prefix, left pad), 4 (Tc < c: truncated), 5 (future padding)."""
+    out = smt()([{"input_ids": X, "labels": Y}], split_points=[[0, 2, 4, 5]])
+    expected = {
+        "context_ids": T([[P, P, P], [P, 11, 12], [12, 13, 14], [13, 14, 15]]),
+        "context_mask": T([[0, 0, 0], [0, 1, 1], [1, 1, 1], [1, 1, 1]]),
+        "next_context_ids": T([[P, P, 11], [11, 12, 13], [13, 14, 15], [14, 15, 16]]),
+        "next_context_mask": T([[0, 0, 1], [1, 1, 1], [1, 1, 1], [1, 1, 1]]),
+        "next_token": T([11, 13, 15, 16]),
+        "future_ids": T([[11, 12, 13, 14], [13, 14, 15, 16], [15, 16, P, P], [16, P, P, P]]),
+        "future_labels": T([[I, I, 13, I], [13, I, 15, 16], [15, 16, I, I], [16, I, I, I]]),
+        "split_points": T([0, 2, 4, 5]),
+    }
+    assert set(out) == set(expected)
+    for k, v in expected.items():
+        assert out[k].dtype == torch.long, k
+        assert torch.equal(out[k], v), (k, out[k], v)
+
+
+def test_smt_variable_lengths_default_labels_and_row_order():
+    """Labels default to input_ids; pad id is honoured; rows of one sequence are adjacent."""
+    col = SMTDataCollator("joint", context_length=3, future_length=4, pad_token_id=9)
+    feats = [{"input_ids": torch.tensor(X), "labels": np.array(Y)}, {"input_ids": [21, 22]}]
+    out = col(feats, split_points=[[5, 1], [1, 0]])
+    assert torch.equal(out["split_points"], T([5, 1, 1, 0]))
+    assert torch.equal(out["context_ids"], T([[13, 14, 15], [9, 9, 11], [9, 9, 21], [9, 9, 9]]))
+    assert torch.equal(out["next_context_ids"], T([[14, 15, 16], [9, 11, 12], [9, 21, 22], [9, 9, 21]]))
+    assert torch.equal(out["next_token"], T([16, 12, 22, 21]))
+    assert torch.equal(out["future_ids"], T([[16, 9, 9, 9], [12, 13, 14, 15], [22, 9, 9, 9], [21, 22, 9, 9]]))
+    assert torch.equal(out["future_labels"], T([[16, I, I, I], [I, 13, I, 15], [22, I, I, I], [21, 22, I, I]]))
+
+
+def test_split_last_is_the_stream_layout():
+    """Streams: window of Tc + Tf tokens; c = Tc; spec: m_t = E(x[0:Tc]), x_{t+1} = x[Tc], ..."""
+    Tc, Tf = 4, 3
+    x = list(range(100, 100 + Tc + Tf))
+    out = SMTDataCollator("smt", context_length=Tc, future_length=Tf, split="last")([{"input_ids": x}] * 2)
+    assert out["split_points"].tolist() == [Tc, Tc]
+    assert out["context_ids"][0].tolist() == x[:Tc] and out["context_mask"].all()
+    assert out["next_context_ids"][0].tolist() == x[1 : Tc + 1]
+    assert out["next_token"].tolist() == [x[Tc]] * 2
+    assert out["future_ids"][0].tolist() == out["future_labels"][0].tolist() == x[Tc : Tc + Tf]
+    # short sequence: c = L - 1
+    short = SMTDataCollator("smt", context_length=8, future_length=2, split="last")([{"input_ids": [1, 2, 3]}])
+    assert short["split_points"].tolist() == [2] and short["future_ids"].tolist() == [[3, P]]
+
+
+def test_random_splits_cover_range_and_are_deterministic():
+    feats = [{"input_ids": X}] * 50
+    gen = torch.Generator().manual_seed(0)
+    a = smt(splits_per_sequence=4, generator=gen)(feats)
+    gen.manual_seed(0)
+    b = smt(splits_per_sequence=4, generator=gen)(feats)
+    assert a["context_ids"].shape == (200, 3) and a["future_ids"].shape == (200, 4)
+    assert torch.equal(a["split_points"], b["split_points"])
+    assert set(a["split_points"].tolist()) == set(range(len(X)))  # 0..L-1, including the empty context
+    # the global RNG (seeded by the HF Trainer) drives it when no generator is given
+    torch.manual_seed(123)
+    c = smt(splits_per_sequence=4)(feats)
+    torch.manual_seed(123)
+    d = smt(splits_per_sequence=4)(feats)
+    assert torch.equal(c["split_points"], d["split_points"])
+    # every row is consistent with its split point
+    for r in range(200):
+        cp = int(a["split_points"][r])
+        assert a["next_token"][r] == X[cp]
+        assert a["context_ids"][r, 3 - min(cp, 3) :].tolist() == X[max(0, cp - 3) : cp]
+
+
+@pytest.mark.parametrize("mode", ["dmt", "bptt", "eval"])
+def test_sequence_modes_right_pad(mode):
+    col = SMTDataCollator(mode, pad_token_id=7)
+    out = col([{"input_ids": [1, 2, 3], "labels": [I, 2, 3]}, {"input_ids": [4, 5, 6, 8, 9]}])
+    assert set(out) == {"input_ids", "labels", "attention_mask"}
+    assert torch.equal(out["input_ids"], T([[1, 2, 3, 7, 7], [4, 5, 6, 8, 9]]))
+    assert torch.equal(out["labels"], T([[I, 2, 3, I, I], [4, 5, 6, 8, 9]]))
+    assert torch.equal(out["attention_mask"], T([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]))
+
+
+def test_prefix_contexts_by_hand():
+    x = T([[1, 2, 3, 4, 5], [6, 7, 8, 9, 10]])
+    ids, mask = prefix_contexts(x, [0, 2, 5], context_length=3, pad_token_id=P)
+    assert ids.shape == mask.shape == (2, 3, 3)
+    assert torch.equal(ids, T([[[P, P, P], [P, 1, 2], [3, 4, 5]], [[P, P, P], [P, 6, 7], [8, 9, 10]]]))
+    assert torch.equal(mask, T([[[0, 0, 0], [0, 1, 1], [1, 1, 1]]] * 2))
+    # right-padded batch: tokens the attention mask marks as padding are padding here too
+    am = T([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
+    ids2, mask2 = prefix_contexts(x, torch.tensor([4, 5]), 3, pad_token_id=-1, attention_mask=am)
+    assert torch.equal(ids2[1], T([[7, 8, -1], [8, -1, -1]])) and torch.equal(mask2[1], T([[1, 1, 0], [1, 0, 0]]))
+    assert torch.equal(ids2[0], T([[2, 3, 4], [3, 4, 5]]))
+    with pytest.raises(ValueError, match="ends must lie in 0..L=5"):
+        prefix_contexts(x, [6], 3)
+
+
+def test_prefix_contexts_matches_collator_contexts():
+    x = torch.randint(1, 50, (3, 9))
+    ends = list(range(10))
+    ids, mask = prefix_contexts(x, ends, 4)
+    for b in range(3):
+        out = SMTDataCollator("smt", context_length=4, future_length=2)(
+            [{"input_ids": x[b]}], split_points=[ends[:-1]]
+        )
+        assert torch.equal(out["context_ids"], ids[b, :-1]) and torch.equal(out["context_mask"], mask[b, :-1])
+        assert torch.equal(out["next_context_ids"], ids[b, 1:])
+
+
+@pytest.mark.parametrize(
+    "kw,match",
+    [
+        (dict(mode="nope"), "mode='nope' is not one of"),
+        (dict(mode="smt"), "needs context_length >= 1"),
+        (dict(mode="smt", context_length=4, future_length=0), "future_length must be >= 1"),
+        (dict(mode="smt", context_length=4, splits_per_sequence=0), "splits_per_sequence must be >= 1"),
+        (dict(mode="smt", context_length=4, split="first"), "must be 'random' or 'last'"),
+        (dict(mode="smt", context_length=4, split="last", splits_per_sequence=2), "set splits_per_sequence=1"),
+    ],
+    ids=["mode", "no-Tc", "Tf0", "splits0", "split-name", "last-multi"],
+)
+def test_invalid_arguments(kw, match):
+    with pytest.raises(ValueError, match=match):
+        SMTDataCollator(**kw)
+
+
+def test_invalid_features():
+    col = smt()
+    with pytest.raises(ValueError, match="empty list of features"):
+        col([])
+    with pytest.raises(ValueError, match="labels must be aligned"):
+        col([{"input_ids": [1, 2, 3], "labels": [1, 2]}])
+    with pytest.raises(ValueError, match="no 'input_ids'"):
+        col([{"labels": [1]}])
+    with pytest.raises(ValueError, match="split_points must lie in 0..L-1"):
+        col([{"input_ids": [1, 2, 3]}], split_points=[[3]])
