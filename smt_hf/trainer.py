@@ -84,13 +84,8 @@ class SMTTrainer(Trainer):
                     "(see context_length / rollout_length / split); use longer sequences or smaller lengths."
                 )
         if data_collator is None:
-            data_collator = SMTDataCollator(
-                mode=args.mode,
-                context_length=args.context_length,
-                future_length=args.future_length,
-                splits_per_sequence=args.splits_per_sequence,
-                split=args.split,
-            )
+            # sequence batches for every mode; smt/joint split points are drawn inside the training step
+            data_collator = SMTDataCollator(mode="eval", context_length=args.context_length)
         self.student, self.teacher = model, teacher
         self.module = SMTTrainingModule(model, teacher, args)
         super().__init__(model=self.module, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
@@ -105,7 +100,7 @@ class SMTTrainer(Trainer):
         parts = model(**inputs)
         total = losses.combine(parts, self.module.weights())
         if not torch.isfinite(total):
-            bad = {k: float(v) for k, v in parts.items() if not torch.isfinite(v)}
+            bad = {k: float(v.detach()) for k, v in parts.items() if not torch.isfinite(v)}
             raise NonFiniteLossError(
                 f"Non-finite loss at step {self.state.global_step} (mode {self.args.mode}): "
                 f"{bad or {'total': float(total)}}. Lower the learning rate or the lambda of that part."

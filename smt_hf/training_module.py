@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from . import losses
-from .data.collator import prefix_contexts
+from .data.collator import SMTDataCollator, prefix_contexts
 
 
 class SMTTrainingModule(nn.Module):
@@ -28,6 +28,10 @@ class SMTTrainingModule(nn.Module):
         self.mode = args.mode
         if self.mode == "dmt":
             self.teacher.requires_grad_(False)
+        if self.mode in ("smt", "joint"):  # builds split-point batches from sequence batches
+            self.splitter = SMTDataCollator(mode=self.mode, context_length=args.context_length,
+                                            future_length=args.future_length,
+                                            splits_per_sequence=args.splits_per_sequence, split=args.split)
         # FSDP auto-wrap reads this
         self._no_split_modules = ["Block", "ResidualMLPBlock"]
 
@@ -39,6 +43,10 @@ class SMTTrainingModule(nn.Module):
 
     def forward(self, **batch) -> dict[str, torch.Tensor]:
         if self.mode in ("smt", "joint"):
+            if "context_ids" not in batch:  # a sequence batch: draw the split points now
+                batch = self.splitter.smt_batch_from_sequences(
+                    batch["input_ids"], batch["labels"], batch.get("attention_mask")
+                )
             return self.smt_parts(**batch)
         if self.mode == "dmt":
             return self.dmt_parts(**batch)

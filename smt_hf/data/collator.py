@@ -226,6 +226,20 @@ class SMTDataCollator:
             return {"input_ids": ids, "labels": labels, "attention_mask": mask}
         return self._smt_batch(ids, labels, lengths, split_points)
 
+    def smt_batch_from_sequences(
+        self, input_ids: torch.Tensor, labels: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """The smt/joint tensors built from a right-padded sequence batch (B, L), on its device.
+
+        The trainer calls this inside the training step (split points from torch's global CPU RNG at that
+        moment), so a resumed run draws exactly the split points of an uninterrupted one: the HF Trainer
+        restores the RNG state only after it has already collated the first resumed batch.
+        """
+        B, L = input_ids.shape
+        lengths = attention_mask.sum(1) if attention_mask is not None else torch.full((B,), L, device=input_ids.device)
+        c = self.sample_splits(lengths.cpu()).to(input_ids.device)  # (B, S)
+        return self._smt_batch(input_ids, labels, lengths.to(input_ids.device), c)
+
     def _smt_batch(
         self, ids: torch.Tensor, labels: torch.Tensor, lengths: torch.Tensor, split_points: torch.Tensor | None
     ) -> dict[str, torch.Tensor]:
@@ -234,7 +248,7 @@ class SMTDataCollator:
         if split_points is None:
             c = self.sample_splits(lengths)  # (B, S)
         else:
-            c = torch.as_tensor(split_points, dtype=torch.long).view(B, -1)
+            c = torch.as_tensor(split_points, dtype=torch.long, device=ids.device).view(B, -1)
             if bool((c < 0).any()) or bool((c >= lengths.view(B, 1)).any()):
                 raise ValueError("SMTDataCollator: split_points must lie in 0..L-1 for each sequence")
         S = c.shape[1]

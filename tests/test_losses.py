@@ -1,0 +1,76 @@
+"""Loss identities with hand-checked values (pure functions, no models)."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from smt_hf import losses
+from smt_hf.metrics import rollout_drift, target_accuracy
+
+
+def test_uniformity_zero_for_identical_and_near_minus4_for_random():
+    assert losses.uniformity_loss(torch.ones(64, 256)).item() == pytest.approx(0.0, abs=1e-6)
+    torch.manual_seed(0)
+    u = losses.uniformity_loss(torch.randn(2, 256, 256))  # 512 random 256-d vectors
+    # E||u_i-u_j||^2 = 2 for random unit vectors in high dim -> log exp(-2*2) = -4
+    assert u.item() == pytest.approx(-4.0, abs=0.1)
+
+
+def test_uniformity_two_points_by_hand():
+    x = torch.tensor([[1.0, 0.0], [0.0, 1.0]])  # ||u1-u2||^2 = 2
+    assert losses.uniformity_loss(x, t=2.0).item() == pytest.approx(-4.0, abs=1e-6)
+    x = torch.tensor([[1.0, 0.0], [-1.0, 0.0], [1.0, 0.0]])  # pairs: 4, 0, 4
+    expected = math.log((2 * math.exp(-8) + 1) / 3)
+    assert losses.uniformity_loss(x).item() == pytest.approx(expected, abs=1e-6)
+
+
+def test_uniformity_subsamples():
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    val = losses.uniformity_loss(torch.randn(40, 16, 64), num_samples=100, generator=g)
+    assert torch.isfinite(val) and -4.5 < val.item() < -3.0
+
+
+def test_dynamics_zero_when_equal_and_mse_otherwise():
+    m = torch.randn(3, 2, 8)
+    assert losses.dynamics_loss(m, m).item() == 0.0
+    assert losses.dynamics_loss(m + 0.5, m).item() == pytest.approx(0.25)
+
+
+def test_decoder_loss_ignores_minus_100_and_discounts():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 3, 5)
+    labels = torch.tensor([[1, -100, 3], [-100, -100, 0]])
+    ce = F.cross_entropy(logits.reshape(-1, 5), labels.reshape(-1), ignore_index=-100, reduction="none").view(2, 3)
+    plain = (ce[0, 0] + ce[0, 2] + ce[1, 2]) / 3
+    assert losses.decoder_loss(logits, labels).item() == pytest.approx(plain.item(), rel=1e-6)
+    g = 0.5
+    disc = (ce[0, 0] + g**2 * ce[0, 2] + g**2 * ce[1, 2]) / (1 + g**2 + g**2)
+    assert losses.decoder_loss(logits, labels, gamma=g).item() == pytest.approx(disc.item(), rel=1e-6)
+    # changing logits at ignored positions changes nothing
+    logits2 = logits.clone()
+    logits2[0, 1] += 100
+    assert losses.decoder_loss(logits2, labels).item() == pytest.approx(plain.item(), rel=1e-6)
+
+
+def test_combine_weights_and_rejects_all_zero():
+    parts = {"a": torch.tensor(2.0), "b": torch.tensor(3.0)}
+    assert losses.combine(parts, {"a": 1.0, "b": 0.1}).item() == pytest.approx(2.3)
+    with pytest.raises(ValueError, match="non-zero weight"):
+        losses.combine(parts, {"a": 0.0})
+
+
+def test_rollout_drift_identities():
+    torch.manual_seed(0)
+    target = torch.randn(6, 4, 2, 3)
+    assert torch.allclose(rollout_drift(target, target), torch.zeros(4))
+    mean = target.mean(0, keepdim=True).expand_as(target)
+    assert torch.allclose(rollout_drift(mean, target), torch.ones(4), atol=1e-6)
+
+
+def test_target_accuracy_counts():
+    logits = torch.tensor([[[0.0, 1.0], [1.0, 0.0], [0.0, 1.0]]])
+    labels = torch.tensor([[1, 1, -100]])
+    assert target_accuracy(logits, labels) == (1, 2)
