@@ -36,4 +36,24 @@ def perplexity(nats: float) -> float:
     return math.exp(nats)
 
 
-__all__ = ["rollout_drift", "target_accuracy", "bits_per_token", "perplexity"]
+METRIC_MODULES = ("bits_per_byte", "target_accuracy", "rollout_drift")
+
+
+def metric_path(name: str) -> str:
+    """Local script path of one of the package's `evaluate` modules (`evaluate.load` it offline, no hub lookup)."""
+    from pathlib import Path
+
+    if name not in METRIC_MODULES:
+        raise ValueError(f"Unknown SMT metric {name!r}; choose one of {list(METRIC_MODULES)}.")
+    return str(Path(__file__).resolve().parent / name / f"{name}.py")
+
+
+def load_metric(name: str, **kwargs):
+    """`evaluate.load` of a packaged metric ("bits_per_byte", "target_accuracy", "rollout_drift") from its local
+    script, so it needs no network (HF_HUB_OFFLINE=1 is fine). kwargs go to `evaluate.load`."""
+    import evaluate
+
+    return evaluate.load(metric_path(name), **kwargs)
+
+
+__all__ = ["rollout_drift", "target_accuracy", "bits_per_token", "perplexity", "load_metric", "metric_path", "METRIC_MODULES"]

@@ -1,0 +1,273 @@
+"""Model cards and uploads for the Hub.
+
+`make_model_card(run_info, model=...)` fills `smt_hf/templates/model_card.md` (a Jinja template for
+`huggingface_hub.ModelCard.from_template`) from a run summary and the model's config, with `model-index`
+metadata built from `ModelCardData(eval_results=[EvalResult(...)])`. `push_folder` uploads an exported
+folder in one `HfApi.create_commit`.
+
+A run summary (`run_info`) is a dict; every key is optional. `SMTTrainer.save_summary(path, **extra)`
+writes `eval` and `log_history`; recipes add the rest as `extra`. See `model_cards/examples/`.
+
+    model_name   str    card title and model-index name
+    repo_id      str    shown in the usage snippet
+    kind         str    "student" | "teacher" (taken from the model when one is given)
+    description  str    a paragraph under the title
+    config       dict   model config (taken from the model when one is given)
+    dataset      dict   name, id (Hub id), source (URL or how it was built), split, notes
+    training     dict   mode ("smt" | "dmt" | "joint" | "bptt" | "smt+dmt"), steps, stages [{mode, steps}],
+                        batch_size, learning_rate, context_length, teacher, wall_time, ...
+    hardware     str    e.g. "1x NVIDIA H200"
+    eval         dict   metric -> number (lists such as drift curves are skipped)
+    samples      list   {prompt, output, settings}
+    plots        list   {path, caption}; paths relative to the card (export copies them to plots/)
+    limitations  list   extra lines for the Limitations section
+    license, tags, language
+    log_history  list   trainer log; the last "step" fills training.steps when that is missing
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+TEMPLATE_PATH = Path(__file__).resolve().parent / "templates" / "model_card.md"
+
+# Known evaluation keys (SMTTrainer / smt_hf.evaluation.summarize) -> (metric type, readable name).
+METRIC_NAMES = {
+    "student_loss": ("loss", "Standalone student loss (nats/token, teacher-forced rollout from m_0)"),
+    "student_bits": ("bits_per_byte", "Standalone student bits per byte"),
+    "student_acc": ("accuracy", "Standalone student accuracy at target positions"),
+    "teacher_loss": ("loss", "Teacher loss (nats/token, first decoder step)"),
+    "teacher_acc": ("accuracy", "Teacher accuracy at target positions"),
+    "onestep_acc": ("accuracy", "Student one step from the teacher's memory, accuracy"),
+    "drift_mean": ("rollout_drift", "Rollout drift 1-R^2, mean over steps"),
+    "drift_last": ("rollout_drift", "Rollout drift 1-R^2, last step"),
+    "perplexity": ("perplexity", "Perplexity"),
+}
+
+STUDENT_LIMITS = [
+    "Needs the teacher only for training: this standalone student generates from its stored initial memory "
+    "m_0 (the teacher's empty-context memory) with no teacher at inference.",
+    "The whole state is a fixed-size memory; information beyond what it holds is lost, and quality on "
+    "sequences longer than those seen in training is not guaranteed.",
+    "Generation is one recurrent step per token (no parallel prefill without the teacher encoder).",
+]
+TEACHER_LIMITS = [
+    "A training-time model: it encodes at most `max_context_length` tokens into a memory and decodes a "
+    "short future from it; it is not a `generate()` language model.",
+    "Its memories are the supervision targets of the student; its empty-context memory initialises the student.",
+]
+
+
+def _fence(text: str) -> str:
+    """A backtick fence longer than any backtick run inside `text`."""
+    longest = max((len(run) for run in text.split("\n") for run in _backtick_runs(run)), default=0)
+    return "`" * max(3, longest + 1)
+
+
+def _backtick_runs(line: str) -> list[str]:
+    runs, cur = [], ""
+    for ch in line:
+        if ch == "`":
+            cur += ch
+        elif cur:
+            runs.append(cur)
+            cur = ""
+    return runs + ([cur] if cur else [])
+
+
+def _number(value) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return value
+
+
+def _config_dict(run_info: dict, model) -> dict:
+    if model is not None:
+        cfg = model.config.to_diff_dict()
+    else:
+        cfg = dict(run_info.get("config") or {})
+    return {k: v for k, v in cfg.items() if v is not None and k not in ("transformers_version", "auto_map", "architectures")}
+
+
+def _training_text(training: dict, log_history: list | None) -> tuple[str, int | None]:
+    training = dict(training or {})
+    steps = training.get("steps")
+    if steps is None and log_history:
+        steps = max((e.get("step", 0) for e in log_history if isinstance(e, dict)), default=None)
+    lines = []
+    mode = training.pop("mode", None)
+    lines.append(f"- **Mode:** {mode or 'not recorded'}")
+    lines.append(f"- **Steps:** {steps if steps is not None else 'not recorded'}")
+    training.pop("steps", None)
+    for stage in training.pop("stages", []) or []:
+        lines.append(f"  - stage `{stage.get('mode', '?')}`: {stage.get('steps', '?')} steps")
+    for key, value in training.items():
+        lines.append(f"- **{key.replace('_', ' ')}:** {value}")
+    return "\n".join(lines), steps
+
+
+def _data_text(dataset: dict) -> str:
+    if not dataset:
+        return "Not recorded."
+    lines = [f"- **Dataset:** {dataset.get('name') or dataset.get('id') or 'unnamed'}"]
+    if dataset.get("id"):
+        lines.append(f"- **Hub id:** `{dataset['id']}`")
+    lines.append(f"- **Source:** {dataset.get('source', 'not recorded')}")
+    for key in ("split", "size", "tokenization", "notes"):
+        if dataset.get(key):
+            lines.append(f"- **{key}:** {dataset[key]}")
+    return "\n".join(lines)
+
+
+def _plot_links(plots: list) -> list[dict]:
+    out = []
+    for plot in plots or []:
+        path = str(plot["path"] if isinstance(plot, dict) else plot)
+        caption = plot.get("caption", Path(path).stem) if isinstance(plot, dict) else Path(path).stem
+        if "://" in path:
+            raise ValueError(f"Plot {path!r}: use a path relative to the card (the file ships in the repo), not a URL.")
+        if Path(path).is_absolute():
+            path = f"plots/{Path(path).name}"  # export_for_hub copies the file there
+        out.append({"path": Path(path).as_posix(), "caption": caption})
+    return out
+
+
+def eval_results(run_info: dict):
+    """`huggingface_hub.EvalResult`s (the card's model-index) for the numeric entries of `run_info["eval"]`."""
+    from huggingface_hub import EvalResult
+
+    dataset = run_info.get("dataset") or {}
+    kind = run_info.get("kind", "student")
+    results = []
+    for key, value in (run_info.get("eval") or {}).items():
+        value = _number(value)
+        if value is None:
+            continue
+        metric_type, metric_name = METRIC_NAMES.get(key, (key, key.replace("_", " ")))
+        results.append(
+            EvalResult(
+                task_type="text-generation" if kind == "student" else "feature-extraction",
+                dataset_type=dataset.get("id") or dataset.get("name") or "custom",
+                dataset_name=dataset.get("name") or dataset.get("id") or "custom",
+                dataset_split=dataset.get("split"),
+                metric_type=metric_type,
+                metric_name=metric_name,
+                metric_value=value,
+            )
+        )
+    return results
+
+
+def make_model_card(
+    run_info: dict, model=None, kind: str | None = None, template_path: str | Path | None = None, has_tokenizer: bool | None = None
+):
+    """A `huggingface_hub.ModelCard` from a run summary (see the module docstring) and, optionally, the model.
+
+    Raises ValueError for an unknown `kind` or a plot given as a URL.
+    """
+    from huggingface_hub import ModelCard, ModelCardData
+
+    from .export import model_kind
+
+    run_info = dict(run_info or {})
+    if model is not None:
+        kind = model_kind(model)
+    kind = kind or run_info.get("kind", "student")
+    if kind not in ("student", "teacher"):
+        raise ValueError(f"kind must be 'student' or 'teacher', got {kind!r}.")
+    run_info["kind"] = kind
+    config = _config_dict(run_info, model)
+    backbone = config.get("backbone")
+    model_name = run_info.get("model_name") or (f"smt-{backbone}-student" if kind == "student" else "smt-teacher")
+    dataset = run_info.get("dataset") or {}
+    training_text, steps = _training_text(run_info.get("training"), run_info.get("log_history"))
+    results = eval_results(run_info)
+    tags = ["smt", "supervised-memory-training", "recurrent", "custom_code", f"smt-{kind}"]
+    tags += [f"backbone-{backbone}"] if backbone else []
+    tags += [t for t in run_info.get("tags", []) if t not in tags]
+    card_data = ModelCardData(
+        model_name=model_name,
+        license=run_info.get("license", "apache-2.0"),
+        language=run_info.get("language"),
+        library_name="transformers",
+        pipeline_tag="text-generation" if kind == "student" else None,
+        tags=tags,
+        datasets=[dataset["id"]] if dataset.get("id") else None,
+        eval_results=results or None,
+    )
+    samples = []
+    for s in run_info.get("samples") or []:
+        output = str(s.get("output", ""))
+        samples.append(
+            {
+                "prompt_inline": str(s.get("prompt", "")).replace("`", "'").replace("\n", "\\n"),
+                "output": output,
+                "fence": _fence(output),
+                "settings": s.get("settings", ""),
+            }
+        )
+    eval_rows = [(METRIC_NAMES.get(k, (k, k))[1], f"{v:.4g}") for k, v in (run_info.get("eval") or {}).items() if _number(v) is not None]
+    hardware = run_info.get("hardware") or "not recorded"
+    summary = (
+        f"A recurrent student ({backbone} updater) trained with Supervised Memory Training: an RNN whose whole "
+        f"state is a memory of {config.get('memory_tokens', 'K')} tokens of width {config.get('hidden_size', 'd')}."
+        if kind == "student"
+        else "An SMT teacher: an encoder with learned register tokens that compresses a context into a memory, and a "
+        "causal decoder that predicts the future from it; it supervises the recurrent student."
+    )
+    return ModelCard.from_template(
+        card_data,
+        template_path=str(template_path or TEMPLATE_PATH),
+        title=model_name,
+        summary=summary,
+        description=run_info.get("description", ""),
+        kind=kind,
+        repo_id=run_info.get("repo_id") or f"<user>/{model_name}",
+        has_tokenizer=config.get("vocab_size") == 256 if has_tokenizer is None else has_tokenizer,
+        example_prompt="Once upon a time",
+        vocab_size=config.get("vocab_size", "V"),
+        memory_tokens=config.get("memory_tokens", "K"),
+        hidden_size=config.get("hidden_size", "d"),
+        config_rows=sorted(config.items()),
+        data_text=_data_text(dataset),
+        training_text=training_text,
+        steps=steps,
+        hardware=hardware,
+        eval_rows=eval_rows,
+        samples=samples,
+        plots=_plot_links(run_info.get("plots")),
+        limitations=(STUDENT_LIMITS if kind == "student" else TEACHER_LIMITS) + list(run_info.get("limitations") or []),
+        package_version=_version(),
+    )
+
+
+def _version() -> str:
+    from .export import _version as v
+
+    return v()
+
+
+def push_folder(folder: str | Path, repo_id: str, private: bool | None = None, token=None, commit_message: str | None = None):
+    """Create `repo_id` if needed and upload every file under `folder` in ONE commit (`HfApi.create_commit`, the
+    same call transformers' `push_to_hub` makes). Returns the `CommitInfo`."""
+    from huggingface_hub import CommitOperationAdd, HfApi
+
+    folder = Path(folder)
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"{folder} has no config.json: write it with export_for_hub(model, folder) first.")
+    files = sorted(
+        p for p in folder.rglob("*") if p.is_file() and "__pycache__" not in p.parts and not p.name.startswith(".")
+    )
+    operations = [CommitOperationAdd(path_in_repo=p.relative_to(folder).as_posix(), path_or_fileobj=str(p)) for p in files]
+    api = HfApi(library_name="smt-hf", library_version=_version())
+    repo_id = api.create_repo(repo_id, private=private, token=token, exist_ok=True).repo_id
+    return api.create_commit(
+        repo_id=repo_id,
+        operations=operations,
+        commit_message=commit_message or "Upload SMT model (smt_hf.export)",
+        token=token,
+    )
+
+
+__all__ = ["make_model_card", "eval_results", "push_folder", "TEMPLATE_PATH", "METRIC_NAMES"]

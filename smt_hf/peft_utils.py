@@ -1,0 +1,87 @@
+"""LoRA on the recurrent student with PEFT.
+
+PEFT has no default target mapping for `smt_recurrent`, so the target modules are given explicitly: a
+regex (PEFT full-matches a string `target_modules` against module names) restricted to the updater
+`model.updater...` and, optionally, the readout Transformer `readout_head.decoder...`. The per-backbone
+layer names come from `smt_hf.backbones.LORA_TARGET_MODULES`.
+
+    from peft import get_peft_model
+    peft_model = get_peft_model(student, lora_config_for(student, r=8))
+    peft_model.generate(ids, max_new_tokens=32)     # the memory cache is passed through unchanged
+    merged = peft_model.merge_and_unload()           # a plain SMTRecurrentForCausalLM again
+
+`generate()` through `PeftModelForCausalLM` (task_type "CAUSAL_LM") and through a bare `PeftModel`
+(task_type None) both hand our `cache` argument to the student untouched: PEFT only rewrites
+`past_key_values` / attention masks for prompt-learning methods, never for LoRA.
+"""
+
+from __future__ import annotations
+
+import re
+
+from torch import nn
+
+from .backbones import LORA_TARGET_MODULES
+
+UPDATER_PREFIX = "model.updater"
+READOUT_PREFIX = "readout_head.decoder"
+# The readout is a TransformerStack: same linear names as the transformer updater.
+READOUT_TARGET_MODULES = LORA_TARGET_MODULES["transformer"]
+
+
+def _prefix_regex(prefix: str, names: list[str]) -> str:
+    alternatives = "|".join(re.escape(n) for n in names)
+    return rf"{re.escape(prefix)}\.(?:.*\.)?(?:{alternatives})"
+
+
+def lora_target_regex(backbone: str, include_readout: bool = False) -> str:
+    """The `target_modules` regex for one backbone (names relative to `SMTRecurrentForCausalLM`)."""
+    if backbone not in LORA_TARGET_MODULES:
+        raise ValueError(f"Unknown backbone {backbone!r}; choose one of {sorted(LORA_TARGET_MODULES)}.")
+    parts = [_prefix_regex(UPDATER_PREFIX, LORA_TARGET_MODULES[backbone])]
+    if include_readout:
+        parts.append(_prefix_regex(READOUT_PREFIX, READOUT_TARGET_MODULES))
+    return parts[0] if len(parts) == 1 else "(?:" + "|".join(parts) + ")"
+
+
+def lora_target_names(model, include_readout: bool = False) -> list[str]:
+    """The full names of the nn.Linear modules `lora_config_for(model, ...)` targets (for checks and logs)."""
+    pattern = re.compile(lora_target_regex(_backbone(model), include_readout))
+    return [name for name, mod in model.named_modules() if isinstance(mod, nn.Linear) and pattern.fullmatch(name)]
+
+
+def _backbone(model) -> str:
+    config = getattr(model, "config", None)
+    backbone = getattr(config, "backbone", None)
+    if backbone is None or not hasattr(model, "readout_head"):
+        raise ValueError(
+            f"lora_config_for expects an SMTRecurrentForCausalLM (the student), got {type(model).__name__}. "
+            "For a PeftModel, pass `peft_model.get_base_model()`."
+        )
+    return backbone
+
+
+def lora_config_for(model, r: int = 8, alpha: int = 16, include_readout: bool = False, **kwargs):
+    """A `peft.LoraConfig` targeting the student's updater (and the readout when `include_readout`).
+
+    Args:
+        model: the `SMTRecurrentForCausalLM` to adapt (its backbone picks the layer names).
+        r, alpha: LoRA rank and `lora_alpha`.
+        include_readout: also adapt the readout Transformer's attention/MLP linears.
+        **kwargs: any other `LoraConfig` field (`lora_dropout`, `init_lora_weights`, `modules_to_save`, ...);
+            `task_type` defaults to "CAUSAL_LM" (pass `task_type=None` for a bare `PeftModel`).
+    Raises:
+        ValueError if the model is not a student or no linear layer matches.
+    """
+    from peft import LoraConfig
+
+    if "target_modules" in kwargs:
+        raise ValueError("lora_config_for sets `target_modules` itself; build a LoraConfig directly to choose your own.")
+    regex = lora_target_regex(_backbone(model), include_readout)
+    if not lora_target_names(model, include_readout):
+        raise ValueError(f"No nn.Linear in {type(model).__name__} matches {regex!r}; is this an SMT student?")
+    kwargs.setdefault("task_type", "CAUSAL_LM")
+    return LoraConfig(r=r, lora_alpha=alpha, target_modules=regex, **kwargs)
+
+
+__all__ = ["lora_config_for", "lora_target_regex", "lora_target_names"]

@@ -1,0 +1,183 @@
+"""push_to_hub (model.push_to_hub and export_for_hub(push_to_hub=True)) up to the upload, and model cards.
+
+No network: `HfApi.create_repo` and `HfApi.create_commit` (the calls transformers' PushToHubMixin and
+smt_hf.hub.push_folder make) are replaced by fakes that copy the committed files to a folder.
+"""
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+import importlib.util  # noqa: E402
+import json  # noqa: E402
+import shutil  # noqa: E402
+from pathlib import Path  # noqa: E402
+from types import SimpleNamespace  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(1)  # tiny ops: one thread is ~100x faster than two on a loaded 2-core box
+from conftest import tiny_student_config, tiny_teacher_config  # noqa: E402
+from huggingface_hub import HfApi, ModelCard, metadata_load  # noqa: E402
+from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer, GenerationConfig  # noqa: E402
+
+from smt_hf import SMTByteTokenizer, SMTRecurrentForCausalLM, SMTTeacherModel  # noqa: E402
+from smt_hf.export import export_for_hub  # noqa: E402
+from smt_hf.hub import TEMPLATE_PATH, make_model_card  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "model_cards" / "examples" / "run_info_tinystories_gru.json"
+
+
+@pytest.fixture
+def hub(monkeypatch, tmp_path):
+    """Fake Hub: records create_repo calls and copies every committed file into `hub.repos[repo_id]`."""
+    state = SimpleNamespace(repos={}, created=[], commits=[])
+
+    def create_repo(self, repo_id, *args, **kwargs):
+        state.created.append((repo_id, kwargs.get("private")))
+        return SimpleNamespace(repo_id=repo_id)
+
+    def create_commit(self, repo_id, operations, commit_message=None, **kwargs):
+        dest = state.repos.setdefault(repo_id, tmp_path / "hub" / repo_id.replace("/", "__"))
+        for op in operations:
+            target = dest / op.path_in_repo
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with op.as_file() as src, open(target, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+        state.commits.append((repo_id, commit_message, sorted(op.path_in_repo for op in operations)))
+        return SimpleNamespace(commit_url=f"https://huggingface.co/{repo_id}/commit/0", oid="0" * 40)
+
+    monkeypatch.setattr(HfApi, "create_repo", create_repo)
+    monkeypatch.setattr(HfApi, "create_commit", create_commit)
+    return state
+
+
+def _student(backbone="gru"):
+    torch.manual_seed(0)
+    return SMTRecurrentForCausalLM(tiny_student_config(backbone, vocab_size=256)).eval()
+
+
+def test_model_push_to_hub_uploads_loadable_weights(hub):
+    student = _student("transformer")
+    student.push_to_hub("me/smt-student", commit_message="test push")
+    folder = hub.repos["me/smt-student"]
+    assert hub.created == [("me/smt-student", None)] and hub.commits[0][1] == "test push"
+    assert {"config.json", "model.safetensors", "generation_config.json", "README.md"} <= {p.name for p in folder.iterdir()}
+    assert ModelCard.load(folder / "README.md").data.library_name == "transformers"
+    loaded = AutoModelForCausalLM.from_pretrained(folder).eval()
+    x = torch.randint(0, 256, (2, 7))
+    assert torch.equal(loaded(x).logits, student(x).logits)
+
+
+def test_tokenizer_push_to_hub(hub):
+    SMTByteTokenizer().push_to_hub("me/smt-tok")
+    folder = hub.repos["me/smt-tok"]
+    assert json.loads((folder / "tokenizer_config.json").read_text())["tokenizer_class"] == "SMTByteTokenizer"
+    assert SMTByteTokenizer.from_pretrained(folder)("hé")["input_ids"] == list("hé".encode())
+
+
+def test_export_push_contains_everything_and_reloads(hub, tmp_path):
+    student = _student("gru")
+    gen = GenerationConfig(max_new_tokens=5, do_sample=False)
+    run_info = json.loads(EXAMPLE.read_text())
+    run_info.update(plots=[], run_dir=str(tmp_path))
+    result = export_for_hub(
+        student, tmp_path / "export", tokenizer=SMTByteTokenizer(), generation_config=gen, run_info=run_info,
+        push_to_hub=True, repo_id="me/smt-gru", private=True,
+    )
+    assert hub.created == [("me/smt-gru", True)] and result.commit.oid == "0" * 40
+    folder = hub.repos["me/smt-gru"]
+    pushed = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+    local = sorted(p.relative_to(result.path).as_posix() for p in result.path.rglob("*") if p.is_file())
+    assert pushed == local == hub.commits[0][2]
+    assert {"config.json", "model.safetensors", "generation_config.json", "tokenizer_config.json", "README.md",
+            "modeling_recurrent.py", "backbones_gru.py", "tokenization_smt.py"} <= set(pushed)
+    # weights, tokenizer and generation config round-trip from the pushed files
+    loaded = AutoModelForCausalLM.from_pretrained(folder).eval()
+    x = torch.randint(0, 256, (3, 8))
+    assert torch.equal(loaded(x).logits, student(x).logits)
+    assert loaded.generation_config.max_new_tokens == 5
+    tok = AutoTokenizer.from_pretrained(folder)
+    ids = tok("abc", return_tensors="pt").input_ids
+    assert torch.equal(loaded.generate(ids), student.generate(ids, max_new_tokens=5, do_sample=False))
+    # the model card's YAML parses and carries the eval results
+    meta = metadata_load(folder / "README.md")
+    assert meta["library_name"] == "transformers" and "backbone-gru" in meta["tags"]
+    results = meta["model-index"][0]["results"]
+    assert results[0]["dataset"]["type"] == "roneneldan/TinyStories"
+    values = {m["type"] + ":" + m["name"]: m["value"] for m in results[0]["metrics"]}
+    assert values["bits_per_byte:Standalone student bits per byte"] == pytest.approx(0.8945)
+    card = ModelCard.load(folder / "README.md")
+    assert "backbone" in card.text and "`gru`" in card.text  # config table from the real model, not run_info
+
+
+def test_teacher_export_push(hub, tmp_path):
+    torch.manual_seed(0)
+    teacher = SMTTeacherModel(tiny_teacher_config()).eval()
+    export_for_hub(teacher, tmp_path / "t", push_to_hub=True, repo_id="me/smt-teacher")
+    folder = hub.repos["me/smt-teacher"]
+    loaded = AutoModel.from_pretrained(folder).eval()
+    x = torch.randint(0, 16, (2, 6))
+    assert torch.equal(loaded.encode(x), teacher.encode(x))
+    card = ModelCard.load(folder / "README.md")
+    assert "smt-teacher" in card.data.tags and "not a `generate()` language model" in card.text
+
+
+# ---------------------------------------------------------------- model cards
+def _load_generate_card():
+    spec = importlib.util.spec_from_file_location("generate_card", ROOT / "model_cards" / "generate_card.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_card_renders_and_metadata_round_trips(tmp_path):
+    gen = _load_generate_card()
+    run_info = json.loads(EXAMPLE.read_text())
+    card = gen.make_card(run_info, tmp_path / "README.md")
+    reloaded = ModelCard.load(tmp_path / "README.md")
+    assert reloaded.data.to_dict() == card.data.to_dict()
+    evals = reloaded.data.eval_results
+    numeric = {k: v for k, v in run_info["eval"].items() if not isinstance(v, list)}
+    assert len(evals) == len(numeric) == 5
+    assert [e.metric_value for e in evals] == list(numeric.values())
+    assert {e.dataset_split for e in evals} == {"validation"} and reloaded.data.model_name == run_info["model_name"]
+    text = reloaded.text
+    for expected in (
+        "TinyStories", "https://huggingface.co/datasets/roneneldan/TinyStories", "smt+dmt", "6000",
+        "stage `dmt`: 1000 steps", "1x NVIDIA H200", "![Rollout drift 1-R^2 per step](plots/drift.png)",
+        "Once upon a time, there was a little girl", "Needs the teacher only for training",
+        "Trained on children's stories only",
+    ):
+        assert expected in text, expected
+    assert "{{" not in text and "{%" not in text
+
+
+def test_card_cli_and_templates_in_sync(tmp_path):
+    gen = _load_generate_card()
+    assert gen.main([str(EXAMPLE), "-o", str(tmp_path / "card.md")]) == 0
+    assert metadata_load(tmp_path / "card.md")["model-index"][0]["name"] == "smt-gru-tinystories-bytes"
+    # model_cards/template.md is the reviewable copy of the packaged template export_for_hub uses
+    assert (ROOT / "model_cards" / "template.md").read_text() == TEMPLATE_PATH.read_text()
+
+
+def test_minimal_card_and_fences(tmp_path):
+    card = make_model_card({"samples": [{"prompt": "a`b", "output": "code ``` inside"}]}, model=_student("mlp"))
+    assert card.data.eval_results is None and card.data.model_name == "smt-mlp-student"
+    assert "````text\ncode ``` inside\n````" in card.text  # fence longer than any run inside the sample
+    assert "Not recorded." in card.text and "No evaluation results" in card.text
+    with pytest.raises(ValueError, match="relative to the card"):
+        make_model_card({"plots": [{"path": "https://x.org/a.png"}]}, kind="student")
+
+
+def test_export_copies_plots(tmp_path):
+    (tmp_path / "run" / "plots").mkdir(parents=True)
+    (tmp_path / "run" / "plots" / "loss.png").write_bytes(b"\x89PNG fake")
+    run_info = {"run_dir": str(tmp_path / "run"), "plots": [{"path": "plots/loss.png", "caption": "loss"}]}
+    out = export_for_hub(_student("gru"), tmp_path / "out", run_info=run_info).path
+    assert (out / "plots" / "loss.png").read_bytes() == b"\x89PNG fake"
+    assert "![loss](plots/loss.png)" in (out / "README.md").read_text()
+    with pytest.raises(FileNotFoundError, match="run_dir"):
+        export_for_hub(_student("gru"), tmp_path / "out2", run_info={"plots": ["missing.png"]})

@@ -1,0 +1,99 @@
+"""LoRA adapters on the student (every backbone): effect, merge, save/reload, and generate with the memory cache."""
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(1)  # tiny ops: one thread is ~100x faster than two on a loaded 2-core box
+from conftest import BACKBONES, tiny_student_config  # noqa: E402
+from peft import PeftModel, PeftModelForCausalLM, get_peft_model  # noqa: E402
+
+from smt_hf import SMTMemoryCache, SMTRecurrentForCausalLM  # noqa: E402
+from smt_hf.backbones import LORA_TARGET_MODULES  # noqa: E402
+from smt_hf.peft_utils import lora_config_for, lora_target_names  # noqa: E402
+
+
+def _student(backbone):
+    torch.manual_seed(0)
+    return SMTRecurrentForCausalLM(tiny_student_config(backbone)).eval()
+
+
+def _lora(backbone, task_type="CAUSAL_LM", include_readout=False):
+    base = _student(backbone)
+    torch.manual_seed(1)  # init_lora_weights=False: random non-zero lora_B, so the adapter changes outputs
+    config = lora_config_for(base, r=4, alpha=8, include_readout=include_readout, init_lora_weights=False, task_type=task_type)
+    return get_peft_model(base, config).eval()
+
+
+@pytest.mark.parametrize("backbone", BACKBONES)
+def test_targets_only_the_updater_unless_readout_asked(backbone):
+    model = _student(backbone)
+    names = lora_target_names(model)
+    assert names and all(n.startswith("model.updater.") for n in names)
+    assert {n.rsplit(".", 1)[1] for n in names} == set(LORA_TARGET_MODULES[backbone])
+    with_readout = lora_target_names(model, include_readout=True)
+    extra = set(with_readout) - set(names)
+    assert extra and all(n.startswith("readout_head.decoder.") for n in extra)
+    peft_model = get_peft_model(model, lora_config_for(model))
+    adapted = {n.removeprefix("base_model.model.").rsplit(".lora_A", 1)[0] for n, _ in peft_model.named_parameters() if ".lora_A" in n}
+    assert adapted == set(names)
+    trainable = {n for n, p in peft_model.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n for n in trainable)
+
+
+@pytest.mark.parametrize("task_type", ["CAUSAL_LM", None], ids=["causal-lm", "bare-peftmodel"])
+@pytest.mark.parametrize("backbone", BACKBONES)
+def test_lora_changes_merges_and_generates_with_cache(backbone, task_type):
+    peft_model = _lora(backbone, task_type, include_readout=backbone == "gru")
+    assert isinstance(peft_model, PeftModelForCausalLM if task_type else PeftModel)
+    x = torch.randint(0, 16, (2, 9))
+    prompt = torch.randint(0, 16, (2, 4))
+    with torch.no_grad():
+        adapted = peft_model(input_ids=x).logits
+        with peft_model.disable_adapter():
+            plain = peft_model(input_ids=x).logits
+        assert (adapted - plain).abs().max() > 1e-3  # the adapter does something
+        assert torch.equal(plain, _student(backbone)(x).logits)  # and leaves the base weights alone
+
+        # generate through the PEFT wrapper: the student's `cache` must reach every decode step
+        seen = []
+        hook = peft_model.get_base_model().register_forward_pre_hook(
+            lambda mod, args, kwargs: seen.append((kwargs["input_ids"].shape[1], kwargs.get("cache"))), with_kwargs=True
+        )
+        out = peft_model.generate(input_ids=prompt, max_new_tokens=6, do_sample=False, return_dict_in_generate=True)
+        hook.remove()
+        assert [n for n, _ in seen] == [4] + [1] * 5  # prefill, then one token per step
+        assert all(isinstance(c, SMTMemoryCache) for _, c in seen[1:])
+        assert isinstance(out.cache, SMTMemoryCache) and out.cache.get_seq_length() == 9
+
+        merged = peft_model.merge_and_unload()
+        assert type(merged) is SMTRecurrentForCausalLM
+        torch.testing.assert_close(merged(x).logits, adapted, rtol=1e-5, atol=1e-5)
+        assert torch.equal(out.sequences, merged.generate(prompt, max_new_tokens=6, do_sample=False))
+
+
+@pytest.mark.parametrize("backbone", BACKBONES)
+def test_adapter_save_and_reload_identical(backbone, tmp_path):
+    peft_model = _lora(backbone)
+    peft_model.save_pretrained(tmp_path)
+    assert (tmp_path / "adapter_model.safetensors").is_file() and (tmp_path / "adapter_config.json").is_file()
+    reloaded = PeftModel.from_pretrained(_student(backbone), tmp_path).eval()
+    x = torch.randint(0, 16, (3, 7))
+    with torch.no_grad():
+        assert torch.equal(reloaded(input_ids=x).logits, peft_model(input_ids=x).logits)
+        prompt = x[:, :3]
+        assert torch.equal(
+            reloaded.generate(input_ids=prompt, max_new_tokens=5, do_sample=False),
+            peft_model.generate(input_ids=prompt, max_new_tokens=5, do_sample=False),
+        )
+
+
+def test_lora_config_errors():
+    student = _student("gru")
+    with pytest.raises(ValueError, match="SMTRecurrentForCausalLM"):
+        lora_config_for(student.model)
+    with pytest.raises(ValueError, match="sets `target_modules` itself"):
+        lora_config_for(student, target_modules=["x"])
