@@ -1,0 +1,580 @@
+"""Speed benchmark of SMT training and SMT-student generation (CPU and GPU), all ratios measured side by side.
+
+    python recipes/bench.py --preset cpu  --out recipes/results/bench_cpu.json     # tiny config, < 4 min on 2 cores
+    python recipes/bench.py --preset gpu  --out recipes/results/bench_gpu.json     # reference architecture, bf16
+    python recipes/bench.py --preset gpu --dry-run                                  # shrunk GPU code path (runs on CPU)
+
+Sections (JSON keys; a markdown table is written next to the JSON, `.md`):
+    smt_step    one SMT (joint) training step (forward + backward + clip + AdamW) at the preset's setting:
+                eager and torch.compile'd; FLOPs (FlopCounterMode), tokens/s, model FLOP utilisation (GPU)
+    train_sweep step time and memory vs sequence length T for SMT (Tc = T) and BPTT (T steps), same student
+    dmt         one DMT step: plain (id check = host sync per rollout step), sync-free step, compiled step
+    generation  per-token decode latency and memory vs context, student (prefill then decode) vs an
+                equal-width/depth `transformers` LlamaForCausalLM with a KV cache, batch 1 and a large batch
+Memory: on GPU torch.cuda.max_memory_allocated (minus what was allocated before, i.e. weights and inputs);
+on CPU the bytes of tensors saved for backward (training) and the state bytes (student memory vs KV cache).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from smt_hf import SMTMemoryCache, SMTRecurrentConfig, SMTRecurrentForCausalLM, SMTTeacherConfig, SMTTeacherModel  # noqa: E402
+from smt_hf import losses  # noqa: E402
+from smt_hf.data.collator import SMTDataCollator  # noqa: E402
+from smt_hf.fast import FastGenerator, compile_module, compile_step, restore_step  # noqa: E402
+from smt_hf.training_args import SMTTrainingArguments  # noqa: E402
+from smt_hf.training_module import SMTTrainingModule  # noqa: E402
+
+# model: V vocab, d width, K memory tokens, H heads, enc/dec teacher depth, upd updater depth, ffn MLP width
+PRESETS = {
+    "cpu": dict(
+        model=dict(V=256, d=64, K=4, H=4, enc=2, dec=1, upd=2, ffn=256),
+        smt=dict(B=32, Tc=64, Tf=16, warmup=2, iters=5),
+        sweep=dict(B=4, Ts=(128, 512, 2048), Tf=16),
+        dmt=[dict(name="cpu", B=8, Td=64, k=8, Tc=64)],
+        gen=dict(contexts=(256, 1024, 4096), batches=(1, 16), new_tokens=32, repeats=3),
+        compile=False, autocast=None, threads=1,
+    ),
+    "gpu": dict(
+        model=dict(V=256, d=256, K=16, H=8, enc=8, dec=4, upd=8, ffn=1024),
+        smt=dict(B=128, Tc=256, Tf=64, warmup=3, iters=10),
+        sweep=dict(B=16, Ts=(128, 512, 2048), Tf=64),
+        dmt=[dict(name="reference", B=32, Td=256, k=16, Tc=256)],
+        gen=dict(contexts=(256, 1024, 4096, 16384), batches=(1, 64), new_tokens=128, repeats=3),
+        compile=True, autocast=torch.bfloat16, threads=None,
+    ),
+}
+DRY = dict(  # --dry-run: everything shrunk, same code path
+    model=dict(V=64, d=32, K=2, H=4, enc=1, dec=1, upd=1, ffn=64),
+    smt=dict(B=4, Tc=16, Tf=4, warmup=1, iters=1),
+    sweep=dict(B=2, Ts=(16, 32), Tf=4),
+    dmt=[dict(name="dry", B=2, Td=8, k=4, Tc=8)],
+    gen=dict(contexts=(16, 32), batches=(1, 2), new_tokens=4, repeats=1),
+)
+# dense bf16 peak of the GPUs we expect (FLOP/s), for model FLOP utilisation
+PEAK_BF16 = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12, "A10": 125e12}
+TARGETS = dict(smt_step_ms=35.0, dmt_step_ms=1400.0, gen_b1_tok_s=1500.0, gen_blarge_tok_s=60000.0,
+               student_mem_ratio=1.05, student_latency_ratio=1.1)
+
+
+# ----------------------------------------------------------------------------- timing helpers
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fn, device, warmup=1, iters=3, budget_s=None):
+    """Median seconds of fn() over `iters` runs after `warmup` runs (fewer when one run exceeds the budget)."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for i in range(iters):
+        sync(device)
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - t0)
+        if budget_s is not None and sum(times) > budget_s:
+            break
+    times.sort()
+    return times[len(times) // 2]
+
+
+class SavedBytes:
+    """Bytes of non-parameter tensors saved for backward during a forward (activation memory, CPU proxy)."""
+
+    def __init__(self, params):
+        self.skip = {p.untyped_storage().data_ptr() for p in params}
+        self.seen, self.total = set(), 0
+
+    def pack(self, t):
+        ptr = t.untyped_storage().data_ptr()
+        if ptr not in self.skip and ptr not in self.seen:
+            self.seen.add(ptr)
+            self.total += t.untyped_storage().nbytes()
+        return t
+
+    def __enter__(self):
+        self.ctx = torch.autograd.graph.saved_tensors_hooks(self.pack, lambda t: t)
+        self.ctx.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self.ctx.__exit__(*exc)
+
+
+def gpu_mem_start(device):
+    if device.type != "cuda":
+        return 0
+    sync(device)
+    torch.cuda.reset_peak_memory_stats()
+    return torch.cuda.memory_allocated()
+
+
+def gpu_mem_peak(device, start):
+    """Peak bytes allocated since gpu_mem_start beyond what was allocated then (None on CPU)."""
+    if device.type != "cuda":
+        return None
+    sync(device)
+    return torch.cuda.max_memory_allocated() - start
+
+
+def gpu_mem_total():
+    return torch.cuda.max_memory_allocated() if torch.cuda.is_available() else None
+
+
+# ----------------------------------------------------------------------------- models and batches
+def build_models(mc, max_context, device, backbone="transformer"):
+    torch.manual_seed(0)
+    tcfg = SMTTeacherConfig(vocab_size=mc["V"], hidden_size=mc["d"], memory_tokens=mc["K"], num_attention_heads=mc["H"],
+                            num_encoder_layers=mc["enc"], num_decoder_layers=mc["dec"], intermediate_size=mc["ffn"],
+                            max_context_length=max_context)
+    scfg = SMTRecurrentConfig.from_teacher(tcfg, backbone=backbone, updater_layers=mc["upd"], updater_intermediate_size=mc["ffn"])
+    return SMTTeacherModel(tcfg).to(device), SMTRecurrentForCausalLM(scfg).to(device)
+
+
+def training_args(mode, **kw):
+    return SMTTrainingArguments(output_dir="/tmp/smt_bench", mode=mode, report_to=[], use_cpu=False, **kw)
+
+
+def make_batch(mode, B, L, V, device, Tc=None, Tf=1):
+    g = torch.Generator().manual_seed(0)
+    feats = [{"input_ids": torch.randint(0, V, (L,), generator=g)} for _ in range(B)]
+    split = "last" if mode in ("smt", "joint") else "random"
+    batch = SMTDataCollator(mode=mode, context_length=Tc, future_length=Tf, split=split)(feats)
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+class TrainStep:
+    """forward (under autocast) + backward + per-model clip + AdamW, as the HF Trainer does it."""
+
+    def __init__(self, module, batch, device, autocast, compiled=False):
+        self.module, self.batch, self.device, self.autocast = module, batch, device, autocast
+        self.fwd = compile_module(module) if compiled else module
+        self.groups = [list(m.parameters()) for m in (module.student, module.teacher) if m is not None and
+                       any(p.requires_grad for p in m.parameters())]
+        params = [p for g in self.groups for p in g if p.requires_grad]
+        self.opt = torch.optim.AdamW(params, lr=1e-4, betas=(0.9, 0.95), weight_decay=0.01,
+                                     fused=device.type == "cuda")
+        self.weights = module.weights()
+
+    def loss(self, eager=False):
+        with torch.autocast(self.device.type, dtype=self.autocast, enabled=self.autocast is not None):
+            return losses.combine((self.module if eager else self.fwd)(**self.batch), self.weights)
+
+    def __call__(self):
+        self.opt.zero_grad(set_to_none=True)
+        self.loss().backward()
+        for g in self.groups:
+            torch.nn.utils.clip_grad_norm_([p for p in g if p.grad is not None], 1.0, foreach=True)
+        self.opt.step()
+
+
+def measure_train(step, device, warmup, iters, budget_s=None):
+    """Median step seconds, peak memory (GPU) and saved-for-backward bytes (one extra forward)."""
+    start = gpu_mem_start(device)
+    sec = timed(step, device, warmup, iters, budget_s)
+    peak = gpu_mem_peak(device, start)
+    step.opt.zero_grad(set_to_none=True)
+    with SavedBytes(step.module.parameters()) as sb:
+        loss = step.loss(eager=True)
+    del loss
+    return dict(ms=1e3 * sec, peak_bytes=peak, saved_bytes=sb.total)
+
+
+def count_flops(step):
+    from torch.utils.flop_counter import FlopCounterMode
+
+    step.opt.zero_grad(set_to_none=True)
+    with FlopCounterMode(display=False) as fc:
+        step.loss(eager=True).backward()
+    step.opt.zero_grad(set_to_none=True)
+    return fc.get_total_flops()
+
+
+def cpu_name():
+    """The CPU model from /proc/cpuinfo (Linux), else platform.processor()."""
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def peak_flops(device):
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name()
+    return next((v for k, v in PEAK_BF16.items() if k in name), None)
+
+
+# ----------------------------------------------------------------------------- sections
+def bench_smt_step(P, device, res):
+    s, mc = P["smt"], P["model"]
+    teacher, student = build_models(mc, s["Tc"], device)
+    module = SMTTrainingModule(student, teacher, training_args("joint", context_length=s["Tc"], future_length=s["Tf"])).train()
+    batch = make_batch("joint", s["B"], s["Tc"] + s["Tf"], mc["V"], device, s["Tc"], s["Tf"])
+    out = dict(setting=dict(B=s["B"], Tc=s["Tc"], Tf=s["Tf"], autocast=str(P["autocast"])))
+    flops = count_flops(TrainStep(module, batch, device, P["autocast"]))
+    variants = ["eager"] + (["compiled"] if P["compile"] else [])
+    for name in variants:
+        t0 = time.perf_counter()
+        step = TrainStep(module, batch, device, P["autocast"], compiled=name == "compiled")
+        step()  # first call (compilation for "compiled")
+        sync(device)
+        first = time.perf_counter() - t0
+        r = measure_train(step, device, s["warmup"], s["iters"])
+        sec = r["ms"] / 1e3
+        r.update(first_call_s=first, seq_per_s=s["B"] / sec, tokens_per_s=s["B"] * (s["Tc"] + s["Tf"]) / sec,
+                 flops=flops, tflops_per_s=flops / sec / 1e12)
+        pk = peak_flops(device)
+        r["mfu"] = None if pk is None else flops / sec / pk
+        out[name] = r
+        print(f"  smt_step {name}: {r['ms']:.1f} ms, {r['seq_per_s']:.0f} seq/s, {r['tflops_per_s']:.3f} TFLOP/s", flush=True)
+    res["smt_step"] = out
+
+
+def bench_train_sweep(P, device, res):
+    s, mc = P["sweep"], P["model"]
+    rows = []
+    teacher, student = build_models(mc, max(s["Ts"]), device)
+    for T in s["Ts"]:
+        for mode in ("joint", "bptt"):
+            row = dict(T=T, mode="smt" if mode == "joint" else "bptt", B=s["B"])
+            try:
+                if mode == "joint":
+                    args = training_args("joint", context_length=T, future_length=s["Tf"])
+                    batch = make_batch("joint", s["B"], T + s["Tf"], mc["V"], device, T, s["Tf"])
+                    row["sequential_steps"] = 1
+                else:
+                    args = training_args("bptt", context_length=T)
+                    batch = make_batch("bptt", s["B"], T, mc["V"], device)
+                    row["sequential_steps"] = T
+                module = SMTTrainingModule(student, teacher if mode == "joint" else None, args).train()
+                row.update(measure_train(TrainStep(module, batch, device, P["autocast"]), device, 1, 3, budget_s=20))
+            except torch.OutOfMemoryError:
+                row["error"] = "OOM"
+                torch.cuda.empty_cache()
+            rows.append(row)
+            print(f"  sweep T={T} {row['mode']}: {row.get('ms', float('nan')):.1f} ms "
+                  f"peak {row.get('peak_bytes')} saved {row.get('saved_bytes')} {row.get('error', '')}", flush=True)
+    res["train_sweep"] = rows
+
+
+def bench_dmt(P, device, res):
+    mc, rows = P["model"], []
+    for s in P["dmt"]:
+        teacher, student = build_models(mc, s["Tc"], device)
+        args = training_args("dmt", context_length=s["Tc"], rollout_length=s["Td"], dmt_stride=s["k"])
+        module = SMTTrainingModule(student, teacher, args).train()
+        batch = make_batch("dmt", s["B"], s["Tc"] + s["Td"], mc["V"], device)
+        variants = [("plain", None), ("sync-free step", "eager")]
+        if P["compile"]:
+            variants.append(("compiled step", "default"))
+        for name, mode in variants:
+            row = dict(setting=s["name"], B=s["B"], Td=s["Td"], k=s["k"], Tc=s["Tc"], variant=name)
+            if mode is not None:
+                compile_step(student, mode=None if mode == "eager" else mode)
+            try:
+                step = TrainStep(module, batch, device, P["autocast"])
+                t0 = time.perf_counter()
+                step()
+                sync(device)
+                row["first_call_s"] = time.perf_counter() - t0
+                row.update(measure_train(step, device, 1, 5, budget_s=30))
+            except torch.OutOfMemoryError:
+                row["error"] = "OOM"
+            finally:
+                restore_step(student)
+            rows.append(row)
+            print(f"  dmt {s['name']} {name}: {row.get('ms', float('nan')):.1f} ms", flush=True)
+    res["dmt"] = rows
+
+
+def llama_for(student_cfg, max_len, device, dtype):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    c = student_cfg
+    cfg = LlamaConfig(vocab_size=c.vocab_size, hidden_size=c.hidden_size, intermediate_size=c.updater_intermediate_size,
+                      num_hidden_layers=c.updater_layers + c.readout_layers, num_attention_heads=c.num_attention_heads,
+                      num_key_value_heads=c.num_attention_heads, max_position_embeddings=max_len,
+                      tie_word_embeddings=False, attn_implementation="sdpa")
+    torch.manual_seed(0)
+    return LlamaForCausalLM(cfg).to(device=device, dtype=dtype).eval()
+
+
+def kv_bytes(cache):
+    layers = getattr(cache, "layers", None)
+    if layers is not None:
+        return sum(t.numel() * t.element_size() for l in layers for t in (l.keys, l.values) if torch.is_tensor(t))
+    return sum(t.numel() * t.element_size() for kv in cache for t in kv)
+
+
+def _cache_kw(llama):
+    """transformers >= 5.24 names the cache argument `cache` (older: `past_key_values`)."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(llama.forward).parameters else "past_key_values"
+
+
+@torch.no_grad()
+def llama_decode(llama, ctx, N, device):
+    """Prefill ctx (B, T) then N greedy tokens with the KV cache; returns (per-token s, KV bytes, peak extra)."""
+    kw = _cache_kw(llama)
+    start = gpu_mem_start(device)
+    out = llama(input_ids=ctx, use_cache=True, logits_to_keep=1)
+    past, tok = getattr(out, kw), out.logits[:, -1].argmax(-1, keepdim=True)  # tok (B, 1)
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(N):
+        out = llama(input_ids=tok, use_cache=True, **{kw: past})
+        past, tok = getattr(out, kw), out.logits[:, -1].argmax(-1, keepdim=True)
+    sync(device)
+    return (time.perf_counter() - t0) / N, kv_bytes(past), gpu_mem_peak(device, start)
+
+
+def bench_generation(P, device, res):
+    g, mc = P["gen"], P["model"]
+    dtype = P["autocast"] or torch.float32
+    _, student = build_models(mc, 16, device)
+    student = student.to(dtype).eval()
+    llama = llama_for(student.config, max(g["contexts"]) + g["new_tokens"] + 8, device, dtype)
+    compile_mode = "default" if P["compile"] else False
+    gen = FastGenerator(student, compile=compile_mode, compile_prefill=False)
+    N, R, rows = g["new_tokens"], g.get("repeats", 3), []
+    for B in g["batches"]:
+        # the plain path: model.generate() (eager, host sync per token), context-independent
+        prompt = torch.randint(0, mc["V"], (B, 1), device=device)
+        sec = timed(lambda: student.generate(prompt, max_new_tokens=N, do_sample=False, min_new_tokens=N), device, 1, R)
+        rows.append(dict(model="student generate()", B=B, context=1, ms_per_token=1e3 * sec / N, tokens_per_s=B * N / sec))
+        gen.decode(gen.prefill(prompt), N)  # compile / capture for this batch size
+        for T in g["contexts"]:
+            ctx = torch.randint(0, mc["V"], (B, T), device=device)
+            start = gpu_mem_start(device)
+            t0 = time.perf_counter()
+            m = gen.prefill(ctx)
+            sync(device)
+            t_pre = time.perf_counter() - t0
+            sec = timed(lambda: gen.decode(m, N), device, 0, R) / N  # median of R decodes of N tokens
+            peak = gpu_mem_peak(device, start)
+            rows.append(dict(model="student fast", B=B, context=T, ms_per_token=1e3 * sec, tokens_per_s=B / sec,
+                             prefill_s=t_pre, state_bytes=SMTMemoryCache(m).nbytes(), peak_bytes=peak,
+                             peak_total_bytes=gpu_mem_total()))
+            print(f"  gen student B={B} T={T}: {1e3 * sec:.3f} ms/token, prefill {t_pre:.2f} s", flush=True)
+            try:
+                runs = sorted(llama_decode(llama, ctx, N, device) for _ in range(R))
+                sec, kvb, peak = runs[len(runs) // 2]
+                rows.append(dict(model="llama kv-cache", B=B, context=T, ms_per_token=1e3 * sec, tokens_per_s=B / sec,
+                                 state_bytes=kvb, peak_bytes=peak, peak_total_bytes=gpu_mem_total()))
+                print(f"  gen llama   B={B} T={T}: {1e3 * sec:.3f} ms/token, kv {kvb / 2**20:.1f} MiB", flush=True)
+            except torch.OutOfMemoryError:
+                rows.append(dict(model="llama kv-cache", B=B, context=T, error="OOM"))
+                torch.cuda.empty_cache()
+            del ctx
+    res["generation"] = rows
+
+
+# ----------------------------------------------------------------------------- report
+def summarize(res):
+    """Side-by-side ratios and the GPU targets."""
+    s, gen = {}, res.get("generation", [])
+    st = res.get("smt_step", {})
+    best = min((v["ms"] for k, v in st.items() if isinstance(v, dict) and "ms" in v), default=None)
+    s["smt_step_ms_best"] = best
+    dmt = [r for r in res.get("dmt", []) if "ms" in r]
+    s["dmt_step_ms_best"] = min((r["ms"] for r in dmt), default=None)
+    sw = {(r["mode"], r["T"]): r.get("ms") for r in res.get("train_sweep", [])}
+    Ts = sorted({T for _, T in sw})
+    if len(Ts) > 1 and all(sw.get((m, t)) for m in ("smt", "bptt") for t in (Ts[0], Ts[-1])):
+        s["smt_time_ratio_Tmax_Tmin"] = sw[("smt", Ts[-1])] / sw[("smt", Ts[0])]
+        s["bptt_time_ratio_Tmax_Tmin"] = sw[("bptt", Ts[-1])] / sw[("bptt", Ts[0])]
+        s["bptt_over_smt_at_Tmax"] = sw[("bptt", Ts[-1])] / sw[("smt", Ts[-1])]
+    for model in ("student fast", "llama kv-cache"):
+        for B in sorted({r["B"] for r in gen}):
+            rs = sorted((r for r in gen if r["model"] == model and r["B"] == B and "ms_per_token" in r), key=lambda r: r["context"])
+            if len(rs) < 2:
+                continue
+            lo, hi = rs[0], rs[-1]
+            key = f"{model.split()[0]}_B{B}_{hi['context']}v{lo['context']}"
+            s[key + "_latency_ratio"] = hi["ms_per_token"] / lo["ms_per_token"]
+            mem = "peak_bytes" if lo.get("peak_bytes") else "state_bytes"
+            s[key + "_memory_ratio"] = hi[mem] / max(lo[mem], 1)
+            s[f"{model.split()[0]}_B{B}_tokens_per_s_min"] = min(r["tokens_per_s"] for r in rs)
+    return s
+
+
+def check_targets(res, summ):
+    """The GPU targets (None on CPU): {name: {value, target, ok}}."""
+    if res["machine"]["device"] == "cpu":
+        return None
+    Bs = sorted({r["B"] for r in res.get("generation", []) if r["model"] == "student fast"})
+    got = dict(smt_step_ms=summ.get("smt_step_ms_best"), dmt_step_ms=summ.get("dmt_step_ms_best"))
+    if Bs:
+        got["gen_b1_tok_s"] = summ.get(f"student_B{Bs[0]}_tokens_per_s_min")
+        got["gen_blarge_tok_s"] = summ.get(f"student_B{Bs[-1]}_tokens_per_s_min")
+    out = {}
+    for k, v in got.items():
+        lim = TARGETS[k]
+        out[k] = dict(value=v, target=lim, ok=v is not None and (v >= lim if k.endswith("tok_s") else v <= lim))
+    for B in Bs:
+        for what, lim in (("memory", TARGETS["student_mem_ratio"]), ("latency", TARGETS["student_latency_ratio"])):
+            v = next((x for k, x in summ.items() if k.startswith(f"student_B{B}_") and k.endswith(f"_{what}_ratio")), None)
+            out[f"student_B{B}_{what}_ratio"] = dict(value=v, target=lim, ok=v is not None and v <= lim)
+    return out
+
+
+def fmt_bytes(b):
+    return "" if b is None else f"{b / 2**20:.2f} MiB" if b >= 2**20 else f"{b / 2**10:.1f} KiB"
+
+
+def markdown(res):
+    m = res["machine"]
+    L = [f"# SMT benchmark, preset `{res['preset']}`{' (dry run)' if res['dry_run'] else ''}", "",
+         f"Machine: {m['name']}; torch {m['torch']}; transformers {m['transformers']}; threads {m['threads']}; "
+         f"autocast {res['config']['autocast']}; compile {res['config']['compile']}. Total {res['total_s']:.0f} s.", ""]
+    L += ["Notes: peak = torch.cuda.max_memory_allocated during the measured calls minus what was allocated before "
+          "them (weights, inputs); empty on CPU. saved for bwd = bytes of activations saved for backward (CPU and GPU). "
+          "state bytes = SMTMemoryCache.nbytes (student) vs the KV-cache tensors (Llama). Student 'fast' = "
+          "smt_hf.fast.FastGenerator (fused readout+pick+update; compiled and CUDA-graphed on GPU); 'generate()' = "
+          "the plain HF path. Llama = transformers LlamaForCausalLM of the student's width and depth "
+          "(updater + readout layers), eager, DynamicCache.", ""]
+    st = res.get("smt_step")
+    if st:
+        setting = ", ".join(f"{k} {v}" for k, v in st["setting"].items())
+        L += [f"## SMT (joint) training step, {setting}", "", "| variant | ms | seq/s | tokens/s | TFLOP/s | MFU | peak | saved for bwd |",
+              "|---|---|---|---|---|---|---|---|"]
+        for k, r in st.items():
+            if isinstance(r, dict) and "ms" in r:
+                mfu = "" if r["mfu"] is None else f"{100 * r['mfu']:.1f}%"
+                L.append(f"| {k} | {r['ms']:.1f} | {r['seq_per_s']:.0f} | {r['tokens_per_s']:.0f} | {r['tflops_per_s']:.3f} | "
+                         f"{mfu} | {fmt_bytes(r['peak_bytes'])} | {fmt_bytes(r['saved_bytes'])} |")
+        L.append("")
+    if res.get("train_sweep"):
+        L += ["## Training step vs sequence length (same student; SMT Tc = T; BPTT unrolls T steps)", "",
+              "| T | method | sequential steps | ms | peak | saved for bwd |", "|---|---|---|---|---|---|"]
+        for r in res["train_sweep"]:
+            ms = r.get("error") or f"{r['ms']:.1f}"
+            L.append(f"| {r['T']} | {r['mode']} | {r.get('sequential_steps', '')} | {ms} | {fmt_bytes(r.get('peak_bytes'))} | "
+                     f"{fmt_bytes(r.get('saved_bytes'))} |")
+        L.append("")
+    if res.get("dmt"):
+        L += ["## DMT training step", "", "| setting | B | Td | k | variant | ms | first call s |", "|---|---|---|---|---|---|---|"]
+        for r in res["dmt"]:
+            ms = r.get("error") or f"{r['ms']:.1f}"
+            L.append(f"| {r['setting']} | {r['B']} | {r['Td']} | {r['k']} | {r['variant']} | {ms} | {r.get('first_call_s', 0):.1f} |")
+        L.append("")
+    if res.get("generation"):
+        L += ["## Generation (decode after prefill)", "", "| model | B | context | ms/token | tokens/s | state bytes | peak | prefill s |",
+              "|---|---|---|---|---|---|---|---|"]
+        for r in res["generation"]:
+            if "error" in r:
+                L.append(f"| {r['model']} | {r['B']} | {r['context']} | {r['error']} | | | | |")
+                continue
+            pre = f"{r['prefill_s']:.2f}" if "prefill_s" in r else ""
+            L.append(f"| {r['model']} | {r['B']} | {r['context']} | {r['ms_per_token']:.3f} | {r['tokens_per_s']:.0f} | "
+                     f"{fmt_bytes(r.get('state_bytes'))} | {fmt_bytes(r.get('peak_bytes'))} | {pre} |")
+        L.append("")
+    L += ["## Summary (ratios measured in this run)", "", "| quantity | value |", "|---|---|"]
+    L += [f"| {k} | {v:.3g} |" for k, v in res["summary"].items() if v is not None]
+    if res.get("targets"):
+        L += ["", "## Targets", "", "| target | value | ok |", "|---|---|---|"]
+        L += [f"| {k} | {v['value']} | {v['ok']} |" for k, v in res["targets"].items()]
+    return "\n".join(L) + "\n"
+
+
+def plot(res, path):
+    from smt_hf.viz import plot_curves
+
+    curves = {}
+    for r in res.get("generation", []):
+        if r["model"] != "student generate()" and "ms_per_token" in r:
+            xs, ys = curves.setdefault(f"{r['model']} B{r['B']}", ([], []))
+            xs.append(r["context"])
+            ys.append(r["ms_per_token"])
+    if curves:
+        plot_curves(None, curves, path, title=f"decode latency vs context ({res['machine']['name']})",
+                    xlabel="context tokens", ylabel="ms per token", logx=True, logy=True, markers=True)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
+    ap.add_argument("--out", default=None, help="JSON path (default recipes/results/bench_<preset>.json)")
+    ap.add_argument("--dry-run", action="store_true", help="shrink every size (checks the code path, e.g. GPU preset on CPU)")
+    ap.add_argument("--no-compile", action="store_true")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--sections", default="smt_step,train_sweep,dmt,generation")
+    ap.add_argument("--no-plot", action="store_true")
+    ap.add_argument("--report-only", action="store_true", help="rewrite the .md and plot from an existing --out JSON")
+    a = ap.parse_args(argv)
+    if a.report_only:
+        out = Path(a.out or f"recipes/results/bench_{a.preset}.json")
+        res = json.loads(out.read_text())
+        out.with_suffix(".md").write_text(markdown(res))
+        if not a.no_plot:
+            plot(res, out.with_name(out.stem + "_generation.png"))
+        return res
+    P = copy.deepcopy(PRESETS[a.preset])
+    if a.dry_run:
+        P.update(copy.deepcopy(DRY))
+    if a.no_compile:
+        P["compile"] = False
+    device = torch.device("cuda" if a.preset == "gpu" and torch.cuda.is_available() else "cpu")
+    if device.type == "cpu" and P["autocast"] is not None and not a.dry_run:
+        print("no GPU: running the gpu preset on CPU (use --dry-run for a quick check)")
+    threads = a.threads or P["threads"]
+    if threads and device.type == "cpu":
+        torch.set_num_threads(threads)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    import transformers
+
+    name = torch.cuda.get_device_name() if device.type == "cuda" else cpu_name()
+    res = dict(preset=a.preset, dry_run=a.dry_run, machine=dict(
+        device=device.type, name=name, torch=torch.__version__, transformers=transformers.__version__,
+        threads=torch.get_num_threads(), cpu_count=os.cpu_count(), python=platform.python_version()),
+        config=dict(model=P["model"], compile=P["compile"], autocast=str(P["autocast"])))
+    print(f"bench preset={a.preset} dry_run={a.dry_run} on {name} ({device}), torch {torch.__version__}", flush=True)
+    t0 = time.perf_counter()
+    sections = dict(smt_step=bench_smt_step, train_sweep=bench_train_sweep, dmt=bench_dmt, generation=bench_generation)
+    for sec in a.sections.split(","):
+        print(f"[{sec}]", flush=True)
+        ts = time.perf_counter()
+        try:
+            sections[sec](P, device, res)
+        except Exception as e:  # keep the other sections' numbers
+            traceback.print_exc()
+            res.setdefault("errors", {})[sec] = f"{type(e).__name__}: {e}"
+        res.setdefault("section_s", {})[sec] = time.perf_counter() - ts
+    res["total_s"] = time.perf_counter() - t0
+    res["summary"] = summarize(res)
+    res["targets"] = check_targets(res, res["summary"])
+    out = Path(a.out or f"recipes/results/bench_{a.preset}{'_dry' if a.dry_run else ''}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(res, indent=2, default=str))
+    md = markdown(res)
+    out.with_suffix(".md").write_text(md)
+    if not a.no_plot:
+        plot(res, out.with_name(out.stem + "_generation.png"))
+    print(md)
+    return res
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,405 @@
+"""Fast paths for the recurrent student, each behind the same public API and tested equal to the plain path.
+
+    compile_step(model, mode="reduce-overhead")   the transition m_{t+1} = f(m_t, x) under torch.compile,
+                                                  installed so forward / step / DMT rollouts / BPTT use it
+    restore_step(model)                           back to the eager transition
+    fast_generate(model, input_ids, max_new_tokens, do_sample=False, temperature=1.0, top_k=None)
+    FastGenerator(model, ...)                     the same with reusable compiled functions / CUDA graphs
+    compile_module(module)                        torch.compile an `SMTTrainingModule` (whole training forward)
+
+Generation here is greedy/sampling decoding with a preallocated (B, N) output buffer. One decode step is
+readout + pick + update fused in one static-shaped function (optionally compiled); on CUDA the whole step,
+including the write of the token into the output buffer at a device-side position counter, is captured
+in one CUDA graph and replayed N times: no `.item()`, no host-device sync, no allocation inside the loop.
+The prompt is read by the recurrence without storing the (B, T, K, d) memory stack, so prefill memory is
+O(1) in the prompt length too.
+
+Notation: B batch, T prompt length, N new tokens, K memory tokens, d width, V vocabulary.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .modeling_layers import rms_normalize
+from .modeling_teacher import check_memory, check_token_ids
+
+__all__ = [
+    "compile_step",
+    "restore_step",
+    "compile_module",
+    "FastGenerator",
+    "fast_generate",
+    "recurrent_core",
+]
+
+
+# ----------------------------------------------------------------------------- helpers
+def _base(model: nn.Module) -> nn.Module:
+    """The `SMTRecurrentForCausalLM` under a PEFT wrapper (or the model itself)."""
+    get = getattr(model, "get_base_model", None)
+    return get() if callable(get) else model
+
+
+def recurrent_core(model: nn.Module) -> nn.Module:
+    """The `SMTRecurrentModel` (embedding + updater + m_0) of a student, a PEFT-wrapped student, or itself."""
+    base = _base(model)
+    core = getattr(base, "model", base)
+    if not hasattr(core, "updater") or not hasattr(core, "embed_tokens"):
+        raise TypeError(f"Expected an SMTRecurrentForCausalLM / SMTRecurrentModel, got {type(model).__name__}.")
+    return core
+
+
+def _eager_step(core: nn.Module) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The class-level (never the installed) transition: (B, K, d), (B, d) -> (B, K, d)."""
+    eps = core.config.rms_norm_eps
+    updater = core.updater
+
+    def step(memory: torch.Tensor, token_embedding: torch.Tensor) -> torch.Tensor:
+        return rms_normalize(updater(memory, token_embedding), eps)  # (B, K, d)
+
+    return step
+
+
+def compile_step(
+    model: nn.Module,
+    mode: str | None = "reduce-overhead",
+    *,
+    dynamic: bool = False,
+    fullgraph: bool = True,
+    install: bool = True,
+    skip_id_checks: bool = True,
+) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """Compile the student's transition `_step(memory (B, K, d), token_embedding (B, d)) -> (B, K, d)`.
+
+    With `install=True` the compiled function replaces `model.model._step` (an instance attribute, so the
+    class and saved weights are untouched); `forward`, `step`, `generate`, the DMT rollout and BPTT then
+    all run it. With `skip_id_checks=True` the installed `model.model.step` also skips the per-call
+    token-id range check, whose `int(ids.min())` is a host-device sync inside every rollout loop (the ids
+    are validated once elsewhere: DMT encodes the same tokens with the teacher, which checks them).
+
+    mode: a `torch.compile` mode, or None for no compilation (eager, but still sync-free). On CUDA
+    "reduce-overhead" records CUDA graphs (CUDAGraph Trees): best for inference loops; for training
+    loops that call the step many times per iteration (DMT, BPTT) prefer "default" or
+    "max-autotune-no-cudagraphs". On CPU every mode compiles with the inductor C++ backend.
+    Returns the (compiled) step function. `restore_step(model)` undoes the installation.
+    """
+    core = recurrent_core(model)
+    fn = _eager_step(core)
+    if mode is not None:
+        fn = torch.compile(fn, mode=mode, dynamic=dynamic, fullgraph=fullgraph)
+    if install:
+        core._step = fn
+        if skip_id_checks:
+            embed = core.embed_tokens
+            K, d = core.config.memory_tokens, core.config.hidden_size
+
+            def step(memory: torch.Tensor, input_ids: torch.LongTensor) -> torch.Tensor:
+                check_memory(memory, K, d)  # shape only: no sync
+                return fn(memory, embed(input_ids))
+
+            core.step = step
+    return fn
+
+
+def restore_step(model: nn.Module) -> None:
+    """Remove what `compile_step(..., install=True)` installed: the class's eager `_step` / `step` again."""
+    core = recurrent_core(model)
+    for name in ("_step", "step"):
+        core.__dict__.pop(name, None)
+
+
+def compile_module(module: nn.Module, mode: str | None = None, dynamic: bool = False) -> nn.Module:
+    """torch.compile a whole `SMTTrainingModule` (SMT / joint forward+backward is one static-shaped graph;
+    the id checks are skipped while compiling). Same as `SMTTrainingArguments(torch_compile=True)` in the
+    HF Trainer. Returns the compiled wrapper; its state_dict keys gain an `_orig_mod.` prefix."""
+    return torch.compile(module, mode=mode, dynamic=dynamic)
+
+
+# ----------------------------------------------------------------------------- token choice
+def _filter_logits(logits: torch.Tensor, temperature: float, top_k: int | None) -> torch.Tensor:
+    """HF order: temperature, then top-k (-inf below the k-th largest). logits (B, V) float32."""
+    if temperature != 1.0:
+        logits = logits / temperature
+    if top_k is not None and top_k > 0:
+        k = min(int(top_k), logits.shape[-1])
+        kth = torch.topk(logits, k)[0][..., -1, None]  # (B, 1)
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    return logits
+
+
+def _make_core(model: nn.Module, do_sample: bool, temperature: float, top_k: int | None):
+    """The fused static-shaped functions of one decode step and one prefill step.
+
+    decode(memory (B, K, d), noise (B, V) or None) -> (next memory (B, K, d), token (B,))
+        logits = g(m); token = argmax (greedy) | multinomial (noise None) | argmax(p / noise) (noise ~ Exp(1),
+        the exponential race: same distribution as multinomial, but graph/compile-safe); m' = f(m, token).
+    prefill(memory (B, K, d), ids (B,), keep (B,) bool) -> memory (B, K, d): one masked update.
+    """
+    base = _base(model)
+    core = recurrent_core(model)
+    step = _eager_step(core)
+    embed, head = core.embed_tokens, base.readout_head
+
+    def decode(memory: torch.Tensor, noise: torch.Tensor | None = None):
+        logits = head(memory).float()  # (B, V)
+        if do_sample:
+            probs = F.softmax(_filter_logits(logits, temperature, top_k), dim=-1)  # (B, V)
+            if noise is None:
+                tok = torch.multinomial(probs, num_samples=1).squeeze(1)  # (B,)
+            else:
+                tok = (probs / noise).argmax(-1)  # (B,)
+        else:
+            tok = logits.argmax(-1)  # (B,)
+        return step(memory, embed(tok)).to(memory.dtype), tok
+
+    def prefill(memory: torch.Tensor, ids: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        new = step(memory, embed(ids)).to(memory.dtype)  # (B, K, d)
+        return torch.where(keep[:, None, None], new, memory)
+
+    return decode, prefill
+
+
+class _Graph:
+    """One CUDA graph of `body()`, which reads and writes only preallocated (static) tensors."""
+
+    def __init__(self, body: Callable[[], None], warmup: int = 2, reset: Callable[[], None] | None = None):
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):  # warm-up (compilation, cuBLAS workspaces) off the capture
+            for _ in range(warmup):
+                body()
+        torch.cuda.current_stream().wait_stream(stream)
+        if reset is not None:
+            reset()
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            body()
+
+    def replay(self) -> None:
+        self.graph.replay()
+
+
+# ----------------------------------------------------------------------------- generator
+class FastGenerator:
+    """Greedy / sampling decoding of an `SMTRecurrentForCausalLM` with fused, static-shaped steps.
+
+    Args:
+        model: the student (or a PEFT-wrapped student); put it in eval mode.
+        do_sample, temperature, top_k: as `model.generate` (temperature then top-k, HF order).
+        compile: False, or a `torch.compile` mode ("default", "max-autotune-no-cudagraphs", ...) for the
+            fused step functions. "reduce-overhead" is taken as "default" when `cuda_graph` is on (the
+            graph here already covers the whole step plus the buffer writes); with `cuda_graph=False` it
+            uses torch.compile's own CUDA graphs (CUDAGraph Trees) for the fused step.
+        cuda_graph: capture prefill and decode steps in CUDA graphs (default: True on CUDA, ignored on CPU).
+        eos_token_id / pad_token_id: default to the model's generation config; finished rows get pad ids
+            and the output is cut after the step where every row finished (one sync, after the loop).
+        autocast_dtype: run the fused functions under `torch.autocast(device, dtype)` (e.g. torch.bfloat16).
+        sampler: "multinomial" or "exponential" (default: multinomial unless compiled or graphed).
+        compile_prefill: also compile the prefill step (False: eager prefill step, still graphed on CUDA;
+            saves one compilation per batch size when prefill speed does not matter).
+
+    `generate(input_ids, max_new_tokens, attention_mask=None)` -> (B, T + N) like `model.generate`.
+    Greedy output equals `model.generate(..., do_sample=False)` token for token. Sampling uses
+    `torch.multinomial` on the plain path (the same draws as `model.generate` under the same seed) and the
+    exponential race on compiled / graphed paths (same distribution, different draws).
+    Graphs and compiled functions are cached per batch size (and per N for the decode graph).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        compile: bool | str = False,
+        cuda_graph: bool | None = None,
+        eos_token_id: int | list[int] | None = None,
+        pad_token_id: int | None = None,
+        autocast_dtype: torch.dtype | None = None,
+        sampler: str | None = None,
+        compile_prefill: bool = True,
+    ):
+        if sampler not in (None, "multinomial", "exponential"):
+            raise ValueError(f"`sampler` must be None, 'multinomial' or 'exponential', got {sampler!r}.")
+        if do_sample and temperature <= 0:
+            raise ValueError(f"`temperature` must be > 0 when sampling, got {temperature}.")
+        self.model = model
+        self.base = _base(model)
+        self.config = self.base.config
+        self.do_sample, self.temperature, self.top_k = do_sample, float(temperature), top_k
+        self.device = next(self.base.parameters()).device
+        self.cuda_graph = (self.device.type == "cuda") if cuda_graph is None else bool(cuda_graph and self.device.type == "cuda")
+        gen = getattr(self.base, "generation_config", None)
+        eos = eos_token_id if eos_token_id is not None else getattr(gen, "eos_token_id", None)
+        self.eos = None if eos is None else torch.as_tensor(eos, device=self.device).view(-1)  # (E,)
+        pad = pad_token_id if pad_token_id is not None else getattr(gen, "pad_token_id", None)
+        self.pad = pad if pad is not None else (None if self.eos is None else int(self.eos[0]))
+        self.autocast_dtype = autocast_dtype
+        decode, prefill = _make_core(model, do_sample, self.temperature, top_k)
+        if compile:
+            mode = "default" if compile is True else compile
+            if mode == "reduce-overhead" and self.cuda_graph:
+                mode = "default"
+            decode = torch.compile(decode, mode=mode, dynamic=False)
+            if compile_prefill:
+                prefill = torch.compile(prefill, mode=mode, dynamic=False)
+        self.compiled = bool(compile)
+        # torch.compile's own CUDA graphs (CUDAGraph Trees) when asked for them without the manual capture
+        self._mark_step = compile == "reduce-overhead" and not self.cuda_graph and self.device.type == "cuda"
+        if sampler is None:  # multinomial (HF's draws) on the plain path; the exponential race when compiled/graphed
+            sampler = "exponential" if (self.compiled or self.cuda_graph) else "multinomial"
+        self.sampler = sampler
+        self._decode_fn, self._prefill_fn = decode, prefill
+        self._graphs: dict = {}
+
+    # -- fused functions under the chosen autocast
+    def _autocast(self):
+        if self.autocast_dtype is None:
+            return torch.autocast(self.device.type, enabled=False)
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    def _use_noise(self) -> bool:
+        return self.do_sample and self.sampler == "exponential"
+
+    # -- prefill
+    @torch.no_grad()
+    def prefill(self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None = None,
+                memory: torch.Tensor | None = None) -> torch.Tensor:
+        """Read a (left-padded) prompt (B, T) from `memory` (default m_0); return the memory (B, K, d).
+        Positions with attention_mask 0 leave the memory unchanged, as in `model.forward`. Nothing of size
+        O(T) is allocated beyond the caller's tensors (no (B, T, K, d) memory stack, no (B, T) mask copy)."""
+        if input_ids.dim() != 2:
+            raise ValueError(f"`input_ids` must be (batch, length), got shape {tuple(input_ids.shape)}.")
+        check_token_ids(input_ids, self.config.vocab_size)  # once, before the loop
+        B, T = input_ids.shape
+        core = recurrent_core(self.model)
+        m = core.initial_memory(B) if memory is None else memory
+        m = m.detach().to(self.device).clone().contiguous()  # (B, K, d) state buffer
+        if T == 0:
+            return m
+        ids = input_ids.to(self.device)
+        keep = None if attention_mask is None else attention_mask[:, -T:].to(self.device)  # (B, T)
+        all_keep = torch.ones(B, dtype=torch.bool, device=self.device)  # (B,)
+        if not self.cuda_graph:
+            with self._autocast():
+                for t in range(T):
+                    if self._mark_step:
+                        torch.compiler.cudagraph_mark_step_begin()
+                    m = self._prefill_fn(m, ids[:, t], all_keep if keep is None else keep[:, t].bool())
+                    if self._mark_step:
+                        m = m.clone()  # a graph output is overwritten by the next replay
+            return m
+        key = ("prefill", B, m.dtype)
+        if key not in self._graphs:
+            bufs = dict(m=m.clone(), ids=ids[:, 0].clone(), keep=all_keep.clone())
+
+            def body(b=bufs):
+                with self._autocast():
+                    b["m"].copy_(self._prefill_fn(b["m"], b["ids"], b["keep"]))
+
+            self._graphs[key] = (_Graph(body), bufs)
+        graph, bufs = self._graphs[key]
+        bufs["m"].copy_(m)
+        bufs["keep"].fill_(True)
+        for t in range(T):  # 1-2 small copies + 1 replay per token; no sync
+            bufs["ids"].copy_(ids[:, t])
+            if keep is not None:
+                bufs["keep"].copy_(keep[:, t])
+            graph.replay()
+        return bufs["m"].clone()
+
+    # -- decode
+    def _decode_body(self, b: dict) -> None:
+        """One step on static buffers: pick a token from m, write it at out[:, pos], m <- f(m, token)."""
+        if self._mark_step:
+            torch.compiler.cudagraph_mark_step_begin()  # outputs of the last replay were consumed below
+        noise = None
+        if self._use_noise():
+            noise = torch.empty(b["m"].shape[0], self.config.vocab_size, device=self.device).exponential_()  # (B, V)
+        with self._autocast():
+            new_m, tok = self._decode_fn(b["m"], noise)
+        if self.eos is not None:
+            tok = torch.where(b["done"], torch.full_like(tok, self.pad), tok)
+            b["done"].logical_or_(torch.isin(tok, self.eos))
+            b["all_done"].index_copy_(0, b["pos"], b["done"].all().view(1))
+        b["out"].index_copy_(1, b["pos"], tok.view(-1, 1))  # out[:, pos] = tok
+        b["m"].copy_(new_m)
+        b["pos"].add_(1)
+
+    @torch.no_grad()
+    def decode(self, memory: torch.Tensor, max_new_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Generate N tokens from memories (B, K, d). Returns tokens (B, N') and the memory after reading
+        them, N' <= N (cut after the step where all rows met eos). No host sync inside the loop."""
+        B, N = memory.shape[0], int(max_new_tokens)
+        check_memory(memory, self.config.memory_tokens, self.config.hidden_size)
+        key = ("decode", B, N, memory.dtype)
+        if key in self._graphs:
+            graph, b = self._graphs[key]
+        else:
+            graph, b = None, dict(
+                m=memory.detach().clone().contiguous(),
+                out=torch.zeros(B, N, dtype=torch.long, device=self.device),  # (B, N) preallocated
+                pos=torch.zeros(1, dtype=torch.long, device=self.device),
+                done=torch.zeros(B, dtype=torch.bool, device=self.device),
+                all_done=torch.zeros(N, dtype=torch.bool, device=self.device),
+            )
+        if N == 0:
+            return b["out"], memory
+
+        def reset():
+            b["m"].copy_(memory)
+            b["pos"].zero_()
+            b["done"].zero_()
+            b["all_done"].zero_()
+
+        if self.cuda_graph and graph is None:
+            graph = _Graph(lambda: self._decode_body(b), warmup=2, reset=reset)
+            self._graphs[key] = (graph, b)
+        reset()
+        for _ in range(N):
+            if graph is not None:
+                graph.replay()
+            else:
+                self._decode_body(b)
+        out = b["out"].clone()
+        if self.eos is not None:
+            finished = b["all_done"]
+            if bool(finished.any()):  # one sync, after the loop
+                out = out[:, : int(finished.to(torch.int8).argmax()) + 1]
+        return out, b["m"].clone()
+
+    @torch.no_grad()
+    def generate(self, input_ids: torch.LongTensor, max_new_tokens: int,
+                 attention_mask: torch.Tensor | None = None, return_memory: bool = False):
+        """prompt (B, T) -> sequences (B, T + N) (and the memory after reading them if `return_memory`)."""
+        m = self.prefill(input_ids, attention_mask)
+        new, m = self.decode(m, max_new_tokens)
+        seq = torch.cat([input_ids.to(self.device), new], dim=1)
+        return (seq, m) if return_memory else seq
+
+    __call__ = generate
+
+
+def fast_generate(
+    model: nn.Module,
+    input_ids: torch.LongTensor,
+    max_new_tokens: int,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    attention_mask: torch.Tensor | None = None,
+    compile: bool | str = False,
+    cuda_graph: bool | None = None,
+    **kwargs,
+) -> torch.LongTensor:
+    """One-shot `FastGenerator(model, ...).generate(input_ids, max_new_tokens)`: (B, T) -> (B, T + N).
+    Greedy output equals `model.generate(input_ids, max_new_tokens=N, do_sample=False)`. For repeated calls
+    keep a `FastGenerator` so compiled functions and CUDA graphs are reused."""
+    gen = FastGenerator(model, do_sample=do_sample, temperature=temperature, top_k=top_k, compile=compile,
+                        cuda_graph=cuda_graph, **kwargs)
+    return gen.generate(input_ids, max_new_tokens, attention_mask=attention_mask)

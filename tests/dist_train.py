@@ -1,0 +1,43 @@
+"""Run by test_distributed.py: a few joint-SMT steps of a tiny model, single or multi-process.
+
+    python dist_train.py OUT_JSON GLOBAL_BATCH [fsdp]      (under torchrun for several processes)
+Writes the per-step training losses (rank 0).
+"""
+
+import json
+import os
+import sys
+
+import torch
+
+torch.set_num_threads(1)
+from conftest import tiny_teacher_config  # noqa: E402
+
+from smt_hf import SMTRecurrentConfig, SMTRecurrentForCausalLM, SMTTeacherModel  # noqa: E402
+from smt_hf.data import stream_windows  # noqa: E402
+from smt_hf.trainer import SMTTrainer  # noqa: E402
+from smt_hf.training_args import SMTTrainingArguments  # noqa: E402
+
+out, global_batch = sys.argv[1], int(sys.argv[2])
+fsdp = len(sys.argv) > 3 and sys.argv[3] == "fsdp"
+world = int(os.environ.get("WORLD_SIZE", "1"))
+torch.manual_seed(0)
+tc = tiny_teacher_config(max_context_length=24)
+teacher = SMTTeacherModel(tc)
+student = SMTRecurrentForCausalLM(SMTRecurrentConfig.from_teacher(tc, backbone="gru"))
+tokens = torch.randint(0, 16, (5000,), generator=torch.Generator().manual_seed(0)).numpy().astype("uint8")
+data = stream_windows(tokens, 24, 256, seed=0)
+kw = {}
+if fsdp:
+    kw = dict(fsdp=True, fsdp_config={"version": 2, "transformer_layer_cls_to_wrap": ["Block"]})
+args = SMTTrainingArguments(
+    output_dir=os.path.join(os.path.dirname(out), "run"), mode="joint", context_length=16, future_length=8,
+    split="last", per_device_train_batch_size=global_batch // world, max_steps=3, logging_steps=1,
+    learning_rate=1e-3, report_to="none", save_strategy="no", use_cpu=True, disable_tqdm=True, seed=0,
+    ddp_backend="gloo" if world > 1 else None, **kw,
+)
+trainer = SMTTrainer(model=student, teacher=teacher, args=args, train_dataset=data)
+trainer.train()
+if trainer.is_world_process_zero():
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    json.dump({"losses": losses, "world": world}, open(out, "w"))

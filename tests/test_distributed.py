@@ -1,0 +1,32 @@
+"""Two CPU processes with gloo (DDP and FSDP2) give the same first losses as one process with the same
+global batch."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+HERE = os.path.dirname(__file__)
+
+
+def run(tmp_path, name, nproc, extra=()):
+    out = str(tmp_path / f"{name}.json")
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", PYTHONPATH=HERE)
+    if nproc == 1:
+        cmd = [sys.executable, os.path.join(HERE, "dist_train.py"), out, "16", *extra]
+    else:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_port",
+               str(29500 + (os.getpid() % 1000)), os.path.join(HERE, "dist_train.py"), out, "16", *extra]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.load(open(out))
+
+
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_two_processes_match_one(tmp_path, strategy):
+    single = run(tmp_path, "single", 1)
+    multi = run(tmp_path, strategy, 2, ("fsdp",) if strategy == "fsdp" else ())
+    assert multi["world"] == 2 and len(single["losses"]) == len(multi["losses"]) == 3
+    assert multi["losses"] == pytest.approx(single["losses"], rel=1e-4)

@@ -1,0 +1,234 @@
+"""Fast paths (smt_hf.fast, bf16 autocast, batched DMT teacher memories) equal the plain paths.
+
+Compilation with the inductor C++ backend takes tens of seconds per function on a small CPU, so the compile
+tests use the cheapest backbone (GRU) by default; SMT_SLOW_TESTS=1 runs them for every backbone.
+"""
+
+import os
+
+import pytest
+import torch
+from conftest import BACKBONES, tiny_student_config, tiny_teacher_config
+
+from smt_hf import SMTRecurrentForCausalLM, SMTTeacherModel
+from smt_hf.data.collator import SMTDataCollator, left_windows
+from smt_hf.fast import FastGenerator, compile_step, fast_generate, recurrent_core, restore_step
+from smt_hf.training_args import SMTTrainingArguments
+from smt_hf.training_module import SMTTrainingModule
+
+SLOW = os.environ.get("SMT_SLOW_TESTS") == "1"
+COMPILE_BACKBONES = BACKBONES if SLOW else ["gru"]
+
+
+def eager_step(model, memory, emb):
+    """The class-level transition, whatever is installed on the instance."""
+    core = recurrent_core(model)
+    return type(core)._step(core, memory, emb)
+
+
+# ---------------------------------------------------------------- generation
+def test_fast_generate_greedy_equals_generate(student):
+    prompt = torch.randint(0, 16, (3, 7))
+    ref = student.generate(prompt, max_new_tokens=48, do_sample=False)
+    out = fast_generate(student, prompt, 48)
+    assert out.shape == (3, 55) and torch.equal(out, ref)
+
+
+def test_fast_generate_left_padded_prompts(student):
+    ids = torch.randint(1, 16, (2, 9))
+    mask = torch.ones_like(ids)
+    mask[0, :4] = 0
+    ref = student.generate(ids, attention_mask=mask, max_new_tokens=20, do_sample=False)
+    assert torch.equal(fast_generate(student, ids, 20, attention_mask=mask), ref)
+
+
+def test_prefill_equals_forward_memory(student):
+    ids = torch.randint(0, 16, (2, 11))
+    mask = torch.ones_like(ids)
+    mask[1, :3] = 0
+    with torch.no_grad():
+        ref = student(ids, attention_mask=mask).cache.memory  # (B, K, d)
+    got = FastGenerator(student).prefill(ids, mask)
+    torch.testing.assert_close(got, ref, rtol=0, atol=0)
+
+
+def test_sampling_multinomial_matches_generate_seeded(student):
+    prompt = torch.randint(0, 16, (3, 4))
+    torch.manual_seed(5)
+    ref = student.generate(prompt, max_new_tokens=16, do_sample=True, top_k=5, temperature=0.7)
+    torch.manual_seed(5)
+    out = fast_generate(student, prompt, 16, do_sample=True, top_k=5, temperature=0.7)
+    assert torch.equal(out, ref)
+
+
+def test_exponential_race_sampler():
+    """The graph-safe sampler: top_k=1 is greedy, and draws follow softmax(logits / temperature)."""
+    torch.manual_seed(0)
+    model = SMTRecurrentForCausalLM(tiny_student_config("mlp")).eval()
+    prompt = torch.randint(0, 16, (2, 3))
+    greedy = fast_generate(model, prompt, 12)
+    assert torch.equal(fast_generate(model, prompt, 12, do_sample=True, top_k=1, sampler="exponential"), greedy)
+    # one step from one memory, many rows: empirical frequencies vs softmax
+    gen = FastGenerator(model, do_sample=True, temperature=2.0, sampler="exponential")
+    memory = model.initial_memory(4000).clone()
+    with torch.no_grad():
+        probs = torch.softmax(model.readout(memory[:1]) / 2.0, -1)[0]  # (V,)
+        toks, _ = gen.decode(memory, 1)
+    freq = torch.bincount(toks[:, 0], minlength=16).float() / 4000
+    assert (freq - probs).abs().max() < 0.03
+
+
+def test_eos_padding_and_early_cut_match_generate():
+    torch.manual_seed(0)
+    model = SMTRecurrentForCausalLM(tiny_student_config("transformer")).eval()
+    prompt = torch.randint(0, 16, (3, 5))
+    free = model.generate(prompt, max_new_tokens=30, do_sample=False)
+    eos = int(free[0, 5 + 3])  # a token row 0 emits early
+    ref = model.generate(prompt, max_new_tokens=30, do_sample=False, eos_token_id=eos, pad_token_id=15)
+    out = fast_generate(model, prompt, 30, eos_token_id=eos, pad_token_id=15)
+    assert torch.equal(out, ref)
+
+
+@pytest.mark.parametrize("backbone", COMPILE_BACKBONES)
+def test_compiled_step_equals_eager(backbone):
+    torch.manual_seed(0)
+    model = SMTRecurrentForCausalLM(tiny_student_config(backbone)).eval()
+    memory, emb = model.initial_memory(3).clone(), torch.randn(3, 32)
+    step = compile_step(model, mode="reduce-overhead", install=False)
+    with torch.no_grad():
+        torch.testing.assert_close(step(memory, emb), eager_step(model, memory, emb), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.skipif(not SLOW, reason="compiles decode + prefill functions (~30 s on CPU); SMT_SLOW_TESTS=1")
+def test_compiled_generator_equals_generate():
+    torch.manual_seed(0)
+    model = SMTRecurrentForCausalLM(tiny_student_config("gru")).eval()
+    prompt = torch.randint(0, 16, (2, 5))
+    ref = model.generate(prompt, max_new_tokens=24, do_sample=False)
+    assert torch.equal(fast_generate(model, prompt, 24, compile="default"), ref)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+@pytest.mark.parametrize("compile_mode,graph", [(False, True), ("default", True), ("reduce-overhead", False)])
+def test_cuda_graph_generator_equals_generate(student, compile_mode, graph):
+    model = student.cuda()
+    prompt = torch.randint(0, 16, (4, 9), device="cuda")
+    ref = model.generate(prompt, max_new_tokens=32, do_sample=False)
+    gen = FastGenerator(model, compile=compile_mode, cuda_graph=graph)
+    assert torch.equal(gen.generate(prompt, 32), ref)
+    assert torch.equal(gen.generate(prompt, 32), ref)  # graphs replayed from the cache
+
+
+def test_installed_step_runs_forward_and_restores(student):
+    ids = torch.randint(0, 16, (2, 9))
+    with torch.no_grad():
+        ref = student(ids).logits
+    compile_step(student, mode=None)  # eager, sync-free step installed on the instance
+    assert "_step" in vars(recurrent_core(student)) and "step" in vars(recurrent_core(student))
+    with torch.no_grad():
+        torch.testing.assert_close(student(ids).logits, ref, rtol=0, atol=0)
+        m = student.initial_memory(2)
+        torch.testing.assert_close(student.step(m, ids[:, 0]), eager_step(student, m, student.model.embed_tokens(ids[:, 0])))
+    restore_step(student)
+    assert "_step" not in vars(recurrent_core(student))
+
+
+# ---------------------------------------------------------------- training fast paths
+def make_module(mode, tmp_path, backbone="transformer", **kw):
+    torch.manual_seed(0)
+    teacher = SMTTeacherModel(tiny_teacher_config())
+    student = SMTRecurrentForCausalLM(tiny_student_config(backbone))
+    base = dict(output_dir=str(tmp_path), mode=mode, context_length=16, future_length=8, rollout_length=16,
+                dmt_stride=4, uniformity_samples=64, report_to=[])
+    base.update(kw)
+    args = SMTTrainingArguments(**base)
+    return SMTTrainingModule(student, teacher if mode != "bptt" else None, args).train()
+
+
+def make_batch(mode, B=4, L=40):
+    g = torch.Generator().manual_seed(1)
+    feats = [{"input_ids": torch.randint(0, 16, (L,), generator=g)} for _ in range(B)]
+    collate = SMTDataCollator(mode=mode, context_length=16, future_length=8, generator=torch.Generator().manual_seed(2))
+    return collate(feats)
+
+
+@pytest.mark.parametrize("start", ["teacher", "initial"])
+def test_dmt_teacher_memories_batched_equal_per_step_loop(tmp_path, start):
+    """dmt_parts encodes the teacher memories at start, start+k, ... in one call; a loop of encoder calls on
+    the unpadded windows gives the same memories, hence the same DMT loss."""
+    module = make_module("dmt", tmp_path, dmt_start=start).eval()
+    batch = make_batch("dmt")
+    args, teacher, student = module.args, module.teacher, module.student
+    x, B = batch["input_ids"], batch["input_ids"].shape[0]
+    Tc, Td, k = args.context_length, args.rollout_length, args.dmt_stride
+    s = Tc if start == "teacher" else 0
+    with torch.no_grad():
+        parts = module(**batch)
+        targets = []  # per-step loop of encoder calls on unpadded windows (end 0: the empty context)
+        for end in range(s, s + Td + 1, k):
+            targets.append(teacher.encode(x[:, max(0, end - Tc) : end]))
+        targets = torch.stack(targets, 1)  # (B, n+1, K, d)
+        m = targets[:, 0] if start == "teacher" else student.initial_memory(B)
+        matched = []
+        for j in range(Td):
+            m = student.step(m, x[:, s + j])
+            if (j + 1) % k == 0:
+                matched.append(m)
+        ref = torch.nn.functional.mse_loss(torch.stack(matched, 1), targets[:, 1:])
+    torch.testing.assert_close(parts["dmt_dynamics"], ref, rtol=1e-5, atol=1e-6)
+    # the padded windows the collator helpers build encode to the same memories as unpadded ones
+    ids, mask = left_windows(x, torch.full((B,), 5), Tc, 0)
+    torch.testing.assert_close(teacher.encode(ids, mask), teacher.encode(x[:, :5]), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("gradient", ["detach", "through"])
+def test_dmt_with_sync_free_step_equals_plain(tmp_path, gradient):
+    module = make_module("dmt", tmp_path, dmt_gradient=gradient)
+    batch = make_batch("dmt")
+    ref = module(**batch)
+    sum(ref.values()).backward()
+    ref_grads = [p.grad.clone() for p in module.student.parameters() if p.grad is not None]
+    module.zero_grad(set_to_none=True)
+    compile_step(module.student, mode=None)
+    got = module(**batch)
+    sum(got.values()).backward()
+    grads = [p.grad for p in module.student.parameters() if p.grad is not None]
+    restore_step(module.student)
+    for name in ref:
+        torch.testing.assert_close(got[name], ref[name], rtol=0, atol=0)
+    for a, b in zip(grads, ref_grads):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("mode", ["joint", "dmt", "bptt"])
+def test_losses_under_cpu_bf16_autocast_match_fp32(tmp_path, mode):
+    """What the HF Trainer's bf16=True does to the training forward: losses run under autocast (matmuls
+    in bf16), come out float32, and stay within bf16 tolerance of the fp32 losses."""
+    module = make_module(mode, tmp_path).eval()  # eval: no dropout; uniformity subsample seeded below
+    batch = make_batch("joint" if mode == "joint" else mode)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        ref = module(**batch)
+    dtypes = []
+    handles = [m.register_forward_hook(lambda _m, _i, o: dtypes.append(o.dtype))
+               for m in module.modules() if isinstance(m, torch.nn.Linear)]
+    torch.manual_seed(0)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        got = module(**batch)
+    for h in handles:
+        h.remove()
+    assert dtypes and all(d == torch.bfloat16 for d in dtypes)  # every linear layer ran in bf16
+    for name in ref:
+        assert got[name].dtype == torch.float32
+        torch.testing.assert_close(got[name], ref[name], rtol=3e-2, atol=3e-2)
+
+
+def test_bf16_autocast_training_step_backward(tmp_path):
+    """A full joint step under autocast: finite loss, float32 gradients on float32 parameters."""
+    module = make_module("joint", tmp_path)
+    batch = make_batch("joint")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        total = sum(module(**batch).values())
+    total.backward()
+    grads = [p.grad for p in module.parameters() if p.grad is not None]
+    assert torch.isfinite(total) and grads and all(g.dtype == torch.float32 and torch.isfinite(g).all() for g in grads)
