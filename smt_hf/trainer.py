@@ -188,6 +188,41 @@ class SMTTrainer(Trainer):
                 raise ValueError(f"Can't find {path}: not an SMTTrainer checkpoint folder.")
             sub.load_state_dict(safetensors.torch.load_file(path, device="cpu"), strict=True)
 
+    def run_info(self, **extra) -> dict:
+        """A run summary for model cards (`smt_hf.hub.make_model_card`)."""
+        a = self.args
+        info = {
+            "eval": dict(self.last_eval),
+            "log_history": self.state.log_history,
+            "training": {"mode": a.mode, "steps": self.state.global_step, "learning_rate": a.learning_rate,
+                         "batch_size": a.per_device_train_batch_size * a.world_size,
+                         "context_length": a.context_length, "future_length": a.future_length},
+        }
+        info.update(extra)
+        return info
+
+    def push_to_hub(self, repo_id: str | None = None, commit_message: str = "End of training", private=None,
+                    token=None, push_teacher: bool = False, run_info: dict | None = None, **kwargs):
+        """Push the standalone student as a self-contained Hub repo (config with `auto_map`, safetensors, code,
+        tokenizer, generation config and a model card), and optionally the teacher to `<repo_id>-teacher`."""
+        from .export import export_for_hub
+
+        repo_id = repo_id or self.args.hub_model_id
+        if not repo_id:
+            raise ValueError("push_to_hub needs `repo_id` or `SMTTrainingArguments(hub_model_id=...)`.")
+        if self.args.mode in ("smt", "joint"):
+            make_student_standalone(self.student, self.teacher)
+        info = self.run_info(**(run_info or {}))
+        folder = os.path.join(self.args.output_dir, "hub_export")
+        out = export_for_hub(self.student, os.path.join(folder, STUDENT_DIR), tokenizer=self.processing_class,
+                             run_info=info, push_to_hub=True, repo_id=repo_id, private=private, token=token,
+                             commit_message=commit_message)
+        if push_teacher and self.teacher is not None:
+            export_for_hub(self.teacher, os.path.join(folder, TEACHER_DIR), tokenizer=False, run_info=info,
+                           push_to_hub=True, repo_id=f"{repo_id}-teacher", private=private, token=token,
+                           commit_message=commit_message)
+        return out.commit
+
     def save_summary(self, path: str, **extra) -> None:
         """Write the last evaluation and the run's log history as JSON (used by recipes and model cards)."""
         with open(path, "w") as f:

@@ -181,3 +181,25 @@ def test_export_copies_plots(tmp_path):
     assert "![loss](plots/loss.png)" in (out / "README.md").read_text()
     with pytest.raises(FileNotFoundError, match="run_dir"):
         export_for_hub(_student("gru"), tmp_path / "out2", run_info={"plots": ["missing.png"]})
+
+
+def test_trainer_push_to_hub_uploads_standalone_student_and_teacher(hub, tmp_path):
+    from test_trainer import data, models, targs
+
+    from smt_hf.trainer import SMTTrainer
+
+    student, teacher = models()
+    trainer = SMTTrainer(model=student, teacher=teacher, args=targs(tmp_path, mode="joint", max_steps=2),
+                         train_dataset=data(), eval_dataset=data(16, seed=3))
+    trainer.train()
+    trainer.evaluate()
+    trainer.push_to_hub("me/smt-needle", push_teacher=True)
+    folder = hub.repos["me/smt-needle"]
+    assert {"config.json", "model.safetensors", "generation_config.json", "README.md"} <= {p.name for p in folder.iterdir()}
+    assert "auto_map" in json.loads((folder / "config.json").read_text())
+    meta = metadata_load(folder / "README.md")
+    assert meta["model-index"][0]["results"]
+    loaded = AutoModelForCausalLM.from_pretrained(folder).eval()
+    x = torch.randint(0, 16, (2, 6))
+    assert torch.equal(loaded(x).logits, student.eval()(x).logits)
+    assert AutoModel.from_pretrained(hub.repos["me/smt-needle-teacher"]).config.model_type == "smt_teacher"
