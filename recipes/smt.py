@@ -95,6 +95,8 @@ def main(config: dict) -> dict:
     config = copy.deepcopy(config)
     out_dir = config.get("output_dir", "outputs/smt")
     seed = config.get("seed", 0)
+    if config.get("threads"):
+        torch.set_num_threads(int(config["threads"]))
     torch.manual_seed(seed)
     train, ev, vocab, data_desc = build_data(config["data"])
     seq_len = len(train[0]["input_ids"])
@@ -131,7 +133,11 @@ def main(config: dict) -> dict:
     # the standalone student, reloaded from disk with no teacher
     final = os.path.join(out_dir, "final", "student")
     alone = SMTRecurrentForCausalLM.from_pretrained(final).eval()
-    prompt = torch.tensor([ev[0]["input_ids"][: max(1, seq_len // 2)]])
+    # prompt: everything before the first target (tasks), or the first half (text / pixels)
+    labels0 = ev[0].get("labels") or ev[0]["input_ids"]
+    targets = [t for t, y in enumerate(labels0) if y != -100]
+    cut = targets[0] if targets and labels0 != ev[0]["input_ids"] else seq_len // 2
+    prompt = torch.tensor([ev[0]["input_ids"][: max(1, cut)]])
     sample = alone.generate(prompt, max_new_tokens=seq_len - prompt.shape[1], do_sample=False)
     summary["sample"] = {"prompt": prompt[0].tolist(), "continuation": sample[0, prompt.shape[1]:].tolist(),
                          "reference": ev[0]["input_ids"][prompt.shape[1]:]}
