@@ -112,6 +112,19 @@ class TransformerStack(nn.Module):
         self.norm = RMSNorm(dim, eps)
         self.rotary = RotaryEmbedding(dim // num_heads, rope_theta)
 
+    @classmethod
+    def from_config(cls, config, depth: int, hidden: int) -> "TransformerStack":
+        """A stack with the width, heads, dropout, eps and rotary base of an SMT config."""
+        return cls(
+            dim=config.hidden_size,
+            depth=depth,
+            num_heads=config.num_attention_heads,
+            hidden=hidden,
+            dropout=config.dropout,
+            eps=config.rms_norm_eps,
+            rope_theta=config.rope_theta,
+        )
+
     def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None = None, causal: bool = False) -> torch.Tensor:
         B, L, _ = x.shape
         cos, sin = self.rotary(L, x.device, x.dtype)

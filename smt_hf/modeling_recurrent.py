@@ -156,15 +156,7 @@ class SMTReadout(nn.Module):
 
     def __init__(self, config: SMTRecurrentConfig):
         super().__init__()
-        self.decoder = TransformerStack(
-            dim=config.hidden_size,
-            depth=config.readout_layers,
-            num_heads=config.num_attention_heads,
-            hidden=config.readout_intermediate_size,
-            dropout=config.dropout,
-            eps=config.rms_norm_eps,
-            rope_theta=config.rope_theta,
-        )
+        self.decoder = TransformerStack.from_config(config, config.readout_layers, config.readout_intermediate_size)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
 
     def forward(self, memory: torch.Tensor) -> torch.Tensor:

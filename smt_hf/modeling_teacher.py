@@ -90,16 +90,8 @@ class SMTTeacherModel(SMTPreTrainedModel):
         d, K = config.hidden_size, config.memory_tokens
         self.embed_tokens = nn.Embedding(config.vocab_size, d)
         self.registers = nn.Parameter(torch.zeros(K, d))
-        stack = dict(
-            dim=d,
-            num_heads=config.num_attention_heads,
-            hidden=config.intermediate_size,
-            dropout=config.dropout,
-            eps=config.rms_norm_eps,
-            rope_theta=config.rope_theta,
-        )
-        self.encoder = TransformerStack(depth=config.num_encoder_layers, **stack)
-        self.decoder = TransformerStack(depth=config.num_decoder_layers, **stack)
+        self.encoder = TransformerStack.from_config(config, config.num_encoder_layers, config.intermediate_size)
+        self.decoder = TransformerStack.from_config(config, config.num_decoder_layers, config.intermediate_size)
         self.lm_head = nn.Linear(d, config.vocab_size, bias=False)
         self.post_init()
 

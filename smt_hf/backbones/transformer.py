@@ -12,15 +12,7 @@ from ..modeling_layers import TransformerStack
 class TransformerUpdater(nn.Module):
     def __init__(self, config):
         super().__init__()
-        self.stack = TransformerStack(
-            dim=config.hidden_size,
-            depth=config.updater_layers,
-            num_heads=config.num_attention_heads,
-            hidden=config.updater_intermediate_size,
-            dropout=config.dropout,
-            eps=config.rms_norm_eps,
-            rope_theta=config.rope_theta,
-        )
+        self.stack = TransformerStack.from_config(config, config.updater_layers, config.updater_intermediate_size)
 
     def forward(self, memory: torch.Tensor, token_embedding: torch.Tensor) -> torch.Tensor:
         K = memory.shape[1]
