@@ -86,6 +86,11 @@ class SMTTrainer(Trainer):
         if data_collator is None:
             # sequence batches for every mode; smt/joint split points are drawn inside the training step
             data_collator = SMTDataCollator(mode="eval", context_length=args.context_length)
+        if args.recurrent_step_compile is not None:
+            from .fast import compile_step
+
+            mode = None if args.recurrent_step_compile == "none" else args.recurrent_step_compile
+            compile_step(model, mode=mode, install=True, skip_id_checks=True)
         self.student, self.teacher = model, teacher
         self.module = SMTTrainingModule(model, teacher, args)
         super().__init__(model=self.module, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,

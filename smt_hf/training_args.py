@@ -65,6 +65,14 @@ class SMTTrainingArguments(TrainingArguments):
     clip_per_model: bool = field(
         default=True, metadata={"help": "Clip the gradient norm to max_grad_norm separately for teacher and student."}
     )
+    recurrent_step_compile: str | None = field(
+        default=None,
+        metadata={
+            "help": "Run the student's recurrent step (DMT rollouts, BPTT) through smt_hf.fast.compile_step: "
+            "'none' = eager but free of host-device syncs, or a torch.compile mode such as 'default' "
+            "(recommended on GPU for DMT/BPTT). None (default) = the plain eager step."
+        },
+    )
     eval_positions: int = field(
         default=16, metadata={"help": "Target positions per sequence probed by the teacher / one-step evaluation."}
     )

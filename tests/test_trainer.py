@@ -211,3 +211,14 @@ def test_tensorboard_has_separate_loss_curves(tmp_path):
     acc.Reload()
     tags = set(acc.Tags()["scalars"])
     assert {"train/decoder_loss", "train/dynamics_loss", "train/uniformity_loss"} <= tags
+
+
+def test_sync_free_recurrent_step_gives_identical_dmt_training(tmp_path):
+    weights = []
+    for compile_mode in (None, "none"):
+        student, teacher = models()
+        args = targs(tmp_path / str(compile_mode), mode="dmt", dmt_start="initial", dmt_gradient="through",
+                     recurrent_step_compile=compile_mode)
+        SMTTrainer(model=student, teacher=teacher, args=args, train_dataset=data()).train()
+        weights.append({k: v.clone() for k, v in student.state_dict().items()})
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
