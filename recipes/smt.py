@@ -84,10 +84,20 @@ def build_models(config: dict, vocab_size: int, seq_len: int):
     return student, teacher
 
 
+def cpu_name() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def machine() -> str:
     if torch.cuda.is_available():
         return f"{torch.cuda.get_device_name(0)} (torch {torch.__version__})"
-    return f"CPU {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads (torch {torch.__version__})"
+    return f"CPU {cpu_name()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads (torch {torch.__version__})"
 
 
 # ----------------------------------------------------------------------------- main
