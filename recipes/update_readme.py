@@ -70,7 +70,13 @@ def bench_section() -> str:
 
 def paper_section() -> str:
     path = os.path.join(ROOT, "recipes", "RESULTS.md")
-    return _demote(open(path).read().strip(), 1) if os.path.exists(path) else ""
+    if not os.path.exists(path):
+        return ""
+    text = open(path).read().strip()
+    if text.startswith("## Results"):
+        text = text.split("\n", 1)[1].strip()
+    text = text.replace("](results/", "](recipes/results/")  # RESULTS.md links are relative to recipes/
+    return "### The paper's claims at small scale (`python recipes/reproduce.py run all`)\n\n" + _demote(text, 1)
 
 
 def main() -> None:

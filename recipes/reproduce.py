@@ -1,0 +1,413 @@
+"""Reproduce the paper's experiments (arXiv 2606.06479) at small scale and render the README "Results" section.
+
+    python recipes/reproduce.py run all                      # CPU preset, writes recipes/results/repro_*.{json,md,png}
+    python recipes/reproduce.py run synthetic joint          # some items
+    python recipes/reproduce.py run all --quick              # smoke test: a few steps each, into outputs/repro_quick
+    python recipes/reproduce.py run all --preset gpu         # bigger sizes, same code (CUDA if available)
+    python recipes/reproduce.py report                       # recipes/RESULTS.md from the JSONs (no training)
+
+Items (paper figure): synthetic (Fig 3), joint (Fig 10), gradients (Fig 11), dmt (Fig 12), length (Fig 13),
+text (Fig 6/7, bytes), pixels (Fig 4/5), backbones (Fig 3 with GRU/MLP updaters).
+Every run is single-threaded on CPU (`torch.set_num_threads(1)`; tiny models on a shared machine run far faster
+that way). Budgets are in optimizer steps, except where a row says "same wall-clock": there BPTT trains until its
+training time equals SMT+DMT's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import sys
+import math
+import time
+
+import numpy as np
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import transformers  # noqa: E402
+
+import reproduce_items as R  # noqa: E402
+
+transformers.logging.set_verbosity_error()
+HERE = os.path.dirname(os.path.abspath(__file__))
+RESULTS = os.path.join(HERE, "results")
+ITEMS = ["synthetic", "joint", "gradients", "dmt", "length", "text", "pixels", "backbones"]
+TITLES = {
+    "synthetic": "1. Synthetic tasks: BPTT vs SMT vs SMT->DMT (paper Fig 3)",
+    "joint": "2. Joint vs detached SMT over the decoder horizon Tf (paper Fig 10)",
+    "gradients": "3. Gradient norms per timestep at initialisation (paper Fig 11)",
+    "dmt": "4. DMT and rollout drift (paper Fig 12)",
+    "length": "5. Length generalisation on parity (paper Fig 13)",
+    "text": "6. Byte-level text (paper Fig 6/7, Shakespeare offline instead of TinyStories)",
+    "pixels": "7. Pixel sequences: MNIST and sketches (paper Fig 4/5)",
+    "backbones": "8. Backbones: Transformer vs GRU updater (paper Fig 3, other RNNs; MLP only in the GPU preset)",
+}
+
+# ----------------------------------------------------------------------------- presets
+_SYN = dict(smt_steps=600, dmt_steps=100, bs=64, dmt_bs=32, smt_lr=1e-3, dmt_lr=3e-4, stride=8, n_train=20000, n_eval=256)
+CPU = {
+    "model": dict(d=32, K=2, enc=2, dec=1, heads=4, upd=2),
+    "model_text": dict(d=64, K=4, enc=2, dec=1, heads=4, upd=2),
+    "model_pixels": dict(d=32, K=4, enc=2, dec=1, heads=4, upd=2),
+    "synthetic": dict(_SYN, tasks=["needle", "string_copy", "parity", "associative_recall", "icl_modular"],
+                      lengths={t: [16, 32] for t in ["needle", "string_copy", "parity", "associative_recall", "icl_modular"]},
+                      seeds=[0, 1]),
+    "backbones": dict(_SYN, backbones=["gru"], cases=[["needle", 16], ["parity", 16]], seeds=[0]),
+    "joint": dict(task="needle", T=16, horizons=[1, 4, 16], seeds=[0], steps=800, bs=64, lr=1e-3, n_train=20000,
+                  n_eval=256),
+    "gradients": dict(T=64, batch=32, seeds=[0, 1, 2], init_ranges=[0.02, 0.2], backbones=["transformer", "gru"]),
+    "dmt": dict(_SYN, task="needle", T=16, stride=2, variants=["through", "detach", ["through", 3e-5]]),
+    "length": dict(_SYN, T=16, eval_lengths=[16, 32, 64], smt_steps=400, dmt_steps=100, eval_positions=None),
+    "text": dict(Tc=64, Tf=32, bs=32, smt_lr=1e-3, dmt_lr=3e-4, smt_s=110, dmt_s=40, stride=8, n_train=20000, n_eval=64,
+                 sample_len=160),
+    "pixels": dict(side=14, Tf=28, bs=32, dmt_bs=16, smt_lr=1e-3, dmt_lr=3e-4, smt_s=45, dmt_s=20, n_train=4500,
+                   n_eval=64, n_show=8),
+}
+GPU = copy.deepcopy(CPU)
+GPU.update({
+    "model": dict(d=128, K=8, enc=4, dec=2, heads=4, upd=4),
+    "model_text": dict(d=256, K=16, enc=8, dec=4, heads=8, upd=8),
+    "model_pixels": dict(d=128, K=8, enc=6, dec=3, heads=4, upd=6),
+})
+_GSYN = dict(_SYN, smt_steps=5000, dmt_steps=1000, bs=128, dmt_bs=32, smt_lr=3e-4, dmt_lr=3e-5, stride=16,
+             n_train=200000, n_eval=1024)
+GPU["synthetic"] = dict(_GSYN, tasks=CPU["synthetic"]["tasks"], lengths={t: [64, 256] for t in CPU["synthetic"]["tasks"]},
+                        seeds=[0, 1, 2])
+GPU["backbones"] = dict(_GSYN, backbones=["gru", "mlp"], cases=[[t, 64] for t in CPU["synthetic"]["tasks"]], seeds=[0, 1])
+GPU["joint"] = dict(task="needle", T=128, horizons=[1, 4, 16, 64, 128], seeds=[0, 1], steps=5000, bs=128, lr=3e-4,
+                    n_train=200000, n_eval=1024)
+GPU["gradients"] = dict(T=256, batch=64, seeds=[0, 1, 2, 3, 4], init_ranges=[0.02, 0.1, 0.5], backbones=["transformer", "gru", "mlp"])
+GPU["dmt"] = dict(_GSYN, task="needle", T=128, variants=["through", "detach", ["through", 3e-6]])
+GPU["length"] = dict(_GSYN, T=128, eval_lengths=[128, 256, 512], eval_positions=64)
+GPU["text"] = dict(Tc=256, Tf=64, bs=128, smt_lr=3e-4, dmt_lr=3e-5, smt_s=4 * 3600, dmt_s=3600, stride=16, n_train=2000000,
+                   n_eval=512, sample_len=400)
+GPU["pixels"] = dict(side=28, Tf=64, bs=128, dmt_bs=32, smt_lr=3e-4, dmt_lr=3e-5, smt_s=2 * 3600, dmt_s=1800, n_train=100000,
+                     n_eval=256, n_show=16)
+PRESETS = {"cpu": CPU, "gpu": GPU}
+
+
+def quick(P: dict) -> dict:
+    """A smoke-test version of a preset: same code paths and model sizes, a few steps and few sequences."""
+    P = copy.deepcopy(P)
+    for k, S in P.items():
+        if k.startswith("model"):
+            continue
+        for key, val in list(S.items()):
+            if key.endswith("_steps") or key == "steps":
+                S[key] = 3 if key != "dmt_steps" else 2
+            elif key.endswith("_s"):
+                S[key] = 2
+            elif key in ("n_train",):
+                S[key] = 256
+            elif key in ("n_eval",):
+                S[key] = 8
+            elif key in ("seeds",):
+                S[key] = val[:1]
+            elif key == "sample_len":
+                S[key] = 16
+            elif key == "n_show":
+                S[key] = 2
+            elif key == "batch":
+                S[key] = 4
+            elif key in ("bs", "dmt_bs"):  # the GPU preset's batches do not fit a small CPU machine's memory
+                S[key] = min(val, 8)
+        if k == "synthetic":
+            S["lengths"] = {t: v[:1] for t, v in S["lengths"].items()}
+        if k == "length":
+            S["eval_positions"] = 8
+        if k == "gradients":  # the SMT part batches every split point: keep it short
+            S["T"], S["init_ranges"] = min(S["T"], 64), S["init_ranges"][:1]
+    return P
+
+
+def machine() -> dict:
+    info = {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
+            "transformers": transformers.__version__, "threads": torch.get_num_threads(), "cpu_count": os.cpu_count()}
+    try:
+        with open("/proc/cpuinfo") as f:
+            info["cpu"] = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), platform.processor())
+    except OSError:
+        info["cpu"] = platform.processor()
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def machine_str(mc: dict) -> str:
+    dev = mc.get("gpu") or f"{mc.get('cpu')} ({mc.get('cpu_count')} cores, shared)"
+    return f"{dev}, torch {mc.get('torch')}, {mc.get('threads')} thread(s)"
+
+
+# ----------------------------------------------------------------------------- findings (text from the JSONs)
+INTRO = """## Results
+
+Small-scale reproductions of the paper's experiments, produced by `recipes/reproduce.py` (CPU preset: tiny models,
+hundreds of optimizer steps, one CPU thread). They test the *direction* of the paper's claims at toy scale, not its
+numbers. Everything below is rendered from `recipes/results/repro_*.json` by `python recipes/reproduce.py report`;
+no seed was dropped. `--preset gpu` runs the same code at larger sizes (not run here: no GPU was available).
+"""
+
+
+def _num(x):
+    try:
+        return float(str(x).split(" ")[0])
+    except ValueError:
+        return None
+
+
+def _cells(runs):
+    """(task, T, backbone) -> mean numbers over seeds, from item-1-style runs."""
+    out = {}
+    for r in R._synthetic_rows(runs):
+        out[(r[0], r[1], r[2])] = dict(teacher=_num(r[4]), bptt=_num(r[5]), onestep=_num(r[6]), smt=_num(r[7]),
+                                       dmt=_num(r[8]), steps=r[9], bptt_steps=r[10])
+    return out
+
+
+def _names(cells, keys):
+    return ", ".join(f"{k[0]} T={k[1]}" + (f" ({k[2]})" if k[2] != "transformer" else "") for k in keys) or "none"
+
+
+def notes_synthetic(res, what="SMT->DMT"):
+    c = _cells(res["runs"])
+    ahead = [k for k, v in c.items() if v["dmt"] > v["bptt"] + 0.02]
+    behind = [k for k, v in c.items() if v["bptt"] > v["dmt"] + 0.02]
+    tied = [k for k in c if k not in ahead and k not in behind]
+    weak_teacher = [k for k, v in c.items() if v["teacher"] < 0.9]
+    dmt_hurt = [k for k, v in c.items() if v["smt"] > v["dmt"] + 0.02]
+    drift_gap = [k for k, v in c.items() if v["onestep"] > v["smt"] + 0.1]
+    lines = ["**Findings.** Paper: SMT->DMT beats BPTT on every synthetic task. Here (mean over seeds, margin 0.02): "
+             f"SMT->DMT ahead in {len(ahead)} of {len(c)} cells ({_names(c, ahead)}); BPTT ahead in {len(behind)} "
+             f"({_names(c, behind)}); tied in {len(tied)} ({_names(c, tied)})."]
+    if weak_teacher:
+        lines.append(f"The teacher itself stayed below 0.9 accuracy in {_names(c, weak_teacher)}: SMT can only give the "
+                     "student what the teacher's memory holds, so in those cells the step budget, not the student, is "
+                     "the limit (the spec's calibration needed ~550 joint-SMT steps for needle at T=32 with width 64; "
+                     "the teacher sits at chance for hundreds of steps before it jumps).")
+    if drift_gap:
+        lines.append(f"One-step accuracy from teacher memories exceeds the SMT student's standalone accuracy by > 0.1 in "
+                     f"{_names(c, drift_gap)}: the student is right one step at a time but its own rollout drifts away "
+                     "from the teacher's memories (item 4) - the gap DMT is meant to close.")
+    if dmt_hurt:
+        lines.append(f"DMT *lowered* the standalone accuracy in {_names(c, dmt_hurt)}. Our DMT learning rate (3e-4, "
+                     "the CPU calibration's) is 10x the reference's 3e-5; item 4 compares both, and item 5 shows a "
+                     "perfect SMT student damaged by the same DMT phase.")
+    lines.append("BPTT was given the same training wall-clock as SMT+DMT (its step count is in the table). The machine "
+                 "was shared (another 1-thread job ran throughout), so wall-clock, and hence BPTT's step count, is noisy "
+                 "from cell to cell.")
+    return "\n\n".join(lines)
+
+
+def notes_backbones(res):
+    c = _cells(res["runs"])
+    lines = []
+    for k, v in sorted(c.items()):
+        lines.append(f"{k[2]} on {k[0]} T={k[1]}: teacher {v['teacher']:.2f}, one-step {v['onestep']:.2f}, "
+                     f"SMT {v['smt']:.2f}, SMT->DMT {v['dmt']:.2f}, BPTT {v['bptt']:.2f}")
+    collapse = [k for k, v in c.items() if k[2] != "transformer" and v["onestep"] < v["teacher"] - 0.2]
+    txt = "**Findings.** " + "; ".join(lines) + "."
+    behind = [k for k, v in c.items() if v["bptt"] > v["dmt"] + 0.02]
+    if behind:
+        txt += (f" BPTT beats SMT->DMT in {_names(c, behind)}: BPTT trains the student directly, while the SMT student "
+                "is capped by a teacher that had not learned the task in these steps (teacher column); a gated GRU "
+                "trained by BPTT also gets more steps in the same wall-clock than the transformer updater.")
+    if collapse:
+        txt += (f" The student could not even follow the teacher one step at a time in {_names(c, collapse)}: that "
+                "updater does not fit the teacher's memory map at this size and budget (the paper notes GRU-backbone "
+                "memories can collapse under SMT->DMT).")
+    return txt
+
+
+def notes_joint(res):
+    S = res["settings"]["schedule"]
+    hs = S["horizons"]
+    val = lambda mode, Tf, k: float(np.mean([r["eval"][k] for r in res["runs"] if r["mode"] == mode and r["Tf"] == Tf]))  # noqa: E731
+    lo, hi = hs[0], hs[-1]
+    j_lo, d_lo, j_hi, d_hi = (val("joint", lo, "onestep_acc"), val("smt", lo, "onestep_acc"), val("joint", hi, "onestep_acc"),
+                              val("smt", hi, "onestep_acc"))
+    txt = (f"**Findings.** Paper: detached SMT needs Tf ~ T, joint SMT solves the credit task at any Tf. Here (one-step "
+           f"accuracy at the needle, i.e. the student stepping from E(x[:T-2]) - the memory must already hold the needle): "
+           f"Tf={lo}: joint {j_lo:.2f} vs detached {d_lo:.2f}; Tf={hi}: joint {j_hi:.2f} vs detached {d_hi:.2f}. ")
+    if j_lo > d_lo + 0.1:
+        txt += "Joint SMT works at the short horizon where detached SMT does not: the paper's direction."
+    else:
+        txt += ("This does not show the paper's separation at this budget; the teacher accuracy column says whether the "
+                "needle was learned at all in these steps.")
+    txt += (" (The teacher's own accuracy is not the discriminating number: at the query it sees the whole sequence, "
+            "needle included.)")
+    return txt
+
+
+def notes_gradients(res):
+    ratio = lambda v: max(v) / max(min(v), 1e-30)  # noqa: E731
+    b = {k: ratio(v) for k, v in res["bptt"].items()}
+    sm = [ratio(v) for v in res["smt"].values()]
+    worst = max(b, key=b.get)
+    return (f"**Findings.** Spread of ||dL/dm_t|| over t (max/min): BPTT {min(b.values()):.0f}x to {max(b.values()):.1e}x "
+            f"(worst: {worst}, vanishing toward early t), SMT {min(sm):.0f}x to {max(sm):.0f}x for every init. The shape "
+            "agrees with the paper: SMT's gradient to each memory does not depend on t or on the init, BPTT's does. Our "
+            "absolute SMT values differ from the paper's ~1e-7 (we differentiate the summed decoder+dynamics loss of each "
+            "split w.r.t. its own memory); at T=64 our GRU updater's gradients stay within ~40x - it does not explode at "
+            "this length and init.")
+
+
+def notes_dmt(res):
+    r = res["run"]
+    e0 = r["smt"]["eval"]
+    parts = [f"after SMT: drift at the last step {e0['drift_last']:.2f}, loss {e0['student_loss']:.3f}"]
+    for k in [k for k in r if k.startswith("dmt_")]:
+        e = r[k]["eval"]
+        parts.append(f"{k}: drift {e['drift_last']:.2f}, loss {e['student_loss']:.3f}, standalone acc {e['student_acc']:.2f}")
+    if "dmt_through" in r:
+        parts.append(f"so DMT (gradient through the rollout) lowered the final-step drift by "
+                     f"{e0['drift_last'] - r['dmt_through']['eval']['drift_last']:.2f} - the paper's direction")
+    return ("**Findings.** Paper: DMT lowers rollout drift 1-R^2 by ~0.8. Here: " + "; ".join(parts) + ". The table's "
+            "1-R^2 can exceed 1 (the rolled-out memory is farther from the teacher's than the teacher memories' own "
+            "spread).")
+
+
+def notes_length(res):
+    rows = res["rows"]
+    a, z = rows[0], rows[-1]
+    txt = (f"**Findings.** Paper: the SMT->DMT RNN generalises to longer sequences better than its teacher. Here, trained "
+           f"at T={res['settings']['schedule']['T']}: teacher {a['teacher_acc']:.2f} -> {z['teacher_acc']:.2f} at "
+           f"L={z['L']}; ")
+    if "smt_acc" in a:
+        txt += f"SMT student {a['smt_acc']:.2f} -> {z['smt_acc']:.2f}; "
+    txt += f"SMT->DMT student {a['student_acc']:.2f} -> {z['student_acc']:.2f}; BPTT student {a['bptt_acc']:.2f} -> {z['bptt_acc']:.2f}."
+    if "smt_acc" in z and z["smt_acc"] > z["teacher_acc"] + 0.05:
+        txt += (f" The SMT-trained RNN generalises beyond its teacher at L={z['L']} ({z['smt_acc']:.2f} vs "
+                f"{z['teacher_acc']:.2f}): the paper's direction - the recurrence it learned from one-step labels keeps "
+                "working past the teacher's training length, where the teacher's attention meets unseen positions.")
+    if "smt_acc" in a and a["smt_acc"] > a["student_acc"] + 0.05:
+        txt += (" DMT (lr 3e-4, gradient through the rollout) damaged a student that SMT had already made correct: a "
+                "finding against our DMT settings, not against SMT (item 4 compares a 10x lower DMT learning rate).")
+    if z["bptt_acc"] >= max(z["student_acc"], z.get("smt_acc") or 0) - 0.02:
+        txt += " BPTT matches or beats SMT here: running parity over 8 bits is an easy, short-range recurrence for BPTT."
+    return txt
+
+
+def notes_text(res):
+    ph = res["phases"]
+    b, d = ph["bptt"]["eval"]["student_bits"], ph["dmt"]["eval"]["student_bits"]
+    t = ph["dmt"]["eval"]["teacher_loss"] / math.log(2)
+    verdict = "SMT->DMT wins" if d < b - 0.02 else ("BPTT wins" if b < d - 0.02 else "a tie")
+    return (f"**Findings.** Same wall-clock: BPTT {b:.2f} vs SMT->DMT {d:.2f} bits/byte ({verdict}); the teacher's "
+            f"first-step loss is {t:.2f} bits/byte and bigram {res['bigram_bits']:.2f}. Paper (TinyStories, H200-days): "
+            "SMT->DMT beats BPTT as the context grows. At this scale the student can at best match its teacher's "
+            "first-step loss, and a few minutes of teacher training is the bottleneck (the spec's calibration also found "
+            "BPTT ahead on Shakespeare at Tc 64 in 10 CPU minutes)."
+            + (f" Here the teacher has not even reached the bigram level ({t:.2f} vs {res['bigram_bits']:.2f}), so the "
+               "SMT student had little to imitate" + ("; the BPTT student, trained on its own loss, beat bigram." if b < res["bigram_bits"] else ".")
+               if t > res["bigram_bits"] else ""))
+
+
+def notes_pixels(res):
+    S = res["settings"]["schedule"]
+    parts = []
+    for kind, d in res["datasets"].items():
+        ph = d["phases"]
+        b, d_ = ph["bptt"]["eval"]["student_bits"], ph["dmt"]["eval"]["student_bits"]
+        parts.append(f"{kind}: BPTT {b:.2f} vs SMT->DMT {d_:.2f} bits/pixel, same wall-clock "
+                     f"({'BPTT better' if b < d_ - 0.02 else 'SMT->DMT better' if d_ < b - 0.02 else 'tie'})")
+    return (f"**Findings.** " + "; ".join(parts) + f". Images are downsampled 28x28 -> {S['side']}x{S['side']} (2x2 mean "
+            f"pooling, still 8-bit tokens: {S['side'] ** 2}-token sequences) and both runs are minutes long, so the "
+            "generated digits and glyphs are blobs; this checks the pipeline (teacher prefill of the top half -> "
+            "standalone student completion), not the paper's Fig 4/5 quality.")
+
+
+# ----------------------------------------------------------------------------- run / report
+def run(items, preset: str, is_quick: bool, out: str) -> None:
+    P = quick(PRESETS[preset]) if is_quick else PRESETS[preset]
+    os.makedirs(out, exist_ok=True)
+    for item in items:
+        print(f"=== {item} (preset {preset}{', quick' if is_quick else ''}) ===", flush=True)
+        t0 = time.time()
+        res = getattr(R, f"item_{item}")(P, is_quick)
+        res["meta"] = {"item": item, "preset": preset, "quick": is_quick, "machine": machine(),
+                       "wall_clock_s": round(time.time() - t0, 1), "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                       "command": f"python recipes/reproduce.py run {item} --preset {preset}" + (" --quick" if is_quick else "")}
+        with open(os.path.join(out, f"repro_{item}.json"), "w") as f:
+            json.dump(res, f, indent=1, default=str)
+        md = getattr(R, f"render_{item}")(res, out)
+        with open(os.path.join(out, f"repro_{item}.md"), "w") as f:
+            f.write(md)
+        print(md, flush=True)
+        print(f"=== {item}: {res['meta']['wall_clock_s']} s ===", flush=True)
+
+
+def report(out: str, dest: str) -> str:
+    parts = [INTRO]
+    total = 0.0
+    for item in ITEMS:
+        path = os.path.join(out, f"repro_{item}.json")
+        parts.append(f"\n### {TITLES[item]}\n")
+        if not os.path.isfile(path):
+            parts.append(f"\nNot run yet: `python recipes/reproduce.py run {item}`.\n")
+            continue
+        res = json.load(open(path))
+        meta = res["meta"]
+        total += meta["wall_clock_s"]
+        seeds = sorted({s for k, v in res["settings"].items() if isinstance(v, dict) for s in v.get("seeds", [])}) or [0]
+        parts.append(f"\nCommand: `{meta['command']}` · machine: {machine_str(meta['machine'])} · seeds: {seeds} · "
+                     f"wall-clock: {meta['wall_clock_s'] / 60:.1f} min ({meta['finished']})"
+                     + (" · **quick smoke run, not a result**" if meta.get("quick") else "") + "\n\n")
+        md = getattr(R, f"render_{item}")(res, out)
+        with open(os.path.join(out, f"repro_{item}.md"), "w") as f:  # keep the per-item table in sync
+            f.write(md)
+        parts.append(md)
+        png = {"pixels": None}.get(item, f"repro_{item}.png")
+        if png:
+            rel = os.path.relpath(os.path.join(out, png), os.path.dirname(os.path.abspath(dest)))
+            parts.append(f"\n![{item}]({rel})\n")
+        note = globals().get(f"notes_{item}")
+        if note:
+            parts.append("\n" + note(res) + "\n")
+    parts.append(f"\nTotal compute for these items: {total / 60:.1f} min of one CPU thread.\n")
+    text = "".join(parts)
+    if "pixels" in ITEMS and os.path.isfile(os.path.join(out, "repro_pixels.json")):
+        rel = os.path.relpath(out, os.path.dirname(os.path.abspath(dest)))
+        text = text.replace("](repro_pixels_", f"]({rel}/repro_pixels_")
+    with open(dest, "w") as f:
+        f.write(text)
+    return text
+
+
+def cli(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="train/evaluate items and write their JSON/PNG/markdown")
+    r.add_argument("items", nargs="+", help=f"'all' or some of {ITEMS}")
+    r.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
+    r.add_argument("--quick", action="store_true", help="a few steps per item (smoke test); default output outputs/repro_quick")
+    r.add_argument("--out", default=None, help="output folder (default recipes/results, or outputs/repro_quick with --quick)")
+    p = sub.add_parser("report", help="render recipes/RESULTS.md from the JSONs")
+    p.add_argument("--out", default=RESULTS)
+    p.add_argument("--dest", default=os.path.join(HERE, "RESULTS.md"))
+    a = ap.parse_args(argv)
+    if a.cmd == "run":
+        items = ITEMS if a.items == ["all"] else a.items
+        bad = [i for i in items if i not in ITEMS]
+        if bad:
+            ap.error(f"unknown item(s) {bad}; choose from {ITEMS}")
+        run(items, a.preset, a.quick, a.out or ("outputs/repro_quick" if a.quick else RESULTS))
+    else:
+        report(a.out, a.dest)
+        print(f"wrote {a.dest}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())
