@@ -35,6 +35,7 @@ from smt_hf import SMTMemoryCache, SMTRecurrentConfig, SMTRecurrentForCausalLM, 
 from smt_hf import losses  # noqa: E402
 from smt_hf.data.collator import SMTDataCollator  # noqa: E402
 from smt_hf.fast import FastGenerator, compile_module, compile_step, restore_step  # noqa: E402
+from smt_hf.hardware import cpu_name  # noqa: E402
 from smt_hf.training_args import SMTTrainingArguments  # noqa: E402
 from smt_hf.training_module import SMTTrainingModule  # noqa: E402
 
@@ -203,17 +204,6 @@ def count_flops(step):
         step.loss(eager=True).backward()
     step.opt.zero_grad(set_to_none=True)
     return fc.get_total_flops()
-
-
-def cpu_name():
-    """The CPU model from /proc/cpuinfo (Linux), else platform.processor()."""
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def peak_flops(device):

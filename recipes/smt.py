@@ -17,7 +17,6 @@ import argparse
 import copy
 import json
 import os
-import platform
 import sys
 import time
 
@@ -25,6 +24,7 @@ import torch
 import yaml
 
 from smt_hf import SMTByteTokenizer, SMTRecurrentConfig, SMTRecurrentForCausalLM, SMTTeacherConfig, SMTTeacherModel
+from smt_hf.hardware import describe_machine
 from smt_hf.data import load_mnist, load_sketches, load_text, make_task, stream_windows, task_vocab_size
 from smt_hf.trainer import SMTTrainer
 from smt_hf.training_args import SMTTrainingArguments
@@ -84,20 +84,8 @@ def build_models(config: dict, vocab_size: int, seq_len: int):
     return student, teacher
 
 
-def cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def machine() -> str:
-    if torch.cuda.is_available():
-        return f"{torch.cuda.get_device_name(0)} (torch {torch.__version__})"
-    return f"CPU {cpu_name()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads (torch {torch.__version__})"
+    return describe_machine()
 
 
 # ----------------------------------------------------------------------------- main
