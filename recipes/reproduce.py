@@ -56,16 +56,18 @@ TITLES = {
 }
 
 # ----------------------------------------------------------------------------- presets
-_SYN = dict(smt_steps=600, dmt_steps=100, bs=64, dmt_bs=32, smt_lr=1e-3, dmt_lr=3e-4, stride=8, n_train=20000, n_eval=256)
+# CPU: sized for ~45 min on 2 cores (`--jobs 2`). Budgets are optimizer steps, except text/pixels (seconds). Width 64
+# with 4 memory tokens and lr 2e-3: the calibration (width 32, K 2, lr 1e-3) left the needle teacher at 0.5 after 600
+# steps, while this one has it at 1.0 after 200 (needle T=16).
+_SYN = dict(smt_steps=800, dmt_steps=100, bs=64, dmt_bs=32, smt_lr=2e-3, dmt_lr=3e-4, stride=8, n_train=20000, n_eval=256)
+_TASKS = ["needle", "string_copy", "parity", "associative_recall", "icl_modular"]
 CPU = {
-    "model": dict(d=32, K=2, enc=2, dec=1, heads=4, upd=2),
+    "model": dict(d=64, K=4, enc=2, dec=1, heads=4, upd=2),
     "model_text": dict(d=64, K=4, enc=2, dec=1, heads=4, upd=2),
     "model_pixels": dict(d=32, K=4, enc=2, dec=1, heads=4, upd=2),
-    "synthetic": dict(_SYN, tasks=["needle", "string_copy", "parity", "associative_recall", "icl_modular"],
-                      lengths={t: [16, 32] for t in ["needle", "string_copy", "parity", "associative_recall", "icl_modular"]},
-                      seeds=[0, 1]),
+    "synthetic": dict(_SYN, tasks=_TASKS, lengths={t: [16, 32] for t in _TASKS}, seeds=[0, 1]),
     "backbones": dict(_SYN, backbones=["gru"], cases=[["needle", 16], ["parity", 16]], seeds=[0]),
-    "joint": dict(task="needle", T=16, horizons=[1, 4, 16], seeds=[0], steps=800, bs=64, lr=1e-3, n_train=20000,
+    "joint": dict(task="needle", T=16, horizons=[1, 4, 16], seeds=[0], steps=600, bs=64, lr=2e-3, n_train=20000,
                   n_eval=256),
     "gradients": dict(T=64, batch=32, seeds=[0, 1, 2], init_ranges=[0.02, 0.2], backbones=["transformer", "gru"]),
     "dmt": dict(_SYN, task="needle", T=16, stride=2, variants=["through", "detach", ["through", 3e-5]]),
@@ -75,27 +77,54 @@ CPU = {
     "pixels": dict(side=14, Tf=28, bs=32, dmt_bs=16, smt_lr=1e-3, dmt_lr=3e-4, smt_s=45, dmt_s=20, n_train=4500,
                    n_eval=64, n_show=8),
 }
+# GPU: sized for ~6 min on one H100/H200 with `--jobs 8` (8 processes share the device: these models are
+# launch-bound, not FLOP-bound). Every training phase is capped in seconds (`*_s`), so the run's length is set by
+# the budgets below whatever the device's speed: sum over units of (budgets + eval) / 8 ~ 5.5 min, plus start-up.
+# Not yet run on a GPU (no session has had one): the step counts it reaches are unknown.
 GPU = copy.deepcopy(CPU)
 GPU.update({
     "model": dict(d=128, K=8, enc=4, dec=2, heads=4, upd=4),
     "model_text": dict(d=256, K=16, enc=8, dec=4, heads=8, upd=8),
-    "model_pixels": dict(d=128, K=8, enc=6, dec=3, heads=4, upd=6),
+    "model_pixels": dict(d=128, K=8, enc=4, dec=2, heads=4, upd=4),
 })
-_GSYN = dict(_SYN, smt_steps=5000, dmt_steps=1000, bs=128, dmt_bs=32, smt_lr=3e-4, dmt_lr=3e-5, stride=16,
-             n_train=200000, n_eval=1024)
-GPU["synthetic"] = dict(_GSYN, tasks=CPU["synthetic"]["tasks"], lengths={t: [64, 256] for t in CPU["synthetic"]["tasks"]},
-                        seeds=[0, 1, 2])
-GPU["backbones"] = dict(_GSYN, backbones=["gru", "mlp"], cases=[[t, 64] for t in CPU["synthetic"]["tasks"]], seeds=[0, 1])
-GPU["joint"] = dict(task="needle", T=128, horizons=[1, 4, 16, 64, 128], seeds=[0, 1], steps=5000, bs=128, lr=3e-4,
-                    n_train=200000, n_eval=1024)
-GPU["gradients"] = dict(T=256, batch=64, seeds=[0, 1, 2, 3, 4], init_ranges=[0.02, 0.1, 0.5], backbones=["transformer", "gru", "mlp"])
-GPU["dmt"] = dict(_GSYN, task="needle", T=128, variants=["through", "detach", ["through", 3e-6]])
-GPU["length"] = dict(_GSYN, T=128, eval_lengths=[128, 256, 512], eval_positions=64)
-GPU["text"] = dict(Tc=256, Tf=64, bs=128, smt_lr=3e-4, dmt_lr=3e-5, smt_s=4 * 3600, dmt_s=3600, stride=16, n_train=2000000,
-                   n_eval=512, sample_len=400)
-GPU["pixels"] = dict(side=28, Tf=64, bs=128, dmt_bs=32, smt_lr=3e-4, dmt_lr=3e-5, smt_s=2 * 3600, dmt_s=1800, n_train=100000,
-                     n_eval=256, n_show=16)
+_GSYN = dict(_SYN, smt_steps=100000, dmt_steps=100000, smt_s=20, dmt_s=6, bs=128, dmt_bs=64, smt_lr=1e-3, dmt_lr=1e-4,
+             stride=16, n_train=100000, n_eval=512)
+GPU["synthetic"] = dict(_GSYN, tasks=_TASKS, lengths={t: [64, 128] for t in _TASKS}, seeds=[0, 1])
+GPU["backbones"] = dict(_GSYN, backbones=["gru", "mlp"], cases=[["needle", 64], ["string_copy", 64], ["parity", 64]],
+                        seeds=[0])
+GPU["joint"] = dict(task="needle", T=64, horizons=[1, 4, 16, 64], seeds=[0], steps=100000, smt_s=25, bs=128, lr=1e-3,
+                    n_train=100000, n_eval=512)
+GPU["gradients"] = dict(T=256, batch=32, seeds=[0, 1, 2], init_ranges=[0.02, 0.2], backbones=["transformer", "gru", "mlp"])
+GPU["dmt"] = dict(_GSYN, task="needle", T=64, smt_s=25, dmt_s=8, variants=["through", "detach", ["through", 1e-5]])
+GPU["length"] = dict(_GSYN, T=64, eval_lengths=[64, 128, 256], smt_s=30, dmt_s=10, eval_positions=64)
+GPU["text"] = dict(Tc=256, Tf=64, bs=64, smt_lr=1e-3, dmt_lr=1e-4, smt_s=90, dmt_s=30, stride=16, n_train=200000,
+                   n_eval=128, sample_len=300)
+GPU["pixels"] = dict(side=28, Tf=64, bs=64, dmt_bs=32, smt_lr=1e-3, dmt_lr=1e-4, smt_s=45, dmt_s=15, n_train=20000,
+                     n_eval=128, n_show=8)
 PRESETS = {"cpu": CPU, "gpu": GPU}
+
+
+def training_budget_s(P: dict) -> dict:
+    """Training seconds each item's units are capped at (sum over units), from the `*_s` caps of a time-capped
+    preset; None for an item with a phase capped only in steps. `run all --jobs N` takes about sum / N plus
+    evaluation and start-up. (BPTT gets SMT+DMT's budget; DMT runs once per variant.)"""
+    def cell(S, n_dmt=1, bptt=True):
+        if S.get("smt_s") is None or S.get("dmt_s") is None:
+            return None
+        return S["smt_s"] + n_dmt * S["dmt_s"] + (S["smt_s"] + S["dmt_s"] if bptt else 0)
+    syn, bb = P["synthetic"], P["backbones"]
+    n_syn = sum(len(v) for v in syn["lengths"].values()) * len(syn["seeds"])
+    n_bb = len(bb["backbones"]) * len(bb["cases"]) * len(bb["seeds"])
+    j = P["joint"]
+    out = {"synthetic": None if cell(syn) is None else n_syn * cell(syn),
+           "backbones": None if cell(bb) is None else n_bb * cell(bb),
+           "joint": None if j.get("smt_s") is None else 2 * len(j["horizons"]) * len(j["seeds"]) * j["smt_s"],
+           "gradients": 0.0,
+           "dmt": cell(P["dmt"], n_dmt=len(P["dmt"]["variants"]), bptt=False),
+           "length": cell(P["length"]),
+           "text": 2 * (P["text"]["smt_s"] + P["text"]["dmt_s"]),
+           "pixels": 2 * len(R.PIXEL_KINDS) * (P["pixels"]["smt_s"] + P["pixels"]["dmt_s"])}
+    return out
 
 
 def quick(P: dict) -> dict:
@@ -320,23 +349,92 @@ def notes_pixels(res):
 
 
 # ----------------------------------------------------------------------------- run / report
-def run(items, preset: str, is_quick: bool, out: str) -> None:
+# Longest units first, so N workers finish together (text/pixel units are the longest, gradients the shortest).
+SCHEDULE = ["text", "pixels", "synthetic", "backbones", "joint", "length", "dmt", "gradients"]
+
+
+def default_jobs(preset: str) -> int:
+    """Worker processes: the CPU preset is sized for 2 cores (one 1-thread worker per core); on a GPU the tiny
+    models are launch-bound, so several processes share the device."""
+    n = os.cpu_count() or 1
+    return max(1, min(n, 2 if preset == "cpu" else 8))
+
+
+def _write_item(item, res, out, preset, is_quick, compute_s, jobs, t_start):
+    res["meta"] = {"item": item, "preset": preset, "quick": is_quick, "machine": machine(), "jobs": jobs,
+                   "compute_s": round(compute_s, 1), "elapsed_s": round(time.time() - t_start, 1),
+                   "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                   "command": f"python recipes/reproduce.py run {item} --preset {preset}" + (" --quick" if is_quick else "")}
+    with open(os.path.join(out, f"repro_{item}.json"), "w") as f:
+        json.dump(res, f, indent=1, default=str)
+    md = getattr(R, f"render_{item}")(res, out)
+    with open(os.path.join(out, f"repro_{item}.md"), "w") as f:
+        f.write(md)
+    print(md, flush=True)
+    print(f"=== {item}: {compute_s / 60:.1f} min of compute, done at {(time.time() - t_start) / 60:.1f} min ===", flush=True)
+
+
+def run(items, preset: str, is_quick: bool, out: str, jobs: int = 1) -> dict:
+    """Plan every item's work units, run them (in `jobs` worker processes when jobs > 1, longest items first),
+    and write each item's JSON/markdown/PNG as soon as its last unit is done. Returns the run summary, also written
+    to `<out>/repro_run.json` (items, jobs, wall-clock) when all items are run."""
+    import concurrent.futures as cf
+    import multiprocessing
+    import traceback
+
     P = quick(PRESETS[preset]) if is_quick else PRESETS[preset]
     os.makedirs(out, exist_ok=True)
-    for item in items:
-        print(f"=== {item} (preset {preset}{', quick' if is_quick else ''}) ===", flush=True)
-        t0 = time.time()
-        res = getattr(R, f"item_{item}")(P, is_quick)
-        res["meta"] = {"item": item, "preset": preset, "quick": is_quick, "machine": machine(),
-                       "wall_clock_s": round(time.time() - t0, 1), "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                       "command": f"python recipes/reproduce.py run {item} --preset {preset}" + (" --quick" if is_quick else "")}
-        with open(os.path.join(out, f"repro_{item}.json"), "w") as f:
-            json.dump(res, f, indent=1, default=str)
-        md = getattr(R, f"render_{item}")(res, out)
-        with open(os.path.join(out, f"repro_{item}.md"), "w") as f:
-            f.write(md)
-        print(md, flush=True)
-        print(f"=== {item}: {res['meta']['wall_clock_s']} s ===", flush=True)
+    items = sorted(items, key=SCHEDULE.index)
+    plans = {it: getattr(R, f"plan_{it}")(P) for it in items}
+    queue = [(it, i, fn, args) for it in items for i, (fn, args) in enumerate(plans[it][0])]
+    results = {it: [None] * len(plans[it][0]) for it in items}
+    left = {it: len(plans[it][0]) for it in items}
+    compute = dict.fromkeys(items, 0.0)
+    failed = []
+    t_start = time.time()
+    print(f"=== reproduce: {len(items)} item(s), {len(queue)} work units, preset {preset}"
+          f"{' (quick)' if is_quick else ''}, {jobs} worker(s) ===", flush=True)
+
+    def done(it, i, res_sec, err=None):
+        if err is not None:
+            print(f"!!! {it} unit {i} failed:\n{err}", flush=True)
+            if it not in failed:
+                failed.append(it)
+        else:
+            results[it][i], sec = res_sec
+            compute[it] += sec
+        left[it] -= 1
+        n_done = sum(len(v) for v in results.values()) - sum(left.values())
+        print(f"[reproduce] {n_done}/{len(queue)} units done, {(time.time() - t_start) / 60:.1f} min", flush=True)
+        if left[it] == 0 and it not in failed:
+            _write_item(it, plans[it][1](results[it]), out, preset, is_quick, compute[it], jobs, t_start)
+
+    if jobs <= 1:
+        R.worker_init()
+        for it, i, fn, args in queue:
+            try:
+                done(it, i, R.timed(fn, args))
+            except Exception:
+                done(it, i, None, traceback.format_exc())
+    else:
+        ctx = multiprocessing.get_context("spawn")  # CUDA-safe, and no forked torch thread pools
+        with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=R.worker_init) as pool:
+            futs = {pool.submit(R.timed, fn, args): (it, i) for it, i, fn, args in queue}
+            for f in cf.as_completed(futs):
+                it, i = futs[f]
+                try:
+                    done(it, i, f.result())
+                except Exception:
+                    done(it, i, None, traceback.format_exc())
+    summary = {"preset": preset, "quick": is_quick, "jobs": jobs, "items": items, "failed": failed,
+               "wall_clock_s": round(time.time() - t_start, 1), "compute_s": {k: round(v, 1) for k, v in compute.items()},
+               "machine": machine(), "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    if set(items) == set(ITEMS) and not failed:
+        with open(os.path.join(out, "repro_run.json"), "w") as f:
+            json.dump(summary, f, indent=1)
+    print(f"=== reproduce: {summary['wall_clock_s'] / 60:.1f} min wall-clock with {jobs} worker(s)"
+          + (f"; FAILED: {failed}" if failed else "") + " ===", flush=True)
+    return summary
 
 
 def report(out: str, dest: str) -> str:
@@ -350,10 +448,11 @@ def report(out: str, dest: str) -> str:
             continue
         res = json.load(open(path))
         meta = res["meta"]
-        total += meta["wall_clock_s"]
+        compute_s = meta.get("compute_s", meta.get("wall_clock_s", 0.0))
+        total += compute_s
         seeds = sorted({s for k, v in res["settings"].items() if isinstance(v, dict) for s in v.get("seeds", [])}) or [0]
         parts.append(f"\nCommand: `{meta['command']}` · machine: {machine_str(meta['machine'])} · seeds: {seeds} · "
-                     f"wall-clock: {meta['wall_clock_s'] / 60:.1f} min ({meta['finished']})"
+                     f"compute: {compute_s / 60:.1f} min of one CPU thread ({meta['finished']})"
                      + (" · **quick smoke run, not a result**" if meta.get("quick") else "") + "\n\n")
         md = getattr(R, f"render_{item}")(res, out)
         with open(os.path.join(out, f"repro_{item}.md"), "w") as f:  # keep the per-item table in sync
@@ -366,7 +465,14 @@ def report(out: str, dest: str) -> str:
         note = globals().get(f"notes_{item}")
         if note:
             parts.append("\n" + note(res) + "\n")
-    parts.append(f"\nTotal compute for these items: {total / 60:.1f} min of one CPU thread.\n")
+    run_path = os.path.join(out, "repro_run.json")
+    if os.path.isfile(run_path):
+        rs = json.load(open(run_path))
+        parts.append(f"\nThe whole `--preset {rs['preset']}` run: {rs['wall_clock_s'] / 60:.1f} min wall-clock with "
+                     f"{rs['jobs']} worker process(es) on {machine_str(rs['machine'])} ({total / 60:.1f} min of compute in "
+                     f"all; finished {rs['finished']}).\n")
+    else:
+        parts.append(f"\nTotal compute for these items: {total / 60:.1f} min of one CPU thread.\n")
     text = "".join(parts)
     if "pixels" in ITEMS and os.path.isfile(os.path.join(out, "repro_pixels.json")):
         rel = os.path.relpath(out, os.path.dirname(os.path.abspath(dest)))
@@ -384,6 +490,9 @@ def cli(argv=None) -> int:
     r.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
     r.add_argument("--quick", action="store_true", help="a few steps per item (smoke test); default output outputs/repro_quick")
     r.add_argument("--out", default=None, help="output folder (default recipes/results, or outputs/repro_quick with --quick)")
+    r.add_argument("--jobs", type=int, default=None,
+                   help="worker processes, one CPU thread each (default: 2 for --preset cpu, 8 for gpu, at most the "
+                        "CPU count); 1 runs everything in this process")
     p = sub.add_parser("report", help="render recipes/RESULTS.md from the JSONs")
     p.add_argument("--out", default=RESULTS)
     p.add_argument("--dest", default=os.path.join(HERE, "RESULTS.md"))
@@ -393,7 +502,9 @@ def cli(argv=None) -> int:
         bad = [i for i in items if i not in ITEMS]
         if bad:
             ap.error(f"unknown item(s) {bad}; choose from {ITEMS}")
-        run(items, a.preset, a.quick, a.out or ("outputs/repro_quick" if a.quick else RESULTS))
+        summary = run(items, a.preset, a.quick, a.out or ("outputs/repro_quick" if a.quick else RESULTS),
+                      a.jobs or default_jobs(a.preset))
+        return 1 if summary["failed"] else 0
     else:
         report(a.out, a.dest)
         print(f"wrote {a.dest}")

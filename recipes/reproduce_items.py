@@ -1,7 +1,9 @@
 """Helpers and experiment items for `recipes/reproduce.py` (paper figures 3, 4/5, 10-13 at small scale).
 
-Every item is a function `item_<name>(P, quick) -> dict` that trains/evaluates and returns the JSON payload
-(settings, per-run numbers). `reproduce.py` adds machine/seed/wall-clock metadata, writes the JSON, and the
+Every item is planned by `plan_<name>(P) -> (units, assemble)`: `units` is a list of independent work units
+`(function, args)` - module-level functions with picklable arguments, so `reproduce.py --jobs N` can run them in N
+worker processes (one CPU thread each) - and `assemble(results)` turns their results, in order, into the item's JSON
+payload (settings, per-run numbers). `reproduce.py` adds machine/seed/wall-clock metadata and writes the JSON; the
 matching `render_<name>(result, out_dir) -> markdown` draws the PNG and the table from the JSON alone.
 """
 
@@ -26,11 +28,28 @@ from smt_hf.training_args import SMTTrainingArguments
 from smt_hf.viz import plot_curves, save_pixel_grid
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+# Task settings for every item (saved in each JSON). Associative recall with 3 stored pairs (5 queries per
+# 16-token sequence instead of 1) and the affine-map task mod 11 (9 maps): the defaults (7 pairs; mod 17, 16 maps)
+# left the CPU-sized teacher near chance.
 TASK_KW = {"needle": {"vocab_size": 16}, "string_copy": {"vocab_size": 16}, "parity": {},
-           "associative_recall": {}, "icl_modular": {}}
+           "associative_recall": {"n_keys": 4}, "icl_modular": {"vocab_size": 11}}
 
 
 # ============================================================================ building blocks
+def worker_init() -> None:
+    """Each worker process: one CPU thread (tiny models on a shared machine run far faster that way), quiet logs."""
+    import transformers
+    torch.set_num_threads(1)
+    transformers.logging.set_verbosity_error()
+
+
+def timed(fn, args):
+    """Run one work unit; returns (result, seconds). Module-level, so worker processes can unpickle it."""
+    t0 = time.time()
+    res = fn(*args)
+    return res, time.time() - t0
+
+
 class TimeBudget(TrainerCallback):
     """Stop training once `seconds` of training wall-clock have passed (BPTT gets SMT->DMT's wall-clock)."""
 
@@ -98,14 +117,15 @@ def smt_dmt_bptt(name: str, T: int, seed: int, S: dict, m: dict, backbone="trans
     out = {"task": name, "T": T, "seed": seed, "backbone": backbone, "vocab": vocab,
            "student_params": n_params(student), "teacher_params": n_params(teacher)}
     out["smt"] = run_phase(student, teacher, "joint", train, ev, S["smt_steps"], S["bs"], S["smt_lr"], seed,
-                           context_length=T, future_length=T, lambda_dyn=1.0, dmt_stride=S["stride"])  # stride: drift eval
+                           budget_s=S.get("smt_s"), context_length=T, future_length=T, lambda_dyn=1.0,
+                           dmt_stride=S["stride"])  # stride: drift eval
     smt_state = copy.deepcopy(student.state_dict())
     sec = out["smt"]["seconds"]
     for g in dmt_modes:  # "through" / "detach", or (gradient, learning rate) for a non-default DMT learning rate
         g, lr = (g, S["dmt_lr"]) if isinstance(g, str) else g
         student.load_state_dict(smt_state)
         r = run_phase(student, teacher, "dmt", train, ev, S["dmt_steps"], S["dmt_bs"], lr, seed,
-                      context_length=T, rollout_length=T - T % S["stride"], dmt_stride=S["stride"], dmt_start="initial",
+                      budget_s=S.get("dmt_s"), context_length=T, rollout_length=T - T % S["stride"], dmt_stride=S["stride"], dmt_start="initial",
                       dmt_gradient=g)
         out[f"dmt_{g}" if lr == S["dmt_lr"] else f"dmt_{g}_lr{lr:g}"] = r
     sec += out["dmt_through"]["seconds"] if "dmt_through" in out else 0.0
@@ -130,15 +150,11 @@ def md_table(header, rows) -> str:
 
 
 # ============================================================================ item 1 / 8: synthetic tasks
-def item_synthetic(P, quick):
+def plan_synthetic(P):
     S, m = P["synthetic"], P["model"]
-    runs = []
-    for name in S["tasks"]:
-        for T in S["lengths"][name]:
-            for seed in S["seeds"]:
-                print(f"[synthetic] {name} T={T} seed={seed}", flush=True)
-                runs.append(smt_dmt_bptt(name, T, seed, S, m))
-    return {"settings": {"schedule": S, "model": m}, "runs": runs}
+    units = [(smt_dmt_bptt, (name, T, seed, S, m)) for name in S["tasks"] for T in S["lengths"][name]
+             for seed in S["seeds"]]
+    return units, lambda runs: {"settings": {"schedule": S, "model": m, "task_kwargs": TASK_KW}, "runs": runs}
 
 
 def _synthetic_rows(runs):
@@ -196,15 +212,11 @@ def render_synthetic(res, out, stem="repro_synthetic"):
     return md
 
 
-def item_backbones(P, quick):
+def plan_backbones(P):
     S, m = P["backbones"], P["model"]
-    runs = []
-    for bb in S["backbones"]:
-        for name, T in S["cases"]:
-            for seed in S["seeds"]:
-                print(f"[backbones] {bb} {name} T={T} seed={seed}", flush=True)
-                runs.append(smt_dmt_bptt(name, T, seed, S, m, backbone=bb))
-    return {"settings": {"schedule": S, "model": m}, "runs": runs}
+    units = [(smt_dmt_bptt, (name, T, seed, S, m, bb)) for bb in S["backbones"] for name, T in S["cases"]
+             for seed in S["seeds"]]
+    return units, lambda runs: {"settings": {"schedule": S, "model": m, "task_kwargs": TASK_KW}, "runs": runs}
 
 
 def render_backbones(res, out):
@@ -224,22 +236,23 @@ def render_backbones(res, out):
 
 
 # ============================================================================ item 2: joint vs detached SMT
-def item_joint(P, quick):
-    S, m = P["joint"], P["model"]
+def joint_run(mode: str, Tf: int, seed: int, S: dict, m: dict) -> dict:
+    """Item-2 unit: one SMT run (`joint` or detached `smt`) with decoder horizon Tf."""
     T, name = S["T"], S["task"]
     kw = TASK_KW[name]
     train = make_task(name, S["n_train"], T, 0, **kw)
     ev = make_task(name, S["n_eval"], T, 10**6, **kw)
-    runs = []
-    for mode in ("joint", "smt"):
-        for Tf in S["horizons"]:
-            for seed in S["seeds"]:
-                print(f"[joint] {mode} Tf={Tf} seed={seed}", flush=True)
-                student, teacher = build_pair(task_vocab_size(name, **kw), m, T, seed=seed)
-                r = run_phase(student, teacher, mode, train, ev, S["steps"], S["bs"], S["lr"], seed,
-                              context_length=T, future_length=Tf, lambda_dyn=1.0)
-                runs.append({"mode": mode, "Tf": Tf, "seed": seed, **r})
-    return {"settings": {"schedule": S, "model": m}, "runs": runs}
+    print(f"[joint] {mode} Tf={Tf} seed={seed}", flush=True)
+    student, teacher = build_pair(task_vocab_size(name, **kw), m, T, seed=seed)
+    r = run_phase(student, teacher, mode, train, ev, S["steps"], S["bs"], S["lr"], seed, budget_s=S.get("smt_s"),
+                  context_length=T, future_length=Tf, lambda_dyn=1.0)
+    return {"mode": mode, "Tf": Tf, "seed": seed, **r}
+
+
+def plan_joint(P):
+    S, m = P["joint"], P["model"]
+    units = [(joint_run, (mode, Tf, seed, S, m)) for mode in ("joint", "smt") for Tf in S["horizons"] for seed in S["seeds"]]
+    return units, lambda runs: {"settings": {"schedule": S, "model": m, "task_kwargs": TASK_KW}, "runs": runs}
 
 
 def render_joint(res, out):
@@ -262,8 +275,11 @@ def render_joint(res, out):
 
 
 # ============================================================================ item 3: gradient norms
-def item_gradients(P, quick):
-    S, m = P["gradients"], P["model"]
+def plan_gradients(P):
+    return [(gradients_run, (P["gradients"], P["model"]))], lambda rs: rs[0]
+
+
+def gradients_run(S: dict, m: dict) -> dict:
     T, B = S["T"], S["batch"]
     data = make_task("needle", B, T, 123, vocab_size=16)
     x = torch.tensor(data["input_ids"], device=DEVICE)  # (B, T)
@@ -349,10 +365,10 @@ def render_gradients(res, out):
 
 
 # ============================================================================ item 4: DMT and drift
-def item_dmt(P, quick):
+def plan_dmt(P):
     S, m = P["dmt"], P["model"]
-    r = smt_dmt_bptt(S["task"], S["T"], 0, S, m, bptt=False, dmt_modes=S["variants"])
-    return {"settings": {"schedule": S, "model": m}, "run": r}
+    units = [(smt_dmt_bptt, (S["task"], S["T"], 0, S, m, "transformer", False, S["variants"]))]
+    return units, lambda rs: {"settings": {"schedule": S, "model": m}, "run": rs[0]}
 
 
 def render_dmt(res, out):
@@ -403,18 +419,21 @@ def _acc_at_length(student, teacher, L, n, seed, positions=None):
     return {k: s.get(k) for k in ("student_acc", "teacher_acc", "onestep_acc", "student_loss", "teacher_loss")}
 
 
-def item_length(P, quick):
-    S, m = P["length"], P["model"]
+def plan_length(P):
+    return [(length_run, (P["length"], P["model"]))], lambda rs: rs[0]
+
+
+def length_run(S: dict, m: dict) -> dict:
     T = S["T"]
     train = make_task("parity", S["n_train"], T, 0)
     ev = make_task("parity", S["n_eval"], T, 10**6)
     student, teacher = build_pair(4, m, max(S["eval_lengths"]), seed=0)
     bptt_student = copy.deepcopy(student)
     smt = run_phase(student, teacher, "joint", train, ev, S["smt_steps"], S["bs"], S["smt_lr"], 0, context_length=T,
-                    future_length=T, lambda_dyn=1.0)
+                    budget_s=S.get("smt_s"), future_length=T, lambda_dyn=1.0)
     smt_student = copy.deepcopy(student)  # evaluated too: DMT can also make a good SMT student worse
     dmt = run_phase(student, teacher, "dmt", train, ev, S["dmt_steps"], S["dmt_bs"], S["dmt_lr"], 0, context_length=T,
-                    rollout_length=T, dmt_stride=S["stride"], dmt_start="initial", dmt_gradient="through")
+                    budget_s=S.get("dmt_s"), rollout_length=T, dmt_stride=S["stride"], dmt_start="initial", dmt_gradient="through")
     bptt = run_phase(bptt_student, None, "bptt", train, ev, 100000, S["bs"], S["smt_lr"], 0,
                      budget_s=smt["seconds"] + dmt["seconds"], context_length=T)
     rows = []
@@ -461,34 +480,45 @@ def _sample_text(student, prompt: bytes, n: int, seed: int, temperature=0.8) -> 
     return (prompt + bytes(out)).decode("utf-8", errors="replace")
 
 
-def item_text(P, quick):
-    S, m = P["text"], P["model_text"]
+def text_run(method: str, S: dict, m: dict) -> dict:
+    """Item-6 unit. method "smt_dmt": joint SMT then DMT on one student (plus the bigram baseline); "bptt": the same
+    initial student trained by BPTT for SMT+DMT's wall-clock budget. Both return their phases and samples."""
     Tc, Tf = S["Tc"], S["Tf"]
     tr_text, ev_text = load_text("auto", split="train"), load_text("auto", split="test")
     train = stream_windows(tr_text.tokens, Tc + Tf, S["n_train"], 0)
     ev = stream_windows(ev_text.tokens, Tc + Tf, S["n_eval"], 1)
     student, teacher = build_pair(256, m, Tc, seed=0)
-    bptt_student = copy.deepcopy(student)
     common = dict(context_length=Tc, future_length=Tf, split="last", rollout_length=Tf, dmt_stride=S["stride"],
                   eval_bs=32)
-    smt = run_phase(student, teacher, "joint", train, ev, 100000, S["bs"], S["smt_lr"], 0, budget_s=S["smt_s"],
-                    lambda_dyn=1.0, **common)
-    dmt = run_phase(student, teacher, "dmt", train, ev, 100000, S["bs"], S["dmt_lr"], 0, budget_s=S["dmt_s"],
-                    dmt_start="teacher", dmt_gradient="through", **common)
-    bptt = run_phase(bptt_student, None, "bptt", train, ev, 100000, S["bs"], S["smt_lr"], 0,
-                     budget_s=smt["seconds"] + dmt["seconds"], **common)
+    out = {"source": tr_text.source, "phases": {}}
+    if method == "smt_dmt":
+        out["phases"]["smt"] = run_phase(student, teacher, "joint", train, ev, 100000, S["bs"], S["smt_lr"], 0,
+                                         budget_s=S["smt_s"], lambda_dyn=1.0, **common)
+        out["phases"]["dmt"] = run_phase(student, teacher, "dmt", train, ev, 100000, S["bs"], S["dmt_lr"], 0,
+                                         budget_s=S["dmt_s"], dmt_start="teacher", dmt_gradient="through", **common)
+        # unigram / bigram baselines on the train split, scored on the eval windows (bits per byte)
+        toks = np.asarray(tr_text.tokens, dtype=np.int64)
+        big = np.ones((256, 256)) * 0.1
+        np.add.at(big, (toks[:-1], toks[1:]), 1)
+        big /= big.sum(1, keepdims=True)
+        evx = np.asarray(ev["input_ids"])
+        out["bigram_bits"] = float(-np.log2(big[evx[:, :-1], evx[:, 1:]]).mean())
+    else:
+        out["phases"]["bptt"] = run_phase(student, None, "bptt", train, ev, 100000, S["bs"], S["smt_lr"], 0,
+                                          budget_s=S["smt_s"] + S["dmt_s"], **common)
     prompts = [b"ROMEO:\n", b"The king ", b"First Citizen:\n"]
-    samples = {"smt_dmt": [_sample_text(student, p, S["sample_len"], i) for i, p in enumerate(prompts)],
-               "bptt": [_sample_text(bptt_student, p, S["sample_len"], i) for i, p in enumerate(prompts)]}
-    # unigram / bigram baselines on the train split, scored on the eval windows (bits per byte)
-    toks = np.asarray(tr_text.tokens, dtype=np.int64)
-    big = np.ones((256, 256)) * 0.1
-    np.add.at(big, (toks[:-1], toks[1:]), 1)
-    big /= big.sum(1, keepdims=True)
-    evx = np.asarray(ev["input_ids"])
-    bigram_bits = float(-np.log2(big[evx[:, :-1], evx[:, 1:]]).mean())
-    return {"settings": {"schedule": S, "model": m, "source": tr_text.source}, "phases": {"smt": smt, "dmt": dmt, "bptt": bptt},
-            "bigram_bits": bigram_bits, "samples": samples}
+    out["samples"] = [_sample_text(student, p, S["sample_len"], i) for i, p in enumerate(prompts)]
+    return out
+
+
+def plan_text(P):
+    S, m = P["text"], P["model_text"]
+
+    def assemble(rs):
+        a, b = rs
+        return {"settings": {"schedule": S, "model": m, "source": a["source"]}, "phases": {**a["phases"], **b["phases"]},
+                "bigram_bits": a["bigram_bits"], "samples": {"smt_dmt": a["samples"], "bptt": b["samples"]}}
+    return [(text_run, ("smt_dmt", S, m)), (text_run, ("bptt", S, m))], assemble
 
 
 def render_text(res, out):
@@ -550,35 +580,52 @@ def _complete(student, teacher, prefix, total, seed, temperature=1.0):
     return torch.cat(out, 1).cpu()
 
 
-def item_pixels(P, quick):
-    S, m = P["pixels"], P["model_pixels"]
+def pixels_run(kind: str, method: str, S: dict, m: dict) -> dict:
+    """Item-7 unit on `kind` (mnist / sketches). method "smt_dmt": joint SMT then DMT, completions from a teacher
+    prefill of the top half and from m_0; "bptt": BPTT for SMT+DMT's wall-clock budget, completions by the RNN alone."""
     side = S["side"]
     L = side * side
-    out = {"settings": {"schedule": S, "model": m}, "datasets": {}}
-    for kind, loader in (("mnist", load_mnist), ("sketches", load_sketches)):
-        print(f"[pixels] {kind}", flush=True)
-        tr_raw, ev_raw = loader("auto", split="train"), loader("auto", split="test")
-        train = _as_dataset(_downsample(tr_raw, side, S["n_train"]))
-        ev = _as_dataset(_downsample(ev_raw, side, S["n_eval"]))
-        student, teacher = build_pair(256, m, L, seed=0)
-        bptt_student = copy.deepcopy(student)
-        kw = dict(context_length=L, eval_bs=32)
-        smt = run_phase(student, teacher, "joint", train, ev, 100000, S["bs"], S["smt_lr"], 0, budget_s=S["smt_s"],
-                        future_length=S["Tf"], lambda_dyn=1.0, **kw)
-        dmt = run_phase(student, teacher, "dmt", train, ev, 100000, S["dmt_bs"], S["dmt_lr"], 0, budget_s=S["dmt_s"],
-                        rollout_length=L, dmt_stride=side, dmt_start="initial", dmt_gradient="through", **kw)
-        bptt = run_phase(bptt_student, None, "bptt", train, ev, 100000, S["dmt_bs"], S["smt_lr"], 0,
-                         budget_s=smt["seconds"] + dmt["seconds"], **kw)
-        real = torch.tensor(ev["input_ids"][: S["n_show"]], device=DEVICE)
-        half = (side // 2) * side
-        grid = {"real": real.cpu().tolist(),
-                "smt_dmt_completion": _complete(student, teacher, real[:, :half], L, 0).tolist(),
-                "smt_dmt_unconditional": _complete(student, None, real[:, :0], L, 1).tolist(),
-                "bptt_completion": _complete(bptt_student, None, real[:, :half], L, 0).tolist(),
-                "bptt_unconditional": _complete(bptt_student, None, real[:, :0], L, 1).tolist()}
-        out["datasets"][kind] = {"source": tr_raw.info.description, "phases": {"smt": smt, "dmt": dmt, "bptt": bptt},
-                                 "grid": grid}
+    loader = {"mnist": load_mnist, "sketches": load_sketches}[kind]
+    print(f"[pixels] {kind} {method}", flush=True)
+    tr_raw, ev_raw = loader("auto", split="train"), loader("auto", split="test")
+    train = _as_dataset(_downsample(tr_raw, side, S["n_train"]))
+    ev = _as_dataset(_downsample(ev_raw, side, S["n_eval"]))
+    student, teacher = build_pair(256, m, L, seed=0)
+    kw = dict(context_length=L, eval_bs=32)
+    real = torch.tensor(ev["input_ids"][: S["n_show"]], device=DEVICE)
+    half = (side // 2) * side
+    out = {"source": tr_raw.info.description, "phases": {}, "grid": {}}
+    if method == "smt_dmt":
+        out["phases"]["smt"] = run_phase(student, teacher, "joint", train, ev, 100000, S["bs"], S["smt_lr"], 0,
+                                         budget_s=S["smt_s"], future_length=S["Tf"], lambda_dyn=1.0, **kw)
+        out["phases"]["dmt"] = run_phase(student, teacher, "dmt", train, ev, 100000, S["dmt_bs"], S["dmt_lr"], 0,
+                                         budget_s=S["dmt_s"], rollout_length=L, dmt_stride=side, dmt_start="initial",
+                                         dmt_gradient="through", **kw)
+        out["grid"] = {"real": real.cpu().tolist(),
+                       "smt_dmt_completion": _complete(student, teacher, real[:, :half], L, 0).tolist(),
+                       "smt_dmt_unconditional": _complete(student, None, real[:, :0], L, 1).tolist()}
+    else:
+        out["phases"]["bptt"] = run_phase(student, None, "bptt", train, ev, 100000, S["dmt_bs"], S["smt_lr"], 0,
+                                          budget_s=S["smt_s"] + S["dmt_s"], **kw)
+        out["grid"] = {"bptt_completion": _complete(student, None, real[:, :half], L, 0).tolist(),
+                       "bptt_unconditional": _complete(student, None, real[:, :0], L, 1).tolist()}
     return out
+
+
+PIXEL_KINDS = ("mnist", "sketches")
+
+
+def plan_pixels(P):
+    S, m = P["pixels"], P["model_pixels"]
+
+    def assemble(rs):
+        out = {"settings": {"schedule": S, "model": m}, "datasets": {}}
+        for i, kind in enumerate(PIXEL_KINDS):
+            a, b = rs[2 * i], rs[2 * i + 1]
+            out["datasets"][kind] = {"source": a["source"], "phases": {**a["phases"], **b["phases"]},
+                                     "grid": {**a["grid"], **b["grid"]}}
+        return out
+    return [(pixels_run, (kind, method, S, m)) for kind in PIXEL_KINDS for method in ("smt_dmt", "bptt")], assemble
 
 
 def render_pixels(res, out):
