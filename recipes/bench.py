@@ -11,6 +11,8 @@ Sections (JSON keys; a markdown table is written next to the JSON, `.md`):
     dmt         one DMT step: plain (id check = host sync per rollout step), sync-free step, compiled step
     generation  per-token decode latency and memory vs context, student (prefill then decode) vs an
                 equal-width/depth `transformers` LlamaForCausalLM with a KV cache, batch 1 and a large batch
+    prefill     time to first token vs prompt length: recurrent prefill (FastGenerator.prefill, T sequential
+                steps) vs parallel prefill (the carried teacher encoder over the last Tc tokens, one pass)
 Memory: on GPU torch.cuda.max_memory_allocated (minus what was allocated before, i.e. weights and inputs);
 on CPU the bytes of tensors saved for backward (training) and the state bytes (student memory vs KV cache).
 """
@@ -47,6 +49,7 @@ PRESETS = {
         sweep=dict(B=4, Ts=(128, 512, 2048), Tf=16),
         dmt=[dict(name="cpu", B=8, Td=64, k=8, Tc=64)],
         gen=dict(contexts=(256, 1024, 4096), batches=(1, 16), new_tokens=32, repeats=3),
+        prefill=dict(prompts=(256, 1024, 4096, 8192), batches=(1, 16), repeats=3),
         compile=False, autocast=None, threads=1,
     ),
     "gpu": dict(
@@ -55,6 +58,7 @@ PRESETS = {
         sweep=dict(B=16, Ts=(128, 512, 2048), Tf=64),
         dmt=[dict(name="reference", B=32, Td=256, k=16, Tc=256)],
         gen=dict(contexts=(256, 1024, 4096, 16384), batches=(1, 64), new_tokens=128, repeats=3),
+        prefill=dict(prompts=(256, 1024, 4096, 8192), batches=(1, 64), repeats=3),
         compile=True, autocast=torch.bfloat16, threads=None,
     ),
 }
@@ -64,6 +68,7 @@ DRY = dict(  # --dry-run: everything shrunk, same code path
     sweep=dict(B=2, Ts=(16, 32), Tf=4),
     dmt=[dict(name="dry", B=2, Td=8, k=4, Tc=8)],
     gen=dict(contexts=(16, 32), batches=(1, 2), new_tokens=4, repeats=1),
+    prefill=dict(prompts=(16, 64), batches=(1, 2), repeats=1),
 )
 # dense bf16 peak of the GPUs we expect (FLOP/s), for model FLOP utilisation
 PEAK_BF16 = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12, "A10": 125e12}
@@ -379,6 +384,28 @@ def bench_generation(P, device, res):
     res["generation"] = rows
 
 
+def bench_prefill(P, device, res):
+    """Time to first token (state + first logits) from a prompt of T tokens: the RNN reading it (the fast
+    sync-free/compiled recurrent prefill) vs the carried teacher encoder over the last Tc tokens."""
+    g, mc, Tc = P["prefill"], P["model"], P["smt"]["Tc"]
+    dtype = P["autocast"] or torch.float32
+    teacher, student = build_models(mc, Tc, device)
+    student.add_prefill_encoder(teacher, context_length=Tc)
+    student = student.to(dtype).eval()
+    gen = FastGenerator(student, compile="default" if P["compile"] else False, compile_prefill=P["compile"])
+    R, rows = g.get("repeats", 3), []
+    for B in g["batches"]:
+        for T in g["prompts"]:
+            x = torch.randint(0, mc["V"], (B, T), device=device)
+            with torch.no_grad():
+                rec = timed(lambda: student.readout(gen.prefill(x)), device, 1, R, budget_s=60)
+                par = timed(lambda: student(x, prefill="parallel"), device, 1, R)
+            rows.append(dict(B=B, prompt=T, Tc=Tc, recurrent_ms=1e3 * rec, parallel_ms=1e3 * par, speedup=rec / par))
+            print(f"  prefill B={B} T={T}: recurrent {1e3 * rec:.1f} ms, parallel {1e3 * par:.1f} ms ({rec / par:.0f}x)",
+                  flush=True)
+    res["prefill"] = rows
+
+
 # ----------------------------------------------------------------------------- report
 def summarize(res):
     """Side-by-side ratios and the GPU targets."""
@@ -405,6 +432,10 @@ def summarize(res):
             mem = "peak_bytes" if lo.get("peak_bytes") else "state_bytes"
             s[key + "_memory_ratio"] = hi[mem] / max(lo[mem], 1)
             s[f"{model.split()[0]}_B{B}_tokens_per_s_min"] = min(r["tokens_per_s"] for r in rs)
+    for B in sorted({r["B"] for r in res.get("prefill", [])}):
+        rs = sorted((r for r in res["prefill"] if r["B"] == B), key=lambda r: r["prompt"])
+        s[f"prefill_B{B}_parallel_speedup_at_{rs[-1]['prompt']}"] = rs[-1]["speedup"]
+        s[f"prefill_B{B}_parallel_ms_ratio_{rs[-1]['prompt']}v{rs[0]['prompt']}"] = rs[-1]["parallel_ms"] / rs[0]["parallel_ms"]
     return s
 
 
@@ -437,6 +468,10 @@ def markdown(res):
     L = [f"# SMT benchmark, preset `{res['preset']}`{' (dry run)' if res['dry_run'] else ''}", "",
          f"Machine: {m['name']}; torch {m['torch']}; transformers {m['transformers']}; threads {m['threads']}; "
          f"autocast {res['config']['autocast']}; compile {res['config']['compile']}. Total {res['total_s']:.0f} s.", ""]
+    if res.get("merged"):
+        mm = res["merged"]["from_machine"]
+        L += [f"Sections {', '.join(res['merged']['sections'])} come from an earlier run of this command on {mm['name']} "
+              f"(threads {mm['threads']}); the others were re-run.", ""]
     L += ["Notes: peak = torch.cuda.max_memory_allocated during the measured calls minus what was allocated before "
           "them (weights, inputs); empty on CPU. saved for bwd = bytes of activations saved for backward (CPU and GPU). "
           "state bytes = SMTMemoryCache.nbytes (student) vs the KV-cache tensors (Llama). Student 'fast' = "
@@ -479,6 +514,12 @@ def markdown(res):
             L.append(f"| {r['model']} | {r['B']} | {r['context']} | {r['ms_per_token']:.3f} | {r['tokens_per_s']:.0f} | "
                      f"{fmt_bytes(r.get('state_bytes'))} | {fmt_bytes(r.get('peak_bytes'))} | {pre} |")
         L.append("")
+    if res.get("prefill"):
+        L += ["## Time to first token: recurrent vs parallel prefill", "",
+              "| B | prompt tokens | encoder Tc | recurrent ms | parallel ms | speed-up |", "|---|---|---|---|---|---|"]
+        L += [f"| {r['B']} | {r['prompt']} | {r['Tc']} | {r['recurrent_ms']:.1f} | {r['parallel_ms']:.2f} | "
+              f"{r['speedup']:.0f}x |" for r in res["prefill"]]
+        L.append("")
     L += ["## Summary (ratios measured in this run)", "", "| quantity | value |", "|---|---|"]
     L += [f"| {k} | {v:.3g} |" for k, v in res["summary"].items() if v is not None]
     if res.get("targets"):
@@ -508,9 +549,12 @@ def main(argv=None):
     ap.add_argument("--dry-run", action="store_true", help="shrink every size (checks the code path, e.g. GPU preset on CPU)")
     ap.add_argument("--no-compile", action="store_true")
     ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--sections", default="smt_step,train_sweep,dmt,generation")
+    ap.add_argument("--sections", default="smt_step,train_sweep,dmt,generation,prefill")
     ap.add_argument("--no-plot", action="store_true")
     ap.add_argument("--report-only", action="store_true", help="rewrite the .md and plot from an existing --out JSON")
+    ap.add_argument("--merge", action="store_true",
+                    help="keep the other sections of an existing --out JSON (re-run only --sections); each section's "
+                         "ratios are still measured side by side within that section")
     a = ap.parse_args(argv)
     if a.report_only:
         out = Path(a.out or f"recipes/results/bench_{a.preset}.json")
@@ -542,7 +586,8 @@ def main(argv=None):
         config=dict(model=P["model"], compile=P["compile"], autocast=str(P["autocast"])))
     print(f"bench preset={a.preset} dry_run={a.dry_run} on {name} ({device}), torch {torch.__version__}", flush=True)
     t0 = time.perf_counter()
-    sections = dict(smt_step=bench_smt_step, train_sweep=bench_train_sweep, dmt=bench_dmt, generation=bench_generation)
+    sections = dict(smt_step=bench_smt_step, train_sweep=bench_train_sweep, dmt=bench_dmt, generation=bench_generation,
+                    prefill=bench_prefill)
     for sec in a.sections.split(","):
         print(f"[{sec}]", flush=True)
         ts = time.perf_counter()
@@ -553,9 +598,17 @@ def main(argv=None):
             res.setdefault("errors", {})[sec] = f"{type(e).__name__}: {e}"
         res.setdefault("section_s", {})[sec] = time.perf_counter() - ts
     res["total_s"] = time.perf_counter() - t0
+    out = Path(a.out or f"recipes/results/bench_{a.preset}{'_dry' if a.dry_run else ''}.json")
+    if a.merge and out.is_file():
+        old = json.loads(out.read_text())
+        kept = [k for k in ("smt_step", "train_sweep", "dmt", "generation", "prefill") if k in old and k not in res]
+        for k in kept:
+            res[k] = old[k]
+            res.setdefault("section_s", {})[k] = old.get("section_s", {}).get(k)
+        res["merged"] = {"sections": kept, "from_machine": old["machine"], "total_s": old.get("total_s")}
+        res["total_s"] += old.get("total_s") or 0.0
     res["summary"] = summarize(res)
     res["targets"] = check_targets(res, res["summary"])
-    out = Path(a.out or f"recipes/results/bench_{a.preset}{'_dry' if a.dry_run else ''}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=2, default=str))
     md = markdown(res)

@@ -129,6 +129,13 @@ class SMTRecurrentConfig(PreTrainedConfig):
         initializer_range (`float`, *optional*): std of the normal init; defaults to hidden_size ** -0.5.
         rms_norm_eps (`float`, defaults to 1e-6): epsilon of RMS norms and memory normalisation.
         use_cache (`bool`, defaults to True): return the memory cache from `forward`.
+        prefill (`str`, defaults to "recurrent"): how `forward` turns a prompt into the state when it starts with
+            no cache and no memory: "recurrent" (the RNN reads it token by token) or "parallel" (the carried
+            teacher encoder reads its last `prefill_context_length` tokens in one pass; needs `prefill_layers`).
+        prefill_layers (`int`, defaults to 0): depth of the carried prefill encoder; 0 = none. Set by
+            `SMTRecurrentForCausalLM.add_prefill_encoder(teacher)`.
+        prefill_context_length (`int`, defaults to 0): Tc of the prefill encoder (the teacher's context length).
+        prefill_intermediate_size (`int`, *optional*): FFN width of the prefill encoder; defaults to 4 * hidden_size.
     """
 
     model_type = "smt_recurrent"
@@ -147,6 +154,10 @@ class SMTRecurrentConfig(PreTrainedConfig):
     initializer_range: float | None = None
     rms_norm_eps: float = 1e-6
     use_cache: bool = True
+    prefill: str = "recurrent"
+    prefill_layers: int = 0
+    prefill_context_length: int = 0
+    prefill_intermediate_size: int | None = None
     tie_word_embeddings: bool = False
     pad_token_id: int | None = None
     bos_token_id: int | None = None
@@ -170,6 +181,17 @@ class SMTRecurrentConfig(PreTrainedConfig):
             self.readout_intermediate_size = 4 * self.hidden_size
         _check_positive("updater_intermediate_size", self.updater_intermediate_size)
         _check_positive("readout_intermediate_size", self.readout_intermediate_size)
+        if self.prefill_intermediate_size is None:
+            self.prefill_intermediate_size = 4 * self.hidden_size
+        if self.prefill not in ("recurrent", "parallel"):
+            raise ValueError(f"prefill must be 'recurrent' or 'parallel', got {self.prefill!r}.")
+        if self.prefill_layers < 0 or self.prefill_context_length < 0:
+            raise ValueError("prefill_layers and prefill_context_length must be >= 0 (0 = no prefill encoder).")
+        if self.prefill_layers > 0 and self.prefill_context_length < 1:
+            raise ValueError("A prefill encoder (prefill_layers > 0) needs prefill_context_length >= 1 (the teacher's Tc).")
+        if self.prefill == "parallel" and self.prefill_layers == 0:
+            raise ValueError("prefill='parallel' needs a prefill encoder: call `student.add_prefill_encoder(teacher)` "
+                             "(or set prefill_layers/prefill_context_length), or use prefill='recurrent'.")
         super().__post_init__(**kwargs)
 
     @property

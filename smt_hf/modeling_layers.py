@@ -138,3 +138,27 @@ class TransformerStack(nn.Module):
         for layer in self.layers:
             x = layer(x, cos, sin, attn_mask=attn_mask, is_causal=causal)
         return self.norm(x)
+
+
+def encode_with_registers(
+    embed: nn.Embedding,
+    registers: torch.Tensor,
+    encoder: TransformerStack,
+    input_ids: torch.LongTensor,
+    attention_mask: torch.Tensor | None,
+    eps: float,
+) -> torch.Tensor:
+    """E(x): append K learned registers to the embedded context, run the bidirectional encoder, and return the
+    RMS-normalised register outputs. input_ids/attention_mask (B, Tc) (mask 1 = token, 0 = padding; Tc may be 0)
+    -> memory (B, K, d). Shared by the teacher and the student's parallel-prefill encoder."""
+    B, Tc = input_ids.shape
+    K = registers.shape[0]
+    x = embed(input_ids)  # (B, Tc, d)
+    regs = registers.unsqueeze(0).expand(B, K, -1).to(x.dtype)  # (B, K, d)
+    x = torch.cat([x, regs], dim=1)  # (B, Tc+K, d)
+    key_mask = None
+    if attention_mask is not None:
+        ones = torch.ones(B, K, dtype=torch.bool, device=x.device)
+        key_mask = torch.cat([attention_mask.to(torch.bool), ones], dim=1)  # (B, Tc+K)
+    h = encoder(x, key_mask=key_mask)  # (B, Tc+K, d)
+    return rms_normalize(h[:, Tc:], eps)  # (B, K, d)

@@ -21,6 +21,7 @@ from .backbones import build_updater
 from .cache import SMTMemoryCache
 from .configuration_smt import SMTRecurrentConfig
 from .modeling_layers import TransformerStack, rms_normalize
+from .modeling_prefill import SMTPrefillEncoder
 from .modeling_teacher import SMTPreTrainedModel, check_memory, check_token_ids
 
 
@@ -61,6 +62,8 @@ class SMTRecurrentPreTrainedModel(SMTPreTrainedModel):
         if isinstance(module, SMTRecurrentModel):
             # unit-variance entries: an (approximately) RMS-normalised memory, like every other memory
             nn.init.normal_(module.initial_state, mean=0.0, std=1.0)
+        if isinstance(module, SMTPrefillEncoder):
+            nn.init.normal_(module.registers, mean=0.0, std=std)
 
 
 class SMTRecurrentModel(SMTRecurrentPreTrainedModel):
@@ -171,6 +174,7 @@ class SMTRecurrentForCausalLM(SMTRecurrentPreTrainedModel, GenerationMixin):
         super().__init__(config)
         self.model = SMTRecurrentModel(config)
         self.readout_head = SMTReadout(config)
+        self.prefill_encoder = SMTPrefillEncoder(config) if config.prefill_layers > 0 else None
         self.post_init()
 
     # -- HF plumbing ---------------------------------------------------------------------------------
@@ -204,6 +208,39 @@ class SMTRecurrentForCausalLM(SMTRecurrentPreTrainedModel, GenerationMixin):
         check_memory(memory, self.config.memory_tokens, self.config.hidden_size)
         return self.readout_head(memory)
 
+    def add_prefill_encoder(self, teacher, context_length: int | None = None, use_by_default: bool = False) -> None:
+        """Carry a copy of `teacher`'s encoder for parallel prefill (see the `modeling_prefill` module): afterwards
+        `generate(..., prefill="parallel")` builds the state from the prompt's last `context_length` tokens
+        (default: the teacher's `max_context_length`; use the Tc SMT trained with) in one pass. The encoder is
+        saved with the model. `use_by_default=True` also sets `config.prefill = "parallel"`."""
+        tc = teacher.config
+        mismatch = [k for k in ("vocab_size", "hidden_size", "memory_tokens", "num_attention_heads")
+                    if getattr(tc, k) != getattr(self.config, k)]
+        if mismatch:
+            raise ValueError(f"The teacher's {mismatch} differ from the student's: its memories are not this student's "
+                             "states. Use the teacher this student was trained with (SMTRecurrentConfig.from_teacher).")
+        Tc = int(context_length or tc.max_context_length)
+        if not 1 <= Tc <= tc.max_context_length:
+            raise ValueError(f"context_length must be in [1, {tc.max_context_length}] (the teacher's max_context_length), got {Tc}.")
+        self.config.prefill_layers = tc.num_encoder_layers
+        self.config.prefill_context_length = Tc
+        self.config.prefill_intermediate_size = tc.intermediate_size
+        encoder = SMTPrefillEncoder(self.config).to(device=teacher.registers.device, dtype=teacher.registers.dtype)
+        encoder.load_teacher_encoder(teacher)
+        self.prefill_encoder = encoder.to(self.model.initial_state.device)
+        if use_by_default:
+            self.config.prefill = "parallel"
+
+    def prefill_memory(self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The state after a prompt from the carried encoder, in one pass: (B, T) -> (B, K, d)."""
+        if self.prefill_encoder is None:
+            raise ValueError("This student carries no prefill encoder: call `student.add_prefill_encoder(teacher)` "
+                             "first, or use prefill='recurrent'.")
+        if input_ids.dim() != 2:
+            raise ValueError(f"`input_ids` must be (batch, length), got shape {tuple(input_ids.shape)}.")
+        check_token_ids(input_ids, self.config.vocab_size)
+        return self.prefill_encoder(input_ids, attention_mask)
+
     @torch.no_grad()
     def set_initial_memory(self, memory: torch.Tensor) -> None:
         """Store m_0 (K, d) or (1, K, d), e.g. the teacher's empty-context memory."""
@@ -220,10 +257,30 @@ class SMTRecurrentForCausalLM(SMTRecurrentPreTrainedModel, GenerationMixin):
         memory: torch.Tensor | None = None,
         output_memories: bool = False,
         logits_to_keep: int = 0,
+        prefill: str | None = None,
         return_dict: bool | None = None,
         **kwargs,
     ) -> SMTRecurrentCausalLMOutput:
-        """input_ids (B, T) -> logits (B, T, V), loss when labels (B, T) are given (shifted inside)."""
+        """input_ids (B, T) -> logits (B, T, V), loss when labels (B, T) are given (shifted inside).
+
+        prefill ("recurrent" | "parallel", default `config.prefill`): with "parallel", a call that starts from no
+        cache and no memory builds the state with the carried teacher encoder in one pass and returns the last
+        position's logits only, (B, 1, V) (what `generate()` needs); later calls (a cache is given) recur as usual.
+        """
+        prefill = prefill or self.config.prefill
+        starts_fresh = memory is None and (cache is None or not cache.is_initialized)
+        if prefill == "parallel" and starts_fresh and input_ids.shape[1] > 0:
+            if labels is not None or output_memories:
+                raise ValueError("prefill='parallel' gives the state after the prompt only (no per-position logits or "
+                                 "memories); pass prefill='recurrent' to compute a loss or output memories.")
+            state = self.prefill_memory(input_ids, attention_mask)  # (B, K, d)
+            use_cache = self.config.use_cache if use_cache is None else use_cache
+            if use_cache:
+                cache = cache if cache is not None else SMTMemoryCache()
+                cache.update_memory(state, input_ids.shape[1])
+            return SMTRecurrentCausalLMOutput(logits=self.readout(state)[:, None], cache=cache if use_cache else None)
+        elif prefill not in ("recurrent", "parallel"):
+            raise ValueError(f"prefill must be 'recurrent' or 'parallel', got {prefill!r}.")
         out = self.model(input_ids, attention_mask=attention_mask, cache=cache, use_cache=use_cache, memory=memory)
         memories = out.memories  # (B, T, K, d)
         kept = memories[:, -logits_to_keep:] if logits_to_keep else memories

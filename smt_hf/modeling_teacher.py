@@ -19,7 +19,7 @@ from transformers import PreTrainedModel
 from transformers.utils import ModelOutput
 
 from .configuration_smt import SMTTeacherConfig
-from .modeling_layers import RMSNorm, TransformerStack, rms_normalize
+from .modeling_layers import RMSNorm, TransformerStack, encode_with_registers
 
 
 def check_token_ids(input_ids: torch.Tensor, vocab_size: int, name: str = "input_ids") -> None:
@@ -115,26 +115,18 @@ class SMTTeacherModel(SMTPreTrainedModel):
         if input_ids.dim() != 2:
             raise ValueError(f"`input_ids` must be (batch, context_length), got shape {tuple(input_ids.shape)}.")
         check_token_ids(input_ids, self.config.vocab_size)
-        B, Tc = input_ids.shape
-        K = self.config.memory_tokens
+        Tc = input_ids.shape[1]
         if Tc > self.config.max_context_length:
             raise ValueError(
                 f"Context of {Tc} tokens exceeds max_context_length={self.config.max_context_length}; pass the last "
                 f"{self.config.max_context_length} tokens or raise `max_context_length` in the teacher config."
             )
-        x = self.embed_tokens(input_ids)  # (B, Tc, d)
-        regs = self.registers.unsqueeze(0).expand(B, K, -1).to(x.dtype)  # (B, K, d)
-        x = torch.cat([x, regs], dim=1)  # (B, Tc+K, d)
-        key_mask = None
-        if attention_mask is not None:
-            if attention_mask.shape != input_ids.shape:
-                raise ValueError(
-                    f"`attention_mask` shape {tuple(attention_mask.shape)} must match `input_ids` {tuple(input_ids.shape)}."
-                )
-            ones = torch.ones(B, K, dtype=torch.bool, device=x.device)
-            key_mask = torch.cat([attention_mask.to(torch.bool), ones], dim=1)  # (B, Tc+K)
-        h = self.encoder(x, key_mask=key_mask)  # (B, Tc+K, d)
-        return rms_normalize(h[:, Tc:], self.config.rms_norm_eps)  # (B, K, d)
+        if attention_mask is not None and attention_mask.shape != input_ids.shape:
+            raise ValueError(
+                f"`attention_mask` shape {tuple(attention_mask.shape)} must match `input_ids` {tuple(input_ids.shape)}."
+            )
+        return encode_with_registers(self.embed_tokens, self.registers, self.encoder, input_ids, attention_mask,
+                                     self.config.rms_norm_eps)  # (B, K, d)
 
     def empty_memory(self, batch_size: int = 1) -> torch.Tensor:
         """E(empty context): the memory before any token, (B, K, d)."""

@@ -1,0 +1,56 @@
+"""Parallel prefill: the teacher's encoder carried by the student.
+
+A recurrent prefill reads a prompt of length T in T sequential steps. The SMT teacher was trained to compress
+the last Tc tokens of a context into exactly the memory the student continues from, so a student that carries
+the teacher's encoder can turn a long prompt into its state in one parallel pass over the last Tc tokens
+(cost independent of T), then generate token by token as usual:
+
+    m_T = E(x[T-Tc+1 .. T])      (B, K, d)   one bidirectional pass over <= Tc tokens + K registers
+    m_{t+1} = f(m_t, x_{t+1})                 the student's recurrence from there on
+
+The memory is the teacher's, not the one the student's own recurrence would reach: after SMT->DMT the two
+agree up to the drift DMT trains away (`eval_drift_*`). Attach with `student.add_prefill_encoder(teacher)`,
+then `generate(..., prefill="parallel")` (or set `config.prefill = "parallel"`).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .modeling_layers import TransformerStack, encode_with_registers
+
+
+class SMTPrefillEncoder(nn.Module):
+    """Token embedding + K registers + bidirectional encoder, laid out like the teacher's (`embed_tokens`,
+    `registers`, `encoder`) so its weights copy over one to one."""
+
+    def __init__(self, config):
+        super().__init__()
+        d = config.hidden_size
+        self.embed_tokens = nn.Embedding(config.vocab_size, d)
+        self.registers = nn.Parameter(torch.zeros(config.memory_tokens, d))
+        self.encoder = TransformerStack.from_config(config, config.prefill_layers, config.prefill_intermediate_size)
+        self.context_length = config.prefill_context_length
+        self.eps = config.rms_norm_eps
+
+    def forward(self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The memory after a prompt: input_ids/attention_mask (B, T) (left padding allowed) -> (B, K, d), from
+        the last `prefill_context_length` columns."""
+        input_ids = input_ids[:, -self.context_length:]  # (B, Tc)
+        if attention_mask is not None:
+            attention_mask = attention_mask[:, -input_ids.shape[1]:]
+            if bool(attention_mask.all()):
+                attention_mask = None
+        return encode_with_registers(self.embed_tokens, self.registers, self.encoder, input_ids, attention_mask,
+                                     self.eps)
+
+    @torch.no_grad()
+    def load_teacher_encoder(self, teacher) -> None:
+        """Copy the teacher's embedding, registers and encoder (shapes are checked by `load_state_dict`)."""
+        self.embed_tokens.load_state_dict(teacher.embed_tokens.state_dict())
+        self.registers.copy_(teacher.registers)
+        self.encoder.load_state_dict(teacher.encoder.state_dict())
+
+
+__all__ = ["SMTPrefillEncoder"]

@@ -1,0 +1,106 @@
+"""Parallel prefill (the teacher's encoder carried by the student): the state equals the teacher's memory of the
+prompt's last Tc tokens, generate() continues from it exactly like a hand-written loop, left padding and
+save/load keep it exact, and misuse raises an error that names the fix."""
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from conftest import tiny_student_config, tiny_teacher_config
+from smt_hf import SMTRecurrentConfig, SMTRecurrentForCausalLM, SMTTeacherModel
+
+TC = 8
+
+
+@pytest.fixture
+def pair(student, teacher):
+    student.add_prefill_encoder(teacher, context_length=TC)
+    return student, teacher
+
+
+def greedy_from(student, memory, n):
+    toks = []
+    for _ in range(n):
+        nxt = student.readout(memory).argmax(-1)  # (B,)
+        toks.append(nxt)
+        memory = student.step(memory, nxt)
+    return torch.stack(toks, 1)  # (B, n)
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("T", [3, TC, 21])
+def test_prefill_memory_is_teacher_memory_of_last_tc_tokens(pair, T):
+    student, teacher = pair
+    x = torch.randint(0, 16, (4, T))
+    assert torch.equal(student.prefill_memory(x), teacher.encode(x[:, -TC:]))
+
+
+@torch.no_grad()
+def test_parallel_generate_equals_manual_loop(pair):
+    student, teacher = pair
+    x = torch.randint(0, 16, (3, 20))
+    out = student.generate(x, max_new_tokens=7, do_sample=False, prefill="parallel", pad_token_id=0)
+    assert torch.equal(out[:, 20:], greedy_from(student, teacher.encode(x[:, -TC:]), 7))
+
+
+@torch.no_grad()
+def test_parallel_prefill_left_padded_batch_matches_each_prompt(pair):
+    student, _ = pair
+    a, b = torch.randint(1, 16, (1, 5)), torch.randint(1, 16, (1, 12))
+    ids = torch.cat([torch.cat([torch.zeros(1, 7, dtype=torch.long), a], 1), b])  # (2, 12), row 0 left-padded
+    mask = torch.cat([torch.cat([torch.zeros(1, 7), torch.ones(1, 5)], 1), torch.ones(1, 12)]).long()
+    m = student.prefill_memory(ids, mask)
+    torch.testing.assert_close(m[:1], student.prefill_memory(a), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(m[1:], student.prefill_memory(b), rtol=1e-5, atol=1e-5)
+    out = student.generate(ids, attention_mask=mask, max_new_tokens=5, do_sample=False, prefill="parallel", pad_token_id=0)
+    assert torch.equal(out[0, 12:], student.generate(a, max_new_tokens=5, do_sample=False, prefill="parallel",
+                                                     pad_token_id=0)[0, 5:])
+
+
+@torch.no_grad()
+def test_prefill_encoder_saves_and_reloads_bit_exact(pair, tmp_path):
+    student, _ = pair
+    student.config.prefill = "parallel"
+    student.save_pretrained(tmp_path)
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    assert loaded.config.prefill == "parallel" and loaded.config.prefill_context_length == TC
+    sd, ld = student.state_dict(), loaded.state_dict()
+    assert any(k.startswith("prefill_encoder.") for k in sd) and sd.keys() == ld.keys()
+    assert all(torch.equal(sd[k], ld[k]) for k in sd)
+    x = torch.randint(0, 16, (2, 30))
+    assert torch.equal(student.generate(x, max_new_tokens=6, do_sample=False, pad_token_id=0),
+                       loaded.generate(x, max_new_tokens=6, do_sample=False, pad_token_id=0))  # config default
+
+
+def test_misuse_raises_naming_the_fix(student, teacher):
+    x = torch.randint(0, 16, (2, 6))
+    with pytest.raises(ValueError, match="add_prefill_encoder"):
+        student(x, prefill="parallel")
+    with pytest.raises(ValueError, match="add_prefill_encoder"):
+        SMTRecurrentConfig.from_teacher(tiny_teacher_config(), prefill="parallel")
+    with pytest.raises(ValueError, match="prefill must be"):
+        tiny_student_config(prefill="fast")
+    other = SMTTeacherModel(tiny_teacher_config(hidden_size=48, num_attention_heads=4))
+    with pytest.raises(ValueError, match="hidden_size"):
+        student.add_prefill_encoder(other)
+    with pytest.raises(ValueError, match="context_length"):
+        student.add_prefill_encoder(teacher, context_length=10**6)
+    student.add_prefill_encoder(teacher, context_length=TC)
+    with pytest.raises(ValueError, match="prefill='recurrent'"):
+        student(x, labels=x, prefill="parallel")
+    with pytest.raises(ValueError, match="vocab"):
+        student.prefill_memory(torch.full((1, 4), 99))
+
+
+@torch.no_grad()
+def test_parallel_forward_returns_last_position_readout_of_teacher_memory(pair):
+    student, teacher = pair
+    x = torch.randint(0, 16, (2, 13))
+    out = student(x, prefill="parallel")
+    assert out.logits.shape == (2, 1, 16) and out.cache.get_seq_length() == 13
+    assert torch.equal(out.logits[:, 0], student.readout(teacher.encode(x[:, -TC:])))
+    assert torch.equal(out.cache.memory, teacher.encode(x[:, -TC:]))
+    # continuing from the returned cache recurs from the teacher's memory
+    nxt = torch.randint(0, 16, (2, 1))
+    assert torch.equal(student(nxt, cache=out.cache).logits[:, 0],
+                       student.readout(student.step(teacher.encode(x[:, -TC:]), nxt[:, 0])))
