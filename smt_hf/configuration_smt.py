@@ -64,6 +64,10 @@ class SMTTeacherConfig(PreTrainedConfig):
             in 300.
         rms_norm_eps (`float`, defaults to 1e-6): epsilon of the RMS norms (and of the memory normalisation).
         tie_word_embeddings (`bool`, defaults to False): tie the decoder head to the token embedding.
+        encoder_causal (`bool`, defaults to False): the causal-context encoder variant: context tokens attend
+            only to earlier tokens (registers still see the whole context), so `encode_prefixes(x)` yields the
+            memory of every prefix of x in one pass and SMT can supervise every transition of a sequence
+            (`SMTTrainingArguments.smt_all_prefixes`). Measured, not the default: see the README.
     """
 
     model_type = "smt_teacher"
@@ -77,6 +81,7 @@ class SMTTeacherConfig(PreTrainedConfig):
     intermediate_size: int | None = None
     rope_theta: float = 10000.0
     max_context_length: int = 256
+    encoder_causal: bool = False
     dropout: float = 0.0
     initializer_range: float | None = None
     rms_norm_eps: float = 1e-6
@@ -136,6 +141,8 @@ class SMTRecurrentConfig(PreTrainedConfig):
             `SMTRecurrentForCausalLM.add_prefill_encoder(teacher)`.
         prefill_context_length (`int`, defaults to 0): Tc of the prefill encoder (the teacher's context length).
         prefill_intermediate_size (`int`, *optional*): FFN width of the prefill encoder; defaults to 4 * hidden_size.
+        prefill_causal (`bool`, defaults to False): the prefill encoder is a causal-context one (copied from a
+            teacher with `encoder_causal=True`).
     """
 
     model_type = "smt_recurrent"
@@ -158,6 +165,7 @@ class SMTRecurrentConfig(PreTrainedConfig):
     prefill_layers: int = 0
     prefill_context_length: int = 0
     prefill_intermediate_size: int | None = None
+    prefill_causal: bool = False
     tie_word_embeddings: bool = False
     pad_token_id: int | None = None
     bos_token_id: int | None = None

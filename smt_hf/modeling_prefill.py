@@ -33,6 +33,7 @@ class SMTPrefillEncoder(nn.Module):
         self.encoder = TransformerStack.from_config(config, config.prefill_layers, config.prefill_intermediate_size)
         self.context_length = config.prefill_context_length
         self.eps = config.rms_norm_eps
+        self.causal = config.prefill_causal
 
     def forward(self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """The memory after a prompt: input_ids/attention_mask (B, T) (left padding allowed) -> (B, K, d), from
@@ -43,7 +44,7 @@ class SMTPrefillEncoder(nn.Module):
             if bool(attention_mask.all()):
                 attention_mask = None
         return encode_with_registers(self.embed_tokens, self.registers, self.encoder, input_ids, attention_mask,
-                                     self.eps)
+                                     self.eps, causal=self.causal)
 
     @torch.no_grad()
     def load_teacher_encoder(self, teacher) -> None:

@@ -225,6 +225,7 @@ class SMTRecurrentForCausalLM(SMTRecurrentPreTrainedModel, GenerationMixin):
         self.config.prefill_layers = tc.num_encoder_layers
         self.config.prefill_context_length = Tc
         self.config.prefill_intermediate_size = tc.intermediate_size
+        self.config.prefill_causal = bool(tc.encoder_causal)
         encoder = SMTPrefillEncoder(self.config).to(device=teacher.registers.device, dtype=teacher.registers.dtype)
         encoder.load_teacher_encoder(teacher)
         self.prefill_encoder = encoder.to(self.model.initial_state.device)

@@ -19,7 +19,7 @@ from transformers import PreTrainedModel
 from transformers.utils import ModelOutput
 
 from .configuration_smt import SMTTeacherConfig
-from .modeling_layers import RMSNorm, TransformerStack, encode_with_registers
+from .modeling_layers import RMSNorm, TransformerStack, encode_all_prefixes, encode_with_registers
 
 
 def check_token_ids(input_ids: torch.Tensor, vocab_size: int, name: str = "input_ids") -> None:
@@ -126,7 +126,22 @@ class SMTTeacherModel(SMTPreTrainedModel):
                 f"`attention_mask` shape {tuple(attention_mask.shape)} must match `input_ids` {tuple(input_ids.shape)}."
             )
         return encode_with_registers(self.embed_tokens, self.registers, self.encoder, input_ids, attention_mask,
-                                     self.config.rms_norm_eps)  # (B, K, d)
+                                     self.config.rms_norm_eps, causal=self.config.encoder_causal)  # (B, K, d)
+
+    def encode_prefixes(self, input_ids: torch.LongTensor) -> torch.Tensor:
+        """The memories of every prefix x[:t], t = 0..T, in one encoder pass (causal-context teacher only):
+        input_ids (B, T) -> (B, T+1, K, d), with [:, t] equal to `encode(input_ids[:, :t])` up to float error."""
+        if not self.config.encoder_causal:
+            raise ValueError("encode_prefixes needs the causal-context encoder: build the teacher with "
+                             "`SMTTeacherConfig(encoder_causal=True, ...)` (a bidirectional encoder's memory of x[:t] "
+                             "depends on how the context ends, so prefixes cannot share one pass).")
+        if input_ids.dim() != 2:
+            raise ValueError(f"`input_ids` must be (batch, length), got shape {tuple(input_ids.shape)}.")
+        check_token_ids(input_ids, self.config.vocab_size)
+        if input_ids.shape[1] > self.config.max_context_length:
+            raise ValueError(f"Sequence of {input_ids.shape[1]} tokens exceeds max_context_length="
+                             f"{self.config.max_context_length}; encode windows of at most that length.")
+        return encode_all_prefixes(self.embed_tokens, self.registers, self.encoder, input_ids, self.config.rms_norm_eps)
 
     def empty_memory(self, batch_size: int = 1) -> torch.Tensor:
         """E(empty context): the memory before any token, (B, K, d)."""

@@ -62,6 +62,15 @@ class SMTTrainingArguments(TrainingArguments):
             "'last' (c = Tc: a stream window of Tc context tokens then the future)."
         },
     )
+    smt_all_prefixes: bool = field(
+        default=False,
+        metadata={
+            "help": "smt/joint with a causal-context teacher (SMTTeacherConfig(encoder_causal=True)): encode every "
+            "prefix of each sequence in one pass (teacher.encode_prefixes) and supervise all L transitions of the "
+            "sequence instead of one split point; the decoder loss still uses one random split per sequence. "
+            "Needs sequences of at most context_length tokens (episodes). A measured variant, not the default."
+        },
+    )
     clip_per_model: bool = field(
         default=True, metadata={"help": "Clip the gradient norm to max_grad_norm separately for teacher and student."}
     )
@@ -101,6 +110,8 @@ class SMTTrainingArguments(TrainingArguments):
             raise ValueError(f"`dmt_start` must be 'teacher' or 'initial', got {self.dmt_start!r}.")
         if self.split not in ("random", "last"):
             raise ValueError(f"`split` must be 'random' or 'last', got {self.split!r}.")
+        if self.smt_all_prefixes and (self.mode not in ("smt", "joint") or self.split != "random"):
+            raise ValueError("`smt_all_prefixes` applies to mode 'smt' or 'joint' with split='random' (episodes).")
         if self.uniformity_samples < 2:
             raise ValueError("`uniformity_samples` must be >= 2.")
         for name in ("lambda_dec", "lambda_dyn", "lambda_unif", "lambda_readout", "lambda_dmt_dyn"):

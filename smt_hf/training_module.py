@@ -5,6 +5,8 @@ FSDP all-gathers see it. The loss arithmetic itself is in `losses.py` (pure func
 Modes (spec.md):
     joint  m_c = E(ctx), m_{c+1} = E(next ctx); L_dec(D(m_c, fut)), L_unif(m_c), L_dyn(f(m_c, x_c), m_{c+1})
     smt    as joint, but L_dyn sees sg(m_c), sg(m_{c+1}): the RNN learns from L_dyn alone
+           (with `smt_all_prefixes` and a causal-context teacher: m_0..m_L of every prefix in one encoder pass,
+           L_dyn over all L transitions of each sequence)
     dmt    teacher frozen; the RNN rolls out Td steps on its own memories, matched every k steps to the
            teacher's memories (all computed in one batched encoder call); readout CE on sg(memory)
     bptt   the student unrolled from m_0 with full backpropagation, next-token CE
@@ -43,6 +45,8 @@ class SMTTrainingModule(nn.Module):
 
     def forward(self, **batch) -> dict[str, torch.Tensor]:
         if self.mode in ("smt", "joint"):
+            if self.args.smt_all_prefixes:
+                return self.smt_prefix_parts(batch["input_ids"], batch["labels"], batch.get("attention_mask"))
             if "context_ids" not in batch:  # a sequence batch: draw the split points now
                 batch = self.splitter.smt_batch_from_sequences(
                     batch["input_ids"], batch["labels"], batch.get("attention_mask")
@@ -71,6 +75,36 @@ class SMTTrainingModule(nn.Module):
         if self.mode == "smt":
             m_c, m_next = m_c.detach(), m_next.detach()
         parts["dynamics"] = losses.dynamics_loss(self.student.step(m_c, next_token), m_next)
+        return parts
+
+    def smt_prefix_parts(self, input_ids, labels, attention_mask=None) -> dict[str, torch.Tensor]:
+        """Every transition of each sequence from one causal-context encoder pass (`smt_all_prefixes`)."""
+        a = self.args
+        B, L = input_ids.shape
+        if attention_mask is not None and not bool(attention_mask.all()):
+            raise ValueError("smt_all_prefixes needs equal-length sequences (no padding); use fixed-length episodes.")
+        if L > a.context_length:
+            raise ValueError(f"smt_all_prefixes encodes whole sequences as contexts: length {L} exceeds context_length="
+                             f"{a.context_length}; use episodes of <= context_length tokens or the default split path.")
+        # 1. m_0 .. m_L, the memories of all prefixes, in one pass: (B, L+1, K, d)
+        mems = self.teacher.encode_prefixes(input_ids)
+        # 2. predictive state at one random split per sequence (as the default path): decode x[c : c+Tf]
+        c = self.splitter.sample_splits(torch.full((B,), L)).to(input_ids.device)[:, 0]  # (B,)
+        idx = c[:, None] + torch.arange(a.future_length, device=input_ids.device)  # (B, Tf)
+        inside = idx < L
+        idx = idx.clamp(max=L - 1)
+        future_ids = torch.where(inside, input_ids.gather(1, idx), torch.zeros_like(idx))
+        future_labels = torch.where(inside, labels.gather(1, idx), torch.full_like(idx, -100))
+        m_c = mems[torch.arange(B, device=input_ids.device), c]  # (B, K, d)
+        parts = {
+            "decoder": losses.decoder_loss(self.teacher.decode(m_c, future_ids), future_labels, a.gamma),
+            "uniformity": losses.uniformity_loss(m_c, a.uniformity_samples),
+        }
+        # 3. all L supervised RNN transitions m_t -(x_t)-> m_{t+1}
+        prev, nxt = mems[:, :-1].flatten(0, 1), mems[:, 1:].flatten(0, 1)  # (B*L, K, d)
+        if self.mode == "smt":
+            prev, nxt = prev.detach(), nxt.detach()
+        parts["dynamics"] = losses.dynamics_loss(self.student.step(prev, input_ids.flatten()), nxt)
         return parts
 
     # ------------------------------------------------------------------ DMT
