@@ -13,6 +13,8 @@ Sections (JSON keys; a markdown table is written next to the JSON, `.md`):
                 equal-width/depth `transformers` LlamaForCausalLM with a KV cache, batch 1 and a large batch
     prefill     time to first token vs prompt length: recurrent prefill (FastGenerator.prefill, T sequential
                 steps) vs parallel prefill (the carried teacher encoder over the last Tc tokens, one pass)
+    prefixes    causal-context teacher: supervised RNN transitions per second of a joint-SMT step, one split
+                per sequence (B transitions) vs every prefix from one encoder pass (B*T, smt_all_prefixes)
 Memory: on GPU torch.cuda.max_memory_allocated (minus what was allocated before, i.e. weights and inputs);
 on CPU the bytes of tensors saved for backward (training) and the state bytes (student memory vs KV cache).
 """
@@ -50,6 +52,7 @@ PRESETS = {
         dmt=[dict(name="cpu", B=8, Td=64, k=8, Tc=64)],
         gen=dict(contexts=(256, 1024, 4096), batches=(1, 16), new_tokens=32, repeats=3),
         prefill=dict(prompts=(256, 1024, 4096, 8192), batches=(1, 16), repeats=3),
+        prefixes=dict(B=32, Ts=(16, 64), Tf=16),
         compile=False, autocast=None, threads=1,
     ),
     "gpu": dict(
@@ -59,6 +62,7 @@ PRESETS = {
         dmt=[dict(name="reference", B=32, Td=256, k=16, Tc=256)],
         gen=dict(contexts=(256, 1024, 4096, 16384), batches=(1, 64), new_tokens=128, repeats=3),
         prefill=dict(prompts=(256, 1024, 4096, 8192), batches=(1, 64), repeats=3),
+        prefixes=dict(B=32, Ts=(64, 256), Tf=64),
         compile=True, autocast=torch.bfloat16, threads=None,
     ),
 }
@@ -69,6 +73,7 @@ DRY = dict(  # --dry-run: everything shrunk, same code path
     dmt=[dict(name="dry", B=2, Td=8, k=4, Tc=8)],
     gen=dict(contexts=(16, 32), batches=(1, 2), new_tokens=4, repeats=1),
     prefill=dict(prompts=(16, 64), batches=(1, 2), repeats=1),
+    prefixes=dict(B=2, Ts=(8,), Tf=4),
 )
 # dense bf16 peak of the GPUs we expect (FLOP/s), for model FLOP utilisation
 PEAK_BF16 = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12, "A10": 125e12}
@@ -143,11 +148,11 @@ def gpu_mem_total():
 
 
 # ----------------------------------------------------------------------------- models and batches
-def build_models(mc, max_context, device, backbone="transformer"):
+def build_models(mc, max_context, device, backbone="transformer", encoder_causal=False):
     torch.manual_seed(0)
     tcfg = SMTTeacherConfig(vocab_size=mc["V"], hidden_size=mc["d"], memory_tokens=mc["K"], num_attention_heads=mc["H"],
                             num_encoder_layers=mc["enc"], num_decoder_layers=mc["dec"], intermediate_size=mc["ffn"],
-                            max_context_length=max_context)
+                            max_context_length=max_context, encoder_causal=encoder_causal)
     scfg = SMTRecurrentConfig.from_teacher(tcfg, backbone=backbone, updater_layers=mc["upd"], updater_intermediate_size=mc["ffn"])
     return SMTTeacherModel(tcfg).to(device), SMTRecurrentForCausalLM(scfg).to(device)
 
@@ -406,6 +411,27 @@ def bench_prefill(P, device, res):
     res["prefill"] = rows
 
 
+def bench_prefixes(P, device, res):
+    """Joint-SMT training step on episodes of T tokens with a causal-context teacher: the split path (one
+    supervised transition per sequence) vs smt_all_prefixes (all T transitions from one encoder pass)."""
+    g, mc = P["prefixes"], P["model"]
+    rows = []
+    for T in g["Ts"]:
+        teacher, student = build_models(mc, T, device, encoder_causal=True)
+        x = torch.randint(0, mc["V"], (g["B"], T), device=device)
+        batch = {"input_ids": x, "labels": x.clone()}
+        for name, flag in (("one split per sequence", False), ("all prefixes", True)):
+            args = training_args("joint", context_length=T, future_length=min(g["Tf"], T), smt_all_prefixes=flag)
+            module = SMTTrainingModule(student, teacher, args).train()
+            r = measure_train(TrainStep(module, batch, device, P["autocast"]), device, 1, 3, budget_s=30)
+            per_step = g["B"] * (T if flag else 1)
+            rows.append(dict(T=T, B=g["B"], path=name, ms=r["ms"], transitions_per_step=per_step,
+                             transitions_per_s=per_step / (r["ms"] / 1e3), peak_bytes=r["peak_bytes"],
+                             saved_bytes=r["saved_bytes"]))
+            print(f"  prefixes T={T} {name}: {r['ms']:.1f} ms, {rows[-1]['transitions_per_s']:.0f} transitions/s", flush=True)
+    res["prefixes"] = rows
+
+
 # ----------------------------------------------------------------------------- report
 def summarize(res):
     """Side-by-side ratios and the GPU targets."""
@@ -432,6 +458,11 @@ def summarize(res):
             mem = "peak_bytes" if lo.get("peak_bytes") else "state_bytes"
             s[key + "_memory_ratio"] = hi[mem] / max(lo[mem], 1)
             s[f"{model.split()[0]}_B{B}_tokens_per_s_min"] = min(r["tokens_per_s"] for r in rs)
+    for T in sorted({r["T"] for r in res.get("prefixes", [])}):
+        one, allp = (next(r for r in res["prefixes"] if r["T"] == T and r["path"] == p)
+                     for p in ("one split per sequence", "all prefixes"))
+        s[f"prefixes_T{T}_transitions_per_s_ratio"] = allp["transitions_per_s"] / one["transitions_per_s"]
+        s[f"prefixes_T{T}_step_time_ratio"] = allp["ms"] / one["ms"]
     for B in sorted({r["B"] for r in res.get("prefill", [])}):
         rs = sorted((r for r in res["prefill"] if r["B"] == B), key=lambda r: r["prompt"])
         s[f"prefill_B{B}_parallel_speedup_at_{rs[-1]['prompt']}"] = rs[-1]["speedup"]
@@ -520,6 +551,12 @@ def markdown(res):
         L += [f"| {r['B']} | {r['prompt']} | {r['Tc']} | {r['recurrent_ms']:.1f} | {r['parallel_ms']:.2f} | "
               f"{r['speedup']:.0f}x |" for r in res["prefill"]]
         L.append("")
+    if res.get("prefixes"):
+        L += ["## Causal-context teacher: supervised transitions per second (joint SMT step)", "",
+              "| T | B | path | ms/step | transitions/step | transitions/s | saved for bwd |", "|---|---|---|---|---|---|---|"]
+        L += [f"| {r['T']} | {r['B']} | {r['path']} | {r['ms']:.1f} | {r['transitions_per_step']} | "
+              f"{r['transitions_per_s']:.0f} | {fmt_bytes(r['saved_bytes'])} |" for r in res["prefixes"]]
+        L.append("")
     L += ["## Summary (ratios measured in this run)", "", "| quantity | value |", "|---|---|"]
     L += [f"| {k} | {v:.3g} |" for k, v in res["summary"].items() if v is not None]
     if res.get("targets"):
@@ -549,7 +586,7 @@ def main(argv=None):
     ap.add_argument("--dry-run", action="store_true", help="shrink every size (checks the code path, e.g. GPU preset on CPU)")
     ap.add_argument("--no-compile", action="store_true")
     ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--sections", default="smt_step,train_sweep,dmt,generation,prefill")
+    ap.add_argument("--sections", default="smt_step,train_sweep,dmt,generation,prefill,prefixes")
     ap.add_argument("--no-plot", action="store_true")
     ap.add_argument("--report-only", action="store_true", help="rewrite the .md and plot from an existing --out JSON")
     ap.add_argument("--merge", action="store_true",
@@ -587,7 +624,7 @@ def main(argv=None):
     print(f"bench preset={a.preset} dry_run={a.dry_run} on {name} ({device}), torch {torch.__version__}", flush=True)
     t0 = time.perf_counter()
     sections = dict(smt_step=bench_smt_step, train_sweep=bench_train_sweep, dmt=bench_dmt, generation=bench_generation,
-                    prefill=bench_prefill)
+                    prefill=bench_prefill, prefixes=bench_prefixes)
     for sec in a.sections.split(","):
         print(f"[{sec}]", flush=True)
         ts = time.perf_counter()
@@ -601,7 +638,8 @@ def main(argv=None):
     out = Path(a.out or f"recipes/results/bench_{a.preset}{'_dry' if a.dry_run else ''}.json")
     if a.merge and out.is_file():
         old = json.loads(out.read_text())
-        kept = [k for k in ("smt_step", "train_sweep", "dmt", "generation", "prefill") if k in old and k not in res]
+        kept = [k for k in ("smt_step", "train_sweep", "dmt", "generation", "prefill", "prefixes")
+                if k in old and k not in res]
         for k in kept:
             res[k] = old[k]
             res.setdefault("section_s", {})[k] = old.get("section_s", {}).get(k)
