@@ -44,6 +44,7 @@ transformers.logging.set_verbosity_error()
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results")
 ITEMS = ["synthetic", "joint", "gradients", "dmt", "length", "text", "pixels", "backbones"]
+EXTRA_ITEMS = ["prefixes"]  # not in `run all` (the CPU preset's 45 minutes): `run prefixes`
 TITLES = {
     "synthetic": "1. Synthetic tasks: BPTT vs SMT vs SMT->DMT (paper Fig 3)",
     "joint": "2. Joint vs detached SMT over the decoder horizon Tf (paper Fig 10)",
@@ -53,6 +54,7 @@ TITLES = {
     "text": "6. Byte-level text (paper Fig 6/7, Shakespeare offline instead of TinyStories)",
     "pixels": "7. Pixel sequences: MNIST and sketches (paper Fig 4/5)",
     "backbones": "8. Backbones: Transformer vs GRU updater (paper Fig 3, other RNNs; MLP only in the GPU preset)",
+    "prefixes": "Extra: causal-context teacher, every transition supervised vs one split per sequence (issue 6, stretch 2)",
 }
 
 # ----------------------------------------------------------------------------- presets
@@ -76,6 +78,7 @@ CPU = {
                  sample_len=160),
     "pixels": dict(side=14, Tf=28, bs=32, dmt_bs=16, smt_lr=1e-3, dmt_lr=3e-4, smt_s=45, dmt_s=20, n_train=4500,
                    n_eval=64, n_show=8),
+    "prefixes": dict(_SYN, cases=[["needle", 16], ["needle", 32], ["string_copy", 16]], seeds=[0]),
 }
 # GPU: sized for ~6 min on one H100/H200 with `--jobs 8` (8 processes share the device: these models are
 # launch-bound, not FLOP-bound). Every training phase is capped in seconds (`*_s`), so the run's length is set by
@@ -99,6 +102,7 @@ GPU["dmt"] = dict(_GSYN, task="needle", T=64, smt_s=25, dmt_s=8, variants=["thro
 GPU["length"] = dict(_GSYN, T=64, eval_lengths=[64, 128, 256], smt_s=30, dmt_s=10, eval_positions=64)
 GPU["text"] = dict(Tc=256, Tf=64, bs=64, smt_lr=1e-3, dmt_lr=1e-4, smt_s=90, dmt_s=30, stride=16, n_train=200000,
                    n_eval=128, sample_len=300)
+GPU["prefixes"] = dict(_GSYN, cases=[["needle", 64], ["string_copy", 64]], seeds=[0])
 GPU["pixels"] = dict(side=28, Tf=64, bs=64, dmt_bs=32, smt_lr=1e-3, dmt_lr=1e-4, smt_s=45, dmt_s=15, n_train=20000,
                      n_eval=128, n_show=8)
 PRESETS = {"cpu": CPU, "gpu": GPU}
@@ -348,9 +352,25 @@ def notes_pixels(res):
             "standalone student completion), not the paper's Fig 4/5 quality.")
 
 
+def notes_prefixes(res):
+    parts, wins = [], 0
+    for r in res["runs"]:
+        a, b = r["split"], r["all_prefixes"]
+        sa, sb = a["dmt"]["eval"]["student_acc"], b["dmt"]["eval"]["student_acc"]
+        oa, ob = a["smt"]["eval"]["onestep_acc"], b["smt"]["eval"]["onestep_acc"]
+        wins += sb > sa + 0.02
+        parts.append(f"{r['task']} T={r['T']}: one-step {oa:.2f} -> {ob:.2f}, standalone after DMT {sa:.2f} -> {sb:.2f} "
+                     f"({a['smt']['steps']} vs {b['smt']['steps']} SMT steps)")
+    verdict = (f"the all-prefix path is ahead in {wins} of {len(res['runs'])} cells" if wins else
+               "the all-prefix path is not ahead in any cell")
+    return ("**Findings.** Same teacher architecture (causal-context encoder) and the same SMT wall-clock, split path "
+            "-> all prefixes: " + "; ".join(parts) + f". So {verdict} at this size; it stays an option "
+            "(`smt_all_prefixes=True`), not the default. Its cost per step is measured in `recipes/bench.py` (prefixes).")
+
+
 # ----------------------------------------------------------------------------- run / report
 # Longest units first, so N workers finish together (text/pixel units are the longest, gradients the shortest).
-SCHEDULE = ["text", "pixels", "synthetic", "backbones", "joint", "length", "dmt", "gradients"]
+SCHEDULE = ["text", "pixels", "synthetic", "prefixes", "backbones", "joint", "length", "dmt", "gradients"]
 
 
 def default_jobs(preset: str) -> int:
@@ -437,44 +457,51 @@ def run(items, preset: str, is_quick: bool, out: str, jobs: int = 1) -> dict:
     return summary
 
 
+def _item_section(item: str, out: str, dest: str) -> tuple[str, float]:
+    """One item's markdown (header line, table, plot, findings) from its JSON, and its compute seconds."""
+    path = os.path.join(out, f"repro_{item}.json")
+    head = f"\n### {TITLES[item]}\n"
+    if not os.path.isfile(path):
+        return head + f"\nNot run yet: `python recipes/reproduce.py run {item}`.\n", 0.0
+    res = json.load(open(path))
+    meta = res["meta"]
+    compute_s = meta.get("compute_s", meta.get("wall_clock_s", 0.0))
+    seeds = sorted({s for k, v in res["settings"].items() if isinstance(v, dict) for s in v.get("seeds", [])}) or [0]
+    parts = [head, f"\nCommand: `{meta['command']}` · machine: {machine_str(meta['machine'])} · seeds: {seeds} · "
+                   f"compute: {compute_s / 60:.1f} min of one CPU thread ({meta['finished']})"
+                   + (" · **quick smoke run, not a result**" if meta.get("quick") else "") + "\n\n"]
+    md = getattr(R, f"render_{item}")(res, out)
+    with open(os.path.join(out, f"repro_{item}.md"), "w") as f:  # keep the per-item table in sync
+        f.write(md)
+    parts.append(md)
+    if item != "pixels":  # the pixel grids are linked from its markdown
+        rel = os.path.relpath(os.path.join(out, f"repro_{item}.png"), os.path.dirname(os.path.abspath(dest)))
+        parts.append(f"\n![{item}]({rel})\n")
+    note = globals().get(f"notes_{item}")
+    if note:
+        parts.append("\n" + note(res) + "\n")
+    return "".join(parts), compute_s
+
+
 def report(out: str, dest: str) -> str:
-    parts = [INTRO]
-    total = 0.0
+    parts, total = [INTRO], 0.0
     for item in ITEMS:
-        path = os.path.join(out, f"repro_{item}.json")
-        parts.append(f"\n### {TITLES[item]}\n")
-        if not os.path.isfile(path):
-            parts.append(f"\nNot run yet: `python recipes/reproduce.py run {item}`.\n")
-            continue
-        res = json.load(open(path))
-        meta = res["meta"]
-        compute_s = meta.get("compute_s", meta.get("wall_clock_s", 0.0))
-        total += compute_s
-        seeds = sorted({s for k, v in res["settings"].items() if isinstance(v, dict) for s in v.get("seeds", [])}) or [0]
-        parts.append(f"\nCommand: `{meta['command']}` · machine: {machine_str(meta['machine'])} · seeds: {seeds} · "
-                     f"compute: {compute_s / 60:.1f} min of one CPU thread ({meta['finished']})"
-                     + (" · **quick smoke run, not a result**" if meta.get("quick") else "") + "\n\n")
-        md = getattr(R, f"render_{item}")(res, out)
-        with open(os.path.join(out, f"repro_{item}.md"), "w") as f:  # keep the per-item table in sync
-            f.write(md)
+        md, sec = _item_section(item, out, dest)
         parts.append(md)
-        png = {"pixels": None}.get(item, f"repro_{item}.png")
-        if png:
-            rel = os.path.relpath(os.path.join(out, png), os.path.dirname(os.path.abspath(dest)))
-            parts.append(f"\n![{item}]({rel})\n")
-        note = globals().get(f"notes_{item}")
-        if note:
-            parts.append("\n" + note(res) + "\n")
+        total += sec
     run_path = os.path.join(out, "repro_run.json")
     if os.path.isfile(run_path):
         rs = json.load(open(run_path))
-        parts.append(f"\nThe whole `--preset {rs['preset']}` run: {rs['wall_clock_s'] / 60:.1f} min wall-clock with "
-                     f"{rs['jobs']} worker process(es) on {machine_str(rs['machine'])} ({total / 60:.1f} min of compute in "
-                     f"all; finished {rs['finished']}).\n")
+        parts.append(f"\nThe whole `run all --preset {rs['preset']}` (items 1-8): {rs['wall_clock_s'] / 60:.1f} min "
+                     f"wall-clock with {rs['jobs']} worker process(es) on {machine_str(rs['machine'])} "
+                     f"({total / 60:.1f} min of compute in all; finished {rs['finished']}).\n")
     else:
-        parts.append(f"\nTotal compute for these items: {total / 60:.1f} min of one CPU thread.\n")
+        parts.append(f"\nTotal compute for items 1-8: {total / 60:.1f} min of one CPU thread.\n")
+    for item in EXTRA_ITEMS:
+        if os.path.isfile(os.path.join(out, f"repro_{item}.json")):
+            parts.append(_item_section(item, out, dest)[0])
     text = "".join(parts)
-    if "pixels" in ITEMS and os.path.isfile(os.path.join(out, "repro_pixels.json")):
+    if os.path.isfile(os.path.join(out, "repro_pixels.json")):
         rel = os.path.relpath(out, os.path.dirname(os.path.abspath(dest)))
         text = text.replace("](repro_pixels_", f"]({rel}/repro_pixels_")
     with open(dest, "w") as f:
@@ -486,7 +513,7 @@ def cli(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run", help="train/evaluate items and write their JSON/PNG/markdown")
-    r.add_argument("items", nargs="+", help=f"'all' or some of {ITEMS}")
+    r.add_argument("items", nargs="+", help=f"'all' (= {ITEMS}) or some of {ITEMS + EXTRA_ITEMS}")
     r.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
     r.add_argument("--quick", action="store_true", help="a few steps per item (smoke test); default output outputs/repro_quick")
     r.add_argument("--out", default=None, help="output folder (default recipes/results, or outputs/repro_quick with --quick)")
@@ -499,9 +526,9 @@ def cli(argv=None) -> int:
     a = ap.parse_args(argv)
     if a.cmd == "run":
         items = ITEMS if a.items == ["all"] else a.items
-        bad = [i for i in items if i not in ITEMS]
+        bad = [i for i in items if i not in ITEMS + EXTRA_ITEMS]
         if bad:
-            ap.error(f"unknown item(s) {bad}; choose from {ITEMS}")
+            ap.error(f"unknown item(s) {bad}; choose from {ITEMS + EXTRA_ITEMS}")
         summary = run(items, a.preset, a.quick, a.out or ("outputs/repro_quick" if a.quick else RESULTS),
                       a.jobs or default_jobs(a.preset))
         return 1 if summary["failed"] else 0

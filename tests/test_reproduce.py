@@ -19,13 +19,13 @@ import reproduce_items as R  # noqa: E402
 @pytest.mark.parametrize("preset", sorted(reproduce.PRESETS))
 def test_every_item_plans_picklable_units(preset):
     P = reproduce.PRESETS[preset]
-    for item in reproduce.ITEMS:
+    for item in reproduce.ITEMS + reproduce.EXTRA_ITEMS:
         units, assemble = getattr(R, f"plan_{item}")(P)
         assert units and callable(assemble) and callable(getattr(R, f"render_{item}"))
         for fn, args in units:
             assert fn.__module__ == "reproduce_items"  # workers import it by name
             assert pickle.loads(pickle.dumps((fn, args)))[0] is fn
-    assert sorted(reproduce.SCHEDULE) == sorted(reproduce.ITEMS)
+    assert sorted(reproduce.SCHEDULE) == sorted(reproduce.ITEMS + reproduce.EXTRA_ITEMS)
 
 
 def test_synthetic_plan_covers_the_issue_grid():
