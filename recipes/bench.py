@@ -494,6 +494,12 @@ def fmt_bytes(b):
     return "" if b is None else f"{b / 2**20:.2f} MiB" if b >= 2**20 else f"{b / 2**10:.1f} KiB"
 
 
+def md_section(title, header, rows):
+    """Lines of a '## title' section holding one markdown table."""
+    return ([f"## {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+            + ["| " + " | ".join(str(c) for c in r) + " |" for r in rows] + [""])
+
+
 def markdown(res):
     m = res["machine"]
     L = [f"# SMT benchmark, preset `{res['preset']}`{' (dry run)' if res['dry_run'] else ''}", "",
@@ -546,17 +552,15 @@ def markdown(res):
                      f"{fmt_bytes(r.get('state_bytes'))} | {fmt_bytes(r.get('peak_bytes'))} | {pre} |")
         L.append("")
     if res.get("prefill"):
-        L += ["## Time to first token: recurrent vs parallel prefill", "",
-              "| B | prompt tokens | encoder Tc | recurrent ms | parallel ms | speed-up |", "|---|---|---|---|---|---|"]
-        L += [f"| {r['B']} | {r['prompt']} | {r['Tc']} | {r['recurrent_ms']:.1f} | {r['parallel_ms']:.2f} | "
-              f"{r['speedup']:.0f}x |" for r in res["prefill"]]
-        L.append("")
+        L += md_section("Time to first token: recurrent vs parallel prefill",
+                        ["B", "prompt tokens", "encoder Tc", "recurrent ms", "parallel ms", "speed-up"],
+                        [[r["B"], r["prompt"], r["Tc"], f"{r['recurrent_ms']:.1f}", f"{r['parallel_ms']:.2f}",
+                          f"{r['speedup']:.0f}x"] for r in res["prefill"]])
     if res.get("prefixes"):
-        L += ["## Causal-context teacher: supervised transitions per second (joint SMT step)", "",
-              "| T | B | path | ms/step | transitions/step | transitions/s | saved for bwd |", "|---|---|---|---|---|---|---|"]
-        L += [f"| {r['T']} | {r['B']} | {r['path']} | {r['ms']:.1f} | {r['transitions_per_step']} | "
-              f"{r['transitions_per_s']:.0f} | {fmt_bytes(r['saved_bytes'])} |" for r in res["prefixes"]]
-        L.append("")
+        L += md_section("Causal-context teacher: supervised transitions per second (joint SMT step)",
+                        ["T", "B", "path", "ms/step", "transitions/step", "transitions/s", "saved for bwd"],
+                        [[r["T"], r["B"], r["path"], f"{r['ms']:.1f}", r["transitions_per_step"],
+                          f"{r['transitions_per_s']:.0f}", fmt_bytes(r["saved_bytes"])] for r in res["prefixes"]])
     L += ["## Summary (ratios measured in this run)", "", "| quantity | value |", "|---|---|"]
     L += [f"| {k} | {v:.3g} |" for k, v in res["summary"].items() if v is not None]
     if res.get("targets"):

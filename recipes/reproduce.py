@@ -177,10 +177,12 @@ def machine_str(mc: dict) -> str:
 # ----------------------------------------------------------------------------- findings (text from the JSONs)
 INTRO = """## Results
 
-Small-scale reproductions of the paper's experiments, produced by `recipes/reproduce.py` (CPU preset: tiny models,
-hundreds of optimizer steps, one CPU thread). They test the *direction* of the paper's claims at toy scale, not its
-numbers. Everything below is rendered from `recipes/results/repro_*.json` by `python recipes/reproduce.py report`;
-no seed was dropped. `--preset gpu` runs the same code at larger sizes (not run here: no GPU was available).
+Small-scale reproductions of the paper's experiments, produced by `recipes/reproduce.py` (CPU preset: width-64
+models, hundreds of optimizer steps, run as independent work units in 2 worker processes with one CPU thread each).
+They test the *direction* of the paper's claims at toy scale, not its numbers. Everything below is rendered from
+`recipes/results/repro_*.json` by `python recipes/reproduce.py report`; no seed was dropped. `--preset gpu` runs the
+same code at larger sizes, every phase capped in seconds to fit ~6 minutes on one H100/H200 (not run yet: no
+session has had a GPU).
 """
 
 
@@ -217,20 +219,20 @@ def notes_synthetic(res, what="SMT->DMT"):
              f"({_names(c, behind)}); tied in {len(tied)} ({_names(c, tied)})."]
     if weak_teacher:
         lines.append(f"The teacher itself stayed below 0.9 accuracy in {_names(c, weak_teacher)}: SMT can only give the "
-                     "student what the teacher's memory holds, so in those cells the step budget, not the student, is "
-                     "the limit (the spec's calibration needed ~550 joint-SMT steps for needle at T=32 with width 64; "
-                     "the teacher sits at chance for hundreds of steps before it jumps).")
+                     "student what the teacher's memory holds, so in those cells the teacher's step budget, not the "
+                     "student, is the limit (a teacher that must squeeze several key-value pairs or a whole string into "
+                     f"{res['settings']['model']['K']} memory tokens learns slowly; the needle teacher jumps from chance "
+                     "to 1.0 within a few hundred steps).")
     if drift_gap:
         lines.append(f"One-step accuracy from teacher memories exceeds the SMT student's standalone accuracy by > 0.1 in "
                      f"{_names(c, drift_gap)}: the student is right one step at a time but its own rollout drifts away "
                      "from the teacher's memories (item 4) - the gap DMT is meant to close.")
     if dmt_hurt:
-        lines.append(f"DMT *lowered* the standalone accuracy in {_names(c, dmt_hurt)}. Our DMT learning rate (3e-4, "
-                     "the CPU calibration's) is 10x the reference's 3e-5; item 4 compares both, and item 5 shows a "
-                     "perfect SMT student damaged by the same DMT phase.")
-    lines.append("BPTT was given the same training wall-clock as SMT+DMT (its step count is in the table). The machine "
-                 "was shared (another 1-thread job ran throughout), so wall-clock, and hence BPTT's step count, is noisy "
-                 "from cell to cell.")
+        lines.append(f"DMT *lowered* the standalone accuracy in {_names(c, dmt_hurt)}. Our DMT learning rate "
+                     f"({res['settings']['schedule']['dmt_lr']:g}) is 10x the reference's 3e-5; item 4 compares both.")
+    lines.append("BPTT was given the same training wall-clock as SMT+DMT, measured per cell (its step count is in the "
+                 "table); two cells ran at a time, one per core, so wall-clock, and hence BPTT's step count, varies a "
+                 "little from cell to cell.")
     return "\n\n".join(lines)
 
 
