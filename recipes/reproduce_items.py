@@ -711,7 +711,7 @@ def render_prefixes(res, out):
     ax.set_xticklabels(labels, fontsize=7)
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("standalone acc after SMT->DMT")
-    ax.set_title("Causal-context teacher: split path vs all prefixes (same SMT wall-clock)", fontsize=9)
+    ax.set_title("Causal-context teacher: split path vs all prefixes\n(same SMT wall-clock)", fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(os.path.join(out, "repro_prefixes.png"), dpi=110)
