@@ -25,7 +25,7 @@ from smt_hf.data.collator import SMTDataCollator
 from smt_hf.evaluation import evaluate_smt, summarize
 from smt_hf.trainer import SMTTrainer
 from smt_hf.training_args import SMTTrainingArguments
-from smt_hf.viz import plot_curves, save_pixel_grid
+from smt_hf.viz import plot_bars, plot_curves, save_pixel_grid
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 # Task settings for every item (saved in each JSON). Associative recall with 3 stored pairs (5 queries per
@@ -178,25 +178,10 @@ SYN_HEADER = ["task", "T", "backbone", "seeds", "teacher* acc", "BPTT acc", "SMT
 
 
 def _bar_plot(rows, path, title):
-    import matplotlib
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
     labels = [f"{r[0]}\nT={r[1]}" + (f"\n{r[2]}" if r[2] != "transformer" else "") for r in rows]
     cols = [(4, "teacher*"), (5, "BPTT"), (7, "SMT"), (8, "SMT->DMT")]
-    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(rows)), 3.6))
-    w = 0.2
-    for j, (c, name) in enumerate(cols):
-        ys = [float(str(r[c]).split(" ")[0]) if r[c] != "-" else 0 for r in rows]
-        ax.bar(np.arange(len(rows)) + (j - 1.5) * w, ys, w, label=name)
-    ax.set_xticks(np.arange(len(rows)))
-    ax.set_xticklabels(labels, fontsize=7)
-    ax.set_ylabel("accuracy at target positions")
-    ax.set_ylim(0, 1.05)
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7, ncol=4)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    series = {name: [float(str(r[c]).split(" ")[0]) if r[c] != "-" else 0 for r in rows] for c, name in cols}
+    plot_bars(labels, series, path, title, "accuracy at target positions")
 
 
 def render_synthetic(res, out, stem="repro_synthetic"):
@@ -700,21 +685,8 @@ def render_prefixes(res, out):
                          f"{a['eval']['drift_last']:.2f}", f"{b['eval']['student_acc']:.2f}"])
             vals[path].append(b["eval"]["student_acc"])
         labels.append(f"{r['task']}\nT={r['T']} s{r['seed']}")
-    import matplotlib
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(max(5, 1.3 * len(labels)), 3.4))
-    x = np.arange(len(labels))
-    for j, (path, name) in enumerate((("split", "one split per sequence"), ("all_prefixes", "all prefixes"))):
-        ax.bar(x + (j - 0.5) * 0.35, vals[path], 0.35, label=name)
-    ax.set_xticks(x)
-    ax.set_xticklabels(labels, fontsize=7)
-    ax.set_ylim(0, 1.05)
-    ax.set_ylabel("standalone acc after SMT->DMT")
-    ax.set_title("Causal-context teacher: split path vs all prefixes\n(same SMT wall-clock)", fontsize=9)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(os.path.join(out, "repro_prefixes.png"), dpi=110)
-    plt.close(fig)
+    plot_bars(labels, {"one split per sequence": vals["split"], "all prefixes": vals["all_prefixes"]},
+              os.path.join(out, "repro_prefixes.png"),
+              "Causal-context teacher: split path vs all prefixes\n(same SMT wall-clock)", "standalone acc after SMT->DMT")
     return md_table(["task", "T", "seed", "SMT path", "SMT steps", "SMT seconds", "teacher* acc", "one-step acc",
                      "standalone acc (SMT)", "drift last (SMT)", "standalone acc (SMT->DMT)"], rows)

@@ -269,6 +269,8 @@ class SMTRecurrentForCausalLM(SMTRecurrentPreTrainedModel, GenerationMixin):
         position's logits only, (B, 1, V) (what `generate()` needs); later calls (a cache is given) recur as usual.
         """
         prefill = prefill or self.config.prefill
+        if prefill not in ("recurrent", "parallel"):
+            raise ValueError(f"prefill must be 'recurrent' or 'parallel', got {prefill!r}.")
         starts_fresh = memory is None and (cache is None or not cache.is_initialized)
         if prefill == "parallel" and starts_fresh and input_ids.shape[1] > 0:
             if labels is not None or output_memories:
@@ -280,8 +282,6 @@ class SMTRecurrentForCausalLM(SMTRecurrentPreTrainedModel, GenerationMixin):
                 cache = cache if cache is not None else SMTMemoryCache()
                 cache.update_memory(state, input_ids.shape[1])
             return SMTRecurrentCausalLMOutput(logits=self.readout(state)[:, None], cache=cache if use_cache else None)
-        elif prefill not in ("recurrent", "parallel"):
-            raise ValueError(f"prefill must be 'recurrent' or 'parallel', got {prefill!r}.")
         out = self.model(input_ids, attention_mask=attention_mask, cache=cache, use_cache=use_cache, memory=memory)
         memories = out.memories  # (B, T, K, d)
         kept = memories[:, -logits_to_keep:] if logits_to_keep else memories

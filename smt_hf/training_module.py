@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from . import losses
-from .data.collator import SMTDataCollator, prefix_contexts
+from .data.collator import IGNORE_INDEX, SMTDataCollator, prefix_contexts, right_windows
 
 
 class SMTTrainingModule(nn.Module):
@@ -90,11 +90,9 @@ class SMTTrainingModule(nn.Module):
         mems = self.teacher.encode_prefixes(input_ids)
         # 2. predictive state at one random split per sequence (as the default path): decode x[c : c+Tf]
         c = self.splitter.sample_splits(torch.full((B,), L)).to(input_ids.device)[:, 0]  # (B,)
-        idx = c[:, None] + torch.arange(a.future_length, device=input_ids.device)  # (B, Tf)
-        inside = idx < L
-        idx = idx.clamp(max=L - 1)
-        future_ids = torch.where(inside, input_ids.gather(1, idx), torch.zeros_like(idx))
-        future_labels = torch.where(inside, labels.gather(1, idx), torch.full_like(idx, -100))
+        lengths = torch.full((B,), L, device=input_ids.device)
+        future_ids = right_windows(input_ids, c, a.future_length, self.splitter.pad_token_id, lengths)  # (B, Tf)
+        future_labels = right_windows(labels, c, a.future_length, IGNORE_INDEX, lengths)  # (B, Tf)
         m_c = mems[torch.arange(B, device=input_ids.device), c]  # (B, K, d)
         parts = {
             "decoder": losses.decoder_loss(self.teacher.decode(m_c, future_ids), future_labels, a.gamma),

@@ -7,7 +7,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["save_pixel_grid", "plot_curves"]
+__all__ = ["save_pixel_grid", "plot_curves", "plot_bars"]
 
 
 def _pyplot():
@@ -17,6 +17,17 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def _save(fig, path: str | Path, dpi: int) -> Path:
+    """Write `fig` to `path` (parent folders created) and close it."""
+    plt = _pyplot()
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
 
 
 def save_pixel_grid(
@@ -60,12 +71,7 @@ def save_pixel_grid(
                 ax.set_title(str(titles[i]), fontsize=7)
     if suptitle:
         fig.suptitle(suptitle, fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path, 100)
 
 
 def plot_curves(
@@ -111,9 +117,30 @@ def plot_curves(
         ax.set_title(title)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path, 120)
+
+
+def plot_bars(
+    labels: Sequence[str],
+    series: Mapping[str, Sequence[float]],
+    path: str | Path,
+    title: str = "",
+    ylabel: str = "",
+    ylim: tuple[float, float] | None = (0, 1.05),
+) -> Path:
+    """Grouped bar chart: one group per label, one bar per named series (values aligned with `labels`)."""
+    if not series:
+        raise ValueError("plot_bars: no series given")
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(max(5, 1.1 * len(labels)), 3.6))
+    x, w = np.arange(len(labels)), 0.8 / len(series)
+    for j, (name, ys) in enumerate(series.items()):
+        ax.bar(x + (j - (len(series) - 1) / 2) * w, ys, w, label=name)
+    ax.set_xticks(x)
+    ax.set_xticklabels(labels, fontsize=7)
+    ax.set_ylabel(ylabel)
+    if ylim:
+        ax.set_ylim(*ylim)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, ncol=len(series))
+    return _save(fig, path, 110)
