@@ -50,7 +50,7 @@ PRESETS = {
         smt=dict(B=32, Tc=64, Tf=16, warmup=2, iters=5),
         sweep=dict(B=4, Ts=(128, 512, 2048), Tf=16),
         dmt=[dict(name="cpu", B=8, Td=64, k=8, Tc=64)],
-        gen=dict(contexts=(256, 1024, 4096), batches=(1, 16), new_tokens=32, repeats=3),
+        gen=dict(contexts=(256, 1024, 4096, 16384), batches=(1, 16), new_tokens=32, repeats=3),
         prefill=dict(prompts=(256, 1024, 4096, 8192), batches=(1, 16), repeats=3),
         prefixes=dict(B=32, Ts=(16, 64), Tf=16),
         compile=False, autocast=None, threads=1,
@@ -514,7 +514,7 @@ def markdown(res):
           "state bytes = SMTMemoryCache.nbytes (student) vs the KV-cache tensors (Llama). Student 'fast' = "
           "smt_hf.fast.FastGenerator (fused readout+pick+update; compiled and CUDA-graphed on GPU); 'generate()' = "
           "the plain HF path. Llama = transformers LlamaForCausalLM of the student's width and depth "
-          "(updater + readout layers), eager, DynamicCache.", ""]
+          "(updater + readout layers), SDPA attention, not compiled, DynamicCache; decoded one token per forward call.", ""]
     st = res.get("smt_step")
     if st:
         setting = ", ".join(f"{k} {v}" for k, v in st["setting"].items())
@@ -569,18 +569,44 @@ def markdown(res):
     return "\n".join(L) + "\n"
 
 
-def plot(res, path):
-    from smt_hf.viz import plot_curves
-
-    curves = {}
+def plot_panels_for(res):
+    """The figure's panels from a results dict: decode latency and state size vs context (student vs KV-cache
+    Llama), training step vs T (SMT vs BPTT), time to first token vs prompt (recurrent vs parallel prefill)."""
+    lat, mem, sweep, ttft = {}, {}, {}, {}
     for r in res.get("generation", []):
         if r["model"] != "student generate()" and "ms_per_token" in r:
-            xs, ys = curves.setdefault(f"{r['model']} B{r['B']}", ([], []))
-            xs.append(r["context"])
-            ys.append(r["ms_per_token"])
-    if curves:
-        plot_curves(None, curves, path, title=f"decode latency vs context ({res['machine']['name']})",
-                    xlabel="context tokens", ylabel="ms per token", logx=True, logy=True, markers=True)
+            for d, v in ((lat, r["ms_per_token"]), (mem, r.get("peak_bytes") or r.get("state_bytes"))):
+                if v:
+                    xs, ys = d.setdefault(f"{r['model']} B{r['B']}", ([], []))
+                    xs.append(r["context"])
+                    ys.append(v / 2**20 if d is mem else v)
+    for r in res.get("train_sweep", []):
+        if r.get("ms"):
+            xs, ys = sweep.setdefault(r["mode"].upper(), ([], []))
+            xs.append(r["T"])
+            ys.append(r["ms"])
+    for r in res.get("prefill", []):
+        for kind in ("recurrent", "parallel"):
+            xs, ys = ttft.setdefault(f"{kind} B{r['B']}", ([], []))
+            xs.append(r["prompt"])
+            ys.append(r[f"{kind}_ms"])
+    on_gpu = res["machine"]["device"] == "cuda"
+    panels = [
+        dict(curves=lat, title="decode latency vs context", xlabel="context tokens", ylabel="ms per token"),
+        dict(curves=mem, title=("peak decode memory" if on_gpu else "state size") + " vs context",
+             xlabel="context tokens", ylabel="MiB"),
+        dict(curves=sweep, title="training step vs sequence length", xlabel="T", ylabel="ms per step"),
+        dict(curves=ttft, title="time to first token vs prompt", xlabel="prompt tokens", ylabel="ms"),
+    ]
+    return [dict(p, logx=True, logy=True, markers=True) for p in panels if p["curves"]]
+
+
+def plot(res, path):
+    from smt_hf.viz import plot_panels
+
+    panels = plot_panels_for(res)
+    if panels:
+        return plot_panels(panels, path, suptitle=f"smt-hf bench, preset {res['preset']} on {res['machine']['name']}")
 
 
 def main(argv=None):
@@ -602,7 +628,7 @@ def main(argv=None):
         res = json.loads(out.read_text())
         out.with_suffix(".md").write_text(markdown(res))
         if not a.no_plot:
-            plot(res, out.with_name(out.stem + "_generation.png"))
+            plot(res, out.with_suffix(".png"))
         return res
     P = copy.deepcopy(PRESETS[a.preset])
     if a.dry_run:
@@ -656,7 +682,7 @@ def main(argv=None):
     md = markdown(res)
     out.with_suffix(".md").write_text(md)
     if not a.no_plot:
-        plot(res, out.with_name(out.stem + "_generation.png"))
+        plot(res, out.with_suffix(".png"))
     print(md)
     return res
 

@@ -36,6 +36,7 @@ torch.set_num_threads(1)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import transformers  # noqa: E402
+from tqdm.auto import tqdm  # noqa: E402
 
 import reproduce_items as R  # noqa: E402
 from smt_hf.hardware import machine_info  # noqa: E402
@@ -405,8 +406,8 @@ def _write_item(item, res, out, preset, is_quick, compute_s, jobs, t_start):
     md = getattr(R, f"render_{item}")(res, out)
     with open(os.path.join(out, f"repro_{item}.md"), "w") as f:
         f.write(md)
-    print(md, flush=True)
-    print(f"=== {item}: {compute_s / 60:.1f} min of compute, done at {(time.time() - t_start) / 60:.1f} min ===", flush=True)
+    tqdm.write(md)  # printed above the progress bar, not through it
+    tqdm.write(f"=== {item}: {compute_s / 60:.1f} min of compute, done at {(time.time() - t_start) / 60:.1f} min ===")
 
 
 def run(items, preset: str, is_quick: bool, out: str, jobs: int = 1) -> dict:
@@ -429,10 +430,12 @@ def run(items, preset: str, is_quick: bool, out: str, jobs: int = 1) -> dict:
     t_start = time.time()
     print(f"=== reproduce: {len(items)} item(s), {len(queue)} work units, preset {preset}"
           f"{' (quick)' if is_quick else ''}, {jobs} worker(s) ===", flush=True)
+    # a progress bar on a terminal (disable=None: off when stderr is not a TTY, e.g. a log; then one line per unit)
+    bar = tqdm(total=len(queue), desc="reproduce", unit="unit", disable=None, dynamic_ncols=True)
 
     def done(it, i, res_sec, err=None):
         if err is not None:
-            print(f"!!! {it} unit {i} failed:\n{err}", flush=True)
+            tqdm.write(f"!!! {it} unit {i} failed:\n{err}")
             if it not in failed:
                 failed.append(it)
         else:
@@ -440,7 +443,10 @@ def run(items, preset: str, is_quick: bool, out: str, jobs: int = 1) -> dict:
             compute[it] += sec
         left[it] -= 1
         n_done = sum(len(v) for v in results.values()) - sum(left.values())
-        print(f"[reproduce] {n_done}/{len(queue)} units done, {(time.time() - t_start) / 60:.1f} min", flush=True)
+        bar.update(1)
+        bar.set_postfix_str(f"{it} done" if left[it] == 0 else f"{it} {len(plans[it][0]) - left[it]}/{len(plans[it][0])}")
+        if bar.disable:
+            print(f"[reproduce] {n_done}/{len(queue)} units done, {(time.time() - t_start) / 60:.1f} min", flush=True)
         if left[it] == 0 and it not in failed:
             _write_item(it, plans[it][1](results[it]), out, preset, is_quick, compute[it], jobs, t_start)
 
@@ -461,6 +467,7 @@ def run(items, preset: str, is_quick: bool, out: str, jobs: int = 1) -> dict:
                     done(it, i, f.result())
                 except Exception:
                     done(it, i, None, traceback.format_exc())
+    bar.close()
     summary = {"preset": preset, "quick": is_quick, "jobs": jobs, "items": items, "failed": failed,
                "wall_clock_s": round(time.time() - t_start, 1), "compute_s": {k: round(v, 1) for k, v in compute.items()},
                "machine": machine(), "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}

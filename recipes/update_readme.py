@@ -57,8 +57,8 @@ def bench_section() -> str:
     parts = []
     for path in sorted(glob.glob(os.path.join(RESULTS, "bench_*.md"))):
         parts.append(_demote(open(path).read().strip(), 3))
-    png = sorted(glob.glob(os.path.join(RESULTS, "bench_*generation*.png")))
-    links = "".join(f"\n![generation]({os.path.relpath(p, ROOT)})\n" for p in png)
+    png = sorted(glob.glob(os.path.join(RESULTS, "bench_*.png")))
+    links = "".join(f"\n![bench]({os.path.relpath(p, ROOT)})\n" for p in png)
     if not parts:
         return ""
     extra = ""
@@ -67,6 +67,17 @@ def bench_section() -> str:
         summ = json.load(open(cpu)).get("summary", {})
         pre = sorted((k, v) for k, v in summ.items() if k.startswith("prefill_B1_parallel_speedup_at_"))
         trans = sorted((k, v) for k, v in summ.items() if k.startswith("prefixes_T") and k.endswith("transitions_per_s_ratio"))
+        lat = sorted(((k, v) for k, v in summ.items() if k.endswith("_latency_ratio") and k.startswith(("student_B", "llama_B"))),
+                     key=lambda kv: (not kv[0].startswith("student"), int(kv[0].split("_")[1][1:])))
+        if "bptt_over_smt_at_Tmax" in summ:
+            extra += (f" From the shortest to the longest T, the SMT step grows {summ['smt_time_ratio_Tmax_Tmin']:.1f}x "
+                      f"(its encoder attends over Tc = T) and BPTT's {summ['bptt_time_ratio_Tmax_Tmin']:.1f}x; at the longest "
+                      f"T BPTT is still {summ['bptt_over_smt_at_Tmax']:.1f}x slower per step.")
+        if lat:
+            ctx = lat[0][0].split("_")[2].replace("v", " vs ")  # e.g. "16384 vs 256"
+            extra += (f" Per-token latency at context {ctx}: "
+                      + ", ".join(f"{k.split('_')[0].replace('llama', 'KV-cache Llama')} batch {k.split('_')[1][1:]} "
+                                  f"{v:.2f}x" for k, v in lat) + ".")
         if pre:
             extra += (f" Parallel prefill (the carried teacher encoder over the last Tc tokens) gives the first token "
                       f"{pre[-1][1]:.0f}x sooner than the recurrent prefill at a {pre[-1][0].rsplit('_', 1)[1]}-token prompt "

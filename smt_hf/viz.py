@@ -7,7 +7,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["save_pixel_grid", "plot_curves", "plot_bars"]
+__all__ = ["save_pixel_grid", "plot_curves", "plot_panels", "plot_bars"]
 
 
 def _pyplot():
@@ -74,6 +74,37 @@ def save_pixel_grid(
     return _save(fig, path, 100)
 
 
+def _draw_curves(ax, x, curves, title=None, xlabel="step", ylabel="", logy=False, logx=False, markers=False):
+    """Draw named curves on one matplotlib axis (see `plot_curves` for the arguments)."""
+    if not curves:
+        raise ValueError("plot_curves: no curves given")
+    seen_x = set()
+    for name, ys in curves.items():
+        if isinstance(ys, tuple) and len(ys) == 2:
+            xs, ys = ys
+        else:
+            xs = x if x is not None else np.arange(len(ys))
+        if len(xs) != len(ys):
+            raise ValueError(f"plot_curves: curve {name!r} has {len(ys)} values for {len(xs)} x values")
+        ax.plot(xs, ys, label=name, marker="o" if markers else None, markersize=3)
+        seen_x.update(float(v) for v in xs)
+    if logy:
+        ax.set_yscale("log")
+    if logx:
+        ax.set_xscale("log")
+        if len(seen_x) <= 8:  # label the measured x values themselves (e.g. 256, 1024, 4096), not 10^k
+            from matplotlib.ticker import NullFormatter
+
+            ax.set_xticks(sorted(seen_x), [f"{v:g}" for v in sorted(seen_x)])
+            ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title, fontsize=9)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7)
+
+
 def plot_curves(
     x,
     curves: Mapping[str, Sequence[float]],
@@ -97,27 +128,37 @@ def plot_curves(
     """
     if not curves:
         raise ValueError("plot_curves: no curves given")
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    for name, ys in curves.items():
-        if isinstance(ys, tuple) and len(ys) == 2:
-            xs, ys = ys
-        else:
-            xs = x if x is not None else np.arange(len(ys))
-        if len(xs) != len(ys):
-            raise ValueError(f"plot_curves: curve {name!r} has {len(ys)} values for {len(xs)} x values")
-        ax.plot(xs, ys, label=name, marker="o" if markers else None, markersize=3)
-    if logy:
-        ax.set_yscale("log")
-    if logx:
-        ax.set_xscale("log")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    if title:
-        ax.set_title(title)
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
+    fig, ax = _pyplot().subplots(figsize=(5.5, 3.6))
+    _draw_curves(ax, x, curves, title, xlabel, ylabel, logy, logx, markers)
     return _save(fig, path, 120)
+
+
+def plot_panels(panels: Sequence[Mapping], path: str | Path, suptitle: str | None = None, ncols: int = 2) -> Path:
+    """Several line plots side by side in one PNG.
+
+    Args:
+        panels: one dict per panel with ``plot_curves``'s keyword arguments (``curves`` required; ``x``,
+            ``title``, ``xlabel``, ``ylabel``, ``logx``, ``logy``, ``markers`` optional).
+        path: output PNG path (parent folders are created).
+        suptitle: a title over all panels.
+        ncols: panels per row.
+    Returns:
+        The path written.
+    """
+    if not panels:
+        raise ValueError("plot_panels: no panels given")
+    plt = _pyplot()
+    ncols = max(1, min(ncols, len(panels)))
+    nrows = (len(panels) + ncols - 1) // ncols
+    fig, axes = plt.subplots(nrows, ncols, figsize=(5.0 * ncols, 3.4 * nrows), squeeze=False)
+    for ax, kw in zip(axes.flat, panels):
+        kw = dict(kw)
+        _draw_curves(ax, kw.pop("x", None), kw.pop("curves"), **kw)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=10)
+    return _save(fig, path, 110)
 
 
 def plot_bars(

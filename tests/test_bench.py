@@ -30,3 +30,19 @@ def test_prefill_section_and_merge(tmp_path):
     md = out.with_suffix(".md").read_text()
     assert "Time to first token" in md and "transitions per second" in md and "come from an earlier run" in md and "## DMT training step" in md
     assert json.loads(out.read_text())["merged"]["sections"] == ["dmt"]
+
+
+def test_figure_panels_follow_the_results(tmp_path):
+    """Each panel plots what its section measured: one curve per (model, batch) with one point per context."""
+    out = tmp_path / "bench.json"
+    res = bench.main(["--preset", "cpu", "--dry-run", "--sections", "train_sweep,generation", "--out", str(out)])
+    panels = {p["title"]: p["curves"] for p in bench.plot_panels_for(res)}
+    assert set(panels) == {"decode latency vs context", "state size vs context", "training step vs sequence length"}
+    g = bench.DRY["gen"]
+    for title in ("decode latency vs context", "state size vs context"):
+        assert set(panels[title]) == {f"{m} B{B}" for m in ("student fast", "llama kv-cache") for B in g["batches"]}
+        assert all(list(xs) == list(g["contexts"]) for xs, _ in panels[title].values())
+    state = panels["state size vs context"]  # the student's state is flat in context, the KV cache grows
+    assert len(set(state["student fast B1"][1])) == 1 and state["llama kv-cache B1"][1][-1] > state["llama kv-cache B1"][1][0]
+    assert set(panels["training step vs sequence length"]) == {"SMT", "BPTT"}
+    assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"

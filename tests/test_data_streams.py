@@ -197,12 +197,19 @@ def test_pixels_to_image_round_trip():
 
 
 def test_viz_writes_pngs(tmp_path):
-    from smt_hf.viz import plot_curves, save_pixel_grid
+    from smt_hf.viz import plot_curves, plot_panels, save_pixel_grid
 
     seqs = [np.full(16, 255 * (i % 2)) for i in range(5)]
     p = save_pixel_grid(seqs, tmp_path / "a" / "grid.png", height=4, width=4, ncols=3, titles=list("abcde"))
     assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     q = plot_curves([1, 2, 3], {"smt": [3.0, 2.0, 1.0], "bptt": ([1, 3], [3.0, 2.5])}, tmp_path / "c.png", logy=True)
     assert q.stat().st_size > 1000
+    panels = [dict(curves={"a": ([256, 1024], [1.0, 2.0])}, logx=True, title="one"), dict(curves={"b": [1.0, 0.5]})]
+    r = plot_panels(panels, tmp_path / "p.png", suptitle="two panels", ncols=2)
+    assert r.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and r.stat().st_size > 1000
+    with pytest.raises(ValueError, match="no curves"):
+        plot_panels([dict(curves={})], tmp_path / "e.png")
+    with pytest.raises(ValueError, match="2 values for 3 x values"):
+        plot_curves([1, 2, 3], {"bad": [1.0, 2.0]}, tmp_path / "bad.png")
     with pytest.raises(ValueError, match="height\\*width = 16"):
         save_pixel_grid([[0] * 15], tmp_path / "x.png", height=4, width=4)
