@@ -11,6 +11,8 @@ text (Fig 6/7, bytes), pixels (Fig 4/5), backbones (Fig 3 with GRU/MLP updaters)
 Every run is single-threaded on CPU (`torch.set_num_threads(1)`; tiny models on a shared machine run far faster
 that way). Budgets are in optimizer steps, except where a row says "same wall-clock": there BPTT trains until its
 training time equals SMT+DMT's.
+On a terminal a progress bar counts the work units and each unit's training log goes to
+outputs/reproduce_logs/<time>/<item>_<unit>.log; piped into a file, the logs are printed inline instead.
 """
 
 from __future__ import annotations
@@ -70,7 +72,7 @@ CPU = {
     "model_pixels": dict(d=32, K=4, enc=2, dec=1, heads=4, upd=2),
     "synthetic": dict(_SYN, tasks=_TASKS, lengths={t: [16, 32] for t in _TASKS}, seeds=[0, 1]),
     "backbones": dict(_SYN, backbones=["gru"], cases=[["needle", 16], ["parity", 16]], seeds=[0]),
-    "joint": dict(task="needle", T=16, horizons=[1, 4, 16], seeds=[0], steps=600, bs=64, lr=2e-3, n_train=20000,
+    "joint": dict(task="needle", T=16, horizons=[1, 4, 16], seeds=[0, 1, 2], steps=600, bs=64, lr=2e-3, n_train=20000,
                   n_eval=256),
     "gradients": dict(T=64, batch=32, seeds=[0, 1, 2], init_ranges=[0.02, 0.2], backbones=["transformer", "gru"]),
     "dmt": dict(_SYN, task="needle", T=16, stride=2, variants=["through", "detach", ["through", 3e-5]]),
@@ -410,7 +412,7 @@ def _write_item(item, res, out, preset, is_quick, compute_s, jobs, t_start):
     tqdm.write(f"=== {item}: {compute_s / 60:.1f} min of compute, done at {(time.time() - t_start) / 60:.1f} min ===")
 
 
-def run(items, preset: str, is_quick: bool, out: str, jobs: int = 1) -> dict:
+def run(items, preset: str, is_quick: bool, out: str, jobs: int = 1, log_dir: str = "outputs/reproduce_logs") -> dict:
     """Plan every item's work units, run them (in `jobs` worker processes when jobs > 1, longest items first),
     and write each item's JSON/markdown/PNG as soon as its last unit is done. Returns the run summary, also written
     to `<out>/repro_run.json` (items, jobs, wall-clock) when all items are run."""
@@ -430,8 +432,13 @@ def run(items, preset: str, is_quick: bool, out: str, jobs: int = 1) -> dict:
     t_start = time.time()
     print(f"=== reproduce: {len(items)} item(s), {len(queue)} work units, preset {preset}"
           f"{' (quick)' if is_quick else ''}, {jobs} worker(s) ===", flush=True)
-    # a progress bar on a terminal (disable=None: off when stderr is not a TTY, e.g. a log; then one line per unit)
+    # a progress bar on a terminal (disable=None: off when stderr is not a TTY, e.g. a log; then one line per unit).
+    # Under the bar, each unit's training logs go to a file instead of scrolling the bar away.
     bar = tqdm(total=len(queue), desc="reproduce", unit="unit", disable=None, dynamic_ncols=True)
+    logs = None if bar.disable else os.path.join(log_dir, time.strftime("%Y%m%d-%H%M%S"))
+    log_of = lambda it, i: None if logs is None else os.path.join(logs, f"{it}_{i:03d}.log")  # noqa: E731
+    if logs:
+        tqdm.write(f"training logs of each unit: {logs}/<item>_<unit>.log")
 
     def done(it, i, res_sec, err=None):
         if err is not None:
@@ -454,13 +461,13 @@ def run(items, preset: str, is_quick: bool, out: str, jobs: int = 1) -> dict:
         R.worker_init()
         for it, i, fn, args in queue:
             try:
-                done(it, i, R.timed(fn, args))
+                done(it, i, R.timed(fn, args, log_of(it, i)))
             except Exception:
                 done(it, i, None, traceback.format_exc())
     else:
         ctx = multiprocessing.get_context("spawn")  # CUDA-safe, and no forked torch thread pools
         with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=R.worker_init) as pool:
-            futs = {pool.submit(R.timed, fn, args): (it, i) for it, i, fn, args in queue}
+            futs = {pool.submit(R.timed, fn, args, log_of(it, i)): (it, i) for it, i, fn, args in queue}
             for f in cf.as_completed(futs):
                 it, i = futs[f]
                 try:

@@ -43,10 +43,18 @@ def worker_init() -> None:
     transformers.logging.set_verbosity_error()
 
 
-def timed(fn, args):
-    """Run one work unit; returns (result, seconds). Module-level, so worker processes can unpickle it."""
+def timed(fn, args, log_path: str | None = None):
+    """Run one work unit; returns (result, seconds). Module-level, so worker processes can unpickle it.
+    With `log_path`, the unit's printed output (training logs) goes to that file instead of the terminal."""
     t0 = time.time()
-    res = fn(*args)
+    if log_path is None:
+        res = fn(*args)
+    else:
+        import contextlib
+
+        os.makedirs(os.path.dirname(log_path), exist_ok=True)
+        with open(log_path, "w", buffering=1) as f, contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
+            res = fn(*args)
     return res, time.time() - t0
 
 

@@ -96,3 +96,17 @@ def test_quick_dmt_item_and_report(tmp_path):
     text = reproduce.report(str(tmp_path), str(tmp_path / "RESULTS.md"))
     assert "quick smoke run, not a result" in text and "after joint SMT" in text
     assert text.count("Not run yet") == len(reproduce.ITEMS) - 1
+
+
+def _noisy_unit(x):
+    print(f"training log line {x}")
+    print("a warning", file=sys.stderr)
+    return 2 * x
+
+
+def test_unit_logs_go_to_their_file_under_the_progress_bar(tmp_path, capsys):
+    res, sec = R.timed(_noisy_unit, (21,), str(tmp_path / "logs" / "joint_000.log"))
+    assert res == 42 and sec >= 0
+    assert capsys.readouterr() == ("", "")  # nothing reached the terminal
+    assert (tmp_path / "logs" / "joint_000.log").read_text() == "training log line 21\na warning\n"
+    assert R.timed(_noisy_unit, (1,))[0] == 2 and "training log line 1" in capsys.readouterr().out  # no file: printed
