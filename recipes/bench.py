@@ -618,7 +618,7 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--sections", default="smt_step,train_sweep,dmt,generation,prefill,prefixes")
     ap.add_argument("--no-plot", action="store_true")
-    ap.add_argument("--report-only", action="store_true", help="rewrite the .md and plot from an existing --out JSON")
+    ap.add_argument("--report-only", action="store_true", help="rewrite the .md and plot from an existing --out JSON (also a .partial.json left by a killed run)")
     ap.add_argument("--merge", action="store_true",
                     help="keep the other sections of an existing --out JSON (re-run only --sections); each section's "
                          "ratios are still measured side by side within that section")
@@ -626,6 +626,9 @@ def main(argv=None):
     if a.report_only:
         out = Path(a.out or f"recipes/results/bench_{a.preset}.json")
         res = json.loads(out.read_text())
+        if "summary" not in res:  # a .partial.json left by a killed run
+            res["summary"] = summarize(res)
+            res["targets"] = check_targets(res, res["summary"])
         out.with_suffix(".md").write_text(markdown(res))
         if not a.no_plot:
             plot(res, out.with_suffix(".png"))
@@ -655,6 +658,9 @@ def main(argv=None):
     t0 = time.perf_counter()
     sections = dict(smt_step=bench_smt_step, train_sweep=bench_train_sweep, dmt=bench_dmt, generation=bench_generation,
                     prefill=bench_prefill, prefixes=bench_prefixes)
+    out = Path(a.out or f"recipes/results/bench_{a.preset}{'_dry' if a.dry_run else ''}.json")
+    partial = out.with_suffix(".partial.json")  # each finished section, in case the run is killed (device time limit)
+    partial.parent.mkdir(parents=True, exist_ok=True)
     for sec in a.sections.split(","):
         print(f"[{sec}]", flush=True)
         ts = time.perf_counter()
@@ -664,8 +670,8 @@ def main(argv=None):
             traceback.print_exc()
             res.setdefault("errors", {})[sec] = f"{type(e).__name__}: {e}"
         res.setdefault("section_s", {})[sec] = time.perf_counter() - ts
+        partial.write_text(json.dumps(dict(res, total_s=time.perf_counter() - t0, partial=True), indent=2, default=str))
     res["total_s"] = time.perf_counter() - t0
-    out = Path(a.out or f"recipes/results/bench_{a.preset}{'_dry' if a.dry_run else ''}.json")
     if a.merge and out.is_file():
         old = json.loads(out.read_text())
         kept = [k for k in ("smt_step", "train_sweep", "dmt", "generation", "prefill", "prefixes")
@@ -677,8 +683,8 @@ def main(argv=None):
         res["total_s"] += old.get("total_s") or 0.0
     res["summary"] = summarize(res)
     res["targets"] = check_targets(res, res["summary"])
-    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=2, default=str))
+    partial.unlink(missing_ok=True)
     md = markdown(res)
     out.with_suffix(".md").write_text(md)
     if not a.no_plot:

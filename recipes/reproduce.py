@@ -46,6 +46,7 @@ from smt_hf.hardware import machine_info  # noqa: E402
 transformers.logging.set_verbosity_error()
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results")
+ROOT_DIR = os.path.dirname(HERE)
 ITEMS = ["synthetic", "joint", "gradients", "dmt", "length", "text", "pixels", "backbones"]
 EXTRA_ITEMS = ["prefixes"]  # not in `run all` (the CPU preset's 45 minutes): `run prefixes`
 TITLES = {
@@ -178,15 +179,31 @@ def machine_str(mc: dict) -> str:
 
 
 # ----------------------------------------------------------------------------- findings (text from the JSONs)
-INTRO = """## Results
-
-Small-scale reproductions of the paper's experiments, produced by `recipes/reproduce.py` (CPU preset: width-64
-models, hundreds of optimizer steps, run as independent work units in 2 worker processes with one CPU thread each).
-They test the *direction* of the paper's claims at toy scale, not its numbers. Everything below is rendered from
-`recipes/results/repro_*.json` by `python recipes/reproduce.py report`; no seed was dropped. `--preset gpu` runs the
-same code at larger sizes, every phase capped in seconds to fit ~6 minutes on one H100/H200 (not run yet: no
-session has had a GPU).
-"""
+def intro(out: str) -> str:
+    """The report's opening paragraph, for the preset the JSONs in `out` were run with."""
+    metas = []
+    for item in ITEMS:
+        path = os.path.join(out, f"repro_{item}.json")
+        if os.path.isfile(path):
+            metas.append(json.load(open(path)).get("meta", {}))
+    presets = {m.get("preset") for m in metas} or {"cpu"}
+    rel = os.path.relpath(out, ROOT_DIR)
+    cmd = "python recipes/reproduce.py report" + ("" if os.path.abspath(out) == RESULTS else f" --out {rel}")
+    if presets == {"gpu"}:
+        mc = metas[0].get("machine", {})
+        how = (f"GPU preset: larger models, every phase capped in seconds, {metas[0].get('jobs')} worker processes "
+               f"sharing {mc.get('gpu') or mc.get('cpu')}")
+        gpu_note = "The CPU preset's results are in recipes/RESULTS.md."
+    else:
+        how = ("CPU preset: width-64 models, hundreds of optimizer steps, run as independent work units in 2 worker "
+               "processes with one CPU thread each")
+        gpu_note = ("`--preset gpu` runs the same code at larger sizes, every phase capped in seconds to fit ~6 minutes "
+                    "on one H100/H200 " + ("(results: recipes/RESULTS_GPU.md)." if os.path.isfile(os.path.join(HERE, "RESULTS_GPU.md"))
+                                           else "(not run yet: no session has had a GPU)."))
+    return ("## Results\n\n"
+            f"Small-scale reproductions of the paper's experiments, produced by `recipes/reproduce.py` ({how}). They test "
+            "the *direction* of the paper's claims at toy scale, not its numbers. Everything below is rendered from "
+            f"`{rel}/repro_*.json` by `{cmd}`; no seed was dropped. {gpu_note}\n")
 
 
 def _num(x):
@@ -513,7 +530,7 @@ def _item_section(item: str, out: str, dest: str) -> tuple[str, float]:
 
 
 def report(out: str, dest: str) -> str:
-    parts, total = [INTRO], 0.0
+    parts, total = [intro(out)], 0.0
     for item in ITEMS:
         md, sec = _item_section(item, out, dest)
         parts.append(md)

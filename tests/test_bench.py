@@ -46,3 +46,28 @@ def test_figure_panels_follow_the_results(tmp_path):
     assert len(set(state["student fast B1"][1])) == 1 and state["llama kv-cache B1"][1][-1] > state["llama kv-cache B1"][1][0]
     assert set(panels["training step vs sequence length"]) == {"SMT", "BPTT"}
     assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_killed_run_leaves_finished_sections_that_render(tmp_path, monkeypatch):
+    """Each finished section is saved to <out>.partial.json; a run killed later (device time limit) still leaves
+    those numbers, and --report-only renders them. A run that finishes removes the partial file."""
+    out = tmp_path / "bench.json"
+
+    def killed(P, device, res):
+        raise KeyboardInterrupt  # what the device's timeout does to the run, after the first section
+
+    real = bench.bench_generation
+    monkeypatch.setattr(bench, "bench_generation", killed)
+    try:
+        bench.main(["--preset", "cpu", "--dry-run", "--sections", "dmt,generation", "--out", str(out), "--no-plot"])
+    except KeyboardInterrupt:
+        pass
+    partial = out.with_suffix(".partial.json")
+    assert not out.exists() and partial.exists()
+    saved = json.loads(partial.read_text())
+    assert saved["partial"] and [r["variant"] for r in saved["dmt"]] and "generation" not in saved
+    res = bench.main(["--report-only", "--out", str(partial), "--no-plot"])
+    assert "## DMT training step" in partial.with_suffix(".md").read_text() and "summary" in res
+    monkeypatch.setattr(bench, "bench_generation", real)
+    bench.main(["--preset", "cpu", "--dry-run", "--sections", "dmt", "--out", str(out), "--no-plot"])
+    assert out.exists() and not partial.exists()

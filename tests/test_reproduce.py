@@ -96,6 +96,11 @@ def test_quick_dmt_item_and_report(tmp_path):
     text = reproduce.report(str(tmp_path), str(tmp_path / "RESULTS.md"))
     assert "quick smoke run, not a result" in text and "after joint SMT" in text
     assert text.count("Not run yet") == len(reproduce.ITEMS) - 1
+    assert "(CPU preset:" in text and f"`{os.path.relpath(tmp_path, reproduce.ROOT_DIR)}/repro_*.json`" in text
+    res["meta"]["preset"] = "gpu"  # the same JSON as if run with --preset gpu: the report says so
+    json.dump(res, open(tmp_path / "repro_dmt.json", "w"))
+    text = reproduce.report(str(tmp_path), str(tmp_path / "RESULTS_GPU.md"))
+    assert "(GPU preset:" in text and "CPU preset's results are in recipes/RESULTS.md" in text
 
 
 def _noisy_unit(x):
