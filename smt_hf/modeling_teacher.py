@@ -25,6 +25,8 @@ from .modeling_layers import RMSNorm, TransformerStack, encode_all_prefixes, enc
 def check_token_ids(input_ids: torch.Tensor, vocab_size: int, name: str = "input_ids") -> None:
     """Raise a clear error for ids outside [0, vocab_size) (an embedding lookup would crash or, on GPU,
     assert without saying which input was wrong)."""
+    if input_ids.is_floating_point() or input_ids.is_complex() or input_ids.dtype == torch.bool:
+        raise TypeError(f"`{name}` must hold integer token ids, got dtype {input_ids.dtype}; convert with `.long()`.")
     if input_ids.numel() == 0 or torch.compiler.is_compiling():
         return
     lo, hi = int(input_ids.min()), int(input_ids.max())

@@ -175,6 +175,10 @@ def test_out_of_vocab_ids_raise(student, teacher):
         teacher.encode(torch.tensor([[-1, 2]]))
     with pytest.raises(ValueError, match="vocab_size"):
         student.step(student.initial_memory(1), torch.tensor([99]))
+    with pytest.raises(TypeError, match=r"integer token ids, got dtype torch.float32; convert with `.long\(\)`"):
+        student(torch.rand(1, 4))
+    with pytest.raises(TypeError, match="integer token ids"):
+        teacher.encode(torch.ones(1, 3, dtype=torch.bool))
 
 
 def test_wrong_memory_shape_raises(student, teacher):
