@@ -229,6 +229,7 @@ def make_model_card(
         vocab_size=config.get("vocab_size", "V"),
         memory_tokens=config.get("memory_tokens", "K"),
         hidden_size=config.get("hidden_size", "d"),
+        prefill_context_length=config.get("prefill_context_length") if config.get("prefill_layers") else None,
         config_rows=sorted(config.items()),
         data_text=_data_text(dataset),
         training_text=training_text,

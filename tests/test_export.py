@@ -86,6 +86,10 @@ def remote_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("remote")
     models = {f"student-{b}": _student(b) for b in BACKBONES}
     models["teacher"] = _teacher()
+    models["student-prefill"] = _student("gru")  # carries the teacher's encoder, parallel prefill by default
+    torch.manual_seed(2)
+    models["student-prefill"].add_prefill_encoder(SMTTeacherModel(tiny_teacher_config(vocab_size=256)), context_length=4)
+    models["student-prefill"].config.prefill = "parallel"
     for name, model in models.items():
         export_for_hub(model, root / "exports" / name, tokenizer=None if name == "teacher" else SMTByteTokenizer())
     g = torch.Generator().manual_seed(1)
@@ -123,6 +127,21 @@ def test_remote_code_student_matches_package_exactly(remote_run, backbone):
         expected = model.generate(ids, max_new_tokens=NEW_TOKENS, do_sample=False)
     assert torch.equal(results[name + ".generated"], expected)
     assert info[name + ".text"] == tok.decode(expected[0])
+
+
+def test_remote_code_student_with_prefill_encoder_prefills_in_parallel(remote_run):
+    """The exported code carries modeling_prefill: a remote-code student with a prefill encoder generates exactly
+    what the package does with prefill="parallel" (state = E(last 4 prompt tokens))."""
+    models, inputs, results, info = remote_run
+    model, tok = models["student-prefill"], SMTByteTokenizer()
+    assert info["smt_hf_imported"] == [] and info["student-prefill.module"].endswith(".modeling_recurrent")
+    ids = tok(PROMPT, return_tensors="pt").input_ids
+    with torch.no_grad():
+        assert torch.equal(results["student-prefill.logits"], model(inputs["student_ids"]).logits)
+        parallel = model.generate(ids, max_new_tokens=NEW_TOKENS, do_sample=False)
+        window = model.generate(ids[:, -4:], max_new_tokens=NEW_TOKENS, do_sample=False)
+    assert torch.equal(results["student-prefill.generated"], parallel)
+    assert torch.equal(parallel[:, ids.shape[1]:], window[:, 4:])  # only the last 4 prompt tokens shape the state
 
 
 def test_remote_code_teacher_loads_with_automodel(remote_run):

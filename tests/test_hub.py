@@ -172,6 +172,16 @@ def test_minimal_card_and_fences(tmp_path):
         make_model_card({"plots": [{"path": "https://x.org/a.png"}]}, kind="student")
 
 
+def test_card_documents_the_carried_prefill_encoder():
+    student = _student("gru")
+    assert 'prefill="parallel"' not in make_model_card({}, model=student).text
+    teacher = SMTTeacherModel(tiny_teacher_config(vocab_size=256))
+    student.add_prefill_encoder(teacher, context_length=24)
+    text = make_model_card({}, model=student).text
+    assert 'model.generate(ids, prefill="parallel", ...)' in text and "last\n24 tokens in one parallel pass" in text
+    assert "{{" not in text and "{%" not in text
+
+
 def test_export_copies_plots(tmp_path):
     (tmp_path / "run" / "plots").mkdir(parents=True)
     (tmp_path / "run" / "plots" / "loss.png").write_bytes(b"\x89PNG fake")
