@@ -90,7 +90,7 @@ def bench_section() -> str:
             "SMT's training step is one parallel pass whatever T; BPTT runs T sequential steps. The student's state "
             "and per-token cost stay flat in the context length, while a KV-cache Transformer's grow." + extra +
             " No GPU was available to the sessions so far, so the GPU targets are unmeasured (`--preset gpu` is "
-            "ready).\n\n" + "\n\n".join(parts) + links)
+            "ready).\n" + links + "\n" + "\n\n".join(parts) + "\n")
 
 
 def paper_section() -> str:
