@@ -24,9 +24,17 @@ def decoder_loss(logits: torch.Tensor, labels: torch.Tensor, gamma: float = 1.0)
     return (ce * weights).sum() / weights.sum().clamp_min(1e-8)
 
 
-def dynamics_loss(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """L_dyn: mean squared error between predicted and target memories, mean over batch and all Z entries."""
-    return F.mse_loss(predicted.float(), target.float())
+def dynamics_loss(predicted: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """L_dyn: mean squared error between predicted and target memories, mean over batch and all Z entries.
+
+    predicted, target (..., K, d); mask (...) optional, 1 = a real pair: then the mean is over the masked pairs
+    only (each pair's error averaged over its K*d entries); 0 when no pair is real.
+    """
+    if mask is None:
+        return F.mse_loss(predicted.float(), target.float())
+    err = (predicted.float() - target.float()).pow(2).flatten(mask.dim()).mean(-1)  # (...) per pair
+    m = mask.to(err.dtype)
+    return (err * m).sum() / m.sum().clamp_min(1.0)
 
 
 def uniformity_loss(
@@ -49,9 +57,12 @@ def uniformity_loss(
 
 
 def readout_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy of aligned predictions: logits (..., V) predict labels (...); -100 ignored.
+    """Cross-entropy of aligned predictions: logits (..., V) predict labels (...); -100 ignored; mean over the
+    targets, 0 when there is none (e.g. a DMT window before a task's only target), not NaN.
     (No shift here: callers align logits[t] with the target it predicts.)"""
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1), ignore_index=-100)
+    labels = labels.reshape(-1)
+    ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels, ignore_index=-100, reduction="sum")
+    return ce / (labels != -100).sum().clamp_min(1)
 
 
 def combine(parts: dict[str, torch.Tensor], weights: dict[str, float]) -> torch.Tensor:

@@ -123,8 +123,10 @@ class SMTTrainer(Trainer):
         super().log(logs, start_time)
 
     def _clip_grad_norm(self, model):
-        if not self.args.clip_per_model or self.teacher is None or self.args.mode == "dmt":
+        if (not self.args.clip_per_model or self.teacher is None or self.args.mode == "dmt"
+                or getattr(self, "is_fsdp_enabled", False)):  # FSDP: sharded grads need accelerate's global norm
             return super()._clip_grad_norm(model)
+        self.accelerator.unscale_gradients()  # fp16 AMP: clip the true gradients (no-op otherwise, as in super)
         norms = []
         for sub in (self.student, self.teacher):
             params = [p for p in sub.parameters() if p.grad is not None]

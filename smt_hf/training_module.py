@@ -118,6 +118,8 @@ class SMTTrainingModule(nn.Module):
             )
         # 1. teacher memories at the start and every k steps, one batched encoder call: (B*(n+1), Tc)
         ends = torch.arange(start, start + Td + 1, k, device=input_ids.device)  # (n+1,) = start, start+k, ...
+        # right-padded rows: a matched step whose window runs past the row's end has no target (masked out)
+        valid = None if attention_mask is None else ends[1:].view(1, -1) <= attention_mask.sum(1).view(-1, 1)  # (B, n)
         with torch.no_grad():
             ctx, ctx_mask = prefix_contexts(input_ids, ends, Tc, 0, attention_mask)  # (B, n+1, Tc)
             targets = self.teacher.encode(ctx.flatten(0, 1), ctx_mask.flatten(0, 1))
@@ -137,7 +139,7 @@ class SMTTrainingModule(nn.Module):
         # 3. losses: memory matching at strided steps, readout CE on stop-gradient memories (one batched call)
         logits = self.student.readout(visited.detach())  # (B, Td, V)
         return {
-            "dmt_dynamics": losses.dynamics_loss(matched, targets[:, 1:]),
+            "dmt_dynamics": losses.dynamics_loss(matched, targets[:, 1:], valid),
             "readout": losses.readout_loss(logits, labels[:, start : start + Td]),
         }
 

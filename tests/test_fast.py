@@ -181,6 +181,29 @@ def test_dmt_teacher_memories_batched_equal_per_step_loop(tmp_path, start):
     torch.testing.assert_close(teacher.encode(ids, mask), teacher.encode(x[:, :5]), rtol=1e-5, atol=1e-5)
 
 
+def test_dmt_right_padded_rows_match_only_targets_inside_the_row(tmp_path):
+    """A row shorter than start + Td: matched steps whose teacher window runs past its end are masked out, so
+    the loss does not depend on the pad id and equals the mean over the in-row pairs (a per-step loop)."""
+    module = make_module("dmt", tmp_path).eval()
+    Tc, Td, k = 16, 16, 4
+    g = torch.Generator().manual_seed(3)
+    feats = [{"input_ids": torch.randint(1, 16, (40,), generator=g)}, {"input_ids": torch.randint(1, 16, (22,), generator=g)}]
+    with torch.no_grad():
+        got = {pad: module(**SMTDataCollator(mode="dmt", pad_token_id=pad)(feats)) for pad in (0, 7)}
+        assert got[0]["dmt_dynamics"] == got[7]["dmt_dynamics"] and got[0]["readout"] == got[7]["readout"]
+        errs = []  # reference: each row alone, unpadded, only the ends inside it
+        for f in feats:
+            x = f["input_ids"][None]
+            m = module.teacher.encode(x[:, :Tc])
+            for j in range(min(Td, x.shape[1] - Tc)):
+                m = module.student.step(m, x[:, Tc + j])
+                end = Tc + j + 1
+                if (j + 1) % k == 0 and end <= x.shape[1]:
+                    errs.append(torch.nn.functional.mse_loss(m, module.teacher.encode(x[:, end - Tc : end])))
+    assert len(errs) == 4 + 1  # row 2 (22 tokens) has one strided target inside it (end 20)
+    torch.testing.assert_close(got[0]["dmt_dynamics"], torch.stack(errs).mean(), rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("gradient", ["detach", "through"])
 def test_dmt_with_sync_free_step_equals_plain(tmp_path, gradient):
     module = make_module("dmt", tmp_path, dmt_gradient=gradient)

@@ -39,6 +39,24 @@ def test_dynamics_zero_when_equal_and_mse_otherwise():
     assert losses.dynamics_loss(m + 0.5, m).item() == pytest.approx(0.25)
 
 
+def test_dynamics_mask_averages_over_real_pairs_only():
+    pred, tgt = torch.zeros(2, 3, 2, 4), torch.zeros(2, 3, 2, 4)
+    pred[0, 0] += 1.0  # pair (0, 0): error 1
+    pred[1, 2] += 3.0  # pair (1, 2): error 9, masked out below
+    mask = torch.tensor([[True, True, False], [True, False, False]])
+    assert losses.dynamics_loss(pred, tgt, mask).item() == pytest.approx(1.0 / 3)  # (1 + 0 + 0) / 3 real pairs
+    torch.testing.assert_close(losses.dynamics_loss(pred, tgt, torch.ones(2, 3)), losses.dynamics_loss(pred, tgt))
+    assert losses.dynamics_loss(pred, tgt, torch.zeros(2, 3)).item() == 0.0  # no real pair: 0, not NaN
+
+
+def test_readout_loss_is_target_mean_and_zero_without_targets():
+    logits, labels = torch.randn(2, 5, 7), torch.randint(0, 7, (2, 5))
+    labels[0, :3] = -100
+    ref = F.cross_entropy(logits.reshape(-1, 7), labels.reshape(-1), ignore_index=-100)
+    torch.testing.assert_close(losses.readout_loss(logits, labels), ref)
+    assert losses.readout_loss(logits, torch.full((2, 5), -100)).item() == 0.0  # not NaN
+
+
 def test_decoder_loss_ignores_minus_100_and_discounts():
     torch.manual_seed(0)
     logits = torch.randn(2, 3, 5)

@@ -221,3 +221,31 @@ def test_sync_free_recurrent_step_gives_identical_dmt_training(tmp_path):
         SMTTrainer(model=student, teacher=teacher, args=args, train_dataset=data()).train()
         weights.append({k: v.clone() for k, v in student.state_dict().items()})
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+def _one_sgd_step(tmp_path, fp16_scaler):
+    student, teacher = models()
+    args = targs(tmp_path, mode="joint", max_steps=1, optim="sgd", learning_rate=1.0, lr_scheduler_type="constant",
+                 weight_decay=0.0, max_grad_norm=1.0, clip_per_model=True)
+    trainer = SMTTrainer(model=student, teacher=teacher, args=args, train_dataset=data(16))
+    if fp16_scaler:  # what accelerate sets up for fp16=True on CUDA: native AMP with a GradScaler (loss x 2^16)
+        acc = trainer.accelerator
+        acc.native_amp, acc.state._mixed_precision = True, "fp16"
+        acc.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16)
+    before = {n: p.detach().clone() for n, p in student.named_parameters()}
+    norms = []
+    clip = trainer._clip_grad_norm
+    trainer._clip_grad_norm = lambda m: norms.append(clip(m)) or norms[-1]
+    trainer.train()
+    return float(norms[0]), {n: p.detach() - before[n] for n, p in student.named_parameters()}
+
+
+def test_per_model_clipping_sees_unscaled_fp16_gradients(tmp_path):
+    """Per-model clipping unscales the fp16 GradScaler's gradients first: the same norm and the same update as
+    without loss scaling (it used to clip scale * g, i.e. every step shrank to max_grad_norm / 2^16)."""
+    ref_norm, ref_step = _one_sgd_step(tmp_path / "fp32", fp16_scaler=False)
+    norm, step = _one_sgd_step(tmp_path / "fp16", fp16_scaler=True)
+    assert norm == pytest.approx(ref_norm, rel=1e-2) and ref_norm > 1.0  # the clip is active
+    flat = lambda d: torch.cat([v.flatten() for v in d.values()])  # noqa: E731
+    a, b = flat(step), flat(ref_step)  # fp16 autocast changes the forward slightly, not the update's size
+    assert (a - b).norm() / b.norm() < 0.05 and b.norm() > 0.1
