@@ -242,6 +242,16 @@ class SMTRecurrentForCausalLM(SMTRecurrentPreTrainedModel, GenerationMixin):
         check_token_ids(input_ids, self.config.vocab_size)
         return self.prefill_encoder(input_ids, attention_mask)
 
+    def prepare_inputs_for_generation(self, input_ids, next_sequence_length=None, **kwargs):
+        """As GenerationMixin's, except when `generate()` is handed a cache that has already read >= the tokens
+        given: HF slices `input_ids[:, -0:]` (the whole prompt, read twice) or with a negative length. Here 0 new
+        tokens means none (the next logits come from the cached state), and a cache that has read more than
+        `input_ids` holds means `input_ids` are the new tokens."""
+        if next_sequence_length is not None and next_sequence_length <= 0:
+            input_ids = input_ids[:, :0] if next_sequence_length == 0 else input_ids
+            next_sequence_length = None
+        return super().prepare_inputs_for_generation(input_ids, next_sequence_length=next_sequence_length, **kwargs)
+
     @torch.no_grad()
     def set_initial_memory(self, memory: torch.Tensor) -> None:
         """Store m_0 (K, d) or (1, K, d), e.g. the teacher's empty-context memory."""
@@ -285,7 +295,14 @@ class SMTRecurrentForCausalLM(SMTRecurrentPreTrainedModel, GenerationMixin):
         out = self.model(input_ids, attention_mask=attention_mask, cache=cache, use_cache=use_cache, memory=memory)
         memories = out.memories  # (B, T, K, d)
         kept = memories[:, -logits_to_keep:] if logits_to_keep else memories
-        logits = self.readout(kept) if kept.shape[1] > 0 else kept.new_zeros(kept.shape[0], 0, self.config.vocab_size)
+        if kept.shape[1] > 0:
+            logits = self.readout(kept)
+        elif logits_to_keep and (memory is not None or (cache is not None and cache.is_initialized)):
+            # no new token and the last prediction asked for: the one from the current state (generate() after a
+            # cache that has read the whole prompt)
+            logits = self.readout(memory if memory is not None else cache.memory)[:, None]  # (B, 1, V)
+        else:
+            logits = kept.new_zeros(kept.shape[0], 0, self.config.vocab_size)
         loss = None
         if labels is not None:
             loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)

@@ -156,6 +156,22 @@ def test_continue_from_returned_cache(student):
     assert torch.equal(cont, full_recompute_greedy(student, prompt, 12))
 
 
+def test_generate_from_a_cache_that_read_the_whole_prompt(student):
+    """forward(prompt) then generate(prompt, cache=...): HF computes 0 unseen tokens; the prompt must not be read
+    again (it was, via input_ids[:, -0:]). Passing only new tokens (fewer than the cache has read) continues too."""
+    prompt = torch.randint(0, 16, (2, 6))
+    ref = student.generate(prompt, max_new_tokens=5, do_sample=False)
+    with torch.no_grad():
+        cache = student(prompt).cache
+    got = student.generate(prompt, cache=cache, max_new_tokens=5, do_sample=False)
+    assert torch.equal(got, ref) and cache.seen_tokens == 6 + 4
+    more = torch.randint(0, 16, (2, 3))
+    with torch.no_grad():
+        cache = student(prompt).cache
+    got = student.generate(more, cache=cache, max_new_tokens=4, do_sample=False)  # 3 new tokens, cache read 6
+    assert torch.equal(got[:, 3:], full_recompute_greedy(student, torch.cat([prompt, more], 1), 4)[:, 9:])
+
+
 @pytest.mark.parametrize("backbone", BACKBONES)
 def test_cache_size_is_constant(backbone):
     torch.manual_seed(0)
