@@ -1,8 +1,9 @@
 """The student's constant-size state as a `transformers` Cache.
 
 The whole state of a sequence is its memory (K, d). `generate()` hands this object back to `forward` at
-every step (under the 5.24+ argument name `cache`), reorders it for beam search and expands it for
-`num_return_sequences`. Its size never depends on the number of tokens read.
+every step (under the 5.24+ argument name `cache`) and reorders it for beam search. A cache passed *into*
+`generate()` must hold one row per row it will run: with `num_beams` or `num_return_sequences` n > 1, call
+`cache.batch_repeat_interleave(n)` first. Its size never depends on the number of tokens read.
 """
 
 from __future__ import annotations

@@ -121,6 +121,22 @@ def compile_module(module: nn.Module, mode: str | None = None, dynamic: bool = F
 
 
 # ----------------------------------------------------------------------------- token choice
+def _generation_setting(gen, name: str, value):
+    """An explicit value, else the model's generation config, else transformers' default (temperature 1.0,
+    top_k 50): what `model.generate(do_sample=True)` uses."""
+    if value is not None:
+        return value
+    value = getattr(gen, name, None)
+    if value is not None:
+        return value
+    try:
+        from transformers import GenerationConfig
+
+        return GenerationConfig._get_default_generation_params()[name]
+    except (AttributeError, KeyError):  # older transformers: its documented defaults
+        return {"temperature": 1.0, "top_k": 50}[name]
+
+
 def _filter_logits(logits: torch.Tensor, temperature: float, top_k: int | None) -> torch.Tensor:
     """HF order: temperature, then top-k (-inf below the k-th largest). logits (B, V) float32."""
     if temperature != 1.0:
@@ -135,9 +151,11 @@ def _filter_logits(logits: torch.Tensor, temperature: float, top_k: int | None) 
 def _make_core(model: nn.Module, do_sample: bool, temperature: float, top_k: int | None):
     """The fused static-shaped functions of one decode step and one prefill step.
 
-    decode(memory (B, K, d), noise (B, V) or None) -> (next memory (B, K, d), token (B,))
+    decode(memory (B, K, d), noise (B, V) or None, done (B,) bool or None, pad (,) or None)
+        -> (next memory (B, K, d), token (B,))
         logits = g(m); token = argmax (greedy) | multinomial (noise None) | argmax(p / noise) (noise ~ Exp(1),
-        the exponential race: same distribution as multinomial, but graph/compile-safe); m' = f(m, token).
+        the exponential race: same distribution as multinomial, but graph/compile-safe); rows already `done`
+        (met eos) take the `pad` token, as in HF generate; m' = f(m, token).
     prefill(memory (B, K, d), ids (B,), keep (B,) bool) -> memory (B, K, d): one masked update.
     """
     base = _base(model)
@@ -145,7 +163,8 @@ def _make_core(model: nn.Module, do_sample: bool, temperature: float, top_k: int
     step = _eager_step(core)
     embed, head = core.embed_tokens, base.readout_head
 
-    def decode(memory: torch.Tensor, noise: torch.Tensor | None = None):
+    def decode(memory: torch.Tensor, noise: torch.Tensor | None = None, done: torch.Tensor | None = None,
+               pad: torch.Tensor | None = None):
         logits = head(memory).float()  # (B, V)
         if do_sample:
             probs = F.softmax(_filter_logits(logits, temperature, top_k), dim=-1)  # (B, V)
@@ -155,6 +174,8 @@ def _make_core(model: nn.Module, do_sample: bool, temperature: float, top_k: int
                 tok = (probs / noise).argmax(-1)  # (B,)
         else:
             tok = logits.argmax(-1)  # (B,)
+        if done is not None:
+            tok = torch.where(done, pad, tok)  # finished rows read the pad token they emit
         return step(memory, embed(tok)).to(memory.dtype), tok
 
     def prefill(memory: torch.Tensor, ids: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
@@ -190,7 +211,9 @@ class FastGenerator:
 
     Args:
         model: the student (or a PEFT-wrapped student); put it in eval mode.
-        do_sample, temperature, top_k: as `model.generate` (temperature then top-k, HF order).
+        do_sample, temperature, top_k: as `model.generate` (temperature then top-k, HF order); None takes the
+            model's generation config, else transformers' defaults (temperature 1.0, top_k 50), as `generate` does.
+            A generation config with top_p < 1 is refused when sampling (not implemented here).
         compile: False, or a `torch.compile` mode ("default", "max-autotune-no-cudagraphs", ...) for the
             fused step functions. "reduce-overhead" is taken as "default" when `cuda_graph` is on (the
             graph here already covers the whole step plus the buffer writes); with `cuda_graph=False` it
@@ -202,6 +225,8 @@ class FastGenerator:
         sampler: "multinomial" or "exponential" (default: multinomial unless compiled or graphed).
         compile_prefill: also compile the prefill step (False: eager prefill step, still graphed on CUDA;
             saves one compilation per batch size when prefill speed does not matter).
+        prefill: "recurrent" | "parallel" (default `config.prefill`, as `model.generate`): "parallel" builds the
+            state from the prompt's last Tc tokens with the carried prefill encoder in one pass.
 
     `generate(input_ids, max_new_tokens, attention_mask=None)` -> (B, T + N) like `model.generate`.
     Greedy output equals `model.generate(..., do_sample=False)` token for token. Sampling uses
@@ -214,7 +239,7 @@ class FastGenerator:
         self,
         model: nn.Module,
         do_sample: bool = False,
-        temperature: float = 1.0,
+        temperature: float | None = None,
         top_k: int | None = None,
         compile: bool | str = False,
         cuda_graph: bool | None = None,
@@ -223,18 +248,28 @@ class FastGenerator:
         autocast_dtype: torch.dtype | None = None,
         sampler: str | None = None,
         compile_prefill: bool = True,
+        prefill: str | None = None,
     ):
         if sampler not in (None, "multinomial", "exponential"):
             raise ValueError(f"`sampler` must be None, 'multinomial' or 'exponential', got {sampler!r}.")
-        if do_sample and temperature <= 0:
-            raise ValueError(f"`temperature` must be > 0 when sampling, got {temperature}.")
         self.model = model
         self.base = _base(model)
         self.config = self.base.config
+        gen = getattr(self.base, "generation_config", None)
+        # sampling settings as model.generate resolves them: argument, else generation config, else HF's defaults
+        temperature, top_k = _generation_setting(gen, "temperature", temperature), _generation_setting(gen, "top_k", top_k)
+        if do_sample and temperature <= 0:
+            raise ValueError(f"`temperature` must be > 0 when sampling, got {temperature}.")
+        top_p = getattr(gen, "top_p", None)
+        if do_sample and top_p is not None and top_p < 1.0:
+            raise ValueError(f"The generation config sets top_p={top_p}, which FastGenerator does not implement; use "
+                             "`model.generate`, or set `model.generation_config.top_p = 1.0`.")
         self.do_sample, self.temperature, self.top_k = do_sample, float(temperature), top_k
+        self.prefill_mode = prefill or self.config.prefill
+        if self.prefill_mode not in ("recurrent", "parallel"):
+            raise ValueError(f"prefill must be 'recurrent' or 'parallel', got {self.prefill_mode!r}.")
         self.device = next(self.base.parameters()).device
         self.cuda_graph = (self.device.type == "cuda") if cuda_graph is None else bool(cuda_graph and self.device.type == "cuda")
-        gen = getattr(self.base, "generation_config", None)
         eos = eos_token_id if eos_token_id is not None else getattr(gen, "eos_token_id", None)
         self.eos = None if eos is None else torch.as_tensor(eos, device=self.device).view(-1)  # (E,)
         pad = pad_token_id if pad_token_id is not None else getattr(gen, "pad_token_id", None)
@@ -277,6 +312,11 @@ class FastGenerator:
             raise ValueError(f"`input_ids` must be (batch, length), got shape {tuple(input_ids.shape)}.")
         check_token_ids(input_ids, self.config.vocab_size)  # once, before the loop
         B, T = input_ids.shape
+        if self.prefill_mode == "parallel" and memory is None and T > 0:  # the carried encoder, one pass
+            with self._autocast():
+                m = self.base.prefill_memory(input_ids.to(self.device),
+                                             None if attention_mask is None else attention_mask.to(self.device))
+            return m.to(self.base.model.initial_state.dtype).contiguous()
         core = recurrent_core(self.model)
         m = core.initial_memory(B) if memory is None else memory
         m = m.detach().to(self.device).clone().contiguous()  # (B, K, d) state buffer
@@ -321,12 +361,16 @@ class FastGenerator:
         noise = None
         if self._use_noise():
             noise = torch.empty(b["m"].shape[0], self.config.vocab_size, device=self.device).exponential_()  # (B, V)
-        with self._autocast():
-            new_m, tok = self._decode_fn(b["m"], noise)
-        if self.eos is not None:
-            tok = torch.where(b["done"], torch.full_like(tok, self.pad), tok)
+        if self.eos is None:
+            with self._autocast():
+                new_m, tok = self._decode_fn(b["m"], noise)
+        else:
+            all_before = b["done"].all()  # every row had finished before this step: the output is already cut
+            with self._autocast():
+                new_m, tok = self._decode_fn(b["m"], noise, b["done"], b["pad"])
             b["done"].logical_or_(torch.isin(tok, self.eos))
             b["all_done"].index_copy_(0, b["pos"], b["done"].all().view(1))
+            b["m_cut"].copy_(torch.where(all_before, b["m_cut"], new_m))  # the memory after the last kept token
         b["out"].index_copy_(1, b["pos"], tok.view(-1, 1))  # out[:, pos] = tok
         b["m"].copy_(new_m)
         b["pos"].add_(1)
@@ -347,6 +391,8 @@ class FastGenerator:
                 pos=torch.zeros(1, dtype=torch.long, device=self.device),
                 done=torch.zeros(B, dtype=torch.bool, device=self.device),
                 all_done=torch.zeros(N, dtype=torch.bool, device=self.device),
+                m_cut=memory.detach().clone().contiguous(),
+                pad=torch.tensor(0 if self.pad is None else self.pad, dtype=torch.long, device=self.device),
             )
         if N == 0:
             return b["out"], memory
@@ -356,6 +402,7 @@ class FastGenerator:
             b["pos"].zero_()
             b["done"].zero_()
             b["all_done"].zero_()
+            b["m_cut"].copy_(memory)
 
         if self.cuda_graph and graph is None:
             graph = _Graph(lambda: self._decode_body(b), warmup=2, reset=reset)
@@ -371,12 +418,18 @@ class FastGenerator:
             finished = b["all_done"]
             if bool(finished.any()):  # one sync, after the loop
                 out = out[:, : int(finished.to(torch.int8).argmax()) + 1]
-        return out, b["m"].clone()
+        return out, (b["m"] if self.eos is None else b["m_cut"]).clone()
 
     @torch.no_grad()
     def generate(self, input_ids: torch.LongTensor, max_new_tokens: int,
                  attention_mask: torch.Tensor | None = None, return_memory: bool = False):
-        """prompt (B, T) -> sequences (B, T + N) (and the memory after reading them if `return_memory`)."""
+        """prompt (B, T) -> sequences (B, T + N) (and the memory after reading them if `return_memory`).
+        Without `attention_mask`, pad tokens in the prompt are masked when the pad id is not an eos id, as
+        `model.generate` infers it."""
+        if attention_mask is None and self.pad is not None and (self.eos is None or self.pad not in self.eos.tolist()):
+            pads = input_ids.eq(self.pad)
+            if bool(pads.any()):  # one sync, before the loop
+                attention_mask = (~pads).long()
         m = self.prefill(input_ids, attention_mask)
         new, m = self.decode(m, max_new_tokens)
         seq = torch.cat([input_ids.to(self.device), new], dim=1)
@@ -390,7 +443,7 @@ def fast_generate(
     input_ids: torch.LongTensor,
     max_new_tokens: int,
     do_sample: bool = False,
-    temperature: float = 1.0,
+    temperature: float | None = None,
     top_k: int | None = None,
     attention_mask: torch.Tensor | None = None,
     compile: bool | str = False,

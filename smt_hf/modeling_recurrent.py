@@ -123,7 +123,10 @@ class SMTRecurrentModel(SMTRecurrentPreTrainedModel):
         if memory is None and cache is not None and cache.is_initialized:
             memory = cache.memory
             if memory.shape[0] != B:
-                raise ValueError(f"The cache holds {memory.shape[0]} sequences but input_ids has {B} rows.")
+                hint = (f" With num_beams / num_return_sequences n = {B // memory.shape[0]}, call "
+                        f"`cache.batch_repeat_interleave({B // memory.shape[0]})` before generate()."
+                        if B % memory.shape[0] == 0 else "")
+                raise ValueError(f"The cache holds {memory.shape[0]} sequences but input_ids has {B} rows.{hint}")
         if memory is None:
             memory = self.initial_memory(B)
         check_memory(memory, self.config.memory_tokens, self.config.hidden_size)
@@ -228,7 +231,8 @@ class SMTRecurrentForCausalLM(SMTRecurrentPreTrainedModel, GenerationMixin):
         self.config.prefill_causal = bool(tc.encoder_causal)
         encoder = SMTPrefillEncoder(self.config).to(device=teacher.registers.device, dtype=teacher.registers.dtype)
         encoder.load_teacher_encoder(teacher)
-        self.prefill_encoder = encoder.to(self.model.initial_state.device)
+        state = self.model.initial_state  # the encoder computes the student's states: its device and dtype
+        self.prefill_encoder = encoder.to(device=state.device, dtype=state.dtype)
         if use_by_default:
             self.config.prefill = "parallel"
 

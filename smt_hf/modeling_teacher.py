@@ -160,12 +160,13 @@ class SMTTeacherModel(SMTPreTrainedModel):
         """
         check_memory(memory, self.config.memory_tokens, self.config.hidden_size)
         K = self.config.memory_tokens
+        memory = memory.to(self.embed_tokens.weight.dtype)  # e.g. an fp32 memory into a bf16 teacher
         if future_ids is None or future_ids.shape[1] == 0:
             h = self.decoder(memory, causal=True)  # (B, K, d)
             return self.lm_head(h[:, K - 1 : K])  # (B, 1, V)
         check_token_ids(future_ids, self.config.vocab_size, "future_ids")
         Tf = future_ids.shape[1]
-        x = torch.cat([memory.to(self.embed_tokens.weight.dtype), self.embed_tokens(future_ids[:, :-1])], dim=1)
+        x = torch.cat([memory, self.embed_tokens(future_ids[:, :-1])], dim=1)
         h = self.decoder(x, causal=True)  # (B, K+Tf-1, d)
         return self.lm_head(h[:, K - 1 : K - 1 + Tf])  # (B, Tf, V)
 

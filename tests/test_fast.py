@@ -87,6 +87,62 @@ def test_eos_padding_and_early_cut_match_generate():
     ref = model.generate(prompt, max_new_tokens=30, do_sample=False, eos_token_id=eos, pad_token_id=15)
     out = fast_generate(model, prompt, 30, eos_token_id=eos, pad_token_id=15)
     assert torch.equal(out, ref)
+    prompt[1, 1] = 15  # a pad id inside the prompt: generate infers an attention mask (0 there); so must we
+    ref = model.generate(prompt, max_new_tokens=30, do_sample=False, eos_token_id=eos, pad_token_id=15)
+    assert torch.equal(fast_generate(model, prompt, 30, eos_token_id=eos, pad_token_id=15), ref)
+
+
+def test_default_sampling_settings_follow_generate():
+    """No temperature/top_k given: the model's generation config, else transformers' defaults (top_k 50), the
+    same draws as model.generate(do_sample=True) under one seed (with V > 50 the top-k default matters)."""
+    torch.manual_seed(0)
+    model = SMTRecurrentForCausalLM(tiny_student_config("gru", vocab_size=256)).eval()
+    prompt = torch.randint(0, 256, (3, 4))
+    torch.manual_seed(7)
+    ref = model.generate(prompt, max_new_tokens=12, do_sample=True)
+    torch.manual_seed(7)
+    assert torch.equal(fast_generate(model, prompt, 12, do_sample=True), ref)
+    model.generation_config.top_k, model.generation_config.temperature = 3, 0.5
+    torch.manual_seed(7)
+    ref = model.generate(prompt, max_new_tokens=12, do_sample=True)
+    torch.manual_seed(7)
+    assert torch.equal(fast_generate(model, prompt, 12, do_sample=True), ref)
+    model.generation_config.top_p = 0.9
+    with pytest.raises(ValueError, match="top_p=0.9, which FastGenerator does not implement"):
+        FastGenerator(model, do_sample=True)
+
+
+def test_parallel_prefill_mode_equals_generate():
+    """config.prefill='parallel' (or prefill='parallel'): the fast path builds the state with the carried
+    encoder, as model.generate does, token for token (left padding included)."""
+    torch.manual_seed(0)
+    teacher = SMTTeacherModel(tiny_teacher_config())
+    model = SMTRecurrentForCausalLM(tiny_student_config("transformer")).eval()
+    model.add_prefill_encoder(teacher, context_length=8, use_by_default=True)
+    ids = torch.randint(1, 16, (2, 20))
+    mask = torch.ones_like(ids)
+    mask[0, :15] = 0
+    ref = model.generate(ids, attention_mask=mask, max_new_tokens=10, do_sample=False)
+    assert torch.equal(fast_generate(model, ids, 10, attention_mask=mask), ref)
+    with torch.no_grad():
+        torch.testing.assert_close(FastGenerator(model).prefill(ids, mask), model.prefill_memory(ids, mask))
+        recurrent = FastGenerator(model, prefill="recurrent").prefill(ids, mask)
+        torch.testing.assert_close(recurrent, model(ids, attention_mask=mask, prefill="recurrent").cache.memory)
+
+
+def test_returned_memory_matches_the_cut_sequence_with_eos():
+    """With eos, the returned memory is the state after reading exactly the returned tokens (finished rows
+    read pad, as in HF generate), so generation can continue from it."""
+    torch.manual_seed(0)
+    model = SMTRecurrentForCausalLM(tiny_student_config("transformer")).eval()
+    prompt = torch.randint(0, 16, (3, 5))
+    free = model.generate(prompt, max_new_tokens=30, do_sample=False)
+    eos = int(free[0, 5 + 2])
+    gen = FastGenerator(model, eos_token_id=eos, pad_token_id=15)
+    seq, memory = gen.generate(prompt, 30, return_memory=True)
+    assert seq.shape[1] < 5 + 30  # cut once every row met eos
+    with torch.no_grad():
+        torch.testing.assert_close(memory, model(seq).cache.memory, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("backbone", COMPILE_BACKBONES)

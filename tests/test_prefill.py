@@ -2,6 +2,8 @@
 prompt's last Tc tokens, generate() continues from it exactly like a hand-written loop, left padding and
 save/load keep it exact, and misuse raises an error that names the fix."""
 
+import copy
+
 import pytest
 import torch
 from transformers import AutoModelForCausalLM
@@ -104,3 +106,16 @@ def test_parallel_forward_returns_last_position_readout_of_teacher_memory(pair):
     nxt = torch.randint(0, 16, (2, 1))
     assert torch.equal(student(nxt, cache=out.cache).logits[:, 0],
                        student.readout(student.step(teacher.encode(x[:, -TC:]), nxt[:, 0])))
+
+
+def test_prefill_encoder_takes_the_students_dtype(pair):
+    """A bf16 student given an fp32 teacher: the carried encoder is cast to bf16 and parallel prefill runs."""
+    student, teacher = pair
+    student = copy.deepcopy(student).to(torch.bfloat16)
+    student.add_prefill_encoder(teacher, context_length=TC)
+    assert next(student.prefill_encoder.parameters()).dtype == torch.bfloat16
+    x = torch.randint(1, 16, (2, 3 * TC))
+    out = student.generate(x, max_new_tokens=4, do_sample=False, prefill="parallel", pad_token_id=0)
+    assert out.shape == (2, 3 * TC + 4)
+    with torch.no_grad():  # and a bf16 teacher reads an fp32 memory
+        assert copy.deepcopy(teacher).to(torch.bfloat16).readout(torch.randn(2, *student.initial_memory(1).shape[1:])).shape == (2, 16)
