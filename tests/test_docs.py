@@ -23,8 +23,8 @@ def shorten(code):
 def test_readme_examples_run_and_mean_what_they_say(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     blocks = readme_python_blocks()
-    assert len(blocks) >= 3, "README lost its quickstart / recurrent API / parallel prefill examples"
-    quick, api, prefill = blocks[0], blocks[1], blocks[2]
+    assert len(blocks) >= 4, "README lost its quickstart / recurrent API / parallel prefill / fast generation examples"
+    quick, api, prefill, fast = blocks[0], blocks[1], blocks[2], blocks[3]
     assert "max_steps=" in quick and "20_000" in quick, "shorten() no longer matches the quickstart"
 
     ns: dict = {}
@@ -50,3 +50,10 @@ def test_readme_examples_run_and_mean_what_they_say(tmp_path, monkeypatch):
     with torch.no_grad():
         first = student.generate(tail, max_new_tokens=1, prefill="parallel", do_sample=False)[:, -1]
     assert torch.equal(ns["out"][:, 2000], first)
+
+    exec(compile(fast, "README fast generation", "exec"), ns)  # the student now prefills in parallel (above)
+    with torch.no_grad():
+        ref = student.generate(ns["prompt"], max_new_tokens=16, do_sample=False)
+        assert torch.equal(ns["out"], ref) and torch.equal(ns["seq"], ref)
+        state_after = student(ns["seq"][:, -16:], memory=student.prefill_memory(ns["prompt"])).cache.memory
+    torch.testing.assert_close(ns["state"], state_after, rtol=1e-5, atol=1e-6)
