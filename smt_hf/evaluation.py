@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from .data.collator import left_windows, prefix_contexts
-from .metrics import rollout_drift, target_accuracy
+from .metrics import target_accuracy
 
 
 def _target_positions(labels: torch.Tensor, per_row: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -49,7 +49,7 @@ def evaluate_smt(
     B, L = input_ids.shape
     out: dict = {}
     # 1. standalone student, teacher-forced
-    res = student(input_ids, attention_mask=attention_mask, use_cache=False, output_memories=True)
+    res = student(input_ids, attention_mask=attention_mask, use_cache=False, output_memories=True, prefill="recurrent")
     logits, memories = res.logits[:, :-1], res.memories  # (B, L-1, V), (B, L, K, d)
     shifted = labels[:, 1:]
     n_tok = int((shifted != -100).sum())
@@ -72,13 +72,22 @@ def evaluate_smt(
         out["teacher_nll_sum"] = float(F.cross_entropy(t_logits.float(), tgt, reduction="sum"))
         out["teacher_correct"], out["probe_targets"] = target_accuracy(t_logits, tgt)
         out["onestep_correct"], _ = target_accuracy(s_logits, tgt)
-        # 3. rollout drift of the student's own memories against the teacher's
+        # 3. rollout drift of the student's own memories against the teacher's, every `drift_stride` steps; per
+        #    step the sums that 1 - R^2 needs, over the rows that are that long (summed over batches by summarize)
         ends = torch.arange(drift_stride, L + 1, drift_stride, device=input_ids.device)
         if len(ends):
             ctx, ctx_mask = prefix_contexts(input_ids, ends, context_length, 0, attention_mask)  # (B, n, Tc)
             target_mem = teacher.encode(ctx.flatten(0, 1), ctx_mask.flatten(0, 1)).view(B, len(ends), *memories.shape[2:])
-            out["drift_steps"] = ends.tolist()
-            out["drift"] = rollout_drift(memories[:, ends - 1], target_mem).tolist()
+            lengths = attention_mask.sum(1) if attention_mask is not None else torch.full((B,), L, device=input_ids.device)
+            valid = (ends.view(1, -1) <= lengths.view(-1, 1)).float()  # (B, n): row b has read `end` real tokens
+            y, pred = target_mem.float().flatten(2), memories[:, ends - 1].float().flatten(2)  # (B, n, Z)
+            out["drift_stats"] = {
+                int(e): (float(((pred[:, i] - y[:, i]).pow(2).sum(-1) * valid[:, i]).sum()),  # sum ||m_hat - m||^2
+                         (y[:, i] * valid[:, i, None]).sum(0),  # (Z,) sum m
+                         float((y[:, i].pow(2).sum(-1) * valid[:, i]).sum()),  # sum ||m||^2
+                         float(valid[:, i].sum()))  # rows
+                for i, e in enumerate(ends.tolist())
+            }
     student.train(was[0])
     if teacher is not None:
         teacher.train(was[1])
@@ -98,13 +107,26 @@ def summarize(batches: list[dict]) -> dict[str, float]:
         metrics["teacher_loss"] = s("teacher_nll_sum") / s("probe_targets")
         metrics["teacher_acc"] = s("teacher_correct") / s("probe_targets")
         metrics["onestep_acc"] = s("onestep_correct") / s("probe_targets")
-    drifts = [b["drift"] for b in batches if b.get("drift")]
-    if drifts:
-        curve = [sum(c[i] for c in drifts) / len(drifts) for i in range(len(drifts[0]))]
+    # drift: 1 - R^2 per step over the whole eval set (sums merged by step, not an average of batch ratios)
+    stats: dict[int, list] = {}
+    for b in batches:
+        for step, (err, y_sum, yy, n) in b.get("drift_stats", {}).items():
+            acc = stats.setdefault(step, [0.0, torch.zeros_like(y_sum), 0.0, 0.0])
+            acc[0] += err
+            acc[1] = acc[1] + y_sum
+            acc[2] += yy
+            acc[3] += n
+    steps = [t for t in sorted(stats) if stats[t][3] >= 2]  # 1 - R^2 needs the spread of >= 2 sequences
+    if steps:
+        curve = []
+        for t in steps:
+            err, y_sum, yy, n = stats[t]
+            var = yy - float(y_sum.pow(2).sum()) / n  # sum_b ||m_b - mean m||^2
+            curve.append(err / max(var, 1e-12))
         metrics["drift_mean"] = sum(curve) / len(curve)
         metrics["drift_last"] = curve[-1]
         metrics["drift_curve"] = curve
-        metrics["drift_steps"] = batches[0]["drift_steps"]
+        metrics["drift_steps"] = steps
     return metrics
 
 

@@ -144,9 +144,21 @@ class SMTTrainer(Trainer):
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
         """Teacher first-step loss/accuracy, the student's one-step accuracy from teacher memories, the
         standalone student's teacher-forced loss and accuracy, and rollout drift 1-R^2."""
-        dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
+        override = eval_dataset is not None
+        dataset = eval_dataset if override else self.eval_dataset
         if dataset is None:
             raise ValueError("evaluate() needs an eval_dataset.")
+        if isinstance(dataset, dict):  # {name: dataset}: metrics per dataset, prefixed "<prefix>_<name>_" (as HF)
+            metrics = {}
+            for name, ds in dataset.items():
+                metrics.update(self.evaluate(ds if override else name, ignore_keys, f"{metric_key_prefix}_{name}"))
+            return metrics
+        if isinstance(dataset, str):  # HF's training loop names one of the eval_dataset dict's entries
+            dataset = self.eval_dataset[dataset]
+        if self.args.mode in ("smt", "joint") and self.teacher is not None:
+            # mid-training evaluation: the student's readout and m_0 come from the teacher (as after train()); in
+            # these modes neither is trained, so this changes nothing but what is measured
+            make_student_standalone(self.student, self.teacher)
         collate = SMTDataCollator(mode="eval", context_length=self.args.context_length)
         loader = DataLoader(dataset, batch_size=self.args.per_device_eval_batch_size, collate_fn=collate)
         teacher = self.teacher
