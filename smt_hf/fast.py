@@ -265,9 +265,7 @@ class FastGenerator:
             raise ValueError(f"The generation config sets top_p={top_p}, which FastGenerator does not implement; use "
                              "`model.generate`, or set `model.generation_config.top_p = 1.0`.")
         self.do_sample, self.temperature, self.top_k = do_sample, float(temperature), top_k
-        self.prefill_mode = prefill or self.config.prefill
-        if self.prefill_mode not in ("recurrent", "parallel"):
-            raise ValueError(f"prefill must be 'recurrent' or 'parallel', got {self.prefill_mode!r}.")
+        self.prefill_mode = self.base.prefill_mode(prefill)
         self.device = next(self.base.parameters()).device
         self.cuda_graph = (self.device.type == "cuda") if cuda_graph is None else bool(cuda_graph and self.device.type == "cuda")
         eos = eos_token_id if eos_token_id is not None else getattr(gen, "eos_token_id", None)

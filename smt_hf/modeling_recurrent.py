@@ -236,6 +236,13 @@ class SMTRecurrentForCausalLM(SMTRecurrentPreTrainedModel, GenerationMixin):
         if use_by_default:
             self.config.prefill = "parallel"
 
+    def prefill_mode(self, prefill: str | None = None) -> str:
+        """`prefill` ("recurrent" | "parallel"), else `config.prefill`; anything else raises."""
+        prefill = prefill or self.config.prefill
+        if prefill not in ("recurrent", "parallel"):
+            raise ValueError(f"prefill must be 'recurrent' or 'parallel', got {prefill!r}.")
+        return prefill
+
     def prefill_memory(self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """The state after a prompt from the carried encoder, in one pass: (B, T) -> (B, K, d)."""
         if self.prefill_encoder is None:
@@ -282,9 +289,7 @@ class SMTRecurrentForCausalLM(SMTRecurrentPreTrainedModel, GenerationMixin):
         cache and no memory builds the state with the carried teacher encoder in one pass and returns the last
         position's logits only, (B, 1, V) (what `generate()` needs); later calls (a cache is given) recur as usual.
         """
-        prefill = prefill or self.config.prefill
-        if prefill not in ("recurrent", "parallel"):
-            raise ValueError(f"prefill must be 'recurrent' or 'parallel', got {prefill!r}.")
+        prefill = self.prefill_mode(prefill)
         starts_fresh = memory is None and (cache is None or not cache.is_initialized)
         if prefill == "parallel" and starts_fresh and input_ids.shape[1] > 0:
             if labels is not None or output_memories:

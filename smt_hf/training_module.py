@@ -60,21 +60,24 @@ class SMTTrainingModule(nn.Module):
     def smt_parts(
         self, context_ids, context_mask, next_context_ids, next_context_mask, next_token, future_ids, future_labels, **_
     ) -> dict[str, torch.Tensor]:
-        a = self.args
         N = context_ids.shape[0]
         # 1. both memories in one encoder call: (2N, Tc) -> (2N, K, d)
         both = self.teacher.encode(torch.cat([context_ids, next_context_ids]), torch.cat([context_mask, next_context_mask]))
         m_c, m_next = both[:N], both[N:]  # (N, K, d) each
-        # 2. predictive state: decode the future from m_c
-        logits = self.teacher.decode(m_c, future_ids)  # (N, Tf, V)
+        # 2. predictive state from m_c, and 3. one supervised RNN transition m_c -(x_c)-> m_{c+1}
+        return self._smt_loss_parts(m_c, future_ids, future_labels, m_c, next_token, m_next)
+
+    def _smt_loss_parts(self, m_c, future_ids, future_labels, prev, tokens, nxt) -> dict[str, torch.Tensor]:
+        """L_dec (decode the future (N, Tf) from m_c (N, K, d)) and L_unif(m_c); L_dyn over the supervised
+        transitions prev -(tokens)-> nxt, (M, K, d), (M,), (M, K, d): detached in 'smt' mode."""
+        a = self.args
         parts = {
-            "decoder": losses.decoder_loss(logits, future_labels, a.gamma),
+            "decoder": losses.decoder_loss(self.teacher.decode(m_c, future_ids), future_labels, a.gamma),
             "uniformity": losses.uniformity_loss(m_c, a.uniformity_samples),
         }
-        # 3. one supervised RNN transition
         if self.mode == "smt":
-            m_c, m_next = m_c.detach(), m_next.detach()
-        parts["dynamics"] = losses.dynamics_loss(self.student.step(m_c, next_token), m_next)
+            prev, nxt = prev.detach(), nxt.detach()
+        parts["dynamics"] = losses.dynamics_loss(self.student.step(prev, tokens), nxt)
         return parts
 
     def smt_prefix_parts(self, input_ids, labels, attention_mask=None) -> dict[str, torch.Tensor]:
@@ -94,16 +97,9 @@ class SMTTrainingModule(nn.Module):
         future_ids = right_windows(input_ids, c, a.future_length, self.splitter.pad_token_id, lengths)  # (B, Tf)
         future_labels = right_windows(labels, c, a.future_length, IGNORE_INDEX, lengths)  # (B, Tf)
         m_c = mems[torch.arange(B, device=input_ids.device), c]  # (B, K, d)
-        parts = {
-            "decoder": losses.decoder_loss(self.teacher.decode(m_c, future_ids), future_labels, a.gamma),
-            "uniformity": losses.uniformity_loss(m_c, a.uniformity_samples),
-        }
-        # 3. all L supervised RNN transitions m_t -(x_t)-> m_{t+1}
-        prev, nxt = mems[:, :-1].flatten(0, 1), mems[:, 1:].flatten(0, 1)  # (B*L, K, d)
-        if self.mode == "smt":
-            prev, nxt = prev.detach(), nxt.detach()
-        parts["dynamics"] = losses.dynamics_loss(self.student.step(prev, input_ids.flatten()), nxt)
-        return parts
+        # 3. all L supervised RNN transitions m_t -(x_t)-> m_{t+1}: (B*L, K, d)
+        prev, nxt = mems[:, :-1].flatten(0, 1), mems[:, 1:].flatten(0, 1)
+        return self._smt_loss_parts(m_c, future_ids, future_labels, prev, input_ids.flatten(), nxt)
 
     # ------------------------------------------------------------------ DMT
     def dmt_parts(self, input_ids, labels, attention_mask=None, **_) -> dict[str, torch.Tensor]:
