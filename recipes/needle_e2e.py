@@ -80,7 +80,7 @@ def run(seq_len=64, smt_steps=1400, dmt_steps=300, seed=0, out="recipes/results"
     # 2. DMT, gradient through the rollout, rollouts from the initial memory over the whole episode
     args = SMTTrainingArguments(output_dir=f"outputs/needle_e2e/dmt", mode="dmt", max_steps=dmt_steps,
                                 per_device_train_batch_size=32, learning_rate=3e-4, dmt_start="initial",
-                                dmt_gradient="through", **common)
+                                dmt_gradient="full_rollout", **common)
     tr = SMTTrainer(model=student, teacher=teacher, args=args, train_dataset=train, eval_dataset=ev)
     t0 = time.time()
     tr.train()

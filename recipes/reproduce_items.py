@@ -114,7 +114,7 @@ def run_phase(student, teacher, mode: str, train, ev, steps: int, bs: int, lr: f
             "curve": [(h["step"], h["loss"]) for h in logs]}
 
 
-def smt_dmt_bptt(name: str, T: int, seed: int, S: dict, m: dict, backbone="transformer", bptt=True, dmt_modes=("through",)):
+def smt_dmt_bptt(name: str, T: int, seed: int, S: dict, m: dict, backbone="transformer", bptt=True, dmt_modes=("full_rollout",)):
     """Item-1 unit: joint SMT -> DMT on one student, and BPTT on a copy of the same initial student with the same
     training wall-clock as SMT+DMT. Teacher accuracy comes from the SMT phase."""
     kw = TASK_KW.get(name, {})
@@ -130,14 +130,14 @@ def smt_dmt_bptt(name: str, T: int, seed: int, S: dict, m: dict, backbone="trans
                            dmt_stride=S["stride"])  # stride: drift eval
     smt_state = copy.deepcopy(student.state_dict())
     sec = out["smt"]["seconds"]
-    for g in dmt_modes:  # "through" / "detach", or (gradient, learning rate) for a non-default DMT learning rate
+    for g in dmt_modes:  # "full_rollout" / "one_step", or (gradient, learning rate) for a non-default DMT learning rate
         g, lr = (g, S["dmt_lr"]) if isinstance(g, str) else g
         student.load_state_dict(smt_state)
         r = run_phase(student, teacher, "dmt", train, ev, S["dmt_steps"], S["dmt_bs"], lr, seed,
                       budget_s=S.get("dmt_s"), context_length=T, rollout_length=T - T % S["stride"], dmt_stride=S["stride"], dmt_start="initial",
                       dmt_gradient=g)
         out[f"dmt_{g}" if lr == S["dmt_lr"] else f"dmt_{g}_lr{lr:g}"] = r
-    sec += out["dmt_through"]["seconds"] if "dmt_through" in out else 0.0
+    sec += out["dmt_full_rollout"]["seconds"] if "dmt_full_rollout" in out else 0.0
     if bptt:
         out["bptt"] = run_phase(init_student, None, "bptt", train, ev, 100000, S["bs"], S["smt_lr"], seed,
                                 budget_s=sec, context_length=T)
@@ -175,8 +175,8 @@ def _synthetic_rows(runs):
         g = lambda ph, k: [x[ph]["eval"].get(k) for x in rs if ph in x]  # noqa: E731
         rows.append([task, T, bb, len(rs), meanstd(g("smt", "teacher_acc")), meanstd(g("bptt", "student_acc")),
                      meanstd(g("smt", "onestep_acc")), meanstd(g("smt", "student_acc")),
-                     meanstd(g("dmt_through", "student_acc")),
-                     f"{np.mean([x['smt']['steps'] for x in rs]):.0f}+{np.mean([x['dmt_through']['steps'] for x in rs]):.0f}",
+                     meanstd(g("dmt_full_rollout", "student_acc")),
+                     f"{np.mean([x['smt']['steps'] for x in rs]):.0f}+{np.mean([x['dmt_full_rollout']['steps'] for x in rs]):.0f}",
                      f"{np.mean([x['bptt']['steps'] for x in rs]):.0f}" if all('bptt' in x for x in rs) else "-"])
     return rows
 
@@ -200,7 +200,7 @@ def render_synthetic(res, out, stem="repro_synthetic"):
            "on the last target positions of each sequence; student accuracies are over all target positions.\n")
     per = [[r["task"], r["T"], r["seed"]] + [f"{x:.2f}" for x in (
         r["smt"]["eval"]["teacher_acc"], r["bptt"]["eval"]["student_acc"], r["smt"]["eval"]["onestep_acc"],
-        r["smt"]["eval"]["student_acc"], r["dmt_through"]["eval"]["student_acc"])] + [r["bptt"]["steps"]] for r in res["runs"]]
+        r["smt"]["eval"]["student_acc"], r["dmt_full_rollout"]["eval"]["student_acc"])] + [r["bptt"]["steps"]] for r in res["runs"]]
     md += "\n<details><summary>per seed</summary>\n\n" + md_table(
         ["task", "T", "seed", "teacher*", "BPTT", "SMT one-step", "SMT", "SMT->DMT", "BPTT steps"], per) + "\n</details>\n"
     return md
@@ -369,7 +369,7 @@ def render_dmt(res, out):
     r = res["run"]
     curves = {"after SMT": (r["smt"]["eval"]["drift_steps"], r["smt"]["eval"]["drift_curve"])}
     phases = [k for k in r if k.startswith("dmt_")]
-    label = lambda k: "+ DMT, " + ("gradient through rollout" if "through" in k else "per-step detached") + (  # noqa: E731
+    label = lambda k: "+ DMT, " + ("gradient through rollout" if "full_rollout" in k else "per-step detached") + (  # noqa: E731
         f", lr {k.split('_lr')[1]}" if "_lr" in k else f", lr {res['settings']['schedule']['dmt_lr']:g}")
     for k in phases:
         e = r[k]["eval"]
@@ -389,11 +389,11 @@ def render_dmt(res, out):
         runs = json.load(open(syn))["runs"]
         agg = []
         for x in runs:
-            a, b = x["smt"]["eval"], x["dmt_through"]["eval"]
+            a, b = x["smt"]["eval"], x["dmt_full_rollout"]["eval"]
             agg.append([x["task"], x["T"], x["seed"], f"{a['drift_last']:.2f}", f"{b['drift_last']:.2f}",
                         f"{a['student_loss']:.3f}", f"{b['student_loss']:.3f}"])
         d0 = np.mean([x["smt"]["eval"]["drift_last"] for x in runs])
-        d1 = np.mean([x["dmt_through"]["eval"]["drift_last"] for x in runs])
+        d1 = np.mean([x["dmt_full_rollout"]["eval"]["drift_last"] for x in runs])
         md += (f"\nAcross all {len(runs)} item-1 runs (DMT with gradient through the rollout): final-step drift "
                f"{d0:.2f} after SMT -> {d1:.2f} after DMT (mean).\n\n<details><summary>per run</summary>\n\n" +
                md_table(["task", "T", "seed", "drift last (SMT)", "drift last (DMT)", "loss SMT", "loss DMT"], agg) +
@@ -427,7 +427,7 @@ def length_run(S: dict, m: dict) -> dict:
                     budget_s=S.get("smt_s"), future_length=T, lambda_dyn=1.0)
     smt_student = copy.deepcopy(student)  # evaluated too: DMT can also make a good SMT student worse
     dmt = run_phase(student, teacher, "dmt", train, ev, S["dmt_steps"], S["dmt_bs"], S["dmt_lr"], 0, context_length=T,
-                    budget_s=S.get("dmt_s"), rollout_length=T, dmt_stride=S["stride"], dmt_start="initial", dmt_gradient="through")
+                    budget_s=S.get("dmt_s"), rollout_length=T, dmt_stride=S["stride"], dmt_start="initial", dmt_gradient="full_rollout")
     bptt = run_phase(bptt_student, None, "bptt", train, ev, 100000, S["bs"], S["smt_lr"], 0,
                      budget_s=smt["seconds"] + dmt["seconds"], context_length=T)
     rows = []
@@ -489,7 +489,7 @@ def text_run(method: str, S: dict, m: dict) -> dict:
         out["phases"]["smt"] = run_phase(student, teacher, "joint", train, ev, 100000, S["bs"], S["smt_lr"], 0,
                                          budget_s=S["smt_s"], lambda_dyn=1.0, **common)
         out["phases"]["dmt"] = run_phase(student, teacher, "dmt", train, ev, 100000, S["bs"], S["dmt_lr"], 0,
-                                         budget_s=S["dmt_s"], dmt_start="teacher", dmt_gradient="through", **common)
+                                         budget_s=S["dmt_s"], dmt_start="teacher", dmt_gradient="full_rollout", **common)
         # unigram / bigram baselines on the train split, scored on the eval windows (bits per byte)
         toks = np.asarray(tr_text.tokens, dtype=np.int64)
         big = np.ones((256, 256)) * 0.1
@@ -594,7 +594,7 @@ def pixels_run(kind: str, method: str, S: dict, m: dict) -> dict:
                                          budget_s=S["smt_s"], future_length=S["Tf"], lambda_dyn=1.0, **kw)
         out["phases"]["dmt"] = run_phase(student, teacher, "dmt", train, ev, 100000, S["dmt_bs"], S["dmt_lr"], 0,
                                          budget_s=S["dmt_s"], rollout_length=L, dmt_stride=side, dmt_start="initial",
-                                         dmt_gradient="through", **kw)
+                                         dmt_gradient="full_rollout", **kw)
         out["grid"] = {"real": real.cpu().tolist(),
                        "smt_dmt_completion": _complete(student, teacher, real[:, :half], L, 0).tolist(),
                        "smt_dmt_unconditional": _complete(student, None, real[:, :0], L, 1).tolist()}
@@ -672,7 +672,7 @@ def prefixes_run(name: str, T: int, seed: int, S: dict, m: dict) -> dict:
         budget = budget or smt["seconds"]
         dmt = run_phase(student, teacher, "dmt", train, ev, S["dmt_steps"], S["dmt_bs"], S["dmt_lr"], seed,
                         budget_s=S.get("dmt_s"), context_length=T, rollout_length=T - T % S["stride"],
-                        dmt_stride=S["stride"], dmt_start="initial", dmt_gradient="through")
+                        dmt_stride=S["stride"], dmt_start="initial", dmt_gradient="full_rollout")
         out[path] = {"smt": smt, "dmt": dmt}
     return out
 

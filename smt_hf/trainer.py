@@ -190,7 +190,8 @@ class SMTTrainer(Trainer):
             if sub is None:
                 continue
             sd = None
-            if state_dict is not None:
+            if state_dict is not None and not (sub is self.teacher and self.args.mode == "dmt"):
+                # (a frozen DMT teacher is not part of the module's state_dict: it is saved as it is)
                 sd = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
             sub.save_pretrained(os.path.join(output_dir, folder), state_dict=sd)
         if self.processing_class is not None:

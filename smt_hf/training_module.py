@@ -21,27 +21,72 @@ from . import losses
 from .data.collator import IGNORE_INDEX, SMTDataCollator, prefix_contexts, right_windows
 
 
+class ReplayBuffer:
+    """DAgger data aggregation for DMT: a ring buffer of supervised transitions (m_hat, x, m*) visited by earlier
+    rollouts, with m_hat (N, K, d) the student's own memory, x (N,) the token it reads and m* (N, K, d) the
+    teacher memory after it. Kept on the training device, not checkpointed (it refills within a few steps)."""
+
+    def __init__(self, capacity: int):
+        self.capacity, self.size, self.pos = int(capacity), 0, 0
+        self.data: list[torch.Tensor] | None = None
+
+    def __len__(self) -> int:
+        return self.size
+
+    def add(self, prev: torch.Tensor, tokens: torch.Tensor, target: torch.Tensor) -> None:
+        new = [prev.detach(), tokens.detach(), target.detach()]
+        if self.data is None:
+            self.data = [torch.empty((self.capacity, *t.shape[1:]), dtype=t.dtype, device=t.device) for t in new]
+        n = min(new[0].shape[0], self.capacity)
+        idx = (self.pos + torch.arange(n, device=new[0].device)) % self.capacity
+        for buf, t in zip(self.data, new):
+            buf[idx] = t[-n:].to(buf.dtype)
+        self.pos, self.size = (self.pos + n) % self.capacity, min(self.size + n, self.capacity)
+
+    def sample(self, n: int) -> list[torch.Tensor] | None:
+        """n transitions drawn uniformly (with replacement) from the buffer; None while it is empty."""
+        if self.size == 0 or n < 1:
+            return None
+        idx = torch.randint(0, self.size, (n,), device=self.data[0].device)
+        return [buf[idx] for buf in self.data]
+
+
 class SMTTrainingModule(nn.Module):
+    """Student + teacher; `forward(**batch)` returns the loss parts of `args.mode` (see the module docstring).
+
+    In 'dmt' mode the teacher is frozen *without touching the caller's teacher*: it is held outside the module's
+    parameters (so the optimiser, DDP and FSDP never see it), encoded under `torch.no_grad()` in eval mode, and
+    moved with the module by `.to()`. Its `requires_grad` flags and train/eval mode are left as they were, so a
+    later 'joint' phase on the same teacher trains it.
+    """
+
     def __init__(self, student: nn.Module, teacher: nn.Module | None, args):
         super().__init__()
         self.student = student
-        self.teacher = teacher
         self.args = args
         self.mode = args.mode
         if self.mode == "dmt":
-            self.teacher.requires_grad_(False)
+            object.__setattr__(self, "_frozen_teacher", teacher)  # not a submodule: no parameters, no state_dict
+        else:
+            self.teacher = teacher
         if self.mode in ("smt", "joint"):  # builds split-point batches from sequence batches
             self.splitter = SMTDataCollator(mode=self.mode, context_length=args.context_length,
                                             future_length=args.future_length,
                                             splits_per_sequence=args.splits_per_sequence, split=args.split)
+        self.replay: ReplayBuffer | None = ReplayBuffer(args.dmt_buffer_size) if args.dmt_buffer_size else None
         # FSDP auto-wrap reads this
         self._no_split_modules = ["Block", "ResidualMLPBlock"]
 
-    def train(self, mode: bool = True):
-        super().train(mode)
-        if self.mode == "dmt" and self.teacher is not None:
-            self.teacher.eval()  # frozen by construction: no dropout, no grad
-        return self
+    def __getattr__(self, name):
+        if name == "teacher" and "_frozen_teacher" in self.__dict__:
+            return self.__dict__["_frozen_teacher"]
+        return super().__getattr__(name)
+
+    def _apply(self, fn, *args, **kwargs):
+        frozen = self.__dict__.get("_frozen_teacher")
+        if frozen is not None:
+            frozen._apply(fn, *args, **kwargs)
+        return super()._apply(fn, *args, **kwargs)
 
     def forward(self, **batch) -> dict[str, torch.Tensor]:
         if self.mode in ("smt", "joint"):
@@ -77,6 +122,8 @@ class SMTTrainingModule(nn.Module):
         }
         if self.mode == "smt":
             prev, nxt = prev.detach(), nxt.detach()
+        if a.smt_memory_noise > 0:  # DART-style: perturbed input memories, clean targets (teaches f to correct drift)
+            prev = prev + a.smt_memory_noise * torch.randn_like(prev)
         parts["dynamics"] = losses.dynamics_loss(self.student.step(prev, tokens), nxt)
         return parts
 
@@ -103,6 +150,19 @@ class SMTTrainingModule(nn.Module):
 
     # ------------------------------------------------------------------ DMT
     def dmt_parts(self, input_ids, labels, attention_mask=None, **_) -> dict[str, torch.Tensor]:
+        """DAgger Memory Training (paper Sec. DMT; reference `forward_dmt`). Shapes: input_ids/labels (B, L).
+
+        1. teacher memories m*_j at the rollout start and every k steps (one batched no-grad encoder call);
+        2. the student rolls out Td steps on its own memories m_hat;
+        3. losses: `dmt_dynamics` = MSE(f(m_hat_j, x_j), m*_{j+1}) at the matched steps; `readout` = CE of
+           g(sg(m_hat_j)) against labels[start+j]; optional `dmt_teacher` (f on the teacher's own states,
+           k=1) and `dmt_replay` (DAgger aggregation: transitions visited by earlier rollouts).
+
+        `dmt_gradient="one_step"`: the rollout runs without gradient and the matched transitions are re-run
+        in one batched call with gradient, so no gradient crosses more than one step (equal to detaching the
+        memory after every step). `"full_rollout"`: the gradient flows through the whole Td-step rollout
+        (truncated BPTT with dense teacher targets).
+        """
         a = self.args
         B, L = input_ids.shape
         Td, k, Tc = a.rollout_length, a.dmt_stride, a.context_length
@@ -112,32 +172,62 @@ class SMTTrainingModule(nn.Module):
                 f"DMT needs sequences of >= {start + Td} tokens (start {start} + rollout_length {Td}), got {L}; "
                 "lower `rollout_length` or use longer windows."
             )
+        teacher = self.teacher
         # 1. teacher memories at the start and every k steps, one batched encoder call: (B*(n+1), Tc)
         ends = torch.arange(start, start + Td + 1, k, device=input_ids.device)  # (n+1,) = start, start+k, ...
         # right-padded rows: a matched step whose window runs past the row's end has no target (masked out)
-        valid = None if attention_mask is None else ends[1:].view(1, -1) <= attention_mask.sum(1).view(-1, 1)  # (B, n)
+        lengths = torch.full((B,), L, device=input_ids.device) if attention_mask is None else attention_mask.sum(1)
+        valid = ends[1:].view(1, -1) <= lengths.view(-1, 1)  # (B, n)
+        was_training = teacher.training
+        teacher.eval()  # restored below: the caller's teacher keeps its mode
         with torch.no_grad():
             ctx, ctx_mask = prefix_contexts(input_ids, ends, Tc, 0, attention_mask)  # (B, n+1, Tc)
-            targets = self.teacher.encode(ctx.flatten(0, 1), ctx_mask.flatten(0, 1))
+            targets = teacher.encode(ctx.flatten(0, 1), ctx_mask.flatten(0, 1))
             targets = targets.view(B, len(ends), *targets.shape[1:])  # (B, n+1, K, d)
-        # 2. roll the student out on its own memories
+        teacher.train(was_training)
         m = targets[:, 0] if a.dmt_start == "teacher" else self.student.initial_memory(B)
-        visited, matched = [], []
-        for j in range(Td):
-            visited.append(m)  # memory after x[:start+j]; its readout predicts labels[start+j]
-            m = self.student.step(m, input_ids[:, start + j])
-            if (j + 1) % k == 0:
-                matched.append(m)
-            if a.dmt_gradient == "detach":
-                m = m.detach()
-        visited = torch.stack(visited, 1)  # (B, Td, K, d)
-        matched = torch.stack(matched, 1)  # (B, n, K, d)
+        tokens = input_ids[:, start : start + Td]  # (B, Td) the tokens the rollout reads
+        matched_steps = torch.arange(k - 1, Td, k, device=input_ids.device)  # (n,) step j whose output is matched
+        # 2. roll the student out on its own memories
+        if a.dmt_gradient == "full_rollout":
+            visited, matched = [], []
+            for j in range(Td):
+                visited.append(m)  # memory after x[:start+j]; its readout predicts labels[start+j]
+                m = self.student.step(m, tokens[:, j])
+                if (j + 1) % k == 0:
+                    matched.append(m)
+            visited = torch.stack(visited, 1)  # (B, Td, K, d)
+            matched = torch.stack(matched, 1)  # (B, n, K, d)
+        else:  # one_step: the rollout is a forward pass; the matched transitions get gradient in one batch
+            with torch.no_grad():
+                visited = [m]
+                for j in range(Td - 1):
+                    visited.append(self.student.step(visited[-1], tokens[:, j]))
+                visited = torch.stack(visited, 1)  # (B, Td, K, d)
+            # the start memory keeps its own gradient (one step: f(m_0, x_0) -> m*_1 trains a learned m_0)
+            if k == 1:
+                visited = torch.cat([m.unsqueeze(1), visited[:, 1:]], 1)
+            n = len(matched_steps)
+            prev = visited[:, matched_steps].flatten(0, 1)  # (B*n, K, d)
+            matched = self.student.step(prev, tokens[:, matched_steps].flatten()).view(B, n, *prev.shape[1:])
         # 3. losses: memory matching at strided steps, readout CE on stop-gradient memories (one batched call)
         logits = self.student.readout(visited.detach())  # (B, Td, V)
-        return {
+        parts = {
             "dmt_dynamics": losses.dynamics_loss(matched, targets[:, 1:], valid),
             "readout": losses.readout_loss(logits, labels[:, start : start + Td]),
         }
+        if a.dmt_teacher_transitions:  # the expert's own states (k = 1): f(m*_j, x_j) -> m*_{j+1}, time-parallel
+            pred = self.student.step(targets[:, :-1].flatten(0, 1), tokens.flatten()).view_as(targets[:, 1:])
+            parts["dmt_teacher"] = losses.dynamics_loss(pred, targets[:, 1:], valid)
+        if self.replay is not None:  # DAgger aggregation: regress on transitions visited by earlier rollouts
+            prev = visited[:, matched_steps].flatten(0, 1)  # (B*n, K, d), detached
+            keep = valid.flatten()
+            old = self.replay.sample(min(len(self.replay), keep.numel()))
+            if old is not None:
+                pred = self.student.step(old[0], old[1])
+                parts["dmt_replay"] = losses.dynamics_loss(pred, old[2])
+            self.replay.add(prev[keep], tokens[:, matched_steps].flatten()[keep], targets[:, 1:].flatten(0, 1)[keep])
+        return parts
 
     # ------------------------------------------------------------------ BPTT
     def bptt_parts(self, input_ids, labels, attention_mask=None, **_) -> dict[str, torch.Tensor]:
@@ -152,6 +242,8 @@ class SMTTrainingModule(nn.Module):
             "uniformity": a.lambda_unif,
             "dmt_dynamics": a.lambda_dmt_dyn,
             "readout": a.lambda_readout,
+            "dmt_teacher": a.lambda_dmt_dyn,
+            "dmt_replay": a.lambda_dmt_dyn,
             "bptt": 1.0,
         }
 
@@ -160,12 +252,20 @@ class SMTTrainingModule(nn.Module):
 def make_student_standalone(student, teacher) -> None:
     """After SMT: the student's readout := teacher decoder + head (so g(m) == D's first-step prediction) and
     its initial memory := E(empty context), so `student.generate()` runs with no teacher."""
+    tc, sc = teacher.config, student.config
+    # the settings that define the decoder's function (not only its parameter shapes): (teacher, student) names
+    pairs = [("vocab_size", "vocab_size"), ("hidden_size", "hidden_size"), ("memory_tokens", "memory_tokens"),
+             ("num_attention_heads", "num_attention_heads"), ("num_decoder_layers", "readout_layers"),
+             ("intermediate_size", "readout_intermediate_size"), ("rope_theta", "rope_theta"),
+             ("rms_norm_eps", "rms_norm_eps")]
+    bad = [f"{t}={getattr(tc, t)!r} vs {s_}={getattr(sc, s_)!r}" for t, s_ in pairs if getattr(tc, t) != getattr(sc, s_)]
     src, dst = teacher.decoder, student.readout_head.decoder
-    if sum(1 for _ in src.parameters()) != sum(1 for _ in dst.parameters()) or any(
+    if bad or sum(1 for _ in src.parameters()) != sum(1 for _ in dst.parameters()) or any(
         p.shape != q.shape for p, q in zip(src.parameters(), dst.parameters())
     ):
         raise ValueError(
-            "The student readout must match the teacher decoder to be initialised from it: build the student with "
+            "The student readout must compute the same function as the teacher decoder to be initialised from it "
+            f"(teacher vs student: {'; '.join(bad) or 'parameter shapes differ'}): build the student with "
             "`SMTRecurrentConfig.from_teacher(teacher.config, ...)` (readout_layers = num_decoder_layers, same widths)."
         )
     dst.load_state_dict(src.state_dict())

@@ -13,6 +13,8 @@ from smt_hf.data import list_tasks, make_task, task_vocab_size
 SEEDS = range(20)
 N = 4  # examples per seed
 IGN = -100
+FED_BACK = {"needle", "string_copy", "copy", "stack_interleaved", "parity_interleaved", "associative_recall",
+            "icl_modular"}
 
 
 def rows(name, seq_len, **kw):
@@ -21,8 +23,10 @@ def rows(name, seq_len, **kw):
             assert len(r["input_ids"]) == len(r["labels"]) == seq_len
             vocab = task_vocab_size(name, **kw)
             assert all(0 <= t < vocab for t in r["input_ids"]), (name, r["input_ids"])
-            # label convention: a target is also the input token at its position
-            assert all(y == IGN or y == x for x, y in zip(r["input_ids"], r["labels"]))
+            if name in FED_BACK:  # retrieval/copy layouts: a target is also the input token at its position
+                assert all(y == IGN or y == x for x, y in zip(r["input_ids"], r["labels"]))
+            else:  # state tracking: the answers are labels only, never inputs
+                assert not set(r["labels"]) & set(r["input_ids"]) - {IGN}
             yield r["input_ids"], r["labels"]
 
 
@@ -49,6 +53,35 @@ def solve_copy(x, reverse, L):
 
 
 def solve_stack(x, E, max_depth):
+    """Inputs are ops only; the label right after each pop is E + popped; an unlabelled final pop only when the
+    stack was full (else the last op is a push)."""
+    st, y = [], [IGN] * len(x)
+    for i, t in enumerate(x):
+        assert 0 <= t <= E, f"an answer token {t} appears as an input at {i}"
+        if t == 0:
+            assert st, "pop on an empty stack"
+            v = st.pop()
+            if i + 1 < len(x):
+                y[i + 1] = E + v
+            else:
+                assert len(st) + 1 == max_depth, "a final pop only when the stack was full"
+        else:
+            st.append(t)
+            assert len(st) <= max_depth
+    return y
+
+
+def solve_parity(x):
+    """Inputs are bits only; label t = 2 + parity of the first t bits."""
+    assert set(x) <= {0, 1}
+    y, acc = [IGN], 0
+    for b in x[:-1]:
+        acc ^= b
+        y.append(2 + acc)
+    return y
+
+
+def solve_stack_interleaved(x, E, max_depth):
     """Simulate the stack; the token after each pop must be E + popped (labelled)."""
     st, y, i = [], [IGN] * len(x), 0
     while i < len(x):
@@ -70,7 +103,7 @@ def solve_stack(x, E, max_depth):
     return y
 
 
-def solve_parity(x):
+def solve_parity_interleaved(x):
     y, acc = [IGN] * len(x), 0
     for i in range(0, len(x), 2):
         assert x[i] in (0, 1)
@@ -146,6 +179,37 @@ def test_parity_labels(seq_len):
         assert y == solve_parity(x)
 
 
+@pytest.mark.parametrize("seq_len", [2, 31, 64], ids=lambda t: f"T{t}")
+def test_parity_interleaved_labels(seq_len):
+    for x, y in rows("parity_interleaved", seq_len):
+        assert y == solve_parity_interleaved(x)
+
+
+@pytest.mark.parametrize("E,depth,seq_len", [(4, 10, 64), (2, 1, 17)], ids=["E4d10", "E2d1"])
+def test_stack_interleaved_labels(E, depth, seq_len):
+    for x, y in rows("stack_interleaved", seq_len, num_elements=E, max_depth=depth):
+        assert y == solve_stack_interleaved(x, E, depth)
+
+
+def _local_rule_holds(name, width=2):
+    """Whether every label is a function of the last `width` inputs before it."""
+    seen = {}
+    for x, y in rows(name, 32):
+        for t in range(width, 32):
+            if y[t] != IGN:
+                seen.setdefault(tuple(x[t - width : t]), set()).add(y[t])
+    return all(len(v) == 1 for v in seen.values())
+
+
+@pytest.mark.parametrize("name", ["parity", "stack"])
+def test_state_tracking_answers_are_not_a_local_rule(name):
+    """State tracking: the answer is not a function of the last two inputs (the fed-back layouts' flaw, where the
+    previous answer is an input: there it is)."""
+    assert not _local_rule_holds(name)
+    if name == "parity":
+        assert _local_rule_holds("parity_interleaved")
+
+
 @pytest.mark.parametrize(
     "kw,seq_len",
     [
@@ -188,7 +252,8 @@ def test_same_seed_same_data_different_seed_different(name):
 
 
 def test_list_tasks_and_vocab_sizes():
-    assert set(list_tasks()) == {"needle", "string_copy", "copy", "stack", "parity", "associative_recall", "icl_modular"}
+    assert set(list_tasks()) == {"needle", "string_copy", "copy", "stack", "parity", "associative_recall", "icl_modular",
+                                "stack_interleaved", "parity_interleaved"}
     assert task_vocab_size("needle") == 16
     assert task_vocab_size("parity") == 4
     assert task_vocab_size("stack") == 9

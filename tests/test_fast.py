@@ -260,7 +260,7 @@ def test_dmt_right_padded_rows_match_only_targets_inside_the_row(tmp_path):
     torch.testing.assert_close(got[0]["dmt_dynamics"], torch.stack(errs).mean(), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("gradient", ["detach", "through"])
+@pytest.mark.parametrize("gradient", ["one_step", "full_rollout"])
 def test_dmt_with_sync_free_step_equals_plain(tmp_path, gradient):
     module = make_module("dmt", tmp_path, dmt_gradient=gradient)
     batch = make_batch("dmt")

@@ -88,7 +88,7 @@ def test_quick_dmt_item_and_report(tmp_path):
     r = res["run"]
     assert r["smt"]["steps"] == q["smt_steps"]
     variants = [k for k in r if k.startswith("dmt_")]
-    assert variants == ["dmt_through", "dmt_detach", "dmt_through_lr3e-05"]
+    assert variants == ["dmt_full_rollout", "dmt_one_step", "dmt_full_rollout_lr3e-05"]
     for k in variants:
         assert r[k]["steps"] == q["dmt_steps"]
         assert len(r[k]["eval"]["drift_curve"]) == len(r[k]["eval"]["drift_steps"]) > 0

@@ -26,7 +26,7 @@ def models(backbone="transformer", seed=0):
 
 
 def targs(tmp_path, **kw):
-    base = dict(output_dir=str(tmp_path / "out"), context_length=T, future_length=T, rollout_length=T, dmt_stride=4,
+    base = dict(output_dir=str(tmp_path / "out"), context_length=T, future_length=T, rollout_length=T, dmt_stride=4, dmt_teacher_transitions=False,
                 per_device_train_batch_size=8, per_device_eval_batch_size=16, max_steps=4, logging_steps=2,
                 report_to="none", save_strategy="no", use_cpu=True, disable_tqdm=True, seed=0, learning_rate=1e-3)
     base.update(kw)
@@ -56,7 +56,7 @@ def test_dynamics_gradient_reaches_teacher_only_in_joint(tmp_path, mode):
         assert enc_grad > 0
 
 
-@pytest.mark.parametrize("gradient", ["detach", "through"])
+@pytest.mark.parametrize("gradient", ["one_step", "full_rollout"])
 def test_dmt_leaves_teacher_bit_identical_and_trains_student(tmp_path, gradient):
     student, teacher = models()
     before_t = {k: v.clone() for k, v in teacher.state_dict().items()}
@@ -65,24 +65,92 @@ def test_dmt_leaves_teacher_bit_identical_and_trains_student(tmp_path, gradient)
     SMTTrainer(model=student, teacher=teacher, args=args, train_dataset=data()).train()
     assert all(torch.equal(before_t[k], v) for k, v in teacher.state_dict().items())
     assert any(not torch.equal(before_s[k], v) for k, v in student.state_dict().items())
-    assert not teacher.training
+    assert teacher.training  # the caller's teacher keeps its mode (it is encoded in eval mode, then restored)
 
 
 def test_dmt_gradient_modes_differ_only_in_path(tmp_path):
-    """'detach' and 'through' give the same loss value; only 'through' sends the memory loss to early steps."""
+    """'one_step' and 'full_rollout' give the same loss value; only 'full_rollout' sends the memory loss to early
+    steps (here: to the initial memory, through the whole rollout)."""
     student, teacher = models()
     batch = SMTDataCollator(mode="dmt")([data(4)[i] for i in range(4)])
     vals, grads = {}, {}
-    for g in ("detach", "through"):
+    for g in ("one_step", "full_rollout"):
         student.zero_grad()
-        module = SMTTrainingModule(student, teacher, targs(tmp_path, mode="dmt", dmt_start="initial", dmt_gradient=g))
+        module = SMTTrainingModule(student, teacher, targs(tmp_path, mode="dmt", dmt_start="initial", dmt_gradient=g,
+                                                           dmt_teacher_transitions=False))
         parts = module(**batch)
         parts["dmt_dynamics"].backward()
         vals[g] = float(parts["dmt_dynamics"].detach())
         grads[g] = student.model.initial_state.grad
-    assert vals["detach"] == pytest.approx(vals["through"], rel=1e-6)
-    assert grads["detach"] is None or float(grads["detach"].abs().sum()) == 0.0
-    assert float(grads["through"].abs().sum()) > 0
+    assert vals["one_step"] == pytest.approx(vals["full_rollout"], rel=1e-5)
+    assert grads["one_step"] is None or float(grads["one_step"].abs().sum()) == 0.0
+    assert float(grads["full_rollout"].abs().sum()) > 0
+
+
+@pytest.mark.parametrize("stride", [1, 4])
+def test_dmt_one_step_equals_per_step_detached_loop(tmp_path, stride):
+    """The batched one-step path == a plain loop that detaches the memory after every step (loss and gradients)."""
+    student, teacher = models()
+    batch = SMTDataCollator(mode="dmt")([data(4)[i] for i in range(4)])
+    args = targs(tmp_path, mode="dmt", dmt_start="initial", dmt_stride=stride, dmt_teacher_transitions=False)
+    module = SMTTrainingModule(student, teacher, args)
+    student.zero_grad()
+    module(**batch)["dmt_dynamics"].backward()
+    fast = {n: p.grad.clone() for n, p in student.named_parameters() if p.grad is not None}
+    # reference: the loop, memory detached after every transition
+    student.zero_grad()
+    ids, Td = batch["input_ids"], args.rollout_length
+    with torch.no_grad():
+        ends = torch.arange(0, Td + 1, stride)
+        targets = torch.stack([teacher.encode(ids[:, :e]) if e else teacher.empty_memory(len(ids)) for e in ends[1:]], 1)
+    m, matched = student.initial_memory(len(ids)), []
+    for j in range(Td):
+        m = student.step(m, ids[:, j])
+        if (j + 1) % stride == 0:
+            matched.append(m)
+        m = m.detach()
+    torch.nn.functional.mse_loss(torch.stack(matched, 1), targets).backward()
+    slow = {n: p.grad.clone() for n, p in student.named_parameters() if p.grad is not None}
+    assert fast.keys() == slow.keys()
+    for n in fast:
+        torch.testing.assert_close(fast[n], slow[n], rtol=1e-4, atol=1e-6)
+
+
+def test_dmt_gradient_old_names_raise_naming_new(tmp_path):
+    with pytest.raises(ValueError, match="dmt_gradient='one_step'"):
+        targs(tmp_path, mode="dmt", dmt_gradient="detach")
+    with pytest.raises(ValueError, match="dmt_gradient='full_rollout'"):
+        targs(tmp_path, mode="dmt", dmt_gradient="through")
+
+
+def test_dmt_never_mutates_callers_teacher_and_joint_after_dmt_trains_it(tmp_path):
+    """DMT leaves the caller's teacher trainable (requires_grad, train mode); a later joint phase moves its weights."""
+    student, teacher = models()
+    teacher.train()
+    flags = [p.requires_grad for p in teacher.parameters()]
+    SMTTrainer(model=student, teacher=teacher, args=targs(tmp_path / "d", mode="dmt", dmt_start="initial"),
+               train_dataset=data()).train()
+    assert [p.requires_grad for p in teacher.parameters()] == flags and all(flags)
+    assert teacher.training
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    SMTTrainer(model=student, teacher=teacher, args=targs(tmp_path / "j", mode="joint"), train_dataset=data()).train()
+    assert any(not torch.equal(before[k], v) for k, v in teacher.state_dict().items())
+
+
+def test_dmt_replay_buffer_aggregates_visited_transitions(tmp_path):
+    """dmt_buffer_size: transitions of earlier rollouts are kept and regressed on (part 'dmt_replay')."""
+    student, teacher = models()
+    batch = SMTDataCollator(mode="dmt")([data(4)[i] for i in range(4)])
+    module = SMTTrainingModule(student, teacher, targs(tmp_path, mode="dmt", dmt_start="initial", dmt_buffer_size=10))
+    parts = module(**batch)
+    assert "dmt_replay" not in parts and len(module.replay) == 10  # first step: nothing stored yet, then filled
+    prev, tok, tgt = module.replay.data
+    parts = module(**batch)
+    assert torch.isfinite(parts["dmt_replay"]) and len(module.replay) == 10
+    # each stored transition is a (student memory, token, teacher memory) triple of the rollout
+    Td = module.args.rollout_length
+    assert prev.shape[1:] == tgt.shape[1:] and tok.dtype == torch.long
+    assert set(tok.tolist()) <= set(batch["input_ids"][:, :Td].flatten().tolist())
 
 
 def test_dmt_batched_teacher_memories_equal_per_step_encoding(tmp_path):
@@ -216,7 +284,7 @@ def test_sync_free_recurrent_step_gives_identical_dmt_training(tmp_path):
     weights = []
     for compile_mode in (None, "none"):
         student, teacher = models()
-        args = targs(tmp_path / str(compile_mode), mode="dmt", dmt_start="initial", dmt_gradient="through",
+        args = targs(tmp_path / str(compile_mode), mode="dmt", dmt_start="initial", dmt_gradient="full_rollout",
                      recurrent_step_compile=compile_mode)
         SMTTrainer(model=student, teacher=teacher, args=args, train_dataset=data()).train()
         weights.append({k: v.clone() for k, v in student.state_dict().items()})
@@ -249,3 +317,14 @@ def test_per_model_clipping_sees_unscaled_fp16_gradients(tmp_path):
     flat = lambda d: torch.cat([v.flatten() for v in d.values()])  # noqa: E731
     a, b = flat(step), flat(ref_step)  # fp16 autocast changes the forward slightly, not the update's size
     assert (a - b).norm() / b.norm() < 0.05 and b.norm() > 0.1
+
+
+@pytest.mark.parametrize("change", [dict(rope_theta=500.0), dict(num_attention_heads=2), dict(rms_norm_eps=1e-3)])
+def test_readout_copy_checks_the_function_not_only_shapes(change):
+    """Same parameter shapes but a different head count / rope theta / eps: copying would give wrong logits."""
+    tc = tiny_teacher_config(max_context_length=T)
+    teacher = SMTTeacherModel(tc)
+    student = SMTRecurrentForCausalLM(SMTRecurrentConfig.from_teacher(tc, updater_layers=1, **change))
+    name = next(iter(change))
+    with pytest.raises(ValueError, match=name):
+        make_student_standalone(student, teacher)

@@ -7,9 +7,9 @@ Every task returns a ``datasets.Dataset`` with two columns:
 
 Label convention (the trainer relies on it): ``labels[t]`` is the target of the prediction made
 after reading ``input_ids[:t]``; this is the Hugging Face causal-LM convention where labels are
-aligned with the inputs and the model shifts. A target token is therefore *also* the input token at
-its own position (teacher forcing): wherever ``labels[t] != -100`` we have
-``labels[t] == input_ids[t]``.
+aligned with the inputs and the model shifts. A label need NOT equal the input at its position:
+in the state-tracking tasks (``parity``, ``stack``) the answers are labels only, never fed back
+as inputs. In the retrieval/copy tasks the target is also the next input (teacher forcing).
 
 Each task is deterministic for a seed (``numpy.random.Generator(PCG64(seed))``) and vectorised
 over examples, so large datasets build quickly.
@@ -23,10 +23,14 @@ needle                    noise (1..V-1), ``0 n`` at p < T/2, ..., ``0 n``     V
                           (query 0 at T-2, labelled needle n at T-1)
 string_copy / copy        ``s_1..s_L 0 r_1..r_L [0 ...]`` r = reversed(s) or s V
                           (labelled r; trailing pad 0s unlabelled)
-stack                     ops 0=pop, k=push k (1..E); every pop is followed    2E+1
-                          by its labelled answer token E+k
-parity                    ``b_1 a_1 b_2 a_2 ...``; bits 0/1, labelled answers  4
-                          a_i = 2 + (b_1 xor ... xor b_i)
+stack                     ops only: 0=pop, k=push k (1..E); the label after   2E+1
+                          each pop is E+popped (a label, never an input)
+stack_interleaved         as stack, but each answer E+k is fed back as the     2E+1
+                          next input (not state tracking)
+parity                    bits b_1..b_T only; labels[t] = 2 + xor(b_1..b_t)    4
+                          (labels, never inputs)
+parity_interleaved        ``b_1 a_1 b_2 a_2 ...``, answers fed back as inputs  4
+                          (not state tracking)
 associative_recall        (N-1) x ``key value``, then queries ``key value``    Vk+Vv+1
                           (labelled value) filling the rest; leftover < 1
                           query slot padded at the end with Vk+Vv
@@ -53,7 +57,9 @@ __all__ = [
     "needle",
     "string_copy",
     "stack",
+    "stack_interleaved",
     "parity",
+    "parity_interleaved",
     "associative_recall",
     "icl_modular",
     "make_task",
@@ -163,19 +169,48 @@ def string_copy(
     return _to_dataset(ids, labels)
 
 
-def stack(
+def stack(num_examples: int, seq_len: int, seed: int, num_elements: int = 4, max_depth: int = 10) -> Dataset:
+    """Stack state tracking (reference layout): the inputs are only the ops; after each pop, name the element.
+
+    Inputs: ``0`` = pop, ``k`` in ``1..E`` = push k. After a pop at position ``t`` the target
+    ``labels[t+1] = E + popped`` (the answer tokens ``E+1..2E`` are labels, never inputs; the input at
+    ``t+1`` is the next op). All other positions are ``-100``. So the answer needs the whole stack, not a
+    local rule. Ops are valid: never pop an empty stack, never exceed ``max_depth``. When both are legal,
+    pop with probability 1/2, otherwise push a uniform element; the last op is a push when it can be (a
+    pop there would have no position for its answer), else an unanswered pop. Vocabulary ``2E+1``.
+    """
+    _check_common("stack", num_examples, seq_len, 2)
+    if num_elements < 1 or max_depth < 1:
+        raise ValueError(f"stack: num_elements and max_depth must be >= 1, got {num_elements}, {max_depth}")
+    rng = _rng(seed)
+    N, T, E = int(num_examples), int(seq_len), int(num_elements)
+    ids = np.zeros((N, T), dtype=np.int64)
+    labels = np.full((N, T), IGNORE_INDEX)
+    st = np.zeros((N, max_depth), dtype=np.int64)  # (N, D) stack contents
+    depth = np.zeros(N, dtype=np.int64)  # (N,)
+    rows = np.arange(N)
+    for t in range(T):
+        coin = rng.random(N) < 0.5  # drawn for every row each step: deterministic
+        val = rng.integers(1, E + 1, size=N)
+        last = t == T - 1
+        can_push, can_pop = depth < max_depth, depth > 0
+        do_pop = np.where(can_push & can_pop, coin & (not last), can_pop)
+        do_push = ~do_pop
+        st[rows[do_push], depth[do_push]] = val[do_push]
+        ids[do_push, t] = val[do_push]
+        depth[do_push] += 1
+        depth[do_pop] -= 1  # pops: token 0 already in ids
+        if t + 1 < T:
+            labels[do_pop, t + 1] = E + st[rows[do_pop], depth[do_pop]]
+    return _to_dataset(ids, labels)
+
+
+def stack_interleaved(
     num_examples: int, seq_len: int, seed: int, num_elements: int = 4, max_depth: int = 10
 ) -> Dataset:
-    """Stack state tracking: pushes and pops; after every pop, write the popped element.
-
-    Vocabulary (size ``2E+1``): ``0`` = pop, ``k`` in ``1..E`` = push k, ``E+k`` = answer "k".
-    The sequence is ops interleaved with answers: every pop token is immediately followed by the
-    answer token ``E + popped`` (labelled; all other positions are ``-100``). Ops are valid: never
-    pop an empty stack, never exceed ``max_depth``. When both are legal, pop with probability 1/2
-    and otherwise push a uniform element. A pop needs two positions (pop + answer), so at the last
-    position the generator pushes; only if the stack is then full does the sequence end with an
-    unanswered (unlabelled) pop.
-    """
+    """The fed-back stack layout (not state tracking): every pop is followed by its answer token ``E + k``
+    as the next INPUT (labelled), so an answer follows from the pushes seen since. Kept under its own name for
+    comparison with earlier results; use :func:`stack` for state tracking. Vocabulary ``2E+1``."""
     _check_common("stack", num_examples, seq_len, 2)
     if num_elements < 1 or max_depth < 1:
         raise ValueError(f"stack: num_elements and max_depth must be >= 1, got {num_elements}, {max_depth}")
@@ -211,12 +246,25 @@ def stack(
 
 
 def parity(num_examples: int, seq_len: int, seed: int) -> Dataset:
-    """Running parity: bits interleaved with labelled answers.
+    """Running parity, state tracking (reference layout): the inputs are only bits, the targets the parities.
 
-    Layout ``b_1 a_1 b_2 a_2 ...`` with bits ``b_i`` in ``{0, 1}`` and answers
-    ``a_i = 2 + (b_1 xor ... xor b_i)`` (labelled). Vocabulary size 4. An odd ``seq_len`` ends with
-    an unanswered bit.
+    Inputs ``b_1 .. b_T`` in ``{0, 1}``; ``labels[t] = 2 + (b_1 xor ... xor b_t)`` for ``t >= 1`` (the parity of
+    the ``t`` bits read so far; answer tokens 2/3 are labels, never inputs), ``labels[0] = -100``. Every answer
+    depends on all earlier bits. Vocabulary size 4.
     """
+    _check_common("parity", num_examples, seq_len, 2)
+    rng = _rng(seed)
+    N, T = int(num_examples), int(seq_len)
+    bits = rng.integers(0, 2, size=(N, T))  # (N, T)
+    labels = np.full((N, T), IGNORE_INDEX)
+    labels[:, 1:] = 2 + np.cumsum(bits, axis=1)[:, :-1] % 2
+    return _to_dataset(bits, labels)
+
+
+def parity_interleaved(num_examples: int, seq_len: int, seed: int) -> Dataset:
+    """The fed-back parity layout (not state tracking): ``b_1 a_1 b_2 a_2 ...`` with each answer
+    ``a_i = 2 + (b_1 xor ... xor b_i)`` also the next INPUT (labelled), so ``a_i`` follows from ``a_{i-1}`` and
+    ``b_i`` alone. Kept under its own name for comparison with earlier results; use :func:`parity`."""
     _check_common("parity", num_examples, seq_len, 2)
     rng = _rng(seed)
     N, T = int(num_examples), int(seq_len)
@@ -362,7 +410,9 @@ _TASKS: dict[str, tuple[Callable[..., Dataset], Callable[..., int]]] = {
     "string_copy": (string_copy, _vocab_needle),
     "copy": (partial(string_copy, reverse=False), _vocab_needle),  # plain (not reversed) copy
     "stack": (stack, _vocab_stack),
+    "stack_interleaved": (stack_interleaved, _vocab_stack),
     "parity": (parity, lambda **_: 4),
+    "parity_interleaved": (parity_interleaved, lambda **_: 4),
     "associative_recall": (associative_recall, _vocab_assoc),
     "icl_modular": (icl_modular, _vocab_icl),
 }
