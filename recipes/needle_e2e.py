@@ -1,122 +1,154 @@
-"""End-to-end on needle retrieval (issue "SMTTrainer", must-show 2), CPU:
+"""End to end, without BPTT: joint SMT, then one-step DMT, gives a standalone RNN (needle retrieval or parity, CPU).
 
-1. joint SMT: teacher accuracy at the query and the student's one-step accuracy
-   (teacher memory before the query -> step -> readout);
-2. the same student trained with BPTT for the same wall-clock, beside it;
-3. DMT: the standalone student (from its initial memory over the whole episode) and its rollout drift
-   1-R^2 per step, before and after DMT.
+Per seed, one student:
+1. joint SMT: teacher accuracy, the student's one-step accuracy (teacher memory -> step -> readout) and the
+   standalone student (its own initial memory, whole episodes, true tokens fed in);
+2. + DMT, dmt_gradient="one_step" (the no-BPTT method, the package's DMT defaults): the headline row;
+3. + DMT, dmt_gradient="full_rollout" from the same SMT state (truncated BPTT with teacher targets; reference only);
+4. BPTT: the same student architecture from the same initialisation, for the wall-clock of rows 1+2.
 
-    python recipes/needle_e2e.py                       # T=64, vocabulary 16 (about 10-15 CPU minutes)
-    python recipes/needle_e2e.py --seq-len 32 --smt-steps 900 --dmt-steps 200
+    python recipes/needle_e2e.py --seq-len 32 --seeds 0 1 2          # ~10 CPU minutes per seed, one thread
+    python recipes/needle_e2e.py --task parity --seq-len 64 --seeds 0
+    python recipes/needle_e2e.py ... --out recipes/results            # write the shipped results
 
-Prints one table and writes recipes/results/needle_e2e_T<T>.json and a drift plot.
+Prints one table per seed and one over all seeds found; writes <out>/<task>_e2e_T<T>_s<seed>.json, the drift
+plot, and <out>/<task>_e2e_T<T>.md (mean ± spread over the seeds in <out>). Default out: outputs/needle_e2e.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import glob
 import json
 import os
 import sys
 import time
 
-import torch
-from transformers import TrainerCallback
-
-sys.path.insert(0, os.path.dirname(__file__))
-from smt import build_models, machine  # noqa: E402
-
-from smt_hf.data import make_task  # noqa: E402
-from smt_hf.trainer import SMTTrainer  # noqa: E402
-from smt_hf.training_args import SMTTrainingArguments  # noqa: E402
-from smt_hf.viz import plot_curves  # noqa: E402
-
-
-class TimeBudget(TrainerCallback):
-    """Stop training after `seconds` of wall-clock (for equal-time baselines)."""
-
-    def __init__(self, seconds: float):
-        self.seconds, self.start = seconds, None
-
-    def on_train_begin(self, args, state, control, **kw):
-        self.start = time.time()
-
-    def on_step_end(self, args, state, control, **kw):
-        if time.time() - self.start > self.seconds:
-            control.should_training_stop = True
+TASKS = {"needle": dict(vocab_size=16), "parity": {}}
+MODEL = {"teacher": dict(hidden_size=64, memory_tokens=2, num_encoder_layers=2, num_decoder_layers=1, num_attention_heads=4),
+         "student": dict(backbone="transformer", updater_layers=2)}
+SMT = dict(mode="joint", per_device_train_batch_size=64, learning_rate=1e-3, lambda_dyn=1.0)
+# DMT: the package defaults (one_step, k=1, teacher transitions) plus what this recipe sets for episodes
+DMT = dict(mode="dmt", per_device_train_batch_size=32, learning_rate=3e-4, dmt_start="initial")
+FULL_ROLLOUT = dict(DMT, dmt_gradient="full_rollout", dmt_stride=8, dmt_teacher_transitions=False)
+ROWS = ("joint SMT", "SMT -> DMT one_step", "SMT -> DMT full_rollout", "BPTT (same wall-clock)")
+METRICS = ("teacher_acc", "onestep_acc", "student_acc", "drift_mean", "drift_last")
 
 
-def run(seq_len=64, smt_steps=1400, dmt_steps=300, seed=0, out="recipes/results", threads=1):
+def run(task="needle", seq_len=32, seed=0, smt_steps=900, dmt_steps=300, out="outputs/needle_e2e", threads=1,
+        bptt=True, full_rollout=True, save_dir="outputs/needle_e2e/final"):
+    import torch
+    from transformers import TrainerCallback
+
+    sys.path.insert(0, os.path.dirname(__file__))
+    from smt import build_models, machine
+
+    from smt_hf.data import make_task, task_vocab_size
+    from smt_hf.trainer import SMTTrainer
+    from smt_hf.training_args import SMTTrainingArguments
+
+    class TimeBudget(TrainerCallback):
+        def __init__(self, seconds):
+            self.seconds, self.start = seconds, None
+
+        def on_train_begin(self, args, state, control, **kw):
+            self.start = time.time()
+
+        def on_step_end(self, args, state, control, **kw):
+            control.should_training_stop = time.time() - self.start > self.seconds
+
     torch.set_num_threads(threads)
-    torch.manual_seed(seed)
-    T = seq_len
-    train = make_task("needle", 200000, T, seed=seed, vocab_size=16)
-    ev = make_task("needle", 512, T, seed=10**6 + seed, vocab_size=16)
-    config = {
-        "teacher": dict(hidden_size=64, memory_tokens=2, num_encoder_layers=2, num_decoder_layers=1, num_attention_heads=4),
-        "student": dict(backbone="transformer", updater_layers=2),
-    }
-    common = dict(context_length=T, future_length=T, rollout_length=T, dmt_stride=8, per_device_eval_batch_size=128,
-                  report_to="none", save_strategy="no", use_cpu=True, disable_tqdm=False, logging_steps=100, seed=seed)
+    T, kw = seq_len, TASKS[task]
+    vocab = task_vocab_size(task, **kw)
+    train = make_task(task, 200000, T, seed=seed, **kw)
+    ev = make_task(task, 512, T, seed=10**6 + seed, **kw)
+    common = dict(context_length=T, future_length=T, rollout_length=T, per_device_eval_batch_size=128, report_to="none",
+                  save_strategy="no", use_cpu=True, disable_tqdm=True, logging_steps=100, seed=seed)
     rows, curves = [], {}
 
-    def evaluate(trainer, name, seconds, steps):
-        m = trainer.evaluate()
-        rows.append({"run": name, "steps": steps, "seconds": round(seconds),
-                     **{k: m.get(f"eval_{k}") for k in ("teacher_acc", "onestep_acc", "student_acc", "drift_mean")}})
-        if "drift_curve" in trainer.last_eval:
-            curves[name] = (trainer.last_eval["drift_steps"], trainer.last_eval["drift_curve"])
-        return m
+    def phase(name, student, teacher, settings, steps, callbacks=None):
+        args = SMTTrainingArguments(output_dir=f"outputs/needle_e2e/tmp", max_steps=steps, **common, **settings)
+        tr = SMTTrainer(model=student, teacher=teacher, args=args, train_dataset=train, eval_dataset=ev,
+                        callbacks=callbacks)
+        t0 = time.time()
+        tr.train()
+        seconds = time.time() - t0
+        m = tr.evaluate()
+        row = {"run": name, "dmt_gradient": args.dmt_gradient if args.mode == "dmt" else None, "mode": args.mode,
+               "steps": tr.state.global_step, "seconds": round(seconds, 1),
+               **{k: m.get(f"eval_{k}") for k in METRICS}}
+        rows.append(row)
+        if "drift_curve" in tr.last_eval:
+            curves[name] = (tr.last_eval["drift_steps"], tr.last_eval["drift_curve"])
+        print(json.dumps(row), flush=True)
+        return tr, row
 
-    # 1. joint SMT
-    student, teacher = build_models(config, 16, T)
-    args = SMTTrainingArguments(output_dir=f"outputs/needle_e2e/smt", mode="joint", max_steps=smt_steps,
-                                per_device_train_batch_size=64, learning_rate=1e-3, lambda_dyn=1.0, **common)
-    tr = SMTTrainer(model=student, teacher=teacher, args=args, train_dataset=train, eval_dataset=ev)
-    t0 = time.time()
-    tr.train()
-    smt_seconds = time.time() - t0
-    evaluate(tr, "joint SMT", smt_seconds, tr.state.global_step)
-    # 2. DMT, gradient through the rollout, rollouts from the initial memory over the whole episode
-    args = SMTTrainingArguments(output_dir=f"outputs/needle_e2e/dmt", mode="dmt", max_steps=dmt_steps,
-                                per_device_train_batch_size=32, learning_rate=3e-4, dmt_start="initial",
-                                dmt_gradient="full_rollout", **common)
-    tr = SMTTrainer(model=student, teacher=teacher, args=args, train_dataset=train, eval_dataset=ev)
-    t0 = time.time()
-    tr.train()
-    dmt_seconds = time.time() - t0
-    evaluate(tr, "SMT -> DMT", smt_seconds + dmt_seconds, tr.state.global_step)
-    tr.save_model("outputs/needle_e2e/final")
-    # 3. BPTT, same student architecture, same wall-clock as joint SMT + DMT
     torch.manual_seed(seed)
-    bptt_student, _ = build_models(config, 16, T)
-    args = SMTTrainingArguments(output_dir=f"outputs/needle_e2e/bptt", mode="bptt", max_steps=10**6,
-                                per_device_train_batch_size=64, learning_rate=1e-3, **common)
-    tr = SMTTrainer(model=bptt_student, args=args, train_dataset=train, eval_dataset=ev,
-                    callbacks=[TimeBudget(smt_seconds + dmt_seconds)])
-    t0 = time.time()
-    tr.train()
-    evaluate(tr, "BPTT (same wall-clock)", time.time() - t0, tr.state.global_step)
+    student, teacher = build_models(MODEL, vocab, T)
+    init = copy.deepcopy(student.state_dict())
+    _, smt = phase(ROWS[0], student, teacher, SMT, smt_steps)
+    smt_state = copy.deepcopy(student.state_dict())
+    tr, dmt = phase(ROWS[1], student, teacher, DMT, dmt_steps)
+    if save_dir:
+        tr.save_model(save_dir)
+    if full_rollout:
+        student.load_state_dict(smt_state)
+        phase(ROWS[2], student, teacher, FULL_ROLLOUT, dmt_steps)
+    if bptt:
+        student.load_state_dict(init)
+        budget = smt["seconds"] + dmt["seconds"]
+        phase(ROWS[3], student, None, dict(mode="bptt", per_device_train_batch_size=64, learning_rate=1e-3), 10**6,
+              [TimeBudget(budget)])
+        rows[-1]["budget_seconds"] = round(budget, 1)
 
-    # report
-    header = "| run | steps | seconds | teacher acc | one-step acc | standalone acc | drift 1-R^2 (mean) |"
-    lines = [header, "|---|---|---|---|---|---|---|"]
-    fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
-    for r in rows:
-        lines.append(f"| {r['run']} | {r['steps']} | {r['seconds']} | {fmt(r['teacher_acc'])} | {fmt(r['onestep_acc'])} | "
-                     f"{fmt(r['student_acc'])} | {fmt(r['drift_mean'])} |")
-    table = "\n".join(lines)
-    print(f"\nneedle retrieval, T={T}, vocabulary 16 (chance 1/15), seed {seed}, {machine()}\n{table}")
     os.makedirs(out, exist_ok=True)
-    stem = os.path.join(out, f"needle_e2e_T{T}")
-    plot_curves(None, {k: v for k, v in curves.items()}, stem + "_drift.png",
-                title=f"Rollout drift of the standalone student, needle T={T}", xlabel="rollout step", ylabel="1 - R^2")
+    stem = os.path.join(out, f"{task}_e2e_T{T}_s{seed}")
+    run_info = {"task": task, "task_kwargs": kw, "seq_len": T, "seed": seed, "machine": machine(), "threads": threads,
+                "model": MODEL, "settings": {"smt": SMT, "dmt": DMT, "full_rollout": FULL_ROLLOUT},
+                "rows": rows, "drift": curves}
     with open(stem + ".json", "w") as f:
-        json.dump({"seq_len": T, "seed": seed, "machine": machine(), "threads": threads, "rows": rows,
-                   "drift": curves, "table": table}, f, indent=2)
-    with open(stem + ".md", "w") as f:
-        f.write(f"needle retrieval, T={T}, vocabulary 16, seed {seed}, {machine()}\n\n{table}\n")
+        json.dump(run_info, f, indent=2)
+    try:
+        from smt_hf.viz import plot_curves
+
+        plot_curves(None, curves, stem + "_drift.png", title=f"Rollout drift of the standalone student, {task} T={T}, "
+                    f"seed {seed}", xlabel="rollout step", ylabel="1 - R^2")
+    except ImportError:  # matplotlib is optional
+        pass
+    print(f"\n{task}, T={T}, seed {seed}, {machine()}\n{table([run_info])}")
+    print(f"\nall seeds in {out}:\n{write_summary(out, task, T)}")
     return rows
+
+
+def table(runs: list[dict]) -> str:
+    """Markdown table over runs (one per seed): mean ± half-range of each metric, per row name."""
+    fmt = lambda xs: "-" if not xs else (f"{xs[0]:.2f}" if len(xs) == 1 else  # noqa: E731
+                                         f"{sum(xs) / len(xs):.2f} ± {(max(xs) - min(xs)) / 2:.2f}")
+    lines = ["| run | DMT gradient | steps | wall-clock s | teacher acc | one-step acc | standalone acc | drift 1-R^2 mean | per seed standalone |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name in ROWS:
+        rs = [r for run in runs for r in run["rows"] if r["run"] == name]
+        if not rs:
+            continue
+        col = lambda k: [r[k] for r in rs if r.get(k) is not None]  # noqa: E731
+        grad = {"one_step": "one_step (no BPTT)", "full_rollout": "full_rollout (truncated BPTT)"}.get(rs[0]["dmt_gradient"], "-")
+        lines.append(f"| {name} | {grad} | {sum(col('steps')) / len(rs):.0f} | {sum(col('seconds')) / len(rs):.0f} | "
+                     f"{fmt(col('teacher_acc'))} | {fmt(col('onestep_acc'))} | {fmt(col('student_acc'))} | "
+                     f"{fmt(col('drift_mean'))} | {', '.join(f'{x:.2f}' for x in col('student_acc'))} |")
+    return "\n".join(lines)
+
+
+def write_summary(out: str, task: str, T: int) -> str:
+    runs = [json.load(open(p)) for p in sorted(glob.glob(os.path.join(out, f"{task}_e2e_T{T}_s*.json")))]
+    if not runs:
+        return ""
+    head = (f"{task}, T={T}, seeds {[r['seed'] for r in runs]}, {runs[0]['machine']}, {runs[0]['threads']} thread(s); "
+            "wall-clock = that phase's training time; BPTT gets the wall-clock of joint SMT + one-step DMT")
+    md = f"{head}\n\n{table(runs)}\n"
+    with open(os.path.join(out, f"{task}_e2e_T{T}.md"), "w") as f:
+        f.write(md)
+    return md
 
 
 def write_card(json_path: str, model_dir: str = "outputs/needle_e2e/final/student", out: str | None = None) -> str:
@@ -128,25 +160,27 @@ def write_card(json_path: str, model_dir: str = "outputs/needle_e2e/final/studen
 
     run = json.load(open(json_path))
     T = run["seq_len"]
-    dmt = next(r for r in run["rows"] if r["run"] == "SMT -> DMT")
+    dmt = next(r for r in run["rows"] if r["run"] == "SMT -> DMT one_step")
     smt = next(r for r in run["rows"] if r["run"] == "joint SMT")
     bptt = next(r for r in run["rows"] if r["run"].startswith("BPTT"))
     info = {
         "model_name": f"smt-needle-T{T}-transformer",
         "kind": "student",
         "description": f"A tiny transformer-backbone RNN trained on needle retrieval (T={T}, vocabulary 16) with joint "
-                       f"SMT then DMT by `recipes/needle_e2e.py`. Its standalone accuracy at the query is "
+                       f"SMT then one-step DMT (dmt_gradient='one_step': no backpropagation through time) by "
+                       f"`recipes/needle_e2e.py`. Its standalone accuracy at the query is "
                        f"{dmt['student_acc']:.3f}; the same student trained with BPTT for the same wall-clock reached "
                        f"{bptt['student_acc']:.3f}.",
         "dataset": {"name": "needle retrieval (synthetic)", "source": "smt_hf.data.make_task('needle', ...)",
                     "split": f"512 held-out episodes (seed {10**6 + run['seed']})"},
         "training": {"mode": "smt+dmt", "steps": smt["steps"] + dmt["steps"],
-                     "stages": [{"mode": "joint", "steps": smt["steps"]}, {"mode": "dmt", "steps": dmt["steps"]}],
-                     "wall_time": f"{dmt['seconds']} s", "context_length": T, "future_length": T},
+                     "stages": [{"mode": "joint", "steps": smt["steps"]},
+                                {"mode": "dmt", "dmt_gradient": "one_step", "steps": dmt["steps"]}],
+                     "wall_time": f"{smt['seconds'] + dmt['seconds']:.0f} s", "context_length": T, "future_length": T},
         "hardware": run["machine"],
         "eval": {k: dmt[k] for k in ("teacher_acc", "onestep_acc", "student_acc", "drift_mean") if dmt.get(k) is not None},
         "plots": [{"path": None,
-                   "caption": "rollout drift 1-R^2 per step, after joint SMT and after DMT"}],
+                   "caption": "rollout drift 1-R^2 per step, after joint SMT, one-step DMT and full-rollout DMT"}],
         "limitations": ["A toy model: it solves one synthetic task at one length; it is evidence for the method, "
                         "not a model to use."],
     }
@@ -159,17 +193,23 @@ def write_card(json_path: str, model_dir: str = "outputs/needle_e2e/final/studen
 
 def cli(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--seq-len", type=int, default=64)
-    p.add_argument("--smt-steps", type=int, default=1400)
+    p.add_argument("--task", default="needle", choices=sorted(TASKS))
+    p.add_argument("--seq-len", type=int, default=32)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--smt-steps", type=int, default=None, help="default: 900 at T<=32, 1400 above")
     p.add_argument("--dmt-steps", type=int, default=300)
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--out", default="recipes/results")
-    p.add_argument("--card-only", action="store_true", help="only (re)write the model card from the run's JSON")
+    p.add_argument("--no-bptt", action="store_true")
+    p.add_argument("--no-full-rollout", action="store_true")
+    p.add_argument("--out", default="outputs/needle_e2e")
+    p.add_argument("--card", metavar="JSON", help="only write the model card of the student saved by the run of JSON")
     a = p.parse_args(argv)
-    if not a.card_only:
-        run(a.seq_len, a.smt_steps, a.dmt_steps, a.seed, a.out, a.threads)
-    print("card:", write_card(os.path.join(a.out, f"needle_e2e_T{a.seq_len}.json")))
+    if a.card:
+        print("card:", write_card(a.card))
+        return
+    steps = a.smt_steps or (900 if a.seq_len <= 32 else 1400)
+    for s in a.seeds:
+        run(a.task, a.seq_len, s, steps, a.dmt_steps, a.out, a.threads, not a.no_bptt, not a.no_full_rollout)
 
 
 if __name__ == "__main__":

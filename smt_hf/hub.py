@@ -14,7 +14,8 @@ writes `eval` and `log_history`; recipes add the rest as `extra`. See `model_car
     description  str    a paragraph under the title
     config       dict   model config (taken from the model when one is given)
     dataset      dict   name, id (Hub id), source (URL or how it was built), split, notes
-    training     dict   mode ("smt" | "dmt" | "joint" | "bptt" | "smt+dmt"), steps, stages [{mode, steps}],
+    training     dict   mode ("smt" | "dmt" | "joint" | "bptt" | "smt+dmt"), steps, stages [{mode, steps,
+                        dmt_gradient?}], dmt_gradient (for "dmt"),
                         batch_size, learning_rate, context_length, teacher, wall_time, ...
     hardware     str    e.g. "1x NVIDIA H200"
     eval         dict   metric -> number (lists such as drift curves are skipped)
@@ -101,7 +102,10 @@ def _training_text(training: dict, log_history: list | None) -> tuple[str, int |
     lines.append(f"- **Steps:** {steps if steps is not None else 'not recorded'}")
     training.pop("steps", None)
     for stage in training.pop("stages", []) or []:
-        lines.append(f"  - stage `{stage.get('mode', '?')}`: {stage.get('steps', '?')} steps")
+        grad = stage.get("dmt_gradient")
+        what = {"one_step": " (dmt_gradient=one_step: no gradient across steps, no BPTT)",
+                "full_rollout": " (dmt_gradient=full_rollout: gradient through the rollout, i.e. truncated BPTT)"}
+        lines.append(f"  - stage `{stage.get('mode', '?')}`: {stage.get('steps', '?')} steps{what.get(grad, '')}")
     for key, value in training.items():
         lines.append(f"- **{key.replace('_', ' ')}:** {value}")
     return "\n".join(lines), steps

@@ -218,6 +218,8 @@ class SMTTrainer(Trainer):
                          "batch_size": a.per_device_train_batch_size * a.world_size,
                          "context_length": a.context_length, "future_length": a.future_length},
         }
+        if a.mode == "dmt":  # the card names the gradient setting: one_step (no BPTT) or full_rollout (truncated BPTT)
+            info["training"].update(dmt_gradient=a.dmt_gradient, dmt_stride=a.dmt_stride, rollout_length=a.rollout_length)
         info.update(extra)
         return info
 

@@ -213,3 +213,12 @@ def test_trainer_push_to_hub_uploads_standalone_student_and_teacher(hub, tmp_pat
     x = torch.randint(0, 16, (2, 6))
     assert torch.equal(loaded(x).logits, student.eval()(x).logits)
     assert AutoModel.from_pretrained(hub.repos["me/smt-needle-teacher"]).config.model_type == "smt_teacher"
+
+
+def test_card_names_the_dmt_gradient_setting():
+    info = {"training": {"mode": "smt+dmt", "steps": 30, "stages": [
+        {"mode": "joint", "steps": 20}, {"mode": "dmt", "dmt_gradient": "one_step", "steps": 10}]}}
+    text = make_model_card(info, model=_student("mlp")).text
+    assert "stage `dmt`: 10 steps (dmt_gradient=one_step: no gradient across steps, no BPTT)" in text
+    info["training"]["stages"][1]["dmt_gradient"] = "full_rollout"
+    assert "truncated BPTT" in make_model_card(info, model=_student("mlp")).text
