@@ -9,7 +9,8 @@
     python recipes/needle_e2e.py                       # T=64, vocabulary 16 (about 10-15 CPU minutes)
     python recipes/needle_e2e.py --seq-len 32 --smt-steps 900 --dmt-steps 200
 
-Prints one table and writes recipes/results/needle_e2e_T<T>.json and a drift plot.
+Prints one table and writes outputs/needle_e2e/needle_e2e_T<T>.json, a drift plot and a model card
+(`--out recipes/results` updates the shipped results).
 """
 
 from __future__ import annotations
@@ -20,8 +21,27 @@ import os
 import sys
 import time
 
-import torch
-from transformers import TrainerCallback
+DEFAULT_OUT = "outputs/needle_e2e"  # not the tracked recipes/results unless --out says so
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seq-len", type=int, default=64)
+    p.add_argument("--smt-steps", type=int, default=1400)
+    p.add_argument("--dmt-steps", type=int, default=300)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", default=DEFAULT_OUT, help=f"folder for the JSON, plot and model card (default {DEFAULT_OUT})")
+    p.add_argument("--card-out", default=None, help="model card path (default <out>/needle_T<T>_student.md)")
+    p.add_argument("--card-only", action="store_true", help="only (re)write the model card from the run's JSON")
+    return p
+
+
+if __name__ == "__main__":
+    build_parser().parse_args()  # --help and usage errors answer here, before torch and transformers load
+
+import torch  # noqa: E402
+from transformers import TrainerCallback  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(__file__))
 from smt import build_models, machine  # noqa: E402
@@ -46,7 +66,7 @@ class TimeBudget(TrainerCallback):
             control.should_training_stop = True
 
 
-def run(seq_len=64, smt_steps=1400, dmt_steps=300, seed=0, out="recipes/results", threads=1):
+def run(seq_len=64, smt_steps=1400, dmt_steps=300, seed=0, out=DEFAULT_OUT, threads=1):
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     T = seq_len
@@ -150,7 +170,7 @@ def write_card(json_path: str, model_dir: str = "outputs/needle_e2e/final/studen
         "limitations": ["A toy model: it solves one synthetic task at one length; it is evidence for the method, "
                         "not a model to use."],
     }
-    out = out or os.path.join("model_cards", "filled", f"needle_T{T}_student.md")
+    out = out or os.path.join(os.path.dirname(json_path), f"needle_T{T}_student.md")
     png = json_path.replace(".json", "_drift.png")
     info["plots"][0]["path"] = os.path.relpath(png, os.path.dirname(os.path.abspath(out)))
     make_card(info, out, model=load_model(model_dir))
@@ -158,18 +178,10 @@ def write_card(json_path: str, model_dir: str = "outputs/needle_e2e/final/studen
 
 
 def cli(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--seq-len", type=int, default=64)
-    p.add_argument("--smt-steps", type=int, default=1400)
-    p.add_argument("--dmt-steps", type=int, default=300)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--out", default="recipes/results")
-    p.add_argument("--card-only", action="store_true", help="only (re)write the model card from the run's JSON")
-    a = p.parse_args(argv)
+    a = build_parser().parse_args(argv)
     if not a.card_only:
         run(a.seq_len, a.smt_steps, a.dmt_steps, a.seed, a.out, a.threads)
-    print("card:", write_card(os.path.join(a.out, f"needle_e2e_T{a.seq_len}.json")))
+    print("card:", write_card(os.path.join(a.out, f"needle_e2e_T{a.seq_len}.json"), out=a.card_out))
 
 
 if __name__ == "__main__":
