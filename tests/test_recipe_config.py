@@ -152,3 +152,32 @@ def test_bench_writes_under_outputs_by_default(tmp_path, monkeypatch):
     bench.main(["--preset", "cpu", "--dry-run", "--sections", "dmt", "--no-plot"])
     assert (tmp_path / "outputs" / "bench" / "bench_cpu_dry.json").is_file()
     assert not (tmp_path / "recipes").exists()
+
+
+# ----------------------------------------------------------------------------- offline-first data
+def test_cpu_text_config_names_its_offline_source_and_skips_the_hub(monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    config = recipe.load_config(os.path.join(RECIPES, "configs", "text_cpu.yaml"))
+    assert config["data"]["source"] == "shakespeare"
+    line = recipe.announce_source(config["data"])
+    assert line == "[smt] data source: text from 'shakespeare' (offline; the hub is not contacted)"
+    assert os.environ["HF_HUB_OFFLINE"] == "1" and os.environ["HF_DATASETS_OFFLINE"] == "1"
+    assert "else the offline default" in recipe.announce_source({"task": "text", "source": "auto"})
+
+
+def test_tinystories_slice_is_streamed(monkeypatch):
+    import datasets
+
+    from smt_hf.data import load_text
+
+    calls = []
+
+    class Stream:
+        def take(self, n):
+            return [{"text": f"story {i}"} for i in range(n)]
+
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **kw: calls.append((a, kw)) or Stream())
+    got = load_text("tinystories", split="train", max_documents=3)
+    assert calls == [(("roneneldan/TinyStories",), {"split": "train", "streaming": True})]
+    assert bytes(got.tokens) == b"story 0\n\nstory 1\n\nstory 2" and got.documents == ["3 stories"]
