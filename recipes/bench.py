@@ -1,7 +1,8 @@
 """Speed benchmark of SMT training and SMT-student generation (CPU and GPU), all ratios measured side by side.
 
-    python recipes/bench.py --preset cpu  --out recipes/results/bench_cpu.json     # tiny config, < 4 min on 2 cores
-    python recipes/bench.py --preset gpu  --out recipes/results/bench_gpu.json     # reference architecture, bf16
+    python recipes/bench.py --preset cpu                  # tiny config, < 4 min on 2 cores -> outputs/bench/bench_cpu.*
+    python recipes/bench.py --preset gpu                  # reference architecture, bf16 -> outputs/bench/bench_gpu.*
+    python recipes/bench.py --preset cpu  --out recipes/results/bench_cpu.json     # update the shipped results
     python recipes/bench.py --preset gpu --dry-run                                  # shrunk GPU code path (runs on CPU)
 
 Sections (JSON keys; a markdown table is written next to the JSON, `.md`):
@@ -31,7 +32,30 @@ import time
 import traceback
 from pathlib import Path
 
-import torch
+PRESET_NAMES = ("cpu", "gpu")  # the keys of PRESETS (below the torch import)
+DEFAULT_OUT = "outputs/bench"  # not the tracked recipes/results unless --out says so
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", choices=PRESET_NAMES, default="cpu")
+    ap.add_argument("--out", default=None, help=f"JSON path (default {DEFAULT_OUT}/bench_<preset>.json)")
+    ap.add_argument("--dry-run", action="store_true", help="shrink every size (checks the code path, e.g. GPU preset on CPU)")
+    ap.add_argument("--no-compile", action="store_true")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--sections", default="smt_step,train_sweep,dmt,generation,prefill,prefixes")
+    ap.add_argument("--no-plot", action="store_true")
+    ap.add_argument("--report-only", action="store_true", help="rewrite the .md and plot from an existing --out JSON (also a .partial.json left by a killed run)")
+    ap.add_argument("--merge", action="store_true",
+                    help="keep the other sections of an existing --out JSON (re-run only --sections); each section's "
+                         "ratios are still measured side by side within that section")
+    return ap
+
+
+if __name__ == "__main__":
+    build_parser().parse_args()  # --help and usage errors answer here, before torch and transformers load
+
+import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -76,6 +100,7 @@ DRY = dict(  # --dry-run: everything shrunk, same code path
     prefixes=dict(B=2, Ts=(8,), Tf=4),
 )
 # dense bf16 peak of the GPUs we expect (FLOP/s), for model FLOP utilisation
+assert tuple(PRESETS) == PRESET_NAMES
 PEAK_BF16 = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12, "A10": 125e12}
 TARGETS = dict(smt_step_ms=35.0, dmt_step_ms=1400.0, gen_b1_tok_s=1500.0, gen_blarge_tok_s=60000.0,
                student_mem_ratio=1.05, student_latency_ratio=1.1)
@@ -610,21 +635,10 @@ def plot(res, path):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
-    ap.add_argument("--out", default=None, help="JSON path (default recipes/results/bench_<preset>.json)")
-    ap.add_argument("--dry-run", action="store_true", help="shrink every size (checks the code path, e.g. GPU preset on CPU)")
-    ap.add_argument("--no-compile", action="store_true")
-    ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--sections", default="smt_step,train_sweep,dmt,generation,prefill,prefixes")
-    ap.add_argument("--no-plot", action="store_true")
-    ap.add_argument("--report-only", action="store_true", help="rewrite the .md and plot from an existing --out JSON (also a .partial.json left by a killed run)")
-    ap.add_argument("--merge", action="store_true",
-                    help="keep the other sections of an existing --out JSON (re-run only --sections); each section's "
-                         "ratios are still measured side by side within that section")
+    ap = build_parser()
     a = ap.parse_args(argv)
     if a.report_only:
-        out = Path(a.out or f"recipes/results/bench_{a.preset}.json")
+        out = Path(a.out or f"{DEFAULT_OUT}/bench_{a.preset}.json")
         res = json.loads(out.read_text())
         if "summary" not in res:  # a .partial.json left by a killed run
             res["summary"] = summarize(res)
@@ -658,7 +672,7 @@ def main(argv=None):
     t0 = time.perf_counter()
     sections = dict(smt_step=bench_smt_step, train_sweep=bench_train_sweep, dmt=bench_dmt, generation=bench_generation,
                     prefill=bench_prefill, prefixes=bench_prefixes)
-    out = Path(a.out or f"recipes/results/bench_{a.preset}{'_dry' if a.dry_run else ''}.json")
+    out = Path(a.out or f"{DEFAULT_OUT}/bench_{a.preset}{'_dry' if a.dry_run else ''}.json")
     partial = out.with_suffix(".partial.json")  # each finished section, in case the run is killed (device time limit)
     partial.parent.mkdir(parents=True, exist_ok=True)
     for sec in a.sections.split(","):

@@ -25,6 +25,7 @@ import os
 import sys
 import time
 
+DEFAULT_OUT = "outputs/needle_e2e"  # not the tracked recipes/results unless --out says so
 TASKS = {"needle": dict(vocab_size=16), "parity": {}}
 MODEL = {"teacher": dict(hidden_size=64, memory_tokens=2, num_encoder_layers=2, num_decoder_layers=1, num_attention_heads=4),
          "student": dict(backbone="transformer", updater_layers=2)}
@@ -36,7 +37,7 @@ ROWS = ("joint SMT", "SMT -> DMT one_step", "SMT -> DMT full_rollout", "BPTT (sa
 METRICS = ("teacher_acc", "onestep_acc", "student_acc", "drift_mean", "drift_last")
 
 
-def run(task="needle", seq_len=32, seed=0, smt_steps=900, dmt_steps=300, out="outputs/needle_e2e", threads=1,
+def run(task="needle", seq_len=32, seed=0, smt_steps=900, dmt_steps=300, out=DEFAULT_OUT, threads=1,
         bptt=True, full_rollout=True, save_dir="outputs/needle_e2e/final"):
     import torch
     from transformers import TrainerCallback
@@ -184,14 +185,14 @@ def write_card(json_path: str, model_dir: str = "outputs/needle_e2e/final/studen
         "limitations": ["A toy model: it solves one synthetic task at one length; it is evidence for the method, "
                         "not a model to use."],
     }
-    out = out or os.path.join("model_cards", "filled", f"needle_T{T}_student.md")
+    out = out or os.path.join(os.path.dirname(json_path), f"needle_T{T}_student.md")
     png = json_path.replace(".json", "_drift.png")
     info["plots"][0]["path"] = os.path.relpath(png, os.path.dirname(os.path.abspath(out)))
     make_card(info, out, model=load_model(model_dir))
     return out
 
 
-def cli(argv=None):
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--task", default="needle", choices=sorted(TASKS))
     p.add_argument("--seq-len", type=int, default=32)
@@ -201,11 +202,17 @@ def cli(argv=None):
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--no-bptt", action="store_true")
     p.add_argument("--no-full-rollout", action="store_true")
-    p.add_argument("--out", default="outputs/needle_e2e")
+    p.add_argument("--out", default=DEFAULT_OUT, help=f"folder for JSON, plots, tables (default {DEFAULT_OUT}; "
+                   "`--out recipes/results` updates the shipped results)")
     p.add_argument("--card", metavar="JSON", help="only write the model card of the student saved by the run of JSON")
-    a = p.parse_args(argv)
+    p.add_argument("--card-out", default=None, help="model card path (default: next to the JSON)")
+    return p
+
+
+def cli(argv=None):
+    a = build_parser().parse_args(argv)
     if a.card:
-        print("card:", write_card(a.card))
+        print("card:", write_card(a.card, out=a.card_out))
         return
     steps = a.smt_steps or (900 if a.seq_len <= 32 else 1400)
     for s in a.seeds:

@@ -1,10 +1,13 @@
 """Reproduce the paper's experiments (arXiv 2606.06479) at small scale and render the README "Results" section.
 
-    python recipes/reproduce.py run all                      # CPU preset, writes recipes/results/repro_*.{json,md,png}
+    python recipes/reproduce.py run all                      # CPU preset, writes outputs/repro/repro_*.{json,md,png}
     python recipes/reproduce.py run synthetic joint          # some items
     python recipes/reproduce.py run all --quick              # smoke test: a few steps each, into outputs/repro_quick
     python recipes/reproduce.py run all --preset gpu         # bigger sizes, same code (CUDA if available)
-    python recipes/reproduce.py report                       # recipes/RESULTS.md from the JSONs (no training)
+    python recipes/reproduce.py report                       # outputs/repro/RESULTS.md from the JSONs (no training)
+
+The shipped results (recipes/results/, recipes/RESULTS.md) are only written when asked for:
+`run ... --out recipes/results` and `report --out recipes/results --dest recipes/RESULTS.md`.
 
 Items (paper figure): synthetic (Fig 3), joint (Fig 10), gradients (Fig 11), dmt (Fig 12), length (Fig 13),
 text (Fig 6/7, bytes), pixels (Fig 4/5), backbones (Fig 3 with GRU/MLP updaters).
@@ -25,7 +28,34 @@ import sys
 import math
 import time
 
-import numpy as np
+ITEMS = ["synthetic", "joint", "gradients", "dmt", "length", "text", "pixels", "backbones"]
+EXTRA_ITEMS = ["prefixes"]  # not in `run all` (the CPU preset's 45 minutes): `run prefixes`
+PRESET_NAMES = ("cpu", "gpu")  # the keys of PRESETS (below the heavy imports)
+DEFAULT_OUT = "outputs/repro"  # never the tracked recipes/results unless --out says so
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="train/evaluate items and write their JSON/PNG/markdown")
+    r.add_argument("items", nargs="+", help=f"'all' (= {ITEMS}) or some of {ITEMS + EXTRA_ITEMS}")
+    r.add_argument("--preset", choices=PRESET_NAMES, default="cpu")
+    r.add_argument("--quick", action="store_true", help="a few steps per item (smoke test); default output outputs/repro_quick")
+    r.add_argument("--out", default=None, help=f"output folder (default {DEFAULT_OUT}, or outputs/repro_quick with "
+                                               "--quick; --out recipes/results updates the shipped results)")
+    r.add_argument("--jobs", type=int, default=None,
+                   help="worker processes, one CPU thread each (default: 2 for --preset cpu, 8 for gpu, at most the "
+                        "CPU count); 1 runs everything in this process")
+    p = sub.add_parser("report", help="render RESULTS.md from the JSONs")
+    p.add_argument("--out", default=DEFAULT_OUT, help=f"folder with the repro_*.json (default {DEFAULT_OUT})")
+    p.add_argument("--dest", default=None, help="markdown to write (default <out>/RESULTS.md)")
+    return ap
+
+
+if __name__ == "__main__":
+    build_parser().parse_args()  # --help and usage errors answer here, before torch and transformers load
+
+import numpy as np  # noqa: E402
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -47,8 +77,6 @@ transformers.logging.set_verbosity_error()
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results")
 ROOT_DIR = os.path.dirname(HERE)
-ITEMS = ["synthetic", "joint", "gradients", "dmt", "length", "text", "pixels", "backbones"]
-EXTRA_ITEMS = ["prefixes"]  # not in `run all` (the CPU preset's 45 minutes): `run prefixes`
 TITLES = {
     "synthetic": "1. Synthetic tasks: BPTT vs SMT vs SMT->DMT (paper Fig 3)",
     "joint": "2. Joint vs detached SMT over the decoder horizon Tf (paper Fig 10)",
@@ -110,6 +138,7 @@ GPU["prefixes"] = dict(_GSYN, cases=[["needle", 64], ["string_copy", 64]], seeds
 GPU["pixels"] = dict(side=28, Tf=64, bs=64, dmt_bs=32, smt_lr=1e-3, dmt_lr=1e-4, smt_s=45, dmt_s=15, n_train=20000,
                      n_eval=128, n_show=8)
 PRESETS = {"cpu": CPU, "gpu": GPU}
+assert tuple(PRESETS) == PRESET_NAMES
 
 
 def training_budget_s(P: dict) -> dict:
@@ -179,7 +208,7 @@ def machine_str(mc: dict) -> str:
 
 
 # ----------------------------------------------------------------------------- findings (text from the JSONs)
-def intro(out: str) -> str:
+def intro(out: str, dest: str | None = None) -> str:
     """The report's opening paragraph, for the preset the JSONs in `out` were run with."""
     metas = []
     for item in ITEMS:
@@ -188,7 +217,9 @@ def intro(out: str) -> str:
             metas.append(json.load(open(path)).get("meta", {}))
     presets = {m.get("preset") for m in metas} or {"cpu"}
     rel = os.path.relpath(out, ROOT_DIR)
-    cmd = "python recipes/reproduce.py report" + ("" if os.path.abspath(out) == RESULTS else f" --out {rel}")
+    cmd = f"python recipes/reproduce.py report --out {rel}"
+    if dest and os.path.abspath(dest) != os.path.abspath(os.path.join(out, "RESULTS.md")):
+        cmd += f" --dest {os.path.relpath(dest, ROOT_DIR)}"
     if presets == {"gpu"}:
         mc = metas[0].get("machine", {})
         how = (f"GPU preset: larger models, every phase capped in seconds, {metas[0].get('jobs')} worker processes "
@@ -530,7 +561,7 @@ def _item_section(item: str, out: str, dest: str) -> tuple[str, float]:
 
 
 def report(out: str, dest: str) -> str:
-    parts, total = [intro(out)], 0.0
+    parts, total = [intro(out, dest)], 0.0
     for item in ITEMS:
         md, sec = _item_section(item, out, dest)
         parts.append(md)
@@ -556,31 +587,23 @@ def report(out: str, dest: str) -> str:
 
 
 def cli(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    r = sub.add_parser("run", help="train/evaluate items and write their JSON/PNG/markdown")
-    r.add_argument("items", nargs="+", help=f"'all' (= {ITEMS}) or some of {ITEMS + EXTRA_ITEMS}")
-    r.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
-    r.add_argument("--quick", action="store_true", help="a few steps per item (smoke test); default output outputs/repro_quick")
-    r.add_argument("--out", default=None, help="output folder (default recipes/results, or outputs/repro_quick with --quick)")
-    r.add_argument("--jobs", type=int, default=None,
-                   help="worker processes, one CPU thread each (default: 2 for --preset cpu, 8 for gpu, at most the "
-                        "CPU count); 1 runs everything in this process")
-    p = sub.add_parser("report", help="render recipes/RESULTS.md from the JSONs")
-    p.add_argument("--out", default=RESULTS)
-    p.add_argument("--dest", default=os.path.join(HERE, "RESULTS.md"))
+    ap = build_parser()
     a = ap.parse_args(argv)
     if a.cmd == "run":
         items = ITEMS if a.items == ["all"] else a.items
         bad = [i for i in items if i not in ITEMS + EXTRA_ITEMS]
         if bad:
             ap.error(f"unknown item(s) {bad}; choose from {ITEMS + EXTRA_ITEMS}")
-        summary = run(items, a.preset, a.quick, a.out or ("outputs/repro_quick" if a.quick else RESULTS),
+        summary = run(items, a.preset, a.quick, a.out or ("outputs/repro_quick" if a.quick else DEFAULT_OUT),
                       a.jobs or default_jobs(a.preset))
         return 1 if summary["failed"] else 0
     else:
-        report(a.out, a.dest)
-        print(f"wrote {a.dest}")
+        if not any(os.path.isfile(os.path.join(a.out, f"repro_{i}.json")) for i in ITEMS + EXTRA_ITEMS):
+            ap.error(f"no repro_*.json in {a.out}: run `python recipes/reproduce.py run all` first (writes "
+                     f"{DEFAULT_OUT}), or pass --out recipes/results for the shipped results")
+        dest = a.dest or os.path.join(a.out, "RESULTS.md")
+        report(a.out, dest)
+        print(f"wrote {dest}")
     return 0
 
 

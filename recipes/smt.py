@@ -14,58 +14,43 @@ generates. `main(config)` is importable and returns the summary dict.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import sys
 import time
 
-import torch
-import yaml
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from smt_hf import SMTByteTokenizer, SMTRecurrentConfig, SMTRecurrentForCausalLM, SMTTeacherConfig, SMTTeacherModel
-from smt_hf.hardware import describe_machine
-from smt_hf.data import load_mnist, load_sketches, load_text, make_task, stream_windows, task_vocab_size
-from smt_hf.trainer import SMTTrainer
-from smt_hf.training_args import SMTTrainingArguments
+from smt_config import ConfigError, load_config, offline_source, validate_config  # noqa: E402  (no torch import)
 
-PIXEL_LOADERS = {"mnist": load_mnist, "sketches": load_sketches}
+PIXEL_TASKS = ("mnist", "sketches")
+SAMPLE_EDGE = 32  # a printed token prompt longer than 2 * SAMPLE_EDGE shows its first and last SAMPLE_EDGE tokens
 
-
-# ----------------------------------------------------------------------------- config
-def load_config(path: str | None, overrides: list[str] | None = None) -> dict:
-    config = yaml.safe_load(open(path)) if path else {}
-    for item in overrides or []:
-        key, _, raw = item.partition("=")
-        value = yaml.safe_load(raw)
-        node = config
-        parts = key.split(".")
-        for p in parts[:-1]:
-            node = node[int(p)] if isinstance(node, list) else node.setdefault(p, {})
-        if isinstance(node, list):
-            node[int(parts[-1])] = value
-        else:
-            node[parts[-1]] = value
-    return config
+# torch, transformers and smt_hf are imported inside the functions below, so `--help` and config errors answer
+# at once instead of after several seconds of imports.
 
 
 def build_data(data: dict) -> tuple:
     """Returns (train_dataset, eval_dataset, vocab_size, description)."""
+    from smt_hf.data import load_mnist, load_sketches, load_text, make_task, stream_windows, task_vocab_size
+
     data = dict(data)
     kind = data.pop("task")
     seq_len = data.pop("seq_len")
     n_train, n_eval = data.pop("num_train", 20000), data.pop("num_eval", 256)
     seed = data.pop("seed", 0)
     if kind == "text":
-        source = data.pop("source", "auto")
-        train_text, eval_text = load_text(source, split="train"), load_text(source, split="test")
+        source, max_docs = data.pop("source", "auto"), data.pop("max_documents", None)
+        train_text = load_text(source, split="train", max_documents=max_docs)
+        eval_text = load_text(source, split="test", max_documents=max_docs)
         train = stream_windows(train_text.tokens, seq_len, n_train, seed)
         ev = stream_windows(eval_text.tokens, seq_len, n_eval, seed + 1)
         return train, ev, 256, f"text ({train_text.source}), windows of {seq_len} bytes"
-    if kind in PIXEL_LOADERS:
+    if kind in PIXEL_TASKS:
+        loader = {"mnist": load_mnist, "sketches": load_sketches}[kind]
         source = data.pop("source", "auto")
-        train = PIXEL_LOADERS[kind](source, split="train")
-        ev = PIXEL_LOADERS[kind](source, split="test")
+        train = loader(source, split="train")
+        ev = loader(source, split="test")
         ev = ev.select(range(min(n_eval, len(ev))))
         return train, ev, 256, f"{kind} ({train.info.description})"
     train = make_task(kind, n_train, seq_len, seed, **data)
@@ -73,7 +58,25 @@ def build_data(data: dict) -> tuple:
     return train, ev, task_vocab_size(kind, **data), f"task {kind} (T={seq_len}, {data})"
 
 
+def announce_source(data: dict) -> str:
+    """The line naming where the data comes from, printed before it loads. For an offline source (e.g.
+    text `source: shakespeare`) it also sets HF_HUB_OFFLINE=1, so nothing waits on hub retries."""
+    kind, source = data["task"], data.get("source", "auto")
+    if kind not in ("text",) + PIXEL_TASKS:
+        return f"[smt] data source: built-in synthetic task {kind!r} (generated locally, no download)"
+    if offline_source(data):
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        os.environ["HF_DATASETS_OFFLINE"] = "1"
+        return f"[smt] data source: {kind} from {source!r} (offline; the hub is not contacted)"
+    if source == "auto":
+        return (f"[smt] data source: {kind} from 'auto' = the hub dataset when online, else the offline default "
+                "(set data.source to the offline source, or HF_HUB_OFFLINE=1, to skip the hub)")
+    return f"[smt] data source: {kind} from {source!r} (downloads from the hub)"
+
+
 def build_models(config: dict, vocab_size: int, seq_len: int):
+    from smt_hf import SMTRecurrentConfig, SMTRecurrentForCausalLM, SMTTeacherConfig, SMTTeacherModel
+
     tkw = dict(config.get("teacher", {}))
     tkw.setdefault("vocab_size", vocab_size)
     tkw.setdefault("max_context_length", max(seq_len, 1))
@@ -85,34 +88,68 @@ def build_models(config: dict, vocab_size: int, seq_len: int):
 
 
 def machine() -> str:
+    from smt_hf.hardware import describe_machine
+
     return describe_machine()
 
 
-# ----------------------------------------------------------------------------- main
-def main(config: dict) -> dict:
-    config = copy.deepcopy(config)
+def phase_arguments(config: dict, seq_len: int, teacher_max_context: int) -> list:
+    """SMTTrainingArguments for every phase, built (and checked) before any of them trains.
+
+    Raises ConfigError naming the phase and the fix (a value SMTTrainingArguments rejects, or a
+    context_length longer than the teacher reads)."""
+    from smt_hf.training_args import SMTTrainingArguments
+
     out_dir = config.get("output_dir", "outputs/smt")
-    seed = config.get("seed", 0)
-    if config.get("threads"):
-        torch.set_num_threads(int(config["threads"]))
-    torch.manual_seed(seed)
-    train, ev, vocab, data_desc = build_data(config["data"])
-    seq_len = len(train[0]["input_ids"])
-    student, teacher = build_models(config, vocab, seq_len)
-    tokenizer = SMTByteTokenizer() if vocab == 256 else None
-    print(f"[smt] data: {data_desc}; train {len(train)} / eval {len(ev)} sequences of {seq_len} tokens")
-    print(f"[smt] student ({student.config.backbone}): {student.num_parameters():,} params; teacher: {teacher.num_parameters():,}")
-    print(f"[smt] machine: {machine()}")
-    summary = {"config": config, "data": data_desc, "machine": machine(), "phases": []}
-    for i, phase in enumerate(config.get("phases", [{"mode": "joint"}])):
+    all_args = []
+    for i, phase in enumerate(config["phases"]):
         kw = dict(config.get("common", {}))
         kw.update(phase)
         kw.setdefault("context_length", seq_len)
         kw.setdefault("report_to", "none")
         kw.setdefault("save_strategy", "no")
-        kw["output_dir"] = os.path.join(out_dir, f"phase{i}_{kw['mode']}")
-        kw.setdefault("seed", seed)
-        args = SMTTrainingArguments(**kw)
+        kw["output_dir"] = os.path.join(out_dir, f"phase{i}_{kw.get('mode', 'joint')}")
+        kw.setdefault("seed", config.get("seed", 0))
+        try:
+            args = SMTTrainingArguments(**kw)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"phases.{i}: {e}") from None
+        if args.mode != "bptt" and args.context_length > teacher_max_context:
+            raise ConfigError(
+                f"phases.{i}: context_length={args.context_length} exceeds teacher.max_context_length="
+                f"{teacher_max_context}; set --set teacher.max_context_length={args.context_length} "
+                f"or lower the context (--set common.context_length={teacher_max_context})")
+        all_args.append(args)
+    return all_args
+
+
+# ----------------------------------------------------------------------------- main
+def main(config: dict) -> dict:
+    """Run every phase of a config (validated first, see smt_config.py) and return the summary dict.
+
+    Raises ConfigError (before anything trains) for a key, value or phase setting that cannot work."""
+    config = validate_config(config)
+    import torch
+
+    from smt_hf import SMTByteTokenizer, SMTRecurrentForCausalLM
+    from smt_hf.trainer import SMTTrainer
+
+    out_dir = config.get("output_dir", "outputs/smt")
+    seed = config.get("seed", 0)
+    if config.get("threads"):
+        torch.set_num_threads(int(config["threads"]))
+    torch.manual_seed(seed)
+    print(announce_source(config["data"]), flush=True)
+    train, ev, vocab, data_desc = build_data(config["data"])
+    seq_len = len(train[0]["input_ids"])
+    student, teacher = build_models(config, vocab, seq_len)
+    all_args = phase_arguments(config, seq_len, teacher.config.max_context_length)
+    tokenizer = SMTByteTokenizer() if vocab == 256 else None
+    print(f"[smt] data: {data_desc}; train {len(train)} / eval {len(ev)} sequences of {seq_len} tokens")
+    print(f"[smt] student ({student.config.backbone}): {student.num_parameters():,} params; teacher: {teacher.num_parameters():,}")
+    print(f"[smt] machine: {machine()}")
+    summary = {"config": config, "data": data_desc, "machine": machine(), "phases": []}
+    for i, args in enumerate(all_args):
         trainer = SMTTrainer(
             model=student, teacher=None if args.mode == "bptt" else teacher, args=args,
             train_dataset=train, eval_dataset=ev, processing_class=tokenizer,
@@ -140,12 +177,33 @@ def main(config: dict) -> dict:
     summary["sample"] = {"prompt": prompt[0].tolist(), "continuation": sample[0, prompt.shape[1]:].tolist(),
                          "reference": ev[0]["input_ids"][prompt.shape[1]:]}
     if tokenizer is not None:
-        summary["sample"]["text"] = tokenizer.decode(sample[0])
+        for key in ("prompt", "continuation", "reference"):
+            summary["sample"][f"{key}_text"] = tokenizer.decode(summary["sample"][key])
     print_table(summary)
     with open(os.path.join(out_dir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2, default=str)
-    print(f"[smt] saved standalone student to {final} (load with AutoModelForCausalLM.from_pretrained) and summary.json")
+    print(f"[smt] saved standalone student to {final} (load with `import smt_hf` then "
+          "AutoModelForCausalLM.from_pretrained) and summary.json")
     return summary
+
+
+def _tokens(ids: list) -> str:
+    if len(ids) <= 2 * SAMPLE_EDGE:
+        return str(ids)
+    return f"{ids[:SAMPLE_EDGE]} ... ({len(ids) - 2 * SAMPLE_EDGE} more) ... {ids[-SAMPLE_EDGE:]}"
+
+
+def format_sample(sample: dict) -> str:
+    """One line that shows the prompt, the standalone student's generation and the reference apart.
+
+    Text samples are decoded (`prompt_text` / `continuation_text` / `reference_text`); token samples
+    print the whole prompt (its first and last SAMPLE_EDGE tokens when longer), so a needle task's
+    key and query can be checked by eye."""
+    if "continuation_text" in sample:
+        return (f"prompt: {sample['prompt_text']!r} | generated: {sample['continuation_text']!r} | "
+                f"reference: {sample['reference_text']!r}")
+    return (f"prompt: {_tokens(sample['prompt'])} | generated: {_tokens(sample['continuation'])} | "
+            f"reference: {_tokens(sample['reference'])}")
 
 
 def print_table(summary: dict) -> None:
@@ -155,19 +213,27 @@ def print_table(summary: dict) -> None:
     for p in summary["phases"]:
         vals = [f"{p['eval'][c]:.3f}" if c in p["eval"] else "-" for c in cols]
         print(f"| {p['mode']} | {p['steps']} | {p['seconds']} | " + " | ".join(vals) + " |")
-    s = summary.get("sample", {})
-    if "text" in s:
-        print(f"\nsample (standalone student): {s['text']!r}")
-    elif s:
-        print(f"\nsample (standalone student): prompt {s['prompt'][-8:]} -> {s['continuation'][-8:]} (reference {s['reference'][-8:]})")
+    if summary.get("sample"):
+        print(f"\nsample (standalone student, greedy): {format_sample(summary['sample'])}")
 
 
-def cli(argv=None):
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default=os.path.join(os.path.dirname(__file__), "configs", "needle_cpu.yaml"))
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config entry")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config entry, e.g. phases.0.max_steps=100, common.learning_rate=3e-4, "
+                             "output_dir=/tmp/x (every key is checked before training starts)")
+    return parser
+
+
+def cli(argv=None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
-    main(load_config(args.config, args.set))
+    try:
+        main(load_config(args.config, args.set))
+    except ConfigError as e:
+        parser.error(str(e))
+    return 0
 
 
 if __name__ == "__main__":

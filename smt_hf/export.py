@@ -13,7 +13,8 @@ Nothing here calls `register_for_auto_class()` (it would mark the in-memory mode
 copy the package modules with their subpackage imports broken); the shipped files never call
 `Auto*.register` (that would override `auto_map`).
 
-CLI: `smt-export --model PATH --out DIR [--run-info run.json] [--push --repo-id USER/NAME]`.
+CLI: `smt-export --model PATH --out DIR [--part student|teacher] [--run-info run.json] [--push --repo-id USER/NAME]`;
+PATH is a `save_pretrained` folder or an SMTTrainer output folder (e.g. `outputs/needle_cpu/final`).
 """
 
 from __future__ import annotations
@@ -305,15 +306,35 @@ def export_for_hub(
     return result
 
 
-def load_model(path: str | Path):
-    """Load a saved student or teacher folder with the package's own classes (no remote code)."""
+def model_folder(path: str | Path, part: str = "student") -> Path:
+    """The folder holding `config.json`: `path` itself (a `save_pretrained` folder) or, for an `SMTTrainer`
+    output (`trainer.save_model(dir)` / `<output_dir>/final` / a `checkpoint-N`), its `student/` or `teacher/`
+    sub-folder, chosen by `part`. Raises FileNotFoundError naming the folders that would work."""
+    if part not in ("student", "teacher"):
+        raise ValueError(f"part must be 'student' or 'teacher', got {part!r}.")
+    path = Path(path)
+    if (path / "config.json").is_file():
+        return path
+    if (path / part / "config.json").is_file():
+        return path / part
+    found = [str(p.parent) for p in sorted(path.glob("*/config.json"))] if path.is_dir() else []
+    raise FileNotFoundError(
+        f"{path} has no config.json{' and no ' + part + '/config.json' if path.is_dir() else ' (no such folder)'}: "
+        "pass a folder written by save_pretrained, or an SMTTrainer output folder (holding student/ and teacher/)"
+        + (f"; folders here that would work: {', '.join(found)}" if found else ".")
+    )
+
+
+def load_model(path: str | Path, part: str = "student"):
+    """Load a saved student or teacher folder with the package's own classes (no remote code).
+
+    `path` is a `save_pretrained` folder or an SMTTrainer output folder (then its `part` sub-folder is used);
+    see `model_folder`."""
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
     from . import SMTRecurrentConfig  # noqa: F401  (registers the Auto classes)
 
-    path = Path(path)
-    if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"{path} has no config.json: pass a folder written by save_pretrained / SMTTrainer.")
+    path = model_folder(path, part)
     config = AutoConfig.from_pretrained(path)
     if config.model_type == "smt_recurrent":
         return AutoModelForCausalLM.from_pretrained(path)
@@ -325,7 +346,11 @@ def load_model(path: str | Path):
 def main(argv: list[str] | None = None) -> int:
     """`smt-export --model PATH --out DIR`: export a saved student/teacher folder for the Hub."""
     parser = argparse.ArgumentParser(prog="smt-export", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", required=True, help="folder written by save_pretrained or SMTTrainer (student/ or teacher/)")
+    parser.add_argument("--model", required=True,
+                        help="folder written by save_pretrained, or an SMTTrainer output folder such as <output_dir>/final "
+                             "(its student/ sub-folder is exported; --part teacher for the teacher)")
+    parser.add_argument("--part", choices=("student", "teacher"), default="student",
+                        help="which model of an SMTTrainer output folder to export (default: student)")
     parser.add_argument("--out", required=True, help="folder to write the Hub export to")
     parser.add_argument("--run-info", help="run summary JSON for the model card (see model_cards/examples/)")
     parser.add_argument("--no-tokenizer", action="store_true", help="ship no tokenizer")
@@ -336,10 +361,14 @@ def main(argv: list[str] | None = None) -> int:
 
     from transformers import AutoTokenizer
 
-    model = load_model(args.model)
+    try:
+        folder = model_folder(args.model, args.part)
+    except FileNotFoundError as e:
+        parser.error(str(e))
+    model = load_model(folder)
     tokenizer = False if args.no_tokenizer else None
-    if tokenizer is None and (Path(args.model) / "tokenizer_config.json").is_file():
-        tokenizer = AutoTokenizer.from_pretrained(args.model)
+    if tokenizer is None and (folder / "tokenizer_config.json").is_file():
+        tokenizer = AutoTokenizer.from_pretrained(folder)
     run_info = json.loads(Path(args.run_info).read_text(encoding="utf-8")) if args.run_info else None
     result = export_for_hub(
         model, args.out, tokenizer=tokenizer, run_info=run_info, push_to_hub=args.push, repo_id=args.repo_id,
@@ -351,7 +380,8 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["export_for_hub", "ExportedFolder", "collect_code", "flatten_source", "flat_module_name", "load_model", "main"]
+__all__ = ["export_for_hub", "ExportedFolder", "collect_code", "flatten_source", "flat_module_name", "load_model",
+           "model_folder", "main"]
 
 
 if __name__ == "__main__":  # pragma: no cover

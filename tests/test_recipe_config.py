@@ -1,0 +1,183 @@
+"""recipes/smt.py config checks (every key and --set override validated before training), sample printing,
+fast --help of the recipes, and where recipes write by default (issue 17)."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RECIPES = os.path.join(ROOT, "recipes")
+sys.path.insert(0, RECIPES)
+
+import smt as recipe  # noqa: E402
+from smt_config import ConfigError  # noqa: E402
+
+NEEDLE = os.path.join(RECIPES, "configs", "needle_cpu.yaml")
+
+
+def load(*overrides):
+    return recipe.load_config(NEEDLE, list(overrides))
+
+
+@pytest.mark.parametrize("override, message", [
+    ("max_steps=30", r"unknown key 'max_steps'.*phases\.<i>\.max_steps.*common\.max_steps"),
+    ("phase.0.max_steps=30", r"unknown key 'phase'; did you mean 'phases'"),
+    ("phases.0.max_step=30", r"unknown key 'phases\.0\.max_step'; did you mean 'max_steps'"),
+    ("phases.0.max_steps=abc", r"phases\.0\.max_steps='abc' \(str\): SMTTrainingArguments\.max_steps expects int"),
+    ("phases.2.max_steps=30", r"phases has 2 entries \(valid indices 0\.\.1\)"),
+    ("phases.x.max_steps=30", r"phases is a list; index it with 0\.\.1"),
+    ("common.save_strategy=sometimes", r"common\.save_strategy='sometimes'.*choose one of \['no', 'steps', 'epoch'"),
+    ("teacher.hidden_sise=32", r"unknown key 'teacher\.hidden_sise'; did you mean 'hidden_size'"),
+    ("student.hidden_size=32", r"student copies hidden_size from the teacher; set teacher\.hidden_size"),
+    ("data.vocab=3", r"task 'needle' got unknown argument\(s\) \['vocab'\]; valid: \['vocab_size'\]"),
+    ("data.task=nope", r"data\.task='nope' is unknown; choose one of"),
+    ("phases.0.output_dir=x", r"set the top-level output_dir"),
+    ("seed=zero", r"seed='zero' \(str\): the config expects int"),
+    ("max_steps", r"write KEY=VALUE"),
+])
+def test_bad_override_names_the_key_and_the_fix(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load(override)
+
+
+def test_unknown_key_in_the_yaml_file_is_rejected(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("data: {task: needle, seq_len: 16}\nphases:\n  - {mode: joint, max_stesp: 3}\n")
+    with pytest.raises(ConfigError, match=r"unknown key 'phases\.0\.max_stesp'; did you mean 'max_steps'"):
+        recipe.load_config(str(path))
+    with pytest.raises(ConfigError, match="unknown key 'max_steps'"):  # main() validates dicts too
+        recipe.main({"data": {"task": "needle", "seq_len": 16}, "max_steps": 3})
+
+
+def test_missing_config_file_lists_the_shipped_ones():
+    with pytest.raises(ConfigError, match=r"config file 'nope\.yaml' not found.*needle_cpu\.yaml"):
+        recipe.load_config("nope.yaml")
+
+
+def test_good_overrides_are_applied_and_typed():
+    config = load("phases.0.max_steps=30", "common.learning_rate=1e-3", "phases.1.lambda_dyn=2")
+    assert config["phases"][0]["max_steps"] == 30
+    assert config["common"]["learning_rate"] == 0.001  # YAML reads '1e-3' as a string; the float field converts it
+    assert config["phases"][1]["lambda_dyn"] == 2.0 and isinstance(config["phases"][1]["lambda_dyn"], float)
+
+
+def test_cli_reports_config_errors_as_usage_errors(capsys):
+    with pytest.raises(SystemExit) as e:
+        recipe.cli(["--config", NEEDLE, "--set", "phases.0.max_steps=abc"])
+    assert e.value.code == 2 and "phases.0.max_steps='abc'" in capsys.readouterr().err
+
+
+def test_teacher_too_small_for_the_context_says_what_to_set(tmp_path):
+    config = load("teacher.max_context_length=16", f"output_dir={tmp_path}", "data.num_train=8", "data.num_eval=8")
+    with pytest.raises(ConfigError, match=r"phases\.0: context_length=32 exceeds teacher\.max_context_length=16; "
+                                          r"set --set teacher\.max_context_length=32"):
+        recipe.main(config)
+    assert not (tmp_path / "final").exists()  # nothing trained
+
+
+def test_phase_value_rejected_by_the_arguments_fails_before_training(tmp_path):
+    config = load("phases.1.mode=dmx", f"output_dir={tmp_path}", "data.num_train=8", "data.num_eval=8")
+    with pytest.raises(ConfigError, match=r"phases\.1: `mode` must be one of"):
+        recipe.main(config)
+    assert not (tmp_path / "final").exists()  # phase 0 did not run either
+
+
+def test_library_context_error_names_the_fix():
+    import torch  # noqa: F401
+
+    from smt_hf import SMTRecurrentConfig, SMTRecurrentForCausalLM, SMTTeacherConfig, SMTTeacherModel
+    from smt_hf.trainer import SMTTrainer
+    from smt_hf.training_args import SMTTrainingArguments
+
+    teacher = SMTTeacherModel(SMTTeacherConfig(vocab_size=8, hidden_size=16, memory_tokens=1, num_encoder_layers=1,
+                                               num_decoder_layers=1, num_attention_heads=2, max_context_length=32))
+    student = SMTRecurrentForCausalLM(SMTRecurrentConfig.from_teacher(teacher.config, backbone="gru"))
+    args = SMTTrainingArguments(output_dir="unused", use_cpu=True, report_to="none")  # context_length default 256
+    with pytest.raises(ValueError, match=r"pass SMTTrainingArguments\(context_length=32\) or less.*SMTTeacherConfig\(max_context_length=256\)"):
+        SMTTrainer(model=student, teacher=teacher, args=args)
+
+
+# ----------------------------------------------------------------------------- samples
+def test_text_sample_shows_prompt_and_generation_apart(capsys):
+    summary = {"phases": [], "sample": {"prompt": [72, 105], "continuation": [32, 32], "reference": [33, 10],
+                                        "prompt_text": "Hi", "continuation_text": "  ", "reference_text": "!\n"}}
+    recipe.print_table(summary)
+    assert "prompt: 'Hi' | generated: '  ' | reference: '!\\n'" in capsys.readouterr().out
+
+
+def test_token_sample_prints_the_whole_prompt(capsys):
+    prompt = list(range(31))  # the needle main job: key, value, distractors, query (T=32)
+    recipe.print_table({"phases": [], "sample": {"prompt": prompt, "continuation": [4], "reference": [5]}})
+    assert f"prompt: {prompt} | generated: [4] | reference: [5]" in capsys.readouterr().out
+    long = recipe.format_sample({"prompt": list(range(200)), "continuation": [1], "reference": [2]})
+    assert long.startswith(f"prompt: {list(range(32))} ... (136 more) ... {list(range(168, 200))} | generated: [1]")
+
+
+# ----------------------------------------------------------------------------- --help and outputs
+@pytest.mark.parametrize("script", ["smt.py", "reproduce.py", "bench.py", "needle_e2e.py", "data_samples.py"])
+def test_help_answers_before_torch_is_imported(script):
+    code = ("import runpy, sys\nsys.argv = [sys.argv[1], '--help']\ntry:\n    runpy.run_path(sys.argv[0], run_name='__main__')\n"
+            "except SystemExit:\n    pass\nprint('HEAVY', sorted(m for m in ('torch', 'transformers', 'datasets') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code, os.path.join(RECIPES, script)], capture_output=True, text=True,
+                         cwd=ROOT, timeout=120, env=dict(os.environ, PYTHONPATH=ROOT))
+    assert "usage:" in out.stdout and out.stdout.rstrip().endswith("HEAVY []"), out.stdout[-500:] + out.stderr[-2000:]
+
+
+def test_recipes_write_under_outputs_by_default(tmp_path, monkeypatch):
+    import data_samples
+    import needle_e2e
+    import reproduce
+
+    calls = []
+    monkeypatch.setattr(reproduce, "run", lambda items, preset, quick, out, jobs: calls.append(("run", out)) or {"failed": []})
+    monkeypatch.setattr(reproduce, "report", lambda out, dest: calls.append(("report", out, dest)))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "outputs" / "repro").mkdir(parents=True)
+    (tmp_path / "outputs" / "repro" / "repro_dmt.json").write_text("{}")  # what `run dmt` would have written
+    reproduce.cli(["run", "synthetic"])
+    reproduce.cli(["report"])
+    reproduce.cli(["run", "synthetic", "--out", "recipes/results"])  # asked for explicitly
+    assert calls == [("run", "outputs/repro"), ("report", "outputs/repro", "outputs/repro/RESULTS.md"),
+                     ("run", "recipes/results")]
+    assert needle_e2e.build_parser().parse_args([]).out == "outputs/needle_e2e"
+    assert data_samples.build_parser().parse_args([]).out == "outputs/data_samples.png"
+
+
+def test_bench_writes_under_outputs_by_default(tmp_path, monkeypatch):
+    import bench
+
+    monkeypatch.chdir(tmp_path)
+    bench.main(["--preset", "cpu", "--dry-run", "--sections", "dmt", "--no-plot"])
+    assert (tmp_path / "outputs" / "bench" / "bench_cpu_dry.json").is_file()
+    assert not (tmp_path / "recipes").exists()
+
+
+# ----------------------------------------------------------------------------- offline-first data
+def test_cpu_text_config_names_its_offline_source_and_skips_the_hub(monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    config = recipe.load_config(os.path.join(RECIPES, "configs", "text_cpu.yaml"))
+    assert config["data"]["source"] == "shakespeare"
+    line = recipe.announce_source(config["data"])
+    assert line == "[smt] data source: text from 'shakespeare' (offline; the hub is not contacted)"
+    assert os.environ["HF_HUB_OFFLINE"] == "1" and os.environ["HF_DATASETS_OFFLINE"] == "1"
+    assert "else the offline default" in recipe.announce_source({"task": "text", "source": "auto"})
+
+
+def test_tinystories_slice_is_streamed(monkeypatch):
+    import datasets
+
+    from smt_hf.data import load_text
+
+    calls = []
+
+    class Stream:
+        def take(self, n):
+            return [{"text": f"story {i}"} for i in range(n)]
+
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **kw: calls.append((a, kw)) or Stream())
+    got = load_text("tinystories", split="train", max_documents=3)
+    assert calls == [(("roneneldan/TinyStories",), {"split": "train", "streaming": True})]
+    assert bytes(got.tokens) == b"story 0\n\nstory 1\n\nstory 2" and got.documents == ["3 stories"]
