@@ -38,7 +38,7 @@ METRICS = ("teacher_acc", "onestep_acc", "student_acc", "drift_mean", "drift_las
 
 
 def run(task="needle", seq_len=32, seed=0, smt_steps=900, dmt_steps=300, out=DEFAULT_OUT, threads=1,
-        bptt=True, full_rollout=True, save_dir="outputs/needle_e2e/final"):
+        bptt=True, full_rollout=True, save_dir=None):
     import torch
     from transformers import TrainerCallback
 
@@ -91,8 +91,7 @@ def run(task="needle", seq_len=32, seed=0, smt_steps=900, dmt_steps=300, out=DEF
     _, smt = phase(ROWS[0], student, teacher, SMT, smt_steps)
     smt_state = copy.deepcopy(student.state_dict())
     tr, dmt = phase(ROWS[1], student, teacher, DMT, dmt_steps)
-    if save_dir:
-        tr.save_model(save_dir)
+    tr.save_model(save_dir or os.path.join(out, f"final_{task}_T{T}_s{seed}"))  # student/ + teacher/
     if full_rollout:
         student.load_state_dict(smt_state)
         phase(ROWS[2], student, teacher, FULL_ROLLOUT, dmt_steps)
@@ -152,7 +151,7 @@ def write_summary(out: str, task: str, T: int) -> str:
     return md
 
 
-def write_card(json_path: str, model_dir: str = "outputs/needle_e2e/final/student", out: str | None = None) -> str:
+def write_card(json_path: str, model_dir: str | None = None, out: str | None = None) -> str:
     """Fill the model card of the SMT -> DMT student from the run's JSON (model_cards/generate_card.py)."""
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "model_cards"))
     from generate_card import make_card
@@ -161,6 +160,7 @@ def write_card(json_path: str, model_dir: str = "outputs/needle_e2e/final/studen
 
     run = json.load(open(json_path))
     T = run["seq_len"]
+    model_dir = model_dir or os.path.join(os.path.dirname(json_path), f"final_{run['task']}_T{T}_s{run['seed']}", "student")
     dmt = next(r for r in run["rows"] if r["run"] == "SMT -> DMT one_step")
     smt = next(r for r in run["rows"] if r["run"] == "joint SMT")
     bptt = next(r for r in run["rows"] if r["run"].startswith("BPTT"))

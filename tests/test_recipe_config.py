@@ -181,3 +181,20 @@ def test_tinystories_slice_is_streamed(monkeypatch):
     got = load_text("tinystories", split="train", max_documents=3)
     assert calls == [(("roneneldan/TinyStories",), {"split": "train", "streaming": True})]
     assert bytes(got.tokens) == b"story 0\n\nstory 1\n\nstory 2" and got.documents == ["3 stories"]
+
+
+@pytest.mark.parametrize("path", sorted(__import__("glob").glob(os.path.join(RECIPES, "configs", "*.yaml"))),
+                         ids=os.path.basename)
+def test_every_shipped_config_builds_all_its_phase_arguments(path):
+    """Each shipped YAML passes validation and every phase builds its SMTTrainingArguments (a renamed value such
+    as dmt_gradient='detach' in a GPU config fails here, not hours into a run)."""
+    config = recipe.load_config(path)
+    for phase in config["phases"]:
+        phase.pop("bf16", None), phase.pop("fp16", None)
+    config.setdefault("common", {}).update(use_cpu=True, bf16=False, fp16=False)
+    seq_len = config["data"].get("seq_len", 64)
+    args = recipe.phase_arguments(config, seq_len, 10**6)
+    assert len(args) == len(config["phases"])
+    for a in args:
+        if a.mode == "dmt":
+            assert a.dmt_gradient == "one_step"  # shipped recipes run the no-BPTT DMT
