@@ -173,6 +173,8 @@ class SMTTrainingModule(nn.Module):
                 "lower `rollout_length` or use longer windows."
             )
         teacher = self.teacher
+        if next(teacher.parameters()).device != input_ids.device:  # wrappers (FSDP) may move only the submodules
+            teacher.to(input_ids.device)
         # 1. teacher memories at the start and every k steps, one batched encoder call: (B*(n+1), Tc)
         ends = torch.arange(start, start + Td + 1, k, device=input_ids.device)  # (n+1,) = start, start+k, ...
         # right-padded rows: a matched step whose window runs past the row's end has no target (masked out)
