@@ -34,6 +34,8 @@ def test_readme_examples_run_and_mean_what_they_say(tmp_path, monkeypatch):
     student, teacher, again = ns["student"], ns["teacher"], ns["again"]
     assert ns["out"].shape == (1, 5 + 8)
     assert ns["args"].seed == 0 and ns["args"].save_strategy == "no"  # seeded, no unasked out/checkpoint-N folders
+    assert ns["args"].mode == "dmt" and ns["args"].dmt_gradient == "one_step"  # goes through DMT, without BPTT
+    assert {"eval_teacher_acc", "eval_student_acc"} <= set(ns["metrics"])  # and prints both accuracies
     assert torch.get_num_threads() == 1
     assert os.path.isfile(tmp_path / "student" / "model.safetensors")
     assert type(again).__name__ == "SMTRecurrentForCausalLM"
