@@ -46,10 +46,14 @@ def check_memory(memory: torch.Tensor, memory_tokens: int, hidden_size: int) -> 
 
 
 class SMTPreTrainedModel(PreTrainedModel):
-    """Weight init shared by teacher and student (all of it here, with `torch.nn.init`)."""
+    """Weight init shared by teacher and student (all of it here, with `torch.nn.init`).
+
+    Activation checkpointing (`model.activation_checkpointing_enable()`, or `gradient_checkpointing=True` in the
+    trainer) recomputes each Transformer block, residual MLP block and GRU cell in the backward pass: the encoder
+    over a long Tc and the student's BPTT over a long T keep only the block inputs."""
 
     base_model_prefix = "model"
-    supports_gradient_checkpointing = False
+    supports_gradient_checkpointing = True
     _no_split_modules = ["Block"]
     _supports_sdpa = True
 
@@ -86,6 +90,7 @@ class SMTTeacherOutput(ModelOutput):
 class SMTTeacherModel(SMTPreTrainedModel):
     config_class = SMTTeacherConfig
     config: SMTTeacherConfig
+    _tied_weights_keys = {"lm_head.weight": "embed_tokens.weight"}  # applied only with tie_word_embeddings=True
 
     def __init__(self, config: SMTTeacherConfig):
         super().__init__(config)
