@@ -316,7 +316,7 @@ class SMTRecurrentForCausalLM(SMTRecurrentPreTrainedModel, GenerationMixin):
         check_token_ids(input_ids, self.config.vocab_size)
         return self.prefill_encoder(input_ids, attention_mask)
 
-    def prepare_inputs_for_generation(self, input_ids, next_sequence_length=None, **kwargs):
+    def prepare_inputs_for_generation(self, input_ids, next_sequence_length=None, inputs_embeds=None, **kwargs):
         """As GenerationMixin's, except when `generate()` is handed a cache that has already read >= the tokens
         given: HF slices `input_ids[:, -0:]` (the whole prompt, read twice) or with a negative length. Here 0 new
         tokens means none (the next logits come from the cached state), and a cache that has read more than
@@ -328,7 +328,8 @@ class SMTRecurrentForCausalLM(SMTRecurrentPreTrainedModel, GenerationMixin):
         if next_sequence_length is not None and next_sequence_length <= 0:
             input_ids = input_ids[:, :0] if next_sequence_length == 0 else input_ids
             next_sequence_length = None
-        return super().prepare_inputs_for_generation(input_ids, next_sequence_length=next_sequence_length, **kwargs)
+        return super().prepare_inputs_for_generation(input_ids, next_sequence_length=next_sequence_length,
+                                                      inputs_embeds=inputs_embeds, **kwargs)
 
     @torch.no_grad()
     def set_initial_memory(self, memory: torch.Tensor) -> None:
