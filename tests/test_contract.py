@@ -108,6 +108,20 @@ def test_return_dict_false_gives_tuples(model):
     assert type(base) is tuple  # the base model honours it too: memories, cache, last memory
 
 
+@torch.no_grad()
+def test_teacher_return_dict_false_and_refused_flags(teacher):
+    x, fut = ids_(T=5), ids_(T=3, seed=1)
+    ref = teacher(x, future_ids=fut, labels=fut)
+    out = teacher(x, future_ids=fut, labels=fut, return_dict=False)
+    assert type(out) is tuple and len(out) == 3
+    close(out[0], ref.loss)
+    close(out[1], ref.logits)
+    close(out[2], ref.memory)
+    for flag in ("output_attentions", "output_hidden_states"):
+        with pytest.raises(ValueError, match=f"{flag} is not supported by SMTTeacherModel"):
+            teacher(x, **{flag: True})
+
+
 # ---------------------------------------------------------------- 3. resize_token_embeddings
 @pytest.mark.parametrize("tied", [False, True], ids=["untied", "tied"])
 @torch.no_grad()
