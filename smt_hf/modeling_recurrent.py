@@ -7,7 +7,8 @@
 `forward` reads tokens one at a time from the cache's memory (or m_0); logits[:, t] predicts token t+1
 from the memory after tokens 0..t. The state handed to `generate()` is the memory alone.
 
-Standard `PreTrainedModel` / `generate()` flags (see the README section "What forward returns"):
+Standard `PreTrainedModel` / `generate()` flags (README: "What `forward` and `generate()` return, and what is
+refused"; checked for every backbone by tests/test_contract.py):
     hidden_states     `output_hidden_states=True` gives a 1-tuple holding (B, T, K*d): the memory after each token
                       read, flattened. The memory is the recurrence's only state; the updater's inner layers are not
                       states and are not returned (as Mamba returns one tensor per block, not the scan internals).
@@ -328,8 +329,13 @@ class SMTRecurrentForCausalLM(SMTRecurrentPreTrainedModel, GenerationMixin):
         if next_sequence_length is not None and next_sequence_length <= 0:
             input_ids = input_ids[:, :0] if next_sequence_length == 0 else input_ids
             next_sequence_length = None
-        return super().prepare_inputs_for_generation(input_ids, next_sequence_length=next_sequence_length,
-                                                      inputs_embeds=inputs_embeds, **kwargs)
+        inputs = super().prepare_inputs_for_generation(input_ids, next_sequence_length=next_sequence_length,
+                                                       inputs_embeds=inputs_embeds, **kwargs)
+        if inputs.get("cache") is not None:
+            # also under the pre-5.24 name: PEFT's prompt learning reads `past_key_values` to tell the first step
+            # (inject the soft prompt) from the later ones (feed the new token only); forward takes both names
+            inputs["past_key_values"] = inputs["cache"]
+        return inputs
 
     @torch.no_grad()
     def set_initial_memory(self, memory: torch.Tensor) -> None:

@@ -354,3 +354,18 @@ def test_top_level_public_api_is_lazy():
     assert {"SMTTrainer", "SMTTrainingArguments", "make_task", "export_for_hub"} <= set(smt_hf.__all__)
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         smt_hf.nope
+
+
+@torch.no_grad()
+def test_peft_prompt_tuning_runs_on_inputs_embeds():
+    peft = pytest.importorskip("peft")
+    torch.manual_seed(0)
+    model = SMTRecurrentForCausalLM(student_config("gru")).eval()
+    tuned = peft.get_peft_model(model, peft.PromptTuningConfig(task_type=peft.TaskType.CAUSAL_LM, num_virtual_tokens=3,
+                                                               num_layers=1, token_dim=D, num_attention_heads=4))
+    x = ids_(T=5)
+    soft = tuned.get_prompt(2)  # (B, 3, d) the learned virtual tokens
+    embeds = torch.cat([soft, model.get_input_embeddings()(x)], 1)
+    close(tuned(input_ids=x).logits, model(inputs_embeds=embeds).logits)
+    got = tuned.generate(input_ids=x, max_new_tokens=3, do_sample=False)
+    assert torch.equal(got[:, 5:], model.generate(inputs_embeds=embeds, max_new_tokens=3, do_sample=False))
