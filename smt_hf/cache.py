@@ -4,11 +4,15 @@ The whole state of a sequence is its memory (K, d). `generate()` hands this obje
 every step (under the 5.24+ argument name `cache`) and reorders it for beam search. A cache passed *into*
 `generate()` must hold one row per row it will run: with `num_beams` or `num_return_sequences` n > 1, call
 `cache.batch_repeat_interleave(n)` first. Its size never depends on the number of tokens read.
+
+The cache is a registered pytree node (children: `memory`; context: `seen_tokens`), so a model output holding it
+can leave `torch.export.export` and a `torch.compile(fullgraph=True)` region.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.utils._pytree as pytree
 from transformers.cache_utils import Cache
 
 
@@ -92,5 +96,22 @@ class SMTMemoryCache(Cache):
             "A recurrent memory cannot be cropped (the state before those tokens is gone); re-run the prompt instead."
         )
 
+
+def _flatten(cache: SMTMemoryCache):
+    return [cache.memory], cache.seen_tokens
+
+
+def _unflatten(children, seen_tokens: int) -> SMTMemoryCache:
+    return SMTMemoryCache(children[0], seen_tokens)
+
+
+def _flatten_with_keys(cache: SMTMemoryCache):
+    return [(pytree.GetAttrKey("memory"), cache.memory)], cache.seen_tokens
+
+
+pytree.register_pytree_node(
+    SMTMemoryCache, _flatten, _unflatten, serialized_type_name=f"{SMTMemoryCache.__module__}.SMTMemoryCache",
+    flatten_with_keys_fn=_flatten_with_keys,
+)
 
 __all__ = ["SMTMemoryCache"]

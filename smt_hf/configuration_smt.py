@@ -143,6 +143,7 @@ class SMTRecurrentConfig(PreTrainedConfig):
         prefill_intermediate_size (`int`, *optional*): FFN width of the prefill encoder; defaults to 4 * hidden_size.
         prefill_causal (`bool`, defaults to False): the prefill encoder is a causal-context one (copied from a
             teacher with `encoder_causal=True`).
+        tie_word_embeddings (`bool`, defaults to False): tie the readout head to the token embedding.
     """
 
     model_type = "smt_recurrent"

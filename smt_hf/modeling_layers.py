@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers.modeling_layers import GradientCheckpointingLayer
 
 
 def rms_normalize(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
@@ -85,8 +86,9 @@ class MLP(nn.Module):
         return self.dropout(self.down_proj(F.gelu(self.up_proj(x))))
 
 
-class Block(nn.Module):
-    """Pre-norm Transformer block: x + attn(norm(x)); x + mlp(norm(x))."""
+class Block(GradientCheckpointingLayer):
+    """Pre-norm Transformer block: x + attn(norm(x)); x + mlp(norm(x)). With activation checkpointing on
+    (`model.activation_checkpointing_enable()`) its activations are recomputed in the backward pass."""
 
     def __init__(self, dim: int, num_heads: int, hidden: int, dropout: float = 0.0, eps: float = 1e-6):
         super().__init__()

@@ -41,7 +41,7 @@ class SMTPrefillEncoder(nn.Module):
         input_ids = input_ids[:, -self.context_length:]  # (B, Tc)
         if attention_mask is not None:
             attention_mask = attention_mask[:, -input_ids.shape[1]:]
-            if bool(attention_mask.all()):
+            if not torch.compiler.is_compiling() and bool(attention_mask.all()):  # no data-dependent branch in a graph
                 attention_mask = None
         return encode_with_registers(self.embed_tokens, self.registers, self.encoder, input_ids, attention_mask,
                                      self.eps, causal=self.causal)

@@ -6,6 +6,18 @@
 
 `forward` reads tokens one at a time from the cache's memory (or m_0); logits[:, t] predicts token t+1
 from the memory after tokens 0..t. The state handed to `generate()` is the memory alone.
+
+Standard `PreTrainedModel` / `generate()` flags (README: "What `forward` and `generate()` return, and what is
+refused"; checked for every backbone by tests/test_contract.py):
+    hidden_states     `output_hidden_states=True` gives a 1-tuple holding (B, T, K*d): the memory after each token
+                      read, flattened. The memory is the recurrence's only state; the updater's inner layers are not
+                      states and are not returned (as Mamba returns one tensor per block, not the scan internals).
+    attentions        refused with a ValueError: the student has no attention over the tokens it read.
+    return_dict=False a plain tuple of the non-None output fields, in field order.
+    inputs_embeds     (B, T, d) instead of input_ids: the same recurrence on the given token embeddings.
+    past_key_values   an alias of `cache` (as is `cache_params`).
+    dtype             a memory of another dtype (an fp32 teacher memory into a bf16 student) is cast to the model's
+                      dtype in `step`, `readout`, `forward(memory=...)` and a cache's memory.
 """
 
 from __future__ import annotations
@@ -31,10 +43,12 @@ class SMTRecurrentOutput(ModelOutput):
 
     memories: (B, T, K, d) the memory after each token read.
     cache: the [`SMTMemoryCache`] holding the last memory (when `use_cache`).
+    last_memory: (B, K, d) the memory after the last token (the starting memory when T = 0).
     """
 
     memories: torch.FloatTensor | None = None
     cache: SMTMemoryCache | None = None
+    last_memory: torch.FloatTensor | None = None
 
 
 @dataclass
@@ -45,12 +59,30 @@ class SMTRecurrentCausalLMOutput(ModelOutput):
     logits: (B, T, V); logits[:, t] predicts token t+1 from the memory after tokens 0..t.
     cache: the [`SMTMemoryCache`] to continue from.
     memories: (B, T, K, d) when `output_memories=True`.
+    hidden_states: when `output_hidden_states=True`, a 1-tuple holding (B, T, K*d), the memory after each token read,
+        flattened ((B, 1, K*d), the state after the prompt, for a parallel prefill).
     """
 
     loss: torch.FloatTensor | None = None
     logits: torch.FloatTensor | None = None
     cache: SMTMemoryCache | None = None
     memories: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+
+
+def resolve_cache(cache: SMTMemoryCache | None, kwargs: dict) -> SMTMemoryCache | None:
+    """`cache`, or the same state under its older names `past_key_values` / `cache_params` (popped from kwargs)."""
+    for alias in ("past_key_values", "cache_params"):
+        value = kwargs.pop(alias, None)
+        if value is None:
+            continue
+        if cache is not None and cache is not value:
+            raise ValueError(f"Got both `cache` and `{alias}`: they are the same argument; pass the state once, as `cache`.")
+        cache = value
+    if cache is not None and not isinstance(cache, SMTMemoryCache):
+        raise TypeError(f"The student's state is an SMTMemoryCache, got {type(cache).__name__}; pass the `cache` returned by "
+                        "a previous forward/generate call, or `SMTMemoryCache(memory)` for a memory (B, K, d).")
+    return cache
 
 
 class SMTRecurrentPreTrainedModel(SMTPreTrainedModel):
@@ -95,29 +127,50 @@ class SMTRecurrentModel(SMTRecurrentPreTrainedModel):
                 f"`input_ids` for one step must be (batch,) = ({memory.shape[0]},), got {tuple(input_ids.shape)}."
             )
         check_token_ids(input_ids, self.config.vocab_size)
-        return self._step(memory, self.embed_tokens(input_ids))
+        return self._step(self.as_state(memory), self.embed_tokens(input_ids))
+
+    def as_state(self, memory: torch.Tensor) -> torch.Tensor:
+        """Check a memory's shape (B, K, d) and cast it to the model's dtype (an fp32 teacher memory into a bf16
+        student is cast, not refused)."""
+        check_memory(memory, self.config.memory_tokens, self.config.hidden_size)
+        return memory.to(self.initial_state.dtype)
 
     def _step(self, memory: torch.Tensor, token_embedding: torch.Tensor) -> torch.Tensor:
         return rms_normalize(self.updater(memory, token_embedding), self.config.rms_norm_eps)
 
     def forward(
         self,
-        input_ids: torch.LongTensor,
+        input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         cache: SMTMemoryCache | None = None,
         use_cache: bool | None = None,
         memory: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        return_dict: bool | None = None,
         **kwargs,
-    ) -> SMTRecurrentOutput:
-        """Run the recurrence over input_ids (B, T) from `memory`, else the cache's memory, else m_0.
+    ) -> SMTRecurrentOutput | tuple:
+        """Run the recurrence over input_ids (B, T) (or inputs_embeds (B, T, d)) from `memory`, else the cache's
+        memory, else m_0. `past_key_values` is accepted as an alias of `cache`.
 
         attention_mask (B, T) or longer (the last T columns are used): positions with 0 leave the memory
         unchanged, so left-padded prompts give the same state as unpadded ones.
         """
-        if input_ids.dim() != 2:
-            raise ValueError(f"`input_ids` must be (batch, length), got shape {tuple(input_ids.shape)}.")
-        check_token_ids(input_ids, self.config.vocab_size)
-        B, T = input_ids.shape
+        cache = resolve_cache(cache, kwargs)
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+        # 0. the token embeddings: from ids, or given (soft prompts, PEFT prompt tuning)
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("Pass exactly one of `input_ids` (B, T) and `inputs_embeds` (B, T, hidden_size).")
+        if input_ids is not None:
+            if input_ids.dim() != 2:
+                raise ValueError(f"`input_ids` must be (batch, length), got shape {tuple(input_ids.shape)}.")
+            check_token_ids(input_ids, self.config.vocab_size)
+            emb = self.embed_tokens(input_ids)  # (B, T, d)
+        else:
+            if inputs_embeds.dim() != 3 or inputs_embeds.shape[-1] != self.config.hidden_size:
+                raise ValueError(f"`inputs_embeds` must be (batch, length, hidden_size={self.config.hidden_size}), got "
+                                 f"shape {tuple(inputs_embeds.shape)}.")
+            emb = inputs_embeds.to(self.initial_state.dtype)
+        B, T = emb.shape[:2]
         use_cache = self.config.use_cache if use_cache is None else use_cache
         # 1. starting memory
         if memory is None and cache is not None and cache.is_initialized:
@@ -127,21 +180,16 @@ class SMTRecurrentModel(SMTRecurrentPreTrainedModel):
                         f"`cache.batch_repeat_interleave({B // memory.shape[0]})` before generate()."
                         if B % memory.shape[0] == 0 else "")
                 raise ValueError(f"The cache holds {memory.shape[0]} sequences but input_ids has {B} rows.{hint}")
-        if memory is None:
-            memory = self.initial_memory(B)
-        check_memory(memory, self.config.memory_tokens, self.config.hidden_size)
-        # 2. which positions update the memory
+        memory = self.initial_memory(B) if memory is None else self.as_state(memory)
+        # 2. which positions update the memory (no data-dependent branch: compile/export trace one graph)
         keep = None
         if attention_mask is not None:
             if attention_mask.dim() != 2 or attention_mask.shape[0] != B or attention_mask.shape[1] < T:
                 raise ValueError(
                     f"`attention_mask` must be (batch, >= length) = ({B}, >={T}), got {tuple(attention_mask.shape)}."
                 )
-            keep = attention_mask[:, -T:].to(torch.bool)  # (B, T)
-            if bool(keep.all()):
-                keep = None
+            keep = attention_mask[:, attention_mask.shape[1] - T:].to(torch.bool)  # (B, T)
         # 3. the recurrence, one token at a time
-        emb = self.embed_tokens(input_ids)  # (B, T, d)
         memories = []
         for t in range(T):
             new = self._step(memory, emb[:, t])  # (B, K, d)
@@ -153,7 +201,8 @@ class SMTRecurrentModel(SMTRecurrentPreTrainedModel):
             if cache is None:
                 cache = SMTMemoryCache()
             cache.update_memory(memory, T)
-        return SMTRecurrentOutput(memories=memories, cache=cache if use_cache else None)
+        out = SMTRecurrentOutput(memories=memories, cache=cache if use_cache else None, last_memory=memory)
+        return out if return_dict else out.to_tuple()
 
 
 class SMTReadout(nn.Module):
@@ -172,6 +221,8 @@ class SMTReadout(nn.Module):
 
 class SMTRecurrentForCausalLM(SMTRecurrentPreTrainedModel, GenerationMixin):
     """The student RNN with its readout: a causal LM with an O(1)-per-token, constant-size state."""
+
+    _tied_weights_keys = {"readout_head.lm_head.weight": "model.embed_tokens.weight"}  # only with tie_word_embeddings
 
     def __init__(self, config: SMTRecurrentConfig):
         super().__init__(config)
@@ -194,6 +245,20 @@ class SMTRecurrentForCausalLM(SMTRecurrentPreTrainedModel, GenerationMixin):
     def get_output_embeddings(self):
         return self.readout_head.lm_head
 
+    def set_output_embeddings(self, new_embeddings):
+        self.readout_head.lm_head = new_embeddings
+
+    def resize_token_embeddings(self, new_num_tokens=None, pad_to_multiple_of=None, mean_resizing=True) -> nn.Embedding:
+        """As `PreTrainedModel.resize_token_embeddings` (embedding, readout head and `config.vocab_size`; ties are
+        re-applied with `tie_word_embeddings=True`), and the carried prefill encoder's embedding too."""
+        embeds = super().resize_token_embeddings(new_num_tokens, pad_to_multiple_of, mean_resizing)
+        if self.prefill_encoder is not None:
+            old = self.prefill_encoder.embed_tokens
+            if old.num_embeddings != embeds.num_embeddings:
+                self.prefill_encoder.embed_tokens = self._get_resized_embeddings(old, embeds.num_embeddings,
+                                                                                 mean_resizing=mean_resizing)
+        return embeds
+
     # -- the recurrent API ---------------------------------------------------------------------------
     def initial_memory(self, batch_size: int) -> torch.Tensor:
         """m_0: (B, K, d)."""
@@ -207,9 +272,8 @@ class SMTRecurrentForCausalLM(SMTRecurrentPreTrainedModel, GenerationMixin):
         """Next-token logits from memories: (B, K, d) -> (B, V), or (B, T, K, d) -> (B, T, V)."""
         if memory.dim() == 4:
             B, T = memory.shape[:2]
-            return self.readout_head(memory.flatten(0, 1)).view(B, T, -1)
-        check_memory(memory, self.config.memory_tokens, self.config.hidden_size)
-        return self.readout_head(memory)
+            return self.readout_head(self.model.as_state(memory.flatten(0, 1))).view(B, T, -1)
+        return self.readout_head(self.model.as_state(memory))
 
     def add_prefill_encoder(self, teacher, context_length: int | None = None, use_by_default: bool = False) -> None:
         """Carry a copy of `teacher`'s encoder for parallel prefill (see the `modeling_prefill` module): afterwards
@@ -253,15 +317,25 @@ class SMTRecurrentForCausalLM(SMTRecurrentPreTrainedModel, GenerationMixin):
         check_token_ids(input_ids, self.config.vocab_size)
         return self.prefill_encoder(input_ids, attention_mask)
 
-    def prepare_inputs_for_generation(self, input_ids, next_sequence_length=None, **kwargs):
+    def prepare_inputs_for_generation(self, input_ids, next_sequence_length=None, inputs_embeds=None, **kwargs):
         """As GenerationMixin's, except when `generate()` is handed a cache that has already read >= the tokens
         given: HF slices `input_ids[:, -0:]` (the whole prompt, read twice) or with a negative length. Here 0 new
         tokens means none (the next logits come from the cached state), and a cache that has read more than
         `input_ids` holds means `input_ids` are the new tokens."""
+        if kwargs.get("use_cache") is False and self.prefill_mode(kwargs.get("prefill")) == "parallel":
+            raise ValueError("generate() with prefill='parallel' needs use_cache=True: without a cache every step would "
+                             "re-encode the last prefill_context_length tokens instead of running the recurrence. Pass "
+                             "use_cache=True, or prefill='recurrent' to recompute the recurrence from m_0 at every step.")
         if next_sequence_length is not None and next_sequence_length <= 0:
             input_ids = input_ids[:, :0] if next_sequence_length == 0 else input_ids
             next_sequence_length = None
-        return super().prepare_inputs_for_generation(input_ids, next_sequence_length=next_sequence_length, **kwargs)
+        inputs = super().prepare_inputs_for_generation(input_ids, next_sequence_length=next_sequence_length,
+                                                       inputs_embeds=inputs_embeds, **kwargs)
+        if inputs.get("cache") is not None:
+            # also under the pre-5.24 name: PEFT's prompt learning reads `past_key_values` to tell the first step
+            # (inject the soft prompt) from the later ones (feed the new token only); forward takes both names
+            inputs["past_key_values"] = inputs["cache"]
+        return inputs
 
     @torch.no_grad()
     def set_initial_memory(self, memory: torch.Tensor) -> None:
@@ -271,7 +345,7 @@ class SMTRecurrentForCausalLM(SMTRecurrentPreTrainedModel, GenerationMixin):
 
     def forward(
         self,
-        input_ids: torch.LongTensor,
+        input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         cache: SMTMemoryCache | None = None,
         use_cache: bool | None = None,
@@ -281,43 +355,67 @@ class SMTRecurrentForCausalLM(SMTRecurrentPreTrainedModel, GenerationMixin):
         logits_to_keep: int = 0,
         prefill: str | None = None,
         return_dict: bool | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
         **kwargs,
-    ) -> SMTRecurrentCausalLMOutput:
-        """input_ids (B, T) -> logits (B, T, V), loss when labels (B, T) are given (shifted inside).
+    ) -> SMTRecurrentCausalLMOutput | tuple:
+        """input_ids (B, T) (or inputs_embeds (B, T, d)) -> logits (B, T, V), loss when labels (B, T) are given
+        (shifted inside). `past_key_values` / `cache_params` are aliases of `cache`.
 
         prefill ("recurrent" | "parallel", default `config.prefill`): with "parallel", a call that starts from no
         cache and no memory builds the state with the carried teacher encoder in one pass and returns the last
         position's logits only, (B, 1, V) (what `generate()` needs); later calls (a cache is given) recur as usual.
+        With T = 0 and `logits_to_keep` > 0 the logits are the starting memory's prediction, (B, 1, V) (an empty
+        prompt generates from m_0). output_hidden_states: see `SMTRecurrentCausalLMOutput.hidden_states`;
+        output_attentions=True raises ValueError (no attention over tokens); return_dict=False returns a tuple.
         """
+        cache = resolve_cache(cache, kwargs)
+        if output_attentions or (output_attentions is None and self.config.output_attentions):
+            raise ValueError("output_attentions is not supported: the recurrent student has no attention over the tokens "
+                             "it has read (its state is a K-token memory). Use output_hidden_states=True for the memory "
+                             "after each token, or output_memories=True.")
+        output_hidden_states = self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        return_dict = self.config.return_dict if return_dict is None else return_dict
         prefill = self.prefill_mode(prefill)
         starts_fresh = memory is None and (cache is None or not cache.is_initialized)
-        if prefill == "parallel" and starts_fresh and input_ids.shape[1] > 0:
+        tokens = input_ids if input_ids is not None else inputs_embeds
+        T = 0 if tokens is None else tokens.shape[1]
+        if prefill == "parallel" and starts_fresh and T > 0:
             if labels is not None or output_memories:
                 raise ValueError("prefill='parallel' gives the state after the prompt only (no per-position logits or "
                                  "memories); pass prefill='recurrent' to compute a loss or output memories.")
+            if input_ids is None:
+                raise ValueError("prefill='parallel' reads token ids with the carried teacher encoder; with "
+                                 "`inputs_embeds` pass prefill='recurrent'.")
             state = self.prefill_memory(input_ids, attention_mask)  # (B, K, d)
             use_cache = self.config.use_cache if use_cache is None else use_cache
             if use_cache:
                 cache = cache if cache is not None else SMTMemoryCache()
                 cache.update_memory(state, input_ids.shape[1])
-            return SMTRecurrentCausalLMOutput(logits=self.readout(state)[:, None], cache=cache if use_cache else None)
-        out = self.model(input_ids, attention_mask=attention_mask, cache=cache, use_cache=use_cache, memory=memory)
+            out = SMTRecurrentCausalLMOutput(logits=self.readout(state)[:, None], cache=cache if use_cache else None,
+                                             hidden_states=(state.flatten(1)[:, None],) if output_hidden_states else None)
+            return out if return_dict else out.to_tuple()
+        out = self.model(input_ids, attention_mask=attention_mask, cache=cache, use_cache=use_cache, memory=memory,
+                         inputs_embeds=inputs_embeds, return_dict=True)
         memories = out.memories  # (B, T, K, d)
         kept = memories[:, -logits_to_keep:] if logits_to_keep else memories
         if kept.shape[1] > 0:
             logits = self.readout(kept)
-        elif logits_to_keep and (memory is not None or (cache is not None and cache.is_initialized)):
-            # no new token and the last prediction asked for: the one from the current state (generate() after a
-            # cache that has read the whole prompt)
-            logits = self.readout(memory if memory is not None else cache.memory)[:, None]  # (B, 1, V)
+        elif logits_to_keep:
+            # no new token and the last prediction asked for: the one from the current state (an empty prompt, or
+            # generate() after a cache that has read the whole prompt)
+            logits = self.readout(out.last_memory)[:, None]  # (B, 1, V)
         else:
             logits = kept.new_zeros(kept.shape[0], 0, self.config.vocab_size)
         loss = None
         if labels is not None:
             loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
-        return SMTRecurrentCausalLMOutput(
-            loss=loss, logits=logits, cache=out.cache, memories=memories if output_memories else None
+        result = SMTRecurrentCausalLMOutput(
+            loss=loss, logits=logits, cache=out.cache, memories=memories if output_memories else None,
+            hidden_states=(memories.flatten(2),) if output_hidden_states else None,
         )
+        return result if return_dict else result.to_tuple()
 
 
 __all__ = ["SMTRecurrentModel", "SMTRecurrentForCausalLM", "SMTRecurrentOutput", "SMTRecurrentCausalLMOutput"]

@@ -46,10 +46,14 @@ def check_memory(memory: torch.Tensor, memory_tokens: int, hidden_size: int) -> 
 
 
 class SMTPreTrainedModel(PreTrainedModel):
-    """Weight init shared by teacher and student (all of it here, with `torch.nn.init`)."""
+    """Weight init shared by teacher and student (all of it here, with `torch.nn.init`).
+
+    Activation checkpointing (`model.activation_checkpointing_enable()`, or `gradient_checkpointing=True` in the
+    trainer) recomputes each Transformer block, residual MLP block and GRU cell in the backward pass: the encoder
+    over a long Tc and the student's BPTT over a long T keep only the block inputs."""
 
     base_model_prefix = "model"
-    supports_gradient_checkpointing = False
+    supports_gradient_checkpointing = True
     _no_split_modules = ["Block"]
     _supports_sdpa = True
 
@@ -86,6 +90,7 @@ class SMTTeacherOutput(ModelOutput):
 class SMTTeacherModel(SMTPreTrainedModel):
     config_class = SMTTeacherConfig
     config: SMTTeacherConfig
+    _tied_weights_keys = {"lm_head.weight": "embed_tokens.weight"}  # applied only with tie_word_embeddings=True
 
     def __init__(self, config: SMTTeacherConfig):
         super().__init__(config)
@@ -187,13 +192,22 @@ class SMTTeacherModel(SMTPreTrainedModel):
 
         input_ids/attention_mask: (B, Tc) context; future_ids: (B, Tf) future inputs; labels: (B, Tf)
         targets aligned with the decoder outputs (labels[:, j] is predicted by logits[:, j]; -100 = ignore).
+        return_dict=False (or `config.return_dict=False`) returns a tuple of the non-None fields. Attention weights
+        and per-layer hidden states are not returned (the attention runs in SDPA kernels): `output_attentions` /
+        `output_hidden_states` raise ValueError; the memory is `output.memory`.
         """
+        for flag in ("output_attentions", "output_hidden_states"):
+            if kwargs.get(flag) or (kwargs.get(flag) is None and getattr(self.config, flag)):
+                raise ValueError(f"{flag} is not supported by SMTTeacherModel (attention runs in SDPA kernels and the "
+                                 "layers' outputs are not kept); the encoded memory is `output.memory` (B, K, d).")
+        return_dict = self.config.return_dict if return_dict is None else return_dict
         memory = self.encode(input_ids, attention_mask)
         logits = self.decode(memory, future_ids)
         loss = None
         if labels is not None:
             loss = F.cross_entropy(logits.flatten(0, 1).float(), labels[:, : logits.shape[1]].flatten(), ignore_index=-100)
-        return SMTTeacherOutput(loss=loss, logits=logits, memory=memory)
+        out = SMTTeacherOutput(loss=loss, logits=logits, memory=memory)
+        return out if return_dict else out.to_tuple()
 
 
 __all__ = ["SMTTeacherModel", "SMTTeacherOutput", "SMTPreTrainedModel"]

@@ -249,6 +249,28 @@ class SMTTrainingModule(nn.Module):
             "bptt": 1.0,
         }
 
+    # ------------------------------------------------------------------ activation checkpointing
+    def activation_checkpointing_enable(self, activation_checkpointing_kwargs=None, every_n_layers: int = 1,
+                                        offload: bool = False) -> None:
+        """Activation checkpointing on the student and the teacher (what `SMTTrainingArguments(gradient_checkpointing=
+        True)` calls): every Transformer block, residual MLP block and GRU cell is recomputed in the backward pass.
+        Losses and gradients are those of the plain path."""
+        for model in (self.student, self.teacher):
+            if model is not None:
+                model.activation_checkpointing_enable(activation_checkpointing_kwargs, every_n_layers=every_n_layers,
+                                                      offload=offload)
+
+    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs=None, **kwargs) -> None:
+        """Alias of `activation_checkpointing_enable` (the pre-5.23 name)."""
+        self.activation_checkpointing_enable(gradient_checkpointing_kwargs, **kwargs)
+
+    def activation_checkpointing_disable(self) -> None:
+        for model in (self.student, self.teacher):
+            if model is not None:
+                model.activation_checkpointing_disable()
+
+    gradient_checkpointing_disable = activation_checkpointing_disable
+
 
 @torch.no_grad()
 def make_student_standalone(student, teacher) -> None:

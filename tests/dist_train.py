@@ -1,7 +1,8 @@
 """Run by test_distributed.py: a few joint-SMT steps of a tiny model, single or multi-process.
 
-    python dist_train.py OUT_JSON GLOBAL_BATCH [fsdp]      (under torchrun for several processes)
-Writes the per-step training losses (rank 0).
+    python dist_train.py OUT_JSON GLOBAL_BATCH      (under torchrun for several processes: DDP)
+Writes the per-step training losses (rank 0). On CPU Accelerate never enables FSDP (a `fsdp=True` Trainer runs plain
+DDP there), so the FSDP2 check is `fsdp_train.py`, which shards the training module with `fully_shard` itself.
 """
 
 import json
@@ -19,7 +20,6 @@ from smt_hf.trainer import SMTTrainer  # noqa: E402
 from smt_hf.training_args import SMTTrainingArguments  # noqa: E402
 
 out, global_batch = sys.argv[1], int(sys.argv[2])
-fsdp = len(sys.argv) > 3 and sys.argv[3] == "fsdp"
 world = int(os.environ.get("WORLD_SIZE", "1"))
 torch.manual_seed(0)
 tc = tiny_teacher_config(max_context_length=24)
@@ -27,14 +27,11 @@ teacher = SMTTeacherModel(tc)
 student = SMTRecurrentForCausalLM(SMTRecurrentConfig.from_teacher(tc, backbone="gru"))
 tokens = torch.randint(0, 16, (5000,), generator=torch.Generator().manual_seed(0)).numpy().astype("uint8")
 data = stream_windows(tokens, 24, 256, seed=0)
-kw = {}
-if fsdp:
-    kw = dict(fsdp=True, fsdp_config={"version": 2, "transformer_layer_cls_to_wrap": ["Block"]})
 args = SMTTrainingArguments(
     output_dir=os.path.join(os.path.dirname(out), "run"), mode="joint", context_length=16, future_length=8,
     split="last", per_device_train_batch_size=global_batch // world, max_steps=3, logging_steps=1,
     learning_rate=1e-3, report_to="none", save_strategy="no", use_cpu=True, disable_tqdm=True, seed=0,
-    ddp_backend="gloo" if world > 1 else None, **kw,
+    ddp_backend="gloo" if world > 1 else None,
 )
 trainer = SMTTrainer(model=student, teacher=teacher, args=args, train_dataset=data)
 trainer.train()
@@ -45,4 +42,5 @@ if trainer.is_world_process_zero():
     saved = SMTRecurrentForCausalLM.from_pretrained(os.path.join(final, "student")).eval()
     with torch.no_grad():  # the saved standalone student's predictions from m_0 on a fixed input
         logits = saved(torch.arange(12).remainder(16)[None]).logits[0, :, :4].flatten().tolist()
-    json.dump({"losses": losses, "world": world, "saved_logits": logits}, open(out, "w"))
+    json.dump({"losses": losses, "world": world, "saved_logits": logits,
+               "fsdp": bool(getattr(trainer, "is_fsdp_enabled", False))}, open(out, "w"))

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from transformers.modeling_layers import GradientCheckpointingLayer
 
 
-class GRUUpdater(nn.Module):
+class GRUUpdater(GradientCheckpointingLayer):  # one cell: the unit recomputed under activation checkpointing
     def __init__(self, config):
         super().__init__()
         Z, d = config.memory_tokens * config.hidden_size, config.hidden_size

@@ -8,11 +8,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers.modeling_layers import GradientCheckpointingLayer
 
 from ..modeling_layers import RMSNorm
 
 
-class ResidualMLPBlock(nn.Module):
+class ResidualMLPBlock(GradientCheckpointingLayer):  # recomputed in backward under activation checkpointing
     def __init__(self, width: int, eps: float, dropout: float):
         super().__init__()
         self.norm = RMSNorm(width, eps)
