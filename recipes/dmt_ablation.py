@@ -109,11 +109,15 @@ def cli(argv=None):
     p.add_argument("--dmt-steps", type=int, default=300)
     p.add_argument("--dmt-lr", type=float, default=3e-4)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--only", nargs="*", help="run only the DMT variants whose names contain one of these strings")
-    p.add_argument("--smt-only", nargs="*", help="run only the SMT variants whose names contain one of these strings")
+    p.add_argument("--only", nargs="*", help=f"run only these DMT variants (exact names: {list(VARIANTS)})")
+    p.add_argument("--smt-only", nargs="*", help=f"run only these SMT variants (exact names: {list(SMT_VARIANTS)})")
     p.add_argument("--out", default="outputs/dmt_ablation")
     a = p.parse_args(argv)
-    pick = lambda d, keys: None if not keys else {k: v for k, v in d.items() if any(s in k for s in keys)}  # noqa: E731
+    def pick(d, keys):
+        if keys and set(keys) - set(d):
+            p.error(f"unknown variant(s) {sorted(set(keys) - set(d))}; choose from {list(d)}")
+        return {k: d[k] for k in keys} if keys else None
+
     run(a.seq_len, a.seed, a.smt_steps, a.dmt_steps, a.out, a.threads, pick(VARIANTS, a.only),
         pick(SMT_VARIANTS, a.smt_only), a.dmt_lr)
 

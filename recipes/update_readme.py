@@ -26,17 +26,18 @@ def _demote(markdown: str, levels: int = 2) -> str:
 
 
 def needle_section() -> str:
+    """The no-BPTT end-to-end tables (recipes/needle_e2e.py, over seeds) and the DMT lever ablation."""
     parts = []
-    for path in sorted(glob.glob(os.path.join(RESULTS, "needle_e2e_T*.json"))):
-        run = json.load(open(path))
-        stem = os.path.splitext(os.path.relpath(path, ROOT))[0]
-        parts.append(
-            f"#### Needle retrieval, T={run['seq_len']} (`python recipes/needle_e2e.py --seq-len {run['seq_len']}`)\n\n"
-            f"Machine: {run['machine']}; seed {run['seed']}; vocabulary 16 (chance 1/15). Student and teacher width 64, "
-            f"2 memory tokens. BPTT trains the same student for the same wall-clock as joint SMT + DMT.\n\n"
-            f"{run['table']}\n\n![drift]({stem}_drift.png)\n"
-        )
-    return "### SMT -> DMT vs BPTT end to end\n\n" + "\n".join(parts) if parts else ""
+    for path in sorted(glob.glob(os.path.join(RESULTS, "*_e2e_T*.md"))):
+        name = os.path.basename(path)[: -len(".md")]  # <task>_e2e_T<T>
+        task, T = name.split("_e2e_T")
+        pngs = sorted(glob.glob(os.path.join(RESULTS, f"{name}_s*_drift.png")))
+        plot = f"\n![drift]({os.path.relpath(pngs[0], ROOT)})\n" if pngs else ""
+        parts.append(f"#### {task}, T={T} (`python recipes/needle_e2e.py --task {task} --seq-len {T} --seeds ...`)\n\n"
+                     f"{open(path).read().strip()}\n{plot}")
+    for path in sorted(glob.glob(os.path.join(RESULTS, "dmt_ablation*.md"))):
+        parts.append("#### What closes the drift without BPTT (`python recipes/dmt_ablation.py`)\n\n" + open(path).read().strip() + "\n")
+    return "### SMT -> one-step DMT vs BPTT, end to end\n\n" + "\n".join(parts) if parts else ""
 
 
 def main_job_section() -> str:
