@@ -4,7 +4,8 @@
     accelerate launch --config_file recipes/accelerate/ddp.yaml recipes/smt.py --config recipes/configs/tinystories_gpu.yaml
     python recipes/smt.py --config recipes/configs/needle_cpu.yaml --set phases.0.max_steps=50 --set output_dir=/tmp/x
 
-A config has `output_dir`, `data` (a synthetic task, `text`, `mnist` or `sketches`), `teacher` and `student`
+A config has `output_dir`, `data` (a synthetic task, `text`, `mnist`, `sketches`, or `dataset`: any `datasets`
+corpus with any HF tokenizer, see `smt_hf.data.load_text_dataset`), `teacher` and `student`
 config fields, `common` SMTTrainingArguments shared by all phases, and `phases`: a list of
 SMTTrainingArguments overrides run in order (e.g. joint SMT, then DMT). After each phase the student and
 teacher are evaluated; at the end the standalone student is reloaded from disk with no teacher and
@@ -25,7 +26,8 @@ import yaml
 
 from smt_hf import SMTByteTokenizer, SMTRecurrentConfig, SMTRecurrentForCausalLM, SMTTeacherConfig, SMTTeacherModel
 from smt_hf.hardware import describe_machine
-from smt_hf.data import load_mnist, load_sketches, load_text, make_task, stream_windows, task_vocab_size
+from smt_hf.data import (load_mnist, load_sketches, load_text, load_text_dataset, make_task, stream_windows,
+                         task_vocab_size, tokenizer_model_fields)
 from smt_hf.trainer import SMTTrainer
 from smt_hf.training_args import SMTTrainingArguments
 
@@ -50,9 +52,12 @@ def load_config(path: str | None, overrides: list[str] | None = None) -> dict:
 
 
 def build_data(data: dict) -> tuple:
-    """Returns (train_dataset, eval_dataset, vocab_size, description)."""
+    """Returns (train_dataset, eval_dataset, vocab_size or tokenizer, description)."""
     data = dict(data)
     kind = data.pop("task")
+    if kind == "dataset":  # {path, name, data_files, split, text_column, tokenizer, streaming, seq_len, ...}
+        got = load_text_dataset(**data)
+        return got.train, got.eval, got.tokenizer, got.description
     seq_len = data.pop("seq_len")
     n_train, n_eval = data.pop("num_train", 20000), data.pop("num_eval", 256)
     seed = data.pop("seed", 0)
@@ -73,9 +78,12 @@ def build_data(data: dict) -> tuple:
     return train, ev, task_vocab_size(kind, **data), f"task {kind} (T={seq_len}, {data})"
 
 
-def build_models(config: dict, vocab_size: int, seq_len: int):
+def build_models(config: dict, vocab, seq_len: int):
+    """vocab: a vocabulary size, or a tokenizer (sets vocab_size and the pad / bos / eos ids)."""
+    fields = {"vocab_size": vocab} if isinstance(vocab, int) else tokenizer_model_fields(vocab)
     tkw = dict(config.get("teacher", {}))
-    tkw.setdefault("vocab_size", vocab_size)
+    for key, value in fields.items():
+        tkw.setdefault(key, value)
     tkw.setdefault("max_context_length", max(seq_len, 1))
     teacher = SMTTeacherModel(SMTTeacherConfig(**tkw))
     skw = dict(config.get("student", {}))
@@ -97,10 +105,10 @@ def main(config: dict) -> dict:
         torch.set_num_threads(int(config["threads"]))
     torch.manual_seed(seed)
     train, ev, vocab, data_desc = build_data(config["data"])
-    seq_len = len(train[0]["input_ids"])
+    seq_len = len(next(iter(train))["input_ids"])
     student, teacher = build_models(config, vocab, seq_len)
-    tokenizer = SMTByteTokenizer() if vocab == 256 else None
-    print(f"[smt] data: {data_desc}; train {len(train)} / eval {len(ev)} sequences of {seq_len} tokens")
+    tokenizer = vocab if not isinstance(vocab, int) else SMTByteTokenizer() if vocab == 256 else None
+    print(f"[smt] data: {data_desc}; train {len(train) if hasattr(train, '__len__') else 'streamed'} / eval {len(ev)} sequences of {seq_len} tokens")
     print(f"[smt] student ({student.config.backbone}): {student.num_parameters():,} params; teacher: {teacher.num_parameters():,}")
     print(f"[smt] machine: {machine()}")
     summary = {"config": config, "data": data_desc, "machine": machine(), "phases": []}
