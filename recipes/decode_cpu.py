@@ -1,0 +1,112 @@
+"""CPU decoding side by side in one process: eager `FastGenerator` vs its compiled CPU path (decode chunks of U
+steps, one inductor graph with the C++ wrapper each), at bench.py's CPU model (V 256, d 64, K 4, H 4,
+encoder/decoder/updater 2/1/2), greedy, after a 64-token prompt; the compiled tokens are asserted equal to
+the eager ones. Timings are the best of 7 interleaved repeats (the machine may be shared). Beside them, HF
+`generate()` decode time per token ((time of N+1 new tokens - time of 1) / N, same prompt) of the student, of a
+KV-cache Llama of the student's sizes (bench.py's `llama_for`) and of `MambaForCausalLM` whose SSM state has the
+student's K*d floats (hidden 32, expand 2, state 2, 2 layers; plus its conv state), both untrained.
+
+    python recipes/decode_cpu.py                 # U = 8 (the default), N = 64 new tokens, batches 1 and 16
+    python recipes/decode_cpu.py 4 8 --new 128
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench  # noqa: E402
+
+from smt_hf.fast import FastGenerator  # noqa: E402
+from smt_hf.hardware import describe_machine  # noqa: E402
+
+
+def mamba_like(student_cfg):
+    """MambaForCausalLM with an SSM state of K*d floats: layers * (expand * hidden) * state_size."""
+    from transformers import MambaConfig, MambaForCausalLM
+
+    c = student_cfg
+    cfg = MambaConfig(vocab_size=c.vocab_size, hidden_size=32, state_size=2, num_hidden_layers=2, expand=2, conv_kernel=4)
+    assert cfg.num_hidden_layers * cfg.expand * cfg.hidden_size * cfg.state_size == c.memory_tokens * c.hidden_size
+    torch.manual_seed(0)
+    return MambaForCausalLM(cfg).eval()
+
+
+def hf_decode_seconds(model, prompt, N, repeats=3):
+    """Seconds per decoded token of HF generate (greedy): (t(N + 1 new) - t(1 new)) / N, best of `repeats`."""
+    def run(n):
+        t0 = time.perf_counter()
+        model.generate(prompt, max_new_tokens=n, min_new_tokens=n, do_sample=False)
+        return time.perf_counter() - t0
+
+    run(2)
+    return min((run(N + 1) - run(1)) / N for _ in range(repeats))
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("chunks", nargs="*", type=int, default=[8], help="decode_chunk values to compile")
+    ap.add_argument("--new", type=int, default=64, help="new tokens per decode")
+    ap.add_argument("--batches", type=int, nargs="+", default=[1, 16])
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--out", help="also write the rows as JSON here (e.g. recipes/results/decode_cpu.json)")
+    ap.add_argument("--no-baselines", dest="baselines", action="store_false", help="skip the HF generate() rows")
+    a = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    _, student = bench.build_models(bench.PRESETS["cpu"]["model"], 16, torch.device("cpu"))
+    student.eval()
+    N = a.new
+    prompts = {B: torch.randint(0, 256, (B, 64), generator=torch.Generator().manual_seed(B)) for B in a.batches}
+    gens, compile_s = {"eager": FastGenerator(student)}, {}
+    for U in a.chunks:
+        g = FastGenerator(student, compile="default", compile_prefill=False, decode_chunk=U)
+        for B in a.batches:
+            t0 = time.perf_counter()
+            g.decode(g.prefill(prompts[B]), N)  # compiles for this batch size
+            compile_s[(U, B)] = time.perf_counter() - t0
+        gens[f"compiled U={U}"] = g
+    baselines = {}
+    if a.baselines:
+        baselines = {"student generate()": student,
+                     "llama kv-cache generate()": bench.llama_for(student.config, 64 + N + 8, torch.device("cpu"), torch.float32),
+                     "mamba generate()": mamba_like(student.config)}
+    print(f"machine: {describe_machine()}; {N} new tokens after a 64-token prompt")
+    rows = []
+    for B in a.batches:
+        mem = gens["eager"].prefill(prompts[B])
+        ref = gens["eager"].decode(mem, N)[0]
+        best = dict.fromkeys(gens, float("inf"))
+        for _ in range(a.repeats):
+            for name, g in gens.items():
+                t0 = time.perf_counter()
+                out = g.decode(mem, N)[0]
+                best[name] = min(best[name], (time.perf_counter() - t0) / N)
+                assert torch.equal(out, ref), f"{name} B={B}: tokens differ from eager"
+        for name, sec in best.items():
+            row = dict(model=name, B=B, ms_per_token=1e3 * sec, tokens_per_s=B / sec, speedup=best["eager"] / sec)
+            if name != "eager":
+                row["compile_s"] = compile_s[(int(name.split("=")[1]), B)]
+            rows.append(row)
+            extra = f"  {row['speedup']:.1f}x eager, compile {row['compile_s']:.0f} s" if "compile_s" in row else ""
+            print(f"B={B:3d} {name:>22s}: {row['ms_per_token']:.3f} ms/token {row['tokens_per_s']:9.0f} tokens/s{extra}",
+                  flush=True)
+        if a.baselines:
+            for name, model in baselines.items():
+                sec = hf_decode_seconds(model, prompts[B], N)
+                rows.append(dict(model=name, B=B, ms_per_token=1e3 * sec, tokens_per_s=B / sec))
+                print(f"B={B:3d} {name:>22s}: {1e3 * sec:.3f} ms/token {B / sec:9.0f} tokens/s", flush=True)
+    result = {"machine": describe_machine(), "torch": torch.__version__, "new_tokens": N, "prompt": 64, "rows": rows}
+    if a.out:
+        with open(a.out, "w") as f:
+            json.dump(result, f, indent=2)
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,214 @@
+"""Any `datasets` text corpus, any Hugging Face tokenizer, packed into fixed windows for SMT / DMT / BPTT.
+
+    data = load_text_dataset("roneneldan/TinyStories", tokenizer="EleutherAI/gpt-neo-125M", seq_len=320)
+    data = load_text_dataset("text", data_files="corpus.txt", tokenizer="my_tokenizer/", seq_len=128)
+    teacher_config = SMTTeacherConfig(**data.model_fields(), hidden_size=256, ...)
+
+The corpus is read with `datasets.load_dataset(path, name, data_files=..., split=...)` (a hub id, a local
+folder, or a builder such as "text" / "json" / "parquet" with `data_files`). Every example's `text_column` is
+tokenised without special tokens, the tokenizer's EOS (when it has one) is appended as a document separator,
+and the ids are concatenated and cut into windows of `seq_len` tokens. This runs as ONE batched `.map`
+(`batch_size` documents per call; the tail of each call that does not fill a window is dropped), which
+`datasets` caches next to the corpus (fingerprinted by the function, the tokenizer and the arguments), so a
+second run with the same settings reads the windows from disk. `streaming=True` applies the same `.map`
+lazily to an `IterableDataset` (corpora larger than memory or disk): it yields the same windows in the same
+order as `streaming=False`.
+
+Examples hold `input_ids` only (int32, `seq_len` each); `SMTDataCollator` uses them as labels. Byte-level
+text stays `load_text` (+ `stream_windows`); `tokenizer="bytes"` here uses `SMTByteTokenizer` on any corpus.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from datasets import Dataset, Features, IterableDataset, List, Value
+
+logger = logging.getLogger("smt_hf.data")
+
+BYTE_TOKENIZER_NAMES = ("bytes", "byte", "smt_bytes")
+WINDOW_FEATURES = Features({"input_ids": List(Value("int32"))})
+
+__all__ = ["TokenizedText", "load_text_dataset", "load_tokenizer", "tokenizer_model_fields", "pack_function"]
+
+
+def load_tokenizer(name_or_path, **kwargs):
+    """A tokenizer from a hub id or a local folder (`AutoTokenizer.from_pretrained`), or `SMTByteTokenizer`
+    for "bytes"; an already built tokenizer is returned as is.
+
+    Generation-ready: a tokenizer without a pad token gets its EOS as pad token, and padding goes on the left
+    (batched prompts then end where generation starts, as with `SMTByteTokenizer`).
+    Raises ValueError when the name is empty.
+    """
+    if name_or_path is None or name_or_path == "":
+        raise ValueError("data.tokenizer is required for task: dataset: a hub id, a folder, or 'bytes'.")
+    if not isinstance(name_or_path, str):
+        tokenizer = name_or_path
+    elif name_or_path in BYTE_TOKENIZER_NAMES:
+        from ..tokenization_smt import SMTByteTokenizer
+
+        tokenizer = SMTByteTokenizer()
+    else:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path, **kwargs)
+    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    tokenizer.init_kwargs["padding_side"] = "left"  # saved with the tokenizer (and so with the student)
+    return tokenizer
+
+
+def tokenizer_model_fields(tokenizer) -> dict[str, int | None]:
+    """The config fields a tokenizer fixes: `vocab_size = len(tokenizer)` (added tokens included) and the
+    pad / bos / eos ids. Pass them to `SMTTeacherConfig` and `SMTRecurrentConfig`."""
+    return {
+        "vocab_size": len(tokenizer),
+        "pad_token_id": tokenizer.pad_token_id,
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+    }
+
+
+def pack_function(tokenizer, text_column: str, seq_len: int, add_eos: bool = True):
+    """The batched `.map` function: {text_column: [B docs]} -> {"input_ids": [n windows of seq_len]}.
+
+    Each document is tokenised without special tokens, followed by the EOS id (when `add_eos` and the
+    tokenizer has one); empty documents are skipped; the concatenation is cut into whole windows and the
+    remainder (< seq_len tokens) dropped.
+    """
+    eos = [tokenizer.eos_token_id] if add_eos and tokenizer.eos_token_id is not None else []
+
+    def pack(batch: dict[str, list]) -> dict[str, list]:
+        docs = [t for t in batch[text_column] if t]
+        ids = tokenizer(docs, add_special_tokens=False)["input_ids"] if docs else []
+        flat = [i for doc in ids for i in (doc + eos)]
+        n = len(flat) // seq_len
+        return {"input_ids": [flat[k * seq_len:(k + 1) * seq_len] for k in range(n)]}
+
+    return pack
+
+
+@dataclass
+class TokenizedText:
+    """What `load_text_dataset` returns: `train` (a `Dataset`, or an `IterableDataset` when streaming) and
+    `eval` (a `Dataset`) of `seq_len`-token windows, the `tokenizer` that made them and a `description`."""
+
+    train: Dataset | IterableDataset
+    eval: Dataset
+    tokenizer: Any
+    description: str
+
+    def model_fields(self) -> dict[str, int | None]:
+        """`vocab_size` and pad / bos / eos ids for the teacher and student configs."""
+        return tokenizer_model_fields(self.tokenizer)
+
+
+def _windows(ds, tokenizer, text_column, seq_len, add_eos, batch_size, num_proc, streaming, where):
+    columns = ds.column_names
+    if columns is not None and text_column not in columns:
+        raise ValueError(f"{where} has no column {text_column!r} (columns: {columns}); set data.text_column.")
+    ds = ds.select_columns([text_column])
+    fn = pack_function(tokenizer, text_column, seq_len, add_eos)
+    if streaming:
+        return ds.map(fn, batched=True, batch_size=batch_size, remove_columns=[text_column], features=WINDOW_FEATURES)
+    return ds.map(fn, batched=True, batch_size=batch_size, remove_columns=[text_column], features=WINDOW_FEATURES,
+                  num_proc=num_proc, desc=f"tokenise + pack {where} into windows of {seq_len}")
+
+
+def _head(ds, n: int) -> Dataset:
+    """The first n windows of a Dataset or IterableDataset, as a Dataset."""
+    if isinstance(ds, Dataset):
+        return ds.select(range(min(n, len(ds))))
+    return Dataset.from_list(list(ds.take(n)), features=WINDOW_FEATURES)
+
+
+def load_text_dataset(
+    path: str,
+    tokenizer,
+    seq_len: int,
+    name: str | None = None,
+    data_files=None,
+    split: str = "train",
+    eval_split: str | None = None,
+    text_column: str = "text",
+    streaming: bool = False,
+    num_train: int | None = None,
+    num_eval: int = 256,
+    seed: int = 0,
+    add_eos: bool = True,
+    batch_size: int = 1000,
+    num_proc: int | None = None,
+    shuffle_buffer: int | None = None,
+    revision: str | None = None,
+    cache_dir: str | None = None,
+    load_kwargs: dict | None = None,
+) -> TokenizedText:
+    """Tokenise and pack a `datasets` text corpus into windows of `seq_len` tokens.
+
+    Args:
+        path, name, data_files, split, revision, cache_dir: passed to `datasets.load_dataset` (a hub id, a
+            local folder, or a builder such as "text" / "json" / "csv" / "parquet" with `data_files`);
+            `load_kwargs` adds any other of its arguments (e.g. `{sample_by: paragraph}` for "text").
+        tokenizer: a hub id or folder for `AutoTokenizer`, "bytes" (`SMTByteTokenizer`), or a tokenizer.
+        seq_len: tokens per window (Tc + Tf for SMT with split "last"; the rollout length for DMT / BPTT).
+        eval_split: the split to evaluate on; None holds out the FIRST `num_eval` windows of `split`
+            (the train windows are the ones after them), identically with and without streaming.
+        text_column: the column holding the text.
+        streaming: `load_dataset(..., streaming=True)`: `train` is an `IterableDataset` (set `max_steps`).
+        num_train: keep this many train windows (None: all); num_eval: eval windows (materialised).
+        seed, shuffle_buffer: streaming only: shuffle train windows in a buffer of this size (None: in order;
+            map-style train sets are shuffled by the Trainer's sampler).
+        add_eos: append the tokenizer's EOS after every document (a separator).
+        batch_size, num_proc: of the batched `.map` (documents per call; processes, not for streaming).
+    Returns:
+        `TokenizedText` (train, eval, tokenizer, description); examples are {"input_ids": seq_len int32}.
+    Raises:
+        ValueError: missing text column, bad lengths, or too few windows for `num_eval` (+ 1 to train on).
+    """
+    from datasets import load_dataset
+
+    if int(seq_len) < 2:
+        raise ValueError(f"data.seq_len must be >= 2 tokens per window, got {seq_len}")
+    if int(num_eval) < 1:
+        raise ValueError(f"data.num_eval must be >= 1, got {num_eval}")
+    tokenizer = load_tokenizer(tokenizer)
+    kw = dict(load_kwargs or {})
+    kw.update(name=name, data_files=data_files, revision=revision, cache_dir=cache_dir, streaming=bool(streaming))
+
+    def windows(which: str):
+        ds = load_dataset(path, split=which, **kw)
+        return _windows(ds, tokenizer, text_column, int(seq_len), add_eos, int(batch_size), num_proc,
+                        bool(streaming), f"{path} [{which}]")
+
+    packed = windows(split)
+    if eval_split is not None:
+        ev, train = _head(windows(eval_split), int(num_eval)), packed
+    else:
+        ev = _head(packed, int(num_eval))
+        if len(ev) < int(num_eval):
+            raise ValueError(
+                f"{path} [{split}] gives {len(ev)} windows of {seq_len} tokens, not more than num_eval={num_eval}; "
+                "lower data.seq_len or data.num_eval, or set data.eval_split."
+            )
+        train = packed.skip(int(num_eval)) if streaming else packed.select(range(int(num_eval), len(packed)))
+    if len(ev) == 0:
+        raise ValueError(f"{path} [{eval_split}] gives no window of {seq_len} tokens; lower data.seq_len.")
+    if streaming:
+        if shuffle_buffer:
+            train = train.shuffle(seed=int(seed), buffer_size=int(shuffle_buffer))
+        if num_train is not None:
+            train = train.take(int(num_train))
+    else:
+        if len(train) == 0:
+            raise ValueError(f"{path} [{split}] has no train window left after the {num_eval} eval windows.")
+        if num_train is not None:
+            train = train.select(range(min(int(num_train), len(train))))
+    size = "streamed" if streaming else f"{len(train):,}"
+    desc = (f"{path}{f' ({name})' if name else ''} [{split}] column {text_column!r}, tokenizer "
+            f"{getattr(tokenizer, 'name_or_path', '') or type(tokenizer).__name__} (vocab {len(tokenizer)}), "
+            f"{size} train / {len(ev)} eval windows of {seq_len} tokens")
+    logger.info("smt_hf.data: %s", desc)
+    return TokenizedText(train=train, eval=ev, tokenizer=tokenizer, description=desc)

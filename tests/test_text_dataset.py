@@ -1,0 +1,154 @@
+"""Any `datasets` corpus + any HF tokenizer (smt_hf/data/text_dataset.py), through recipes/smt.py: a local
+text file and a BPE trained here with `tokenizers` (no network), packed windows (streaming == map-style,
+cached), and the exported student generating with that tokenizer via AutoModelForCausalLM / pipeline."""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast, pipeline  # noqa: E402
+
+from smt_hf import SMTRecurrentConfig, SMTRecurrentForCausalLM, SMTTeacherConfig  # noqa: E402
+from smt_hf.data import load_text_dataset, load_tokenizer, tokenizer_model_fields  # noqa: E402
+
+torch.set_num_threads(1)
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "recipes"))
+import smt as recipe  # noqa: E402
+
+FIXTURE = ROOT / "tests" / "fixtures" / "shakespeare_excerpt.txt"
+EOS = "<|endoftext|>"
+
+
+@pytest.fixture(scope="module")
+def corpus_and_tokenizer(tmp_path_factory):
+    """(corpus.txt, tokenizer folder): the fixture text and a 300-id byte-level BPE trained on it."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    folder = tmp_path_factory.mktemp("bpe")
+    corpus = folder / "corpus.txt"
+    corpus.write_text(FIXTURE.read_text(encoding="utf-8"), encoding="utf-8")
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    bpe.train([str(corpus)], trainers.BpeTrainer(vocab_size=300, special_tokens=[EOS],
+                                                 initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token=EOS, bos_token=EOS)
+    tok.save_pretrained(folder / "tokenizer")
+    return corpus, folder / "tokenizer"
+
+
+def _data(corpus, tok_dir, tmp_path, **kw):
+    block = {"path": "text", "data_files": str(corpus), "tokenizer": str(tok_dir), "seq_len": 24, "num_eval": 4,
+             "cache_dir": str(tmp_path / "hf_cache")}
+    block.update(kw)
+    return block
+
+
+def test_windows_are_the_tokenised_documents_joined_by_eos(corpus_and_tokenizer, tmp_path):
+    corpus, tok_dir = corpus_and_tokenizer
+    got = load_text_dataset(**_data(corpus, tok_dir, tmp_path))
+    tok = got.tokenizer
+    lines = [line for line in corpus.read_text(encoding="utf-8").splitlines() if line]
+    stream = [i for line in lines for i in tok(line, add_special_tokens=False).input_ids + [tok.eos_token_id]]
+    n = len(stream) // 24  # the fixture is one map batch (< 1000 lines): only the last partial window is dropped
+    windows = [stream[k * 24:(k + 1) * 24] for k in range(n)]
+    assert got.eval["input_ids"] == windows[:4]  # first num_eval windows held out
+    assert got.train["input_ids"] == windows[4:]
+    assert got.model_fields() == {"vocab_size": 300, "pad_token_id": 0, "bos_token_id": 0, "eos_token_id": 0}
+
+
+def test_streaming_gives_the_same_windows(corpus_and_tokenizer, tmp_path):
+    corpus, tok_dir = corpus_and_tokenizer
+    mapped = load_text_dataset(**_data(corpus, tok_dir, tmp_path, num_train=10))
+    streamed = load_text_dataset(**_data(corpus, tok_dir, tmp_path, num_train=10, streaming=True))
+    assert type(streamed.train).__name__ == "IterableDataset"
+    assert streamed.eval["input_ids"] == mapped.eval["input_ids"]
+    assert [x["input_ids"] for x in streamed.train] == mapped.train["input_ids"]
+    assert len(mapped.train) == 10
+
+
+def test_map_is_cached_on_disk(corpus_and_tokenizer, tmp_path):
+    corpus, tok_dir = corpus_and_tokenizer
+    first = load_text_dataset(**_data(corpus, tok_dir, tmp_path))
+    files = [f["filename"] for f in first.train.cache_files]
+    assert files and all(Path(f).is_file() and str(tmp_path) in f for f in files)
+    again = load_text_dataset(**_data(corpus, tok_dir, tmp_path))  # a fresh tokenizer object, same settings
+    assert [f["filename"] for f in again.train.cache_files] == files
+
+
+def test_errors_name_the_fix(corpus_and_tokenizer, tmp_path):
+    corpus, tok_dir = corpus_and_tokenizer
+    with pytest.raises(ValueError, match="no column 'story'.*data.text_column"):
+        load_text_dataset(**_data(corpus, tok_dir, tmp_path, text_column="story"))
+    with pytest.raises(ValueError, match="lower data.seq_len or data.num_eval"):
+        load_text_dataset(**_data(corpus, tok_dir, tmp_path, seq_len=2000))
+    with pytest.raises(ValueError, match="data.tokenizer is required"):
+        load_text_dataset(**_data(corpus, tok_dir, tmp_path, tokenizer=None))
+
+
+def test_tokenizer_without_pad_gets_eos_and_left_padding(corpus_and_tokenizer, tmp_path):
+    _, tok_dir = corpus_and_tokenizer
+    tok = load_tokenizer(str(tok_dir))
+    assert (tok.pad_token, tok.padding_side) == (EOS, "left")
+    tok.save_pretrained(tmp_path / "t")
+    again = AutoTokenizer.from_pretrained(tmp_path / "t")
+    assert (again.pad_token, again.padding_side) == (EOS, "left")
+    assert tokenizer_model_fields(load_tokenizer("bytes"))["vocab_size"] == 256
+
+
+def test_student_from_teacher_carries_special_ids():
+    teacher = SMTTeacherConfig(vocab_size=300, hidden_size=32, memory_tokens=2, num_attention_heads=2,
+                               pad_token_id=1, bos_token_id=2, eos_token_id=3)
+    student = SMTRecurrentConfig.from_teacher(teacher, backbone="gru")
+    assert (student.pad_token_id, student.bos_token_id, student.eos_token_id) == (1, 2, 3)
+
+
+def test_recipe_trains_on_local_corpus_and_saved_student_generates_with_its_tokenizer(corpus_and_tokenizer, tmp_path):
+    corpus, tok_dir = corpus_and_tokenizer
+    config = {
+        "output_dir": str(tmp_path / "run"), "seed": 0,
+        "data": {"task": "dataset", **_data(corpus, tok_dir, tmp_path)},
+        "teacher": {"hidden_size": 32, "memory_tokens": 2, "num_encoder_layers": 1, "num_decoder_layers": 1,
+                    "num_attention_heads": 2},
+        "student": {"backbone": "gru"},
+        "common": {"per_device_train_batch_size": 4, "per_device_eval_batch_size": 4, "context_length": 16,
+                   "future_length": 8, "split": "last", "rollout_length": 8, "dmt_stride": 4, "use_cpu": True},
+        "phases": [{"mode": "joint", "max_steps": 3, "learning_rate": 3e-3}, {"mode": "dmt", "max_steps": 2}],
+    }
+    summary = recipe.main(config)
+    assert [p["steps"] for p in summary["phases"]] == [3, 2]
+    final = tmp_path / "run" / "final" / "student"
+    model = AutoModelForCausalLM.from_pretrained(final).eval()
+    tok = AutoTokenizer.from_pretrained(final)
+    assert isinstance(model, SMTRecurrentForCausalLM)
+    assert (model.config.vocab_size, model.config.eos_token_id, model.config.pad_token_id) == (300, 0, 0) == (
+        len(tok), tok.eos_token_id, tok.pad_token_id)
+    assert model.generation_config.eos_token_id == tok.eos_token_id
+    assert tok("Shall I compare thee").input_ids == AutoTokenizer.from_pretrained(tok_dir)("Shall I compare thee").input_ids
+    # the recipe's own sample, regenerated from the reloaded folder
+    prompt = torch.tensor([summary["sample"]["prompt"]])
+    again = model.generate(prompt, max_new_tokens=len(summary["sample"]["continuation"]), do_sample=False)
+    assert again[0, prompt.shape[1]:].tolist() == summary["sample"]["continuation"]
+    assert summary["sample"]["prompt_text"] == tok.decode(prompt[0])  # prompt and generation printed apart
+    assert summary["sample"]["continuation_text"] == tok.decode(again[0, prompt.shape[1]:])
+    # text in, text out
+    ids = tok("Shall I compare thee", return_tensors="pt")
+    out = model.generate(**ids, max_new_tokens=6, do_sample=False, eos_token_id=None)
+    assert out.shape == (1, ids.input_ids.shape[1] + 6)
+    text = tok.decode(out[0])
+    assert text.startswith("Shall I compare thee") and len(text) > len("Shall I compare thee")
+    generator = pipeline("text-generation", model=str(final))
+    got = generator("Shall I compare thee", do_sample=False, max_new_tokens=6, eos_token_id=None)
+    assert got[0]["generated_text"] == text
+    # batched prompts are left-padded, so each continues exactly as alone
+    prompts = ["Shall I", "compare thee to a summer"]
+    batched = generator(prompts, do_sample=False, max_new_tokens=5, batch_size=2, eos_token_id=None)
+    single = [generator(p, do_sample=False, max_new_tokens=5, eos_token_id=None)[0] for p in prompts]
+    assert [b[0]["generated_text"] for b in batched] == [s["generated_text"] for s in single]
