@@ -121,12 +121,30 @@ def run(task="needle", seq_len=32, seed=0, smt_steps=900, dmt_steps=300, out=DEF
     return rows
 
 
+def step_seqflops(run: dict) -> dict[str, int]:
+    """SeqFLOPs of one training step of each row (smt_hf.seqflops), per sequence, for the run's models."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from smt import build_models
+
+    from smt_hf.data import task_vocab_size
+    from smt_hf.seqflops import component_flops, seq_flops
+
+    T = run["seq_len"]
+    student, teacher = build_models(run["model"], task_vocab_size(run["task"], **run["task_kwargs"]), T)
+    F = component_flops(student.eval(), teacher.eval(), context_length=T, future_length=T)
+    return {ROWS[0]: seq_flops("joint", F), ROWS[1]: seq_flops("dmt", F, rollout_length=T, dmt_gradient="one_step"),
+            ROWS[2]: seq_flops("dmt", F, rollout_length=T, dmt_gradient="full_rollout"),
+            ROWS[3]: seq_flops("bptt", F, seq_len=T)}
+
+
 def table(runs: list[dict]) -> str:
-    """Markdown table over runs (one per seed): mean ± half-range of each metric, per row name."""
+    """Markdown table over runs (one per seed): mean ± half-range of each metric, per row name; SeqFLOPs per step
+    (the longest sequential chain of one training step, per sequence; smt_hf.seqflops)."""
+    flops = step_seqflops(runs[0])
     fmt = lambda xs: "-" if not xs else (f"{xs[0]:.2f}" if len(xs) == 1 else  # noqa: E731
                                          f"{sum(xs) / len(xs):.2f} ± {(max(xs) - min(xs)) / 2:.2f}")
-    lines = ["| run | DMT gradient | steps | wall-clock s | teacher acc | one-step acc | standalone acc | drift 1-R^2 mean | per seed standalone |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| run | DMT gradient | steps | wall-clock s | SeqFLOPs / step | teacher acc | one-step acc | standalone acc | "
+             "drift 1-R^2 mean | per seed standalone |", "|---|---|---|---|---|---|---|---|---|---|"]
     for name in ROWS:
         rs = [r for run in runs for r in run["rows"] if r["run"] == name]
         if not rs:
@@ -134,6 +152,7 @@ def table(runs: list[dict]) -> str:
         col = lambda k: [r[k] for r in rs if r.get(k) is not None]  # noqa: E731
         grad = {"one_step": "one_step (no BPTT)", "full_rollout": "full_rollout (truncated BPTT)"}.get(rs[0]["dmt_gradient"], "-")
         lines.append(f"| {name} | {grad} | {sum(col('steps')) / len(rs):.0f} | {sum(col('seconds')) / len(rs):.0f} | "
+                     f"{flops[name] / 1e6:.1f} M | "
                      f"{fmt(col('teacher_acc'))} | {fmt(col('onestep_acc'))} | {fmt(col('student_acc'))} | "
                      f"{fmt(col('drift_mean'))} | {', '.join(f'{x:.2f}' for x in col('student_acc'))} |")
     return "\n".join(lines)

@@ -1,0 +1,56 @@
+"""SeqFLOPs: the counted components are the modules' matmul FLOPs, and the chain formulas order the modes as the
+sequential dependency says (BPTT grows with T, SMT does not; one-step DMT's backward covers one step)."""
+
+import pytest
+import torch
+from conftest import tiny_teacher_config
+
+from smt_hf import SMTRecurrentConfig, SMTRecurrentForCausalLM, SMTTeacherModel
+from smt_hf.seqflops import component_flops, forward_flops, seq_flops
+
+
+def test_forward_flops_counts_a_matmul_exactly():
+    a, b = torch.randn(3, 5), torch.randn(5, 7)
+    assert forward_flops(torch.mm, a, b) == 2 * 3 * 5 * 7
+
+
+def test_components_and_chain_formulas():
+    tc = tiny_teacher_config(max_context_length=32)
+    teacher = SMTTeacherModel(tc)
+    student = SMTRecurrentForCausalLM(SMTRecurrentConfig.from_teacher(tc, backbone="mlp", updater_layers=1))
+    F = component_flops(student, teacher, context_length=32, future_length=8)
+    assert all(v > 0 for v in F.values())
+    # the encoder over 32 tokens costs more than over 8 (its FLOPs grow with the context)
+    assert component_flops(student, teacher, 8, 8)["F_E"] < F["F_E"]
+    smt = seq_flops("joint", F)
+    assert smt == 3 * (F["F_E"] + max(F["F_f"], F["F_D"]))
+    assert seq_flops("bptt", F, seq_len=64) - seq_flops("bptt", F, seq_len=32) == 3 * 32 * F["F_f"]  # linear in T
+    one = seq_flops("dmt", F, rollout_length=32, dmt_gradient="one_step")
+    full = seq_flops("dmt", F, rollout_length=32, dmt_gradient="full_rollout")
+    assert one < full  # the backward of one step vs of the whole rollout
+    with pytest.raises(ValueError, match="one_step"):
+        seq_flops("dmt", F, rollout_length=32, dmt_gradient="through")
+
+
+def test_needle_e2e_summary_table_over_seeds(tmp_path):
+    """recipes/needle_e2e.py: the table over seeds gives mean ± half-range, per-seed values, the DMT gradient
+    setting in words and the SeqFLOPs of each row's step."""
+    import json
+    import os
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "recipes"))
+    import needle_e2e as n
+
+    for seed, acc in ((0, 1.0), (1, 0.5)):
+        rows = [{"run": r, "dmt_gradient": g, "mode": m, "steps": 10, "seconds": 5.0, "teacher_acc": 1.0,
+                 "onestep_acc": 1.0, "student_acc": a, "drift_mean": 0.1, "drift_last": 0.2}
+                for r, g, m, a in [(n.ROWS[0], None, "joint", 0.2), (n.ROWS[1], "one_step", "dmt", acc),
+                                   (n.ROWS[3], None, "bptt", 0.07)]]
+        json.dump({"task": "needle", "task_kwargs": {"vocab_size": 16}, "seq_len": 16, "seed": seed, "machine": "m",
+                   "threads": 1, "model": n.MODEL, "rows": rows}, open(tmp_path / f"needle_e2e_T16_s{seed}.json", "w"))
+    md = n.write_summary(str(tmp_path), "needle", 16)
+    line = next(x for x in md.splitlines() if x.startswith("| SMT -> DMT one_step"))
+    assert "one_step (no BPTT)" in line and "0.75 ± 0.25" in line and "1.00, 0.50" in line and " M |" in line
+    assert "full_rollout" not in md  # a row no seed ran is left out
+    assert (tmp_path / "needle_e2e_T16.md").read_text() == md
