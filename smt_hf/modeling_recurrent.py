@@ -94,8 +94,6 @@ class SMTRecurrentPreTrainedModel(SMTPreTrainedModel):
         if isinstance(module, SMTRecurrentModel):
             # unit-variance entries: an (approximately) RMS-normalised memory, like every other memory
             nn.init.normal_(module.initial_state, mean=0.0, std=1.0)
-        if isinstance(module, SMTPrefillEncoder):
-            nn.init.normal_(module.registers, mean=0.0, std=std)
 
 
 class SMTRecurrentModel(SMTRecurrentPreTrainedModel):

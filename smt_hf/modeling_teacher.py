@@ -19,7 +19,8 @@ from transformers import PreTrainedModel
 from transformers.utils import ModelOutput
 
 from .configuration_smt import SMTTeacherConfig
-from .modeling_layers import RMSNorm, TransformerStack, encode_all_prefixes, encode_with_registers
+from .modeling_encoder import MemoryEncoder
+from .modeling_layers import RMSNorm, TransformerStack
 
 
 def check_token_ids(input_ids: torch.Tensor, vocab_size: int, name: str = "input_ids") -> None:
@@ -67,6 +68,8 @@ class SMTPreTrainedModel(PreTrainedModel):
             nn.init.normal_(module.weight, mean=0.0, std=std)
         elif isinstance(module, RMSNorm):
             nn.init.ones_(module.weight)
+        if isinstance(module, MemoryEncoder):  # the teacher itself, or the student's carried prefill encoder
+            nn.init.normal_(module.registers, mean=0.0, std=std)
         self._init_extra(module, std)
 
     def _init_extra(self, module, std):  # subclasses add their own parameters here
@@ -87,24 +90,20 @@ class SMTTeacherOutput(ModelOutput):
     memory: torch.FloatTensor | None = None
 
 
-class SMTTeacherModel(SMTPreTrainedModel):
+class SMTTeacherModel(SMTPreTrainedModel, MemoryEncoder):
+    """The teacher: a [`MemoryEncoder`] (`embed_tokens`, `registers`, `encoder`; see `modeling_encoder`) with a
+    causal decoder and LM head on top. The embedding is shared by the encoder and the decoder."""
+
     config_class = SMTTeacherConfig
     config: SMTTeacherConfig
     _tied_weights_keys = {"lm_head.weight": "embed_tokens.weight"}  # applied only with tie_word_embeddings=True
 
     def __init__(self, config: SMTTeacherConfig):
         super().__init__(config)
-        d, K = config.hidden_size, config.memory_tokens
-        self.embed_tokens = nn.Embedding(config.vocab_size, d)
-        self.registers = nn.Parameter(torch.zeros(K, d))
-        self.encoder = TransformerStack.from_config(config, config.num_encoder_layers, config.intermediate_size)
+        self.build_memory_encoder(config, config.num_encoder_layers, config.intermediate_size, config.encoder_causal)
         self.decoder = TransformerStack.from_config(config, config.num_decoder_layers, config.intermediate_size)
-        self.lm_head = nn.Linear(d, config.vocab_size, bias=False)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.post_init()
-
-    def _init_extra(self, module, std):
-        if module is self:
-            nn.init.normal_(self.registers, mean=0.0, std=std)
 
     def get_input_embeddings(self):
         return self.embed_tokens
@@ -132,8 +131,7 @@ class SMTTeacherModel(SMTPreTrainedModel):
             raise ValueError(
                 f"`attention_mask` shape {tuple(attention_mask.shape)} must match `input_ids` {tuple(input_ids.shape)}."
             )
-        return encode_with_registers(self.embed_tokens, self.registers, self.encoder, input_ids, attention_mask,
-                                     self.config.rms_norm_eps, causal=self.config.encoder_causal)  # (B, K, d)
+        return MemoryEncoder.encode(self, input_ids, attention_mask)  # (B, K, d)
 
     def encode_prefixes(self, input_ids: torch.LongTensor) -> torch.Tensor:
         """The memories of every prefix x[:t], t = 0..T, in one encoder pass (causal-context teacher only):
@@ -148,7 +146,7 @@ class SMTTeacherModel(SMTPreTrainedModel):
         if input_ids.shape[1] > self.config.max_context_length:
             raise ValueError(f"Sequence of {input_ids.shape[1]} tokens exceeds max_context_length="
                              f"{self.config.max_context_length}; encode windows of at most that length.")
-        return encode_all_prefixes(self.embed_tokens, self.registers, self.encoder, input_ids, self.config.rms_norm_eps)
+        return MemoryEncoder.encode_prefixes(self, input_ids)  # (B, T+1, K, d)
 
     def empty_memory(self, batch_size: int = 1) -> torch.Tensor:
         """E(empty context): the memory before any token, (B, K, d)."""

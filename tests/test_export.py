@@ -204,7 +204,7 @@ def test_flat_names_and_import_closure():
     assert flat_module_name("smt_hf.backbones.gru") == "backbones_gru"
     assert flat_module_name("smt_hf.backbones") == "backbones"
     files = collect_code(["smt_hf.modeling_teacher"])
-    assert set(files) == {"modeling_teacher.py", "configuration_smt.py", "modeling_layers.py"}
+    assert set(files) == {"modeling_teacher.py", "configuration_smt.py", "modeling_encoder.py", "modeling_layers.py"}
     with pytest.raises(ValueError, match="not a module of the smt_hf"):
         flat_module_name("torch.nn")
 
