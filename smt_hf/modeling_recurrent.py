@@ -34,7 +34,7 @@ from .cache import SMTMemoryCache
 from .configuration_smt import SMTRecurrentConfig
 from .modeling_layers import TransformerStack, rms_normalize
 from .modeling_prefill import SMTPrefillEncoder
-from .modeling_teacher import SMTPreTrainedModel, check_memory, check_token_ids
+from .modeling_utils import SMTPreTrainedModel, check_memory, check_token_ids
 
 
 @dataclass
