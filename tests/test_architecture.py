@@ -101,3 +101,31 @@ def test_student_modelling_does_not_import_the_teacher():
     graph = import_graph()
     for student_module in ("smt_hf.modeling_recurrent", "smt_hf.modeling_prefill"):
         assert "smt_hf.modeling_teacher" not in reachable(graph, student_module)
+
+
+def _run(code: str):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+
+
+def test_core_never_imports_matplotlib_viz_or_hardware():
+    """Every module of the package except the plots (`viz`) and machine probing (`hardware`), imported in a fresh
+    interpreter, pulls in neither matplotlib nor those two modules."""
+    core = sorted(m for m in import_graph() if m not in ("smt_hf.viz", "smt_hf.hardware"))
+    code = ("import importlib, sys\n"
+            f"for m in {core!r}: importlib.import_module(m)\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'matplotlib' or m in ('smt_hf.viz', 'smt_hf.hardware')))")
+    out = _run(code)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[]"
+
+
+def test_plots_without_matplotlib_name_the_install_command():
+    code = ("import sys; sys.modules['matplotlib'] = None\n"
+            "from smt_hf.viz import plot_curves\n"
+            "try:\n    plot_curves([0, 1], {'a': [1.0, 2.0]}, 'x.png')\nexcept ImportError as e:\n    print(e)")
+    out = _run(code)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "pip install 'smt-hf[plots]'" in out.stdout
