@@ -13,6 +13,8 @@ Nothing here calls `register_for_auto_class()` (it would mark the in-memory mode
 copy the package modules with their subpackage imports broken); the shipped files never call
 `Auto*.register` (that would override `auto_map`).
 
+Cards, `model_kind` and the upload come from `smt_hf.hub` (one way: hub never imports this module).
+
 CLI: `smt-export --model PATH --out DIR [--part student|teacher] [--run-info run.json] [--push --repo-id USER/NAME]`;
 PATH is a `save_pretrained` folder or an SMTTrainer output folder (e.g. `outputs/needle_cpu/final`).
 """
@@ -27,6 +29,8 @@ import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+
+from .hub import MODEL_KINDS, _version, make_model_card, model_kind, push_folder  # noqa: F401  (re-exported)
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +49,6 @@ AUTO_MAP = {
         "AutoModel": ("smt_hf.modeling_teacher", "SMTTeacherModel"),
     },
 }
-MODEL_KINDS = {"SMTRecurrentForCausalLM": "student", "SMTTeacherModel": "teacher"}
 TOKENIZER_ENTRY = ("smt_hf.tokenization_smt", "SMTByteTokenizer")
 
 _FROM_IMPORT = re.compile(r"^(?P<indent>[ \t]*)from[ \t]+(?P<module>\.+[\w.]*|smt_hf(?:\.[\w.]+)?)[ \t]+import\b", re.M)
@@ -146,15 +149,6 @@ def collect_code(entry_modules: list[str]) -> dict[str, str]:
     return files
 
 
-def _version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("smt-hf")
-    except Exception:  # pragma: no cover - running from a source tree without metadata
-        return "unknown"
-
-
 # ----------------------------------------------------------------------------------------------- export
 @dataclass
 class ExportedFolder:
@@ -167,22 +161,6 @@ class ExportedFolder:
 
     def __fspath__(self) -> str:
         return str(self.path)
-
-
-def model_kind(model) -> str:
-    """"student" or "teacher"; raises a ValueError naming the fix for anything else (PEFT wrappers included)."""
-    if hasattr(model, "merge_and_unload") and hasattr(model, "peft_config"):
-        raise ValueError(
-            "export_for_hub got a PEFT model: call `model = model.merge_and_unload()` first (the exported folder "
-            "holds plain weights), or save the adapter alone with `model.save_pretrained(dir)`."
-        )
-    for cls in type(model).__mro__:
-        if cls.__name__ in MODEL_KINDS:
-            return MODEL_KINDS[cls.__name__]
-    raise ValueError(
-        f"export_for_hub exports SMTRecurrentForCausalLM (student) or SMTTeacherModel (teacher), got "
-        f"{type(model).__name__}. Wrap an SMTRecurrentModel in SMTRecurrentForCausalLM first."
-    )
 
 
 def _update_json(path: Path, **fields) -> None:
@@ -256,8 +234,6 @@ def export_for_hub(
     Returns:
         An [`ExportedFolder`] (path-like): the folder, kind, code files and the commit info when pushed.
     """
-    from .hub import make_model_card, push_folder
-
     kind = model_kind(model)
     if push_to_hub and not repo_id:
         raise ValueError("push_to_hub=True needs `repo_id='user/name'`.")

@@ -1,4 +1,4 @@
-"""Model cards and uploads for the Hub.
+"""Model cards and uploads for the Hub: the layer `smt_hf.export` builds on (this module never imports it).
 
 `make_model_card(run_info, model=...)` fills `smt_hf/templates/model_card.md` (a Jinja template for
 `huggingface_hub.ModelCard.from_template`) from a run summary and the model's config, with `model-index`
@@ -31,6 +31,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+# What each model class is, for cards and exports (matched by class name, so remote-code copies count too).
+MODEL_KINDS = {"SMTRecurrentForCausalLM": "student", "SMTTeacherModel": "teacher"}
 TEMPLATE_PATH = Path(__file__).resolve().parent / "templates" / "model_card.md"
 
 # Known evaluation keys (SMTTrainer / smt_hf.evaluation.summarize) -> (metric type, readable name).
@@ -172,8 +174,6 @@ def make_model_card(
     """
     from huggingface_hub import ModelCard, ModelCardData
 
-    from .export import model_kind
-
     run_info = dict(run_info or {})
     if model is not None:
         kind = model_kind(model)
@@ -248,9 +248,28 @@ def make_model_card(
 
 
 def _version() -> str:
-    from .export import _version as v
+    try:
+        from importlib.metadata import version
 
-    return v()
+        return version("smt-hf")
+    except Exception:  # pragma: no cover - running from a source tree without metadata
+        return "unknown"
+
+
+def model_kind(model) -> str:
+    """"student" or "teacher"; raises a ValueError naming the fix for anything else (PEFT wrappers included)."""
+    if hasattr(model, "merge_and_unload") and hasattr(model, "peft_config"):
+        raise ValueError(
+            "export_for_hub got a PEFT model: call `model = model.merge_and_unload()` first (the exported folder "
+            "holds plain weights), or save the adapter alone with `model.save_pretrained(dir)`."
+        )
+    for cls in type(model).__mro__:
+        if cls.__name__ in MODEL_KINDS:
+            return MODEL_KINDS[cls.__name__]
+    raise ValueError(
+        f"export_for_hub exports SMTRecurrentForCausalLM (student) or SMTTeacherModel (teacher), got "
+        f"{type(model).__name__}. Wrap an SMTRecurrentModel in SMTRecurrentForCausalLM first."
+    )
 
 
 def push_folder(folder: str | Path, repo_id: str, private: bool | None = None, token=None, commit_message: str | None = None):
@@ -275,4 +294,4 @@ def push_folder(folder: str | Path, repo_id: str, private: bool | None = None, t
     )
 
 
-__all__ = ["make_model_card", "eval_results", "push_folder", "TEMPLATE_PATH", "METRIC_NAMES"]
+__all__ = ["make_model_card", "eval_results", "push_folder", "model_kind", "TEMPLATE_PATH", "METRIC_NAMES", "MODEL_KINDS"]

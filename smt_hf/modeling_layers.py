@@ -1,4 +1,5 @@
-"""Transformer building blocks shared by the teacher, the transformer updater and the readout.
+"""Transformer building blocks shared by the memory encoder, the teacher decoder, the transformer updater and the
+readout.
 
 Pre-RMSNorm blocks, rotary embeddings, GELU MLP, attention through
 `torch.nn.functional.scaled_dot_product_attention` (flash / memory-efficient kernels where available).
@@ -146,75 +147,3 @@ class TransformerStack(nn.Module):
         for layer in self.layers:
             x = layer(x, cos, sin, attn_mask=attn_mask, is_causal=causal)
         return self.norm(x)
-
-
-def causal_context_mask(Tc: int, K: int, attention_mask: torch.Tensor | None, device) -> torch.Tensor:
-    """Query-key mask of a causal-context encoder over [tokens (Tc) ; registers (K)]: token i sees tokens <= i,
-    registers see every token and each other; padding is never a key (a query always sees itself, so a padded
-    row stays finite). -> (B or 1, 1, Tc+K, Tc+K) bool."""
-    L = Tc + K
-    allow = torch.zeros(L, L, dtype=torch.bool, device=device)
-    allow[:Tc, :Tc] = torch.ones(Tc, Tc, dtype=torch.bool, device=device).tril()
-    allow[Tc:] = True
-    allow = allow[None, None]  # (1, 1, L, L)
-    if attention_mask is not None:
-        keys = torch.cat([attention_mask.to(torch.bool), torch.ones(attention_mask.shape[0], K, dtype=torch.bool,
-                                                                     device=device)], 1)  # (B, L)
-        allow = (allow & keys[:, None, None, :]) | torch.eye(L, dtype=torch.bool, device=device)
-    return allow
-
-
-def encode_with_registers(
-    embed: nn.Embedding,
-    registers: torch.Tensor,
-    encoder: TransformerStack,
-    input_ids: torch.LongTensor,
-    attention_mask: torch.Tensor | None,
-    eps: float,
-    causal: bool = False,
-) -> torch.Tensor:
-    """E(x): append K learned registers to the embedded context, run the encoder, and return the RMS-normalised
-    register outputs. input_ids/attention_mask (B, Tc) (mask 1 = token, 0 = padding; Tc may be 0) -> memory
-    (B, K, d). Bidirectional by default; `causal` = the causal-context variant (`causal_context_mask`). Shared
-    by the teacher and the student's parallel-prefill encoder."""
-    B, Tc = input_ids.shape
-    K = registers.shape[0]
-    x = embed(input_ids)  # (B, Tc, d)
-    regs = registers.unsqueeze(0).expand(B, K, -1).to(x.dtype)  # (B, K, d)
-    x = torch.cat([x, regs], dim=1)  # (B, Tc+K, d)
-    if causal:
-        h = encoder(x, attn_mask=causal_context_mask(Tc, K, attention_mask, x.device))  # (B, Tc+K, d)
-        return rms_normalize(h[:, Tc:], eps)
-    key_mask = None
-    if attention_mask is not None:
-        ones = torch.ones(B, K, dtype=torch.bool, device=x.device)
-        key_mask = torch.cat([attention_mask.to(torch.bool), ones], dim=1)  # (B, Tc+K)
-    h = encoder(x, key_mask=key_mask)  # (B, Tc+K, d)
-    return rms_normalize(h[:, Tc:], eps)  # (B, K, d)
-
-
-def encode_all_prefixes(
-    embed: nn.Embedding, registers: torch.Tensor, encoder: TransformerStack, input_ids: torch.LongTensor, eps: float
-) -> torch.Tensor:
-    """The causal-context encoder's memories of every prefix x[:t], t = 0..T, in one pass.
-
-    Layout [x_1..x_T ; R_0 ; R_1 ; ... ; R_T] with R_t a copy of the K registers: tokens attend causally to
-    tokens, group R_t attends to x_1..x_t and to itself, at rotary positions t..t+K-1 - exactly where
-    `encode_with_registers(x[:t], causal=True)` puts its registers, so group t's output equals E(x[:t]).
-    input_ids (B, T) -> memories (B, T+1, K, d). Cost: one pass over T + (T+1)K positions instead of T+1 passes.
-    """
-    B, T = input_ids.shape
-    K = registers.shape[0]
-    dev = input_ids.device
-    x = embed(input_ids)  # (B, T, d)
-    regs = registers.to(x.dtype).repeat(T + 1, 1).unsqueeze(0).expand(B, -1, -1)  # (B, (T+1)K, d)
-    h = torch.cat([x, regs], dim=1)  # (B, T+(T+1)K, d)
-    L = T + (T + 1) * K
-    group = torch.arange(T + 1, device=dev).repeat_interleave(K)  # (T+1)K: prefix length of each register
-    allow = torch.zeros(L, L, dtype=torch.bool, device=dev)
-    allow[:T, :T] = torch.ones(T, T, dtype=torch.bool, device=dev).tril()
-    allow[T:, :T] = torch.arange(T, device=dev)[None, :] < group[:, None]  # R_t sees x_1..x_t
-    allow[T:, T:] = group[:, None] == group[None, :]  # and its own registers
-    positions = torch.cat([torch.arange(T, device=dev), group + torch.arange(K, device=dev).repeat(T + 1)])
-    out = encoder(h, attn_mask=allow[None, None], positions=positions)  # (B, L, d)
-    return rms_normalize(out[:, T:].reshape(B, T + 1, K, -1), eps)  # (B, T+1, K, d)

@@ -16,24 +16,17 @@ then `generate(..., prefill="parallel")` (or set `config.prefill = "parallel"`).
 from __future__ import annotations
 
 import torch
-from torch import nn
 
-from .modeling_layers import TransformerStack, encode_with_registers
+from .modeling_encoder import MemoryEncoder
 
 
-class SMTPrefillEncoder(nn.Module):
-    """Token embedding + K registers + bidirectional encoder, laid out like the teacher's (`embed_tokens`,
-    `registers`, `encoder`) so its weights copy over one to one."""
+class SMTPrefillEncoder(MemoryEncoder):
+    """A [`MemoryEncoder`] copied from the teacher (same layout, `embed_tokens`, `registers`, `encoder`, so its
+    weights copy over one to one) that reads the last `prefill_context_length` tokens of a prompt."""
 
     def __init__(self, config):
-        super().__init__()
-        d = config.hidden_size
-        self.embed_tokens = nn.Embedding(config.vocab_size, d)
-        self.registers = nn.Parameter(torch.zeros(config.memory_tokens, d))
-        self.encoder = TransformerStack.from_config(config, config.prefill_layers, config.prefill_intermediate_size)
+        super().__init__(config, config.prefill_layers, config.prefill_intermediate_size, config.prefill_causal)
         self.context_length = config.prefill_context_length
-        self.eps = config.rms_norm_eps
-        self.causal = config.prefill_causal
 
     def forward(self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """The memory after a prompt: input_ids/attention_mask (B, T) (left padding allowed) -> (B, K, d), from
@@ -43,15 +36,11 @@ class SMTPrefillEncoder(nn.Module):
             attention_mask = attention_mask[:, -input_ids.shape[1]:]
             if not torch.compiler.is_compiling() and bool(attention_mask.all()):  # no data-dependent branch in a graph
                 attention_mask = None
-        return encode_with_registers(self.embed_tokens, self.registers, self.encoder, input_ids, attention_mask,
-                                     self.eps, causal=self.causal)
+        return self.encode(input_ids, attention_mask)
 
-    @torch.no_grad()
     def load_teacher_encoder(self, teacher) -> None:
-        """Copy the teacher's embedding, registers and encoder (shapes are checked by `load_state_dict`)."""
-        self.embed_tokens.load_state_dict(teacher.embed_tokens.state_dict())
-        self.registers.copy_(teacher.registers)
-        self.encoder.load_state_dict(teacher.encoder.state_dict())
+        """Copy the teacher's embedding, registers and encoder (`MemoryEncoder.load_memory_encoder`)."""
+        self.load_memory_encoder(teacher)
 
 
 __all__ = ["SMTPrefillEncoder"]

@@ -34,7 +34,7 @@ from .cache import SMTMemoryCache
 from .configuration_smt import SMTRecurrentConfig
 from .modeling_layers import TransformerStack, rms_normalize
 from .modeling_prefill import SMTPrefillEncoder
-from .modeling_teacher import SMTPreTrainedModel, check_memory, check_token_ids
+from .modeling_utils import SMTPreTrainedModel, check_memory, check_token_ids
 
 
 @dataclass
@@ -94,8 +94,6 @@ class SMTRecurrentPreTrainedModel(SMTPreTrainedModel):
         if isinstance(module, SMTRecurrentModel):
             # unit-variance entries: an (approximately) RMS-normalised memory, like every other memory
             nn.init.normal_(module.initial_state, mean=0.0, std=1.0)
-        if isinstance(module, SMTPrefillEncoder):
-            nn.init.normal_(module.registers, mean=0.0, std=std)
 
 
 class SMTRecurrentModel(SMTRecurrentPreTrainedModel):
@@ -336,6 +334,37 @@ class SMTRecurrentForCausalLM(SMTRecurrentPreTrainedModel, GenerationMixin):
             # (inject the soft prompt) from the later ones (feed the new token only); forward takes both names
             inputs["past_key_values"] = inputs["cache"]
         return inputs
+
+    @torch.no_grad()
+    def init_from_teacher(self, teacher) -> None:
+        """Make the student standalone after SMT: readout := the teacher's decoder + head (so g(m) equals the
+        decoder's first-step prediction D(m)[K-1]) and m_0 := E(empty context), so `generate()` needs no teacher.
+
+        The one place readout initialisation from the teacher happens (`SMTTrainer` calls it after SMT/joint
+        training, before evaluating, saving and pushing). Raises ValueError naming the fix when the readout does
+        not compute the decoder's function (other depth, widths, heads, rope_theta or eps)."""
+        tc, sc = teacher.config, self.config
+        # the settings that define the decoder's function (not only its parameter shapes): (teacher, student) names
+        pairs = [("vocab_size", "vocab_size"), ("hidden_size", "hidden_size"), ("memory_tokens", "memory_tokens"),
+                 ("num_attention_heads", "num_attention_heads"), ("num_decoder_layers", "readout_layers"),
+                 ("intermediate_size", "readout_intermediate_size"), ("rope_theta", "rope_theta"),
+                 ("rms_norm_eps", "rms_norm_eps")]
+        bad = [f"{t}={getattr(tc, t)!r} vs {s_}={getattr(sc, s_)!r}" for t, s_ in pairs if getattr(tc, t) != getattr(sc, s_)]
+        src, dst = teacher.decoder, self.readout_head.decoder
+        if bad or sum(1 for _ in src.parameters()) != sum(1 for _ in dst.parameters()) or any(
+            p.shape != q.shape for p, q in zip(src.parameters(), dst.parameters())
+        ):
+            raise ValueError(
+                "The student readout must compute the same function as the teacher decoder to be initialised from it "
+                f"(teacher vs student: {'; '.join(bad) or 'parameter shapes differ'}): build the student with "
+                "`SMTRecurrentConfig.from_teacher(teacher.config, ...)` (readout_layers = num_decoder_layers, same widths)."
+            )
+        dst.load_state_dict(src.state_dict())
+        self.readout_head.lm_head.load_state_dict(teacher.lm_head.state_dict())
+        was_training = teacher.training
+        teacher.eval()
+        self.set_initial_memory(teacher.empty_memory(1)[0])
+        teacher.train(was_training)
 
     @torch.no_grad()
     def set_initial_memory(self, memory: torch.Tensor) -> None:

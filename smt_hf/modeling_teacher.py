@@ -15,62 +15,12 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import PreTrainedModel
 from transformers.utils import ModelOutput
 
 from .configuration_smt import SMTTeacherConfig
-from .modeling_layers import RMSNorm, TransformerStack, encode_all_prefixes, encode_with_registers
-
-
-def check_token_ids(input_ids: torch.Tensor, vocab_size: int, name: str = "input_ids") -> None:
-    """Raise a clear error for ids outside [0, vocab_size) (an embedding lookup would crash or, on GPU,
-    assert without saying which input was wrong)."""
-    if input_ids.is_floating_point() or input_ids.is_complex() or input_ids.dtype == torch.bool:
-        raise TypeError(f"`{name}` must hold integer token ids, got dtype {input_ids.dtype}; convert with `.long()`.")
-    if input_ids.numel() == 0 or torch.compiler.is_compiling():
-        return
-    lo, hi = int(input_ids.min()), int(input_ids.max())
-    if lo < 0 or hi >= vocab_size:
-        raise ValueError(
-            f"`{name}` holds token ids in [{lo}, {hi}] but the model's vocab_size is {vocab_size}: ids must be in "
-            f"[0, {vocab_size - 1}]. Use the matching tokenizer, or build the config with a larger `vocab_size`."
-        )
-
-
-def check_memory(memory: torch.Tensor, memory_tokens: int, hidden_size: int) -> None:
-    if memory.dim() != 3 or memory.shape[1:] != (memory_tokens, hidden_size):
-        raise ValueError(
-            f"memory must have shape (batch, memory_tokens={memory_tokens}, hidden_size={hidden_size}), got "
-            f"{tuple(memory.shape)}. Memories come from `teacher.encode(...)` or `student.initial_memory(batch)`."
-        )
-
-
-class SMTPreTrainedModel(PreTrainedModel):
-    """Weight init shared by teacher and student (all of it here, with `torch.nn.init`).
-
-    Activation checkpointing (`model.activation_checkpointing_enable()`, or `gradient_checkpointing=True` in the
-    trainer) recomputes each Transformer block, residual MLP block and GRU cell in the backward pass: the encoder
-    over a long Tc and the student's BPTT over a long T keep only the block inputs."""
-
-    base_model_prefix = "model"
-    supports_gradient_checkpointing = True
-    _no_split_modules = ["Block"]
-    _supports_sdpa = True
-
-    def _init_weights(self, module):
-        std = self.config.initializer_range
-        if isinstance(module, nn.Linear):
-            nn.init.normal_(module.weight, mean=0.0, std=std)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.Embedding):
-            nn.init.normal_(module.weight, mean=0.0, std=std)
-        elif isinstance(module, RMSNorm):
-            nn.init.ones_(module.weight)
-        self._init_extra(module, std)
-
-    def _init_extra(self, module, std):  # subclasses add their own parameters here
-        pass
+from .modeling_encoder import MemoryEncoder
+from .modeling_layers import TransformerStack
+from .modeling_utils import SMTPreTrainedModel, check_memory, check_token_ids  # noqa: F401  (also re-exported)
 
 
 @dataclass
@@ -87,24 +37,20 @@ class SMTTeacherOutput(ModelOutput):
     memory: torch.FloatTensor | None = None
 
 
-class SMTTeacherModel(SMTPreTrainedModel):
+class SMTTeacherModel(SMTPreTrainedModel, MemoryEncoder):
+    """The teacher: a [`MemoryEncoder`] (`embed_tokens`, `registers`, `encoder`; see `modeling_encoder`) with a
+    causal decoder and LM head on top. The embedding is shared by the encoder and the decoder."""
+
     config_class = SMTTeacherConfig
     config: SMTTeacherConfig
     _tied_weights_keys = {"lm_head.weight": "embed_tokens.weight"}  # applied only with tie_word_embeddings=True
 
     def __init__(self, config: SMTTeacherConfig):
         super().__init__(config)
-        d, K = config.hidden_size, config.memory_tokens
-        self.embed_tokens = nn.Embedding(config.vocab_size, d)
-        self.registers = nn.Parameter(torch.zeros(K, d))
-        self.encoder = TransformerStack.from_config(config, config.num_encoder_layers, config.intermediate_size)
+        self.build_memory_encoder(config, config.num_encoder_layers, config.intermediate_size, config.encoder_causal)
         self.decoder = TransformerStack.from_config(config, config.num_decoder_layers, config.intermediate_size)
-        self.lm_head = nn.Linear(d, config.vocab_size, bias=False)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.post_init()
-
-    def _init_extra(self, module, std):
-        if module is self:
-            nn.init.normal_(self.registers, mean=0.0, std=std)
 
     def get_input_embeddings(self):
         return self.embed_tokens
@@ -132,8 +78,7 @@ class SMTTeacherModel(SMTPreTrainedModel):
             raise ValueError(
                 f"`attention_mask` shape {tuple(attention_mask.shape)} must match `input_ids` {tuple(input_ids.shape)}."
             )
-        return encode_with_registers(self.embed_tokens, self.registers, self.encoder, input_ids, attention_mask,
-                                     self.config.rms_norm_eps, causal=self.config.encoder_causal)  # (B, K, d)
+        return MemoryEncoder.encode(self, input_ids, attention_mask)  # (B, K, d)
 
     def encode_prefixes(self, input_ids: torch.LongTensor) -> torch.Tensor:
         """The memories of every prefix x[:t], t = 0..T, in one encoder pass (causal-context teacher only):
@@ -148,7 +93,7 @@ class SMTTeacherModel(SMTPreTrainedModel):
         if input_ids.shape[1] > self.config.max_context_length:
             raise ValueError(f"Sequence of {input_ids.shape[1]} tokens exceeds max_context_length="
                              f"{self.config.max_context_length}; encode windows of at most that length.")
-        return encode_all_prefixes(self.embed_tokens, self.registers, self.encoder, input_ids, self.config.rms_norm_eps)
+        return MemoryEncoder.encode_prefixes(self, input_ids)  # (B, T+1, K, d)
 
     def empty_memory(self, batch_size: int = 1) -> torch.Tensor:
         """E(empty context): the memory before any token, (B, K, d)."""

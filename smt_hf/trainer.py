@@ -25,7 +25,7 @@ from .evaluation import evaluate_smt, summarize
 from .modeling_recurrent import SMTRecurrentForCausalLM
 from .modeling_teacher import SMTTeacherModel
 from .training_args import SMTTrainingArguments
-from .training_module import SMTTrainingModule, make_student_standalone
+from .training_module import SMTTrainingModule
 
 STUDENT_DIR, TEACHER_DIR = "student", "teacher"
 
@@ -139,9 +139,14 @@ class SMTTrainer(Trainer):
     # ------------------------------------------------------------------ train / eval
     def train(self, *args, **kwargs):
         out = super().train(*args, **kwargs)
-        if self.args.mode in ("smt", "joint"):
-            make_student_standalone(self.student, self.teacher)
+        self._student_from_teacher()
         return out
+
+    def _student_from_teacher(self) -> None:
+        """smt/joint train neither the readout nor m_0: they are the teacher's (`init_from_teacher`), refreshed here
+        before every use of the student (after training, evaluating, saving, pushing). Other modes: nothing."""
+        if self.args.mode in ("smt", "joint") and self.teacher is not None:
+            self.student.init_from_teacher(self.teacher)
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
         """Teacher first-step loss/accuracy, the student's one-step accuracy from teacher memories, the
@@ -157,10 +162,7 @@ class SMTTrainer(Trainer):
             return metrics
         if isinstance(dataset, str):  # HF's training loop names one of the eval_dataset dict's entries
             dataset = self.eval_dataset[dataset]
-        if self.args.mode in ("smt", "joint") and self.teacher is not None:
-            # mid-training evaluation: the student's readout and m_0 come from the teacher (as after train()); in
-            # these modes neither is trained, so this changes nothing but what is measured
-            make_student_standalone(self.student, self.teacher)
+        self._student_from_teacher()  # mid-training evaluation measures the standalone student, as after train()
         collate = SMTDataCollator(mode="eval", context_length=self.args.context_length)
         loader = DataLoader(dataset, batch_size=self.args.per_device_eval_batch_size, collate_fn=collate)
         teacher = self.teacher
@@ -186,8 +188,8 @@ class SMTTrainer(Trainer):
         if not self.args.should_save:
             return
         os.makedirs(output_dir, exist_ok=True)
-        if self.args.mode in ("smt", "joint") and state_dict is None:
-            make_student_standalone(self.student, self.teacher)
+        if state_dict is None:
+            self._student_from_teacher()
         for prefix, sub, folder in (("student.", self.student, STUDENT_DIR), ("teacher.", self.teacher, TEACHER_DIR)):
             if sub is None:
                 continue
@@ -234,8 +236,7 @@ class SMTTrainer(Trainer):
         repo_id = repo_id or self.args.hub_model_id
         if not repo_id:
             raise ValueError("push_to_hub needs `repo_id` or `SMTTrainingArguments(hub_model_id=...)`.")
-        if self.args.mode in ("smt", "joint"):
-            make_student_standalone(self.student, self.teacher)
+        self._student_from_teacher()
         info = self.run_info(**(run_info or {}))
         folder = os.path.join(self.args.output_dir, "hub_export")
         out = export_for_hub(self.student, os.path.join(folder, STUDENT_DIR), tokenizer=self.processing_class,

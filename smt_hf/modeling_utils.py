@@ -1,0 +1,67 @@
+"""What the teacher and the student share: the `PreTrainedModel` base (all weight init, in one place) and the input
+validators whose errors name the fix. The student imports this module, never the teacher's."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+
+from .modeling_encoder import MemoryEncoder
+from .modeling_layers import RMSNorm
+
+
+def check_token_ids(input_ids: torch.Tensor, vocab_size: int, name: str = "input_ids") -> None:
+    """Raise a clear error for ids outside [0, vocab_size) (an embedding lookup would crash or, on GPU,
+    assert without saying which input was wrong)."""
+    if input_ids.is_floating_point() or input_ids.is_complex() or input_ids.dtype == torch.bool:
+        raise TypeError(f"`{name}` must hold integer token ids, got dtype {input_ids.dtype}; convert with `.long()`.")
+    if input_ids.numel() == 0 or torch.compiler.is_compiling():
+        return
+    lo, hi = int(input_ids.min()), int(input_ids.max())
+    if lo < 0 or hi >= vocab_size:
+        raise ValueError(
+            f"`{name}` holds token ids in [{lo}, {hi}] but the model's vocab_size is {vocab_size}: ids must be in "
+            f"[0, {vocab_size - 1}]. Use the matching tokenizer, or build the config with a larger `vocab_size`."
+        )
+
+
+def check_memory(memory: torch.Tensor, memory_tokens: int, hidden_size: int) -> None:
+    if memory.dim() != 3 or memory.shape[1:] != (memory_tokens, hidden_size):
+        raise ValueError(
+            f"memory must have shape (batch, memory_tokens={memory_tokens}, hidden_size={hidden_size}), got "
+            f"{tuple(memory.shape)}. Memories come from `teacher.encode(...)` or `student.initial_memory(batch)`."
+        )
+
+
+class SMTPreTrainedModel(PreTrainedModel):
+    """Weight init shared by teacher and student (all of it here, with `torch.nn.init`).
+
+    Activation checkpointing (`model.activation_checkpointing_enable()`, or `gradient_checkpointing=True` in the
+    trainer) recomputes each Transformer block, residual MLP block and GRU cell in the backward pass: the encoder
+    over a long Tc and the student's BPTT over a long T keep only the block inputs."""
+
+    base_model_prefix = "model"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["Block"]
+    _supports_sdpa = True
+
+    def _init_weights(self, module):
+        std = self.config.initializer_range
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=std)
+        elif isinstance(module, RMSNorm):
+            nn.init.ones_(module.weight)
+        if isinstance(module, MemoryEncoder):  # the teacher itself, or the student's carried prefill encoder
+            nn.init.normal_(module.registers, mean=0.0, std=std)
+        self._init_extra(module, std)
+
+    def _init_extra(self, module, std):  # subclasses add their own parameters here
+        pass
+
+
+__all__ = ["SMTPreTrainedModel", "check_memory", "check_token_ids"]
