@@ -87,18 +87,27 @@ def run(seq_len=32, seed=0, smt_steps=900, dmt_steps=300, out="outputs/dmt_ablat
             t0 = time.time()
             tr.train()
             record(name, tr, smt_seconds + time.time() - t0, tr.state.global_step)
-    fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
-    lines = ["| SMT phase | DMT setting | DMT steps | wall-clock s (SMT+DMT) | one-step acc | standalone acc | drift 1-R^2 mean / last |",
-             "|---|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['smt']} | {r['dmt']} | {r['steps']} | {r['seconds']:.0f} | {fmt(r['onestep_acc'])} | "
-                     f"{fmt(r['student_acc'])} | {fmt(r['drift_mean'])} / {fmt(r['drift_last'])} |")
-    table = "\n".join(lines)
-    head = f"needle retrieval T={T}, vocabulary 16 (chance 1/15), seed {seed}, {machine()}, {threads} thread(s)"
-    print(f"\n{head}\n{table}")
+    md = render([json.load(open(stem + ".json"))])
+    print("\n" + md)
     with open(stem + ".md", "w") as f:
-        f.write(f"{head}\n\n{table}\n")
+        f.write(md)
     return rows
+
+
+def render(runs: list[dict]) -> str:
+    """One markdown table over the rows of one or more runs of this recipe (same T and seed)."""
+    fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+    lines = ["| SMT phase | DMT setting | DMT steps | wall-clock s (SMT+DMT) | teacher acc | one-step acc | standalone acc | "
+             "drift 1-R^2 mean / last |", "|---|---|---|---|---|---|---|---|"]
+    for r in [r for run in runs for r in run["rows"]]:
+        lines.append(f"| {r['smt']} | {r['dmt']} | {r['steps']} | {r['seconds']:.0f} | {fmt(r['teacher_acc'])} | "
+                     f"{fmt(r['onestep_acc'])} | {fmt(r['student_acc'])} | {fmt(r['drift_mean'])} / {fmt(r['drift_last'])} |")
+    a = runs[0]
+    head = (f"needle retrieval T={a['seq_len']}, vocabulary 16 (chance 1/15), seed {a['seed']}, {a['machine']}, "
+            f"{a['threads']} thread(s); joint SMT {a['smt_steps']} steps, each DMT variant {a['dmt_steps']} steps at lr "
+            f"{a['dmt_lr']:g}, batch 32, rollouts from m_0 over whole episodes, all started from the same SMT state. "
+            "Wall-clock on a shared machine (other jobs running): compare within a run only.")
+    return f"{head}\n\n" + "\n".join(lines) + "\n"
 
 
 def cli(argv=None):
@@ -112,7 +121,17 @@ def cli(argv=None):
     p.add_argument("--only", nargs="*", help=f"run only these DMT variants (exact names: {list(VARIANTS)})")
     p.add_argument("--smt-only", nargs="*", help=f"run only these SMT variants (exact names: {list(SMT_VARIANTS)})")
     p.add_argument("--out", default="outputs/dmt_ablation")
+    p.add_argument("--report", nargs="+", metavar="JSON", help="only merge these runs' JSON into <out>/dmt_ablation.md")
     a = p.parse_args(argv)
+    if a.report:
+        runs = [json.load(open(path)) for path in a.report]
+        os.makedirs(a.out, exist_ok=True)
+        with open(os.path.join(a.out, "dmt_ablation.md"), "w") as f:
+            f.write(render(runs))
+        with open(os.path.join(a.out, "dmt_ablation.json"), "w") as f:
+            json.dump(runs, f, indent=2)
+        print(render(runs))
+        return
     def pick(d, keys):
         if keys and set(keys) - set(d):
             p.error(f"unknown variant(s) {sorted(set(keys) - set(d))}; choose from {list(d)}")
