@@ -182,7 +182,7 @@ def _synthetic_rows(runs):
 
 
 SYN_HEADER = ["task", "T", "backbone", "seeds", "teacher* acc", "BPTT acc", "SMT one-step acc", "SMT standalone acc",
-              "SMT->DMT standalone acc", "SMT+DMT steps", "BPTT steps (same wall-clock)"]
+              "SMT->DMT (full_rollout) standalone acc", "SMT+DMT steps", "BPTT steps (same wall-clock)"]
 
 
 def _bar_plot(rows, path, title):
@@ -369,7 +369,7 @@ def render_dmt(res, out):
     r = res["run"]
     curves = {"after SMT": (r["smt"]["eval"]["drift_steps"], r["smt"]["eval"]["drift_curve"])}
     phases = [k for k in r if k.startswith("dmt_")]
-    label = lambda k: "+ DMT, " + ("gradient through rollout" if "full_rollout" in k else "per-step detached") + (  # noqa: E731
+    label = lambda k: "+ DMT, " + ("full_rollout (truncated BPTT)" if "full_rollout" in k else "one_step (no BPTT)") + (  # noqa: E731
         f", lr {k.split('_lr')[1]}" if "_lr" in k else f", lr {res['settings']['schedule']['dmt_lr']:g}")
     for k in phases:
         e = r[k]["eval"]
@@ -394,7 +394,7 @@ def render_dmt(res, out):
                         f"{a['student_loss']:.3f}", f"{b['student_loss']:.3f}"])
         d0 = np.mean([x["smt"]["eval"]["drift_last"] for x in runs])
         d1 = np.mean([x["dmt_full_rollout"]["eval"]["drift_last"] for x in runs])
-        md += (f"\nAcross all {len(runs)} item-1 runs (DMT with gradient through the rollout): final-step drift "
+        md += (f"\nAcross all {len(runs)} item-1 runs (DMT with dmt_gradient=full_rollout, i.e. truncated BPTT): final-step drift "
                f"{d0:.2f} after SMT -> {d1:.2f} after DMT (mean).\n\n<details><summary>per run</summary>\n\n" +
                md_table(["task", "T", "seed", "drift last (SMT)", "drift last (DMT)", "loss SMT", "loss DMT"], agg) +
                "\n</details>\n")
