@@ -181,12 +181,14 @@ class SMTTrainingModule(nn.Module):
         lengths = torch.full((B,), L, device=input_ids.device) if attention_mask is None else attention_mask.sum(1)
         valid = ends[1:].view(1, -1) <= lengths.view(-1, 1)  # (B, n)
         was_training = teacher.training
-        teacher.eval()  # restored below: the caller's teacher keeps its mode
-        with torch.no_grad():
-            ctx, ctx_mask = prefix_contexts(input_ids, ends, Tc, 0, attention_mask)  # (B, n+1, Tc)
-            targets = teacher.encode(ctx.flatten(0, 1), ctx_mask.flatten(0, 1))
-            targets = targets.view(B, len(ends), *targets.shape[1:])  # (B, n+1, K, d)
-        teacher.train(was_training)
+        teacher.eval()  # restored below, also on an error: the caller's teacher keeps its mode
+        try:
+            with torch.no_grad():
+                ctx, ctx_mask = prefix_contexts(input_ids, ends, Tc, 0, attention_mask)  # (B, n+1, Tc)
+                targets = teacher.encode(ctx.flatten(0, 1), ctx_mask.flatten(0, 1))
+                targets = targets.view(B, len(ends), *targets.shape[1:])  # (B, n+1, K, d)
+        finally:
+            teacher.train(was_training)
         m = targets[:, 0] if a.dmt_start == "teacher" else self.student.initial_memory(B)
         tokens = input_ids[:, start : start + Td]  # (B, Td) the tokens the rollout reads
         matched_steps = torch.arange(k - 1, Td, k, device=input_ids.device)  # (n,) step j whose output is matched

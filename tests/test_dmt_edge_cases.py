@@ -1,0 +1,43 @@
+"""DMT edge cases found in review: the frozen teacher's mode survives an error, and resume with a replay buffer."""
+
+import pytest
+import torch
+from conftest import tiny_teacher_config
+
+from smt_hf import SMTRecurrentConfig, SMTRecurrentForCausalLM, SMTTeacherModel
+from smt_hf.data import SMTDataCollator, make_task
+from smt_hf.training_args import SMTTrainingArguments
+from smt_hf.training_module import SMTTrainingModule
+
+T = 16
+
+
+def models(seed=0):
+    torch.manual_seed(seed)
+    tc = tiny_teacher_config(max_context_length=T)
+    return SMTRecurrentForCausalLM(SMTRecurrentConfig.from_teacher(tc, updater_layers=1)), SMTTeacherModel(tc)
+
+
+def targs(tmp_path, **kw):
+    base = dict(output_dir=str(tmp_path / "out"), mode="dmt", dmt_start="initial", context_length=T, future_length=T,
+                rollout_length=T, per_device_train_batch_size=8, max_steps=4, logging_steps=2, report_to="none",
+                save_strategy="no", use_cpu=True, disable_tqdm=True, seed=0, learning_rate=1e-3)
+    base.update(kw)
+    return SMTTrainingArguments(**base)
+
+
+def batch(n=4):
+    ds = make_task("needle", n, T, seed=0, vocab_size=16)
+    return SMTDataCollator(mode="dmt")([ds[i] for i in range(n)])
+
+
+def test_dmt_error_in_teacher_encode_restores_teacher_mode(tmp_path):
+    """The teacher is switched to eval for its no-grad encoding; an error there leaves it in the caller's mode."""
+    student, teacher = models()
+    teacher.train()
+    module = SMTTrainingModule(student, teacher, targs(tmp_path))
+    bad = batch()
+    bad["input_ids"][0, 0] = 99  # out of the vocabulary: the teacher's encode raises
+    with pytest.raises(ValueError, match="vocab_size"):
+        module(**bad)
+    assert teacher.training
