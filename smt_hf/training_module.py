@@ -24,7 +24,8 @@ from .data.collator import IGNORE_INDEX, SMTDataCollator, prefix_contexts, right
 class ReplayBuffer:
     """DAgger data aggregation for DMT: a ring buffer of supervised transitions (m_hat, x, m*) visited by earlier
     rollouts, with m_hat (N, K, d) the student's own memory, x (N,) the token it reads and m* (N, K, d) the
-    teacher memory after it. Kept on the training device, not checkpointed (it refills within a few steps)."""
+    teacher memory after it. Kept on the training device; `SMTTrainer` checkpoints write it (one file per process) so a
+    resumed run continues as an uninterrupted one."""
 
     def __init__(self, capacity: int):
         self.capacity, self.size, self.pos = int(capacity), 0, 0
@@ -42,6 +43,24 @@ class ReplayBuffer:
         for buf, t in zip(self.data, new):
             buf[idx] = t[-n:].to(buf.dtype)
         self.pos, self.size = (self.pos + n) % self.capacity, min(self.size + n, self.capacity)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The stored transitions and the ring position, for a checkpoint (empty while nothing is stored)."""
+        if self.data is None:
+            return {}
+        names = ("prev", "tokens", "target")
+        return {**{n: b.contiguous() for n, b in zip(names, self.data)}, "pos_size": torch.tensor([self.pos, self.size])}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor], device=None) -> None:
+        """Restore what `state_dict` returned (tensors moved to `device`)."""
+        if not state:
+            self.data, self.pos, self.size = None, 0, 0
+            return
+        if state["prev"].shape[0] != self.capacity:
+            raise ValueError(f"The saved replay buffer holds {state['prev'].shape[0]} transitions but dmt_buffer_size="
+                             f"{self.capacity}; resume with the dmt_buffer_size the checkpoint was trained with.")
+        self.data = [state[n].to(device) for n in ("prev", "tokens", "target")]
+        self.pos, self.size = (int(v) for v in state["pos_size"])
 
     def sample(self, n: int) -> list[torch.Tensor] | None:
         """n transitions drawn uniformly (with replacement) from the buffer; None while it is empty."""

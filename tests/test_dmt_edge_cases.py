@@ -41,3 +41,28 @@ def test_dmt_error_in_teacher_encode_restores_teacher_mode(tmp_path):
     with pytest.raises(ValueError, match="vocab_size"):
         module(**bad)
     assert teacher.training
+
+
+def test_dmt_resume_with_replay_buffer_matches_uninterrupted(tmp_path):
+    """The DAgger replay buffer is training state: checkpoint-3 + resume gives the weights of 6 uninterrupted steps."""
+    import os
+    import shutil
+
+    from smt_hf.trainer import SMTTrainer
+
+    extra = dict(max_steps=6, save_strategy="steps", save_steps=3, dmt_buffer_size=16, rollout_length=8)
+    ds = make_task("needle", 64, T, seed=0, vocab_size=16)
+
+    def run(name, seed=0, resume=None):
+        student, teacher = models(seed)
+        SMTTrainer(model=student, teacher=teacher, args=targs(tmp_path / name, **extra), train_dataset=ds).train(
+            resume_from_checkpoint=resume)
+        return student
+
+    ref = run("a").state_dict()
+    run("b")
+    out = str(tmp_path / "b" / "out")
+    shutil.rmtree(os.path.join(out, "checkpoint-6"))
+    resumed = run("b", seed=123, resume=os.path.join(out, "checkpoint-3")).state_dict()
+    bad = [k for k, v in resumed.items() if not torch.allclose(v, ref[k], rtol=1e-5, atol=1e-6)]
+    assert not bad, bad
