@@ -271,12 +271,16 @@ class SMTTrainingModule(nn.Module):
         }
 
     # ------------------------------------------------------------------ activation checkpointing
+    def _trained_models(self) -> tuple:
+        return (self.student,) if self.mode == "dmt" else (self.student, self.teacher)
+
     def activation_checkpointing_enable(self, activation_checkpointing_kwargs=None, every_n_layers: int = 1,
                                         offload: bool = False) -> None:
         """Activation checkpointing on the student and the teacher (what `SMTTrainingArguments(gradient_checkpointing=
         True)` calls): every Transformer block, residual MLP block and GRU cell is recomputed in the backward pass.
-        Losses and gradients are those of the plain path."""
-        for model in (self.student, self.teacher):
+        Losses and gradients are those of the plain path. A frozen DMT teacher (encoded without gradient) is left
+        as the caller built it."""
+        for model in self._trained_models():
             if model is not None:
                 model.activation_checkpointing_enable(activation_checkpointing_kwargs, every_n_layers=every_n_layers,
                                                       offload=offload)
@@ -286,7 +290,7 @@ class SMTTrainingModule(nn.Module):
         self.activation_checkpointing_enable(gradient_checkpointing_kwargs, **kwargs)
 
     def activation_checkpointing_disable(self) -> None:
-        for model in (self.student, self.teacher):
+        for model in self._trained_models():
             if model is not None:
                 model.activation_checkpointing_disable()
 

@@ -66,3 +66,14 @@ def test_dmt_resume_with_replay_buffer_matches_uninterrupted(tmp_path):
     resumed = run("b", seed=123, resume=os.path.join(out, "checkpoint-3")).state_dict()
     bad = [k for k, v in resumed.items() if not torch.allclose(v, ref[k], rtol=1e-5, atol=1e-6)]
     assert not bad, bad
+
+
+def test_dmt_activation_checkpointing_leaves_frozen_teacher_unchanged(tmp_path):
+    """gradient_checkpointing=True in DMT checkpoints the student only: the caller's frozen teacher (encoded without
+    gradient) keeps its own setting, so a later phase on it is not silently checkpointed."""
+    from smt_hf.trainer import SMTTrainer
+
+    student, teacher = models()
+    args = targs(tmp_path, gradient_checkpointing=True, max_steps=1)
+    SMTTrainer(model=student, teacher=teacher, args=args, train_dataset=make_task("needle", 8, T, seed=0)).train()
+    assert student.is_gradient_checkpointing and not teacher.is_gradient_checkpointing
