@@ -77,3 +77,17 @@ def test_dmt_activation_checkpointing_leaves_frozen_teacher_unchanged(tmp_path):
     args = targs(tmp_path, gradient_checkpointing=True, max_steps=1)
     SMTTrainer(model=student, teacher=teacher, args=args, train_dataset=make_task("needle", 8, T, seed=0)).train()
     assert student.is_gradient_checkpointing and not teacher.is_gradient_checkpointing
+
+
+def test_make_standalone_refuses_tied_student_head_instead_of_overwriting_its_embedding():
+    """A student whose readout head is tied to its token embedding: copying the teacher head in would silently change
+    the embedding the updater reads (so the trained transition f). It raises and leaves the student unchanged."""
+    from smt_hf.training_module import make_student_standalone
+
+    tc = tiny_teacher_config(max_context_length=T)
+    teacher = SMTTeacherModel(tc)
+    student = SMTRecurrentForCausalLM(SMTRecurrentConfig.from_teacher(tc, updater_layers=1, tie_word_embeddings=True))
+    before = {k: v.clone() for k, v in student.state_dict().items()}
+    with pytest.raises(ValueError, match="tie_word_embeddings=False"):
+        make_student_standalone(student, teacher)
+    assert all(torch.equal(v, before[k]) for k, v in student.state_dict().items())
