@@ -137,6 +137,30 @@ def _generation_setting(gen, name: str, value):
         return {"temperature": 1.0, "top_k": 50}[name]
 
 
+# generation-config settings that change `model.generate`'s tokens and are not implemented here, with their no-op
+# values: (greedy and sampling) and (sampling only)
+_UNSUPPORTED_ALWAYS = {"repetition_penalty": (1.0,), "encoder_repetition_penalty": (1.0,), "no_repeat_ngram_size": (0,),
+                       "encoder_no_repeat_ngram_size": (0,), "bad_words_ids": (), "min_length": (0,),
+                       "min_new_tokens": (0,), "suppress_tokens": (), "begin_suppress_tokens": (),
+                       "forced_bos_token_id": (), "forced_eos_token_id": (), "sequence_bias": (),
+                       "exponential_decay_length_penalty": ()}
+_UNSUPPORTED_SAMPLING = {"top_p": (1.0,), "typical_p": (1.0,), "min_p": (0.0,), "epsilon_cutoff": (0.0,),
+                         "eta_cutoff": (0.0,)}
+
+
+def _unsupported_settings(gen, do_sample: bool) -> list[str]:
+    """`name=value` for each setting of the generation config `gen` that would make `model.generate` pick other
+    tokens than FastGenerator (which implements temperature, top_k and eos only)."""
+    names = {**_UNSUPPORTED_ALWAYS, **(_UNSUPPORTED_SAMPLING if do_sample else {})}
+    bad = []
+    for name, noop in names.items():
+        value = getattr(gen, name, None)
+        if value is None or value in noop or (isinstance(value, (list, dict, tuple)) and not value):
+            continue
+        bad.append(f"{name}={value!r}")
+    return bad
+
+
 def _filter_logits(logits: torch.Tensor, temperature: float, top_k: int | None) -> torch.Tensor:
     """HF order: temperature, then top-k (-inf below the k-th largest). logits (B, V) float32."""
     if temperature != 1.0:
@@ -249,7 +273,8 @@ class FastGenerator:
         model: the student (or a PEFT-wrapped student); put it in eval mode.
         do_sample, temperature, top_k: as `model.generate` (temperature then top-k, HF order); None takes the
             model's generation config, else transformers' defaults (temperature 1.0, top_k 50), as `generate` does.
-            A generation config with top_p < 1 is refused when sampling (not implemented here).
+            A generation config with settings not implemented here (top_p < 1 when sampling; repetition_penalty,
+            no_repeat_ngram_size, min_new_tokens, suppress_tokens, ... always) is refused: its tokens would differ.
         compile: False, or a `torch.compile` mode ("default", "max-autotune-no-cudagraphs", ...) for the
             fused step functions. "reduce-overhead" is taken as "default" when `cuda_graph` is on (the
             graph here already covers the whole step plus the buffer writes); with `cuda_graph=False` it
@@ -301,10 +326,12 @@ class FastGenerator:
         temperature, top_k = _generation_setting(gen, "temperature", temperature), _generation_setting(gen, "top_k", top_k)
         if do_sample and temperature <= 0:
             raise ValueError(f"`temperature` must be > 0 when sampling, got {temperature}.")
-        top_p = getattr(gen, "top_p", None)
-        if do_sample and top_p is not None and top_p < 1.0:
-            raise ValueError(f"The generation config sets top_p={top_p}, which FastGenerator does not implement; use "
-                             "`model.generate`, or set `model.generation_config.top_p = 1.0`.")
+        bad = _unsupported_settings(gen, do_sample)
+        if bad:
+            raise ValueError(f"The generation config sets {', '.join(bad)}, which FastGenerator does not implement "
+                             "(temperature, top_k and eos only): its tokens would differ from `model.generate`'s. Use "
+                             "`model.generate`, or unset them on `model.generation_config` (e.g. `top_p = 1.0`, "
+                             "`repetition_penalty = None`).")
         self.do_sample, self.temperature, self.top_k = do_sample, float(temperature), top_k
         self.prefill_mode = self.base.prefill_mode(prefill)
         self.device = next(self.base.parameters()).device

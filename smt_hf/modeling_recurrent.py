@@ -359,6 +359,13 @@ class SMTRecurrentForCausalLM(SMTRecurrentPreTrainedModel, GenerationMixin):
                 f"(teacher vs student: {'; '.join(bad) or 'parameter shapes differ'}): build the student with "
                 "`SMTRecurrentConfig.from_teacher(teacher.config, ...)` (readout_layers = num_decoder_layers, same widths)."
             )
+        head, embed = self.readout_head.lm_head.weight, self.get_input_embeddings().weight
+        if getattr(sc, "tie_word_embeddings", False) or head.data_ptr() == embed.data_ptr():
+            raise ValueError(
+                "The student's readout head is tied to its token embedding (tie_word_embeddings=True): copying the "
+                "teacher head in would also overwrite the embedding its updater f reads, changing the trained transition. "
+                "Build the student with `SMTRecurrentConfig.from_teacher(teacher.config, ..., tie_word_embeddings=False)`."
+            )
         dst.load_state_dict(src.state_dict())
         self.readout_head.lm_head.load_state_dict(teacher.lm_head.state_dict())
         was_training = teacher.training

@@ -203,6 +203,18 @@ class SMTTrainer(Trainer):
         with open(os.path.join(output_dir, "smt_training_args.json"), "w") as f:
             f.write(self.args.to_json_string())
 
+    def _replay_path(self, folder: str) -> str:
+        return os.path.join(folder, f"dmt_replay_{self.args.process_index}.safetensors")
+
+    def _save_checkpoint(self, model, trial) -> None:
+        """As the HF Trainer's, plus the DMT replay buffer of this process (`dmt_buffer_size` > 0): it is training
+        state, like the optimizer, so a resumed run equals an uninterrupted one."""
+        super()._save_checkpoint(model, trial)
+        if self.module.replay is not None and not self.args.save_only_model:
+            folder = os.path.join(self._get_output_dir(trial=trial), f"checkpoint-{self.state.global_step}")
+            if os.path.isdir(folder):  # (a rotated-away checkpoint is gone)
+                safetensors.torch.save_file(self.module.replay.state_dict(), self._replay_path(folder))
+
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
         for sub, folder in ((self.student, STUDENT_DIR), (self.teacher, TEACHER_DIR)):
             if sub is None:
@@ -211,6 +223,9 @@ class SMTTrainer(Trainer):
             if not os.path.isfile(path):
                 raise ValueError(f"Can't find {path}: not an SMTTrainer checkpoint folder.")
             sub.load_state_dict(safetensors.torch.load_file(path, device="cpu"), strict=True)
+        replay = self._replay_path(resume_from_checkpoint)
+        if self.module.replay is not None and os.path.isfile(replay):
+            self.module.replay.load_state_dict(safetensors.torch.load_file(replay, device="cpu"), self.args.device)
 
     def run_info(self, **extra) -> dict:
         """A run summary for model cards (`smt_hf.hub.make_model_card`)."""

@@ -24,7 +24,8 @@ from .data.collator import IGNORE_INDEX, SMTDataCollator, prefix_contexts, right
 class ReplayBuffer:
     """DAgger data aggregation for DMT: a ring buffer of supervised transitions (m_hat, x, m*) visited by earlier
     rollouts, with m_hat (N, K, d) the student's own memory, x (N,) the token it reads and m* (N, K, d) the
-    teacher memory after it. Kept on the training device, not checkpointed (it refills within a few steps)."""
+    teacher memory after it. Kept on the training device; `SMTTrainer` checkpoints write it (one file per process) so a
+    resumed run continues as an uninterrupted one."""
 
     def __init__(self, capacity: int):
         self.capacity, self.size, self.pos = int(capacity), 0, 0
@@ -42,6 +43,24 @@ class ReplayBuffer:
         for buf, t in zip(self.data, new):
             buf[idx] = t[-n:].to(buf.dtype)
         self.pos, self.size = (self.pos + n) % self.capacity, min(self.size + n, self.capacity)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The stored transitions and the ring position, for a checkpoint (empty while nothing is stored)."""
+        if self.data is None:
+            return {}
+        names = ("prev", "tokens", "target")
+        return {**{n: b.contiguous() for n, b in zip(names, self.data)}, "pos_size": torch.tensor([self.pos, self.size])}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor], device=None) -> None:
+        """Restore what `state_dict` returned (tensors moved to `device`)."""
+        if not state:
+            self.data, self.pos, self.size = None, 0, 0
+            return
+        if state["prev"].shape[0] != self.capacity:
+            raise ValueError(f"The saved replay buffer holds {state['prev'].shape[0]} transitions but dmt_buffer_size="
+                             f"{self.capacity}; resume with the dmt_buffer_size the checkpoint was trained with.")
+        self.data = [state[n].to(device) for n in ("prev", "tokens", "target")]
+        self.pos, self.size = (int(v) for v in state["pos_size"])
 
     def sample(self, n: int) -> list[torch.Tensor] | None:
         """n transitions drawn uniformly (with replacement) from the buffer; None while it is empty."""
@@ -181,12 +200,14 @@ class SMTTrainingModule(nn.Module):
         lengths = torch.full((B,), L, device=input_ids.device) if attention_mask is None else attention_mask.sum(1)
         valid = ends[1:].view(1, -1) <= lengths.view(-1, 1)  # (B, n)
         was_training = teacher.training
-        teacher.eval()  # restored below: the caller's teacher keeps its mode
-        with torch.no_grad():
-            ctx, ctx_mask = prefix_contexts(input_ids, ends, Tc, 0, attention_mask)  # (B, n+1, Tc)
-            targets = teacher.encode(ctx.flatten(0, 1), ctx_mask.flatten(0, 1))
-            targets = targets.view(B, len(ends), *targets.shape[1:])  # (B, n+1, K, d)
-        teacher.train(was_training)
+        teacher.eval()  # restored below, also on an error: the caller's teacher keeps its mode
+        try:
+            with torch.no_grad():
+                ctx, ctx_mask = prefix_contexts(input_ids, ends, Tc, 0, attention_mask)  # (B, n+1, Tc)
+                targets = teacher.encode(ctx.flatten(0, 1), ctx_mask.flatten(0, 1))
+                targets = targets.view(B, len(ends), *targets.shape[1:])  # (B, n+1, K, d)
+        finally:
+            teacher.train(was_training)
         m = targets[:, 0] if a.dmt_start == "teacher" else self.student.initial_memory(B)
         tokens = input_ids[:, start : start + Td]  # (B, Td) the tokens the rollout reads
         matched_steps = torch.arange(k - 1, Td, k, device=input_ids.device)  # (n,) step j whose output is matched
@@ -250,12 +271,16 @@ class SMTTrainingModule(nn.Module):
         }
 
     # ------------------------------------------------------------------ activation checkpointing
+    def _trained_models(self) -> tuple:
+        return (self.student,) if self.mode == "dmt" else (self.student, self.teacher)
+
     def activation_checkpointing_enable(self, activation_checkpointing_kwargs=None, every_n_layers: int = 1,
                                         offload: bool = False) -> None:
         """Activation checkpointing on the student and the teacher (what `SMTTrainingArguments(gradient_checkpointing=
         True)` calls): every Transformer block, residual MLP block and GRU cell is recomputed in the backward pass.
-        Losses and gradients are those of the plain path."""
-        for model in (self.student, self.teacher):
+        Losses and gradients are those of the plain path. A frozen DMT teacher (encoded without gradient) is left
+        as the caller built it."""
+        for model in self._trained_models():
             if model is not None:
                 model.activation_checkpointing_enable(activation_checkpointing_kwargs, every_n_layers=every_n_layers,
                                                       offload=offload)
@@ -265,7 +290,7 @@ class SMTTrainingModule(nn.Module):
         self.activation_checkpointing_enable(gradient_checkpointing_kwargs, **kwargs)
 
     def activation_checkpointing_disable(self) -> None:
-        for model in (self.student, self.teacher):
+        for model in self._trained_models():
             if model is not None:
                 model.activation_checkpointing_disable()
 

@@ -112,6 +112,23 @@ def test_default_sampling_settings_follow_generate():
         FastGenerator(model, do_sample=True)
 
 
+@pytest.mark.parametrize("setting", [("repetition_penalty", 2.0), ("no_repeat_ngram_size", 1)])
+def test_fast_generator_refuses_generation_settings_it_would_ignore(setting):
+    """A generation config whose setting changes `model.generate`'s greedy tokens is refused, not silently ignored
+    (FastGenerator implements temperature, top_k and eos only); its no-op value is accepted."""
+    torch.manual_seed(0)
+    model = SMTRecurrentForCausalLM(tiny_student_config("gru")).eval()
+    prompt = torch.tensor([[3, 4, 5, 6, 7]])
+    name, value = setting
+    plain = FastGenerator(model).generate(prompt, 8)
+    setattr(model.generation_config, name, value)
+    assert not torch.equal(model.generate(prompt, max_new_tokens=8, do_sample=False), plain)  # the setting matters
+    with pytest.raises(ValueError, match=f"{name}={value!r}, which FastGenerator does not implement"):
+        FastGenerator(model)
+    setattr(model.generation_config, name, {"repetition_penalty": 1.0, "no_repeat_ngram_size": 0}[name])
+    assert torch.equal(FastGenerator(model).generate(prompt, 8), model.generate(prompt, max_new_tokens=8, do_sample=False))
+
+
 def test_parallel_prefill_mode_equals_generate():
     """config.prefill='parallel' (or prefill='parallel'): the fast path builds the state with the carried
     encoder, as model.generate does, token for token (left padding included)."""
