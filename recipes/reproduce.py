@@ -4,10 +4,13 @@
     python recipes/reproduce.py run synthetic joint          # some items
     python recipes/reproduce.py run all --quick              # smoke test: a few steps each, into outputs/repro_quick
     python recipes/reproduce.py run all --preset gpu         # bigger sizes, same code (CUDA if available)
+    python recipes/reproduce.py run joint --set joint.steps=100   # one preset value changed
     python recipes/reproduce.py report                       # outputs/repro/RESULTS.md from the JSONs (no training)
 
 The shipped results (recipes/results/, recipes/RESULTS.md) are only written when asked for:
 `run ... --out recipes/results` and `report --out recipes/results --dest recipes/RESULTS.md`.
+
+Presets are YAML: recipes/configs/reproduce/{cpu,gpu}.yaml (item -> its settings; `--set ITEM.KEY=VALUE` overrides one).
 
 Items (paper figure): synthetic (Fig 3), joint (Fig 10), gradients (Fig 11), dmt (Fig 12), length (Fig 13),
 text (Fig 6/7, bytes), pixels (Fig 4/5), backbones (Fig 3 with GRU/MLP updaters).
@@ -30,7 +33,8 @@ import time
 
 ITEMS = ["synthetic", "joint", "gradients", "dmt", "length", "text", "pixels", "backbones"]
 EXTRA_ITEMS = ["prefixes"]  # not in `run all` (the CPU preset's 45 minutes): `run prefixes`
-PRESET_NAMES = ("cpu", "gpu")  # the keys of PRESETS (below the heavy imports)
+PRESET_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "reproduce")
+PRESET_NAMES = tuple(sorted(f[:-5] for f in os.listdir(PRESET_DIR) if f.endswith(".yaml")))  # cpu, gpu
 DEFAULT_OUT = "outputs/repro"  # never the tracked recipes/results unless --out says so
 
 
@@ -39,7 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run", help="train/evaluate items and write their JSON/PNG/markdown")
     r.add_argument("items", nargs="+", help=f"'all' (= {ITEMS}) or some of {ITEMS + EXTRA_ITEMS}")
-    r.add_argument("--preset", choices=PRESET_NAMES, default="cpu")
+    r.add_argument("--preset", choices=PRESET_NAMES, default="cpu", help="recipes/configs/reproduce/<preset>.yaml")
+    r.add_argument("--set", action="append", default=[], metavar="ITEM.KEY=VALUE",
+                   help="override one preset value, e.g. --set synthetic.smt_steps=200 (repeatable)")
     r.add_argument("--quick", action="store_true", help="a few steps per item (smoke test); default output outputs/repro_quick")
     r.add_argument("--out", default=None, help=f"output folder (default {DEFAULT_OUT}, or outputs/repro_quick with "
                                                "--quick; --out recipes/results updates the shipped results)")
@@ -56,6 +62,7 @@ if __name__ == "__main__":
     build_parser().parse_args()  # --help and usage errors answer here, before torch and transformers load
 
 import numpy as np  # noqa: E402
+import yaml  # noqa: E402
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -90,55 +97,32 @@ TITLES = {
 }
 
 # ----------------------------------------------------------------------------- presets
-# CPU: sized for ~45 min on 2 cores (`--jobs 2`). Budgets are optimizer steps, except text/pixels (seconds). Width 64
-# with 4 memory tokens and lr 2e-3: the calibration (width 32, K 2, lr 1e-3) left the needle teacher at 0.5 after 600
-# steps, while this one has it at 1.0 after 200 (needle T=16).
-_SYN = dict(smt_steps=800, dmt_steps=100, bs=64, dmt_bs=32, smt_lr=2e-3, dmt_lr=3e-4, stride=8, n_train=20000, n_eval=256)
-_TASKS = ["needle", "string_copy", "parity", "associative_recall", "icl_modular"]
-CPU = {
-    "model": dict(d=64, K=4, enc=2, dec=1, heads=4, upd=2),
-    "model_text": dict(d=64, K=4, enc=2, dec=1, heads=4, upd=2),
-    "model_pixels": dict(d=32, K=4, enc=2, dec=1, heads=4, upd=2),
-    "synthetic": dict(_SYN, tasks=_TASKS, lengths={t: [16, 32] for t in _TASKS}, seeds=[0, 1]),
-    "backbones": dict(_SYN, backbones=["gru"], cases=[["needle", 16], ["parity", 16]], seeds=[0]),
-    "joint": dict(task="needle", T=16, horizons=[1, 4, 16], seeds=[0, 1, 2], steps=600, bs=64, lr=2e-3, n_train=20000,
-                  n_eval=256),
-    "gradients": dict(T=64, batch=32, seeds=[0, 1, 2], init_ranges=[0.02, 0.2], backbones=["transformer", "gru"]),
-    "dmt": dict(_SYN, task="needle", T=16, stride=2, variants=["full_rollout", "one_step", ["full_rollout", 3e-5]]),
-    "length": dict(_SYN, T=16, eval_lengths=[16, 32, 64], smt_steps=400, dmt_steps=100, eval_positions=None),
-    "text": dict(Tc=64, Tf=32, bs=32, smt_lr=1e-3, dmt_lr=3e-4, smt_s=110, dmt_s=40, stride=8, n_train=20000, n_eval=64,
-                 sample_len=160),
-    "pixels": dict(side=14, Tf=28, bs=32, dmt_bs=16, smt_lr=1e-3, dmt_lr=3e-4, smt_s=45, dmt_s=20, n_train=4500,
-                   n_eval=64, n_show=8),
-    "prefixes": dict(_SYN, cases=[["needle", 16], ["needle", 32], ["string_copy", 16]], seeds=[0]),
-}
-# GPU: sized for ~6 min on one H100/H200 with `--jobs 8` (8 processes share the device: these models are
-# launch-bound, not FLOP-bound). Every training phase is capped in seconds (`*_s`), so the run's length is set by
-# the budgets below whatever the device's speed: sum over units of (budgets + eval) / 8 ~ 5.5 min, plus start-up.
-# Not yet run on a GPU (no session has had one): the step counts it reaches are unknown.
-GPU = copy.deepcopy(CPU)
-GPU.update({
-    "model": dict(d=128, K=8, enc=4, dec=2, heads=4, upd=4),
-    "model_text": dict(d=256, K=16, enc=8, dec=4, heads=8, upd=8),
-    "model_pixels": dict(d=128, K=8, enc=4, dec=2, heads=4, upd=4),
-})
-_GSYN = dict(_SYN, smt_steps=100000, dmt_steps=100000, smt_s=20, dmt_s=6, bs=128, dmt_bs=64, smt_lr=1e-3, dmt_lr=1e-4,
-             stride=16, n_train=100000, n_eval=512)
-GPU["synthetic"] = dict(_GSYN, tasks=_TASKS, lengths={t: [64, 128] for t in _TASKS}, seeds=[0, 1])
-GPU["backbones"] = dict(_GSYN, backbones=["gru", "mlp"], cases=[["needle", 64], ["string_copy", 64], ["parity", 64]],
-                        seeds=[0])
-GPU["joint"] = dict(task="needle", T=64, horizons=[1, 4, 16, 64], seeds=[0], steps=100000, smt_s=25, bs=128, lr=1e-3,
-                    n_train=100000, n_eval=512)
-GPU["gradients"] = dict(T=256, batch=32, seeds=[0, 1, 2], init_ranges=[0.02, 0.2], backbones=["transformer", "gru", "mlp"])
-GPU["dmt"] = dict(_GSYN, task="needle", T=64, smt_s=25, dmt_s=8, variants=["full_rollout", "one_step", ["full_rollout", 1e-5]])
-GPU["length"] = dict(_GSYN, T=64, eval_lengths=[64, 128, 256], smt_s=30, dmt_s=10, eval_positions=64)
-GPU["text"] = dict(Tc=256, Tf=64, bs=64, smt_lr=1e-3, dmt_lr=1e-4, smt_s=90, dmt_s=30, stride=16, n_train=200000,
-                   n_eval=128, sample_len=300)
-GPU["prefixes"] = dict(_GSYN, cases=[["needle", 64], ["string_copy", 64]], seeds=[0])
-GPU["pixels"] = dict(side=28, Tf=64, bs=64, dmt_bs=32, smt_lr=1e-3, dmt_lr=1e-4, smt_s=45, dmt_s=15, n_train=20000,
-                     n_eval=128, n_show=8)
-PRESETS = {"cpu": CPU, "gpu": GPU}
-assert tuple(PRESETS) == PRESET_NAMES
+def load_preset(name: str, overrides=()) -> dict:
+    """The preset `recipes/configs/reproduce/<name>.yaml` (item -> settings; `_`-keys are YAML anchors, dropped) with
+    each `ITEM.KEY=VALUE` override applied (VALUE parsed as YAML, as `recipes/smt.py --set`).
+
+    Raises:
+        ConfigError: an unknown preset, or an override whose ITEM.KEY is not in the preset (the message lists the
+            valid keys).
+    """
+    from smt_config import ConfigError, apply_override
+
+    path = os.path.join(PRESET_DIR, f"{name}.yaml")
+    if name not in PRESET_NAMES:
+        raise ConfigError(f"unknown preset {name!r}: choose one of {list(PRESET_NAMES)} (files in {PRESET_DIR})")
+    with open(path, encoding="utf-8") as f:
+        P = {k: v for k, v in yaml.safe_load(f).items() if not k.startswith("_")}
+    for item in overrides:
+        key = item.partition("=")[0].strip().split(".")
+        node = P
+        for i, part in enumerate(key):
+            if not isinstance(node, dict) or part not in node:
+                valid = sorted(node) if isinstance(node, dict) else []
+                raise ConfigError(f"--set {item!r}: {'.'.join(key[:i]) or 'the preset'} has no key {part!r}; valid: "
+                                  f"{valid} (see {os.path.relpath(path)})")
+            node = node[part]
+        apply_override(P, item)
+    return P
 
 
 def training_budget_s(P: dict) -> dict:
@@ -446,11 +430,12 @@ def default_jobs(preset: str) -> int:
     return max(1, min(n, 2 if preset == "cpu" else 8))
 
 
-def _write_item(item, res, out, preset, is_quick, compute_s, jobs, t_start):
+def _write_item(item, res, out, preset, is_quick, compute_s, jobs, t_start, overrides=()):
     res["meta"] = {"item": item, "preset": preset, "quick": is_quick, "machine": machine(), "jobs": jobs,
                    "compute_s": round(compute_s, 1), "elapsed_s": round(time.time() - t_start, 1),
                    "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                   "command": f"python recipes/reproduce.py run {item} --preset {preset}" + (" --quick" if is_quick else "")}
+                   "command": f"python recipes/reproduce.py run {item} --preset {preset}" + (" --quick" if is_quick else "")
+                   + "".join(f" --set {o}" for o in overrides)}
     with open(os.path.join(out, f"repro_{item}.json"), "w") as f:
         json.dump(res, f, indent=1, default=str)
     md = getattr(R, f"render_{item}")(res, out)
@@ -460,7 +445,8 @@ def _write_item(item, res, out, preset, is_quick, compute_s, jobs, t_start):
     tqdm.write(f"=== {item}: {compute_s / 60:.1f} min of compute, done at {(time.time() - t_start) / 60:.1f} min ===")
 
 
-def run(items, preset: str, is_quick: bool, out: str, jobs: int = 1, log_dir: str = "outputs/reproduce_logs") -> dict:
+def run(items, preset: str, is_quick: bool, out: str, jobs: int = 1, log_dir: str = "outputs/reproduce_logs",
+        overrides=()) -> dict:
     """Plan every item's work units, run them (in `jobs` worker processes when jobs > 1, longest items first),
     and write each item's JSON/markdown/PNG as soon as its last unit is done. Returns the run summary, also written
     to `<out>/repro_run.json` (items, jobs, wall-clock) when all items are run."""
@@ -468,7 +454,8 @@ def run(items, preset: str, is_quick: bool, out: str, jobs: int = 1, log_dir: st
     import multiprocessing
     import traceback
 
-    P = quick(PRESETS[preset]) if is_quick else PRESETS[preset]
+    P = load_preset(preset, overrides)
+    P = quick(P) if is_quick else P
     os.makedirs(out, exist_ok=True)
     items = sorted(items, key=SCHEDULE.index)
     plans = {it: getattr(R, f"plan_{it}")(P) for it in items}
@@ -503,7 +490,7 @@ def run(items, preset: str, is_quick: bool, out: str, jobs: int = 1, log_dir: st
         if bar.disable:
             print(f"[reproduce] {n_done}/{len(queue)} units done, {(time.time() - t_start) / 60:.1f} min", flush=True)
         if left[it] == 0 and it not in failed:
-            _write_item(it, plans[it][1](results[it]), out, preset, is_quick, compute[it], jobs, t_start)
+            _write_item(it, plans[it][1](results[it]), out, preset, is_quick, compute[it], jobs, t_start, overrides)
 
     if jobs <= 1:
         R.worker_init()
@@ -594,8 +581,12 @@ def cli(argv=None) -> int:
         bad = [i for i in items if i not in ITEMS + EXTRA_ITEMS]
         if bad:
             ap.error(f"unknown item(s) {bad}; choose from {ITEMS + EXTRA_ITEMS}")
+        try:
+            load_preset(a.preset, a.set)  # a bad --set fails here, before any work
+        except ValueError as e:
+            ap.error(str(e))
         summary = run(items, a.preset, a.quick, a.out or ("outputs/repro_quick" if a.quick else DEFAULT_OUT),
-                      a.jobs or default_jobs(a.preset))
+                      a.jobs or default_jobs(a.preset), overrides=a.set)
         return 1 if summary["failed"] else 0
     else:
         if not any(os.path.isfile(os.path.join(a.out, f"repro_{i}.json")) for i in ITEMS + EXTRA_ITEMS):
