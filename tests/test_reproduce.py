@@ -106,6 +106,8 @@ def test_quick_dmt_item_and_report(tmp_path):
     assert res["meta"]["quick"] and res["meta"]["compute_s"] > 0
     text = reproduce.report(str(tmp_path), str(tmp_path / "RESULTS.md"))
     assert "quick smoke run, not a result" in text and "after joint SMT" in text
+    # tables only: no prose written from thresholds, one static pointer to README's findings per item run
+    assert text.count(reproduce.FINDINGS) == 1 and "Findings." not in text
     assert text.count("Not run yet") == len(reproduce.ITEMS) - 1
     assert "(CPU preset:" in text and f"`{os.path.relpath(tmp_path, reproduce.ROOT_DIR)}/repro_*.json`" in text
     res["meta"]["preset"] = "gpu"  # the same JSON as if run with --preset gpu: the report says so
