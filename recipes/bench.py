@@ -540,40 +540,28 @@ def markdown(res):
           "(updater + readout layers), SDPA attention, not compiled, DynamicCache; decoded one token per forward call.", ""]
     st = res.get("smt_step")
     if st:
-        setting = ", ".join(f"{k} {v}" for k, v in st["setting"].items())
-        L += [f"## SMT (joint) training step, {setting}", "", "| variant | ms | seq/s | tokens/s | TFLOP/s | MFU | peak | saved for bwd |",
-              "|---|---|---|---|---|---|---|---|"]
-        for k, r in st.items():
-            if isinstance(r, dict) and "ms" in r:
-                mfu = "" if r["mfu"] is None else f"{100 * r['mfu']:.1f}%"
-                L.append(f"| {k} | {r['ms']:.1f} | {r['seq_per_s']:.0f} | {r['tokens_per_s']:.0f} | {r['tflops_per_s']:.3f} | "
-                         f"{mfu} | {fmt_bytes(r['peak_bytes'])} | {fmt_bytes(r['saved_bytes'])} |")
-        L.append("")
+        L += md_section(f"SMT (joint) training step, {', '.join(f'{k} {v}' for k, v in st['setting'].items())}",
+                        ["variant", "ms", "seq/s", "tokens/s", "TFLOP/s", "MFU", "peak", "saved for bwd"],
+                        [[k, f"{r['ms']:.1f}", f"{r['seq_per_s']:.0f}", f"{r['tokens_per_s']:.0f}",
+                          f"{r['tflops_per_s']:.3f}", "" if r["mfu"] is None else f"{100 * r['mfu']:.1f}%",
+                          fmt_bytes(r["peak_bytes"]), fmt_bytes(r["saved_bytes"])]
+                         for k, r in st.items() if isinstance(r, dict) and "ms" in r])
     if res.get("train_sweep"):
-        L += ["## Training step vs sequence length (same student; SMT Tc = T; BPTT unrolls T steps)", "",
-              "| T | method | sequential steps | ms | peak | saved for bwd |", "|---|---|---|---|---|---|"]
-        for r in res["train_sweep"]:
-            ms = r.get("error") or f"{r['ms']:.1f}"
-            L.append(f"| {r['T']} | {r['mode']} | {r.get('sequential_steps', '')} | {ms} | {fmt_bytes(r.get('peak_bytes'))} | "
-                     f"{fmt_bytes(r.get('saved_bytes'))} |")
-        L.append("")
+        L += md_section("Training step vs sequence length (same student; SMT Tc = T; BPTT unrolls T steps)",
+                        ["T", "method", "sequential steps", "ms", "peak", "saved for bwd"],
+                        [[r["T"], r["mode"], r.get("sequential_steps", ""), r.get("error") or f"{r['ms']:.1f}",
+                          fmt_bytes(r.get("peak_bytes")), fmt_bytes(r.get("saved_bytes"))] for r in res["train_sweep"]])
     if res.get("dmt"):
-        L += ["## DMT training step", "", "| setting | B | Td | k | variant | ms | first call s |", "|---|---|---|---|---|---|---|"]
-        for r in res["dmt"]:
-            ms = r.get("error") or f"{r['ms']:.1f}"
-            L.append(f"| {r['setting']} | {r['B']} | {r['Td']} | {r['k']} | {r['variant']} | {ms} | {r.get('first_call_s', 0):.1f} |")
-        L.append("")
+        L += md_section("DMT training step", ["setting", "B", "Td", "k", "variant", "ms", "first call s"],
+                        [[r["setting"], r["B"], r["Td"], r["k"], r["variant"], r.get("error") or f"{r['ms']:.1f}",
+                          f"{r.get('first_call_s', 0):.1f}"] for r in res["dmt"]])
     if res.get("generation"):
-        L += ["## Generation (decode after prefill)", "", "| model | B | context | ms/token | tokens/s | state bytes | peak | prefill s |",
-              "|---|---|---|---|---|---|---|---|"]
-        for r in res["generation"]:
-            if "error" in r:
-                L.append(f"| {r['model']} | {r['B']} | {r['context']} | {r['error']} | | | | |")
-                continue
-            pre = f"{r['prefill_s']:.2f}" if "prefill_s" in r else ""
-            L.append(f"| {r['model']} | {r['B']} | {r['context']} | {r['ms_per_token']:.3f} | {r['tokens_per_s']:.0f} | "
-                     f"{fmt_bytes(r.get('state_bytes'))} | {fmt_bytes(r.get('peak_bytes'))} | {pre} |")
-        L.append("")
+        L += md_section("Generation (decode after prefill)",
+                        ["model", "B", "context", "ms/token", "tokens/s", "state bytes", "peak", "prefill s"],
+                        [[r["model"], r["B"], r["context"], r["error"], "", "", "", ""] if "error" in r else
+                         [r["model"], r["B"], r["context"], f"{r['ms_per_token']:.3f}", f"{r['tokens_per_s']:.0f}",
+                          fmt_bytes(r.get("state_bytes")), fmt_bytes(r.get("peak_bytes")),
+                          f"{r['prefill_s']:.2f}" if "prefill_s" in r else ""] for r in res["generation"]])
     if res.get("prefill"):
         L += md_section("Time to first token: recurrent vs parallel prefill",
                         ["B", "prompt tokens", "encoder Tc", "recurrent ms", "parallel ms", "speed-up"],
