@@ -24,7 +24,7 @@ from smt_hf.data import load_mnist, load_sketches, load_text, make_task, stream_
 from smt_hf.evaluation import evaluate_smt, summarize
 from smt_hf.trainer import SMTTrainer
 from smt_hf.training_args import SMTTrainingArguments
-from smt_hf.viz import plot_bars, plot_curves, save_pixel_grid
+from smt_hf.viz import plot_bars, plot_curves, plot_gradient_norms, save_pixel_grid
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 # Task settings for every item (saved in each JSON). Associative recall with 3 stored pairs (5 queries per
@@ -287,30 +287,10 @@ def gradients_run(S: dict, m: dict) -> dict:
 
 def render_gradients(res, out):
     S = res["settings"]["schedule"]
-    import matplotlib
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(6.5, 3.8))
-    colors, styles, seen = {}, {}, set()
-    groups = [(f"BPTT {k.split(' ')[0]}", k, v) for k, v in res["bptt"].items()] + \
-             [("SMT (teacher memories)", k, v) for k, v in res["smt"].items()]
-    for group, k, v in groups:
-        init = k.split("init")[-1]
-        c = colors.setdefault(group, f"C{len(colors)}")
-        ls = styles.setdefault(init, ["-", "--", ":", "-."][len(styles) % 4])
-        label = f"{group}, init std {init}" if (group, init) not in seen else None
-        seen.add((group, init))
-        ax.plot(np.arange(len(v)), np.maximum(v, 1e-30), color=c, linestyle=ls, linewidth=1, label=label)
-    ax.set_yscale("log")
-    ax.set_xlabel("t (memory index)")
-    ax.set_ylabel("||dL/dm_t|| (mean over batch)")
-    ax.set_title(f"Gradient norms at initialisation, needle T={S['T']}, loss at the last step ({len(S['seeds'])} seeds)",
-                 fontsize=9)
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(os.path.join(out, "repro_gradients.png"), dpi=120)
-    plt.close(fig)
+    lines = [(f"BPTT {k.split(' ')[0]}", k.split("init")[-1], v) for k, v in res["bptt"].items()] + \
+            [("SMT (teacher memories)", k.split("init")[-1], v) for k, v in res["smt"].items()]
+    plot_gradient_norms(lines, os.path.join(out, "repro_gradients.png"), f"Gradient norms at initialisation, needle "
+                        f"T={S['T']}, loss at the last step ({len(S['seeds'])} seeds)")
     rows = []
     for name, d in (("BPTT", res["bptt"]), ("SMT", res["smt"])):
         for k, v in d.items():
