@@ -5,6 +5,8 @@
     python recipes/bench.py --preset cpu  --out recipes/results/bench_cpu.json     # update the shipped results
     python recipes/bench.py --preset gpu --dry-run                                  # shrunk GPU code path (runs on CPU)
 
+Presets: recipes/configs/bench/{cpu,gpu}.yaml; --dry-run replaces their sizes with recipes/configs/bench/dry.yaml.
+
 Sections (JSON keys; a markdown table is written next to the JSON, `.md`):
     smt_step    one SMT (joint) training step, SMTTrainer's own (training_step + clip + optimizer step; `TrainStep`):
                 eager and torch.compile'd; FLOPs (FlopCounterMode), tokens/s, model FLOP utilisation (GPU)
@@ -32,7 +34,7 @@ import time
 import traceback
 from pathlib import Path
 
-PRESET_NAMES = ("cpu", "gpu")  # the keys of PRESETS (below the torch import)
+PRESET_NAMES = ("cpu", "gpu")  # recipes/configs/bench/<name>.yaml (loaded below the torch import), plus dry.yaml
 DEFAULT_OUT = "outputs/bench"  # not the tracked recipes/results unless --out says so
 
 
@@ -65,40 +67,23 @@ from smt_hf.hardware import cpu_name  # noqa: E402
 from smt_hf.training_args import SMTTrainingArguments  # noqa: E402
 from smt_hf.trainer import SMTTrainer  # noqa: E402
 
-# model: V vocab, d width, K memory tokens, H heads, enc/dec teacher depth, upd updater depth, ffn MLP width
-PRESETS = {
-    "cpu": dict(
-        model=dict(V=256, d=64, K=4, H=4, enc=2, dec=1, upd=2, ffn=256),
-        smt=dict(B=32, Tc=64, Tf=16, warmup=2, iters=5),
-        sweep=dict(B=4, Ts=(128, 512, 2048), Tf=16),
-        dmt=[dict(name="cpu", B=8, Td=64, k=8, Tc=64)],
-        gen=dict(contexts=(256, 1024, 4096, 16384), batches=(1, 16), new_tokens=32, repeats=3),
-        prefill=dict(prompts=(256, 1024, 4096, 8192), batches=(1, 16), repeats=3),
-        prefixes=dict(B=32, Ts=(16, 64), Tf=16),
-        compile=False, autocast=None, threads=1,
-    ),
-    "gpu": dict(
-        model=dict(V=256, d=256, K=16, H=8, enc=8, dec=4, upd=8, ffn=1024),
-        smt=dict(B=128, Tc=256, Tf=64, warmup=3, iters=10),
-        sweep=dict(B=16, Ts=(128, 512, 2048), Tf=64),
-        dmt=[dict(name="reference", B=32, Td=256, k=16, Tc=256)],
-        gen=dict(contexts=(256, 1024, 4096, 16384), batches=(1, 64), new_tokens=128, repeats=3),
-        prefill=dict(prompts=(256, 1024, 4096, 8192), batches=(1, 64), repeats=3),
-        prefixes=dict(B=32, Ts=(64, 256), Tf=64),
-        compile=True, autocast=torch.bfloat16, threads=None,
-    ),
-}
-DRY = dict(  # --dry-run: everything shrunk, same code path
-    model=dict(V=64, d=32, K=2, H=4, enc=1, dec=1, upd=1, ffn=64),
-    smt=dict(B=4, Tc=16, Tf=4, warmup=1, iters=1),
-    sweep=dict(B=2, Ts=(16, 32), Tf=4),
-    dmt=[dict(name="dry", B=2, Td=8, k=4, Tc=8)],
-    gen=dict(contexts=(16, 32), batches=(1, 2), new_tokens=4, repeats=1),
-    prefill=dict(prompts=(16, 64), batches=(1, 2), repeats=1),
-    prefixes=dict(B=2, Ts=(8,), Tf=4),
-)
+
+def load_presets(folder=os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "bench")) -> dict:
+    """recipes/configs/bench/<name>.yaml -> {name: preset} (`autocast` as a torch dtype or None)."""
+    import yaml
+
+    out = {}
+    for name in (*PRESET_NAMES, "dry"):
+        with open(os.path.join(folder, f"{name}.yaml"), encoding="utf-8") as f:
+            out[name] = yaml.safe_load(f)
+        if out[name].get("autocast") is not None:
+            out[name]["autocast"] = getattr(torch, out[name]["autocast"])
+    return out
+
+
+PRESETS = load_presets()
+DRY = PRESETS.pop("dry")  # --dry-run: everything shrunk, same code path
 # dense bf16 peak of the GPUs we expect (FLOP/s), for model FLOP utilisation
-assert tuple(PRESETS) == PRESET_NAMES
 PEAK_BF16 = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12, "A10": 125e12}
 TARGETS = dict(smt_step_ms=35.0, dmt_step_ms=1400.0, gen_b1_tok_s=1500.0, gen_blarge_tok_s=60000.0,
                student_mem_ratio=1.05, student_latency_ratio=1.1)
