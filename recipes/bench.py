@@ -5,8 +5,10 @@
     python recipes/bench.py --preset cpu  --out recipes/results/bench_cpu.json     # update the shipped results
     python recipes/bench.py --preset gpu --dry-run                                  # shrunk GPU code path (runs on CPU)
 
+Presets: recipes/configs/bench/{cpu,gpu}.yaml; --dry-run replaces their sizes with recipes/configs/bench/dry.yaml.
+
 Sections (JSON keys; a markdown table is written next to the JSON, `.md`):
-    smt_step    one SMT (joint) training step (forward + backward + clip + AdamW) at the preset's setting:
+    smt_step    one SMT (joint) training step, SMTTrainer's own (training_step + clip + optimizer step; `TrainStep`):
                 eager and torch.compile'd; FLOPs (FlopCounterMode), tokens/s, model FLOP utilisation (GPU)
     train_sweep step time and memory vs sequence length T for SMT (Tc = T) and BPTT (T steps), same student
     dmt         one DMT step: plain (id check = host sync per rollout step), sync-free step, compiled step
@@ -32,7 +34,7 @@ import time
 import traceback
 from pathlib import Path
 
-PRESET_NAMES = ("cpu", "gpu")  # the keys of PRESETS (below the torch import)
+PRESET_NAMES = ("cpu", "gpu")  # recipes/configs/bench/<name>.yaml (loaded below the torch import), plus dry.yaml
 DEFAULT_OUT = "outputs/bench"  # not the tracked recipes/results unless --out says so
 
 
@@ -60,47 +62,28 @@ import torch  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from smt_hf import SMTMemoryCache, SMTRecurrentConfig, SMTRecurrentForCausalLM, SMTTeacherConfig, SMTTeacherModel  # noqa: E402
-from smt_hf import losses  # noqa: E402
-from smt_hf.data.collator import SMTDataCollator  # noqa: E402
 from smt_hf.fast import FastGenerator, compile_module, compile_step, restore_step  # noqa: E402
 from smt_hf.hardware import cpu_name  # noqa: E402
 from smt_hf.training_args import SMTTrainingArguments  # noqa: E402
-from smt_hf.training_module import SMTTrainingModule  # noqa: E402
+from smt_hf.trainer import SMTTrainer  # noqa: E402
 
-# model: V vocab, d width, K memory tokens, H heads, enc/dec teacher depth, upd updater depth, ffn MLP width
-PRESETS = {
-    "cpu": dict(
-        model=dict(V=256, d=64, K=4, H=4, enc=2, dec=1, upd=2, ffn=256),
-        smt=dict(B=32, Tc=64, Tf=16, warmup=2, iters=5),
-        sweep=dict(B=4, Ts=(128, 512, 2048), Tf=16),
-        dmt=[dict(name="cpu", B=8, Td=64, k=8, Tc=64)],
-        gen=dict(contexts=(256, 1024, 4096, 16384), batches=(1, 16), new_tokens=32, repeats=3),
-        prefill=dict(prompts=(256, 1024, 4096, 8192), batches=(1, 16), repeats=3),
-        prefixes=dict(B=32, Ts=(16, 64), Tf=16),
-        compile=False, autocast=None, threads=1,
-    ),
-    "gpu": dict(
-        model=dict(V=256, d=256, K=16, H=8, enc=8, dec=4, upd=8, ffn=1024),
-        smt=dict(B=128, Tc=256, Tf=64, warmup=3, iters=10),
-        sweep=dict(B=16, Ts=(128, 512, 2048), Tf=64),
-        dmt=[dict(name="reference", B=32, Td=256, k=16, Tc=256)],
-        gen=dict(contexts=(256, 1024, 4096, 16384), batches=(1, 64), new_tokens=128, repeats=3),
-        prefill=dict(prompts=(256, 1024, 4096, 8192), batches=(1, 64), repeats=3),
-        prefixes=dict(B=32, Ts=(64, 256), Tf=64),
-        compile=True, autocast=torch.bfloat16, threads=None,
-    ),
-}
-DRY = dict(  # --dry-run: everything shrunk, same code path
-    model=dict(V=64, d=32, K=2, H=4, enc=1, dec=1, upd=1, ffn=64),
-    smt=dict(B=4, Tc=16, Tf=4, warmup=1, iters=1),
-    sweep=dict(B=2, Ts=(16, 32), Tf=4),
-    dmt=[dict(name="dry", B=2, Td=8, k=4, Tc=8)],
-    gen=dict(contexts=(16, 32), batches=(1, 2), new_tokens=4, repeats=1),
-    prefill=dict(prompts=(16, 64), batches=(1, 2), repeats=1),
-    prefixes=dict(B=2, Ts=(8,), Tf=4),
-)
+
+def load_presets(folder=os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "bench")) -> dict:
+    """recipes/configs/bench/<name>.yaml -> {name: preset} (`autocast` as a torch dtype or None)."""
+    import yaml
+
+    out = {}
+    for name in (*PRESET_NAMES, "dry"):
+        with open(os.path.join(folder, f"{name}.yaml"), encoding="utf-8") as f:
+            out[name] = yaml.safe_load(f)
+        if out[name].get("autocast") is not None:
+            out[name]["autocast"] = getattr(torch, out[name]["autocast"])
+    return out
+
+
+PRESETS = load_presets()
+DRY = PRESETS.pop("dry")  # --dry-run: everything shrunk, same code path
 # dense bf16 peak of the GPUs we expect (FLOP/s), for model FLOP utilisation
-assert tuple(PRESETS) == PRESET_NAMES
 PEAK_BF16 = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12, "A10": 125e12}
 TARGETS = dict(smt_step_ms=35.0, dmt_step_ms=1400.0, gen_b1_tok_s=1500.0, gen_blarge_tok_s=60000.0,
                student_mem_ratio=1.05, student_latency_ratio=1.1)
@@ -186,37 +169,40 @@ def training_args(mode, **kw):
     return SMTTrainingArguments(output_dir="/tmp/smt_bench", mode=mode, report_to=[], use_cpu=False, **kw)
 
 
-def make_batch(mode, B, L, V, device, Tc=None, Tf=1):
-    g = torch.Generator().manual_seed(0)
-    feats = [{"input_ids": torch.randint(0, V, (L,), generator=g)} for _ in range(B)]
-    split = "last" if mode in ("smt", "joint") else "random"
-    batch = SMTDataCollator(mode=mode, context_length=Tc, future_length=Tf, split=split)(feats)
-    return {k: v.to(device) for k, v in batch.items()}
+def random_seqs(B, L, V):
+    """B random token sequences of length L, (B, L) on CPU (seeded: every call gives the same tokens)."""
+    return torch.randint(0, V, (B, L), generator=torch.Generator().manual_seed(0))
 
 
 class TrainStep:
-    """forward (under autocast) + backward + per-model clip + AdamW, as the HF Trainer does it."""
+    """One optimizer step exactly as `Trainer.train` runs it for an `SMTTrainer`: `trainer.training_step` (the
+    trainer's `compute_loss` under autocast, then backward), `trainer._clip_grad_norm` (per model for smt/joint),
+    the trainer's optimizer and LR schedule, `zero_grad`. The batch is `seqs` (B, L) through the trainer's own data
+    collator, as its dataloader yields it (smt/joint split points are drawn inside the step, as in training)."""
 
-    def __init__(self, module, batch, device, autocast, compiled=False):
-        self.module, self.batch, self.device, self.autocast = module, batch, device, autocast
-        self.fwd = compile_module(module) if compiled else module
-        self.groups = [list(m.parameters()) for m in (module.student, module.teacher) if m is not None and
-                       any(p.requires_grad for p in m.parameters())]
-        params = [p for g in self.groups for p in g if p.requires_grad]
-        self.opt = torch.optim.AdamW(params, lr=1e-4, betas=(0.9, 0.95), weight_decay=0.01,
-                                     fused=device.type == "cuda")
-        self.weights = module.weights()
+    def __init__(self, student, teacher, args, seqs, device, autocast, compiled=False):
+        self.trainer = tr = SMTTrainer(model=student, teacher=teacher if args.mode != "bptt" else None, args=args)
+        self.module, self.device = tr.module.train(), device
+        self.fwd = compile_module(self.module) if compiled else self.module
+        if autocast is not None:  # what accelerate's mixed precision wraps around a prepared model's forward
+            tr.autocast_smart_context_manager = lambda cache_enabled=True: torch.autocast(device.type, dtype=autocast)
+        tr.current_gradient_accumulation_steps = 1  # set by Trainer.train's loop (no accumulation here)
+        tr.create_optimizer_and_scheduler(num_training_steps=10**6)
+        self.opt = tr.optimizer
+        self.batch = {k: v.to(device) for k, v in tr.data_collator([{"input_ids": x} for x in seqs.cpu()]).items()}
 
     def loss(self, eager=False):
-        with torch.autocast(self.device.type, dtype=self.autocast, enabled=self.autocast is not None):
-            return losses.combine((self.module if eager else self.fwd)(**self.batch), self.weights)
+        with self.trainer.compute_loss_context_manager():
+            return self.trainer.compute_loss(self.module if eager else self.fwd, self.batch)
 
     def __call__(self):
-        self.opt.zero_grad(set_to_none=True)
-        self.loss().backward()
-        for g in self.groups:
-            torch.nn.utils.clip_grad_norm_([p for p in g if p.grad is not None], 1.0, foreach=True)
+        tr = self.trainer
+        tr.training_step(self.fwd, self.batch)
+        if tr.args.max_grad_norm > 0:
+            tr._clip_grad_norm(self.fwd)
         self.opt.step()
+        tr.lr_scheduler.step()
+        self.module.zero_grad()
 
 
 def measure_train(step, device, warmup, iters, budget_s=None):
@@ -252,14 +238,14 @@ def peak_flops(device):
 def bench_smt_step(P, device, res):
     s, mc = P["smt"], P["model"]
     teacher, student = build_models(mc, s["Tc"], device)
-    module = SMTTrainingModule(student, teacher, training_args("joint", context_length=s["Tc"], future_length=s["Tf"])).train()
-    batch = make_batch("joint", s["B"], s["Tc"] + s["Tf"], mc["V"], device, s["Tc"], s["Tf"])
+    args = training_args("joint", context_length=s["Tc"], future_length=s["Tf"], split="last")
+    seqs = random_seqs(s["B"], s["Tc"] + s["Tf"], mc["V"])
     out = dict(setting=dict(B=s["B"], Tc=s["Tc"], Tf=s["Tf"], autocast=str(P["autocast"])))
-    flops = count_flops(TrainStep(module, batch, device, P["autocast"]))
+    flops = count_flops(TrainStep(student, teacher, args, seqs, device, P["autocast"]))
     variants = ["eager"] + (["compiled"] if P["compile"] else [])
     for name in variants:
         t0 = time.perf_counter()
-        step = TrainStep(module, batch, device, P["autocast"], compiled=name == "compiled")
+        step = TrainStep(student, teacher, args, seqs, device, P["autocast"], compiled=name == "compiled")
         step()  # first call (compilation for "compiled")
         sync(device)
         first = time.perf_counter() - t0
@@ -283,15 +269,15 @@ def bench_train_sweep(P, device, res):
             row = dict(T=T, mode="smt" if mode == "joint" else "bptt", B=s["B"])
             try:
                 if mode == "joint":
-                    args = training_args("joint", context_length=T, future_length=s["Tf"])
-                    batch = make_batch("joint", s["B"], T + s["Tf"], mc["V"], device, T, s["Tf"])
+                    args = training_args("joint", context_length=T, future_length=s["Tf"], split="last")
+                    seqs = random_seqs(s["B"], T + s["Tf"], mc["V"])
                     row["sequential_steps"] = 1
                 else:
                     args = training_args("bptt", context_length=T)
-                    batch = make_batch("bptt", s["B"], T, mc["V"], device)
+                    seqs = random_seqs(s["B"], T, mc["V"])
                     row["sequential_steps"] = T
-                module = SMTTrainingModule(student, teacher if mode == "joint" else None, args).train()
-                row.update(measure_train(TrainStep(module, batch, device, P["autocast"]), device, 1, 3, budget_s=20))
+                step = TrainStep(student, teacher, args, seqs, device, P["autocast"])
+                row.update(measure_train(step, device, 1, 3, budget_s=20))
             except torch.OutOfMemoryError:
                 row["error"] = "OOM"
                 torch.cuda.empty_cache()
@@ -306,8 +292,7 @@ def bench_dmt(P, device, res):
     for s in P["dmt"]:
         teacher, student = build_models(mc, s["Tc"], device)
         args = training_args("dmt", context_length=s["Tc"], rollout_length=s["Td"], dmt_stride=s["k"])
-        module = SMTTrainingModule(student, teacher, args).train()
-        batch = make_batch("dmt", s["B"], s["Tc"] + s["Td"], mc["V"], device)
+        seqs = random_seqs(s["B"], s["Tc"] + s["Td"], mc["V"])
         variants = [("plain", None), ("sync-free step", "eager")]
         if P["compile"]:
             variants.append(("compiled step", "default"))
@@ -316,7 +301,7 @@ def bench_dmt(P, device, res):
             if mode is not None:
                 compile_step(student, mode=None if mode == "eager" else mode)
             try:
-                step = TrainStep(module, batch, device, P["autocast"])
+                step = TrainStep(student, teacher, args, seqs, device, P["autocast"])
                 t0 = time.perf_counter()
                 step()
                 sync(device)
@@ -444,11 +429,9 @@ def bench_prefixes(P, device, res):
     for T in g["Ts"]:
         teacher, student = build_models(mc, T, device, encoder_causal=True)
         x = torch.randint(0, mc["V"], (g["B"], T), device=device)
-        batch = {"input_ids": x, "labels": x.clone()}
         for name, flag in (("one split per sequence", False), ("all prefixes", True)):
             args = training_args("joint", context_length=T, future_length=min(g["Tf"], T), smt_all_prefixes=flag)
-            module = SMTTrainingModule(student, teacher, args).train()
-            r = measure_train(TrainStep(module, batch, device, P["autocast"]), device, 1, 3, budget_s=30)
+            r = measure_train(TrainStep(student, teacher, args, x, device, P["autocast"]), device, 1, 3, budget_s=30)
             per_step = g["B"] * (T if flag else 1)
             rows.append(dict(T=T, B=g["B"], path=name, ms=r["ms"], transitions_per_step=per_step,
                              transitions_per_s=per_step / (r["ms"] / 1e3), peak_bytes=r["peak_bytes"],
@@ -542,40 +525,28 @@ def markdown(res):
           "(updater + readout layers), SDPA attention, not compiled, DynamicCache; decoded one token per forward call.", ""]
     st = res.get("smt_step")
     if st:
-        setting = ", ".join(f"{k} {v}" for k, v in st["setting"].items())
-        L += [f"## SMT (joint) training step, {setting}", "", "| variant | ms | seq/s | tokens/s | TFLOP/s | MFU | peak | saved for bwd |",
-              "|---|---|---|---|---|---|---|---|"]
-        for k, r in st.items():
-            if isinstance(r, dict) and "ms" in r:
-                mfu = "" if r["mfu"] is None else f"{100 * r['mfu']:.1f}%"
-                L.append(f"| {k} | {r['ms']:.1f} | {r['seq_per_s']:.0f} | {r['tokens_per_s']:.0f} | {r['tflops_per_s']:.3f} | "
-                         f"{mfu} | {fmt_bytes(r['peak_bytes'])} | {fmt_bytes(r['saved_bytes'])} |")
-        L.append("")
+        L += md_section(f"SMT (joint) training step, {', '.join(f'{k} {v}' for k, v in st['setting'].items())}",
+                        ["variant", "ms", "seq/s", "tokens/s", "TFLOP/s", "MFU", "peak", "saved for bwd"],
+                        [[k, f"{r['ms']:.1f}", f"{r['seq_per_s']:.0f}", f"{r['tokens_per_s']:.0f}",
+                          f"{r['tflops_per_s']:.3f}", "" if r["mfu"] is None else f"{100 * r['mfu']:.1f}%",
+                          fmt_bytes(r["peak_bytes"]), fmt_bytes(r["saved_bytes"])]
+                         for k, r in st.items() if isinstance(r, dict) and "ms" in r])
     if res.get("train_sweep"):
-        L += ["## Training step vs sequence length (same student; SMT Tc = T; BPTT unrolls T steps)", "",
-              "| T | method | sequential steps | ms | peak | saved for bwd |", "|---|---|---|---|---|---|"]
-        for r in res["train_sweep"]:
-            ms = r.get("error") or f"{r['ms']:.1f}"
-            L.append(f"| {r['T']} | {r['mode']} | {r.get('sequential_steps', '')} | {ms} | {fmt_bytes(r.get('peak_bytes'))} | "
-                     f"{fmt_bytes(r.get('saved_bytes'))} |")
-        L.append("")
+        L += md_section("Training step vs sequence length (same student; SMT Tc = T; BPTT unrolls T steps)",
+                        ["T", "method", "sequential steps", "ms", "peak", "saved for bwd"],
+                        [[r["T"], r["mode"], r.get("sequential_steps", ""), r.get("error") or f"{r['ms']:.1f}",
+                          fmt_bytes(r.get("peak_bytes")), fmt_bytes(r.get("saved_bytes"))] for r in res["train_sweep"]])
     if res.get("dmt"):
-        L += ["## DMT training step", "", "| setting | B | Td | k | variant | ms | first call s |", "|---|---|---|---|---|---|---|"]
-        for r in res["dmt"]:
-            ms = r.get("error") or f"{r['ms']:.1f}"
-            L.append(f"| {r['setting']} | {r['B']} | {r['Td']} | {r['k']} | {r['variant']} | {ms} | {r.get('first_call_s', 0):.1f} |")
-        L.append("")
+        L += md_section("DMT training step", ["setting", "B", "Td", "k", "variant", "ms", "first call s"],
+                        [[r["setting"], r["B"], r["Td"], r["k"], r["variant"], r.get("error") or f"{r['ms']:.1f}",
+                          f"{r.get('first_call_s', 0):.1f}"] for r in res["dmt"]])
     if res.get("generation"):
-        L += ["## Generation (decode after prefill)", "", "| model | B | context | ms/token | tokens/s | state bytes | peak | prefill s |",
-              "|---|---|---|---|---|---|---|---|"]
-        for r in res["generation"]:
-            if "error" in r:
-                L.append(f"| {r['model']} | {r['B']} | {r['context']} | {r['error']} | | | | |")
-                continue
-            pre = f"{r['prefill_s']:.2f}" if "prefill_s" in r else ""
-            L.append(f"| {r['model']} | {r['B']} | {r['context']} | {r['ms_per_token']:.3f} | {r['tokens_per_s']:.0f} | "
-                     f"{fmt_bytes(r.get('state_bytes'))} | {fmt_bytes(r.get('peak_bytes'))} | {pre} |")
-        L.append("")
+        L += md_section("Generation (decode after prefill)",
+                        ["model", "B", "context", "ms/token", "tokens/s", "state bytes", "peak", "prefill s"],
+                        [[r["model"], r["B"], r["context"], r["error"], "", "", "", ""] if "error" in r else
+                         [r["model"], r["B"], r["context"], f"{r['ms_per_token']:.3f}", f"{r['tokens_per_s']:.0f}",
+                          fmt_bytes(r.get("state_bytes")), fmt_bytes(r.get("peak_bytes")),
+                          f"{r['prefill_s']:.2f}" if "prefill_s" in r else ""] for r in res["generation"]])
     if res.get("prefill"):
         L += md_section("Time to first token: recurrent vs parallel prefill",
                         ["B", "prompt tokens", "encoder Tc", "recurrent ms", "parallel ms", "speed-up"],

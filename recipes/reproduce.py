@@ -4,10 +4,13 @@
     python recipes/reproduce.py run synthetic joint          # some items
     python recipes/reproduce.py run all --quick              # smoke test: a few steps each, into outputs/repro_quick
     python recipes/reproduce.py run all --preset gpu         # bigger sizes, same code (CUDA if available)
+    python recipes/reproduce.py run joint --set joint.steps=100   # one preset value changed
     python recipes/reproduce.py report                       # outputs/repro/RESULTS.md from the JSONs (no training)
 
 The shipped results (recipes/results/, recipes/RESULTS.md) are only written when asked for:
 `run ... --out recipes/results` and `report --out recipes/results --dest recipes/RESULTS.md`.
+
+Presets are YAML: recipes/configs/reproduce/{cpu,gpu}.yaml (item -> its settings; `--set ITEM.KEY=VALUE` overrides one).
 
 Items (paper figure): synthetic (Fig 3), joint (Fig 10), gradients (Fig 11), dmt (Fig 12), length (Fig 13),
 text (Fig 6/7, bytes), pixels (Fig 4/5), backbones (Fig 3 with GRU/MLP updaters).
@@ -25,12 +28,12 @@ import copy
 import json
 import os
 import sys
-import math
 import time
 
 ITEMS = ["synthetic", "joint", "gradients", "dmt", "length", "text", "pixels", "backbones"]
 EXTRA_ITEMS = ["prefixes"]  # not in `run all` (the CPU preset's 45 minutes): `run prefixes`
-PRESET_NAMES = ("cpu", "gpu")  # the keys of PRESETS (below the heavy imports)
+PRESET_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "reproduce")
+PRESET_NAMES = tuple(sorted(f[:-5] for f in os.listdir(PRESET_DIR) if f.endswith(".yaml")))  # cpu, gpu
 DEFAULT_OUT = "outputs/repro"  # never the tracked recipes/results unless --out says so
 
 
@@ -39,7 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run", help="train/evaluate items and write their JSON/PNG/markdown")
     r.add_argument("items", nargs="+", help=f"'all' (= {ITEMS}) or some of {ITEMS + EXTRA_ITEMS}")
-    r.add_argument("--preset", choices=PRESET_NAMES, default="cpu")
+    r.add_argument("--preset", choices=PRESET_NAMES, default="cpu", help="recipes/configs/reproduce/<preset>.yaml")
+    r.add_argument("--set", action="append", default=[], metavar="ITEM.KEY=VALUE",
+                   help="override one preset value, e.g. --set synthetic.smt_steps=200 (repeatable)")
     r.add_argument("--quick", action="store_true", help="a few steps per item (smoke test); default output outputs/repro_quick")
     r.add_argument("--out", default=None, help=f"output folder (default {DEFAULT_OUT}, or outputs/repro_quick with "
                                                "--quick; --out recipes/results updates the shipped results)")
@@ -55,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
 if __name__ == "__main__":
     build_parser().parse_args()  # --help and usage errors answer here, before torch and transformers load
 
-import numpy as np  # noqa: E402
+import yaml  # noqa: E402
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -89,56 +94,36 @@ TITLES = {
     "prefixes": "Extra: causal-context teacher, every transition supervised vs one split per sequence (issue 6, stretch 2)",
 }
 
+# the report renders tables and plots only; what they show is written, from these numbers, in README's Results summary
+FINDINGS = "What this item shows: see the summary at the top of README.md's Results section."
+
 # ----------------------------------------------------------------------------- presets
-# CPU: sized for ~45 min on 2 cores (`--jobs 2`). Budgets are optimizer steps, except text/pixels (seconds). Width 64
-# with 4 memory tokens and lr 2e-3: the calibration (width 32, K 2, lr 1e-3) left the needle teacher at 0.5 after 600
-# steps, while this one has it at 1.0 after 200 (needle T=16).
-_SYN = dict(smt_steps=800, dmt_steps=100, bs=64, dmt_bs=32, smt_lr=2e-3, dmt_lr=3e-4, stride=8, n_train=20000, n_eval=256)
-_TASKS = ["needle", "string_copy", "parity", "associative_recall", "icl_modular"]
-CPU = {
-    "model": dict(d=64, K=4, enc=2, dec=1, heads=4, upd=2),
-    "model_text": dict(d=64, K=4, enc=2, dec=1, heads=4, upd=2),
-    "model_pixels": dict(d=32, K=4, enc=2, dec=1, heads=4, upd=2),
-    "synthetic": dict(_SYN, tasks=_TASKS, lengths={t: [16, 32] for t in _TASKS}, seeds=[0, 1]),
-    "backbones": dict(_SYN, backbones=["gru"], cases=[["needle", 16], ["parity", 16]], seeds=[0]),
-    "joint": dict(task="needle", T=16, horizons=[1, 4, 16], seeds=[0, 1, 2], steps=600, bs=64, lr=2e-3, n_train=20000,
-                  n_eval=256),
-    "gradients": dict(T=64, batch=32, seeds=[0, 1, 2], init_ranges=[0.02, 0.2], backbones=["transformer", "gru"]),
-    "dmt": dict(_SYN, task="needle", T=16, stride=2, variants=["full_rollout", "one_step", ["full_rollout", 3e-5]]),
-    "length": dict(_SYN, T=16, eval_lengths=[16, 32, 64], smt_steps=400, dmt_steps=100, eval_positions=None),
-    "text": dict(Tc=64, Tf=32, bs=32, smt_lr=1e-3, dmt_lr=3e-4, smt_s=110, dmt_s=40, stride=8, n_train=20000, n_eval=64,
-                 sample_len=160),
-    "pixels": dict(side=14, Tf=28, bs=32, dmt_bs=16, smt_lr=1e-3, dmt_lr=3e-4, smt_s=45, dmt_s=20, n_train=4500,
-                   n_eval=64, n_show=8),
-    "prefixes": dict(_SYN, cases=[["needle", 16], ["needle", 32], ["string_copy", 16]], seeds=[0]),
-}
-# GPU: sized for ~6 min on one H100/H200 with `--jobs 8` (8 processes share the device: these models are
-# launch-bound, not FLOP-bound). Every training phase is capped in seconds (`*_s`), so the run's length is set by
-# the budgets below whatever the device's speed: sum over units of (budgets + eval) / 8 ~ 5.5 min, plus start-up.
-# Not yet run on a GPU (no session has had one): the step counts it reaches are unknown.
-GPU = copy.deepcopy(CPU)
-GPU.update({
-    "model": dict(d=128, K=8, enc=4, dec=2, heads=4, upd=4),
-    "model_text": dict(d=256, K=16, enc=8, dec=4, heads=8, upd=8),
-    "model_pixels": dict(d=128, K=8, enc=4, dec=2, heads=4, upd=4),
-})
-_GSYN = dict(_SYN, smt_steps=100000, dmt_steps=100000, smt_s=20, dmt_s=6, bs=128, dmt_bs=64, smt_lr=1e-3, dmt_lr=1e-4,
-             stride=16, n_train=100000, n_eval=512)
-GPU["synthetic"] = dict(_GSYN, tasks=_TASKS, lengths={t: [64, 128] for t in _TASKS}, seeds=[0, 1])
-GPU["backbones"] = dict(_GSYN, backbones=["gru", "mlp"], cases=[["needle", 64], ["string_copy", 64], ["parity", 64]],
-                        seeds=[0])
-GPU["joint"] = dict(task="needle", T=64, horizons=[1, 4, 16, 64], seeds=[0], steps=100000, smt_s=25, bs=128, lr=1e-3,
-                    n_train=100000, n_eval=512)
-GPU["gradients"] = dict(T=256, batch=32, seeds=[0, 1, 2], init_ranges=[0.02, 0.2], backbones=["transformer", "gru", "mlp"])
-GPU["dmt"] = dict(_GSYN, task="needle", T=64, smt_s=25, dmt_s=8, variants=["full_rollout", "one_step", ["full_rollout", 1e-5]])
-GPU["length"] = dict(_GSYN, T=64, eval_lengths=[64, 128, 256], smt_s=30, dmt_s=10, eval_positions=64)
-GPU["text"] = dict(Tc=256, Tf=64, bs=64, smt_lr=1e-3, dmt_lr=1e-4, smt_s=90, dmt_s=30, stride=16, n_train=200000,
-                   n_eval=128, sample_len=300)
-GPU["prefixes"] = dict(_GSYN, cases=[["needle", 64], ["string_copy", 64]], seeds=[0])
-GPU["pixels"] = dict(side=28, Tf=64, bs=64, dmt_bs=32, smt_lr=1e-3, dmt_lr=1e-4, smt_s=45, dmt_s=15, n_train=20000,
-                     n_eval=128, n_show=8)
-PRESETS = {"cpu": CPU, "gpu": GPU}
-assert tuple(PRESETS) == PRESET_NAMES
+def load_preset(name: str, overrides=()) -> dict:
+    """The preset `recipes/configs/reproduce/<name>.yaml` (item -> settings; `_`-keys are YAML anchors, dropped) with
+    each `ITEM.KEY=VALUE` override applied (VALUE parsed as YAML, as `recipes/smt.py --set`).
+
+    Raises:
+        ConfigError: an unknown preset, or an override whose ITEM.KEY is not in the preset (the message lists the
+            valid keys).
+    """
+    from smt_config import ConfigError, apply_override
+
+    path = os.path.join(PRESET_DIR, f"{name}.yaml")
+    if name not in PRESET_NAMES:
+        raise ConfigError(f"unknown preset {name!r}: choose one of {list(PRESET_NAMES)} (files in {PRESET_DIR})")
+    with open(path, encoding="utf-8") as f:
+        P = {k: v for k, v in yaml.safe_load(f).items() if not k.startswith("_")}
+    for item in overrides:
+        key = item.partition("=")[0].strip().split(".")
+        node = P
+        for i, part in enumerate(key):
+            if not isinstance(node, dict) or part not in node:
+                valid = sorted(node) if isinstance(node, dict) else []
+                raise ConfigError(f"--set {item!r}: {'.'.join(key[:i]) or 'the preset'} has no key {part!r}; valid: "
+                                  f"{valid} (see {os.path.relpath(path)})")
+            node = node[part]
+        apply_override(P, item)
+    return P
 
 
 def training_budget_s(P: dict) -> dict:
@@ -207,7 +192,7 @@ def machine_str(mc: dict) -> str:
     return f"{dev}, torch {mc.get('torch')}, {mc.get('threads')} thread(s)"
 
 
-# ----------------------------------------------------------------------------- findings (text from the JSONs)
+# ----------------------------------------------------------------------------- report text
 def intro(out: str, dest: str | None = None) -> str:
     """The report's opening paragraph, for the preset the JSONs in `out` were run with."""
     metas = []
@@ -237,203 +222,6 @@ def intro(out: str, dest: str | None = None) -> str:
             f"`{rel}/repro_*.json` by `{cmd}`; no seed was dropped. {gpu_note}\n")
 
 
-def _num(x):
-    try:
-        return float(str(x).split(" ")[0])
-    except ValueError:
-        return None
-
-
-def _cells(runs):
-    """(task, T, backbone) -> mean numbers over seeds, from item-1-style runs."""
-    out = {}
-    for r in R._synthetic_rows(runs):
-        out[(r[0], r[1], r[2])] = dict(teacher=_num(r[4]), bptt=_num(r[5]), onestep=_num(r[6]), smt=_num(r[7]),
-                                       dmt=_num(r[8]), steps=r[9], bptt_steps=r[10])
-    return out
-
-
-def _names(cells, keys):
-    return ", ".join(f"{k[0]} T={k[1]}" + (f" ({k[2]})" if k[2] != "transformer" else "") for k in keys) or "none"
-
-
-def notes_synthetic(res, what="SMT->DMT"):
-    c = _cells(res["runs"])
-    ahead = [k for k, v in c.items() if v["dmt"] > v["bptt"] + 0.02]
-    behind = [k for k, v in c.items() if v["bptt"] > v["dmt"] + 0.02]
-    tied = [k for k in c if k not in ahead and k not in behind]
-    weak_teacher = [k for k, v in c.items() if v["teacher"] < 0.9]
-    dmt_hurt = [k for k, v in c.items() if v["smt"] > v["dmt"] + 0.02]
-    drift_gap = [k for k, v in c.items() if v["onestep"] > v["smt"] + 0.1]
-    lines = ["**Findings.** Paper: SMT->DMT beats BPTT on every synthetic task. Here (mean over seeds, margin 0.02): "
-             f"SMT->DMT ahead in {len(ahead)} of {len(c)} cells ({_names(c, ahead)}); BPTT ahead in {len(behind)} "
-             f"({_names(c, behind)}); tied in {len(tied)} ({_names(c, tied)})."]
-    if weak_teacher:
-        lines.append(f"The teacher itself stayed below 0.9 accuracy in {_names(c, weak_teacher)}: SMT can only give the "
-                     "student what the teacher's memory holds, so in those cells the teacher's step budget, not the "
-                     "student, is the limit (a teacher that must squeeze several key-value pairs or a whole string into "
-                     f"{res['settings']['model']['K']} memory tokens learns slowly; the needle teacher jumps from chance "
-                     "to 1.0 within a few hundred steps).")
-    if drift_gap:
-        lines.append(f"One-step accuracy from teacher memories exceeds the SMT student's standalone accuracy by > 0.1 in "
-                     f"{_names(c, drift_gap)}: the student is right one step at a time but its own rollout drifts away "
-                     "from the teacher's memories (item 4) - the gap DMT is meant to close.")
-    dmt_helped = [k for k, v in c.items() if v["dmt"] > v["smt"] + 0.1]
-    if dmt_helped:
-        lines.append("DMT raised the standalone accuracy by more than 0.1 in " + ", ".join(
-            f"{k[0]} T={k[1]} ({c[k]['smt']:.2f} -> {c[k]['dmt']:.2f})" for k in dmt_helped) + ": the student follows "
-            "the teacher one step at a time after SMT, and DMT on its own rollouts closes the gap to standalone use.")
-    if dmt_hurt:
-        lines.append(f"DMT *lowered* the standalone accuracy in {_names(c, dmt_hurt)}. Our DMT learning rate "
-                     f"({res['settings']['schedule']['dmt_lr']:g}) is 10x the reference's 3e-5; item 4 compares both.")
-    lines.append("BPTT was given the same training wall-clock as SMT+DMT, measured per cell (its step count is in the "
-                 "table); two cells ran at a time, one per core, so wall-clock, and hence BPTT's step count, varies a "
-                 "little from cell to cell.")
-    return "\n\n".join(lines)
-
-
-def notes_backbones(res):
-    c = _cells(res["runs"])
-    lines = []
-    for k, v in sorted(c.items()):
-        lines.append(f"{k[2]} on {k[0]} T={k[1]}: teacher {v['teacher']:.2f}, one-step {v['onestep']:.2f}, "
-                     f"SMT {v['smt']:.2f}, SMT->DMT {v['dmt']:.2f}, BPTT {v['bptt']:.2f}")
-    collapse = [k for k, v in c.items() if k[2] != "transformer" and v["onestep"] < v["teacher"] - 0.2]
-    txt = "**Findings.** " + "; ".join(lines) + "."
-    behind = [k for k, v in c.items() if v["bptt"] > v["dmt"] + 0.02]
-    if behind:
-        txt += (f" BPTT beats SMT->DMT in {_names(c, behind)}: BPTT trains the student directly, while the SMT student "
-                "is capped by a teacher that had not learned the task in these steps (teacher column); a gated GRU "
-                "trained by BPTT also gets more steps in the same wall-clock than the transformer updater.")
-    if collapse:
-        txt += (f" The student could not even follow the teacher one step at a time in {_names(c, collapse)}: that "
-                "updater does not fit the teacher's memory map at this size and budget (the paper notes GRU-backbone "
-                "memories can collapse under SMT->DMT).")
-    return txt
-
-
-def notes_joint(res):
-    S = res["settings"]["schedule"]
-    val = lambda mode, Tf, k: float(np.mean([r["eval"][k] for r in res["runs"] if r["mode"] == mode and r["Tf"] == Tf]))  # noqa: E731
-    cells = [(Tf, val("joint", Tf, "onestep_acc"), val("smt", Tf, "onestep_acc"), val("joint", Tf, "student_acc"),
-              val("smt", Tf, "student_acc")) for Tf in S["horizons"]]
-    txt = ("**Findings.** Paper: detached SMT needs Tf ~ T, joint SMT solves the credit task at any Tf. Here, one-step "
-           "accuracy at the needle (the student stepping from E(x[:T-2])) / standalone accuracy (the RNN carrying the "
-           "needle from m_0 through every step), joint vs detached: "
-           + "; ".join(f"Tf={Tf}: {oj:.2f} vs {od:.2f} / {sj:.2f} vs {sd:.2f}" for Tf, oj, od, sj, sd in cells) + ". ")
-    j_ahead = [Tf for Tf, oj, od, sj, sd in cells if sj > sd + 0.1]
-    d_ahead = [Tf for Tf, oj, od, sj, sd in cells if sd > sj + 0.1]
-    if j_ahead and not d_ahead:
-        txt += f"Joint SMT is ahead at Tf={j_ahead}: the paper's direction."
-    elif j_ahead or d_ahead:
-        txt += (f"Mixed: joint is ahead in standalone accuracy at Tf={j_ahead or 'none'}, detached at Tf={d_ahead or 'none'} "
-                f"({len(S['seeds'])} seed(s)), so this run does not show the paper's clean separation.")
-    else:
-        txt += "No separation at this budget."
-    txt += (" One-step accuracy does not discriminate once the teacher has learned the needle (the memory at T-2 must "
-            "hold it for the decoder's first step at any Tf >= 2); the teacher's own accuracy does not either, since at "
-            "the query it sees the whole sequence, needle included.")
-    return txt
-
-
-def notes_gradients(res):
-    ratio = lambda v: max(v) / max(min(v), 1e-30)  # noqa: E731
-    b = {k: ratio(v) for k, v in res["bptt"].items()}
-    sm = [ratio(v) for v in res["smt"].values()]
-    worst = max(b, key=b.get)
-    return (f"**Findings.** Spread of ||dL/dm_t|| over t (max/min): BPTT {min(b.values()):.0f}x to {max(b.values()):.1e}x "
-            f"(worst: {worst}, vanishing toward early t), SMT {min(sm):.0f}x to {max(sm):.0f}x for every init. The shape "
-            "agrees with the paper: SMT's gradient to each memory does not depend on t or on the init, BPTT's does. Our "
-            "absolute SMT values differ from the paper's ~1e-7 (we differentiate the summed decoder+dynamics loss of each "
-            "split w.r.t. its own memory); at T=64 our GRU updater's gradients stay within ~40x - it does not explode at "
-            "this length and init.")
-
-
-def notes_dmt(res):
-    r = res["run"]
-    e0 = r["smt"]["eval"]
-    parts = [f"after SMT: drift at the last step {e0['drift_last']:.2f}, loss {e0['student_loss']:.3f}"]
-    for k in [k for k in r if k.startswith("dmt_")]:
-        e = r[k]["eval"]
-        parts.append(f"{k}: drift {e['drift_last']:.2f}, loss {e['student_loss']:.3f}, standalone acc {e['student_acc']:.2f}")
-    if "dmt_full_rollout" in r:
-        parts.append(f"so DMT (gradient through the rollout) lowered the final-step drift by "
-                     f"{e0['drift_last'] - r['dmt_full_rollout']['eval']['drift_last']:.2f} - the paper's direction")
-    return ("**Findings.** Paper: DMT lowers rollout drift 1-R^2 by ~0.8. Here: " + "; ".join(parts) + ". (When this "
-            "cell's SMT student already drifts little, so does the gain; the item-1 aggregate above is the broader "
-            "measure.) The table's 1-R^2 can exceed 1 (the rolled-out memory is farther from the teacher's than the teacher memories' own "
-            "spread).")
-
-
-def notes_length(res):
-    rows = res["rows"]
-    a, z = rows[0], rows[-1]
-    txt = (f"**Findings.** Paper: the SMT->DMT RNN generalises to longer sequences better than its teacher. Here, trained "
-           f"at T={res['settings']['schedule']['T']}: teacher {a['teacher_acc']:.2f} -> {z['teacher_acc']:.2f} at "
-           f"L={z['L']}; ")
-    if "smt_acc" in a:
-        txt += f"SMT student {a['smt_acc']:.2f} -> {z['smt_acc']:.2f}; "
-    txt += f"SMT->DMT student {a['student_acc']:.2f} -> {z['student_acc']:.2f}; BPTT student {a['bptt_acc']:.2f} -> {z['bptt_acc']:.2f}."
-    if "smt_acc" in z and z["smt_acc"] > z["teacher_acc"] + 0.05:
-        txt += (f" The SMT-trained RNN generalises beyond its teacher at L={z['L']} ({z['smt_acc']:.2f} vs "
-                f"{z['teacher_acc']:.2f}): the paper's direction - the recurrence it learned from one-step labels keeps "
-                "working past the teacher's training length, where the teacher's attention meets unseen positions.")
-    if "smt_acc" in a and a["smt_acc"] > a["student_acc"] + 0.05:
-        txt += (" DMT (lr 3e-4, gradient through the rollout) damaged a student that SMT had already made correct: a "
-                "finding against our DMT settings, not against SMT (item 4 compares a 10x lower DMT learning rate).")
-    if z["bptt_acc"] >= max(z["student_acc"], z.get("smt_acc") or 0) - 0.02:
-        txt += " BPTT matches or beats SMT here: running parity over 8 bits is an easy, short-range recurrence for BPTT."
-    return txt
-
-
-def notes_text(res):
-    ph = res["phases"]
-    b, d = ph["bptt"]["eval"]["student_bits"], ph["dmt"]["eval"]["student_bits"]
-    t = ph["dmt"]["eval"]["teacher_loss"] / math.log(2)
-    verdict = "SMT->DMT wins" if d < b - 0.02 else ("BPTT wins" if b < d - 0.02 else "a tie")
-    return (f"**Findings.** Same wall-clock: BPTT {b:.2f} vs SMT->DMT {d:.2f} bits/byte ({verdict}); the teacher's "
-            f"first-step loss is {t:.2f} bits/byte and bigram {res['bigram_bits']:.2f}. Paper (TinyStories, H200-days): "
-            "SMT->DMT beats BPTT as the context grows. At this scale the student can at best match its teacher's "
-            "first-step loss, and a few minutes of teacher training is the bottleneck (the spec's calibration also found "
-            "BPTT ahead on Shakespeare at Tc 64 in 10 CPU minutes)."
-            + (f" Here the teacher has not even reached the bigram level ({t:.2f} vs {res['bigram_bits']:.2f}), so the "
-               "SMT student had little to imitate" + ("; the BPTT student, trained on its own loss, beat bigram." if b < res["bigram_bits"] else ".")
-               if t > res["bigram_bits"] else ""))
-
-
-def notes_pixels(res):
-    S = res["settings"]["schedule"]
-    parts = []
-    for kind, d in res["datasets"].items():
-        ph = d["phases"]
-        b, d_ = ph["bptt"]["eval"]["student_bits"], ph["dmt"]["eval"]["student_bits"]
-        parts.append(f"{kind}: BPTT {b:.2f} vs SMT->DMT {d_:.2f} bits/pixel, same wall-clock "
-                     f"({'BPTT better' if b < d_ - 0.02 else 'SMT->DMT better' if d_ < b - 0.02 else 'tie'})")
-    return (f"**Findings.** " + "; ".join(parts) + f". Images are downsampled 28x28 -> {S['side']}x{S['side']} (2x2 mean "
-            f"pooling, still 8-bit tokens: {S['side'] ** 2}-token sequences) and both runs are minutes long, so the "
-            "generated digits and glyphs are blobs; this checks the pipeline (teacher prefill of the top half -> "
-            "standalone student completion), not the paper's Fig 4/5 quality.")
-
-
-def notes_prefixes(res):
-    parts, wins, losses_ = [], 0, 0
-    for r in res["runs"]:
-        a, b = r["split"], r["all_prefixes"]
-        sa, sb = a["dmt"]["eval"]["student_acc"], b["dmt"]["eval"]["student_acc"]
-        oa, ob = a["smt"]["eval"]["onestep_acc"], b["smt"]["eval"]["onestep_acc"]
-        wins += sb > sa + 0.02
-        losses_ += sa > sb + 0.02
-        parts.append(f"{r['task']} T={r['T']}: one-step {oa:.2f} -> {ob:.2f}, standalone after DMT {sa:.2f} -> {sb:.2f} "
-                     f"({a['smt']['steps']} vs {b['smt']['steps']} SMT steps)")
-    verdict = (f"the all-prefix path is ahead in {wins}, behind in {losses_} and tied in "
-               f"{len(res['runs']) - wins - losses_} of {len(res['runs'])} cells (standalone accuracy after DMT, margin 0.02)")
-    return ("**Findings.** Same teacher architecture (causal-context encoder) and the same SMT wall-clock, split path "
-            "-> all prefixes: " + "; ".join(parts) + f". So {verdict}. An all-prefix step supervises T times more "
-            "transitions but costs several split steps, so in the same time the teacher's decoder gets ~3x fewer updates, "
-            "and at this size the teacher, not the transition count, is the bottleneck. It stays an option "
-            "(`smt_all_prefixes=True`), not the default; its cost per step is in `recipes/bench.py` (prefixes).")
-
-
 # ----------------------------------------------------------------------------- run / report
 # Longest units first, so N workers finish together (text/pixel units are the longest, gradients the shortest).
 SCHEDULE = ["text", "pixels", "synthetic", "prefixes", "backbones", "joint", "length", "dmt", "gradients"]
@@ -446,11 +234,12 @@ def default_jobs(preset: str) -> int:
     return max(1, min(n, 2 if preset == "cpu" else 8))
 
 
-def _write_item(item, res, out, preset, is_quick, compute_s, jobs, t_start):
+def _write_item(item, res, out, preset, is_quick, compute_s, jobs, t_start, overrides=()):
     res["meta"] = {"item": item, "preset": preset, "quick": is_quick, "machine": machine(), "jobs": jobs,
                    "compute_s": round(compute_s, 1), "elapsed_s": round(time.time() - t_start, 1),
                    "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                   "command": f"python recipes/reproduce.py run {item} --preset {preset}" + (" --quick" if is_quick else "")}
+                   "command": f"python recipes/reproduce.py run {item} --preset {preset}" + (" --quick" if is_quick else "")
+                   + "".join(f" --set {o}" for o in overrides)}
     with open(os.path.join(out, f"repro_{item}.json"), "w") as f:
         json.dump(res, f, indent=1, default=str)
     md = getattr(R, f"render_{item}")(res, out)
@@ -460,7 +249,8 @@ def _write_item(item, res, out, preset, is_quick, compute_s, jobs, t_start):
     tqdm.write(f"=== {item}: {compute_s / 60:.1f} min of compute, done at {(time.time() - t_start) / 60:.1f} min ===")
 
 
-def run(items, preset: str, is_quick: bool, out: str, jobs: int = 1, log_dir: str = "outputs/reproduce_logs") -> dict:
+def run(items, preset: str, is_quick: bool, out: str, jobs: int = 1, log_dir: str = "outputs/reproduce_logs",
+        overrides=()) -> dict:
     """Plan every item's work units, run them (in `jobs` worker processes when jobs > 1, longest items first),
     and write each item's JSON/markdown/PNG as soon as its last unit is done. Returns the run summary, also written
     to `<out>/repro_run.json` (items, jobs, wall-clock) when all items are run."""
@@ -468,7 +258,8 @@ def run(items, preset: str, is_quick: bool, out: str, jobs: int = 1, log_dir: st
     import multiprocessing
     import traceback
 
-    P = quick(PRESETS[preset]) if is_quick else PRESETS[preset]
+    P = load_preset(preset, overrides)
+    P = quick(P) if is_quick else P
     os.makedirs(out, exist_ok=True)
     items = sorted(items, key=SCHEDULE.index)
     plans = {it: getattr(R, f"plan_{it}")(P) for it in items}
@@ -503,7 +294,7 @@ def run(items, preset: str, is_quick: bool, out: str, jobs: int = 1, log_dir: st
         if bar.disable:
             print(f"[reproduce] {n_done}/{len(queue)} units done, {(time.time() - t_start) / 60:.1f} min", flush=True)
         if left[it] == 0 and it not in failed:
-            _write_item(it, plans[it][1](results[it]), out, preset, is_quick, compute[it], jobs, t_start)
+            _write_item(it, plans[it][1](results[it]), out, preset, is_quick, compute[it], jobs, t_start, overrides)
 
     if jobs <= 1:
         R.worker_init()
@@ -554,9 +345,7 @@ def _item_section(item: str, out: str, dest: str) -> tuple[str, float]:
     if item != "pixels":  # the pixel grids are linked from its markdown
         rel = os.path.relpath(os.path.join(out, f"repro_{item}.png"), os.path.dirname(os.path.abspath(dest)))
         parts.append(f"\n![{item}]({rel})\n")
-    note = globals().get(f"notes_{item}")
-    if note:
-        parts.append("\n" + note(res) + "\n")
+    parts.append(f"\n{FINDINGS}\n")
     return "".join(parts), compute_s
 
 
@@ -594,8 +383,12 @@ def cli(argv=None) -> int:
         bad = [i for i in items if i not in ITEMS + EXTRA_ITEMS]
         if bad:
             ap.error(f"unknown item(s) {bad}; choose from {ITEMS + EXTRA_ITEMS}")
+        try:
+            load_preset(a.preset, a.set)  # a bad --set fails here, before any work
+        except ValueError as e:
+            ap.error(str(e))
         summary = run(items, a.preset, a.quick, a.out or ("outputs/repro_quick" if a.quick else DEFAULT_OUT),
-                      a.jobs or default_jobs(a.preset))
+                      a.jobs or default_jobs(a.preset), overrides=a.set)
         return 1 if summary["failed"] else 0
     else:
         if not any(os.path.isfile(os.path.join(a.out, f"repro_{i}.json")) for i in ITEMS + EXTRA_ITEMS):

@@ -16,16 +16,15 @@ import time
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from transformers import TrainerCallback
 
 from smt_hf import SMTRecurrentConfig, SMTRecurrentForCausalLM, SMTTeacherConfig, SMTTeacherModel
+from smt_hf.analysis import bigram_bits, bptt_gradient_norms, complete_after_prefix, smt_gradient_norms
+from smt_hf.callbacks import TimeBudget
 from smt_hf.data import load_mnist, load_sketches, load_text, make_task, stream_windows, task_vocab_size
-from smt_hf.data.collator import SMTDataCollator
 from smt_hf.evaluation import evaluate_smt, summarize
 from smt_hf.trainer import SMTTrainer
 from smt_hf.training_args import SMTTrainingArguments
-from smt_hf.viz import plot_bars, plot_curves, save_pixel_grid
+from smt_hf.viz import plot_bars, plot_curves, plot_gradient_norms, save_pixel_grid
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 # Task settings for every item (saved in each JSON). Associative recall with 3 stored pairs (5 queries per
@@ -56,20 +55,6 @@ def timed(fn, args, log_path: str | None = None):
         with open(log_path, "w", buffering=1) as f, contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
             res = fn(*args)
     return res, time.time() - t0
-
-
-class TimeBudget(TrainerCallback):
-    """Stop training once `seconds` of training wall-clock have passed (BPTT gets SMT->DMT's wall-clock)."""
-
-    def __init__(self, seconds: float):
-        self.seconds = seconds
-
-    def on_train_begin(self, args, state, control, **kw):
-        self.t0 = time.time()
-
-    def on_step_end(self, args, state, control, **kw):
-        if time.time() - self.t0 >= self.seconds:
-            control.should_training_stop = True
 
 
 def build_pair(vocab: int, m: dict, max_ctx: int, backbone: str = "transformer", seed: int = 0,
@@ -291,64 +276,21 @@ def gradients_run(S: dict, m: dict) -> dict:
                                 if p.dim() >= 2:
                                     p.normal_(0.0, init)
                 key = f"{backbone} seed{seed} init{init}"
-                # BPTT: unroll from m_0 over x[:T-1]; the memory after T-1 tokens predicts the needle at T-1
-                mem = student.initial_memory(B)
-                mems = []
-                for t in range(T - 1):
-                    mem = student.step(mem, x[:, t])
-                    mem.retain_grad()
-                    mems.append(mem)
-                loss = F.cross_entropy(student.readout(mem), target)
-                loss.backward()
-                out["bptt"][key] = [float(mt.grad.flatten(1).norm(dim=1).mean()) for mt in mems]
+                out["bptt"][key] = bptt_gradient_norms(student, x, target)  # the memory after T-1 tokens -> needle
                 if backbone == S["backbones"][0]:
-                    # SMT: every split t in one batch; L = L_dec(D(m_t, x[t:])) + L_dyn(f(m_t, x_t), sg(m_{t+1}))
-                    coll = SMTDataCollator(mode="joint", context_length=T, future_length=T)
-                    c = torch.arange(T - 1).repeat(B)  # split points 0..T-2 per sequence
-                    rows = x.repeat_interleave(T - 1, 0)
-                    lab = torch.full_like(rows, -100)
-                    lab[:, -1] = rows[:, -1]
-                    b = coll._smt_batch(rows, lab, torch.full((rows.shape[0],), T), c.view(-1, 1))
-                    m_t = teacher.encode(b["context_ids"], b["context_mask"]).detach().requires_grad_(True)
-                    with torch.no_grad():
-                        m_next = teacher.encode(b["next_context_ids"], b["next_context_mask"])
-                    logits = teacher.decode(m_t, b["future_ids"])
-                    ce = F.cross_entropy(logits.flatten(0, 1), b["future_labels"].flatten(), ignore_index=-100,
-                                         reduction="sum")
-                    dyn = ((student.step(m_t, b["next_token"]) - m_next) ** 2).mean(dim=(1, 2)).sum()
-                    (ce + dyn).backward()  # per-row losses summed: row i's gradient is that of its own loss
-                    g = m_t.grad.flatten(1).norm(dim=1).view(B, T - 1).mean(0)
-                    out["smt"][f"seed{seed} init{init}"] = g.tolist()
+                    lab = torch.full_like(x, -100)
+                    lab[:, -1] = x[:, -1]
+                    out["smt"][f"seed{seed} init{init}"] = smt_gradient_norms(student, teacher, x, lab)
                 print(f"[gradients] {key}: bptt |g| at t=0 {out['bptt'][key][0]:.2e}, t=T-2 {out['bptt'][key][-1]:.2e}", flush=True)
     return out
 
 
 def render_gradients(res, out):
     S = res["settings"]["schedule"]
-    import matplotlib
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(6.5, 3.8))
-    colors, styles, seen = {}, {}, set()
-    groups = [(f"BPTT {k.split(' ')[0]}", k, v) for k, v in res["bptt"].items()] + \
-             [("SMT (teacher memories)", k, v) for k, v in res["smt"].items()]
-    for group, k, v in groups:
-        init = k.split("init")[-1]
-        c = colors.setdefault(group, f"C{len(colors)}")
-        ls = styles.setdefault(init, ["-", "--", ":", "-."][len(styles) % 4])
-        label = f"{group}, init std {init}" if (group, init) not in seen else None
-        seen.add((group, init))
-        ax.plot(np.arange(len(v)), np.maximum(v, 1e-30), color=c, linestyle=ls, linewidth=1, label=label)
-    ax.set_yscale("log")
-    ax.set_xlabel("t (memory index)")
-    ax.set_ylabel("||dL/dm_t|| (mean over batch)")
-    ax.set_title(f"Gradient norms at initialisation, needle T={S['T']}, loss at the last step ({len(S['seeds'])} seeds)",
-                 fontsize=9)
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(os.path.join(out, "repro_gradients.png"), dpi=120)
-    plt.close(fig)
+    lines = [(f"BPTT {k.split(' ')[0]}", k.split("init")[-1], v) for k, v in res["bptt"].items()] + \
+            [("SMT (teacher memories)", k.split("init")[-1], v) for k, v in res["smt"].items()]
+    plot_gradient_norms(lines, os.path.join(out, "repro_gradients.png"), f"Gradient norms at initialisation, needle "
+                        f"T={S['T']}, loss at the last step ({len(S['seeds'])} seeds)")
     rows = []
     for name, d in (("BPTT", res["bptt"]), ("SMT", res["smt"])):
         for k, v in d.items():
@@ -460,18 +402,10 @@ def render_length(res, out):
 
 
 # ============================================================================ item 6: byte-level text
-@torch.no_grad()
 def _sample_text(student, prompt: bytes, n: int, seed: int, temperature=0.8) -> str:
-    g = torch.Generator(device="cpu").manual_seed(seed)
     ids = torch.tensor([list(prompt)], device=DEVICE)
-    m = student(ids, use_cache=False, output_memories=True).memories[:, -1]
-    out = []
-    for _ in range(n):
-        p = torch.softmax(student.readout(m).float().cpu() / temperature, -1)
-        x = torch.multinomial(p, 1, generator=g).view(1)
-        out.append(int(x))
-        m = student.step(m, x.to(DEVICE))
-    return (prompt + bytes(out)).decode("utf-8", errors="replace")
+    out = complete_after_prefix(student, ids, len(prompt) + n, seed=seed, temperature=temperature)
+    return bytes(out[0].tolist()).decode("utf-8", errors="replace")
 
 
 def text_run(method: str, S: dict, m: dict) -> dict:
@@ -491,12 +425,7 @@ def text_run(method: str, S: dict, m: dict) -> dict:
         out["phases"]["dmt"] = run_phase(student, teacher, "dmt", train, ev, 100000, S["bs"], S["dmt_lr"], 0,
                                          budget_s=S["dmt_s"], dmt_start="teacher", dmt_gradient="full_rollout", **common)
         # unigram / bigram baselines on the train split, scored on the eval windows (bits per byte)
-        toks = np.asarray(tr_text.tokens, dtype=np.int64)
-        big = np.ones((256, 256)) * 0.1
-        np.add.at(big, (toks[:-1], toks[1:]), 1)
-        big /= big.sum(1, keepdims=True)
-        evx = np.asarray(ev["input_ids"])
-        out["bigram_bits"] = float(-np.log2(big[evx[:, :-1], evx[:, 1:]]).mean())
+        out["bigram_bits"] = bigram_bits(tr_text.tokens, ev["input_ids"], 256)
     else:
         out["phases"]["bptt"] = run_phase(student, None, "bptt", train, ev, 100000, S["bs"], S["smt_lr"], 0,
                                           budget_s=S["smt_s"] + S["dmt_s"], **common)
@@ -553,27 +482,6 @@ def _as_dataset(pix):
     return Dataset.from_dict({"input_ids": pix.tolist(), "labels": pix.tolist()})
 
 
-@torch.no_grad()
-def _complete(student, teacher, prefix, total, seed, temperature=1.0):
-    """Prefill x[:P] (teacher.encode if a teacher is given, else the student's own recurrence), then the
-    student writes the rest by sampling from its readout, one step at a time."""
-    g = torch.Generator(device="cpu").manual_seed(seed)
-    N, Pn = prefix.shape
-    if Pn == 0:
-        m = student.initial_memory(N)
-    elif teacher is not None:
-        m = teacher.encode(prefix, torch.ones_like(prefix))
-    else:
-        m = student(prefix, use_cache=False, output_memories=True).memories[:, -1]
-    out = [prefix]
-    for _ in range(total - Pn):
-        p = torch.softmax(student.readout(m).float().cpu() / temperature, -1)
-        x = torch.multinomial(p, 1, generator=g).view(N).to(DEVICE)
-        out.append(x[:, None])
-        m = student.step(m, x)
-    return torch.cat(out, 1).cpu()
-
-
 def pixels_run(kind: str, method: str, S: dict, m: dict) -> dict:
     """Item-7 unit on `kind` (mnist / sketches). method "smt_dmt": joint SMT then DMT, completions from a teacher
     prefill of the top half and from m_0; "bptt": BPTT for SMT+DMT's wall-clock budget, completions by the RNN alone."""
@@ -596,13 +504,13 @@ def pixels_run(kind: str, method: str, S: dict, m: dict) -> dict:
                                          budget_s=S["dmt_s"], rollout_length=L, dmt_stride=side, dmt_start="initial",
                                          dmt_gradient="full_rollout", **kw)
         out["grid"] = {"real": real.cpu().tolist(),
-                       "smt_dmt_completion": _complete(student, teacher, real[:, :half], L, 0).tolist(),
-                       "smt_dmt_unconditional": _complete(student, None, real[:, :0], L, 1).tolist()}
+                       "smt_dmt_completion": complete_after_prefix(student, real[:, :half], L, teacher, seed=0).tolist(),
+                       "smt_dmt_unconditional": complete_after_prefix(student, real[:, :0], L, seed=1).tolist()}
     else:
         out["phases"]["bptt"] = run_phase(student, None, "bptt", train, ev, 100000, S["dmt_bs"], S["smt_lr"], 0,
                                           budget_s=S["smt_s"] + S["dmt_s"], **kw)
-        out["grid"] = {"bptt_completion": _complete(student, None, real[:, :half], L, 0).tolist(),
-                       "bptt_unconditional": _complete(student, None, real[:, :0], L, 1).tolist()}
+        out["grid"] = {"bptt_completion": complete_after_prefix(student, real[:, :half], L, seed=0).tolist(),
+                       "bptt_unconditional": complete_after_prefix(student, real[:, :0], L, seed=1).tolist()}
     return out
 
 

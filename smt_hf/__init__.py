@@ -37,6 +37,8 @@ _LAZY = {
     **dict.fromkeys(["make_task", "list_tasks", "task_vocab_size", "stream_windows", "load_text", "TextData",
                      "load_mnist", "load_sketches", "SMTDataCollator", "IGNORE_INDEX"], ".data"),
     **dict.fromkeys(["evaluate_smt", "summarize"], ".evaluation"),
+    **dict.fromkeys(["bptt_gradient_norms", "smt_gradient_norms", "complete_after_prefix", "bigram_bits"], ".analysis"),
+    **dict.fromkeys(["TimeBudget"], ".callbacks"),
     **dict.fromkeys(["FastGenerator", "fast_generate", "compile_step", "restore_step"], ".fast"),
     **dict.fromkeys(["export_for_hub", "load_model"], ".export"),
     **dict.fromkeys(["make_model_card"], ".hub"),

@@ -10,7 +10,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["save_pixel_grid", "plot_curves", "plot_panels", "plot_bars"]
+__all__ = ["save_pixel_grid", "plot_curves", "plot_panels", "plot_bars", "plot_gradient_norms"]
 
 
 PLOTS_INSTALL = "pip install 'smt-hf[plots]'"
@@ -195,3 +195,26 @@ def plot_bars(
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7, ncol=len(series))
     return _save(fig, path, 110)
+
+
+def plot_gradient_norms(lines: Sequence[tuple[str, str, Sequence[float]]], path: str | Path, title: str = "",
+                        dpi: int = 120) -> Path:
+    """||dL/dm_t|| against t on a log scale (paper Fig 11; the numbers of `smt_hf.analysis.bptt_gradient_norms` /
+    `smt_hf.analysis.smt_gradient_norms`): one line per `(group, init, norms)`, a colour per group (e.g. "BPTT gru")
+    and a line style per init label; each (group, init) pair is named once in the legend. Returns the PNG path."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    colors, styles, seen = {}, {}, set()
+    for group, init, v in lines:
+        c = colors.setdefault(group, f"C{len(colors)}")
+        ls = styles.setdefault(init, ["-", "--", ":", "-."][len(styles) % 4])
+        label = f"{group}, init std {init}" if (group, init) not in seen else None
+        seen.add((group, init))
+        ax.plot(np.arange(len(v)), np.maximum(v, 1e-30), color=c, linestyle=ls, linewidth=1, label=label)
+    ax.set_yscale("log")
+    ax.set_xlabel("t (memory index)")
+    ax.set_ylabel("||dL/dm_t|| (mean over batch)")
+    ax.set_title(title, fontsize=9)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    return _save(fig, path, dpi)

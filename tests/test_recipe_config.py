@@ -131,7 +131,7 @@ def test_recipes_write_under_outputs_by_default(tmp_path, monkeypatch):
     import reproduce
 
     calls = []
-    monkeypatch.setattr(reproduce, "run", lambda items, preset, quick, out, jobs: calls.append(("run", out)) or {"failed": []})
+    monkeypatch.setattr(reproduce, "run", lambda items, preset, quick, out, jobs, **kw: calls.append(("run", out)) or {"failed": []})
     monkeypatch.setattr(reproduce, "report", lambda out, dest: calls.append(("report", out, dest)))
     monkeypatch.chdir(tmp_path)
     (tmp_path / "outputs" / "repro").mkdir(parents=True)

@@ -16,9 +16,10 @@ import reproduce  # noqa: E402
 import reproduce_items as R  # noqa: E402
 
 
-@pytest.mark.parametrize("preset", sorted(reproduce.PRESETS))
+@pytest.mark.parametrize("preset", ["cpu", "gpu"])
 def test_every_item_plans_picklable_units(preset):
-    P = reproduce.PRESETS[preset]
+    assert reproduce.PRESET_NAMES == ("cpu", "gpu")  # recipes/configs/reproduce/*.yaml
+    P = reproduce.load_preset(preset)
     for item in reproduce.ITEMS + reproduce.EXTRA_ITEMS:
         units, assemble = getattr(R, f"plan_{item}")(P)
         assert units and callable(assemble) and callable(getattr(R, f"render_{item}"))
@@ -30,7 +31,7 @@ def test_every_item_plans_picklable_units(preset):
 
 def test_synthetic_plan_covers_the_issue_grid():
     """Item 1: 5 tasks x 2 lengths x 2+ seeds, in both presets; item 8 adds a non-transformer backbone."""
-    for P in reproduce.PRESETS.values():
+    for P in map(reproduce.load_preset, reproduce.PRESET_NAMES):
         S = P["synthetic"]
         assert len(S["tasks"]) == 5 and all(len(S["lengths"][t]) == 2 for t in S["tasks"]) and len(S["seeds"]) >= 2
         units, _ = R.plan_synthetic(P)
@@ -41,14 +42,14 @@ def test_synthetic_plan_covers_the_issue_grid():
 def test_gpu_preset_is_capped_to_its_six_minutes():
     """Every GPU training phase stops on a seconds cap, and the caps over 8 workers leave room for evaluation and
     start-up inside ~6 minutes."""
-    budget = reproduce.training_budget_s(reproduce.GPU)
+    budget = reproduce.training_budget_s(reproduce.load_preset("gpu"))
     assert all(v is not None for v in budget.values()), budget
     assert sum(budget.values()) / 8 <= 300, budget
     assert max(budget["text"] / 2, budget["pixels"] / 4) <= 150  # the longest single unit fits too
 
 
 def test_quick_preset_shrinks_every_budget():
-    q = reproduce.quick(reproduce.GPU)
+    q = reproduce.quick(reproduce.load_preset("gpu"))
     for name, S in q.items():
         if name.startswith("model"):
             continue
@@ -57,6 +58,16 @@ def test_quick_preset_shrinks_every_budget():
                 assert v <= 3
             if k in ("bs", "dmt_bs"):
                 assert v <= 8
+
+
+def test_preset_overrides_change_one_value_and_name_unknown_keys():
+    P = reproduce.load_preset("cpu", ["synthetic.smt_steps=200", "dmt.variants=[one_step]"])
+    assert P["synthetic"]["smt_steps"] == 200 and P["dmt"]["variants"] == ["one_step"]
+    assert P["backbones"]["smt_steps"] == 800 and "_syn" not in P  # the YAML anchor is shared, not aliased
+    with pytest.raises(ValueError, match=r"synthetic has no key 'smt_step'; valid: \[.*'smt_steps'"):
+        reproduce.load_preset("cpu", ["synthetic.smt_step=200"])
+    with pytest.raises(ValueError, match="unknown preset 'tpu'"):
+        reproduce.load_preset("tpu")
 
 
 def _numbers(out_dir, item):
@@ -73,7 +84,7 @@ def test_parallel_run_equals_serial_run(tmp_path):
     assert s1["failed"] == s2["failed"] == []
     ga, gb = _numbers(a, "gradients"), _numbers(b, "gradients")
     assert ga == gb
-    T = reproduce.quick(reproduce.CPU)["gradients"]["T"]
+    T = reproduce.quick(reproduce.load_preset("cpu"))["gradients"]["T"]
     for grads in list(ga["bptt"].values()) + list(ga["smt"].values()):
         assert len(grads) == T - 1 and all(g > 0 and g == g for g in grads)  # one finite norm per memory m_0..m_{T-2}
     assert (a / "repro_gradients.png").is_file() and (a / "repro_gradients.md").read_text().startswith("| method")
@@ -84,7 +95,7 @@ def test_quick_dmt_item_and_report(tmp_path):
     and the report renders its table from the JSON (items not run are named, not invented)."""
     reproduce.run(["dmt"], "cpu", True, str(tmp_path), jobs=1)
     res = json.load(open(tmp_path / "repro_dmt.json"))
-    q = reproduce.quick(reproduce.CPU)["dmt"]
+    q = reproduce.quick(reproduce.load_preset("cpu"))["dmt"]
     r = res["run"]
     assert r["smt"]["steps"] == q["smt_steps"]
     variants = [k for k in r if k.startswith("dmt_")]
@@ -95,6 +106,8 @@ def test_quick_dmt_item_and_report(tmp_path):
     assert res["meta"]["quick"] and res["meta"]["compute_s"] > 0
     text = reproduce.report(str(tmp_path), str(tmp_path / "RESULTS.md"))
     assert "quick smoke run, not a result" in text and "after joint SMT" in text
+    # tables only: no prose written from thresholds, one static pointer to README's findings per item run
+    assert text.count(reproduce.FINDINGS) == 1 and "Findings." not in text
     assert text.count("Not run yet") == len(reproduce.ITEMS) - 1
     assert "(CPU preset:" in text and f"`{os.path.relpath(tmp_path, reproduce.ROOT_DIR)}/repro_*.json`" in text
     res["meta"]["preset"] = "gpu"  # the same JSON as if run with --preset gpu: the report says so

@@ -1,0 +1,116 @@
+"""Analysis tools for SMT students and teachers: gradient norms per timestep, completion after a teacher prefix, and
+the bigram baseline. Used by `recipes/reproduce.py` (paper Fig 11, Fig 4/5 and Fig 6/7 at small scale); no plots here
+(they are in `smt_hf.viz`), so importing this module never imports matplotlib.
+
+Sources: SMT, arXiv 2606.06479 (Fig 11: ||dL/dm_t|| at initialisation, BPTT vs SMT; Fig 4/5: the teacher encodes a
+prefix, the student writes the rest).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .data.collator import IGNORE_INDEX, SMTDataCollator
+
+
+def bptt_gradient_norms(student, input_ids: torch.LongTensor, target: torch.LongTensor) -> list[float]:
+    """||dL/dm_t|| for BPTT: the student reads `input_ids[:, :T-1]` from m_0 and the memory after T-1 tokens predicts
+    `target` (cross-entropy of `student.readout`). Accumulates gradients into the student's parameters.
+
+    Args:
+        student: an `SMTRecurrentForCausalLM` (anything with `initial_memory`, `step`, `readout`).
+        input_ids: (B, T) token ids.
+        target: (B,) the token predicted after `input_ids[:, :T-1]` (e.g. `input_ids[:, -1]` for the needle task).
+
+    Returns:
+        T-1 floats: entry t is the batch mean of ||dL/dm_{t+1}||, the memory after reading token t.
+    """
+    B, T = input_ids.shape
+    mem = student.initial_memory(B)
+    mems = []
+    for t in range(T - 1):
+        mem = student.step(mem, input_ids[:, t])
+        mem.retain_grad()
+        mems.append(mem)
+    F.cross_entropy(student.readout(mem), target).backward()
+    return [float(mt.grad.flatten(1).norm(dim=1).mean()) for mt in mems]
+
+
+def smt_gradient_norms(student, teacher, input_ids: torch.LongTensor, labels: torch.LongTensor) -> list[float]:
+    """||dL/dm_t|| for SMT: every split point t = 0..T-2 of every sequence in one batch, m_t = E(x[:t]) detached from
+    the encoder, L = L_dec(D(m_t, x[t:]), labels[t:]) + L_dyn(f(m_t, x_t), sg(E(x[:t+1]))) per split (row losses
+    summed, so each row's gradient is that of its own loss). Accumulates gradients into the parameters.
+
+    Args:
+        student: an `SMTRecurrentForCausalLM`; teacher: an `SMTTeacherModel` with `max_context_length >= T`.
+        input_ids: (B, T) token ids; labels: (B, T) targets, `IGNORE_INDEX` (-100) where not supervised.
+
+    Returns:
+        T-1 floats: entry t is the batch mean of ||dL/dm_t|| at split point t.
+    """
+    B, T = input_ids.shape
+    coll = SMTDataCollator(mode="joint", context_length=T, future_length=T)
+    c = torch.arange(T - 1, device=input_ids.device).repeat(B)  # split points 0..T-2 per sequence
+    rows, lab = input_ids.repeat_interleave(T - 1, 0), labels.repeat_interleave(T - 1, 0)
+    b = coll._smt_batch(rows, lab, torch.full((rows.shape[0],), T, device=input_ids.device), c.view(-1, 1))
+    m_t = teacher.encode(b["context_ids"], b["context_mask"]).detach().requires_grad_(True)
+    with torch.no_grad():
+        m_next = teacher.encode(b["next_context_ids"], b["next_context_mask"])
+    logits = teacher.decode(m_t, b["future_ids"])
+    ce = F.cross_entropy(logits.flatten(0, 1), b["future_labels"].flatten(), ignore_index=IGNORE_INDEX, reduction="sum")
+    dyn = ((student.step(m_t, b["next_token"]) - m_next) ** 2).mean(dim=(1, 2)).sum()
+    (ce + dyn).backward()
+    return m_t.grad.flatten(1).norm(dim=1).view(B, T - 1).mean(0).tolist()
+
+
+@torch.no_grad()
+def complete_after_prefix(student, prefix: torch.LongTensor, total: int, teacher=None, seed: int = 0,
+                          temperature: float = 1.0) -> torch.LongTensor:
+    """Sample a continuation of `prefix` up to `total` tokens: the memory of the prefix comes from the teacher's
+    encoder (`teacher.encode`, SMT's prefill) when `teacher` is given, else from the student's own recurrence (m_0
+    for an empty prefix); then the student samples from its readout one step at a time. Sampling runs on CPU with a
+    generator seeded by `seed`, so the result does not depend on the device.
+
+    Args:
+        prefix: (N, P) token ids, P >= 0 (P <= the teacher's max_context_length with a teacher).
+        total: length of each returned sequence (>= P).
+
+    Returns:
+        (N, total) token ids on CPU: the prefix, then `total - P` sampled tokens.
+    """
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    N, P = prefix.shape
+    if P == 0:
+        m = student.initial_memory(N)
+    elif teacher is not None:
+        m = teacher.encode(prefix, torch.ones_like(prefix))
+    else:
+        m = student(prefix, use_cache=False, output_memories=True).memories[:, -1]
+    out = [prefix]
+    for _ in range(total - P):
+        p = torch.softmax(student.readout(m).float().cpu() / temperature, -1)
+        x = torch.multinomial(p, 1, generator=g).view(N).to(prefix.device)
+        out.append(x[:, None])
+        m = student.step(m, x)
+    return torch.cat(out, 1).cpu()
+
+
+def bigram_bits(train_tokens, eval_ids, vocab_size: int = 256, smoothing: float = 0.1) -> float:
+    """Bits per token of an add-`smoothing` bigram model counted on `train_tokens`, scored on every next-token pair of
+    `eval_ids`.
+
+    Args:
+        train_tokens: 1-D sequence of ints in [0, vocab_size) (a token stream).
+        eval_ids: (N, L) ints (windows); pairs (eval_ids[:, i], eval_ids[:, i+1]) for i < L-1 are scored.
+
+    Returns:
+        mean of -log2 p(next | previous) over the scored pairs.
+    """
+    toks = np.asarray(train_tokens, dtype=np.int64)
+    counts = np.full((vocab_size, vocab_size), smoothing)
+    np.add.at(counts, (toks[:-1], toks[1:]), 1)
+    probs = counts / counts.sum(1, keepdims=True)
+    ev = np.asarray(eval_ids)
+    return float(-np.log2(probs[ev[:, :-1], ev[:, 1:]]).mean())
