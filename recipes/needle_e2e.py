@@ -40,24 +40,14 @@ METRICS = ("teacher_acc", "onestep_acc", "student_acc", "drift_mean", "drift_las
 def run(task="needle", seq_len=32, seed=0, smt_steps=900, dmt_steps=300, out=DEFAULT_OUT, threads=1,
         bptt=True, full_rollout=True, save_dir=None, bptt_seconds=None):
     import torch
-    from transformers import TrainerCallback
 
     sys.path.insert(0, os.path.dirname(__file__))
     from smt import build_models, machine
 
+    from smt_hf.callbacks import TimeBudget
     from smt_hf.data import make_task, task_vocab_size
     from smt_hf.trainer import SMTTrainer
     from smt_hf.training_args import SMTTrainingArguments
-
-    class TimeBudget(TrainerCallback):
-        def __init__(self, seconds):
-            self.seconds, self.start = seconds, None
-
-        def on_train_begin(self, args, state, control, **kw):
-            self.start = time.time()
-
-        def on_step_end(self, args, state, control, **kw):
-            control.should_training_stop = time.time() - self.start > self.seconds
 
     torch.set_num_threads(threads)
     T, kw = seq_len, TASKS[task]
