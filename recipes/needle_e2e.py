@@ -177,15 +177,15 @@ def write_card(json_path: str, model_dir: str | None = None, out: str | None = N
     model_dir = model_dir or os.path.join(os.path.dirname(json_path), f"final_{run['task']}_T{T}_s{run['seed']}", "student")
     dmt = next(r for r in run["rows"] if r["run"] == "SMT -> DMT one_step")
     smt = next(r for r in run["rows"] if r["run"] == "joint SMT")
-    bptt = next(r for r in run["rows"] if r["run"].startswith("BPTT"))
+    bptt = next((r for r in run["rows"] if r["run"].startswith("BPTT")), None)
     info = {
         "model_name": f"smt-needle-T{T}-transformer",
         "kind": "student",
         "description": f"A tiny transformer-backbone RNN trained on needle retrieval (T={T}, vocabulary 16) with joint "
                        f"SMT then one-step DMT (dmt_gradient='one_step': no backpropagation through time) by "
-                       f"`recipes/needle_e2e.py`. Its standalone accuracy at the query is "
-                       f"{dmt['student_acc']:.3f}; the same student trained with BPTT for the same wall-clock reached "
-                       f"{bptt['student_acc']:.3f}.",
+                       f"`recipes/needle_e2e.py`. Its standalone accuracy at the query is {dmt['student_acc']:.3f}"
+                       + (f"; the same student trained with BPTT for the same wall-clock reached {bptt['student_acc']:.3f}."
+                          if bptt else "."),
         "dataset": {"name": "needle retrieval (synthetic)", "source": "smt_hf.data.make_task('needle', ...)",
                     "split": f"512 held-out episodes (seed {10**6 + run['seed']})"},
         "training": {"mode": "smt+dmt", "steps": smt["steps"] + dmt["steps"],
@@ -222,13 +222,14 @@ def build_parser() -> argparse.ArgumentParser:
                    "`--out recipes/results` updates the shipped results)")
     p.add_argument("--card", metavar="JSON", help="only write the model card of the student saved by the run of JSON")
     p.add_argument("--card-out", default=None, help="model card path (default: next to the JSON)")
+    p.add_argument("--model-dir", default=None, help="the saved student folder (default: <JSON folder>/final_<task>_T<T>_s<seed>/student)")
     return p
 
 
 def cli(argv=None):
     a = build_parser().parse_args(argv)
     if a.card:
-        print("card:", write_card(a.card, out=a.card_out))
+        print("card:", write_card(a.card, model_dir=a.model_dir, out=a.card_out))
         return
     steps = a.smt_steps or (900 if a.seq_len <= 32 else 1400)
     for s in a.seeds:

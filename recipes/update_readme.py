@@ -41,17 +41,21 @@ def needle_section() -> str:
 
 
 def main_job_section() -> str:
-    path = os.path.join(RESULTS, "main_job_summary.json")
-    if not os.path.exists(path):
+    """One table per main-job run found (recipes/results/main_job_summary*.json: the README command, other seeds)."""
+    paths = sorted(glob.glob(os.path.join(RESULTS, "main_job_summary*.json")))
+    if not paths:
         return ""
-    s = json.load(open(path))
     cols = ["teacher_acc", "onestep_acc", "student_acc", "drift_mean"]
-    rows = ["| phase | steps | seconds | " + " | ".join(cols) + " |", "|---|---|---|" + "---|" * len(cols)]
-    for p in s["phases"]:
-        rows.append(f"| {p['mode']} | {p['steps']} | {p['seconds']} | "
-                    + " | ".join(f"{p['eval'][c]:.3f}" for c in cols) + " |")
-    return ("### The main job (`python recipes/smt.py --config recipes/configs/needle_cpu.yaml`)\n\n"
-            f"Data: {s['data']}. Machine: {s['machine']}.\n\n" + "\n".join(rows) + "\n")
+    out = "### The main job (`python recipes/smt.py --config recipes/configs/needle_cpu.yaml`)\n\n"
+    for path in paths:
+        s = json.load(open(path))
+        rows = ["| phase | DMT gradient | steps | seconds | " + " | ".join(cols) + " |", "|---|---|---|---|" + "---|" * len(cols)]
+        for i, p in enumerate(s["phases"]):
+            grad = s["config"]["phases"][i].get("dmt_gradient", "one_step") if p["mode"] == "dmt" else "-"
+            rows.append(f"| {p['mode']} | {grad} | {p['steps']} | {p['seconds']} | "
+                        + " | ".join(f"{p['eval'][c]:.3f}" for c in cols) + " |")
+        out += (f"Seed {s['config'].get('seed', 0)}. Data: {s['data']}. Machine: {s['machine']}.\n\n" + "\n".join(rows) + "\n\n")
+    return out
 
 
 def bench_section() -> str:
