@@ -169,6 +169,17 @@ def string_copy(
     return _to_dataset(ids, labels)
 
 
+def _stack_arrays(num_examples, seq_len, seed, num_elements, max_depth):
+    """Checked sizes and the empty arrays of a stack task: rng, N, T, E, ids (N, T), labels (N, T), stack (N, D),
+    depth (N,)."""
+    _check_common("stack", num_examples, seq_len, 2)
+    if num_elements < 1 or max_depth < 1:
+        raise ValueError(f"stack: num_elements and max_depth must be >= 1, got {num_elements}, {max_depth}")
+    N, T = int(num_examples), int(seq_len)
+    return (_rng(seed), N, T, int(num_elements), np.zeros((N, T), dtype=np.int64), np.full((N, T), IGNORE_INDEX),
+            np.zeros((N, max_depth), dtype=np.int64), np.zeros(N, dtype=np.int64))
+
+
 def stack(num_examples: int, seq_len: int, seed: int, num_elements: int = 4, max_depth: int = 10) -> Dataset:
     """Stack state tracking (reference layout): the inputs are only the ops; after each pop, name the element.
 
@@ -179,15 +190,7 @@ def stack(num_examples: int, seq_len: int, seed: int, num_elements: int = 4, max
     pop with probability 1/2, otherwise push a uniform element; the last op is a push when it can be (a
     pop there would have no position for its answer), else an unanswered pop. Vocabulary ``2E+1``.
     """
-    _check_common("stack", num_examples, seq_len, 2)
-    if num_elements < 1 or max_depth < 1:
-        raise ValueError(f"stack: num_elements and max_depth must be >= 1, got {num_elements}, {max_depth}")
-    rng = _rng(seed)
-    N, T, E = int(num_examples), int(seq_len), int(num_elements)
-    ids = np.zeros((N, T), dtype=np.int64)
-    labels = np.full((N, T), IGNORE_INDEX)
-    st = np.zeros((N, max_depth), dtype=np.int64)  # (N, D) stack contents
-    depth = np.zeros(N, dtype=np.int64)  # (N,)
+    rng, N, T, E, ids, labels, st, depth = _stack_arrays(num_examples, seq_len, seed, num_elements, max_depth)
     rows = np.arange(N)
     for t in range(T):
         coin = rng.random(N) < 0.5  # drawn for every row each step: deterministic
@@ -211,15 +214,7 @@ def stack_interleaved(
     """The fed-back stack layout (not state tracking): every pop is followed by its answer token ``E + k``
     as the next INPUT (labelled), so an answer follows from the pushes seen since. Kept under its own name for
     comparison with earlier results; use :func:`stack` for state tracking. Vocabulary ``2E+1``."""
-    _check_common("stack", num_examples, seq_len, 2)
-    if num_elements < 1 or max_depth < 1:
-        raise ValueError(f"stack: num_elements and max_depth must be >= 1, got {num_elements}, {max_depth}")
-    rng = _rng(seed)
-    N, T, E = int(num_examples), int(seq_len), int(num_elements)
-    ids = np.zeros((N, T), dtype=np.int64)
-    labels = np.full((N, T), IGNORE_INDEX)
-    st = np.zeros((N, max_depth), dtype=np.int64)  # (N, D) stack contents
-    depth = np.zeros(N, dtype=np.int64)  # (N,)
+    rng, N, T, E, ids, labels, st, depth = _stack_arrays(num_examples, seq_len, seed, num_elements, max_depth)
     pending = np.zeros(N, dtype=np.int64)  # (N,) popped value awaiting its answer slot, 0 = none
     rows = np.arange(N)
     for t in range(T):
