@@ -38,7 +38,7 @@ METRICS = ("teacher_acc", "onestep_acc", "student_acc", "drift_mean", "drift_las
 
 
 def run(task="needle", seq_len=32, seed=0, smt_steps=900, dmt_steps=300, out=DEFAULT_OUT, threads=1,
-        bptt=True, full_rollout=True, save_dir=None, bptt_seconds=None):
+        bptt=True, full_rollout=True, save_dir=None, bptt_seconds=None, bptt_only=False):
     import torch
 
     sys.path.insert(0, os.path.dirname(__file__))
@@ -77,7 +77,7 @@ def run(task="needle", seq_len=32, seed=0, smt_steps=900, dmt_steps=300, out=DEF
         return tr, row
 
     os.makedirs(out, exist_ok=True)
-    stem = os.path.join(out, f"{task}_e2e_T{T}_s{seed}")
+    stem = os.path.join(out, f"{task}_e2e_T{T}_s{seed}" + ("_bptt" if bptt_only else ""))
     run_info = {"task": task, "task_kwargs": kw, "seq_len": T, "seed": seed, "machine": machine(), "threads": threads,
                 "model": MODEL, "settings": {"smt": SMT, "dmt": DMT, "full_rollout": FULL_ROLLOUT},
                 "rows": rows, "drift": curves}
@@ -88,6 +88,12 @@ def run(task="needle", seq_len=32, seed=0, smt_steps=900, dmt_steps=300, out=DEF
 
     torch.manual_seed(seed)
     student, teacher = build_models(MODEL, vocab, T)
+    if bptt_only:  # BPTT alone, for a given budget (a run whose SMT/DMT rows were measured separately)
+        phase(ROWS[3], student, None, dict(mode="bptt", per_device_train_batch_size=64, learning_rate=1e-3), 10**6,
+              [TimeBudget(bptt_seconds)])
+        rows[-1]["budget_seconds"] = round(bptt_seconds, 1)
+        save()
+        return rows
     init = copy.deepcopy(student.state_dict())
     _, smt = phase(ROWS[0], student, teacher, SMT, smt_steps)
     smt_state = copy.deepcopy(student.state_dict())
@@ -215,6 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dmt-steps", type=int, default=300)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--no-bptt", action="store_true")
+    p.add_argument("--bptt-only", action="store_true", help="run only BPTT for --bptt-seconds (<stem>_bptt.json)")
     p.add_argument("--bptt-seconds", type=float, default=None,
                    help="BPTT's wall-clock budget (default: the measured wall-clock of joint SMT + one-step DMT)")
     p.add_argument("--no-full-rollout", action="store_true")
@@ -228,13 +235,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cli(argv=None):
     a = build_parser().parse_args(argv)
+    if a.bptt_only and not a.bptt_seconds:
+        build_parser().error("--bptt-only needs --bptt-seconds")
     if a.card:
         print("card:", write_card(a.card, model_dir=a.model_dir, out=a.card_out))
         return
     steps = a.smt_steps or (900 if a.seq_len <= 32 else 1400)
     for s in a.seeds:
         run(a.task, a.seq_len, s, steps, a.dmt_steps, a.out, a.threads, not a.no_bptt, not a.no_full_rollout,
-            bptt_seconds=a.bptt_seconds)
+            bptt_seconds=a.bptt_seconds, bptt_only=a.bptt_only)
 
 
 if __name__ == "__main__":
