@@ -171,7 +171,8 @@ def main(config: dict) -> dict:
         seconds = time.time() - t0
         metrics = trainer.evaluate()
         summary["phases"].append(
-            {"mode": args.mode, "steps": trainer.state.global_step, "seconds": round(seconds, 1),
+            {"mode": args.mode, "dmt_gradient": args.dmt_gradient if args.mode == "dmt" else None,
+             "steps": trainer.state.global_step, "seconds": round(seconds, 1),
              "eval": {k: v for k, v in trainer.last_eval.items()}}
         )
         print(f"[smt] phase {i} ({args.mode}): {trainer.state.global_step} steps in {seconds:.0f}s; "
@@ -220,11 +221,13 @@ def format_sample(sample: dict) -> str:
 
 def print_table(summary: dict) -> None:
     cols = ["teacher_acc", "onestep_acc", "student_acc", "student_loss", "drift_mean"]
-    print("\n| phase | steps | seconds | " + " | ".join(cols) + " |")
-    print("|---|---|---|" + "---|" * len(cols))
+    print("\n| phase | DMT gradient | steps | seconds | " + " | ".join(cols) + " |")
+    print("|---|---|---|---|" + "---|" * len(cols))
+    names = {"one_step": "one_step (no BPTT)", "full_rollout": "full_rollout (truncated BPTT)"}
     for p in summary["phases"]:
         vals = [f"{p['eval'][c]:.3f}" if c in p["eval"] else "-" for c in cols]
-        print(f"| {p['mode']} | {p['steps']} | {p['seconds']} | " + " | ".join(vals) + " |")
+        grad = names.get(p.get("dmt_gradient"), "-")
+        print(f"| {p['mode']} | {grad} | {p['steps']} | {p['seconds']} | " + " | ".join(vals) + " |")
     if summary.get("sample"):
         print(f"\nsample (standalone student, greedy): {format_sample(summary['sample'])}")
 

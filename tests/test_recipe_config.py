@@ -198,3 +198,11 @@ def test_every_shipped_config_builds_all_its_phase_arguments(path):
     for a in args:
         if a.mode == "dmt":
             assert a.dmt_gradient == "one_step"  # shipped recipes run the no-BPTT DMT
+
+
+def test_printed_table_names_the_dmt_gradient_setting(capsys):
+    ev = {"teacher_acc": 1.0, "onestep_acc": 1.0, "student_acc": 1.0, "student_loss": 0.0, "drift_mean": 0.0}
+    recipe.print_table({"phases": [{"mode": "joint", "dmt_gradient": None, "steps": 1, "seconds": 1, "eval": ev},
+                                   {"mode": "dmt", "dmt_gradient": "one_step", "steps": 1, "seconds": 1, "eval": ev}]})
+    out = capsys.readouterr().out
+    assert "| dmt | one_step (no BPTT) |" in out and "| joint | - |" in out
