@@ -38,7 +38,7 @@ METRICS = ("teacher_acc", "onestep_acc", "student_acc", "drift_mean", "drift_las
 
 
 def run(task="needle", seq_len=32, seed=0, smt_steps=900, dmt_steps=300, out=DEFAULT_OUT, threads=1,
-        bptt=True, full_rollout=True, save_dir=None, bptt_seconds=None, bptt_only=False):
+        bptt=True, full_rollout=True, save_dir=None, bptt_seconds=None, bptt_only=False, continue_dmt=False):
     import torch
 
     sys.path.insert(0, os.path.dirname(__file__))
@@ -86,6 +86,19 @@ def run(task="needle", seq_len=32, seed=0, smt_steps=900, dmt_steps=300, out=DEF
         with open(stem + ".json", "w") as f:
             json.dump(run_info, f, indent=2)
 
+    if continue_dmt:  # more one-step DMT steps on the student this recipe saved, appended to its JSON as one more row
+        from smt_hf import SMTRecurrentForCausalLM, SMTTeacherModel
+
+        folder = save_dir or os.path.join(out, f"final_{task}_T{T}_s{seed}")
+        student = SMTRecurrentForCausalLM.from_pretrained(os.path.join(folder, "student"))
+        teacher = SMTTeacherModel.from_pretrained(os.path.join(folder, "teacher"))
+        run_info.update(json.load(open(stem + ".json")))
+        rows[:] = run_info["rows"]
+        run_info["rows"] = rows
+        done = sum(r["steps"] for r in rows if r["run"].startswith(ROWS[1]))
+        tr, _ = phase(f"{ROWS[1]} (+{dmt_steps} steps, {done + dmt_steps} in all)", student, teacher, DMT, dmt_steps)
+        tr.save_model(folder)
+        return rows
     torch.manual_seed(seed)
     student, teacher = build_models(MODEL, vocab, T)
     if bptt_only:  # BPTT alone, for a given budget (a run whose SMT/DMT rows were measured separately)
@@ -145,14 +158,15 @@ def table(runs: list[dict]) -> str:
                                          f"{sum(xs) / len(xs):.2f} ± {(max(xs) - min(xs)) / 2:.2f}")
     lines = ["| run | DMT gradient | steps | wall-clock s | SeqFLOPs / step | teacher acc | one-step acc | standalone acc | "
              "drift 1-R^2 mean | per seed standalone |", "|---|---|---|---|---|---|---|---|---|---|"]
-    for name in ROWS:
+    extra = [r["run"] for run in runs for r in run["rows"] if r["run"] not in ROWS]
+    for name in list(ROWS[:2]) + list(dict.fromkeys(extra)) + list(ROWS[2:]):
         rs = [r for run in runs for r in run["rows"] if r["run"] == name]
         if not rs:
             continue
         col = lambda k: [r[k] for r in rs if r.get(k) is not None]  # noqa: E731
         grad = {"one_step": "one_step (no BPTT)", "full_rollout": "full_rollout (truncated BPTT)"}.get(rs[0]["dmt_gradient"], "-")
         lines.append(f"| {name} | {grad} | {sum(col('steps')) / len(rs):.0f} | {sum(col('seconds')) / len(rs):.0f} | "
-                     f"{flops[name] / 1e6:.1f} M | "
+                     f"{flops.get(name, flops[ROWS[1]]) / 1e6:.1f} M | "
                      f"{fmt(col('teacher_acc'))} | {fmt(col('onestep_acc'))} | {fmt(col('student_acc'))} | "
                      f"{fmt(col('drift_mean'))} | {', '.join(f'{x:.2f}' for x in col('student_acc'))} |")
     return "\n".join(lines)
@@ -221,6 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dmt-steps", type=int, default=300)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--no-bptt", action="store_true")
+    p.add_argument("--continue-dmt", action="store_true",
+                   help="run --dmt-steps more one-step DMT steps on the saved student of an earlier run (a row is appended)")
     p.add_argument("--bptt-only", action="store_true", help="run only BPTT for --bptt-seconds (<stem>_bptt.json)")
     p.add_argument("--bptt-seconds", type=float, default=None,
                    help="BPTT's wall-clock budget (default: the measured wall-clock of joint SMT + one-step DMT)")
@@ -243,7 +259,7 @@ def cli(argv=None):
     steps = a.smt_steps or (900 if a.seq_len <= 32 else 1400)
     for s in a.seeds:
         run(a.task, a.seq_len, s, steps, a.dmt_steps, a.out, a.threads, not a.no_bptt, not a.no_full_rollout,
-            bptt_seconds=a.bptt_seconds, bptt_only=a.bptt_only)
+            bptt_seconds=a.bptt_seconds, bptt_only=a.bptt_only, continue_dmt=a.continue_dmt)
 
 
 if __name__ == "__main__":
