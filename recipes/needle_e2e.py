@@ -30,6 +30,9 @@ TASKS = {"needle": dict(vocab_size=16), "parity": {}}
 MODEL = {"teacher": dict(hidden_size=64, memory_tokens=2, num_encoder_layers=2, num_decoder_layers=1, num_attention_heads=4),
          "student": dict(backbone="transformer", updater_layers=2)}
 SMT = dict(mode="joint", per_device_train_batch_size=64, learning_rate=1e-3, lambda_dyn=1.0)
+# BPTT runs to a wall-clock budget (max_steps is only an upper bound), so its warm-up is in steps: a fraction of
+# max_steps would keep the learning rate near 0 for the whole budget
+BPTT = dict(mode="bptt", per_device_train_batch_size=64, learning_rate=1e-3, warmup_steps=10)
 # DMT: the package defaults (one_step, k=1, teacher transitions) plus what this recipe sets for episodes
 DMT = dict(mode="dmt", per_device_train_batch_size=32, learning_rate=3e-4, dmt_start="initial")
 FULL_ROLLOUT = dict(DMT, dmt_gradient="full_rollout", dmt_stride=8, dmt_teacher_transitions=False)
@@ -79,7 +82,7 @@ def run(task="needle", seq_len=32, seed=0, smt_steps=900, dmt_steps=300, out=DEF
     os.makedirs(out, exist_ok=True)
     stem = os.path.join(out, f"{task}_e2e_T{T}_s{seed}" + ("_bptt" if bptt_only else ""))
     run_info = {"task": task, "task_kwargs": kw, "seq_len": T, "seed": seed, "machine": machine(), "threads": threads,
-                "model": MODEL, "settings": {"smt": SMT, "dmt": DMT, "full_rollout": FULL_ROLLOUT},
+                "model": MODEL, "settings": {"smt": SMT, "dmt": DMT, "full_rollout": FULL_ROLLOUT, "bptt": BPTT},
                 "rows": rows, "drift": curves}
 
     def save():
@@ -102,7 +105,7 @@ def run(task="needle", seq_len=32, seed=0, smt_steps=900, dmt_steps=300, out=DEF
     torch.manual_seed(seed)
     student, teacher = build_models(MODEL, vocab, T)
     if bptt_only:  # BPTT alone, for a given budget (a run whose SMT/DMT rows were measured separately)
-        phase(ROWS[3], student, None, dict(mode="bptt", per_device_train_batch_size=64, learning_rate=1e-3), 10**6,
+        phase(ROWS[3], student, None, BPTT, 10**6,
               [TimeBudget(bptt_seconds)])
         rows[-1]["budget_seconds"] = round(bptt_seconds, 1)
         save()
@@ -118,7 +121,7 @@ def run(task="needle", seq_len=32, seed=0, smt_steps=900, dmt_steps=300, out=DEF
     if bptt:
         student.load_state_dict(init)
         budget = smt["seconds"] + dmt["seconds"] if bptt_seconds is None else bptt_seconds
-        phase(ROWS[3], student, None, dict(mode="bptt", per_device_train_batch_size=64, learning_rate=1e-3), 10**6,
+        phase(ROWS[3], student, None, BPTT, 10**6,
               [TimeBudget(budget)])
         rows[-1]["budget_seconds"] = round(budget, 1)
         save()
