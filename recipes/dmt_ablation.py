@@ -36,6 +36,7 @@ def run(seq_len=32, seed=0, smt_steps=900, dmt_steps=300, out="outputs/dmt_ablat
     import torch
 
     sys.path.insert(0, os.path.dirname(__file__))
+    from needle_e2e import MODEL, SMT  # the same models and SMT phase as the end-to-end recipe
     from smt import build_models, machine
 
     from smt_hf.data import make_task
@@ -46,9 +47,6 @@ def run(seq_len=32, seed=0, smt_steps=900, dmt_steps=300, out="outputs/dmt_ablat
     T = seq_len
     train = make_task("needle", 200000, T, seed=seed, vocab_size=16)
     ev = make_task("needle", 512, T, seed=10**6 + seed, vocab_size=16)
-    config = {"teacher": dict(hidden_size=64, memory_tokens=2, num_encoder_layers=2, num_decoder_layers=1,
-                              num_attention_heads=4),
-              "student": dict(backbone="transformer", updater_layers=2)}
     common = dict(context_length=T, future_length=T, rollout_length=T, per_device_eval_batch_size=128, report_to="none",
                   save_strategy="no", use_cpu=True, disable_tqdm=True, logging_steps=100, seed=seed, dmt_stride=1)
     rows = []
@@ -67,9 +65,8 @@ def run(seq_len=32, seed=0, smt_steps=900, dmt_steps=300, out="outputs/dmt_ablat
 
     for smt_name, smt_kw in (smt_variants or SMT_VARIANTS).items():
         torch.manual_seed(seed)
-        student, teacher = build_models(config, 16, T)
-        args = SMTTrainingArguments(output_dir=f"outputs/dmt_ablation/smt", mode="joint", max_steps=smt_steps,
-                                    per_device_train_batch_size=64, learning_rate=1e-3, lambda_dyn=1.0, **common, **smt_kw)
+        student, teacher = build_models(MODEL, 16, T)
+        args = SMTTrainingArguments(output_dir="outputs/dmt_ablation/smt", max_steps=smt_steps, **SMT, **common, **smt_kw)
         tr = SMTTrainer(model=student, teacher=teacher, args=args, train_dataset=train, eval_dataset=ev)
         t0 = time.time()
         tr.train()
