@@ -48,7 +48,7 @@ def run(seq_len=32, seed=0, smt_steps=900, dmt_steps=300, out="outputs/dmt_ablat
     train = make_task("needle", 200000, T, seed=seed, vocab_size=16)
     ev = make_task("needle", 512, T, seed=10**6 + seed, vocab_size=16)
     common = dict(context_length=T, future_length=T, rollout_length=T, per_device_eval_batch_size=128, report_to="none",
-                  save_strategy="no", use_cpu=True, disable_tqdm=True, logging_steps=100, seed=seed, dmt_stride=1)
+                  save_strategy="no", use_cpu=True, disable_tqdm=not sys.stderr.isatty(), logging_steps=100, seed=seed, dmt_stride=1)
     rows = []
     os.makedirs(out, exist_ok=True)
     stem = os.path.join(out, f"dmt_ablation_T{T}_s{seed}")

@@ -58,7 +58,7 @@ def run(task="needle", seq_len=32, seed=0, smt_steps=900, dmt_steps=300, out=DEF
     train = make_task(task, 200000, T, seed=seed, **kw)
     ev = make_task(task, 512, T, seed=10**6 + seed, **kw)
     common = dict(context_length=T, future_length=T, rollout_length=T, per_device_eval_batch_size=128, report_to="none",
-                  save_strategy="no", use_cpu=True, disable_tqdm=True, logging_steps=100, seed=seed)
+                  save_strategy="no", use_cpu=True, disable_tqdm=not sys.stderr.isatty(), logging_steps=100, seed=seed)
     rows, curves = [], {}
 
     def phase(name, student, teacher, settings, steps, callbacks=None):
