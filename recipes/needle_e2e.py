@@ -41,7 +41,8 @@ METRICS = ("teacher_acc", "onestep_acc", "student_acc", "drift_mean", "drift_las
 
 
 def run(task="needle", seq_len=32, seed=0, smt_steps=900, dmt_steps=300, out=DEFAULT_OUT, threads=1,
-        bptt=True, full_rollout=True, save_dir=None, bptt_seconds=None, bptt_only=False, continue_dmt=False):
+        bptt=True, full_rollout=True, save_dir=None, bptt_seconds=None, bptt_only=False, continue_dmt=False,
+        smt_memory_noise=0.0, dmt_stride=1):
     import torch
 
     sys.path.insert(0, os.path.dirname(__file__))
@@ -60,6 +61,8 @@ def run(task="needle", seq_len=32, seed=0, smt_steps=900, dmt_steps=300, out=DEF
     common = dict(context_length=T, future_length=T, rollout_length=T, per_device_eval_batch_size=128, report_to="none",
                   save_strategy="no", use_cpu=True, disable_tqdm=not sys.stderr.isatty(), logging_steps=100, seed=seed)
     rows, curves = [], {}
+    smt_set = dict(SMT, smt_memory_noise=smt_memory_noise) if smt_memory_noise else SMT
+    dmt_set = dict(DMT, dmt_stride=dmt_stride) if dmt_stride != 1 else DMT
 
     def phase(name, student, teacher, settings, steps, callbacks=None):
         args = SMTTrainingArguments(output_dir=f"outputs/needle_e2e/tmp", max_steps=steps, **common, **settings)
@@ -82,7 +85,7 @@ def run(task="needle", seq_len=32, seed=0, smt_steps=900, dmt_steps=300, out=DEF
     os.makedirs(out, exist_ok=True)
     stem = os.path.join(out, f"{task}_e2e_T{T}_s{seed}" + ("_bptt" if bptt_only else ""))
     run_info = {"task": task, "task_kwargs": kw, "seq_len": T, "seed": seed, "machine": machine(), "threads": threads,
-                "model": MODEL, "settings": {"smt": SMT, "dmt": DMT, "full_rollout": FULL_ROLLOUT, "bptt": BPTT},
+                "model": MODEL, "settings": {"smt": smt_set, "dmt": dmt_set, "full_rollout": FULL_ROLLOUT, "bptt": BPTT},
                 "rows": rows, "drift": curves}
 
     def save():
@@ -99,7 +102,7 @@ def run(task="needle", seq_len=32, seed=0, smt_steps=900, dmt_steps=300, out=DEF
         rows[:] = run_info["rows"]
         run_info["rows"] = rows
         done = sum(r["steps"] for r in rows if r["run"].startswith(ROWS[1]))
-        tr, _ = phase(f"{ROWS[1]} (+{dmt_steps} steps, {done + dmt_steps} in all)", student, teacher, DMT, dmt_steps)
+        tr, _ = phase(f"{ROWS[1]} (+{dmt_steps} steps, {done + dmt_steps} in all)", student, teacher, dmt_set, dmt_steps)
         tr.save_model(folder)
         return rows
     torch.manual_seed(seed)
@@ -111,9 +114,9 @@ def run(task="needle", seq_len=32, seed=0, smt_steps=900, dmt_steps=300, out=DEF
         save()
         return rows
     init = copy.deepcopy(student.state_dict())
-    _, smt = phase(ROWS[0], student, teacher, SMT, smt_steps)
+    _, smt = phase(ROWS[0], student, teacher, smt_set, smt_steps)
     smt_state = copy.deepcopy(student.state_dict())
-    tr, dmt = phase(ROWS[1], student, teacher, DMT, dmt_steps)
+    tr, dmt = phase(ROWS[1], student, teacher, dmt_set, dmt_steps)
     tr.save_model(save_dir or os.path.join(out, f"final_{task}_T{T}_s{seed}"))  # student/ + teacher/
     if full_rollout:
         student.load_state_dict(smt_state)
@@ -237,6 +240,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--smt-steps", type=int, default=None, help="default: 900 at T<=32, 1400 above")
     p.add_argument("--dmt-steps", type=int, default=300)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--smt-memory-noise", type=float, default=0.0,
+                   help="std of the Gaussian noise added to the input memory of each SMT transition (DART-style)")
+    p.add_argument("--dmt-stride", type=int, default=1, help="k of one-step DMT: match every k-th transition")
     p.add_argument("--no-bptt", action="store_true")
     p.add_argument("--continue-dmt", action="store_true",
                    help="run --dmt-steps more one-step DMT steps on the saved student of an earlier run (a row is appended)")
@@ -262,7 +268,8 @@ def cli(argv=None):
     steps = a.smt_steps or (900 if a.seq_len <= 32 else 1400)
     for s in a.seeds:
         run(a.task, a.seq_len, s, steps, a.dmt_steps, a.out, a.threads, not a.no_bptt, not a.no_full_rollout,
-            bptt_seconds=a.bptt_seconds, bptt_only=a.bptt_only, continue_dmt=a.continue_dmt)
+            bptt_seconds=a.bptt_seconds, bptt_only=a.bptt_only, continue_dmt=a.continue_dmt,
+            smt_memory_noise=a.smt_memory_noise, dmt_stride=a.dmt_stride)
 
 
 if __name__ == "__main__":
