@@ -12,6 +12,7 @@ Sections (JSON keys; a markdown table is written next to the JSON, `.md`):
                 eager and torch.compile'd; FLOPs (FlopCounterMode), tokens/s, model FLOP utilisation (GPU)
     train_sweep step time and memory vs sequence length T for SMT (Tc = T) and BPTT (T steps), same student
     dmt         one DMT step: plain (id check = host sync per rollout step), sync-free step, compiled step
+    train_compile  SMTTrainer's step for smt (joint), dmt and bptt: eager vs recurrent_step_compile (same losses)
     generation  per-token decode latency and memory vs context, student (prefill then decode) vs an
                 equal-width/depth `transformers` LlamaForCausalLM with a KV cache, batch 1 and a large batch
     prefill     time to first token vs prompt length: recurrent prefill (FastGenerator.prefill, T sequential
@@ -45,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--dry-run", action="store_true", help="shrink every size (checks the code path, e.g. GPU preset on CPU)")
     ap.add_argument("--no-compile", action="store_true")
     ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--sections", default="smt_step,train_sweep,dmt,generation,prefill,prefixes")
+    ap.add_argument("--sections", default="smt_step,train_sweep,dmt,train_compile,generation,prefill,prefixes")
     ap.add_argument("--no-plot", action="store_true")
     ap.add_argument("--report-only", action="store_true", help="rewrite the .md and plot from an existing --out JSON (also a .partial.json left by a killed run)")
     ap.add_argument("--merge", action="store_true",
@@ -62,7 +63,9 @@ import torch  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from smt_hf import SMTMemoryCache, SMTRecurrentConfig, SMTRecurrentForCausalLM, SMTTeacherConfig, SMTTeacherModel  # noqa: E402
-from smt_hf.fast import FastGenerator, compile_module, compile_step, restore_step  # noqa: E402
+from smt_hf.benchmark import (TrainStep, compare_compiled, count_flops, gpu_mem_peak, gpu_mem_start,  # noqa: E402
+                              gpu_mem_total, llama_decode, llama_for, measure_train, peak_flops, random_seqs, sync, timed)
+from smt_hf.fast import FastGenerator, compile_step, restore_step  # noqa: E402
 from smt_hf.hardware import cpu_name  # noqa: E402
 from smt_hf.training_args import SMTTrainingArguments  # noqa: E402
 from smt_hf.trainer import SMTTrainer  # noqa: E402
@@ -83,79 +86,11 @@ def load_presets(folder=os.path.join(os.path.dirname(os.path.abspath(__file__)),
 
 PRESETS = load_presets()
 DRY = PRESETS.pop("dry")  # --dry-run: everything shrunk, same code path
-# dense bf16 peak of the GPUs we expect (FLOP/s), for model FLOP utilisation
-PEAK_BF16 = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12, "A10": 125e12}
 TARGETS = dict(smt_step_ms=35.0, dmt_step_ms=1400.0, gen_b1_tok_s=1500.0, gen_blarge_tok_s=60000.0,
                student_mem_ratio=1.05, student_latency_ratio=1.1)
 
 
-# ----------------------------------------------------------------------------- timing helpers
-def sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def timed(fn, device, warmup=1, iters=3, budget_s=None):
-    """Median seconds of fn() over `iters` runs after `warmup` runs (fewer when one run exceeds the budget)."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for i in range(iters):
-        sync(device)
-        t0 = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - t0)
-        if budget_s is not None and sum(times) > budget_s:
-            break
-    times.sort()
-    return times[len(times) // 2]
-
-
-class SavedBytes:
-    """Bytes of non-parameter tensors saved for backward during a forward (activation memory, CPU proxy)."""
-
-    def __init__(self, params):
-        self.skip = {p.untyped_storage().data_ptr() for p in params}
-        self.seen, self.total = set(), 0
-
-    def pack(self, t):
-        ptr = t.untyped_storage().data_ptr()
-        if ptr not in self.skip and ptr not in self.seen:
-            self.seen.add(ptr)
-            self.total += t.untyped_storage().nbytes()
-        return t
-
-    def __enter__(self):
-        self.ctx = torch.autograd.graph.saved_tensors_hooks(self.pack, lambda t: t)
-        self.ctx.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        self.ctx.__exit__(*exc)
-
-
-def gpu_mem_start(device):
-    if device.type != "cuda":
-        return 0
-    sync(device)
-    torch.cuda.reset_peak_memory_stats()
-    return torch.cuda.memory_allocated()
-
-
-def gpu_mem_peak(device, start):
-    """Peak bytes allocated since gpu_mem_start beyond what was allocated then (None on CPU)."""
-    if device.type != "cuda":
-        return None
-    sync(device)
-    return torch.cuda.max_memory_allocated() - start
-
-
-def gpu_mem_total():
-    return torch.cuda.max_memory_allocated() if torch.cuda.is_available() else None
-
-
-# ----------------------------------------------------------------------------- models and batches
+# ----------------------------------------------------------------------------- models
 def build_models(mc, max_context, device, backbone="transformer", encoder_causal=False):
     torch.manual_seed(0)
     tcfg = SMTTeacherConfig(vocab_size=mc["V"], hidden_size=mc["d"], memory_tokens=mc["K"], num_attention_heads=mc["H"],
@@ -167,71 +102,6 @@ def build_models(mc, max_context, device, backbone="transformer", encoder_causal
 
 def training_args(mode, **kw):
     return SMTTrainingArguments(output_dir="/tmp/smt_bench", mode=mode, report_to=[], use_cpu=False, **kw)
-
-
-def random_seqs(B, L, V):
-    """B random token sequences of length L, (B, L) on CPU (seeded: every call gives the same tokens)."""
-    return torch.randint(0, V, (B, L), generator=torch.Generator().manual_seed(0))
-
-
-class TrainStep:
-    """One optimizer step exactly as `Trainer.train` runs it for an `SMTTrainer`: `trainer.training_step` (the
-    trainer's `compute_loss` under autocast, then backward), `trainer._clip_grad_norm` (per model for smt/joint),
-    the trainer's optimizer and LR schedule, `zero_grad`. The batch is `seqs` (B, L) through the trainer's own data
-    collator, as its dataloader yields it (smt/joint split points are drawn inside the step, as in training)."""
-
-    def __init__(self, student, teacher, args, seqs, device, autocast, compiled=False):
-        self.trainer = tr = SMTTrainer(model=student, teacher=teacher if args.mode != "bptt" else None, args=args)
-        self.module, self.device = tr.module.train(), device
-        self.fwd = compile_module(self.module) if compiled else self.module
-        if autocast is not None:  # what accelerate's mixed precision wraps around a prepared model's forward
-            tr.autocast_smart_context_manager = lambda cache_enabled=True: torch.autocast(device.type, dtype=autocast)
-        tr.current_gradient_accumulation_steps = 1  # set by Trainer.train's loop (no accumulation here)
-        tr.create_optimizer_and_scheduler(num_training_steps=10**6)
-        self.opt = tr.optimizer
-        self.batch = {k: v.to(device) for k, v in tr.data_collator([{"input_ids": x} for x in seqs.cpu()]).items()}
-
-    def loss(self, eager=False):
-        with self.trainer.compute_loss_context_manager():
-            return self.trainer.compute_loss(self.module if eager else self.fwd, self.batch)
-
-    def __call__(self):
-        tr = self.trainer
-        tr.training_step(self.fwd, self.batch)
-        if tr.args.max_grad_norm > 0:
-            tr._clip_grad_norm(self.fwd)
-        self.opt.step()
-        tr.lr_scheduler.step()
-        self.module.zero_grad()
-
-
-def measure_train(step, device, warmup, iters, budget_s=None):
-    """Median step seconds, peak memory (GPU) and saved-for-backward bytes (one extra forward)."""
-    start = gpu_mem_start(device)
-    sec = timed(step, device, warmup, iters, budget_s)
-    peak = gpu_mem_peak(device, start)
-    step.opt.zero_grad(set_to_none=True)
-    with SavedBytes(step.module.parameters()) as sb:
-        loss = step.loss(eager=True)
-    del loss
-    return dict(ms=1e3 * sec, peak_bytes=peak, saved_bytes=sb.total)
-
-
-def count_flops(step):
-    from torch.utils.flop_counter import FlopCounterMode
-
-    step.opt.zero_grad(set_to_none=True)
-    with FlopCounterMode(display=False) as fc:
-        step.loss(eager=True).backward()
-    step.opt.zero_grad(set_to_none=True)
-    return fc.get_total_flops()
-
-
-def peak_flops(device):
-    if device.type != "cuda":
-        return None
-    name = torch.cuda.get_device_name()
-    return next((v for k, v in PEAK_BF16.items() if k in name), None)
 
 
 # ----------------------------------------------------------------------------- sections
@@ -316,46 +186,29 @@ def bench_dmt(P, device, res):
     res["dmt"] = rows
 
 
-def llama_for(student_cfg, max_len, device, dtype):
-    from transformers import LlamaConfig, LlamaForCausalLM
+def bench_train_compile(P, device, res):
+    """SMTTrainer's training step per mode, eager vs `recurrent_step_compile=<mode>` (smt_hf.benchmark.compare_compiled:
+    side by side in one process, alternating calls, same losses asserted). Fresh models per path, same weights."""
+    c, mc, rows = P["train_compile"], P["model"], []
+    cases = {"smt (joint)": ("joint", c["smt"]["Tc"], c["smt"]["Tc"] + c["smt"]["Tf"],
+                             dict(context_length=c["smt"]["Tc"], future_length=c["smt"]["Tf"], split="last")),
+             "dmt": ("dmt", c["dmt"]["Tc"], c["dmt"]["Tc"] + c["dmt"]["Td"],
+                     dict(context_length=c["dmt"]["Tc"], rollout_length=c["dmt"]["Td"], dmt_stride=c["dmt"]["k"])),
+             "bptt": ("bptt", c["bptt"]["T"], c["bptt"]["T"], dict(context_length=c["bptt"]["T"]))}
+    for name, (mode, Tc, L, kw) in cases.items():
+        B = c[name.split()[0]]["B"]
+        seqs = random_seqs(B, L, mc["V"])
 
-    c = student_cfg
-    cfg = LlamaConfig(vocab_size=c.vocab_size, hidden_size=c.hidden_size, intermediate_size=c.updater_intermediate_size,
-                      num_hidden_layers=c.updater_layers + c.readout_layers, num_attention_heads=c.num_attention_heads,
-                      num_key_value_heads=c.num_attention_heads, max_position_embeddings=max_len,
-                      tie_word_embeddings=False, attn_implementation="sdpa")
-    torch.manual_seed(0)
-    return LlamaForCausalLM(cfg).to(device=device, dtype=dtype).eval()
+        def make(compile_mode, mode=mode, Tc=Tc, kw=kw, seqs=seqs):
+            teacher, student = build_models(mc, Tc, device)
+            args = training_args(mode, recurrent_step_compile=compile_mode, **kw)
+            return TrainStep(student, teacher, args, seqs, device, P["autocast"])
 
-
-def kv_bytes(cache):
-    layers = getattr(cache, "layers", None)
-    if layers is not None:
-        return sum(t.numel() * t.element_size() for l in layers for t in (l.keys, l.values) if torch.is_tensor(t))
-    return sum(t.numel() * t.element_size() for kv in cache for t in kv)
-
-
-def _cache_kw(llama):
-    """transformers >= 5.24 names the cache argument `cache` (older: `past_key_values`)."""
-    import inspect
-
-    return "cache" if "cache" in inspect.signature(llama.forward).parameters else "past_key_values"
-
-
-@torch.no_grad()
-def llama_decode(llama, ctx, N, device):
-    """Prefill ctx (B, T) then N greedy tokens with the KV cache; returns (per-token s, KV bytes, peak extra)."""
-    kw = _cache_kw(llama)
-    start = gpu_mem_start(device)
-    out = llama(input_ids=ctx, use_cache=True, logits_to_keep=1)
-    past, tok = getattr(out, kw), out.logits[:, -1].argmax(-1, keepdim=True)  # tok (B, 1)
-    sync(device)
-    t0 = time.perf_counter()
-    for _ in range(N):
-        out = llama(input_ids=tok, use_cache=True, **{kw: past})
-        past, tok = getattr(out, kw), out.logits[:, -1].argmax(-1, keepdim=True)
-    sync(device)
-    return (time.perf_counter() - t0) / N, kv_bytes(past), gpu_mem_peak(device, start)
+        r = compare_compiled(make, c["mode"], device, iters=c["iters"])
+        rows.append(dict(mode=name, B=B, L=L, compile_mode=c["mode"], **r))
+        print(f"  train_compile {name}: eager {r['eager_ms']:.1f} ms, compiled {r['compiled_ms']:.1f} ms "
+              f"({r['ratio']:.2f}x), compile {r['compile_s']:.1f} s, max loss diff {r['max_loss_diff']:.1e}", flush=True)
+    res["train_compile"] = rows
 
 
 def bench_generation(P, device, res):
@@ -466,6 +319,8 @@ def summarize(res):
             mem = "peak_bytes" if lo.get("peak_bytes") else "state_bytes"
             s[key + "_memory_ratio"] = hi[mem] / max(lo[mem], 1)
             s[f"{model.split()[0]}_B{B}_tokens_per_s_min"] = min(r["tokens_per_s"] for r in rs)
+    for r in res.get("train_compile", []):
+        s[f"train_{r['mode'].split()[0]}_eager_over_compiled"] = r["ratio"]
     for T in sorted({r["T"] for r in res.get("prefixes", [])}):
         one, allp = (next(r for r in res["prefixes"] if r["T"] == T and r["path"] == p)
                      for p in ("one split per sequence", "all prefixes"))
@@ -511,7 +366,7 @@ def md_section(title, header, rows):
 def markdown(res):
     m = res["machine"]
     L = [f"# SMT benchmark, preset `{res['preset']}`{' (dry run)' if res['dry_run'] else ''}", "",
-         f"Machine: {m['name']}; torch {m['torch']}; transformers {m['transformers']}; threads {m['threads']}; "
+         f"Machine: {m['name']} ({m['cpu_count']} cores{', shared' if m['device'] == 'cpu' else ''}); torch {m['torch']}; transformers {m['transformers']}; threads {m['threads']}; "
          f"autocast {res['config']['autocast']}; compile {res['config']['compile']}. Total {res['total_s']:.0f} s.", ""]
     if res.get("merged"):
         mm = res["merged"]["from_machine"]
@@ -540,6 +395,17 @@ def markdown(res):
         L += md_section("DMT training step", ["setting", "B", "Td", "k", "variant", "ms", "first call s"],
                         [[r["setting"], r["B"], r["Td"], r["k"], r["variant"], r.get("error") or f"{r['ms']:.1f}",
                           f"{r.get('first_call_s', 0):.1f}"] for r in res["dmt"]])
+    if res.get("train_compile"):
+        L += md_section("Training step on this device: eager vs compiled recurrent step (SMTTrainer's own step; the two "
+                        "paths measured side by side in one process, calls alternating; losses asserted equal)",
+                        ["mode", "B", "tokens/seq", "eager ms/step", "compiled ms/step", "eager/compiled",
+                         "compile s (first call)", "steps to repay the compile", "max loss diff"],
+                        [[r["mode"], r["B"], r["L"], f"{r['eager_ms']:.1f}", f"{r['compiled_ms']:.1f}", f"{r['ratio']:.2f}",
+                          f"{r['compile_s']:.1f}", f"{1e3 * r['compile_s'] / (r['eager_ms'] - r['compiled_ms']):.0f}"
+                          if r["eager_ms"] > r["compiled_ms"] else "never", f"{r['max_loss_diff']:.1e}"]
+                         for r in res["train_compile"]])
+        L += [f"Compiled = `SMTTrainingArguments(recurrent_step_compile={res['train_compile'][0]['compile_mode']!r})`; "
+              f"eager = the default (`recurrent_step_compile={SMTTrainingArguments.recurrent_step_compile!r}`).", ""]
     if res.get("generation"):
         L += md_section("Generation (decode after prefill)",
                         ["model", "B", "context", "ms/token", "tokens/s", "state bytes", "peak", "prefill s"],
@@ -641,7 +507,8 @@ def main(argv=None):
         config=dict(model=P["model"], compile=P["compile"], autocast=str(P["autocast"])))
     print(f"bench preset={a.preset} dry_run={a.dry_run} on {name} ({device}), torch {torch.__version__}", flush=True)
     t0 = time.perf_counter()
-    sections = dict(smt_step=bench_smt_step, train_sweep=bench_train_sweep, dmt=bench_dmt, generation=bench_generation,
+    sections = dict(smt_step=bench_smt_step, train_sweep=bench_train_sweep, dmt=bench_dmt,
+                    train_compile=bench_train_compile, generation=bench_generation,
                     prefill=bench_prefill, prefixes=bench_prefixes)
     out = Path(a.out or f"{DEFAULT_OUT}/bench_{a.preset}{'_dry' if a.dry_run else ''}.json")
     partial = out.with_suffix(".partial.json")  # each finished section, in case the run is killed (device time limit)
@@ -659,7 +526,7 @@ def main(argv=None):
     res["total_s"] = time.perf_counter() - t0
     if a.merge and out.is_file():
         old = json.loads(out.read_text())
-        kept = [k for k in ("smt_step", "train_sweep", "dmt", "generation", "prefill", "prefixes")
+        kept = [k for k in ("smt_step", "train_sweep", "dmt", "train_compile", "generation", "prefill", "prefixes")
                 if k in old and k not in res]
         for k in kept:
             res[k] = old[k]
