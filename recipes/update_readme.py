@@ -66,36 +66,8 @@ def bench_section() -> str:
     links = "".join(f"\n![bench]({os.path.relpath(p, ROOT)})\n" for p in png)
     if not parts:
         return ""
-    extra = ""
-    cpu = os.path.join(RESULTS, "bench_cpu.json")
-    if os.path.exists(cpu):
-        summ = json.load(open(cpu)).get("summary", {})
-        pre = sorted((k, v) for k, v in summ.items() if k.startswith("prefill_B1_parallel_speedup_at_"))
-        trans = sorted((k, v) for k, v in summ.items() if k.startswith("prefixes_T") and k.endswith("transitions_per_s_ratio"))
-        lat = sorted(((k, v) for k, v in summ.items() if k.endswith("_latency_ratio") and k.startswith(("student_B", "llama_B"))),
-                     key=lambda kv: (not kv[0].startswith("student"), int(kv[0].split("_")[1][1:])))
-        if "bptt_over_smt_at_Tmax" in summ:
-            extra += (f" From the shortest to the longest T, the SMT step grows {summ['smt_time_ratio_Tmax_Tmin']:.1f}x "
-                      f"(its encoder attends over Tc = T) and BPTT's {summ['bptt_time_ratio_Tmax_Tmin']:.1f}x; at the longest "
-                      f"T BPTT is still {summ['bptt_over_smt_at_Tmax']:.1f}x slower per step.")
-        if lat:
-            ctx = lat[0][0].split("_")[2].replace("v", " vs ")  # e.g. "16384 vs 256"
-            extra += (f" Per-token latency at context {ctx}: "
-                      + ", ".join(f"{k.split('_')[0].replace('llama', 'KV-cache Llama')} batch {k.split('_')[1][1:]} "
-                                  f"{v:.2f}x" for k, v in lat) + ".")
-        if pre:
-            extra += (f" Parallel prefill (the carried teacher encoder over the last Tc tokens) gives the first token "
-                      f"{pre[-1][1]:.0f}x sooner than the recurrent prefill at a {pre[-1][0].rsplit('_', 1)[1]}-token prompt "
-                      "(batch 1), and its cost does not grow with the prompt.")
-        if trans:
-            extra += (" The causal-context teacher's all-prefix SMT step supervises "
-                      + ", ".join(f"{v:.1f}x (T={k.split('_')[1][1:]})" for k, v in trans)
-                      + " more transitions per second than one split per sequence.")
-    return ("### Speed and memory (`python recipes/bench.py --preset cpu`)\n\n"
-            "SMT's training step is one parallel pass whatever T; BPTT runs T sequential steps. The student's state "
-            "and per-token cost stay flat in the context length, while a KV-cache Transformer's grow." + extra +
-            " No GPU was available to the sessions so far, so the GPU targets are unmeasured (`--preset gpu` is "
-            "ready).\n" + links + "\n" + "\n\n".join(parts) + "\n")
+    # tables only: what they show is written by people, in README's Results summary
+    return ("### Speed and memory (`python recipes/bench.py --preset cpu`)\n" + links + "\n" + "\n\n".join(parts) + "\n")
 
 
 def paper_section() -> str:
