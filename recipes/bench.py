@@ -61,26 +61,26 @@ if __name__ == "__main__":
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # recipes/smt.py
 
-from smt_hf import SMTMemoryCache, SMTRecurrentConfig, SMTRecurrentForCausalLM, SMTTeacherConfig, SMTTeacherModel  # noqa: E402
+from smt_hf import SMTMemoryCache  # noqa: E402
 from smt_hf.benchmark import (TrainStep, compare_compiled, count_flops, gpu_mem_peak, gpu_mem_start,  # noqa: E402
-                              gpu_mem_total, llama_decode, llama_for, measure_train, peak_flops, random_seqs, sync, timed)
+                              gpu_mem_total, llama_decode, llama_for, md_table, measure_train, peak_flops, random_seqs,
+                              sync, timed)
 from smt_hf.fast import FastGenerator, compile_step, restore_step  # noqa: E402
 from smt_hf.hardware import cpu_name  # noqa: E402
 from smt_hf.training_args import SMTTrainingArguments  # noqa: E402
-from smt_hf.trainer import SMTTrainer  # noqa: E402
 
 
 def load_presets(folder=os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "bench")) -> dict:
-    """recipes/configs/bench/<name>.yaml -> {name: preset} (`autocast` as a torch dtype or None)."""
-    import yaml
+    """recipes/configs/bench/<name>.yaml (read by smt_config.load_preset) -> {name: preset} (`autocast` as a torch
+    dtype or None)."""
+    from smt_config import load_preset
 
-    out = {}
-    for name in (*PRESET_NAMES, "dry"):
-        with open(os.path.join(folder, f"{name}.yaml"), encoding="utf-8") as f:
-            out[name] = yaml.safe_load(f)
-        if out[name].get("autocast") is not None:
-            out[name]["autocast"] = getattr(torch, out[name]["autocast"])
+    out = {name: load_preset(os.path.join(folder, f"{name}.yaml")) for name in (*PRESET_NAMES, "dry")}
+    for p in out.values():
+        if p.get("autocast") is not None:
+            p["autocast"] = getattr(torch, p["autocast"])
     return out
 
 
@@ -92,12 +92,16 @@ TARGETS = dict(smt_step_ms=35.0, dmt_step_ms=1400.0, gen_b1_tok_s=1500.0, gen_bl
 
 # ----------------------------------------------------------------------------- models
 def build_models(mc, max_context, device, backbone="transformer", encoder_causal=False):
+    """(teacher, student) of the preset's sizes `mc`, seeded, built by recipes/smt.py's build_models."""
+    from smt import build_models as build
+
     torch.manual_seed(0)
-    tcfg = SMTTeacherConfig(vocab_size=mc["V"], hidden_size=mc["d"], memory_tokens=mc["K"], num_attention_heads=mc["H"],
-                            num_encoder_layers=mc["enc"], num_decoder_layers=mc["dec"], intermediate_size=mc["ffn"],
-                            max_context_length=max_context, encoder_causal=encoder_causal)
-    scfg = SMTRecurrentConfig.from_teacher(tcfg, backbone=backbone, updater_layers=mc["upd"], updater_intermediate_size=mc["ffn"])
-    return SMTTeacherModel(tcfg).to(device), SMTRecurrentForCausalLM(scfg).to(device)
+    student, teacher = build({"teacher": dict(hidden_size=mc["d"], memory_tokens=mc["K"], num_attention_heads=mc["H"],
+                                              num_encoder_layers=mc["enc"], num_decoder_layers=mc["dec"],
+                                              intermediate_size=mc["ffn"], encoder_causal=encoder_causal),
+                              "student": dict(backbone=backbone, updater_layers=mc["upd"], updater_intermediate_size=mc["ffn"])},
+                             mc["V"], max_context)
+    return teacher.to(device), student.to(device)
 
 
 def training_args(mode, **kw):
@@ -359,8 +363,7 @@ def fmt_bytes(b):
 
 def md_section(title, header, rows):
     """Lines of a '## title' section holding one markdown table."""
-    return ([f"## {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-            + ["| " + " | ".join(str(c) for c in r) + " |" for r in rows] + [""])
+    return [f"## {title}", "", *md_table(header, rows).splitlines(), ""]
 
 
 def markdown(res):

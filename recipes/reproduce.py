@@ -60,7 +60,6 @@ def build_parser() -> argparse.ArgumentParser:
 if __name__ == "__main__":
     build_parser().parse_args()  # --help and usage errors answer here, before torch and transformers load
 
-import yaml  # noqa: E402
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -99,31 +98,19 @@ FINDINGS = "What this item shows: see the summary at the top of README.md's Resu
 
 # ----------------------------------------------------------------------------- presets
 def load_preset(name: str, overrides=()) -> dict:
-    """The preset `recipes/configs/reproduce/<name>.yaml` (item -> settings; `_`-keys are YAML anchors, dropped) with
-    each `ITEM.KEY=VALUE` override applied (VALUE parsed as YAML, as `recipes/smt.py --set`).
+    """The preset `recipes/configs/reproduce/<name>.yaml` (item -> settings) with each `ITEM.KEY=VALUE` override
+    applied, read by smt_config.load_preset (the loader of recipes/smt.py's configs).
 
     Raises:
         ConfigError: an unknown preset, or an override whose ITEM.KEY is not in the preset (the message lists the
             valid keys).
     """
-    from smt_config import ConfigError, apply_override
+    from smt_config import ConfigError
+    from smt_config import load_preset as load
 
-    path = os.path.join(PRESET_DIR, f"{name}.yaml")
     if name not in PRESET_NAMES:
         raise ConfigError(f"unknown preset {name!r}: choose one of {list(PRESET_NAMES)} (files in {PRESET_DIR})")
-    with open(path, encoding="utf-8") as f:
-        P = {k: v for k, v in yaml.safe_load(f).items() if not k.startswith("_")}
-    for item in overrides:
-        key = item.partition("=")[0].strip().split(".")
-        node = P
-        for i, part in enumerate(key):
-            if not isinstance(node, dict) or part not in node:
-                valid = sorted(node) if isinstance(node, dict) else []
-                raise ConfigError(f"--set {item!r}: {'.'.join(key[:i]) or 'the preset'} has no key {part!r}; valid: "
-                                  f"{valid} (see {os.path.relpath(path)})")
-            node = node[part]
-        apply_override(P, item)
-    return P
+    return load(os.path.join(PRESET_DIR, f"{name}.yaml"), overrides)
 
 
 def training_budget_s(P: dict) -> dict:

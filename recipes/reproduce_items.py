@@ -17,8 +17,8 @@ import time
 import numpy as np
 import torch
 
-from smt_hf import SMTRecurrentConfig, SMTRecurrentForCausalLM, SMTTeacherConfig, SMTTeacherModel
 from smt_hf.analysis import bigram_bits, bptt_gradient_norms, complete_after_prefix, smt_gradient_norms
+from smt_hf.benchmark import md_table
 from smt_hf.callbacks import TimeBudget
 from smt_hf.data import load_mnist, load_sketches, load_text, make_task, stream_windows, task_vocab_size
 from smt_hf.evaluation import evaluate_smt, summarize
@@ -59,19 +59,15 @@ def timed(fn, args, log_path: str | None = None):
 
 def build_pair(vocab: int, m: dict, max_ctx: int, backbone: str = "transformer", seed: int = 0,
                encoder_causal: bool = False):
-    """Teacher + student (SMTRecurrentConfig.from_teacher) for model sizes `m`; seeded."""
+    """Student + teacher for model sizes `m` (seeded), built by recipes/smt.py's build_models."""
+    from smt import build_models
+
     torch.manual_seed(seed)
-    tc = SMTTeacherConfig(vocab_size=vocab, hidden_size=m["d"], memory_tokens=m["K"], num_encoder_layers=m["enc"],
-                          num_decoder_layers=m["dec"], num_attention_heads=m["heads"], intermediate_size=2 * m["d"],
-                          max_context_length=max_ctx, encoder_causal=encoder_causal)
-    teacher = SMTTeacherModel(tc)
-    student = SMTRecurrentForCausalLM(SMTRecurrentConfig.from_teacher(
-        tc, backbone=backbone, updater_layers=m["upd"], updater_intermediate_size=2 * m["d"]))
+    student, teacher = build_models(
+        {"teacher": dict(hidden_size=m["d"], memory_tokens=m["K"], num_encoder_layers=m["enc"], num_decoder_layers=m["dec"],
+                         num_attention_heads=m["heads"], intermediate_size=2 * m["d"], encoder_causal=encoder_causal),
+         "student": dict(backbone=backbone, updater_layers=m["upd"], updater_intermediate_size=2 * m["d"])}, vocab, max_ctx)
     return student.to(DEVICE), teacher.to(DEVICE)
-
-
-def n_params(model) -> int:
-    return sum(p.numel() for p in model.parameters())
 
 
 def run_phase(student, teacher, mode: str, train, ev, steps: int, bs: int, lr: float, seed: int, budget_s=None,
@@ -109,7 +105,7 @@ def smt_dmt_bptt(name: str, T: int, seed: int, S: dict, m: dict, backbone="trans
     student, teacher = build_pair(vocab, m, T, backbone, seed)
     init_student = copy.deepcopy(student)
     out = {"task": name, "T": T, "seed": seed, "backbone": backbone, "vocab": vocab,
-           "student_params": n_params(student), "teacher_params": n_params(teacher)}
+           "student_params": student.num_parameters(), "teacher_params": teacher.num_parameters()}
     out["smt"] = run_phase(student, teacher, "joint", train, ev, S["smt_steps"], S["bs"], S["smt_lr"], seed,
                            budget_s=S.get("smt_s"), context_length=T, future_length=T, lambda_dyn=1.0,
                            dmt_stride=S["stride"])  # stride: drift eval
@@ -136,11 +132,6 @@ def meanstd(xs):
     if len(xs) == 1:
         return f"{xs[0]:.2f}"
     return f"{np.mean(xs):.2f} ± {np.std(xs):.2f}"
-
-
-def md_table(header, rows) -> str:
-    s = "| " + " | ".join(header) + " |\n|" + "---|" * len(header) + "\n"
-    return s + "".join("| " + " | ".join(str(c) for c in r) + " |\n" for r in rows)
 
 
 # ============================================================================ item 1 / 8: synthetic tasks

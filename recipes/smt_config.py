@@ -61,18 +61,42 @@ def load_config(path: str | None, overrides: list[str] | None = None) -> dict:
         ConfigError: a missing file, a YAML that is not a mapping, a malformed override, or any key / value
             that `validate_config` rejects.
     """
-    config: dict = {}
-    if path:
-        if not os.path.isfile(path):
-            raise ConfigError(f"config file {path!r} not found; pass --config with one of: {', '.join(shipped_configs())}")
-        with open(path, encoding="utf-8") as f:
-            config = yaml.safe_load(f) or {}
-        if not isinstance(config, dict):
-            raise ConfigError(f"{path}: a config must be a YAML mapping (output_dir:, data:, phases:, ...), "
-                              f"got a {type(config).__name__}")
+    if path and not os.path.isfile(path):
+        raise ConfigError(f"config file {path!r} not found; pass --config with one of: {', '.join(shipped_configs())}")
+    config = read_yaml(path, "output_dir:, data:, phases:, ...") if path else {}
     for item in overrides or []:
         apply_override(config, item)
     return validate_config(config)
+
+
+def read_yaml(path: str, keys: str = "") -> dict:
+    """The YAML mapping at `path` (an empty file: {}). Raises ConfigError when it is not a mapping."""
+    with open(path, encoding="utf-8") as f:
+        config = yaml.safe_load(f) or {}
+    if not isinstance(config, dict):
+        raise ConfigError(f"{path}: a config must be a YAML mapping ({keys}), got a {type(config).__name__}")
+    return config
+
+
+def load_preset(path: str, overrides=()) -> dict:
+    """A recipe preset (recipes/configs/{bench,reproduce}/*.yaml: name -> settings; `_`-keys are YAML anchors, dropped)
+    with each `KEY.SUBKEY=VALUE` override applied (VALUE parsed as YAML, as `--set` of a config).
+
+    Raises:
+        ConfigError: an override whose key is not in the preset (the message lists the valid keys there).
+    """
+    preset = {k: v for k, v in read_yaml(path, "name: settings").items() if not k.startswith("_")}
+    for item in overrides:
+        key = item.partition("=")[0].strip().split(".")
+        node = preset
+        for i, part in enumerate(key):
+            if not isinstance(node, dict) or part not in node:
+                valid = sorted(node) if isinstance(node, dict) else []
+                raise ConfigError(f"--set {item!r}: {'.'.join(key[:i]) or 'the preset'} has no key {part!r}; valid: "
+                                  f"{valid} (see {os.path.relpath(path)})")
+            node = node[part]
+        apply_override(preset, item)
+    return preset
 
 
 def apply_override(config: dict, item: str) -> None:

@@ -233,3 +233,9 @@ def llama_decode(llama, ctx, N, device):
         past, tok = getattr(out, kw), out.logits[:, -1].argmax(-1, keepdim=True)
     sync(device)
     return (time.perf_counter() - t0) / N, kv_bytes(past), gpu_mem_peak(device, start)
+
+
+def md_table(header: list, rows: list) -> str:
+    """A markdown table: one header row, then one row per list of cells (each cell written with str())."""
+    s = "| " + " | ".join(header) + " |\n|" + "---|" * len(header) + "\n"
+    return s + "".join("| " + " | ".join(str(c) for c in r) + " |\n" for r in rows)
