@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--dry-run", action="store_true", help="shrink every size (checks the code path, e.g. GPU preset on CPU)")
     ap.add_argument("--no-compile", action="store_true")
     ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--sections", default="smt_step,train_sweep,dmt,train_compile,generation,prefill,prefixes")
+    ap.add_argument("--sections", default="smt_step,train_sweep,dmt,generation,prefill,prefixes,train_compile")
     ap.add_argument("--no-plot", action="store_true")
     ap.add_argument("--report-only", action="store_true", help="rewrite the .md and plot from an existing --out JSON (also a .partial.json left by a killed run)")
     ap.add_argument("--merge", action="store_true",

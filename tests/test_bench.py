@@ -96,3 +96,19 @@ def test_train_step_is_the_trainers_own_step(tmp_path):
         assert torch.allclose(a, b, atol=1e-6), name
     t3, _ = bench.build_models(mc, 8, torch.device("cpu"))
     assert not torch.allclose(next(t3.parameters()), next(teacher.parameters()))  # the step did change them
+
+
+def test_train_compile_section_times_every_mode_with_the_same_losses(tmp_path, monkeypatch):
+    """The train_compile section: one row per training mode from compare_compiled (both paths' losses equal), its
+    table in the markdown, and a ratio per mode in the summary. Compile mode 'none' (the installed sync-free
+    eager step) keeps the test fast; the shipped CPU run uses 'default'."""
+    monkeypatch.setitem(bench.DRY, "train_compile", dict(bench.DRY["train_compile"], mode="none"))
+    out = tmp_path / "bench.json"
+    res = bench.main(["--preset", "cpu", "--dry-run", "--sections", "train_compile", "--out", str(out), "--no-plot"])
+    rows = res["train_compile"]
+    assert [r["mode"] for r in rows] == ["smt (joint)", "dmt", "bptt"] and {r["compile_mode"] for r in rows} == {"none"}
+    for r in rows:
+        assert r["losses"]["eager"] == r["losses"]["compiled"] and len(r["losses"]["eager"]) == 1 + bench.DRY["train_compile"]["iters"]
+        assert res["summary"][f"train_{r['mode'].split()[0]}_eager_over_compiled"] == r["ratio"]
+    md = out.with_suffix(".md").read_text()
+    assert "eager vs compiled recurrent step" in md and "recurrent_step_compile='none'" in md
