@@ -28,6 +28,7 @@ PEAK_BF16 = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "L4
 
 
 def sync(device):
+    """Wait for queued CUDA work (no-op on CPU), so a timer reads the work done."""
     if device.type == "cuda":
         torch.cuda.synchronize()
 
@@ -73,6 +74,7 @@ class SavedBytes:
 
 
 def gpu_mem_start(device):
+    """Reset the CUDA peak counter; returns the bytes allocated now (0 on CPU). Pair with gpu_mem_peak."""
     if device.type != "cuda":
         return 0
     sync(device)
@@ -89,6 +91,7 @@ def gpu_mem_peak(device, start):
 
 
 def gpu_mem_total():
+    """Peak CUDA bytes allocated since the last reset (None without a GPU)."""
     return torch.cuda.max_memory_allocated() if torch.cuda.is_available() else None
 
 
@@ -179,6 +182,7 @@ def measure_train(step, device, warmup, iters, budget_s=None):
 
 
 def count_flops(step):
+    """FLOPs of one forward + backward of `step` (a TrainStep), counted by torch.utils.flop_counter."""
     from torch.utils.flop_counter import FlopCounterMode
 
     step.opt.zero_grad(set_to_none=True)
@@ -189,6 +193,7 @@ def count_flops(step):
 
 
 def peak_flops(device):
+    """Dense bf16 peak FLOP/s of the CUDA device (PEAK_BF16 by name), for model FLOP utilisation; None on CPU."""
     if device.type != "cuda":
         return None
     name = torch.cuda.get_device_name()
@@ -196,6 +201,8 @@ def peak_flops(device):
 
 
 def llama_for(student_cfg, max_len, device, dtype):
+    """A `transformers` LlamaForCausalLM of the student's width and depth (updater + readout layers), SDPA
+    attention, seeded, in eval mode: the KV-cache baseline for decoding."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     c = student_cfg
@@ -208,6 +215,7 @@ def llama_for(student_cfg, max_len, device, dtype):
 
 
 def kv_bytes(cache):
+    """Bytes of the key / value tensors held by a transformers cache (DynamicCache or legacy tuples)."""
     layers = getattr(cache, "layers", None)
     if layers is not None:
         return sum(t.numel() * t.element_size() for l in layers for t in (l.keys, l.values) if torch.is_tensor(t))
