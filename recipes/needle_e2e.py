@@ -42,7 +42,7 @@ METRICS = ("teacher_acc", "onestep_acc", "student_acc", "drift_mean", "drift_las
 
 def run(task="needle", seq_len=32, seed=0, smt_steps=900, dmt_steps=300, out=DEFAULT_OUT, threads=1,
         bptt=True, full_rollout=True, save_dir=None, bptt_seconds=None, bptt_only=False, continue_dmt=False,
-        smt_memory_noise=0.0, dmt_stride=1):
+        smt_memory_noise=0.0, dmt_stride=1, dmt_schedule="constant", causal_teacher=False):
     import torch
 
     sys.path.insert(0, os.path.dirname(__file__))
@@ -61,8 +61,11 @@ def run(task="needle", seq_len=32, seed=0, smt_steps=900, dmt_steps=300, out=DEF
     common = dict(context_length=T, future_length=T, rollout_length=T, per_device_eval_batch_size=128, report_to="none",
                   save_strategy="no", use_cpu=True, disable_tqdm=not sys.stderr.isatty(), logging_steps=100, seed=seed)
     rows, curves = [], {}
-    smt_set = dict(SMT, smt_memory_noise=smt_memory_noise) if smt_memory_noise else SMT
-    dmt_set = dict(DMT, dmt_stride=dmt_stride) if dmt_stride != 1 else DMT
+    smt_set = dict(SMT, **({"smt_memory_noise": smt_memory_noise} if smt_memory_noise else {}),
+                   **({"smt_all_prefixes": True} if causal_teacher else {}))
+    dmt_set = dict(DMT, **({"dmt_stride": dmt_stride} if dmt_stride != 1 else {}),
+                   **({"lr_scheduler_type": dmt_schedule} if dmt_schedule != "constant" else {}))
+    model = MODEL if not causal_teacher else {**MODEL, "teacher": {**MODEL["teacher"], "encoder_causal": True}}
 
     def phase(name, student, teacher, settings, steps, callbacks=None):
         args = SMTTrainingArguments(output_dir=f"outputs/needle_e2e/tmp", max_steps=steps, **common, **settings)
@@ -85,7 +88,7 @@ def run(task="needle", seq_len=32, seed=0, smt_steps=900, dmt_steps=300, out=DEF
     os.makedirs(out, exist_ok=True)
     stem = os.path.join(out, f"{task}_e2e_T{T}_s{seed}" + ("_bptt" if bptt_only else ""))
     run_info = {"task": task, "task_kwargs": kw, "seq_len": T, "seed": seed, "machine": machine(), "threads": threads,
-                "model": MODEL, "settings": {"smt": smt_set, "dmt": dmt_set, "full_rollout": FULL_ROLLOUT, "bptt": BPTT},
+                "model": model, "settings": {"smt": smt_set, "dmt": dmt_set, "full_rollout": FULL_ROLLOUT, "bptt": BPTT},
                 "rows": rows, "drift": curves}
 
     def save():
@@ -106,7 +109,7 @@ def run(task="needle", seq_len=32, seed=0, smt_steps=900, dmt_steps=300, out=DEF
         tr.save_model(folder)
         return rows
     torch.manual_seed(seed)
-    student, teacher = build_models(MODEL, vocab, T)
+    student, teacher = build_models(model, vocab, T)
     if bptt_only:  # BPTT alone, for a given budget (a run whose SMT/DMT rows were measured separately)
         phase(ROWS[3], student, None, BPTT, 10**6,
               [TimeBudget(bptt_seconds)])
@@ -243,6 +246,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--smt-memory-noise", type=float, default=0.0,
                    help="std of the Gaussian noise added to the input memory of each SMT transition (DART-style)")
     p.add_argument("--dmt-stride", type=int, default=1, help="k of one-step DMT: match every k-th transition")
+    p.add_argument("--dmt-schedule", default="constant", help="DMT lr_scheduler_type (e.g. cosine), after warm-up")
+    p.add_argument("--causal-teacher", action="store_true",
+                   help="causal-context teacher (encoder_causal) and SMT on every transition of each episode "
+                        "(smt_all_prefixes)")
     p.add_argument("--no-bptt", action="store_true")
     p.add_argument("--continue-dmt", action="store_true",
                    help="run --dmt-steps more one-step DMT steps on the saved student of an earlier run (a row is appended)")
@@ -269,7 +276,8 @@ def cli(argv=None):
     for s in a.seeds:
         run(a.task, a.seq_len, s, steps, a.dmt_steps, a.out, a.threads, not a.no_bptt, not a.no_full_rollout,
             bptt_seconds=a.bptt_seconds, bptt_only=a.bptt_only, continue_dmt=a.continue_dmt,
-            smt_memory_noise=a.smt_memory_noise, dmt_stride=a.dmt_stride)
+            smt_memory_noise=a.smt_memory_noise, dmt_stride=a.dmt_stride, dmt_schedule=a.dmt_schedule,
+            causal_teacher=a.causal_teacher)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,143 @@
+"""Teacher calibration per synthetic family: does the Transformer teacher learn the task at all, and how fast (CPU).
+
+SMT's student can only be as good as its teacher's memories, so every family of the Fig 3 comparison first needs
+a teacher that solves it. For each family in the YAML (default recipes/configs/teacher_curves.yaml) this trains a
+teacher + student in `smt` mode (the student's transition is trained on detached memories, so it does not shape the
+teacher) under a wall-clock budget, evaluates every `eval_steps` steps on held-out episodes, and stops once the
+teacher reaches `target` accuracy (or the budget ends). Learning curve = teacher accuracy (first-step prediction at
+the last target positions, `smt_hf.evaluation`) against step and seconds.
+
+    python recipes/teacher_curves.py                                  # every family of the YAML, one thread
+    python recipes/teacher_curves.py --only needle parity --seeds 0   # a subset
+    python recipes/teacher_curves.py --out recipes/results            # update the shipped results
+
+Writes <out>/teacher_curves.json (merged with what is already there, one entry per family/T/seed), .md and .png.
+Default out: outputs/teacher_curves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import yaml
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_CONFIG = os.path.join(HERE, "configs", "teacher_curves.yaml")
+
+
+def run_one(name: str, spec: dict, defaults: dict, seed: int, threads: int = 1) -> dict:
+    """Train one teacher; returns {family, T, seed, settings, curve: [(step, seconds, teacher_acc)], reached_at}."""
+    import torch
+    from transformers import TrainerCallback
+
+    sys.path.insert(0, HERE)
+    from smt import build_models, machine
+
+    from smt_hf.callbacks import TimeBudget
+    from smt_hf.data import make_task, task_vocab_size
+    from smt_hf.trainer import SMTTrainer
+    from smt_hf.training_args import SMTTrainingArguments
+
+    cfg = {**defaults, **spec}
+    task, T, kw = cfg["task"], cfg["seq_len"], dict(cfg.get("task_kwargs") or {})
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    vocab = task_vocab_size(task, **kw)
+    train = make_task(task, cfg["num_train"], T, seed=seed, **kw)
+    ev = make_task(task, cfg["num_eval"], T, seed=10**6 + seed, **kw)
+    student, teacher = build_models({"teacher": cfg["teacher"], "student": cfg["student"]}, vocab, T)
+    curve: list[list[float]] = []
+    t0 = [0.0]
+
+    class Curve(TrainerCallback):  # teacher accuracy after each evaluation; stop at the target
+        def on_train_begin(self, args, state, control, **kw):
+            t0[0] = time.time()
+
+        def on_evaluate(self, args, state, control, metrics=None, **kw):
+            acc = metrics.get("eval_teacher_acc")
+            curve.append([state.global_step, round(time.time() - t0[0], 1), acc])
+            print(f"[{name} s{seed}] step {state.global_step} {curve[-1][1]:.0f}s teacher_acc {acc:.3f}", flush=True)
+            if acc is not None and acc >= cfg["target"]:
+                control.should_training_stop = True
+
+    args = SMTTrainingArguments(
+        output_dir="outputs/teacher_curves/tmp", mode="smt", max_steps=cfg["max_steps"], context_length=T,
+        future_length=T, per_device_train_batch_size=cfg["batch_size"], per_device_eval_batch_size=256,
+        learning_rate=cfg["learning_rate"], warmup_steps=cfg["warmup_steps"], eval_strategy="steps",
+        eval_steps=cfg["eval_steps"], report_to="none", save_strategy="no", use_cpu=True, logging_steps=10**6,
+        disable_tqdm=True, seed=seed)
+    tr = SMTTrainer(model=student, teacher=teacher, args=args, train_dataset=train, eval_dataset=ev,
+                    callbacks=[Curve(), TimeBudget(cfg["budget_seconds"])])
+    tr.train()
+    if not curve or curve[-1][0] != tr.state.global_step:  # the budget ended between evaluations
+        tr.evaluate()
+    reached = next((c for c in curve if c[2] >= cfg["target"]), None)
+    return {"family": name, "task": task, "seq_len": T, "seed": seed, "machine": machine(), "threads": threads,
+            "settings": cfg, "curve": curve, "final_teacher_acc": curve[-1][2],
+            "reached_at": None if reached is None else {"step": reached[0], "seconds": reached[1]}}
+
+
+def table(runs: list[dict]) -> str:
+    lines = ["| family | T | seed | width d | K | enc/dec layers | lr | batch | target | reached at step | "
+             "reached at s | final teacher acc | steps run | wall-clock s |", "|---|" * 1 + "---|" * 13]
+    for r in sorted(runs, key=lambda r: (r["family"], r["seq_len"], r["seed"])):
+        s, t = r["settings"], r["settings"]["teacher"]
+        hit = r["reached_at"]
+        lines.append(
+            f"| {r['family']} | {r['seq_len']} | {r['seed']} | {t['hidden_size']} | {t['memory_tokens']} | "
+            f"{t['num_encoder_layers']}/{t['num_decoder_layers']} | {s['learning_rate']:g} | {s['batch_size']} | "
+            f"{s['target']} | {hit['step'] if hit else 'not reached'} | {hit['seconds'] if hit else '-'} | "
+            f"{r['final_teacher_acc']:.3f} | {r['curve'][-1][0]} | {r['curve'][-1][1]:.0f} |")
+    return "\n".join(lines)
+
+
+def write(out: str, new: list[dict]) -> str:
+    path = os.path.join(out, "teacher_curves.json")
+    runs = json.load(open(path)) if os.path.exists(path) else []
+    key = lambda r: (r["family"], r["seq_len"], r["seed"])  # noqa: E731
+    runs = [r for r in runs if key(r) not in {key(n) for n in new}] + new
+    with open(path, "w") as f:
+        json.dump(runs, f, indent=2)
+    md = (f"# Teacher calibration per family (recipes/teacher_curves.py)\n\nMachine: {runs[0]['machine']}, "
+          f"{runs[0]['threads']} thread(s), shared with other jobs (wall-clock is an upper bound). Mode `smt`, "
+          "teacher accuracy = first-step prediction at the last target positions of held-out episodes; each run "
+          "stops at its target or its wall-clock budget.\n\n" + table(runs) + "\n\n![curves](teacher_curves.png)\n")
+    with open(os.path.join(out, "teacher_curves.md"), "w") as f:
+        f.write(md)
+    try:
+        from smt_hf.viz import plot_curves
+
+        curves = {f"{r['family']} T={r['seq_len']} s{r['seed']}": ([c[1] for c in r["curve"]], [c[2] for c in r["curve"]])
+                  for r in runs}
+        plot_curves(None, curves, os.path.join(out, "teacher_curves.png"), title="Teacher accuracy while training",
+                    xlabel="wall-clock s", ylabel="teacher accuracy", markers=True)
+    except ImportError:  # matplotlib is optional
+        pass
+    return md
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default=DEFAULT_CONFIG)
+    p.add_argument("--only", nargs="+", default=None, help="family names of the YAML's `families` to run")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", default="outputs/teacher_curves")
+    a = p.parse_args(argv)
+    cfg = yaml.safe_load(open(a.config))
+    families = cfg["families"]
+    unknown = set(a.only or []) - set(families)
+    if unknown:
+        p.error(f"--only {sorted(unknown)}: not in {a.config}; choose from {sorted(families)}")
+    os.makedirs(a.out, exist_ok=True)
+    for name in a.only or families:
+        for seed in a.seeds:
+            print(write(a.out, [run_one(name, families[name], cfg["defaults"], seed, a.threads)]), flush=True)
+
+
+if __name__ == "__main__":
+    main()
