@@ -181,6 +181,40 @@ def table(runs: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def plot_compute(runs: list[dict], path: str) -> str:
+    """Standalone accuracy against cumulative SeqFLOPs and against training tokens (paper Fig 6), mean over seeds:
+    SMT -> one-step DMT and SMT -> full-rollout DMT as two-stage paths from the end of SMT, BPTT as its end point.
+    Cumulative SeqFLOPs = steps x SeqFLOPs/step of each phase; tokens = steps x batch x T."""
+    from smt_hf.viz import plot_panels
+
+    flops, T = step_seqflops(runs[0]), runs[0]["seq_len"]
+    batch = {ROWS[0]: SMT["per_device_train_batch_size"], ROWS[1]: DMT["per_device_train_batch_size"],
+             ROWS[2]: FULL_ROLLOUT["per_device_train_batch_size"], ROWS[3]: BPTT["per_device_train_batch_size"]}
+
+    def mean_point(name, base=None):  # (seqflops, tokens, acc) averaged over the seeds that have the row
+        pts = []
+        for run in runs:
+            r = next((r for r in run["rows"] if r["run"] == name), None)
+            if r is None or r.get("student_acc") is None:
+                continue
+            b = next((x for x in run["rows"] if x["run"] == base), None) if base else None
+            f0, t0 = (b["steps"] * flops[base], b["steps"] * batch[base] * T) if b else (0, 0)
+            pts.append((f0 + r["steps"] * flops[name], t0 + r["steps"] * batch[name] * T, r["student_acc"]))
+        return tuple(sum(p[i] for p in pts) / len(pts) for i in range(3)) if pts else None
+
+    smt = mean_point(ROWS[0])
+    paths = {"SMT -> DMT one_step (no BPTT)": [smt, mean_point(ROWS[1], ROWS[0])],
+             "SMT -> DMT full_rollout (truncated BPTT)": [smt, mean_point(ROWS[2], ROWS[0])],
+             "BPTT": [mean_point(ROWS[3])]}
+    curves = [{k: ([p[i] for p in v if p], [p[2] for p in v if p]) for k, v in paths.items() if all(v)} for i in (0, 1)]
+    plot_panels([dict(curves=curves[0], xlabel="cumulative SeqFLOPs per sequence", ylabel="standalone accuracy",
+                      logx=True, markers=True, title="vs sequential compute", data_xticks=False),
+                 dict(curves=curves[1], xlabel="training tokens", ylabel="standalone accuracy", logx=True,
+                      markers=True, title="vs tokens", data_xticks=False)],
+                path, suptitle=f"{runs[0]['task']} T={T}, mean over seeds {[r['seed'] for r in runs]}")
+    return path
+
+
 def write_summary(out: str, task: str, T: int) -> str:
     runs = [json.load(open(p)) for p in sorted(glob.glob(os.path.join(out, f"{task}_e2e_T{T}_s*.json")))]
     if not runs:
@@ -189,6 +223,11 @@ def write_summary(out: str, task: str, T: int) -> str:
             "wall-clock = that phase's training time on a shared machine; BPTT gets the wall-clock of joint SMT + one-step DMT "
             "unless a row's budget says otherwise")
     md = f"{head}\n\n{table(runs)}\n"
+    try:
+        png = plot_compute(runs, os.path.join(out, f"{task}_e2e_T{T}_seqflops.png"))
+        md += f"\n![accuracy vs SeqFLOPs and tokens]({os.path.basename(png)})\n"
+    except ImportError:  # matplotlib is optional
+        pass
     with open(os.path.join(out, f"{task}_e2e_T{T}.md"), "w") as f:
         f.write(md)
     return md

@@ -84,7 +84,8 @@ def save_pixel_grid(
     return _save(fig, path, 100)
 
 
-def _draw_curves(ax, x, curves, title=None, xlabel="step", ylabel="", logy=False, logx=False, markers=False):
+def _draw_curves(ax, x, curves, title=None, xlabel="step", ylabel="", logy=False, logx=False, markers=False,
+                 data_xticks=True):
     """Draw named curves on one matplotlib axis (see `plot_curves` for the arguments)."""
     if not curves:
         raise ValueError("plot_curves: no curves given")
@@ -102,7 +103,7 @@ def _draw_curves(ax, x, curves, title=None, xlabel="step", ylabel="", logy=False
         ax.set_yscale("log")
     if logx:
         ax.set_xscale("log")
-        if len(seen_x) <= 8:  # label the measured x values themselves (e.g. 256, 1024, 4096), not 10^k
+        if data_xticks and len(seen_x) <= 8:  # label the measured x values themselves (e.g. 256, 1024, 4096), not 10^k
             from matplotlib.ticker import NullFormatter
 
             ax.set_xticks(sorted(seen_x), [f"{v:g}" for v in sorted(seen_x)])
@@ -125,6 +126,7 @@ def plot_curves(
     logy: bool = False,
     logx: bool = False,
     markers: bool = False,
+    data_xticks: bool = True,
 ) -> Path:
     """Line plot of several named curves against ``x``; write a PNG.
 
@@ -133,13 +135,15 @@ def plot_curves(
         curves: name -> y values; a value may also be an ``(x, y)`` pair for its own x axis.
         path: output PNG path (parent folders are created).
         logy / logx: log-scale axes.
+        data_xticks: with `logx` and at most 8 distinct x values, tick exactly those values (e.g. 256, 1024);
+            False keeps matplotlib's decades.
     Returns:
         The path written.
     """
     if not curves:
         raise ValueError("plot_curves: no curves given")
     fig, ax = _pyplot().subplots(figsize=(5.5, 3.6))
-    _draw_curves(ax, x, curves, title, xlabel, ylabel, logy, logx, markers)
+    _draw_curves(ax, x, curves, title, xlabel, ylabel, logy, logx, markers, data_xticks)
     return _save(fig, path, 120)
 
 
