@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .modeling_layers import rms_normalize
-from .modeling_teacher import check_memory, check_token_ids
+from .modeling_utils import check_memory, check_token_ids
 
 __all__ = [
     "compile_step",

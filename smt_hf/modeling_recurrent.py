@@ -315,13 +315,13 @@ class SMTRecurrentForCausalLM(SMTRecurrentPreTrainedModel, GenerationMixin):
         check_token_ids(input_ids, self.config.vocab_size)
         return self.prefill_encoder(input_ids, attention_mask)
 
-    # -- generate() on the fast path (smt_hf.fast_decode) ----------------------------------------------
+    # -- generate() on the fast path (fast_decode.py) -------------------------------------------------
     def enable_fast_decode(self, compile: bool | str = "default", decode_chunk: int | None = None,
                            strict: bool = False) -> None:
-        """Opt in: `generate()`'s greedy (and, uncompiled, sampling) loop runs on `smt_hf.fast.FastGenerator` (on CPU a
+        """Opt in: `generate()`'s greedy (and, uncompiled, sampling) loop runs on `FastGenerator` (fast.py; on CPU a
         compiled decode, chunks of `decode_chunk` steps) whenever its tokens are exactly the standard loop's; any
         other call runs the standard loop unchanged, or raises ValueError naming the supported set with
-        `strict=True`. Per instance, not saved. See `smt_hf.fast_decode` for the supported set."""
+        `strict=True`. Per instance, not saved. The supported set: the `fast_decode` module."""
         from .fast_decode import enable_fast_decode
 
         enable_fast_decode(self, compile=compile, decode_chunk=decode_chunk, strict=strict)
@@ -334,7 +334,7 @@ class SMTRecurrentForCausalLM(SMTRecurrentPreTrainedModel, GenerationMixin):
 
     def _sample(self, *args, **kwargs):
         """GenerationMixin's greedy / sampling loop (what `generate()` dispatches both modes to), or the same call on
-        the fast path after `enable_fast_decode()` (`smt_hf.fast_decode.fast_sample`)."""
+        the fast path after `enable_fast_decode()` (`fast_decode.fast_sample`)."""
         if "_fast_decode" not in self.__dict__:
             return super()._sample(*args, **kwargs)
         from .fast_decode import fast_sample
