@@ -4,7 +4,10 @@ encoder/decoder/updater 2/1/2), greedy, after a 64-token prompt; the compiled to
 the eager ones. Timings are the best of 7 interleaved repeats (the machine may be shared). Beside them, HF
 `generate()` decode time per token ((time of N+1 new tokens - time of 1) / N, same prompt) of the student, of a
 KV-cache Llama of the student's sizes (bench.py's `llama_for`) and of `MambaForCausalLM` whose SSM state has the
-student's K*d floats (hidden 32, expand 2, state 2, 2 layers; plus its conv state), both untrained.
+student's K*d floats (hidden 32, expand 2, state 2, 2 layers; plus its conv state), both untrained; and the
+student's `generate()` with the fast path (`student.enable_fast_decode(decode_chunk=U, strict=True)`: the same
+compiled decode behind HF `generate()`, its tokens asserted equal to the standard loop's; its compile time is the
+first call's, after the FastGenerator rows have filled the inductor cache).
 
     python recipes/decode_cpu.py                 # U = 8 (the default), N = 64 new tokens, batches 1 and 16
     python recipes/decode_cpu.py 4 8 --new 128
@@ -47,6 +50,20 @@ def hf_decode_seconds(model, prompt, N, repeats=3):
 
     run(2)
     return min((run(N + 1) - run(1)) / N for _ in range(repeats))
+
+
+def fast_generate_row(student, prompt, N, chunk):
+    """generate() with the fast path: (seconds per decoded token as `hf_decode_seconds`, first-call seconds)."""
+    ref = student.generate(prompt, max_new_tokens=N, do_sample=False)  # the standard loop
+    student.enable_fast_decode(decode_chunk=chunk, strict=True)  # strict: never timed on the standard loop
+    try:
+        t0 = time.perf_counter()
+        out = student.generate(prompt, max_new_tokens=N, do_sample=False)  # compiles for this batch size
+        first = time.perf_counter() - t0
+        assert torch.equal(out, ref), "generate() with the fast path: tokens differ from the standard loop"
+        return hf_decode_seconds(student, prompt, N), first
+    finally:
+        student.disable_fast_decode()
 
 
 def main(argv=None) -> dict:
@@ -101,6 +118,12 @@ def main(argv=None) -> dict:
                 sec = hf_decode_seconds(model, prompts[B], N)
                 rows.append(dict(model=name, B=B, ms_per_token=1e3 * sec, tokens_per_s=B / sec))
                 print(f"B={B:3d} {name:>22s}: {1e3 * sec:.3f} ms/token {B / sec:9.0f} tokens/s", flush=True)
+            name = f"generate() fast path U={a.chunks[0]}"
+            sec, first = fast_generate_row(student, prompts[B], N, a.chunks[0])
+            rows.append(dict(model=name, B=B, ms_per_token=1e3 * sec, tokens_per_s=B / sec, speedup=best["eager"] / sec,
+                             compile_s=first))
+            print(f"B={B:3d} {name:>22s}: {1e3 * sec:.3f} ms/token {B / sec:9.0f} tokens/s  {best['eager'] / sec:.1f}x "
+                  f"eager, first call {first:.0f} s", flush=True)
     result = {"machine": describe_machine(), "torch": torch.__version__, "new_tokens": N, "prompt": 64, "rows": rows}
     if a.out:
         with open(a.out, "w") as f:

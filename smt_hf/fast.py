@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .modeling_layers import rms_normalize
-from .modeling_teacher import check_memory, check_token_ids
+from .modeling_utils import check_memory, check_token_ids
 
 __all__ = [
     "compile_step",
@@ -140,8 +140,7 @@ def _generation_setting(gen, name: str, value):
 # generation-config settings that change `model.generate`'s tokens and are not implemented here, with their no-op
 # values: (greedy and sampling) and (sampling only)
 _UNSUPPORTED_ALWAYS = {"repetition_penalty": (1.0,), "encoder_repetition_penalty": (1.0,), "no_repeat_ngram_size": (0,),
-                       "encoder_no_repeat_ngram_size": (0,), "bad_words_ids": (), "min_length": (0,),
-                       "min_new_tokens": (0,), "suppress_tokens": (), "begin_suppress_tokens": (),
+                       "encoder_no_repeat_ngram_size": (0,), "bad_words_ids": (), "suppress_tokens": (), "begin_suppress_tokens": (),
                        "forced_bos_token_id": (), "forced_eos_token_id": (), "sequence_bias": (),
                        "exponential_decay_length_penalty": ()}
 _UNSUPPORTED_SAMPLING = {"top_p": (1.0,), "typical_p": (1.0,), "min_p": (0.0,), "epsilon_cutoff": (0.0,),
@@ -150,7 +149,7 @@ _UNSUPPORTED_SAMPLING = {"top_p": (1.0,), "typical_p": (1.0,), "min_p": (0.0,), 
 
 def _unsupported_settings(gen, do_sample: bool) -> list[str]:
     """`name=value` for each setting of the generation config `gen` that would make `model.generate` pick other
-    tokens than FastGenerator (which implements temperature, top_k and eos only)."""
+    tokens than FastGenerator (which implements temperature, top_k, eos, min_new_tokens and min_length only)."""
     names = {**_UNSUPPORTED_ALWAYS, **(_UNSUPPORTED_SAMPLING if do_sample else {})}
     bad = []
     for name, noop in names.items():
@@ -175,9 +174,10 @@ def _filter_logits(logits: torch.Tensor, temperature: float, top_k: int | None) 
 def _make_core(model: nn.Module, do_sample: bool, temperature: float, top_k: int | None):
     """The fused static-shaped functions of one decode step and one prefill step.
 
-    decode(memory (B, K, d), noise (B, V) or None, done (B,) bool or None, pad (,) or None)
+    decode(memory (B, K, d), noise (B, V) or None, done (B,) bool or None, pad (,) or None, ban (V,) bool or None)
         -> (next memory (B, K, d), token (B,))
-        logits = g(m); token = argmax (greedy) | multinomial (noise None) | argmax(p / noise) (noise ~ Exp(1),
+        logits = g(m), -inf where `ban` (the eos ids before min_new_tokens, as HF's min-length processors);
+        token = argmax (greedy) | multinomial (noise None) | argmax(p / noise) (noise ~ Exp(1),
         the exponential race: same distribution as multinomial, but graph/compile-safe); rows already `done`
         (met eos) take the `pad` token, as in HF generate; m' = f(m, token).
     prefill(memory (B, K, d), ids (B,), keep (B,) bool) -> memory (B, K, d): one masked update.
@@ -188,8 +188,10 @@ def _make_core(model: nn.Module, do_sample: bool, temperature: float, top_k: int
     embed, head = core.embed_tokens, base.readout_head
 
     def decode(memory: torch.Tensor, noise: torch.Tensor | None = None, done: torch.Tensor | None = None,
-               pad: torch.Tensor | None = None):
+               pad: torch.Tensor | None = None, ban: torch.Tensor | None = None):
         logits = head(memory).float()  # (B, V)
+        if ban is not None:
+            logits = logits.masked_fill(ban, float("-inf"))  # (B, V)
         if do_sample:
             probs = F.softmax(_filter_logits(logits, temperature, top_k), dim=-1)  # (B, V)
             if noise is None:
@@ -219,14 +221,16 @@ def _make_chunk(decode: Callable, steps: int):
     guard check and one wrapper per `steps` tokens instead of per token).
 
     chunk(memory, m_cut (B, K, d), done (B,) bool, pad (,) long, limit (1,) long, noise (steps, B, V) or None,
-          eos (E,) long or None) -> (memory, m_cut, done, tokens (B, steps), all_done (steps,) bool or None)
+          eos (E,) long or None, eos_mask (V,) bool or None, min_left (1,) long or None)
+        -> (memory, m_cut, done, tokens (B, steps), all_done (steps,) bool or None)
     Step i runs only when i < limit (the memory, m_cut and done of later steps are left unchanged, their tokens
     are to be dropped), so one compiled function also serves the last, shorter chunk. With eos: rows that met
     eos take the pad token, `all_done[i]` = every row has finished after step i, and m_cut = the memory after
-    the last step at which some row was still running (as `FastGenerator._decode_body`).
+    the last step at which some row was still running (as `FastGenerator._decode_body`). With eos_mask: step i
+    bans the eos ids while i < min_left (min_new_tokens not yet reached).
     """
 
-    def chunk(memory, m_cut, done, pad, limit, noise=None, eos=None):
+    def chunk(memory, m_cut, done, pad, limit, noise=None, eos=None, eos_mask=None, min_left=None):
         tokens, finished = [], []
         for i in range(steps):
             live = limit > i  # (1,) bool
@@ -234,7 +238,8 @@ def _make_chunk(decode: Callable, steps: int):
                 new_m, tok = decode(memory, None if noise is None else noise[i])
             else:
                 all_before = done.all()
-                new_m, tok = decode(memory, None if noise is None else noise[i], done, pad)
+                ban = None if eos_mask is None else eos_mask & (min_left > i)  # (V,)
+                new_m, tok = decode(memory, None if noise is None else noise[i], done, pad, ban)
                 done = torch.where(live, done | (tok[:, None] == eos[None, :]).any(-1), done)  # (B,)
                 finished.append(done.all())
                 m_cut = torch.where(live.view(1, 1, 1) & ~all_before, new_m, m_cut)
@@ -274,7 +279,11 @@ class FastGenerator:
         do_sample, temperature, top_k: as `model.generate` (temperature then top-k, HF order); None takes the
             model's generation config, else transformers' defaults (temperature 1.0, top_k 50), as `generate` does.
             A generation config with settings not implemented here (top_p < 1 when sampling; repetition_penalty,
-            no_repeat_ngram_size, min_new_tokens, suppress_tokens, ... always) is refused: its tokens would differ.
+            no_repeat_ngram_size, suppress_tokens, ... always) is refused: its tokens would differ.
+        min_new_tokens: eos is banned until this many new tokens (default: the generation config's, and its
+            `min_length` counting the prompt), as `model.generate`'s min-length logits processors; needs an eos.
+        generation_config: the config the defaults above come from and that is checked (default the model's;
+            `model.generate()` on the fast path passes the call's own).
         compile: False, or a `torch.compile` mode ("default", "max-autotune-no-cudagraphs", ...) for the
             fused step functions. "reduce-overhead" is taken as "default" when `cuda_graph` is on (the
             graph here already covers the whole step plus the buffer writes); with `cuda_graph=False` it
@@ -315,13 +324,15 @@ class FastGenerator:
         compile_prefill: bool = True,
         prefill: str | None = None,
         decode_chunk: int | None = None,
+        min_new_tokens: int | None = None,
+        generation_config=None,
     ):
         if sampler not in (None, "multinomial", "exponential"):
             raise ValueError(f"`sampler` must be None, 'multinomial' or 'exponential', got {sampler!r}.")
         self.model = model
         self.base = _base(model)
         self.config = self.base.config
-        gen = getattr(self.base, "generation_config", None)
+        gen = generation_config if generation_config is not None else getattr(self.base, "generation_config", None)
         # sampling settings as model.generate resolves them: argument, else generation config, else HF's defaults
         temperature, top_k = _generation_setting(gen, "temperature", temperature), _generation_setting(gen, "top_k", top_k)
         if do_sample and temperature <= 0:
@@ -340,6 +351,8 @@ class FastGenerator:
         self.eos = None if eos is None else torch.as_tensor(eos, device=self.device).view(-1)  # (E,)
         pad = pad_token_id if pad_token_id is not None else getattr(gen, "pad_token_id", None)
         self.pad = pad if pad is not None else (None if self.eos is None else int(self.eos[0]))
+        self.min_new_tokens = int(min_new_tokens if min_new_tokens is not None else getattr(gen, "min_new_tokens", None) or 0)
+        self.min_length = int(getattr(gen, "min_length", None) or 0) if min_new_tokens is None else 0  # counts the prompt
         self.autocast_dtype = autocast_dtype
         decode, prefill = _make_core(model, do_sample, self.temperature, top_k)
         # CPU: decode in chunks of several steps (see _make_chunk), compiled as one graph when `compile`
@@ -441,8 +454,9 @@ class FastGenerator:
                 new_m, tok = self._decode_fn(b["m"], noise)
         else:
             all_before = b["done"].all()  # every row had finished before this step: the output is already cut
+            ban = b["eos_mask"] & (b["pos"] < b["min_new"]) if "eos_mask" in b else None  # (V,)
             with self._autocast():
-                new_m, tok = self._decode_fn(b["m"], noise, b["done"], b["pad"])
+                new_m, tok = self._decode_fn(b["m"], noise, b["done"], b["pad"], ban)
             b["done"].logical_or_(torch.isin(tok, self.eos))
             b["all_done"].index_copy_(0, b["pos"], b["done"].all().view(1))
             b["m_cut"].copy_(torch.where(all_before, b["m_cut"], new_m))  # the memory after the last kept token
@@ -450,15 +464,24 @@ class FastGenerator:
         b["m"].copy_(new_m)
         b["pos"].add_(1)
 
+    def _eos_mask(self) -> torch.Tensor:
+        """(V,) bool: True at the eos ids."""
+        mask = torch.zeros(self.config.vocab_size, dtype=torch.bool, device=self.device)
+        return mask.index_fill_(0, self.eos, True)
+
     @torch.no_grad()
-    def decode(self, memory: torch.Tensor, max_new_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def decode(self, memory: torch.Tensor, max_new_tokens: int,
+               min_new_tokens: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Generate N tokens from memories (B, K, d). Returns tokens (B, N') and the memory after reading
-        them, N' <= N (cut after the step where all rows met eos). No host sync inside the loop."""
+        them, N' <= N (cut after the step where all rows met eos). No host sync inside the loop.
+        min_new_tokens (default `self.min_new_tokens`): eos is banned in the first steps, as in `model.generate`."""
         B, N = memory.shape[0], int(max_new_tokens)
+        n_min = self.min_new_tokens if min_new_tokens is None else int(min_new_tokens)
+        n_min = n_min if (self.eos is not None and n_min > 0) else 0
         check_memory(memory, self.config.memory_tokens, self.config.hidden_size)
         if self._chunk_fn is not None and N > 0:
-            return self._decode_chunked(memory, N)
-        key = ("decode", B, N, memory.dtype)
+            return self._decode_chunked(memory, N, n_min)
+        key = ("decode", B, N, memory.dtype, n_min > 0)
         if key in self._graphs:
             graph, b = self._graphs[key]
         else:
@@ -471,6 +494,8 @@ class FastGenerator:
                 m_cut=memory.detach().clone().contiguous(),
                 pad=torch.tensor(0 if self.pad is None else self.pad, dtype=torch.long, device=self.device),
             )
+            if n_min > 0:
+                b.update(eos_mask=self._eos_mask(), min_new=torch.zeros(1, dtype=torch.long, device=self.device))
         if N == 0:
             return b["out"], memory
 
@@ -480,6 +505,8 @@ class FastGenerator:
             b["done"].zero_()
             b["all_done"].zero_()
             b["m_cut"].copy_(memory)
+            if n_min > 0:
+                b["min_new"].fill_(n_min)
 
         if self.cuda_graph and graph is None:
             graph = _Graph(lambda: self._decode_body(b), warmup=2, reset=reset)
@@ -497,7 +524,7 @@ class FastGenerator:
                 out = out[:, : int(finished.to(torch.int8).argmax()) + 1]
         return out, (b["m"] if self.eos is None else b["m_cut"]).clone()
 
-    def _decode_chunked(self, memory: torch.Tensor, N: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _decode_chunked(self, memory: torch.Tensor, N: int, n_min: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         """`decode` on CPU in compiled chunks of `decode_chunk` steps (same tokens and memories as step by step)."""
         U, (B, V) = self.decode_chunk, (memory.shape[0], self.config.vocab_size)
         n = -(-N // U) * U  # N rounded up to whole chunks
@@ -507,11 +534,14 @@ class FastGenerator:
         all_done = torch.zeros(n, dtype=torch.bool, device=self.device)
         pad = torch.tensor(0 if self.pad is None else self.pad, dtype=torch.long, device=self.device)
         full = torch.tensor([U], device=self.device)
+        eos_mask = self._eos_mask() if n_min > 0 else None  # (V,)
         for start in range(0, N, U):
+            min_left = torch.tensor([n_min - start], device=self.device) if n_min > start else None
             limit = full if start + U <= N else torch.tensor([N - start], device=self.device)
             noise = torch.empty(U, B, V, device=self.device).exponential_() if self._use_noise() else None  # (U, B, V)
             with self._autocast():
-                m, m_cut, done, toks, fin = self._chunk_fn(m, m_cut, done, pad, limit, noise, self.eos)
+                m, m_cut, done, toks, fin = self._chunk_fn(m, m_cut, done, pad, limit, noise, self.eos,
+                                                           None if min_left is None else eos_mask, min_left)
             out[:, start:start + U] = toks
             if fin is not None:
                 all_done[start:start + U] = fin
@@ -525,13 +555,13 @@ class FastGenerator:
                  attention_mask: torch.Tensor | None = None, return_memory: bool = False):
         """prompt (B, T) -> sequences (B, T + N) (and the memory after reading them if `return_memory`).
         Without `attention_mask`, pad tokens in the prompt are masked when the pad id is not an eos id, as
-        `model.generate` infers it."""
+        `model.generate` infers it. Eos is banned until `min_new_tokens` new tokens and `min_length` in all."""
         if attention_mask is None and self.pad is not None and (self.eos is None or self.pad not in self.eos.tolist()):
             pads = input_ids.eq(self.pad)
             if bool(pads.any()):  # one sync, before the loop
                 attention_mask = (~pads).long()
         m = self.prefill(input_ids, attention_mask)
-        new, m = self.decode(m, max_new_tokens)
+        new, m = self.decode(m, max_new_tokens, max(self.min_new_tokens, self.min_length - input_ids.shape[1]))
         seq = torch.cat([input_ids.to(self.device), new], dim=1)
         return (seq, m) if return_memory else seq
 

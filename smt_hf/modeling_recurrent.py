@@ -315,6 +315,32 @@ class SMTRecurrentForCausalLM(SMTRecurrentPreTrainedModel, GenerationMixin):
         check_token_ids(input_ids, self.config.vocab_size)
         return self.prefill_encoder(input_ids, attention_mask)
 
+    # -- generate() on the fast path (fast_decode.py) -------------------------------------------------
+    def enable_fast_decode(self, compile: bool | str = "default", decode_chunk: int | None = None,
+                           strict: bool = False) -> None:
+        """Opt in: `generate()`'s greedy (and, uncompiled, sampling) loop runs on `FastGenerator` (fast.py; on CPU a
+        compiled decode, chunks of `decode_chunk` steps) whenever its tokens are exactly the standard loop's; any
+        other call runs the standard loop unchanged, or raises ValueError naming the supported set with
+        `strict=True`. Per instance, not saved. The supported set: the `fast_decode` module."""
+        from .fast_decode import enable_fast_decode
+
+        enable_fast_decode(self, compile=compile, decode_chunk=decode_chunk, strict=strict)
+
+    def disable_fast_decode(self) -> None:
+        """Undo `enable_fast_decode`: `generate()` runs the standard loop only."""
+        from .fast_decode import disable_fast_decode
+
+        disable_fast_decode(self)
+
+    def _sample(self, *args, **kwargs):
+        """GenerationMixin's greedy / sampling loop (what `generate()` dispatches both modes to), or the same call on
+        the fast path after `enable_fast_decode()` (`fast_decode.fast_sample`)."""
+        if "_fast_decode" not in self.__dict__:
+            return super()._sample(*args, **kwargs)
+        from .fast_decode import fast_sample
+
+        return fast_sample(self, *args, **kwargs)
+
     def prepare_inputs_for_generation(self, input_ids, next_sequence_length=None, inputs_embeds=None, **kwargs):
         """As GenerationMixin's, except when `generate()` is handed a cache that has already read >= the tokens
         given: HF slices `input_ids[:, -0:]` (the whole prompt, read twice) or with a negative length. Here 0 new
