@@ -32,7 +32,8 @@ MODEL = {"teacher": dict(hidden_size=64, memory_tokens=2, num_encoder_layers=2, 
 SMT = dict(mode="joint", per_device_train_batch_size=64, learning_rate=1e-3, lambda_dyn=1.0)
 # BPTT runs to a wall-clock budget (max_steps is only an upper bound), so its warm-up is in steps: a fraction of
 # max_steps would keep the learning rate near 0 for the whole budget
-BPTT = dict(mode="bptt", per_device_train_batch_size=64, learning_rate=1e-3, warmup_steps=10)
+# and it uses the compiled recurrent step (same losses, 1.6x faster per step on CPU, recipes/results/bench_cpu_compile.md)
+BPTT = dict(mode="bptt", per_device_train_batch_size=64, learning_rate=1e-3, warmup_steps=10, recurrent_step_compile="default")
 # DMT: the package defaults (one_step, k=1, teacher transitions) plus what this recipe sets for episodes
 DMT = dict(mode="dmt", per_device_train_batch_size=32, learning_rate=3e-4, dmt_start="initial")
 FULL_ROLLOUT = dict(DMT, dmt_gradient="full_rollout", dmt_stride=8, dmt_teacher_transitions=False)
