@@ -182,17 +182,15 @@ def table(runs: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def plot_compute(runs: list[dict], path: str) -> str:
-    """Standalone accuracy against cumulative SeqFLOPs and against training tokens (paper Fig 6), mean over seeds:
-    SMT -> one-step DMT and SMT -> full-rollout DMT as two-stage paths from the end of SMT, BPTT as its end point.
-    Cumulative SeqFLOPs = steps x SeqFLOPs/step of each phase; tokens = steps x batch x T."""
-    from smt_hf.viz import plot_panels
-
+def compute_paths(runs: list[dict]) -> dict[str, list[tuple[float, float, float]]]:
+    """Mean over seeds of (cumulative SeqFLOPs per sequence, training tokens, standalone accuracy) at the end of each
+    phase: SMT -> one-step DMT and SMT -> full-rollout DMT as two-stage paths from the end of SMT, BPTT as one point.
+    Cumulative SeqFLOPs = steps x SeqFLOPs/step of each phase (`step_seqflops`); tokens = steps x batch x T."""
     flops, T = step_seqflops(runs[0]), runs[0]["seq_len"]
     batch = {ROWS[0]: SMT["per_device_train_batch_size"], ROWS[1]: DMT["per_device_train_batch_size"],
              ROWS[2]: FULL_ROLLOUT["per_device_train_batch_size"], ROWS[3]: BPTT["per_device_train_batch_size"]}
 
-    def mean_point(name, base=None):  # (seqflops, tokens, acc) averaged over the seeds that have the row
+    def mean_point(name, base=None):
         pts = []
         for run in runs:
             r = next((r for r in run["rows"] if r["run"] == name), None)
@@ -207,12 +205,20 @@ def plot_compute(runs: list[dict], path: str) -> str:
     paths = {"SMT -> DMT one_step (no BPTT)": [smt, mean_point(ROWS[1], ROWS[0])],
              "SMT -> DMT full_rollout (truncated BPTT)": [smt, mean_point(ROWS[2], ROWS[0])],
              "BPTT": [mean_point(ROWS[3])]}
-    curves = [{k: ([p[i] for p in v if p], [p[2] for p in v if p]) for k, v in paths.items() if all(v)} for i in (0, 1)]
+    return {k: v for k, v in paths.items() if all(v)}
+
+
+def plot_compute(runs: list[dict], path: str) -> str:
+    """Standalone accuracy against cumulative SeqFLOPs and against training tokens (paper Fig 6): `compute_paths`."""
+    from smt_hf.viz import plot_panels
+
+    paths = compute_paths(runs)
+    curves = [{k: ([p[i] for p in v], [p[2] for p in v]) for k, v in paths.items()} for i in (0, 1)]
     plot_panels([dict(curves=curves[0], xlabel="cumulative SeqFLOPs per sequence", ylabel="standalone accuracy",
                       logx=True, markers=True, title="vs sequential compute", data_xticks=False),
                  dict(curves=curves[1], xlabel="training tokens", ylabel="standalone accuracy", logx=True,
                       markers=True, title="vs tokens", data_xticks=False)],
-                path, suptitle=f"{runs[0]['task']} T={T}, mean over seeds {[r['seed'] for r in runs]}")
+                path, suptitle=f"{runs[0]['task']} T={runs[0]['seq_len']}, mean over seeds {[r['seed'] for r in runs]}")
     return path
 
 

@@ -116,7 +116,8 @@ def test_token_sample_prints_the_whole_prompt(capsys):
 
 
 # ----------------------------------------------------------------------------- --help and outputs
-@pytest.mark.parametrize("script", ["smt.py", "reproduce.py", "bench.py", "needle_e2e.py", "data_samples.py"])
+@pytest.mark.parametrize("script", ["smt.py", "reproduce.py", "bench.py", "needle_e2e.py", "data_samples.py",
+                                    "teacher_curves.py"])
 def test_help_answers_before_torch_is_imported(script):
     code = ("import runpy, sys\nsys.argv = [sys.argv[1], '--help']\ntry:\n    runpy.run_path(sys.argv[0], run_name='__main__')\n"
             "except SystemExit:\n    pass\nprint('HEAVY', sorted(m for m in ('torch', 'transformers', 'datasets') if m in sys.modules))")

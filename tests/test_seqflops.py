@@ -54,3 +54,27 @@ def test_needle_e2e_summary_table_over_seeds(tmp_path):
     assert "one_step (no BPTT)" in line and "0.75 ± 0.25" in line and "1.00, 0.50" in line and " M |" in line
     assert "full_rollout" not in md  # a row no seed ran is left out
     assert (tmp_path / "needle_e2e_T16.md").read_text() == md
+
+
+def test_needle_e2e_compute_paths_accumulate_seqflops_and_tokens():
+    """The Fig 6 points: DMT's cumulative SeqFLOPs/tokens start from the end of SMT; BPTT's from zero; mean over seeds."""
+    import os
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "recipes"))
+    import needle_e2e as n
+
+    def run(seed, dmt_acc):
+        rows = [{"run": n.ROWS[0], "steps": 100, "student_acc": 0.2}, {"run": n.ROWS[1], "steps": 30, "student_acc": dmt_acc},
+                {"run": n.ROWS[3], "steps": 50, "student_acc": 0.1}]
+        return {"task": "needle", "task_kwargs": {"vocab_size": 16}, "seq_len": 16, "seed": seed, "model": n.MODEL,
+                "rows": rows}
+
+    runs = [run(0, 1.0), run(1, 0.5)]
+    F = n.step_seqflops(runs[0])
+    paths = n.compute_paths(runs)
+    assert set(paths) == {"SMT -> DMT one_step (no BPTT)", "BPTT"}  # no seed ran full_rollout
+    smt, dmt = paths["SMT -> DMT one_step (no BPTT)"]
+    assert smt == (100 * F[n.ROWS[0]], 100 * 64 * 16, 0.2)
+    assert dmt == (100 * F[n.ROWS[0]] + 30 * F[n.ROWS[1]], (100 * 64 + 30 * 32) * 16, 0.75)
+    assert paths["BPTT"] == [(50 * F[n.ROWS[3]], 50 * 64 * 16, 0.1)]

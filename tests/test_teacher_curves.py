@@ -1,0 +1,38 @@
+"""recipes/teacher_curves.py: the calibration loop stops at its target and records the curve it stopped on."""
+
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "recipes"))
+
+DEFAULTS = {"seq_len": 8, "teacher": {"hidden_size": 16, "memory_tokens": 2, "num_encoder_layers": 1,
+                                      "num_decoder_layers": 1, "num_attention_heads": 2},
+            "student": {"backbone": "mlp"}, "learning_rate": 1e-3, "warmup_steps": 0, "batch_size": 8,
+            "max_steps": 12, "eval_steps": 4, "budget_seconds": 600, "target": 0.95, "num_train": 64, "num_eval": 16}
+
+
+@pytest.mark.parametrize("target, steps, curve_steps", [(0.0, 4, [4]), (1.01, 12, [4, 8, 12])])
+def test_run_stops_at_target_or_runs_out(target, steps, curve_steps):
+    import teacher_curves
+
+    r = teacher_curves.run_one("needle", {"task": "needle", "task_kwargs": {"vocab_size": 8}, "target": target},
+                               DEFAULTS, seed=0)
+    assert [c[0] for c in r["curve"]] == curve_steps and r["curve"][-1][0] == steps
+    assert (r["reached_at"] is not None) == (target == 0.0)
+    assert r["final_teacher_acc"] == r["curve"][-1][2] and 0.0 <= r["final_teacher_acc"] <= 1.0
+
+
+def test_write_merges_runs_by_family_length_and_seed(tmp_path):
+    import teacher_curves
+
+    def run(family, seed, acc):
+        return {"family": family, "seq_len": 8, "seed": seed, "machine": "m", "threads": 1,
+                "settings": {**DEFAULTS, "task": "needle"}, "curve": [[4, 1.0, acc]], "final_teacher_acc": acc,
+                "reached_at": {"step": 4, "seconds": 1.0} if acc >= 0.95 else None}
+
+    teacher_curves.write(str(tmp_path), [run("a", 0, 0.5), run("b", 0, 0.96)])
+    md = teacher_curves.write(str(tmp_path), [run("a", 0, 0.97)])  # replaces a/0, keeps b/0
+    rows = [x for x in md.splitlines() if x.startswith("| a ") or x.startswith("| b ")]
+    assert len(rows) == 2 and "0.970" in rows[0] and "| 4 | 1.0 |" in rows[0] and "0.960" in rows[1]
