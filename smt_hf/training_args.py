@@ -44,6 +44,15 @@ class SMTTrainingArguments(TrainingArguments):
             "with dense teacher targets; a baseline, not SMT's no-BPTT method)."
         },
     )
+    dmt_matched_steps: int | None = field(
+        default=None,
+        metadata={
+            "help": "One-step DMT: match this many transitions per sequence, drawn uniformly at random (without "
+            "replacement, fresh for every sequence and step) from the Td of the rollout, instead of every "
+            "`dmt_stride`-th. Every position is supervised in expectation, at the teacher cost of n contexts per "
+            "sequence instead of Td+1. Needs dmt_gradient='one_step' and dmt_stride=1; None (default) = off."
+        },
+    )
     dmt_teacher_transitions: bool | None = field(
         default=None,
         metadata={
@@ -142,8 +151,18 @@ class SMTTrainingArguments(TrainingArguments):
             )
         if self.dmt_gradient not in ("one_step", "full_rollout"):
             raise ValueError(f"`dmt_gradient` must be 'one_step' or 'full_rollout', got {self.dmt_gradient!r}.")
+        if self.dmt_matched_steps is not None:
+            if not 1 <= self.dmt_matched_steps <= self.rollout_length:
+                raise ValueError(f"`dmt_matched_steps` must be in 1..rollout_length ({self.rollout_length}), got "
+                                 f"{self.dmt_matched_steps}.")
+            if self.dmt_gradient != "one_step" or self.dmt_stride != 1:
+                raise ValueError("`dmt_matched_steps` (random matched transitions) needs dmt_gradient='one_step' and "
+                                 f"dmt_stride=1, got {self.dmt_gradient!r} and {self.dmt_stride}; unset one or the other.")
+            if self.dmt_teacher_transitions:
+                raise ValueError("`dmt_teacher_transitions` needs the teacher memory at every step; with "
+                                 "`dmt_matched_steps` set it to False (or leave it None).")
         if self.dmt_teacher_transitions is None:
-            self.dmt_teacher_transitions = self.dmt_stride == 1
+            self.dmt_teacher_transitions = self.dmt_stride == 1 and self.dmt_matched_steps is None
         if self.dmt_teacher_transitions and self.dmt_stride != 1 and self.mode == "dmt":
             raise ValueError(
                 f"`dmt_teacher_transitions=True` needs `dmt_stride=1` (one-step teacher transitions), got "

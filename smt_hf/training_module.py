@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from . import losses
-from .data.collator import IGNORE_INDEX, SMTDataCollator, prefix_contexts, right_windows
+from .data.collator import IGNORE_INDEX, SMTDataCollator, left_windows, prefix_contexts, right_windows
 
 
 class ReplayBuffer:
@@ -199,18 +199,32 @@ class SMTTrainingModule(nn.Module):
         # right-padded rows: a matched step whose window runs past the row's end has no target (masked out)
         lengths = torch.full((B,), L, device=input_ids.device) if attention_mask is None else attention_mask.sum(1)
         valid = ends[1:].view(1, -1) <= lengths.view(-1, 1)  # (B, n)
+        tokens = input_ids[:, start : start + Td]  # (B, Td) the tokens the rollout reads
+        if a.dmt_matched_steps is not None:  # n random steps per row, (B, n): step j's output is matched
+            js = torch.rand(B, Td, device=input_ids.device).argsort(1)[:, : a.dmt_matched_steps].sort(1).values
+            ends = start + js + 1  # (B, n) per-row context ends
+            valid = ends <= lengths.view(-1, 1)
+        else:
+            js = torch.arange(k - 1, Td, k, device=input_ids.device).expand(B, -1)  # every k-th step, (B, n)
         was_training = teacher.training
         teacher.eval()  # restored below, also on an error: the caller's teacher keeps its mode
         try:
             with torch.no_grad():
-                ctx, ctx_mask = prefix_contexts(input_ids, ends, Tc, 0, attention_mask)  # (B, n+1, Tc)
-                targets = teacher.encode(ctx.flatten(0, 1), ctx_mask.flatten(0, 1))
-                targets = targets.view(B, len(ends), *targets.shape[1:])  # (B, n+1, K, d)
+                if a.dmt_matched_steps is not None:  # [start] (if the rollout starts from the teacher) + matched
+                    rows = torch.arange(B, device=input_ids.device)
+                    all_ends = torch.cat([torch.full((B, 1), start, device=input_ids.device), ends], 1)  # (B, n+1)
+                    n1 = all_ends.shape[1]
+                    mask = attention_mask.repeat_interleave(n1, 0) if attention_mask is not None else None
+                    ctx, ctx_mask = left_windows(input_ids[rows.repeat_interleave(n1)], all_ends.flatten(), Tc, 0, mask)
+                    targets = teacher.encode(ctx, ctx_mask)
+                    targets = targets.view(B, n1, *targets.shape[1:])  # (B, n+1, K, d)
+                else:
+                    ctx, ctx_mask = prefix_contexts(input_ids, ends, Tc, 0, attention_mask)  # (B, n+1, Tc)
+                    targets = teacher.encode(ctx.flatten(0, 1), ctx_mask.flatten(0, 1))
+                    targets = targets.view(B, len(ends), *targets.shape[1:])  # (B, n+1, K, d)
         finally:
             teacher.train(was_training)
         m = targets[:, 0] if a.dmt_start == "teacher" else self.student.initial_memory(B)
-        tokens = input_ids[:, start : start + Td]  # (B, Td) the tokens the rollout reads
-        matched_steps = torch.arange(k - 1, Td, k, device=input_ids.device)  # (n,) step j whose output is matched
         # 2. roll the student out on its own memories
         if a.dmt_gradient == "full_rollout":
             visited, matched = [], []
@@ -230,9 +244,10 @@ class SMTTrainingModule(nn.Module):
             # the start memory keeps its own gradient (one step: f(m_0, x_0) -> m*_1 trains a learned m_0)
             if k == 1:
                 visited = torch.cat([m.unsqueeze(1), visited[:, 1:]], 1)
-            n = len(matched_steps)
-            prev = visited[:, matched_steps].flatten(0, 1)  # (B*n, K, d)
-            matched = self.student.step(prev, tokens[:, matched_steps].flatten()).view(B, n, *prev.shape[1:])
+            n = js.shape[1]
+            rows = torch.arange(B, device=input_ids.device).view(B, 1)
+            prev = visited[rows, js].flatten(0, 1)  # (B*n, K, d)
+            matched = self.student.step(prev, tokens[rows, js].flatten()).view(B, n, *prev.shape[1:])
         # 3. losses: memory matching at strided steps, readout CE on stop-gradient memories (one batched call)
         logits = self.student.readout(visited.detach())  # (B, Td, V)
         parts = {
@@ -243,13 +258,14 @@ class SMTTrainingModule(nn.Module):
             pred = self.student.step(targets[:, :-1].flatten(0, 1), tokens.flatten()).view_as(targets[:, 1:])
             parts["dmt_teacher"] = losses.dynamics_loss(pred, targets[:, 1:], valid)
         if self.replay is not None:  # DAgger aggregation: regress on transitions visited by earlier rollouts
-            prev = visited[:, matched_steps].flatten(0, 1)  # (B*n, K, d), detached
+            rows = torch.arange(B, device=input_ids.device).view(B, 1)
+            prev = visited[rows, js].detach().flatten(0, 1)  # (B*n, K, d)
             keep = valid.flatten()
             old = self.replay.sample(min(len(self.replay), keep.numel()))
             if old is not None:
                 pred = self.student.step(old[0], old[1])
                 parts["dmt_replay"] = losses.dynamics_loss(pred, old[2])
-            self.replay.add(prev[keep], tokens[:, matched_steps].flatten()[keep], targets[:, 1:].flatten(0, 1)[keep])
+            self.replay.add(prev[keep], tokens[rows, js].flatten()[keep], targets[:, 1:].flatten(0, 1)[keep])
         return parts
 
     # ------------------------------------------------------------------ BPTT

@@ -116,6 +116,57 @@ def test_dmt_one_step_equals_per_step_detached_loop(tmp_path, stride):
         torch.testing.assert_close(fast[n], slow[n], rtol=1e-4, atol=1e-6)
 
 
+def test_dmt_matched_steps_equals_detached_loop_at_the_drawn_steps(tmp_path):
+    """Random matched transitions (`dmt_matched_steps`): per row, the drawn steps j get f(m_hat_j, x_j) -> E(x[:j+1])
+    with one-step gradient, equal to a detached loop at those steps (loss and gradients)."""
+    student, teacher = models()
+    batch = SMTDataCollator(mode="dmt")([data(4)[i] for i in range(4)])
+    ids, n = batch["input_ids"], 3
+    args = targs(tmp_path, mode="dmt", dmt_start="initial", dmt_stride=1, dmt_matched_steps=n)
+    module = SMTTrainingModule(student, teacher, args)
+    torch.manual_seed(7)
+    student.zero_grad()
+    module(**batch)["dmt_dynamics"].backward()
+    fast = {k: p.grad.clone() for k, p in student.named_parameters() if p.grad is not None}
+    torch.manual_seed(7)
+    js = torch.rand(len(ids), T).argsort(1)[:, :n].sort(1).values  # the draw dmt_parts makes first
+    assert not torch.equal(js[0], js[1])  # fresh per row
+    student.zero_grad()
+    with torch.no_grad():
+        targets = torch.stack([torch.stack([teacher.encode(ids[b : b + 1, : j + 1])[0] for j in js[b]]) for b in range(len(ids))])
+    m, outs = student.initial_memory(len(ids)), []
+    for j in range(T):
+        outs.append(student.step(m, ids[:, j]))
+        m = outs[-1].detach()
+    pred = torch.stack(outs, 1)[torch.arange(len(ids)).view(-1, 1), js]  # (B, n, K, d)
+    torch.nn.functional.mse_loss(pred, targets).backward()
+    slow = {k: p.grad.clone() for k, p in student.named_parameters() if p.grad is not None}
+    assert fast.keys() == slow.keys()
+    for k in fast:
+        torch.testing.assert_close(fast[k], slow[k], rtol=1e-4, atol=1e-6)
+
+
+def test_dmt_matched_steps_all_equals_stride_one(tmp_path):
+    """n = Td random steps are all the steps: the same losses as dmt_stride=1 (teacher transitions off in both)."""
+    student, teacher = models()
+    batch = SMTDataCollator(mode="dmt")([data(4)[i] for i in range(4)])
+    parts = [SMTTrainingModule(student, teacher, targs(tmp_path, mode="dmt", dmt_start="initial", dmt_stride=1, **kw))(**batch)
+             for kw in ({"dmt_matched_steps": T}, {})]
+    for name in ("dmt_dynamics", "readout"):
+        torch.testing.assert_close(parts[0][name], parts[1][name], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("kw, match", [({"dmt_matched_steps": 0}, "1..rollout_length"),
+                                       ({"dmt_matched_steps": 4, "dmt_stride": 4}, "dmt_stride=1"),
+                                       ({"dmt_matched_steps": 4, "dmt_gradient": "full_rollout"}, "one_step"),
+                                       ({"dmt_matched_steps": 4, "dmt_teacher_transitions": True}, "dmt_teacher_transitions")])
+def test_dmt_matched_steps_refuses_what_it_cannot_do(tmp_path, kw, match):
+    with pytest.raises(ValueError, match=match):
+        targs(tmp_path, mode="dmt", **{"dmt_stride": 1, **kw})
+    assert targs(tmp_path, mode="dmt", dmt_stride=1, dmt_teacher_transitions=None,
+                 dmt_matched_steps=4).dmt_teacher_transitions is False  # auto: off with random steps
+
+
 def test_dmt_gradient_old_names_raise_naming_new(tmp_path):
     with pytest.raises(ValueError, match="dmt_gradient='one_step'"):
         targs(tmp_path, mode="dmt", dmt_gradient="detach")
