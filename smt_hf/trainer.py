@@ -87,14 +87,15 @@ class SMTTrainer(Trainer):
                 )
         if data_collator is None:
             # sequence batches for every mode; smt/joint split points are drawn inside the training step
-            data_collator = SMTDataCollator(mode="eval", context_length=args.context_length)
-        if args.recurrent_step_compile is not None:
+            data_collator = SMTDataCollator(mode="eval")
+        step_fn = None
+        if args.recurrent_step_compile is not None:  # passed to the training module; the student is not patched
             from .fast import compile_step
 
             mode = None if args.recurrent_step_compile == "none" else args.recurrent_step_compile
-            compile_step(model, mode=mode, install=True, skip_id_checks=True)
+            step_fn = compile_step(model, mode=mode, install=False)
         self.student, self.teacher = model, teacher
-        self.module = SMTTrainingModule(model, teacher, args)
+        self.module = SMTTrainingModule(model, teacher, args, step_fn=step_fn)
         super().__init__(model=self.module, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
                          data_collator=data_collator, **kwargs)
         self.model_accepts_loss_kwargs = False
@@ -163,7 +164,7 @@ class SMTTrainer(Trainer):
         if isinstance(dataset, str):  # HF's training loop names one of the eval_dataset dict's entries
             dataset = self.eval_dataset[dataset]
         self._student_from_teacher()  # mid-training evaluation measures the standalone student, as after train()
-        collate = SMTDataCollator(mode="eval", context_length=self.args.context_length)
+        collate = SMTDataCollator(mode="eval")
         loader = DataLoader(dataset, batch_size=self.args.per_device_eval_batch_size, collate_fn=collate)
         teacher = self.teacher
         results = []

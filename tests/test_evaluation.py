@@ -27,7 +27,7 @@ def pair():
 def run(student, teacher, batches):
     out = []
     for feats in batches:
-        b = SMTDataCollator(mode="eval", context_length=TC)(feats)
+        b = SMTDataCollator(mode="eval")(feats)
         out.append(evaluate_smt(student, teacher, b["input_ids"], b["labels"], TC, drift_stride=4,
                                 attention_mask=b["attention_mask"]))
     return summarize(out)
@@ -44,7 +44,7 @@ def test_metrics_do_not_depend_on_batching():
         assert got["drift_steps"] == whole["drift_steps"] == [4, 8, 12, 16]
         for k in ("drift_curve", "student_loss", "student_acc", "teacher_acc", "onestep_acc"):
             assert got[k] == pytest.approx(whole[k], rel=1e-5)
-    b = SMTDataCollator(mode="eval", context_length=TC)(data)
+    b = SMTDataCollator(mode="eval")(data)
     with torch.no_grad():
         mem = student(b["input_ids"], output_memories=True).memories[:, [3, 7, 11, 15]]
         tgt = torch.stack([teacher.encode(b["input_ids"][:, max(0, e - TC):e]) for e in (4, 8, 12, 16)], 1)
