@@ -154,8 +154,8 @@ class SMTRecurrentModel(SMTRecurrentPreTrainedModel):
 
         attention_mask (B, T) or longer (the last T columns are used): positions with 0 leave the memory
         unchanged, so left-padded prompts give the same state as unpadded ones.
-        step_fn: a transition (B, K, d), (B, d) -> (B, K, d) run instead of `_step` (e.g. the compiled one of
-        `smt_hf.fast.compile_step(model, install=False)`, which `SMTTrainingModule` passes in BPTT).
+        step_fn: a transition (B, K, d), (B, d) -> (B, K, d) run instead of `_step` (e.g. the compiled one that
+        `compile_step(model, install=False)` returns, which the training module passes in BPTT).
         """
         cache = resolve_cache(cache, kwargs)
         return_dict = self.config.return_dict if return_dict is None else return_dict
