@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .data.collator import IGNORE_INDEX, SMTDataCollator
+from .data.windows import IGNORE_INDEX, smt_windows
 
 
 def bptt_gradient_norms(student, input_ids: torch.LongTensor, target: torch.LongTensor) -> list[float]:
@@ -51,10 +51,9 @@ def smt_gradient_norms(student, teacher, input_ids: torch.LongTensor, labels: to
         T-1 floats: entry t is the batch mean of ||dL/dm_t|| at split point t.
     """
     B, T = input_ids.shape
-    coll = SMTDataCollator(mode="joint", context_length=T, future_length=T)
     c = torch.arange(T - 1, device=input_ids.device).repeat(B)  # split points 0..T-2 per sequence
     rows, lab = input_ids.repeat_interleave(T - 1, 0), labels.repeat_interleave(T - 1, 0)
-    b = coll._smt_batch(rows, lab, torch.full((rows.shape[0],), T, device=input_ids.device), c.view(-1, 1))
+    b = smt_windows(rows, lab, torch.full((rows.shape[0],), T, device=input_ids.device), c.view(-1, 1), T, T)
     m_t = teacher.encode(b["context_ids"], b["context_mask"]).detach().requires_grad_(True)
     with torch.no_grad():
         m_next = teacher.encode(b["next_context_ids"], b["next_context_mask"])

@@ -13,7 +13,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .data.collator import left_windows, prefix_contexts
+from .data.windows import left_windows, prefix_contexts
 from .metrics import target_accuracy
 
 

@@ -1,7 +1,8 @@
 """Fast paths for the recurrent student, each behind the same public API and tested equal to the plain path.
 
-    compile_step(model, mode="reduce-overhead")   the transition m_{t+1} = f(m_t, x) under torch.compile,
-                                                  installed so forward / step / DMT rollouts / BPTT use it
+    compile_step(model, mode="reduce-overhead")   the transition m_{t+1} = f(m_t, x) under torch.compile; returned
+                                                  (install=False: what SMTTrainer passes to its training module)
+                                                  or installed on the instance for forward / step / generate
     restore_step(model)                           back to the eager transition
     fast_generate(model, input_ids, max_new_tokens, do_sample=False, temperature=1.0, top_k=None)
     FastGenerator(model, ...)                     the same with reusable compiled functions / CUDA graphs
@@ -76,6 +77,9 @@ def compile_step(
 ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """Compile the student's transition `_step(memory (B, K, d), token_embedding (B, d)) -> (B, K, d)`.
 
+    With `install=False` the model is left as it is and the function is only returned: pass it on, as
+    `SMTTrainer` does for `recurrent_step_compile` (`SMTTrainingModule(..., step_fn=...)` runs it in DMT
+    rollouts, SMT transitions and BPTT, without the per-call token-id check).
     With `install=True` the compiled function replaces `model.model._step` (an instance attribute, so the
     class and saved weights are untouched); `forward`, `step`, `generate`, the DMT rollout and BPTT then
     all run it. With `skip_id_checks=True` the installed `model.model.step` also skips the per-call

@@ -23,6 +23,7 @@ refused"; checked for every backbone by tests/test_contract.py):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import nn
@@ -145,6 +146,7 @@ class SMTRecurrentModel(SMTRecurrentPreTrainedModel):
         memory: torch.Tensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
         return_dict: bool | None = None,
+        step_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
         **kwargs,
     ) -> SMTRecurrentOutput | tuple:
         """Run the recurrence over input_ids (B, T) (or inputs_embeds (B, T, d)) from `memory`, else the cache's
@@ -152,6 +154,8 @@ class SMTRecurrentModel(SMTRecurrentPreTrainedModel):
 
         attention_mask (B, T) or longer (the last T columns are used): positions with 0 leave the memory
         unchanged, so left-padded prompts give the same state as unpadded ones.
+        step_fn: a transition (B, K, d), (B, d) -> (B, K, d) run instead of `_step` (e.g. the compiled one that
+        `compile_step(model, install=False)` returns, which the training module passes in BPTT).
         """
         cache = resolve_cache(cache, kwargs)
         return_dict = self.config.return_dict if return_dict is None else return_dict
@@ -188,9 +192,10 @@ class SMTRecurrentModel(SMTRecurrentPreTrainedModel):
                 )
             keep = attention_mask[:, attention_mask.shape[1] - T:].to(torch.bool)  # (B, T)
         # 3. the recurrence, one token at a time
+        step = self._step if step_fn is None else step_fn
         memories = []
         for t in range(T):
-            new = self._step(memory, emb[:, t])  # (B, K, d)
+            new = step(memory, emb[:, t])  # (B, K, d)
             memory = new if keep is None else torch.where(keep[:, t, None, None], new, memory)
             memories.append(memory)
         memories = torch.stack(memories, dim=1) if memories else memory.new_zeros(B, 0, *memory.shape[1:])
@@ -420,6 +425,7 @@ class SMTRecurrentForCausalLM(SMTRecurrentPreTrainedModel, GenerationMixin):
         inputs_embeds: torch.Tensor | None = None,
         output_hidden_states: bool | None = None,
         output_attentions: bool | None = None,
+        step_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
         **kwargs,
     ) -> SMTRecurrentCausalLMOutput | tuple:
         """input_ids (B, T) (or inputs_embeds (B, T, d)) -> logits (B, T, V), loss when labels (B, T) are given
@@ -431,6 +437,7 @@ class SMTRecurrentForCausalLM(SMTRecurrentPreTrainedModel, GenerationMixin):
         With T = 0 and `logits_to_keep` > 0 the logits are the starting memory's prediction, (B, 1, V) (an empty
         prompt generates from m_0). output_hidden_states: see `SMTRecurrentCausalLMOutput.hidden_states`;
         output_attentions=True raises ValueError (no attention over tokens); return_dict=False returns a tuple.
+        step_fn: the transition to run instead of the model's own (see `SMTRecurrentModel.forward`).
         """
         cache = resolve_cache(cache, kwargs)
         if output_attentions or (output_attentions is None and self.config.output_attentions):
@@ -459,7 +466,7 @@ class SMTRecurrentForCausalLM(SMTRecurrentPreTrainedModel, GenerationMixin):
                                              hidden_states=(state.flatten(1)[:, None],) if output_hidden_states else None)
             return out if return_dict else out.to_tuple()
         out = self.model(input_ids, attention_mask=attention_mask, cache=cache, use_cache=use_cache, memory=memory,
-                         inputs_embeds=inputs_embeds, return_dict=True)
+                         inputs_embeds=inputs_embeds, return_dict=True, step_fn=step_fn)
         memories = out.memories  # (B, T, K, d)
         kept = memories[:, -logits_to_keep:] if logits_to_keep else memories
         if kept.shape[1] > 0:

@@ -16,7 +16,7 @@ import os
 
 import safetensors.torch
 import torch
-from torch.utils.data import DataLoader
+from accelerate.utils import gather_object
 from transformers import Trainer
 
 from . import losses
@@ -32,6 +32,17 @@ STUDENT_DIR, TEACHER_DIR = "student", "teacher"
 
 class NonFiniteLossError(FloatingPointError):
     """Raised when a loss part is NaN/inf: training stops instead of writing a NaN model."""
+
+
+def _to_cpu(obj):
+    """A copy of nested dicts / lists / tuples with every tensor moved to the CPU."""
+    if torch.is_tensor(obj):
+        return obj.cpu()
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_cpu(v) for v in obj)
+    return obj
 
 
 def _first_length(dataset) -> int | None:
@@ -87,14 +98,15 @@ class SMTTrainer(Trainer):
                 )
         if data_collator is None:
             # sequence batches for every mode; smt/joint split points are drawn inside the training step
-            data_collator = SMTDataCollator(mode="eval", context_length=args.context_length)
-        if args.recurrent_step_compile is not None:
+            data_collator = SMTDataCollator(mode="eval")
+        step_fn = None
+        if args.recurrent_step_compile is not None:  # passed to the training module; the student is not patched
             from .fast import compile_step
 
             mode = None if args.recurrent_step_compile == "none" else args.recurrent_step_compile
-            compile_step(model, mode=mode, install=True, skip_id_checks=True)
+            step_fn = compile_step(model, mode=mode, install=False)
         self.student, self.teacher = model, teacher
-        self.module = SMTTrainingModule(model, teacher, args)
+        self.module = SMTTrainingModule(model, teacher, args, step_fn=step_fn)
         super().__init__(model=self.module, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
                          data_collator=data_collator, **kwargs)
         self.model_accepts_loss_kwargs = False
@@ -150,7 +162,13 @@ class SMTTrainer(Trainer):
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
         """Teacher first-step loss/accuracy, the student's one-step accuracy from teacher memories, the
-        standalone student's teacher-forced loss and accuracy, and rollout drift 1-R^2."""
+        standalone student's teacher-forced loss and accuracy, and rollout drift 1-R^2 (`smt_hf.evaluation`).
+
+        Batches come from the HF eval loader (`get_eval_dataloader`: the trainer's collator, `eval_batch_size`, and
+        under several processes a shard per process); the per-batch sums of `evaluate_smt` are gathered from every
+        process before `summarize`, so each process returns the metrics of the whole eval set. A dict of eval
+        datasets gives metrics per dataset, prefixed `<metric_key_prefix>_<name>_` (as HF).
+        """
         override = eval_dataset is not None
         dataset = eval_dataset if override else self.eval_dataset
         if dataset is None:
@@ -160,26 +178,39 @@ class SMTTrainer(Trainer):
             for name, ds in dataset.items():
                 metrics.update(self.evaluate(ds if override else name, ignore_keys, f"{metric_key_prefix}_{name}"))
             return metrics
-        if isinstance(dataset, str):  # HF's training loop names one of the eval_dataset dict's entries
-            dataset = self.eval_dataset[dataset]
         self._student_from_teacher()  # mid-training evaluation measures the standalone student, as after train()
-        collate = SMTDataCollator(mode="eval", context_length=self.args.context_length)
-        loader = DataLoader(dataset, batch_size=self.args.per_device_eval_batch_size, collate_fn=collate)
-        teacher = self.teacher
         results = []
-        for batch in loader:
+        for batch in self.get_eval_dataloader(dataset):  # a str names one of the eval_dataset dict's entries
             batch = {k: v.to(self.args.device) for k, v in batch.items()}
+            n = self._rows_to_evaluate(batch["input_ids"].shape[0])
+            if n == 0:
+                continue
+            batch = {k: v[:n] for k, v in batch.items()}
             results.append(
-                evaluate_smt(self.student, teacher, batch["input_ids"], batch["labels"], self.args.context_length,
+                evaluate_smt(self.student, self.teacher, batch["input_ids"], batch["labels"], self.args.context_length,
                              eval_positions=self.args.eval_positions, drift_stride=self.args.dmt_stride,
                              attention_mask=batch.get("attention_mask"))
             )
+        if self.accelerator.num_processes > 1:  # every process's per-batch sums (on the CPU: pickled between ranks)
+            results = gather_object([_to_cpu(r) for r in results])
         summary = summarize(results)
         self.last_eval = summary
         metrics = {f"{metric_key_prefix}_{k}": v for k, v in summary.items() if not isinstance(v, list)}
         self.log(metrics)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
         return metrics
+
+    def _rows_to_evaluate(self, batch_size: int) -> int:
+        """How many leading rows of this process's eval batch are samples of the dataset. Accelerate gives every
+        process equally many equal batches (`even_batches`) by repeating samples in the last one;
+        `gather_for_metrics` drops them by cutting the concatenation over processes (in process order) to the
+        samples left, and this applies that rule to this process's rows, so each sample is evaluated once."""
+        acc = self.accelerator
+        if acc.num_processes == 1 or not acc.even_batches:  # nothing repeated (and batch counts may differ)
+            return batch_size
+        kept = len(acc.gather_for_metrics([0] * batch_size))  # rows over all processes, repeats dropped
+        before = sum(gather_object([batch_size])[: acc.process_index])  # rows of the processes before this one
+        return max(0, min(batch_size, kept - before))
 
     # ------------------------------------------------------------------ checkpoints
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:

@@ -115,7 +115,8 @@ class SMTTrainingArguments(TrainingArguments):
     recurrent_step_compile: str | None = field(
         default=None,
         metadata={
-            "help": "Run the student's recurrent step (DMT rollouts, BPTT) through smt_hf.fast.compile_step: "
+            "help": "Run the student's recurrent step (DMT rollouts, BPTT, SMT transitions) through "
+            "smt_hf.fast.compile_step, passed to the training module (the student object is left unpatched): "
             "'none' = eager but free of host-device syncs, or a torch.compile mode such as 'default' "
             "(recommended on GPU for DMT/BPTT). None (default) = the plain eager step."
         },

@@ -10,6 +10,11 @@ Modes (spec.md):
     dmt    teacher frozen; the RNN rolls out Td steps on its own memories, matched every k steps to the
            teacher's memories (all computed in one batched encoder call); readout CE on sg(memory)
     bptt   the student unrolled from m_0 with full backpropagation, next-token CE
+
+Data flows one way: the dataloader gives padded sequence batches (`SMTDataCollator`); in smt/joint the module's own
+`SplitSampler` draws the split points inside `forward` and the pure `smt_windows` builds the windows there. The
+student's transition is `student.step`, or the `step_fn` this module was given (`smt_hf.fast.compile_step(...,
+install=False)`): the student object itself is never patched.
 """
 
 from __future__ import annotations
@@ -18,7 +23,10 @@ import torch
 from torch import nn
 
 from . import losses
-from .data.collator import IGNORE_INDEX, SMTDataCollator, left_windows, prefix_contexts, right_windows
+from .data.sampling import SplitSampler
+from .data.windows import IGNORE_INDEX, left_windows, prefix_contexts, right_windows, smt_windows
+
+PAD_ID = 0  # id written at padded positions of the SMT windows (the teacher masks them; the decoder's labels are -100)
 
 
 class ReplayBuffer:
@@ -77,9 +85,19 @@ class SMTTrainingModule(nn.Module):
     parameters (so the optimiser, DDP and FSDP never see it), encoded under `torch.no_grad()` in eval mode, and
     moved with the module by `.to()`. Its `requires_grad` flags and train/eval mode are left as they were, so a
     later 'joint' phase on the same teacher trains it.
+
+    Args:
+        student: the `SMTRecurrentForCausalLM` being trained.
+        teacher: the `SMTTeacherModel` (None in 'bptt').
+        args: `SMTTrainingArguments` (mode, lengths, lambdas, split, DMT settings).
+        step_fn: optional transition `(memory (B, K, d), token_embedding (B, d)) -> (B, K, d)` run instead of the
+            student's own `_step` in DMT rollouts, SMT transitions and BPTT (e.g. `compile_step(student, mode,
+            install=False)`; `SMTTrainer` passes it for `recurrent_step_compile`). With it the per-call token-id
+            range check (a host-device sync in every rollout step) is skipped: DMT encodes the same tokens with
+            the teacher, which checks them, and BPTT checks them once per forward.
     """
 
-    def __init__(self, student: nn.Module, teacher: nn.Module | None, args):
+    def __init__(self, student: nn.Module, teacher: nn.Module | None, args, step_fn=None):
         super().__init__()
         self.student = student
         self.args = args
@@ -88,10 +106,10 @@ class SMTTrainingModule(nn.Module):
             object.__setattr__(self, "_frozen_teacher", teacher)  # not a submodule: no parameters, no state_dict
         else:
             self.teacher = teacher
-        if self.mode in ("smt", "joint"):  # builds split-point batches from sequence batches
-            self.splitter = SMTDataCollator(mode=self.mode, context_length=args.context_length,
-                                            future_length=args.future_length,
-                                            splits_per_sequence=args.splits_per_sequence, split=args.split)
+        object.__setattr__(self, "step_fn", step_fn)  # a function (never registered as a submodule)
+        if self.mode in ("smt", "joint"):  # draws the split points of each sequence batch inside forward
+            self.sampler = SplitSampler(splits_per_sequence=args.splits_per_sequence, split=args.split,
+                                        context_length=args.context_length)
         self.replay: ReplayBuffer | None = ReplayBuffer(args.dmt_buffer_size) if args.dmt_buffer_size else None
         # FSDP auto-wrap reads this
         self._no_split_modules = ["Block", "ResidualMLPBlock"]
@@ -112,15 +130,31 @@ class SMTTrainingModule(nn.Module):
             if self.args.smt_all_prefixes:
                 return self.smt_prefix_parts(batch["input_ids"], batch["labels"], batch.get("attention_mask"))
             if "context_ids" not in batch:  # a sequence batch: draw the split points now
-                batch = self.splitter.smt_batch_from_sequences(
-                    batch["input_ids"], batch["labels"], batch.get("attention_mask")
-                )
+                batch = self.smt_batch(batch["input_ids"], batch["labels"], batch.get("attention_mask"))
             return self.smt_parts(**batch)
         if self.mode == "dmt":
             return self.dmt_parts(**batch)
         return self.bptt_parts(**batch)
 
+    def student_step(self, memory: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+        """f(m, x): memory (B, K, d), input_ids (B,) -> (B, K, d). The student's `step`, or `step_fn` on the
+        student's token embeddings when one was given (memory shape checked, no token-id check)."""
+        if self.step_fn is None:
+            return self.student.step(memory, input_ids)
+        core = self.student.model
+        return self.step_fn(core.as_state(memory), core.embed_tokens(input_ids))
+
     # ------------------------------------------------------------------ SMT
+    def smt_batch(self, input_ids, labels, attention_mask=None) -> dict[str, torch.Tensor]:
+        """The smt/joint windows of a right-padded sequence batch (B, L), on its device: split points drawn by
+        `self.sampler` (torch's global CPU RNG at this moment, so a resumed run draws the split points of an
+        uninterrupted one), windows by `smt_windows` (see `smt_hf.data.windows` for the output keys)."""
+        B, L = input_ids.shape
+        lengths = attention_mask.sum(1) if attention_mask is not None else torch.full((B,), L, device=input_ids.device)
+        c = self.sampler(lengths)  # (B, S), in range by construction: no check (no sync)
+        a = self.args
+        return smt_windows(input_ids, labels, lengths, c, a.context_length, a.future_length, PAD_ID, check=False)
+
     def smt_parts(
         self, context_ids, context_mask, next_context_ids, next_context_mask, next_token, future_ids, future_labels, **_
     ) -> dict[str, torch.Tensor]:
@@ -143,7 +177,7 @@ class SMTTrainingModule(nn.Module):
             prev, nxt = prev.detach(), nxt.detach()
         if a.smt_memory_noise > 0:  # DART-style: perturbed input memories, clean targets (teaches f to correct drift)
             prev = prev + a.smt_memory_noise * torch.randn_like(prev)
-        parts["dynamics"] = losses.dynamics_loss(self.student.step(prev, tokens), nxt)
+        parts["dynamics"] = losses.dynamics_loss(self.student_step(prev, tokens), nxt)
         return parts
 
     def smt_prefix_parts(self, input_ids, labels, attention_mask=None) -> dict[str, torch.Tensor]:
@@ -158,9 +192,9 @@ class SMTTrainingModule(nn.Module):
         # 1. m_0 .. m_L, the memories of all prefixes, in one pass: (B, L+1, K, d)
         mems = self.teacher.encode_prefixes(input_ids)
         # 2. predictive state at one random split per sequence (as the default path): decode x[c : c+Tf]
-        c = self.splitter.sample_splits(torch.full((B,), L)).to(input_ids.device)[:, 0]  # (B,)
+        c = self.sampler(torch.full((B,), L)).to(input_ids.device)[:, 0]  # (B,)
         lengths = torch.full((B,), L, device=input_ids.device)
-        future_ids = right_windows(input_ids, c, a.future_length, self.splitter.pad_token_id, lengths)  # (B, Tf)
+        future_ids = right_windows(input_ids, c, a.future_length, PAD_ID, lengths)  # (B, Tf)
         future_labels = right_windows(labels, c, a.future_length, IGNORE_INDEX, lengths)  # (B, Tf)
         m_c = mems[torch.arange(B, device=input_ids.device), c]  # (B, K, d)
         # 3. all L supervised RNN transitions m_t -(x_t)-> m_{t+1}: (B*L, K, d)
@@ -230,7 +264,7 @@ class SMTTrainingModule(nn.Module):
             visited, matched = [], []
             for j in range(Td):
                 visited.append(m)  # memory after x[:start+j]; its readout predicts labels[start+j]
-                m = self.student.step(m, tokens[:, j])
+                m = self.student_step(m, tokens[:, j])
                 if (j + 1) % k == 0:
                     matched.append(m)
             visited = torch.stack(visited, 1)  # (B, Td, K, d)
@@ -239,7 +273,7 @@ class SMTTrainingModule(nn.Module):
             with torch.no_grad():
                 visited = [m]
                 for j in range(Td - 1):
-                    visited.append(self.student.step(visited[-1], tokens[:, j]))
+                    visited.append(self.student_step(visited[-1], tokens[:, j]))
                 visited = torch.stack(visited, 1)  # (B, Td, K, d)
             # the start memory keeps its own gradient (one step: f(m_0, x_0) -> m*_1 trains a learned m_0)
             if k == 1:
@@ -247,7 +281,7 @@ class SMTTrainingModule(nn.Module):
             n = js.shape[1]
             rows = torch.arange(B, device=input_ids.device).view(B, 1)
             prev = visited[rows, js].flatten(0, 1)  # (B*n, K, d)
-            matched = self.student.step(prev, tokens[rows, js].flatten()).view(B, n, *prev.shape[1:])
+            matched = self.student_step(prev, tokens[rows, js].flatten()).view(B, n, *prev.shape[1:])
         # 3. losses: memory matching at strided steps, readout CE on stop-gradient memories (one batched call)
         logits = self.student.readout(visited.detach())  # (B, Td, V)
         parts = {
@@ -255,7 +289,7 @@ class SMTTrainingModule(nn.Module):
             "readout": losses.readout_loss(logits, labels[:, start : start + Td]),
         }
         if a.dmt_teacher_transitions:  # the expert's own states (k = 1): f(m*_j, x_j) -> m*_{j+1}, time-parallel
-            pred = self.student.step(targets[:, :-1].flatten(0, 1), tokens.flatten()).view_as(targets[:, 1:])
+            pred = self.student_step(targets[:, :-1].flatten(0, 1), tokens.flatten()).view_as(targets[:, 1:])
             parts["dmt_teacher"] = losses.dynamics_loss(pred, targets[:, 1:], valid)
         if self.replay is not None:  # DAgger aggregation: regress on transitions visited by earlier rollouts
             rows = torch.arange(B, device=input_ids.device).view(B, 1)
@@ -263,14 +297,16 @@ class SMTTrainingModule(nn.Module):
             keep = valid.flatten()
             old = self.replay.sample(min(len(self.replay), keep.numel()))
             if old is not None:
-                pred = self.student.step(old[0], old[1])
+                pred = self.student_step(old[0], old[1])
                 parts["dmt_replay"] = losses.dynamics_loss(pred, old[2])
             self.replay.add(prev[keep], tokens[rows, js].flatten()[keep], targets[:, 1:].flatten(0, 1)[keep])
         return parts
 
     # ------------------------------------------------------------------ BPTT
     def bptt_parts(self, input_ids, labels, attention_mask=None, **_) -> dict[str, torch.Tensor]:
-        out = self.student(input_ids, attention_mask=attention_mask, labels=labels, use_cache=False)
+        """Next-token CE of the student unrolled over input_ids (B, L) from m_0 (its `forward`, with `step_fn`)."""
+        step = {} if self.step_fn is None else {"step_fn": self.step_fn}
+        out = self.student(input_ids, attention_mask=attention_mask, labels=labels, use_cache=False, **step)
         return {"bptt": out.loss}
 
     def weights(self) -> dict[str, float]:

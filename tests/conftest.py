@@ -13,8 +13,20 @@ import torch  # noqa: E402
 torch.set_num_threads(1)
 
 from smt_hf import SMTRecurrentConfig, SMTRecurrentForCausalLM, SMTTeacherConfig, SMTTeacherModel  # noqa: E402
+from smt_hf.data import SMTDataCollator, SplitSampler, smt_windows  # noqa: E402
 
 BACKBONES = ["transformer", "mlp", "gru"]
+
+
+def smt_split_batch(features, context_length, future_length, splits_per_sequence=1, split="random", generator=None,
+                    split_points=None, pad_token_id=0):
+    """An smt/joint batch the way the training step builds one: padded sequences (`SMTDataCollator`), split points
+    (`SplitSampler`, or the given (B, S) `split_points`), windows (`smt_windows`)."""
+    b = SMTDataCollator(pad_token_id=pad_token_id)(features)
+    lengths = b["attention_mask"].sum(1)
+    if split_points is None:
+        split_points = SplitSampler(splits_per_sequence, split, context_length, generator)(lengths)
+    return smt_windows(b["input_ids"], b["labels"], lengths, split_points, context_length, future_length, pad_token_id)
 
 
 def tiny_teacher_config(**kw):

@@ -1,10 +1,12 @@
 """Run by test_distributed.py: a few joint-SMT steps of a tiny model, single or multi-process.
 
     python dist_train.py OUT_JSON GLOBAL_BATCH      (under torchrun for several processes: DDP)
-Writes the per-step training losses (rank 0). On CPU Accelerate never enables FSDP (a `fsdp=True` Trainer runs plain
+Writes the per-step training losses (rank 0), and the metrics of `evaluate()` on 13 sequences in per-process batches
+of 4 before training (every rank's: under two processes the last batch of rank 1 holds 1 sample + 3 repeats). On CPU Accelerate never enables FSDP (a `fsdp=True` Trainer runs plain
 DDP there), so the FSDP2 check is `fsdp_train.py`, which shards the training module with `fully_shard` itself.
 """
 
+import copy
 import json
 import os
 import sys
@@ -29,10 +31,16 @@ tokens = torch.randint(0, 16, (5000,), generator=torch.Generator().manual_seed(0
 data = stream_windows(tokens, 24, 256, seed=0)
 args = SMTTrainingArguments(
     output_dir=os.path.join(os.path.dirname(out), "run"), mode="joint", context_length=16, future_length=8,
-    split="last", per_device_train_batch_size=global_batch // world, max_steps=3, logging_steps=1,
+    split="last", per_device_train_batch_size=global_batch // world, per_device_eval_batch_size=4, max_steps=3,
+    logging_steps=1,
     learning_rate=1e-3, report_to="none", save_strategy="no", use_cpu=True, disable_tqdm=True, seed=0,
     ddp_backend="gloo" if world > 1 else None,
 )
+eval_data = stream_windows(tokens, 24, 13, seed=1)
+# the untrained models on the eval set (copies: evaluating makes the joint student standalone, so training is kept
+# apart from it)
+evaluator = SMTTrainer(model=copy.deepcopy(student), teacher=copy.deepcopy(teacher), args=args, eval_dataset=eval_data)
+metrics = evaluator.evaluate()
 trainer = SMTTrainer(model=student, teacher=teacher, args=args, train_dataset=data)
 trainer.train()
 final = os.path.join(os.path.dirname(out), os.path.basename(out) + ".final")
@@ -42,5 +50,6 @@ if trainer.is_world_process_zero():
     saved = SMTRecurrentForCausalLM.from_pretrained(os.path.join(final, "student")).eval()
     with torch.no_grad():  # the saved standalone student's predictions from m_0 on a fixed input
         logits = saved(torch.arange(12).remainder(16)[None]).logits[0, :, :4].flatten().tolist()
-    json.dump({"losses": losses, "world": world, "saved_logits": logits,
+    json.dump({"losses": losses, "world": world, "saved_logits": logits, "eval": metrics,
                "fsdp": bool(getattr(trainer, "is_fsdp_enabled", False))}, open(out, "w"))
+json.dump(metrics, open(f"{out}.eval{trainer.args.process_index}", "w"))  # every rank's metrics

@@ -1,4 +1,5 @@
-"""SMTDataCollator and prefix_contexts checked against hand-written tensors."""
+"""The data path of a training step, checked against hand-written tensors: `SMTDataCollator` pads, `SplitSampler`
+draws split points, `smt_windows` / `prefix_contexts` build windows."""
 
 import os
 
@@ -8,7 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from smt_hf.data import SMTDataCollator, prefix_contexts
+from conftest import smt_split_batch
+
+from smt_hf.data import SMTDataCollator, SplitSampler, prefix_contexts, smt_windows
 
 P = 0  # pad id
 I = -100  # ignore index
@@ -20,13 +23,13 @@ def T(rows):
     return torch.tensor(rows, dtype=torch.long)
 
 
-def smt(**kw):
-    return SMTDataCollator("smt", context_length=3, future_length=4, **kw)
+def smt(features, **kw):
+    return smt_split_batch(features, context_length=3, future_length=4, **kw)
 
 
 def test_smt_batch_by_hand():
     """c = 0 (empty context), 2 (short prefix, left pad), 4 (Tc < c: truncated), 5 (future padding)."""
-    out = smt()([{"input_ids": X, "labels": Y}], split_points=[[0, 2, 4, 5]])
+    out = smt([{"input_ids": X, "labels": Y}], split_points=[[0, 2, 4, 5]])
     expected = {
         "context_ids": T([[P, P, P], [P, 11, 12], [12, 13, 14], [13, 14, 15]]),
         "context_mask": T([[0, 0, 0], [0, 1, 1], [1, 1, 1], [1, 1, 1]]),
@@ -45,9 +48,8 @@ def test_smt_batch_by_hand():
 
 def test_smt_variable_lengths_default_labels_and_row_order():
     """Labels default to input_ids; pad id is honoured; rows of one sequence are adjacent."""
-    col = SMTDataCollator("joint", context_length=3, future_length=4, pad_token_id=9)
     feats = [{"input_ids": torch.tensor(X), "labels": np.array(Y)}, {"input_ids": [21, 22]}]
-    out = col(feats, split_points=[[5, 1], [1, 0]])
+    out = smt(feats, split_points=T([[5, 1], [1, 0]]), pad_token_id=9)
     assert torch.equal(out["split_points"], T([5, 1, 1, 0]))
     assert torch.equal(out["context_ids"], T([[13, 14, 15], [9, 9, 11], [9, 9, 21], [9, 9, 9]]))
     assert torch.equal(out["next_context_ids"], T([[14, 15, 16], [9, 11, 12], [9, 21, 22], [9, 9, 21]]))
@@ -60,37 +62,49 @@ def test_split_last_is_the_stream_layout():
     """Streams: window of Tc + Tf tokens; c = Tc; spec: m_t = E(x[0:Tc]), x_{t+1} = x[Tc], ..."""
     Tc, Tf = 4, 3
     x = list(range(100, 100 + Tc + Tf))
-    out = SMTDataCollator("smt", context_length=Tc, future_length=Tf, split="last")([{"input_ids": x}] * 2)
+    out = smt_split_batch([{"input_ids": x}] * 2, Tc, Tf, split="last")
     assert out["split_points"].tolist() == [Tc, Tc]
     assert out["context_ids"][0].tolist() == x[:Tc] and out["context_mask"].all()
     assert out["next_context_ids"][0].tolist() == x[1 : Tc + 1]
     assert out["next_token"].tolist() == [x[Tc]] * 2
     assert out["future_ids"][0].tolist() == out["future_labels"][0].tolist() == x[Tc : Tc + Tf]
     # short sequence: c = L - 1
-    short = SMTDataCollator("smt", context_length=8, future_length=2, split="last")([{"input_ids": [1, 2, 3]}])
+    short = smt_split_batch([{"input_ids": [1, 2, 3]}], 8, 2, split="last")
     assert short["split_points"].tolist() == [2] and short["future_ids"].tolist() == [[3, P]]
 
 
 def test_random_splits_cover_range_and_are_deterministic():
     feats = [{"input_ids": X}] * 50
     gen = torch.Generator().manual_seed(0)
-    a = smt(splits_per_sequence=4, generator=gen)(feats)
+    a = smt(feats, splits_per_sequence=4, generator=gen)
     gen.manual_seed(0)
-    b = smt(splits_per_sequence=4, generator=gen)(feats)
+    b = smt(feats, splits_per_sequence=4, generator=gen)
     assert a["context_ids"].shape == (200, 3) and a["future_ids"].shape == (200, 4)
     assert torch.equal(a["split_points"], b["split_points"])
     assert set(a["split_points"].tolist()) == set(range(len(X)))  # 0..L-1, including the empty context
     # the global RNG (seeded by the HF Trainer) drives it when no generator is given
     torch.manual_seed(123)
-    c = smt(splits_per_sequence=4)(feats)
+    c = smt(feats, splits_per_sequence=4)
     torch.manual_seed(123)
-    d = smt(splits_per_sequence=4)(feats)
+    d = smt(feats, splits_per_sequence=4)
     assert torch.equal(c["split_points"], d["split_points"])
     # every row is consistent with its split point
     for r in range(200):
         cp = int(a["split_points"][r])
         assert a["next_token"][r] == X[cp]
         assert a["context_ids"][r, 3 - min(cp, 3) :].tolist() == X[max(0, cp - 3) : cp]
+
+
+def test_split_sampler_draws_are_the_old_collators():
+    """Pinned draws of the former `SMTDataCollator.sample_splits` (one torch.rand (B, S) on the CPU): seeded runs keep
+    their split points, and the draw consumes the global RNG exactly as before."""
+    lengths = T([5, 1, 9, 12])
+    torch.manual_seed(0)
+    assert SplitSampler(splits_per_sequence=3)(lengths).tolist() == [[2, 3, 0], [0, 0, 0], [4, 8, 4], [7, 4, 4]]
+    assert torch.rand(1).item() == 0.022325754165649414  # the next number of the global stream
+    gen = torch.Generator().manual_seed(3)
+    assert SplitSampler(splits_per_sequence=2, generator=gen)(lengths).tolist() == [[0, 0], [0, 0], [4, 0], [9, 8]]
+    assert SplitSampler(split="last", context_length=4)(lengths).tolist() == [[4], [0], [4], [4]]
 
 
 @pytest.mark.parametrize("mode", ["dmt", "bptt", "eval"])
@@ -118,14 +132,12 @@ def test_prefix_contexts_by_hand():
         prefix_contexts(x, [6], 3)
 
 
-def test_prefix_contexts_matches_collator_contexts():
+def test_prefix_contexts_matches_smt_windows():
     x = torch.randint(1, 50, (3, 9))
     ends = list(range(10))
     ids, mask = prefix_contexts(x, ends, 4)
     for b in range(3):
-        out = SMTDataCollator("smt", context_length=4, future_length=2)(
-            [{"input_ids": x[b]}], split_points=[ends[:-1]]
-        )
+        out = smt_windows(x[b : b + 1], x[b : b + 1], T([9]), T([ends[:-1]]), context_length=4, future_length=2)
         assert torch.equal(out["context_ids"], ids[b, :-1]) and torch.equal(out["context_mask"], mask[b, :-1])
         assert torch.equal(out["next_context_ids"], ids[b, 1:])
 
@@ -133,22 +145,27 @@ def test_prefix_contexts_matches_collator_contexts():
 @pytest.mark.parametrize(
     "kw,match",
     [
-        (dict(mode="nope"), "mode='nope' is not one of"),
-        (dict(mode="smt"), "needs context_length >= 1"),
-        (dict(mode="smt", context_length=4, future_length=0), "future_length must be >= 1"),
-        (dict(mode="smt", context_length=4, splits_per_sequence=0), "splits_per_sequence must be >= 1"),
-        (dict(mode="smt", context_length=4, split="first"), "must be 'random' or 'last'"),
-        (dict(mode="smt", context_length=4, split="last", splits_per_sequence=2), "set splits_per_sequence=1"),
+        (dict(splits_per_sequence=0), "splits_per_sequence must be >= 1"),
+        (dict(split="first"), "must be 'random' or 'last'"),
+        (dict(split="last", context_length=4, splits_per_sequence=2), "set splits_per_sequence=1"),
+        (dict(split="last"), "needs context_length >= 1"),
     ],
-    ids=["mode", "no-Tc", "Tf0", "splits0", "split-name", "last-multi"],
+    ids=["splits0", "split-name", "last-multi", "last-no-Tc"],
 )
-def test_invalid_arguments(kw, match):
+def test_invalid_sampler_arguments(kw, match):
     with pytest.raises(ValueError, match=match):
-        SMTDataCollator(**kw)
+        SplitSampler(**kw)
+
+
+@pytest.mark.parametrize("mode,match", [("nope", "mode='nope' is not one of"), ("smt", "only pads sequences"),
+                                        ("joint", "smt_windows")])
+def test_invalid_collator_modes_name_the_fix(mode, match):
+    with pytest.raises(ValueError, match=match):
+        SMTDataCollator(mode)
 
 
 def test_invalid_features():
-    col = smt()
+    col = SMTDataCollator()
     with pytest.raises(ValueError, match="empty list of features"):
         col([])
     with pytest.raises(ValueError, match="labels must be aligned"):
@@ -156,4 +173,4 @@ def test_invalid_features():
     with pytest.raises(ValueError, match="no 'input_ids'"):
         col([{"labels": [1]}])
     with pytest.raises(ValueError, match="split_points must lie in 0..L-1"):
-        col([{"input_ids": [1, 2, 3]}], split_points=[[3]])
+        smt([{"input_ids": [1, 2, 3]}], split_points=T([[3]]))

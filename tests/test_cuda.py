@@ -9,7 +9,7 @@ import os
 
 import pytest
 import torch
-from conftest import tiny_student_config, tiny_teacher_config
+from conftest import smt_split_batch, tiny_student_config, tiny_teacher_config
 
 from smt_hf import SMTRecurrentForCausalLM, SMTTeacherModel
 from smt_hf.data.collator import SMTDataCollator
@@ -42,8 +42,10 @@ def module_and_batch(mode, tmp_path, **kw):
     module = SMTTrainingModule(student, teacher if mode != "bptt" else None, args).eval()  # eval: no dropout
     g = torch.Generator().manual_seed(1)
     feats = [{"input_ids": torch.randint(0, 16, (40,), generator=g)} for _ in range(4)]
-    batch = SMTDataCollator(mode=mode, context_length=16, future_length=8,
-                            generator=torch.Generator().manual_seed(2))(feats)
+    if mode in ("smt", "joint"):
+        batch = smt_split_batch(feats, 16, 8, generator=torch.Generator().manual_seed(2))
+    else:
+        batch = SMTDataCollator(mode=mode)(feats)
     return module, batch
 
 

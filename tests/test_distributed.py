@@ -1,6 +1,7 @@
 """Two CPU processes with gloo give the same losses as one process with the same global batch.
 
-- DDP through `SMTTrainer` (`dist_train.py`): same first losses, and the same standalone student saved.
+- DDP through `SMTTrainer` (`dist_train.py`): same first losses, the same standalone student saved, and the same
+  `evaluate()` metrics on every rank (sharded eval loader, gathered results, last-batch repeats left out).
 - FSDP2 (`fsdp_train.py`): the training module really sharded with `torch.distributed.fsdp.fully_shard` (every
   parameter a DTensor shard), with activation checkpointing on. Accelerate never enables FSDP on CPU (a Trainer with
   `fsdp=True` runs plain DDP there), so the Trainer's own FSDP save / clipping / load path is not checked on CPU.
@@ -39,6 +40,11 @@ def test_ddp_two_processes_match_one(tmp_path):
     assert multi["losses"] == pytest.approx(single["losses"], rel=1e-4)
     # the saved student is the same standalone model (readout from the teacher decoder, m_0 = E(empty))
     assert multi["saved_logits"] == pytest.approx(single["saved_logits"], rel=1e-2, abs=1e-3)  # 3 steps of drift
+    # evaluate(): each process evaluates its shard of the HF eval loader, the repeats that pad the last batch are
+    # left out, and every rank returns the metrics of the whole eval set, those of one process
+    rank1 = json.load(open(tmp_path / "ddp.json.eval1"))
+    assert multi["eval"].keys() == single["eval"].keys() == rank1.keys() and "eval_drift_mean" in rank1
+    assert multi["eval"] == pytest.approx(single["eval"], rel=1e-5) and rank1 == multi["eval"]
 
 
 def test_fsdp2_sharded_module_matches_one_process(tmp_path):

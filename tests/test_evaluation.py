@@ -27,7 +27,7 @@ def pair():
 def run(student, teacher, batches):
     out = []
     for feats in batches:
-        b = SMTDataCollator(mode="eval", context_length=TC)(feats)
+        b = SMTDataCollator(mode="eval")(feats)
         out.append(evaluate_smt(student, teacher, b["input_ids"], b["labels"], TC, drift_stride=4,
                                 attention_mask=b["attention_mask"]))
     return summarize(out)
@@ -44,7 +44,7 @@ def test_metrics_do_not_depend_on_batching():
         assert got["drift_steps"] == whole["drift_steps"] == [4, 8, 12, 16]
         for k in ("drift_curve", "student_loss", "student_acc", "teacher_acc", "onestep_acc"):
             assert got[k] == pytest.approx(whole[k], rel=1e-5)
-    b = SMTDataCollator(mode="eval", context_length=TC)(data)
+    b = SMTDataCollator(mode="eval")(data)
     with torch.no_grad():
         mem = student(b["input_ids"], output_memories=True).memories[:, [3, 7, 11, 15]]
         tgt = torch.stack([teacher.encode(b["input_ids"][:, max(0, e - TC):e]) for e in (4, 8, 12, 16)], 1)
@@ -105,3 +105,23 @@ def test_dict_eval_dataset_gives_metrics_per_name(tmp_path):
     assert {"eval_needle_student_acc", "eval_copy_drift_mean"} <= set(metrics)
     assert trainer.evaluate(copy.deepcopy(sets), metric_key_prefix="test").keys() == {
         k.replace("eval_", "test_", 1) for k in metrics}
+
+
+def test_trainer_evaluate_runs_the_hf_eval_loader_and_equals_evaluation_over_its_batches(tmp_path):
+    """SMTTrainer.evaluate takes its batches from the HF `get_eval_dataloader` (sharded under several processes;
+    `tests/dist_train.py` checks two processes against one) and returns exactly `summarize` over `evaluate_smt` of
+    those batches (13 sequences in batches of 5, 5, 3); a dict eval dataset is loaded by name and prefixed."""
+    student, teacher = pair()
+    data = list(make_task("needle", 13, T, seed=4, vocab_size=16))
+    args = targs(tmp_path, per_device_eval_batch_size=5, dmt_stride=4)
+    trainer = SMTTrainer(model=student, teacher=teacher, args=args, eval_dataset={"a": data})
+    asked = []
+    loader = trainer.get_eval_dataloader
+    trainer.get_eval_dataloader = lambda ds=None: asked.append(ds) or loader(ds)
+    got = trainer.evaluate()
+    alone = trainer.evaluate(data)
+    assert got.pop("epoch") == alone.pop("epoch") == 0  # (added by HF's `log`)
+    assert asked == ["a", data]  # the name of the dict entry (HF's loader key), then the dataset itself
+    ref = run(student, teacher, [data[:5], data[5:10], data[10:]])
+    assert got == {f"eval_a_{k}": v for k, v in ref.items() if not isinstance(v, list)}
+    assert alone == {f"eval_{k}": v for k, v in ref.items() if not isinstance(v, list)}

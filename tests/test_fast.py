@@ -8,10 +8,11 @@ import os
 
 import pytest
 import torch
-from conftest import BACKBONES, tiny_student_config, tiny_teacher_config
+from conftest import BACKBONES, smt_split_batch, tiny_student_config, tiny_teacher_config
 
 from smt_hf import SMTRecurrentForCausalLM, SMTTeacherModel
-from smt_hf.data.collator import SMTDataCollator, left_windows
+from smt_hf.data.collator import SMTDataCollator
+from smt_hf.data.windows import left_windows
 from smt_hf.fast import FastGenerator, compile_step, fast_generate, recurrent_core, restore_step
 from smt_hf.training_args import SMTTrainingArguments
 from smt_hf.training_module import SMTTrainingModule
@@ -272,8 +273,9 @@ def make_module(mode, tmp_path, backbone="transformer", **kw):
 def make_batch(mode, B=4, L=40):
     g = torch.Generator().manual_seed(1)
     feats = [{"input_ids": torch.randint(0, 16, (L,), generator=g)} for _ in range(B)]
-    collate = SMTDataCollator(mode=mode, context_length=16, future_length=8, generator=torch.Generator().manual_seed(2))
-    return collate(feats)
+    if mode in ("smt", "joint"):
+        return smt_split_batch(feats, 16, 8, generator=torch.Generator().manual_seed(2))
+    return SMTDataCollator(mode=mode)(feats)
 
 
 @pytest.mark.parametrize("start", ["teacher", "initial"])
@@ -328,21 +330,28 @@ def test_dmt_right_padded_rows_match_only_targets_inside_the_row(tmp_path):
     torch.testing.assert_close(got[0]["dmt_dynamics"], torch.stack(errs).mean(), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("gradient", ["one_step", "full_rollout"])
-def test_dmt_with_sync_free_step_equals_plain(tmp_path, gradient):
-    module = make_module("dmt", tmp_path, dmt_gradient=gradient)
-    batch = make_batch("dmt")
-    ref = module(**batch)
-    sum(ref.values()).backward()
-    ref_grads = [p.grad.clone() for p in module.student.parameters() if p.grad is not None]
-    module.zero_grad(set_to_none=True)
-    compile_step(module.student, mode=None)
-    got = module(**batch)
-    sum(got.values()).backward()
-    grads = [p.grad for p in module.student.parameters() if p.grad is not None]
-    restore_step(module.student)
+@pytest.mark.parametrize("mode,gradient", [("dmt", "one_step"), ("dmt", "full_rollout"), ("bptt", None), ("joint", None)])
+def test_passed_sync_free_step_equals_plain_and_leaves_student_unpatched(tmp_path, mode, gradient):
+    """`SMTTrainingModule(step_fn=compile_step(student, mode=None, install=False))`: the same losses and gradients
+    as the student's own step (DMT rollouts, BPTT, SMT transitions), and the student object is not modified."""
+    kw = dict(dmt_gradient=gradient) if gradient else {}
+    batch = make_batch(mode)
+    results = []
+    for passed in (False, True):
+        module = make_module(mode, tmp_path, **kw)
+        step_fn = compile_step(module.student, mode=None, install=False) if passed else None
+        module = SMTTrainingModule(module.student, module.teacher, module.args, step_fn=step_fn).train()
+        torch.manual_seed(0)  # the uniformity subsample
+        parts = module(**batch)
+        sum(parts.values()).backward()
+        results.append((parts, [p.grad for p in module.student.parameters() if p.grad is not None]))
+        core = recurrent_core(module.student)
+        assert "_step" not in vars(core) and "step" not in vars(core)  # no instance patch
+        assert type(core)._step is core._step.__func__
+    (ref, ref_grads), (got, grads) = results
     for name in ref:
         torch.testing.assert_close(got[name], ref[name], rtol=0, atol=0)
+    assert len(grads) == len(ref_grads) > 0
     for a, b in zip(grads, ref_grads):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 

@@ -8,7 +8,7 @@ from conftest import tiny_teacher_config
 
 from smt_hf import SMTRecurrentConfig, SMTRecurrentForCausalLM, SMTTeacherModel
 from smt_hf import losses
-from smt_hf.data import make_task
+from smt_hf.data import make_task, smt_windows
 from smt_hf.trainer import SMTTrainer
 from smt_hf.training_args import SMTTrainingArguments
 from smt_hf.training_module import SMTTrainingModule
@@ -70,7 +70,7 @@ def test_bidirectional_teacher_refuses_prefix_pass_and_bad_args(tmp_path):
 
 
 def _fixed_split(module, c):
-    module.splitter.sample_splits = lambda lengths: c.view(-1, 1)
+    module.sampler = lambda lengths: c.view(-1, 1).to(lengths.device)
 
 
 @pytest.mark.parametrize("mode", ["joint", "smt"])
@@ -83,7 +83,7 @@ def test_prefix_parts_match_split_path_and_per_transition_loop(tmp_path, mode):
     _fixed_split(module, c)
     parts = module(input_ids=x, labels=y)
     # decoder + uniformity: exactly the split path's at the same split points
-    ref = module.smt_parts(**module.splitter._smt_batch(x, y, torch.full((4,), T), c.view(-1, 1)))
+    ref = module.smt_parts(**smt_windows(x, y, torch.full((4,), T), c.view(-1, 1), T, module.args.future_length))
     torch.testing.assert_close(parts["decoder"], ref["decoder"], rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(parts["uniformity"], ref["uniformity"], rtol=1e-5, atol=1e-6)
     # dynamics: the mean over all T transitions, each from per-prefix encodings

@@ -31,7 +31,7 @@ def test_smt_future_targets_are_the_labels(tmp_path, task):
     batch = SMTDataCollator(mode="eval")([ds[i] for i in range(8)])
     ids, labels = batch["input_ids"], batch["labels"]
     _, _, module = setup(tmp_path, "joint")
-    smt = module.splitter.smt_batch_from_sequences(ids, labels)
+    smt = module.smt_batch(ids, labels)
     for b in range(8):
         c = int(smt["split_points"][b])
         n = min(T - c, smt["future_ids"].shape[1])

@@ -6,7 +6,7 @@ import os
 
 import pytest
 import torch
-from conftest import tiny_teacher_config
+from conftest import smt_split_batch, tiny_teacher_config
 
 from smt_hf import SMTRecurrentConfig, SMTRecurrentForCausalLM, SMTTeacherModel
 from smt_hf.data import SMTDataCollator, make_task
@@ -38,7 +38,7 @@ def data(n=64, seed=0):
 
 
 def smt_batch(mode, n=8):
-    return SMTDataCollator(mode=mode, context_length=T, future_length=T)([data(n)[i] for i in range(n)])
+    return smt_split_batch([data(n)[i] for i in range(n)], T, T)
 
 
 @pytest.mark.parametrize("mode", ["smt", "joint"])
@@ -54,6 +54,25 @@ def test_dynamics_gradient_reaches_teacher_only_in_joint(tmp_path, mode):
         assert enc_grad == 0.0
     else:
         assert enc_grad > 0
+
+
+@pytest.mark.parametrize("mode", ["smt", "joint"])
+def test_training_step_draws_split_points_with_its_sampler(tmp_path, mode):
+    """A padded sequence batch goes into forward; the module's `SplitSampler` draws the split points from the global
+    RNG at that moment and `smt_windows` builds the windows: the loss equals smt_parts on those windows."""
+    student, teacher = models()
+    module = SMTTrainingModule(student, teacher, targs(tmp_path, mode=mode, splits_per_sequence=2)).eval()
+    feats = [data(8)[i] for i in range(6)]
+    feats[1] = {"input_ids": feats[1]["input_ids"][:9], "labels": feats[1]["labels"][:9]}  # a right-padded row
+    seqs = SMTDataCollator(mode="eval")(feats)
+    with torch.no_grad():
+        torch.manual_seed(3)
+        got = module(**seqs)
+        torch.manual_seed(3)
+        ref = module.smt_parts(**smt_split_batch(feats, T, T, splits_per_sequence=2))
+    assert got.keys() == ref.keys()
+    for k in ref:
+        assert torch.equal(got[k], ref[k]), k
 
 
 @pytest.mark.parametrize("gradient", ["one_step", "full_rollout"])
@@ -331,13 +350,21 @@ def test_tensorboard_has_separate_loss_curves(tmp_path):
     assert {"train/decoder_loss", "train/dynamics_loss", "train/uniformity_loss"} <= tags
 
 
-def test_sync_free_recurrent_step_gives_identical_dmt_training(tmp_path):
+@pytest.mark.parametrize("mode", ["dmt", "bptt"])
+def test_sync_free_recurrent_step_gives_identical_training_and_leaves_student_unpatched(tmp_path, mode):
+    """recurrent_step_compile='none': the trainer passes the step to its training module (same weights after
+    training as the plain step); the user's student object is never patched (no instance `_step` / `step`)."""
     weights = []
     for compile_mode in (None, "none"):
         student, teacher = models()
-        args = targs(tmp_path / str(compile_mode), mode="dmt", dmt_start="initial", dmt_gradient="full_rollout",
+        args = targs(tmp_path / str(compile_mode), mode=mode, dmt_start="initial", dmt_gradient="full_rollout",
                      recurrent_step_compile=compile_mode)
-        SMTTrainer(model=student, teacher=teacher, args=args, train_dataset=data()).train()
+        trainer = SMTTrainer(model=student, teacher=teacher if mode == "dmt" else None, args=args,
+                             train_dataset=data())
+        assert (trainer.module.step_fn is None) == (compile_mode is None)
+        trainer.train()
+        assert "_step" not in vars(student.model) and "step" not in vars(student.model)
+        assert type(student.model)._step is student.model._step.__func__
         weights.append({k: v.clone() for k, v in student.state_dict().items()})
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
 

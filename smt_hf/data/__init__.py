@@ -1,19 +1,23 @@
-"""Data layer: synthetic tasks, real byte/pixel streams, and SMT batch collation.
+"""Data layer: synthetic tasks, real byte/pixel streams, padding, window functions and the split sampler.
 
 Public API::
 
     make_task, list_tasks, task_vocab_size          # synthetic tasks (tasks.py)
     load_text, load_mnist, load_sketches,           # real data, hub or offline (streams.py)
     pixels_to_image, stream_windows
-    SMTDataCollator, prefix_contexts                # batches (collator.py)
+    SMTDataCollator                                 # pads sequence batches (collator.py)
+    prefix_contexts, smt_windows                    # pure window functions (windows.py)
+    SplitSampler                                    # SMT split points, drawn in the training step (sampling.py)
     load_text_dataset, load_tokenizer,              # any `datasets` corpus + any HF tokenizer, packed windows
     tokenizer_model_fields, TokenizedText           # (text_dataset.py)
 """
 
-from .collator import SMTDataCollator, prefix_contexts
+from .collator import SMTDataCollator
+from .sampling import SplitSampler
 from .streams import TextData, load_mnist, load_sketches, load_text, pixels_to_image, stream_windows
 from .tasks import IGNORE_INDEX, list_tasks, make_task, task_vocab_size
 from .text_dataset import TokenizedText, load_text_dataset, load_tokenizer, tokenizer_model_fields
+from .windows import prefix_contexts, smt_windows
 
 __all__ = [
     "IGNORE_INDEX",
@@ -28,6 +32,8 @@ __all__ = [
     "stream_windows",
     "SMTDataCollator",
     "prefix_contexts",
+    "smt_windows",
+    "SplitSampler",
     "TokenizedText",
     "load_text_dataset",
     "load_tokenizer",

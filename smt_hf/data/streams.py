@@ -106,8 +106,8 @@ def stream_windows(tokens, window: int, num_windows: int, seed: int) -> Dataset:
     """Random windows of a 1-D token stream as a Dataset (``input_ids``, ``labels == input_ids``).
 
     Window starts are uniform in ``0..len(tokens)-window`` (numpy ``Generator(seed)``), so the
-    result is deterministic for a seed. Feed it to ``SMTDataCollator(split="last")`` for SMT on
-    streams (window = Tc + Tf) or to ``mode="bptt"`` / ``"dmt"``.
+    result is deterministic for a seed. Train SMT on it with ``SMTTrainingArguments(split="last")``
+    (window = Tc + Tf), or with ``mode="bptt"`` / ``"dmt"``.
     """
     t = np.asarray(tokens).reshape(-1)
     if window < 1 or num_windows < 1:
