@@ -27,6 +27,13 @@ VARIANTS = {
     "one_step, k=1, + teacher transitions + replay": dict(dmt_gradient="one_step", dmt_stride=1,
                                                           dmt_teacher_transitions=True, dmt_buffer_size=20000),
     "full_rollout, k=8 (truncated BPTT)": dict(dmt_gradient="full_rollout", dmt_stride=8, dmt_teacher_transitions=False),
+    "one_step, k=1, + teacher transitions, cosine lr": dict(dmt_gradient="one_step", dmt_stride=1,
+                                                            dmt_teacher_transitions=True, lr_scheduler_type="cosine"),
+    "one_step, 8 random steps per sequence": dict(dmt_gradient="one_step", dmt_matched_steps=8),
+    "one_step, 8 random steps per sequence, cosine lr": dict(dmt_gradient="one_step", dmt_matched_steps=8,
+                                                             lr_scheduler_type="cosine"),
+    "one_step, 16 random steps per sequence, cosine lr": dict(dmt_gradient="one_step", dmt_matched_steps=16,
+                                                              lr_scheduler_type="cosine"),
 }
 SMT_VARIANTS = {"joint SMT": {}, "joint SMT + memory noise 0.3": dict(smt_memory_noise=0.3)}
 

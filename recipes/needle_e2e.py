@@ -43,7 +43,7 @@ METRICS = ("teacher_acc", "onestep_acc", "student_acc", "drift_mean", "drift_las
 
 def run(task="needle", seq_len=32, seed=0, smt_steps=900, dmt_steps=300, out=DEFAULT_OUT, threads=1,
         bptt=True, full_rollout=True, save_dir=None, bptt_seconds=None, bptt_only=False, continue_dmt=False,
-        smt_memory_noise=0.0, dmt_stride=1, dmt_schedule="constant", causal_teacher=False):
+        smt_memory_noise=0.0, dmt_stride=1, dmt_schedule="constant", causal_teacher=False, dmt_matched_steps=None):
     import torch
 
     sys.path.insert(0, os.path.dirname(__file__))
@@ -65,7 +65,8 @@ def run(task="needle", seq_len=32, seed=0, smt_steps=900, dmt_steps=300, out=DEF
     smt_set = dict(SMT, **({"smt_memory_noise": smt_memory_noise} if smt_memory_noise else {}),
                    **({"smt_all_prefixes": True} if causal_teacher else {}))
     dmt_set = dict(DMT, **({"dmt_stride": dmt_stride} if dmt_stride != 1 else {}),
-                   **({"lr_scheduler_type": dmt_schedule} if dmt_schedule != "constant" else {}))
+                   **({"lr_scheduler_type": dmt_schedule} if dmt_schedule != "constant" else {}),
+                   **({"dmt_matched_steps": dmt_matched_steps} if dmt_matched_steps else {}))
     model = MODEL if not causal_teacher else {**MODEL, "teacher": {**MODEL["teacher"], "encoder_causal": True}}
 
     def phase(name, student, teacher, settings, steps, callbacks=None):
@@ -292,6 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--smt-memory-noise", type=float, default=0.0,
                    help="std of the Gaussian noise added to the input memory of each SMT transition (DART-style)")
     p.add_argument("--dmt-stride", type=int, default=1, help="k of one-step DMT: match every k-th transition")
+    p.add_argument("--dmt-matched-steps", type=int, default=None,
+                   help="one-step DMT matches this many random transitions per sequence (dmt_matched_steps)")
     p.add_argument("--dmt-schedule", default="constant", help="DMT lr_scheduler_type (e.g. cosine), after warm-up")
     p.add_argument("--causal-teacher", action="store_true",
                    help="causal-context teacher (encoder_causal) and SMT on every transition of each episode "
@@ -323,7 +326,7 @@ def cli(argv=None):
         run(a.task, a.seq_len, s, steps, a.dmt_steps, a.out, a.threads, not a.no_bptt, not a.no_full_rollout,
             bptt_seconds=a.bptt_seconds, bptt_only=a.bptt_only, continue_dmt=a.continue_dmt,
             smt_memory_noise=a.smt_memory_noise, dmt_stride=a.dmt_stride, dmt_schedule=a.dmt_schedule,
-            causal_teacher=a.causal_teacher)
+            causal_teacher=a.causal_teacher, dmt_matched_steps=a.dmt_matched_steps)
 
 
 if __name__ == "__main__":
