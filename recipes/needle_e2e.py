@@ -43,7 +43,8 @@ METRICS = ("teacher_acc", "onestep_acc", "student_acc", "drift_mean", "drift_las
 
 def run(task="needle", seq_len=32, seed=0, smt_steps=900, dmt_steps=300, out=DEFAULT_OUT, threads=1,
         bptt=True, full_rollout=True, save_dir=None, bptt_seconds=None, bptt_only=False, continue_dmt=False,
-        smt_memory_noise=0.0, dmt_stride=1, dmt_schedule="constant", causal_teacher=False, dmt_matched_steps=None):
+        smt_memory_noise=0.0, dmt_stride=1, dmt_schedule="constant", causal_teacher=False, dmt_matched_steps=None,
+        reuse_from=None):
     import torch
 
     sys.path.insert(0, os.path.dirname(__file__))
@@ -123,6 +124,8 @@ def run(task="needle", seq_len=32, seed=0, smt_steps=900, dmt_steps=300, out=DEF
     smt_state = copy.deepcopy(student.state_dict())
     tr, dmt = phase(ROWS[1], student, teacher, dmt_set, dmt_steps)
     tr.save_model(save_dir or os.path.join(out, f"final_{task}_T{T}_s{seed}"))  # student/ + teacher/
+    if reuse_from:  # rows of an earlier run of this seed whose phases start from the same state (checked, not assumed)
+        reuse_rows(reuse_from, rows, save, model)
     if full_rollout:
         student.load_state_dict(smt_state)
         phase(ROWS[2], student, teacher, FULL_ROLLOUT, dmt_steps)
@@ -143,6 +146,27 @@ def run(task="needle", seq_len=32, seed=0, smt_steps=900, dmt_steps=300, out=DEF
     print(f"\n{task}, T={T}, seed {seed}, {machine()}\n{table([run_info])}")
     print(f"\nall seeds in {out}:\n{write_summary(out, task, T)}")
     return rows
+
+
+def reuse_rows(paths: list[str], rows: list[dict], save, model: dict) -> None:
+    """Append the full-rollout / BPTT rows of earlier runs (JSON paths) of the same seed and settings, marked
+    `reused_from`. They start from the initial weights (BPTT) or the SMT state (full_rollout); SMT is deterministic
+    per seed on CPU, so they are reused only when the earlier run's joint-SMT row equals this run's (steps and every
+    metric) and its models are the same; otherwise ValueError."""
+    new = rows[0]
+    for path in paths:
+        old = json.load(open(path))
+        if old.get("model") != json.loads(json.dumps(model)):
+            raise ValueError(f"{path} trained other models ({old.get('model')}): its rows cannot be reused.")
+        first = next((r for r in old["rows"] if r["run"] == ROWS[0]), None)
+        for r in old["rows"]:
+            if r["run"] not in (ROWS[2], ROWS[3]) or any(x["run"] == r["run"] for x in rows):
+                continue
+            if r["run"] == ROWS[2] and (first is None or any(first.get(k) != new.get(k) for k in ("steps", *METRICS))):
+                raise ValueError(f"{path}: its joint-SMT row {first} differs from this run's {new}: not the same "
+                                 "SMT state, so its full_rollout row cannot be reused.")
+            rows.append({**r, "reused_from": os.path.relpath(path)})
+    save()
 
 
 def step_seqflops(run: dict) -> dict[str, int]:
@@ -295,6 +319,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dmt-stride", type=int, default=1, help="k of one-step DMT: match every k-th transition")
     p.add_argument("--dmt-matched-steps", type=int, default=None,
                    help="one-step DMT matches this many random transitions per sequence (dmt_matched_steps)")
+    p.add_argument("--reuse-rows", nargs="+", default=None, metavar="JSON",
+                   help="append the full_rollout/BPTT rows of earlier runs of the same seed ('{seed}' in a path is replaced; "
+                        "the full_rollout row only if their joint-SMT row equals this run's); pair with "
+                        "--no-full-rollout / --no-bptt")
     p.add_argument("--dmt-schedule", default="constant", help="DMT lr_scheduler_type (e.g. cosine), after warm-up")
     p.add_argument("--causal-teacher", action="store_true",
                    help="causal-context teacher (encoder_causal) and SMT on every transition of each episode "
@@ -326,7 +354,8 @@ def cli(argv=None):
         run(a.task, a.seq_len, s, steps, a.dmt_steps, a.out, a.threads, not a.no_bptt, not a.no_full_rollout,
             bptt_seconds=a.bptt_seconds, bptt_only=a.bptt_only, continue_dmt=a.continue_dmt,
             smt_memory_noise=a.smt_memory_noise, dmt_stride=a.dmt_stride, dmt_schedule=a.dmt_schedule,
-            causal_teacher=a.causal_teacher, dmt_matched_steps=a.dmt_matched_steps)
+            causal_teacher=a.causal_teacher, dmt_matched_steps=a.dmt_matched_steps,
+            reuse_from=[p.replace("{seed}", str(s)) for p in a.reuse_rows] if a.reuse_rows else None)
 
 
 if __name__ == "__main__":

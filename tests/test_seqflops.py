@@ -78,3 +78,28 @@ def test_needle_e2e_compute_paths_accumulate_seqflops_and_tokens():
     assert smt == (100 * F[n.ROWS[0]], 100 * 64 * 16, 0.2)
     assert dmt == (100 * F[n.ROWS[0]] + 30 * F[n.ROWS[1]], (100 * 64 + 30 * 32) * 16, 0.75)
     assert paths["BPTT"] == [(50 * F[n.ROWS[3]], 50 * 64 * 16, 0.1)]
+
+
+def test_needle_e2e_reuses_rows_only_from_the_same_smt_state(tmp_path):
+    """--reuse-rows: an earlier run's full_rollout/BPTT rows are appended (marked) only when its joint-SMT row and
+    models equal this run's; a different SMT state or model raises."""
+    import json
+    import os
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "recipes"))
+    import needle_e2e as n
+
+    smt = {"run": n.ROWS[0], "steps": 10, **{k: 0.5 for k in n.METRICS}}
+    old = {"model": n.MODEL, "rows": [smt, {"run": n.ROWS[1], "student_acc": 0.9}, {"run": n.ROWS[2], "student_acc": 1.0},
+                                      {"run": n.ROWS[3], "student_acc": 0.07, "budget_seconds": 9.0}]}
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(old))
+    rows = [dict(smt), {"run": n.ROWS[1], "student_acc": 0.99}]
+    n.reuse_rows([str(path)], rows, lambda: None, n.MODEL)
+    assert [r["run"] for r in rows] == [n.ROWS[0], n.ROWS[1], n.ROWS[2], n.ROWS[3]]
+    assert rows[2]["student_acc"] == 1.0 and rows[2]["reused_from"].endswith("old.json")
+    with pytest.raises(ValueError, match="not the same SMT state"):
+        n.reuse_rows([str(path)], [dict(smt, student_acc=0.6)], lambda: None, n.MODEL)
+    with pytest.raises(ValueError, match="other models"):
+        n.reuse_rows([str(path)], [dict(smt)], lambda: None, {**n.MODEL, "student": {"backbone": "gru"}})
