@@ -254,6 +254,15 @@ def write_summary(out: str, task: str, T: int) -> str:
     head = (f"{task}, T={T}, seeds {[r['seed'] for r in runs]}, {runs[0]['machine']}, {runs[0]['threads']} thread(s); "
             "wall-clock = that phase's training time on a shared machine; BPTT gets the wall-clock of joint SMT + one-step DMT "
             "unless a row's budget says otherwise")
+    full = [r for r in runs if any(x["run"] == ROWS[0] for x in r["rows"])]  # (not the BPTT-only runs)
+    settings = {json.dumps(r.get("settings", {}), sort_keys=True) for r in full}
+    if len(settings) == 1 and full[0].get("settings"):
+        st = full[0]["settings"]
+        head += (f".\n\nSettings: joint SMT `{st['smt']}`; one-step DMT `{st['dmt']}`; full-rollout DMT "
+                 f"`{st['full_rollout']}`; BPTT `{st['bptt']}`. Rows marked reused come from an earlier run of the same "
+                 "seed with an identical SMT state (`--reuse-rows`).")
+    elif len(settings) > 1:
+        head += ". Seeds ran with different settings (see each JSON's `settings`)"
     md = f"{head}\n\n{table(runs)}\n"
     try:
         png = plot_compute(runs, os.path.join(out, f"{task}_e2e_T{T}_seqflops.png"))
