@@ -258,9 +258,9 @@ def write_summary(out: str, task: str, T: int) -> str:
     settings = {json.dumps(r.get("settings", {}), sort_keys=True) for r in full}
     if len(settings) == 1 and full[0].get("settings"):
         st = full[0]["settings"]
-        head += (f".\n\nSettings: joint SMT `{st['smt']}`; one-step DMT `{st['dmt']}`; full-rollout DMT "
-                 f"`{st['full_rollout']}`; BPTT `{st['bptt']}`. Rows marked reused come from an earlier run of the same "
-                 "seed with an identical SMT state (`--reuse-rows`).")
+        names = {"smt": "joint SMT", "dmt": "one-step DMT", "full_rollout": "full-rollout DMT", "bptt": "BPTT"}
+        head += ".\n\nSettings: " + "; ".join(f"{names.get(k, k)} `{v}`" for k, v in st.items()) + (
+            ". Rows marked reused come from an earlier run of the same seed with an identical SMT state (`--reuse-rows`).")
     elif len(settings) > 1:
         head += ". Seeds ran with different settings (see each JSON's `settings`)"
     md = f"{head}\n\n{table(runs)}\n"
