@@ -259,7 +259,7 @@ def write_summary(out: str, task: str, T: int) -> str:
     if len(settings) == 1 and full[0].get("settings"):
         st = full[0]["settings"]
         names = {"smt": "joint SMT", "dmt": "one-step DMT", "full_rollout": "full-rollout DMT", "bptt": "BPTT"}
-        head += ".\n\nSettings: " + "; ".join(f"{names.get(k, k)} `{v}`" for k, v in st.items()) + (
+        head += ".\n\nSettings (other fields: SMTTrainingArguments defaults): " + "; ".join(f"{names.get(k, k)} `{v}`" for k, v in st.items()) + (
             ". Rows marked reused come from an earlier run of the same seed with an identical SMT state (`--reuse-rows`).")
     elif len(settings) > 1:
         head += ". Seeds ran with different settings (see each JSON's `settings`)"
