@@ -155,6 +155,9 @@ def reuse_rows(paths: list[str], rows: list[dict], save, model: dict) -> None:
     metric) and its models are the same; otherwise ValueError."""
     new = rows[0]
     for path in paths:
+        if not os.path.exists(path):
+            print(f"[reuse] {path}: no such file, nothing reused from it", flush=True)
+            continue
         old = json.load(open(path))
         if old.get("model") != json.loads(json.dumps(model)):
             raise ValueError(f"{path} trained other models ({old.get('model')}): its rows cannot be reused.")
