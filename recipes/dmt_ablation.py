@@ -99,7 +99,15 @@ def run(seq_len=32, seed=0, smt_steps=900, dmt_steps=300, out="outputs/dmt_ablat
 
 
 def render(runs: list[dict]) -> str:
-    """One markdown table over the rows of one or more runs of this recipe (same T and seed)."""
+    """Markdown: one table per (T, seed, SMT steps, DMT steps, lr) group of runs of this recipe."""
+    groups: dict = {}
+    for r in runs:
+        groups.setdefault((r["seq_len"], r["seed"], r["smt_steps"], r["dmt_steps"], r["dmt_lr"]), []).append(r)
+    return "\n".join(_render_group(g) for g in groups.values())
+
+
+def _render_group(runs: list[dict]) -> str:
+    """One markdown table over the rows of runs with the same T, seed and schedule."""
     fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
     lines = ["| SMT phase | DMT setting | DMT steps | wall-clock s (SMT+DMT) | teacher acc | one-step acc | standalone acc | "
              "drift 1-R^2 mean / last |", "|---|---|---|---|---|---|---|---|"]
@@ -128,7 +136,8 @@ def cli(argv=None):
     p.add_argument("--report", nargs="+", metavar="JSON", help="only merge these runs' JSON into <out>/dmt_ablation.md")
     a = p.parse_args(argv)
     if a.report:
-        runs = [json.load(open(path)) for path in a.report]
+        loaded = [json.load(open(path)) for path in a.report]  # a run, or a list of runs (an earlier --report)
+        runs = [r for x in loaded for r in (x if isinstance(x, list) else [x])]
         os.makedirs(a.out, exist_ok=True)
         with open(os.path.join(a.out, "dmt_ablation.md"), "w") as f:
             f.write(render(runs))

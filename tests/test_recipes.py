@@ -46,3 +46,22 @@ def test_main_runs_phases_and_saves_standalone_student(tmp_path):
     prompt = torch.tensor([summary["sample"]["prompt"]])
     again = student.generate(prompt, max_new_tokens=len(summary["sample"]["continuation"]), do_sample=False)
     assert again[0, prompt.shape[1]:].tolist() == summary["sample"]["continuation"]
+
+
+def test_dmt_ablation_report_one_table_per_length_and_seed():
+    """dmt_ablation --report: runs of different T get their own table (and header naming T), in input order."""
+    import os
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "recipes"))
+    import dmt_ablation
+
+    def run(T, acc):
+        return {"seq_len": T, "seed": 0, "machine": "m", "threads": 1, "smt_steps": 9, "dmt_steps": 3, "dmt_lr": 3e-4,
+                "rows": [{"smt": "joint SMT", "dmt": "v", "steps": 3, "seconds": 1.0, "teacher_acc": 1.0,
+                          "onestep_acc": 1.0, "student_acc": acc, "drift_mean": 0.1, "drift_last": 0.2}]}
+
+    md = dmt_ablation.render([run(32, 0.5), run(64, 0.25), run(32, 0.75)])
+    tables = md.split("needle retrieval ")[1:]
+    assert [t.split(",")[0] for t in tables] == ["T=32", "T=64"]
+    assert "0.500" in tables[0] and "0.750" in tables[0] and "0.250" in tables[1]
