@@ -3,7 +3,7 @@
     python recipes/update_readme.py
 
 The section between `<!-- results:start -->` and `<!-- results:end -->` is replaced by, in order:
-the needle end-to-end tables (recipes/needle_e2e.py), the main-job summary (recipes/smt.py), the benchmark
+the needle end-to-end tables (recipes/needle_e2e.py), the teacher calibration (recipes/teacher_curves.py), the main-job summary (recipes/smt.py), the benchmark
 tables (recipes/bench.py) and the paper-claims report (recipes/reproduce.py report -> recipes/RESULTS.md).
 Nothing in the section is typed by hand.
 """
@@ -25,6 +25,11 @@ def _demote(markdown: str, levels: int = 2) -> str:
     return re.sub(r"^(#+)", lambda m: "#" * min(6, len(m.group(1)) + levels), markdown, flags=re.M)
 
 
+def _results_links(markdown: str) -> str:
+    """Image links written next to the results (`![x](a.png)`) point into recipes/results/ from README."""
+    return re.sub(r"!\[([^\]]*)\]\(([^/)]+\.png)\)", r"![\1](recipes/results/\2)", markdown)
+
+
 def needle_section() -> str:
     """The no-BPTT end-to-end tables (recipes/needle_e2e.py, over seeds) and the DMT lever ablation."""
     parts = []
@@ -34,10 +39,18 @@ def needle_section() -> str:
         pngs = sorted(glob.glob(os.path.join(RESULTS, f"{name}_s*_drift.png")))
         plot = f"\n![drift]({os.path.relpath(pngs[0], ROOT)})\n" if pngs else ""
         parts.append(f"#### {task}, T={T} (`python recipes/needle_e2e.py --task {task} --seq-len {T} --seeds ...`)\n\n"
-                     f"{open(path).read().strip()}\n{plot}")
+                     f"{_results_links(open(path).read().strip())}\n{plot}")
     for path in sorted(glob.glob(os.path.join(RESULTS, "dmt_ablation*.md"))):
         parts.append("#### What closes the drift without BPTT (`python recipes/dmt_ablation.py`)\n\n" + open(path).read().strip() + "\n")
     return "### SMT -> one-step DMT vs BPTT, end to end\n\n" + "\n".join(parts) if parts else ""
+
+
+def teacher_section() -> str:
+    """Teacher calibration per family (recipes/teacher_curves.py)."""
+    path = os.path.join(RESULTS, "teacher_curves.md")
+    if not os.path.exists(path):
+        return ""
+    return _demote(_results_links(open(path).read().strip()), 2) + "\n"
 
 
 def main_job_section() -> str:
@@ -86,7 +99,8 @@ def main() -> None:
     readme = open(readme_path).read()
     if START not in readme or END not in readme:
         raise SystemExit(f"README.md has no {START} ... {END} block")
-    body = "\n\n".join(p for p in (needle_section(), main_job_section(), bench_section(), paper_section()) if p)
+    body = "\n\n".join(p for p in (needle_section(), teacher_section(), main_job_section(), bench_section(),
+                                          paper_section()) if p)
     head, rest = readme.split(START, 1)
     _, tail = rest.split(END, 1)
     open(readme_path, "w").write(f"{head}{START}\n{body}\n{END}{tail}")

@@ -65,3 +65,11 @@ def test_dmt_ablation_report_one_table_per_length_and_seed():
     tables = md.split("needle retrieval ")[1:]
     assert [t.split(",")[0] for t in tables] == ["T=32", "T=64"]
     assert "0.500" in tables[0] and "0.750" in tables[0] and "0.250" in tables[1]
+
+
+def test_update_readme_points_result_images_into_recipes_results():
+    import update_readme
+
+    md = "a ![x](needle_e2e_T32_seqflops.png) b ![y](recipes/results/z.png) ![w](https://h/p.png)"
+    assert update_readme._results_links(md) == ("a ![x](recipes/results/needle_e2e_T32_seqflops.png) b "
+                                                "![y](recipes/results/z.png) ![w](https://h/p.png)")
