@@ -67,7 +67,7 @@ def run(task="needle", seq_len=32, seed=0, smt_steps=900, dmt_steps=300, out=DEF
                    **({"smt_all_prefixes": True} if causal_teacher else {}))
     dmt_set = dict(DMT, **({"dmt_stride": dmt_stride} if dmt_stride != 1 else {}),
                    **({"lr_scheduler_type": dmt_schedule} if dmt_schedule != "constant" else {}),
-                   **({"dmt_matched_steps": dmt_matched_steps} if dmt_matched_steps else {}))
+                   **({"dmt_matched_steps": dmt_matched_steps} if dmt_matched_steps is not None else {}))
     model = MODEL if not causal_teacher else {**MODEL, "teacher": {**MODEL["teacher"], "encoder_causal": True}}
 
     def phase(name, student, teacher, settings, steps, callbacks=None):
@@ -88,6 +88,9 @@ def run(task="needle", seq_len=32, seed=0, smt_steps=900, dmt_steps=300, out=DEF
         save()  # after every phase: a run stopped early keeps what finished
         return tr, row
 
+    reusable = load_reusable(reuse_from, task, T, seed, model) if reuse_from else []
+    for settings in (dmt_set, FULL_ROLLOUT, BPTT):  # refuse bad settings now, not after the SMT phase
+        SMTTrainingArguments(output_dir="outputs/needle_e2e/tmp", **common, **settings)
     os.makedirs(out, exist_ok=True)
     stem = os.path.join(out, f"{task}_e2e_T{T}_s{seed}" + ("_bptt" if bptt_only else ""))
     run_info = {"task": task, "task_kwargs": kw, "seq_len": T, "seed": seed, "machine": machine(), "threads": threads,
@@ -124,8 +127,8 @@ def run(task="needle", seq_len=32, seed=0, smt_steps=900, dmt_steps=300, out=DEF
     smt_state = copy.deepcopy(student.state_dict())
     tr, dmt = phase(ROWS[1], student, teacher, dmt_set, dmt_steps)
     tr.save_model(save_dir or os.path.join(out, f"final_{task}_T{T}_s{seed}"))  # student/ + teacher/
-    if reuse_from:  # rows of an earlier run of this seed whose phases start from the same state (checked, not assumed)
-        reuse_rows(reuse_from, rows, save, model)
+    if reusable and reuse_rows(reusable, rows, save):  # the same SMT state (checked, not assumed): no need to re-run
+        full_rollout = False
     if full_rollout:
         student.load_state_dict(smt_state)
         phase(ROWS[2], student, teacher, FULL_ROLLOUT, dmt_steps)
@@ -148,28 +151,44 @@ def run(task="needle", seq_len=32, seed=0, smt_steps=900, dmt_steps=300, out=DEF
     return rows
 
 
-def reuse_rows(paths: list[str], rows: list[dict], save, model: dict) -> None:
-    """Append the full-rollout / BPTT rows of earlier runs (JSON paths) of the same seed and settings, marked
-    `reused_from`. They start from the initial weights (BPTT) or the SMT state (full_rollout); SMT is deterministic
-    per seed on CPU, so they are reused only when the earlier run's joint-SMT row equals this run's (steps and every
-    metric) and its models are the same; otherwise ValueError."""
-    new = rows[0]
+def load_reusable(paths: list[str], task: str, seq_len: int, seed: int, model: dict) -> list[tuple[str, dict]]:
+    """The earlier runs (JSON paths) whose full-rollout row may be reused: read before this run writes anything (so a
+    path equal to this run's own output still holds the earlier rows). Missing files are skipped with a line; a run of
+    another task, length, seed or model raises ValueError."""
+    found = []
     for path in paths:
         if not os.path.exists(path):
             print(f"[reuse] {path}: no such file, nothing reused from it", flush=True)
             continue
         old = json.load(open(path))
-        if old.get("model") != json.loads(json.dumps(model)):
-            raise ValueError(f"{path} trained other models ({old.get('model')}): its rows cannot be reused.")
-        first = next((r for r in old["rows"] if r["run"] == ROWS[0]), None)
-        for r in old["rows"]:
-            if r["run"] not in (ROWS[2], ROWS[3]) or any(x["run"] == r["run"] for x in rows):
-                continue
-            if r["run"] == ROWS[2] and (first is None or any(first.get(k) != new.get(k) for k in ("steps", *METRICS))):
-                raise ValueError(f"{path}: its joint-SMT row {first} differs from this run's {new}: not the same "
-                                 "SMT state, so its full_rollout row cannot be reused.")
-            rows.append({**r, "reused_from": os.path.relpath(path)})
+        got = (old.get("task"), old.get("seq_len"), old.get("seed"), old.get("model"))
+        if got != (task, seq_len, seed, json.loads(json.dumps(model))):
+            raise ValueError(f"{path} is a run of (task, T, seed, model) = {got}, not {(task, seq_len, seed, model)}: "
+                             "its rows cannot be reused.")
+        found.append((path, old))
+    return found
+
+
+def reuse_rows(found: list[tuple[str, dict]], rows: list[dict], save) -> bool:
+    """Append the full-rollout row of an earlier run of the same seed (`load_reusable`), marked `reused_from`. It
+    starts from the SMT state, and SMT is deterministic per seed on CPU, so it is reused only when the earlier run's
+    joint-SMT row equals this run's (steps and every metric) and its full-rollout settings are this recipe's;
+    otherwise ValueError. BPTT rows are never reused: their budget is the wall-clock of the run they belong to.
+    Returns whether a row was reused."""
+    new = rows[0]
+    for path, old in found:
+        r = next((r for r in old["rows"] if r["run"] == ROWS[2]), None)
+        if r is None or any(x["run"] == ROWS[2] for x in rows):
+            continue
+        first = next((x for x in old["rows"] if x["run"] == ROWS[0]), None)
+        if first is None or any(first.get(k) != new.get(k) for k in ("steps", *METRICS)):
+            raise ValueError(f"{path}: its joint-SMT row {first} differs from this run's {new}: not the same "
+                             "SMT state, so its full_rollout row cannot be reused.")
+        if old.get("settings", {}).get("full_rollout") != json.loads(json.dumps(FULL_ROLLOUT)):
+            raise ValueError(f"{path}: its full-rollout settings differ from this recipe's {FULL_ROLLOUT}.")
+        rows.append({**r, "reused_from": os.path.relpath(path)})
     save()
+    return any(x["run"] == ROWS[2] for x in rows)
 
 
 def step_seqflops(run: dict) -> dict[str, int]:
@@ -206,7 +225,15 @@ def table(runs: list[dict]) -> str:
         lines.append(f"| {name} | {grad} | {sum(col('steps')) / len(rs):.0f} | {sum(col('seconds')) / len(rs):.0f} | "
                      f"{flops.get(name, flops[ROWS[1]]) / 1e6:.1f} M | "
                      f"{fmt(col('teacher_acc'))} | {fmt(col('onestep_acc'))} | {fmt(col('student_acc'))} | "
-                     f"{fmt(col('drift_mean'))} | {', '.join(f'{x:.2f}' for x in col('student_acc'))} |")
+                     f"{fmt(col('drift_mean'))} | "
+                     + ", ".join(f"{r['student_acc']:.2f}" + ("†" if r.get("reused_from") else "")
+                                 for r in rs if r.get("student_acc") is not None) + " |")
+    if any(r.get("reused_from") for run in runs for r in run["rows"]):
+        lines.append("\n† reused (`--reuse-rows`) from an earlier run of the same seed whose joint-SMT row is identical: "
+                     + ", ".join(sorted({r["reused_from"] for run in runs for r in run["rows"] if r.get("reused_from")})))
+    budgets = [f"s{run['seed']} {r['budget_seconds']:.0f} s" for run in runs for r in run["rows"] if r.get("budget_seconds")]
+    if budgets:
+        lines.append("\nBPTT wall-clock budget per seed: " + ", ".join(budgets))
     return "\n".join(lines)
 
 
@@ -251,10 +278,15 @@ def plot_compute(runs: list[dict], path: str) -> str:
 
 
 def write_summary(out: str, task: str, T: int) -> str:
-    runs = [json.load(open(p)) for p in sorted(glob.glob(os.path.join(out, f"{task}_e2e_T{T}_s*.json")))]
+    runs, seen = [], set()
+    for path in sorted(glob.glob(os.path.join(out, f"{task}_e2e_T{T}_s*.json"))):  # s<seed>.json before s<seed>_bptt.json
+        run = json.load(open(path))
+        run["rows"] = [r for r in run["rows"] if (run["seed"], r["run"]) not in seen]  # a (seed, row) counts once
+        seen |= {(run["seed"], r["run"]) for r in run["rows"]}
+        runs.append(run)
     if not runs:
         return ""
-    head = (f"{task}, T={T}, seeds {[r['seed'] for r in runs]}, {runs[0]['machine']}, {runs[0]['threads']} thread(s); "
+    head = (f"{task}, T={T}, seeds {sorted({r['seed'] for r in runs})}, {runs[0]['machine']}, {runs[0]['threads']} thread(s); "
             "wall-clock = that phase's training time on a shared machine; BPTT gets the wall-clock of joint SMT + one-step DMT "
             "unless a row's budget says otherwise")
     full = [r for r in runs if any(x["run"] == ROWS[0] for x in r["rows"])]  # (not the BPTT-only runs)
@@ -262,8 +294,8 @@ def write_summary(out: str, task: str, T: int) -> str:
     if len(settings) == 1 and full[0].get("settings"):
         st = full[0]["settings"]
         names = {"smt": "joint SMT", "dmt": "one-step DMT", "full_rollout": "full-rollout DMT", "bptt": "BPTT"}
-        head += ".\n\nSettings (other fields: SMTTrainingArguments defaults): " + "; ".join(f"{names.get(k, k)} `{v}`" for k, v in st.items()) + (
-            ". Rows marked reused come from an earlier run of the same seed with an identical SMT state (`--reuse-rows`).")
+        head += (".\n\nSettings (set by the recipe for every phase: context_length = future_length = rollout_length = T, "
+                 "eval batch 128; BPTT stops at its wall-clock budget; other fields: SMTTrainingArguments defaults): ") + "; ".join(f"{names.get(k, k)} `{v}`" for k, v in st.items())
     elif len(settings) > 1:
         head += ". Seeds ran with different settings (see each JSON's `settings`)"
     md = f"{head}\n\n{table(runs)}\n"
@@ -332,9 +364,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dmt-matched-steps", type=int, default=None,
                    help="one-step DMT matches this many random transitions per sequence (dmt_matched_steps)")
     p.add_argument("--reuse-rows", nargs="+", default=None, metavar="JSON",
-                   help="append the full_rollout/BPTT rows of earlier runs of the same seed ('{seed}' in a path is replaced; "
-                        "the full_rollout row only if their joint-SMT row equals this run's); pair with "
-                        "--no-full-rollout / --no-bptt")
+                   help="take the full_rollout row from earlier runs of the same seed ('{seed}' in a path is replaced) "
+                        "when their joint-SMT row equals this run's (then full_rollout is not re-run); never BPTT rows")
     p.add_argument("--dmt-schedule", default="constant", help="DMT lr_scheduler_type (e.g. cosine), after warm-up")
     p.add_argument("--causal-teacher", action="store_true",
                    help="causal-context teacher (encoder_causal) and SMT on every transition of each episode "

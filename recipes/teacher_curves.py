@@ -1,7 +1,7 @@
 """Teacher calibration per synthetic family: does the Transformer teacher learn the task at all, and how fast (CPU).
 
 SMT's student can only be as good as its teacher's memories, so every family of the Fig 3 comparison first needs
-a teacher that solves it. For each family in the YAML (default recipes/configs/teacher_curves.yaml) this trains a
+a teacher that solves it. For each family in the YAML (default recipes/configs/calibration/teachers.yaml) this trains a
 teacher + student in `smt` mode (the student's transition is trained on detached memories, so it does not shape the
 teacher) under a wall-clock budget, evaluates every `eval_steps` steps on held-out episodes, and stops once the
 teacher reaches `target` accuracy (or the budget ends). Learning curve = teacher accuracy (first-step prediction at
@@ -26,7 +26,7 @@ import time
 import yaml
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-DEFAULT_CONFIG = os.path.join(HERE, "configs", "teacher_curves.yaml")
+DEFAULT_CONFIG = os.path.join(HERE, "configs", "calibration", "teachers.yaml")
 
 
 def run_one(name: str, spec: dict, defaults: dict, seed: int, threads: int = 1) -> dict:
@@ -59,9 +59,11 @@ def run_one(name: str, spec: dict, defaults: dict, seed: int, threads: int = 1) 
 
         def on_evaluate(self, args, state, control, metrics=None, **kw):
             acc = metrics.get("eval_teacher_acc")
+            if acc is None:
+                raise ValueError(f"[{name}] evaluation returned no teacher accuracy (no target positions?): {metrics}")
             curve.append([state.global_step, round(time.time() - t0[0], 1), acc])
             print(f"[{name} s{seed}] step {state.global_step} {curve[-1][1]:.0f}s teacher_acc {acc:.3f}", flush=True)
-            if acc is not None and acc >= cfg["target"]:
+            if acc >= cfg["target"]:
                 control.should_training_stop = True
 
     args = SMTTrainingArguments(
@@ -82,15 +84,15 @@ def run_one(name: str, spec: dict, defaults: dict, seed: int, threads: int = 1) 
 
 
 def table(runs: list[dict]) -> str:
-    lines = ["| family | T | seed | width d | K | enc/dec layers | lr | batch | target | reached at step | "
-             "reached at s | final teacher acc | steps run | wall-clock s |", "|---|" * 1 + "---|" * 13]
+    lines = ["| family | T | seed | width d | K | enc/dec layers | lr | batch | target | budget s | reached at step | "
+             "reached at s | final teacher acc | steps run | wall-clock s |", "|---|" * 1 + "---|" * 14]
     for r in sorted(runs, key=lambda r: (r["family"], r["seq_len"], r["seed"])):
         s, t = r["settings"], r["settings"]["teacher"]
         hit = r["reached_at"]
         lines.append(
             f"| {r['family']} | {r['seq_len']} | {r['seed']} | {t['hidden_size']} | {t['memory_tokens']} | "
             f"{t['num_encoder_layers']}/{t['num_decoder_layers']} | {s['learning_rate']:g} | {s['batch_size']} | "
-            f"{s['target']} | {hit['step'] if hit else 'not reached'} | {hit['seconds'] if hit else '-'} | "
+            f"{s['target']} | {s['budget_seconds']} | {hit['step'] if hit else 'not reached'} | {hit['seconds'] if hit else '-'} | "
             f"{r['final_teacher_acc']:.3f} | {r['curve'][-1][0]} | {r['curve'][-1][1]:.0f} |")
     return "\n".join(lines)
 
@@ -102,8 +104,9 @@ def write(out: str, new: list[dict]) -> str:
     runs = [r for r in runs if key(r) not in {key(n) for n in new}] + new
     with open(path, "w") as f:
         json.dump(runs, f, indent=2)
-    md = (f"# Teacher calibration per family (recipes/teacher_curves.py)\n\nMachine: {runs[0]['machine']}, "
-          f"{runs[0]['threads']} thread(s), shared with other jobs (wall-clock is an upper bound). Mode `smt`, "
+    machines = sorted({r["machine"] for r in runs})
+    md = (f"# Teacher calibration per family (recipes/teacher_curves.py)\n\nMachine: {'; '.join(machines)}, "
+          "shared with other jobs (wall-clock, evaluation included, is an upper bound). Mode `smt`, "
           "teacher accuracy = first-step prediction at the last target positions of held-out episodes; each run "
           "stops at its target or its wall-clock budget.\n\n" + table(runs) + "\n\n![curves](teacher_curves.png)\n")
     with open(os.path.join(out, "teacher_curves.md"), "w") as f:

@@ -49,7 +49,7 @@ class SMTTrainingArguments(TrainingArguments):
         metadata={
             "help": "One-step DMT: match this many transitions per sequence, drawn uniformly at random (without "
             "replacement, fresh for every sequence and step) from the Td of the rollout, instead of every "
-            "`dmt_stride`-th. Every position is supervised in expectation, at the teacher cost of n contexts per "
+            "`dmt_stride`-th. Every position is supervised in expectation, at the teacher cost of n+1 contexts per "
             "sequence instead of Td+1. Needs dmt_gradient='one_step' and dmt_stride=1; None (default) = off."
         },
     )
@@ -58,7 +58,7 @@ class SMTTrainingArguments(TrainingArguments):
         metadata={
             "help": "DMT also regresses f on the teacher's own states, f(m*_t, x_t) -> m*_{t+1} (DAgger's initial "
             "expert data; one batched call, part 'dmt_teacher', weight lambda_dmt_dyn). Needs dmt_stride=1. "
-            "None (default) = on when dmt_stride == 1."
+            "None (default) = on when dmt_stride == 1 and dmt_matched_steps is None."
         },
     )
     dmt_buffer_size: int = field(

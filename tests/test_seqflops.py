@@ -81,8 +81,8 @@ def test_needle_e2e_compute_paths_accumulate_seqflops_and_tokens():
 
 
 def test_needle_e2e_reuses_rows_only_from_the_same_smt_state(tmp_path):
-    """--reuse-rows: an earlier run's full_rollout/BPTT rows are appended (marked) only when its joint-SMT row and
-    models equal this run's; a different SMT state or model raises."""
+    """--reuse-rows: an earlier run's full_rollout row is appended (marked) only when its joint-SMT row, task, length,
+    seed, model and full-rollout settings equal this run's; BPTT rows are never reused; mismatches raise."""
     import json
     import os
     import sys
@@ -91,15 +91,45 @@ def test_needle_e2e_reuses_rows_only_from_the_same_smt_state(tmp_path):
     import needle_e2e as n
 
     smt = {"run": n.ROWS[0], "steps": 10, **{k: 0.5 for k in n.METRICS}}
-    old = {"model": n.MODEL, "rows": [smt, {"run": n.ROWS[1], "student_acc": 0.9}, {"run": n.ROWS[2], "student_acc": 1.0},
-                                      {"run": n.ROWS[3], "student_acc": 0.07, "budget_seconds": 9.0}]}
+    old = {"task": "needle", "seq_len": 16, "seed": 1, "model": n.MODEL, "settings": {"full_rollout": n.FULL_ROLLOUT},
+           "rows": [smt, {"run": n.ROWS[1], "student_acc": 0.9}, {"run": n.ROWS[2], "student_acc": 1.0},
+                    {"run": n.ROWS[3], "student_acc": 0.07, "budget_seconds": 9.0}]}
     path = tmp_path / "old.json"
     path.write_text(json.dumps(old))
+    found = n.load_reusable([str(path), str(tmp_path / "missing.json")], "needle", 16, 1, n.MODEL)
+    assert len(found) == 1
     rows = [dict(smt), {"run": n.ROWS[1], "student_acc": 0.99}]
-    n.reuse_rows([str(path)], rows, lambda: None, n.MODEL)
-    assert [r["run"] for r in rows] == [n.ROWS[0], n.ROWS[1], n.ROWS[2], n.ROWS[3]]
+    assert n.reuse_rows(found, rows, lambda: None)
+    assert [r["run"] for r in rows] == [n.ROWS[0], n.ROWS[1], n.ROWS[2]]  # no BPTT row
     assert rows[2]["student_acc"] == 1.0 and rows[2]["reused_from"].endswith("old.json")
     with pytest.raises(ValueError, match="not the same SMT state"):
-        n.reuse_rows([str(path)], [dict(smt, student_acc=0.6)], lambda: None, n.MODEL)
-    with pytest.raises(ValueError, match="other models"):
-        n.reuse_rows([str(path)], [dict(smt)], lambda: None, {**n.MODEL, "student": {"backbone": "gru"}})
+        n.reuse_rows(found, [dict(smt, student_acc=0.6)], lambda: None)
+    for args in (("needle", 16, 2, n.MODEL), ("needle", 32, 1, n.MODEL), ("parity", 16, 1, n.MODEL),
+                 ("needle", 16, 1, {**n.MODEL, "student": {"backbone": "gru"}})):
+        with pytest.raises(ValueError, match="cannot be reused"):
+            n.load_reusable([str(path)], *args)
+    path.write_text(json.dumps({**old, "settings": {"full_rollout": {**n.FULL_ROLLOUT, "dmt_stride": 4}}}))
+    with pytest.raises(ValueError, match="full-rollout settings"):
+        n.reuse_rows(n.load_reusable([str(path)], "needle", 16, 1, n.MODEL), [dict(smt)], lambda: None)
+
+
+def test_needle_e2e_summary_counts_a_seeds_row_once_and_marks_reuse(tmp_path):
+    import json
+    import os
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "recipes"))
+    import needle_e2e as n
+
+    row = lambda name, acc, **kw: {"run": name, "dmt_gradient": None, "mode": "x", "steps": 10, "seconds": 5.0,  # noqa: E731
+                                   "teacher_acc": 1.0, "onestep_acc": 1.0, "student_acc": acc, "drift_mean": 0.1,
+                                   "drift_last": 0.2, **kw}
+    base = {"task": "needle", "task_kwargs": {"vocab_size": 16}, "seq_len": 16, "seed": 0, "machine": "m", "threads": 1,
+            "model": n.MODEL}
+    json.dump({**base, "rows": [row(n.ROWS[0], 0.2), row(n.ROWS[2], 1.0, reused_from="a.json"),
+                                row(n.ROWS[3], 0.05, budget_seconds=7.0)]}, open(tmp_path / "needle_e2e_T16_s0.json", "w"))
+    json.dump({**base, "rows": [row(n.ROWS[3], 0.5, budget_seconds=8.0)]}, open(tmp_path / "needle_e2e_T16_s0_bptt.json", "w"))
+    md = n.write_summary(str(tmp_path), "needle", 16)
+    bptt = next(x for x in md.splitlines() if x.startswith("| BPTT"))
+    assert bptt.endswith("| 0.05 |")  # the s0.json row; the duplicate from s0_bptt.json is not averaged in
+    assert "| 1.00† |" in md and "† reused" in md and "a.json" in md and "seeds [0]" in md

@@ -35,4 +35,4 @@ def test_write_merges_runs_by_family_length_and_seed(tmp_path):
     teacher_curves.write(str(tmp_path), [run("a", 0, 0.5), run("b", 0, 0.96)])
     md = teacher_curves.write(str(tmp_path), [run("a", 0, 0.97)])  # replaces a/0, keeps b/0
     rows = [x for x in md.splitlines() if x.startswith("| a ") or x.startswith("| b ")]
-    assert len(rows) == 2 and "0.970" in rows[0] and "| 4 | 1.0 |" in rows[0] and "0.960" in rows[1]
+    assert len(rows) == 2 and "0.970" in rows[0] and "| 600 | 4 | 1.0 |" in rows[0] and "0.960" in rows[1]
