@@ -30,10 +30,10 @@ from torch import nn
 from transformers import GenerationMixin
 from transformers.utils import ModelOutput
 
-from .backbones import build_updater
+from .backbones import build_updater, transition
 from .cache import SMTMemoryCache
 from .configuration_smt import SMTRecurrentConfig
-from .modeling_layers import TransformerStack, rms_normalize
+from .modeling_layers import TransformerStack
 from .modeling_prefill import SMTPrefillEncoder
 from .modeling_utils import SMTPreTrainedModel, check_memory, check_token_ids
 
@@ -135,7 +135,7 @@ class SMTRecurrentModel(SMTRecurrentPreTrainedModel):
         return memory.to(self.initial_state.dtype)
 
     def _step(self, memory: torch.Tensor, token_embedding: torch.Tensor) -> torch.Tensor:
-        return rms_normalize(self.updater(memory, token_embedding), self.config.rms_norm_eps)
+        return transition(self.updater, memory, token_embedding, self.config.rms_norm_eps)  # (B, K, d)
 
     def forward(
         self,

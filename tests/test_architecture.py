@@ -158,3 +158,18 @@ def test_old_hub_and_export_import_paths_still_work():
     assert smt_hf.export_for_hub is smt_hf.hub.export_for_hub and smt_hf.load_model is smt_hf.hub.load_model
     out = _run("import sys; sys.argv = ['smt-export', '--help']; import runpy; runpy.run_module('smt_hf.export', run_name='__main__')")
     assert out.returncode == 0 and "usage: smt-export" in out.stdout, out.stderr[-2000:]
+
+
+def test_student_transition_is_written_once():
+    """`rmsnorm(updater(m, e))` is spelled in one function (`backbones.transition`); the model's `_step` and the
+    compiled step of `fast.py` call it."""
+    def calls_updater(node):
+        return isinstance(node, ast.Call) and "updater" in ast.unparse(node.func)
+
+    spelled = []
+    for path in PACKAGE_DIR.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if (isinstance(node, ast.Call) and ast.unparse(node.func) == "rms_normalize"
+                    and node.args and calls_updater(node.args[0])):
+                spelled.append(path.relative_to(PACKAGE_DIR).as_posix())
+    assert spelled == ["backbones/__init__.py"]
