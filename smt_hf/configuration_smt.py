@@ -13,6 +13,14 @@ from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
 BACKBONES = ("transformer", "mlp", "gru")
+PREFILL_MODES = ("recurrent", "parallel")
+
+
+def check_prefill(prefill) -> str:
+    """`prefill` if it is one of PREFILL_MODES, else ValueError (the config's field and `generate(prefill=...)`)."""
+    if prefill not in PREFILL_MODES:
+        raise ValueError(f"prefill must be 'recurrent' or 'parallel', got {prefill!r}.")
+    return prefill
 
 
 def _check_positive(name: str, value, minimum: int = 1) -> None:
@@ -192,8 +200,7 @@ class SMTRecurrentConfig(PreTrainedConfig):
         _check_positive("readout_intermediate_size", self.readout_intermediate_size)
         if self.prefill_intermediate_size is None:
             self.prefill_intermediate_size = 4 * self.hidden_size
-        if self.prefill not in ("recurrent", "parallel"):
-            raise ValueError(f"prefill must be 'recurrent' or 'parallel', got {self.prefill!r}.")
+        check_prefill(self.prefill)
         if self.prefill_layers < 0 or self.prefill_context_length < 0:
             raise ValueError("prefill_layers and prefill_context_length must be >= 0 (0 = no prefill encoder).")
         if self.prefill_layers > 0 and self.prefill_context_length < 1:
@@ -232,4 +239,4 @@ class SMTRecurrentConfig(PreTrainedConfig):
         return cls(**base)
 
 
-__all__ = ["SMTTeacherConfig", "SMTRecurrentConfig", "BACKBONES"]
+__all__ = ["SMTTeacherConfig", "SMTRecurrentConfig", "BACKBONES", "PREFILL_MODES", "check_prefill"]

@@ -32,7 +32,7 @@ from transformers.utils import ModelOutput
 
 from .backbones import build_updater, transition
 from .cache import SMTMemoryCache
-from .configuration_smt import SMTRecurrentConfig
+from .configuration_smt import SMTRecurrentConfig, check_prefill
 from .modeling_layers import TransformerStack
 from .modeling_prefill import SMTPrefillEncoder
 from .modeling_utils import SMTPreTrainedModel, check_memory, check_token_ids
@@ -305,10 +305,7 @@ class SMTRecurrentForCausalLM(SMTRecurrentPreTrainedModel, GenerationMixin):
 
     def prefill_mode(self, prefill: str | None = None) -> str:
         """`prefill` ("recurrent" | "parallel"), else `config.prefill`; anything else raises."""
-        prefill = prefill or self.config.prefill
-        if prefill not in ("recurrent", "parallel"):
-            raise ValueError(f"prefill must be 'recurrent' or 'parallel', got {prefill!r}.")
-        return prefill
+        return check_prefill(prefill or self.config.prefill)
 
     def prefill_memory(self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """The state after a prompt from the carried encoder, in one pass: (B, T) -> (B, K, d)."""
