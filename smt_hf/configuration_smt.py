@@ -76,6 +76,10 @@ class SMTTeacherConfig(PreTrainedConfig):
             only to earlier tokens (registers still see the whole context), so `encode_prefixes(x)` yields the
             memory of every prefix of x in one pass and SMT can supervise every transition of a sequence
             (`SMTTrainingArguments.smt_all_prefixes`). Measured, not the default: see the README.
+        use_cache (`bool`, defaults to False): unused by the teacher (it keeps no state between calls); kept for the
+            `PreTrainedConfig` interface.
+        pad_token_id, bos_token_id, eos_token_id (`int`, *optional*): special token ids, set from a tokenizer
+            (the byte tokenizer pads with byte 0 and adds no bos/eos); `SMTRecurrentConfig.from_teacher` carries them over.
     """
 
     model_type = "smt_teacher"
@@ -152,6 +156,8 @@ class SMTRecurrentConfig(PreTrainedConfig):
         prefill_causal (`bool`, defaults to False): the prefill encoder is a causal-context one (copied from a
             teacher with `encoder_causal=True`).
         tie_word_embeddings (`bool`, defaults to False): tie the readout head to the token embedding.
+        pad_token_id, bos_token_id, eos_token_id (`int`, *optional*): special token ids, set from a tokenizer
+            (the byte tokenizer pads with byte 0 and adds no bos/eos); `from_teacher` copies the teacher's.
     """
 
     model_type = "smt_recurrent"

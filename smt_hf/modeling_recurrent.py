@@ -18,6 +18,11 @@ refused"; checked for every backbone by tests/test_contract.py):
     past_key_values   an alias of `cache` (as is `cache_params`).
     dtype             a memory of another dtype (an fp32 teacher memory into a bf16 student) is cast to the model's
                       dtype in `step`, `readout`, `forward(memory=...)` and a cache's memory.
+
+Sources:
+    SMT paper, "Pretraining Recurrent Networks without Recurrence" (the student RNN, SMT and DMT):
+        https://arxiv.org/abs/2606.06479
+    the authors' reference code (read, not copied): https://github.com/akarshkumar0101/smt
 """
 
 from __future__ import annotations
