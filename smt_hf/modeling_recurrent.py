@@ -441,6 +441,7 @@ class SMTRecurrentForCausalLM(SMTRecurrentPreTrainedModel, GenerationMixin):
         output_attentions=True raises ValueError (no attention over tokens); return_dict=False returns a tuple.
         step_fn: the transition to run instead of the model's own (see `SMTRecurrentModel.forward`).
         """
+        # 0. flags: refused ones, config defaults, the prefill mode
         cache = resolve_cache(cache, kwargs)
         if output_attentions or (output_attentions is None and self.config.output_attentions):
             raise ValueError("output_attentions is not supported: the recurrent student has no attention over the tokens "
@@ -452,6 +453,7 @@ class SMTRecurrentForCausalLM(SMTRecurrentPreTrainedModel, GenerationMixin):
         starts_fresh = memory is None and (cache is None or not cache.is_initialized)
         tokens = input_ids if input_ids is not None else inputs_embeds
         T = 0 if tokens is None else tokens.shape[1]
+        # 1. parallel prefill: the carried encoder gives the state after the prompt in one pass (B, K, d)
         if prefill == "parallel" and starts_fresh and T > 0:
             if labels is not None or output_memories:
                 raise ValueError("prefill='parallel' gives the state after the prompt only (no per-position logits or "
@@ -467,9 +469,11 @@ class SMTRecurrentForCausalLM(SMTRecurrentPreTrainedModel, GenerationMixin):
             out = SMTRecurrentCausalLMOutput(logits=self.readout(state)[:, None], cache=cache if use_cache else None,
                                              hidden_states=(state.flatten(1)[:, None],) if output_hidden_states else None)
             return out if return_dict else out.to_tuple()
+        # 2. the recurrence over the tokens (SMTRecurrentModel.forward)
         out = self.model(input_ids, attention_mask=attention_mask, cache=cache, use_cache=use_cache, memory=memory,
                          inputs_embeds=inputs_embeds, return_dict=True, step_fn=step_fn)
         memories = out.memories  # (B, T, K, d)
+        # 3. readout logits of the kept positions
         kept = memories[:, -logits_to_keep:] if logits_to_keep else memories
         if kept.shape[1] > 0:
             logits = self.readout(kept)
@@ -479,6 +483,7 @@ class SMTRecurrentForCausalLM(SMTRecurrentPreTrainedModel, GenerationMixin):
             logits = self.readout(out.last_memory)[:, None]  # (B, 1, V)
         else:
             logits = kept.new_zeros(kept.shape[0], 0, self.config.vocab_size)
+        # 4. loss and outputs
         loss = None
         if labels is not None:
             loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
