@@ -2,9 +2,9 @@
 
     python model_cards/generate_card.py RUN_SUMMARY.json -o README.md [--model FOLDER]
 
-`make_card(run_info, out_path)` fills `template.md` (a copy of the packaged
-`smt_hf/templates/model_card.md`, which `smt_hf.export.export_for_hub` uses) from a run summary: the dict
-written by `SMTTrainer.save_summary(path, **extra)` plus the extra keys documented in `smt_hf.hub`
+`make_card(run_info, out_path)` fills the packaged template `smt_hf/hub/model_card.md` (the one
+`smt_hf.export.export_for_hub` uses; `smt_hf.hub.TEMPLATE_PATH`) from a run summary: the dict
+written by `SMTTrainer.save_summary(path, **extra)` plus the extra keys documented in `smt_hf.hub.card`
 (config, dataset, training, hardware, samples, plots, limitations). The eval numbers become
 `model-index` metadata via `huggingface_hub.ModelCardData(eval_results=[EvalResult(...)])`.
 See `examples/run_info_tinystories_gru.json`.
@@ -24,10 +24,9 @@ import argparse
 import json
 from pathlib import Path
 
-from smt_hf.hub import make_model_card
+from smt_hf.hub import TEMPLATE_PATH, make_model_card
 
-HERE = Path(__file__).resolve().parent
-TEMPLATE = HERE / "template.md"
+TEMPLATE = TEMPLATE_PATH  # the one template (no copy here)
 
 
 def make_card(run_info: dict, out_path: str | Path, model=None, template_path: str | Path | None = None):

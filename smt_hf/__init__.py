@@ -40,7 +40,7 @@ _LAZY = {
     **dict.fromkeys(["bptt_gradient_norms", "smt_gradient_norms", "complete_after_prefix", "bigram_bits"], ".analysis"),
     **dict.fromkeys(["TimeBudget"], ".callbacks"),
     **dict.fromkeys(["FastGenerator", "fast_generate", "compile_step", "restore_step"], ".fast"),
-    **dict.fromkeys(["export_for_hub", "load_model"], ".export"),
+    **dict.fromkeys(["export_for_hub", "load_model"], ".hub.export"),
     **dict.fromkeys(["make_model_card"], ".hub"),
     **dict.fromkeys(["lora_config_for"], ".peft_utils"),
     **dict.fromkeys(["SMTRecurrentCausalLMOutput", "SMTRecurrentOutput"], ".modeling_recurrent"),

@@ -13,6 +13,14 @@ from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
 BACKBONES = ("transformer", "mlp", "gru")
+PREFILL_MODES = ("recurrent", "parallel")
+
+
+def check_prefill(prefill) -> str:
+    """`prefill` if it is one of PREFILL_MODES, else ValueError (the config's field and `generate(prefill=...)`)."""
+    if prefill not in PREFILL_MODES:
+        raise ValueError(f"prefill must be 'recurrent' or 'parallel', got {prefill!r}.")
+    return prefill
 
 
 def _check_positive(name: str, value, minimum: int = 1) -> None:
@@ -68,6 +76,10 @@ class SMTTeacherConfig(PreTrainedConfig):
             only to earlier tokens (registers still see the whole context), so `encode_prefixes(x)` yields the
             memory of every prefix of x in one pass and SMT can supervise every transition of a sequence
             (`SMTTrainingArguments.smt_all_prefixes`). Measured, not the default: see the README.
+        use_cache (`bool`, defaults to False): unused by the teacher (it keeps no state between calls); kept for the
+            `PreTrainedConfig` interface.
+        pad_token_id, bos_token_id, eos_token_id (`int`, *optional*): special token ids, set from a tokenizer
+            (the byte tokenizer pads with byte 0 and adds no bos/eos); `SMTRecurrentConfig.from_teacher` carries them over.
     """
 
     model_type = "smt_teacher"
@@ -144,6 +156,8 @@ class SMTRecurrentConfig(PreTrainedConfig):
         prefill_causal (`bool`, defaults to False): the prefill encoder is a causal-context one (copied from a
             teacher with `encoder_causal=True`).
         tie_word_embeddings (`bool`, defaults to False): tie the readout head to the token embedding.
+        pad_token_id, bos_token_id, eos_token_id (`int`, *optional*): special token ids, set from a tokenizer
+            (the byte tokenizer pads with byte 0 and adds no bos/eos); `from_teacher` copies the teacher's.
     """
 
     model_type = "smt_recurrent"
@@ -192,8 +206,7 @@ class SMTRecurrentConfig(PreTrainedConfig):
         _check_positive("readout_intermediate_size", self.readout_intermediate_size)
         if self.prefill_intermediate_size is None:
             self.prefill_intermediate_size = 4 * self.hidden_size
-        if self.prefill not in ("recurrent", "parallel"):
-            raise ValueError(f"prefill must be 'recurrent' or 'parallel', got {self.prefill!r}.")
+        check_prefill(self.prefill)
         if self.prefill_layers < 0 or self.prefill_context_length < 0:
             raise ValueError("prefill_layers and prefill_context_length must be >= 0 (0 = no prefill encoder).")
         if self.prefill_layers > 0 and self.prefill_context_length < 1:
@@ -232,4 +245,4 @@ class SMTRecurrentConfig(PreTrainedConfig):
         return cls(**base)
 
 
-__all__ = ["SMTTeacherConfig", "SMTRecurrentConfig", "BACKBONES"]
+__all__ = ["SMTTeacherConfig", "SMTRecurrentConfig", "BACKBONES", "PREFILL_MODES", "check_prefill"]

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .modeling_layers import rms_normalize
+from .backbones import transition
 from .modeling_utils import check_memory, check_token_ids
 
 __all__ = [
@@ -61,7 +61,7 @@ def _eager_step(core: nn.Module) -> Callable[[torch.Tensor, torch.Tensor], torch
     updater = core.updater
 
     def step(memory: torch.Tensor, token_embedding: torch.Tensor) -> torch.Tensor:
-        return rms_normalize(updater(memory, token_embedding), eps)  # (B, K, d)
+        return transition(updater, memory, token_embedding, eps)  # (B, K, d), as SMTRecurrentModel._step
 
     return step
 

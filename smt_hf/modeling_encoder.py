@@ -3,7 +3,8 @@
     m_t = E(x[t-Tc+1 .. t])        (B, K, d)
 
 K learned registers are appended to the embedded context, a Transformer encoder reads [x ; R], and the register
-outputs, RMS-normalised without a gain, are the memory (SMT, arXiv 2606.06479, Sec. 3). Two attention patterns:
+outputs, RMS-normalised without a gain, are the memory (SMT, Sec. 3: https://arxiv.org/abs/2606.06479).
+Two attention patterns:
 
     bidirectional    every position sees every non-padding position (the reference)
     causal-context   token i sees tokens <= i; registers see every token and each other

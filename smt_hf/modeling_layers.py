@@ -4,6 +4,12 @@ readout.
 Pre-RMSNorm blocks, rotary embeddings, GELU MLP, attention through
 `torch.nn.functional.scaled_dot_product_attention` (flash / memory-efficient kernels where available).
 Notation: B batch, L positions in a block's input, d width, H heads, hs = d / H head size.
+
+Sources:
+    pre-norm residual blocks   Xiong et al. 2020, https://arxiv.org/abs/2002.04745
+    RMSNorm                    Zhang & Sennrich 2019, https://arxiv.org/abs/1910.07467
+    rotary embeddings (RoPE)   Su et al. 2021 (RoFormer), https://arxiv.org/abs/2104.09864
+    GELU                       Hendrycks & Gimpel 2016, https://arxiv.org/abs/1606.08415
 """
 
 from __future__ import annotations

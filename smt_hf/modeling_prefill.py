@@ -11,6 +11,8 @@ the teacher's encoder can turn a long prompt into its state in one parallel pass
 The memory is the teacher's, not the one the student's own recurrence would reach: after SMT->DMT the two
 agree up to the drift DMT trains away (`eval_drift_*`). Attach with `student.add_prefill_encoder(teacher)`,
 then `generate(..., prefill="parallel")` (or set `config.prefill = "parallel"`).
+
+Source: the SMT teacher encoder (https://arxiv.org/abs/2606.06479, Sec. 3), carried by the student for prefill.
 """
 
 from __future__ import annotations

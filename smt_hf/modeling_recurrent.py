@@ -18,6 +18,11 @@ refused"; checked for every backbone by tests/test_contract.py):
     past_key_values   an alias of `cache` (as is `cache_params`).
     dtype             a memory of another dtype (an fp32 teacher memory into a bf16 student) is cast to the model's
                       dtype in `step`, `readout`, `forward(memory=...)` and a cache's memory.
+
+Sources:
+    SMT paper, "Pretraining Recurrent Networks without Recurrence" (the student RNN, SMT and DMT):
+        https://arxiv.org/abs/2606.06479
+    the authors' reference code (read, not copied): https://github.com/akarshkumar0101/smt
 """
 
 from __future__ import annotations
@@ -30,10 +35,10 @@ from torch import nn
 from transformers import GenerationMixin
 from transformers.utils import ModelOutput
 
-from .backbones import build_updater
+from .backbones import build_updater, transition
 from .cache import SMTMemoryCache
-from .configuration_smt import SMTRecurrentConfig
-from .modeling_layers import TransformerStack, rms_normalize
+from .configuration_smt import SMTRecurrentConfig, check_prefill
+from .modeling_layers import TransformerStack
 from .modeling_prefill import SMTPrefillEncoder
 from .modeling_utils import SMTPreTrainedModel, check_memory, check_token_ids
 
@@ -135,7 +140,7 @@ class SMTRecurrentModel(SMTRecurrentPreTrainedModel):
         return memory.to(self.initial_state.dtype)
 
     def _step(self, memory: torch.Tensor, token_embedding: torch.Tensor) -> torch.Tensor:
-        return rms_normalize(self.updater(memory, token_embedding), self.config.rms_norm_eps)
+        return transition(self.updater, memory, token_embedding, self.config.rms_norm_eps)  # (B, K, d)
 
     def forward(
         self,
@@ -305,10 +310,7 @@ class SMTRecurrentForCausalLM(SMTRecurrentPreTrainedModel, GenerationMixin):
 
     def prefill_mode(self, prefill: str | None = None) -> str:
         """`prefill` ("recurrent" | "parallel"), else `config.prefill`; anything else raises."""
-        prefill = prefill or self.config.prefill
-        if prefill not in ("recurrent", "parallel"):
-            raise ValueError(f"prefill must be 'recurrent' or 'parallel', got {prefill!r}.")
-        return prefill
+        return check_prefill(prefill or self.config.prefill)
 
     def prefill_memory(self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """The state after a prompt from the carried encoder, in one pass: (B, T) -> (B, K, d)."""
@@ -439,6 +441,7 @@ class SMTRecurrentForCausalLM(SMTRecurrentPreTrainedModel, GenerationMixin):
         output_attentions=True raises ValueError (no attention over tokens); return_dict=False returns a tuple.
         step_fn: the transition to run instead of the model's own (see `SMTRecurrentModel.forward`).
         """
+        # 0. flags: refused ones, config defaults, the prefill mode
         cache = resolve_cache(cache, kwargs)
         if output_attentions or (output_attentions is None and self.config.output_attentions):
             raise ValueError("output_attentions is not supported: the recurrent student has no attention over the tokens "
@@ -450,6 +453,7 @@ class SMTRecurrentForCausalLM(SMTRecurrentPreTrainedModel, GenerationMixin):
         starts_fresh = memory is None and (cache is None or not cache.is_initialized)
         tokens = input_ids if input_ids is not None else inputs_embeds
         T = 0 if tokens is None else tokens.shape[1]
+        # 1. parallel prefill: the carried encoder gives the state after the prompt in one pass (B, K, d)
         if prefill == "parallel" and starts_fresh and T > 0:
             if labels is not None or output_memories:
                 raise ValueError("prefill='parallel' gives the state after the prompt only (no per-position logits or "
@@ -465,9 +469,11 @@ class SMTRecurrentForCausalLM(SMTRecurrentPreTrainedModel, GenerationMixin):
             out = SMTRecurrentCausalLMOutput(logits=self.readout(state)[:, None], cache=cache if use_cache else None,
                                              hidden_states=(state.flatten(1)[:, None],) if output_hidden_states else None)
             return out if return_dict else out.to_tuple()
+        # 2. the recurrence over the tokens (SMTRecurrentModel.forward)
         out = self.model(input_ids, attention_mask=attention_mask, cache=cache, use_cache=use_cache, memory=memory,
                          inputs_embeds=inputs_embeds, return_dict=True, step_fn=step_fn)
         memories = out.memories  # (B, T, K, d)
+        # 3. readout logits of the kept positions
         kept = memories[:, -logits_to_keep:] if logits_to_keep else memories
         if kept.shape[1] > 0:
             logits = self.readout(kept)
@@ -477,6 +483,7 @@ class SMTRecurrentForCausalLM(SMTRecurrentPreTrainedModel, GenerationMixin):
             logits = self.readout(out.last_memory)[:, None]  # (B, 1, V)
         else:
             logits = kept.new_zeros(kept.shape[0], 0, self.config.vocab_size)
+        # 4. loss and outputs
         loss = None
         if labels is not None:
             loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)

@@ -6,6 +6,11 @@ that predicts the future from that memory.
 
 Position K-1 of the decoder predicts the first future token from the memory alone; the student's
 readout is initialised from D and its head, so `readout(m) == decode(m, empty)[:, 0]`.
+
+Sources:
+    SMT paper, "Pretraining Recurrent Networks without Recurrence" (teacher encoder and decoder, Sec. 3):
+        https://arxiv.org/abs/2606.06479
+    the authors' reference code (read, not copied): https://github.com/akarshkumar0101/smt
 """
 
 from __future__ import annotations

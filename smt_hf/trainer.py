@@ -11,7 +11,6 @@ arithmetic lives in `losses.py`. Each part is logged as its own curve (`decoder_
 
 from __future__ import annotations
 
-import json
 import os
 
 import safetensors.torch
@@ -22,6 +21,7 @@ from transformers import Trainer
 from . import losses
 from .data.collator import SMTDataCollator
 from .evaluation import evaluate_smt, summarize
+from . import hub
 from .modeling_recurrent import SMTRecurrentForCausalLM
 from .modeling_teacher import SMTTeacherModel
 from .training_args import SMTTrainingArguments
@@ -258,46 +258,21 @@ class SMTTrainer(Trainer):
         if self.module.replay is not None and os.path.isfile(replay):
             self.module.replay.load_state_dict(safetensors.torch.load_file(replay, device="cpu"), self.args.device)
 
+    # ------------------------------------------------------------------ Hub (smt_hf.hub)
     def run_info(self, **extra) -> dict:
-        """A run summary for model cards (`smt_hf.hub.make_model_card`)."""
-        a = self.args
-        info = {
-            "eval": dict(self.last_eval),
-            "log_history": self.state.log_history,
-            "training": {"mode": a.mode, "steps": self.state.global_step, "learning_rate": a.learning_rate,
-                         "batch_size": a.per_device_train_batch_size * a.world_size,
-                         "context_length": a.context_length, "future_length": a.future_length},
-        }
-        if a.mode == "dmt":  # the card names the gradient setting: one_step (no BPTT) or full_rollout (truncated BPTT)
-            info["training"].update(dmt_gradient=a.dmt_gradient, dmt_stride=a.dmt_stride, rollout_length=a.rollout_length)
-        info.update(extra)
-        return info
+        """A run summary for model cards: `smt_hf.hub.trainer_run_info(self, **extra)`."""
+        return hub.trainer_run_info(self, **extra)
 
     def push_to_hub(self, repo_id: str | None = None, commit_message: str = "End of training", private=None,
                     token=None, push_teacher: bool = False, run_info: dict | None = None, **kwargs):
-        """Push the standalone student as a self-contained Hub repo (config with `auto_map`, safetensors, code,
-        tokenizer, generation config and a model card), and optionally the teacher to `<repo_id>-teacher`."""
-        from .export import export_for_hub
-
-        repo_id = repo_id or self.args.hub_model_id
-        if not repo_id:
-            raise ValueError("push_to_hub needs `repo_id` or `SMTTrainingArguments(hub_model_id=...)`.")
-        self._student_from_teacher()
-        info = self.run_info(**(run_info or {}))
-        folder = os.path.join(self.args.output_dir, "hub_export")
-        out = export_for_hub(self.student, os.path.join(folder, STUDENT_DIR), tokenizer=self.processing_class,
-                             run_info=info, push_to_hub=True, repo_id=repo_id, private=private, token=token,
-                             commit_message=commit_message)
-        if push_teacher and self.teacher is not None:
-            export_for_hub(self.teacher, os.path.join(folder, TEACHER_DIR), tokenizer=False, run_info=info,
-                           push_to_hub=True, repo_id=f"{repo_id}-teacher", private=private, token=token,
-                           commit_message=commit_message)
-        return out.commit
+        """Push the standalone student as a self-contained Hub repo, and optionally the teacher to
+        `<repo_id>-teacher`: `smt_hf.hub.push_trainer` (see there)."""
+        return hub.push_trainer(self, repo_id, commit_message=commit_message, private=private, token=token,
+                                push_teacher=push_teacher, run_info=run_info)
 
     def save_summary(self, path: str, **extra) -> None:
-        """Write the last evaluation and the run's log history as JSON (used by recipes and model cards)."""
-        with open(path, "w") as f:
-            json.dump({"eval": self.last_eval, "log_history": self.state.log_history, **extra}, f, indent=2, default=str)
+        """Write the last evaluation and the run's log history as JSON: `smt_hf.hub.save_summary(self, path, **extra)`."""
+        hub.save_summary(self, path, **extra)
 
 
 __all__ = ["SMTTrainer", "NonFiniteLossError"]

@@ -60,3 +60,15 @@ def teacher():
 def student(request):
     torch.manual_seed(0)
     return SMTRecurrentForCausalLM(tiny_student_config(request.param)).eval()
+
+
+def load_generate_card():
+    """`model_cards/generate_card.py` (a script, not a package module) loaded as a module."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "model_cards" / "generate_card.py"
+    spec = importlib.util.spec_from_file_location("generate_card", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -129,3 +129,47 @@ def test_plots_without_matplotlib_name_the_install_command():
     out = _run(code)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "pip install 'smt-hf[plots]'" in out.stdout
+
+
+def test_hub_package_is_layered_card_push_export():
+    """Hub export, cards and upload live in `smt_hf.hub`, imported one way: card <- push <- export."""
+    graph = import_graph()
+    hub = {m for m in graph if m.startswith("smt_hf.hub.")}
+    assert hub == {"smt_hf.hub.card", "smt_hf.hub.push", "smt_hf.hub.export"}
+    assert graph["smt_hf.hub.card"] & hub == set()
+    assert graph["smt_hf.hub.push"] & hub == {"smt_hf.hub.card"}
+    assert graph["smt_hf.hub.export"] & hub == {"smt_hf.hub.card", "smt_hf.hub.push"}
+    assert "smt_hf.trainer" not in reachable(graph, "smt_hf.hub")
+
+
+def test_old_hub_and_export_import_paths_still_work():
+    import smt_hf.export
+    import smt_hf.hub
+    import smt_hf.hub.export
+
+    assert smt_hf.export is smt_hf.hub.export  # the same module: attributes set on one are seen by the other
+    for name in ("export_for_hub", "ExportedFolder", "collect_code", "flatten_source", "flat_module_name",
+                 "load_model", "model_folder", "main", "make_model_card", "model_kind", "push_folder", "MODEL_KINDS"):
+        assert hasattr(smt_hf.export, name), name
+    for name in ("make_model_card", "eval_results", "push_folder", "model_kind", "TEMPLATE_PATH", "METRIC_NAMES",
+                 "MODEL_KINDS", "_version"):
+        assert hasattr(smt_hf.hub, name), name
+    assert smt_hf.hub.TEMPLATE_PATH.is_file() and smt_hf.export.PACKAGE_DIR == PACKAGE_DIR
+    assert smt_hf.export_for_hub is smt_hf.hub.export_for_hub and smt_hf.load_model is smt_hf.hub.load_model
+    out = _run("import sys; sys.argv = ['smt-export', '--help']; import runpy; runpy.run_module('smt_hf.export', run_name='__main__')")
+    assert out.returncode == 0 and "usage: smt-export" in out.stdout, out.stderr[-2000:]
+
+
+def test_student_transition_is_written_once():
+    """`rmsnorm(updater(m, e))` is spelled in one function (`backbones.transition`); the model's `_step` and the
+    compiled step of `fast.py` call it."""
+    def calls_updater(node):
+        return isinstance(node, ast.Call) and "updater" in ast.unparse(node.func)
+
+    spelled = []
+    for path in PACKAGE_DIR.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if (isinstance(node, ast.Call) and ast.unparse(node.func) == "rms_normalize"
+                    and node.args and calls_updater(node.args[0])):
+                spelled.append(path.relative_to(PACKAGE_DIR).as_posix())
+    assert spelled == ["backbones/__init__.py"]

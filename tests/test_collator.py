@@ -174,3 +174,19 @@ def test_invalid_features():
         col([{"labels": [1]}])
     with pytest.raises(ValueError, match="split_points must lie in 0..L-1"):
         smt([{"input_ids": [1, 2, 3]}], split_points=T([[3]]))
+
+
+def test_prefix_contexts_equals_left_windows_per_row():
+    """One window rule: the context of row b ending at e is `left_windows` of that row at e (padding and mask too)."""
+    from smt_hf.data.windows import left_windows
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(1, 9, (3, 7), generator=g)
+    am = torch.ones(3, 7, dtype=torch.long)
+    am[1, 5:] = 0
+    ends = [0, 1, 3, 7]
+    ids, mask = prefix_contexts(x, ends, 4, pad_token_id=-1, attention_mask=am)  # (3, 4, 4)
+    for b in range(3):
+        rows = x[b:b + 1].expand(len(ends), -1)  # (n, L): row b once per end
+        row_ids, row_mask = left_windows(rows, torch.tensor(ends), 4, -1, am[b:b + 1].expand(len(ends), -1))
+        assert torch.equal(ids[b], row_ids) and torch.equal(mask[b], row_mask)

@@ -6,7 +6,7 @@ from conftest import BACKBONES, tiny_student_config, tiny_teacher_config
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
 
 import smt_hf  # noqa: F401  (registers the Auto classes)
-from smt_hf import SMTByteTokenizer, SMTMemoryCache, SMTRecurrentConfig, SMTRecurrentForCausalLM, SMTTeacherModel
+from smt_hf import SMTByteTokenizer, SMTMemoryCache, SMTRecurrentConfig, SMTRecurrentForCausalLM, SMTTeacherConfig, SMTTeacherModel
 
 
 def full_recompute_greedy(model, prompt, n):
@@ -264,3 +264,18 @@ def test_init_from_teacher_is_the_one_readout_initialisation(teacher):
             assert torch.equal(twin.state_dict()[name], value), name
     with pytest.raises(ValueError, match="from_teacher"):
         SMTRecurrentForCausalLM(tiny_student_config("gru", readout_layers=3)).init_from_teacher(teacher)
+
+
+@pytest.mark.parametrize("config_class", [SMTTeacherConfig, SMTRecurrentConfig])
+def test_config_docstring_documents_every_field(config_class):
+    """Every field of the config dataclass has an entry under `Args:` (as transformers' model configs)."""
+    import re
+
+    args = config_class.__doc__.split("Args:", 1)[1]
+    documented = set()
+    for line in args.splitlines():
+        match = re.match(r"^ {8}([a-z_][a-z0-9_, ]*?) \(", line)
+        if match:
+            documented.update(name.strip() for name in match.group(1).split(","))
+    fields = set(vars(config_class)["__annotations__"])  # the fields this class declares
+    assert {"vocab_size", "memory_tokens", "pad_token_id"} <= fields and fields - documented == set()

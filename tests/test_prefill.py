@@ -74,6 +74,20 @@ def test_prefill_encoder_saves_and_reloads_bit_exact(pair, tmp_path):
                        loaded.generate(x, max_new_tokens=6, do_sample=False, pad_token_id=0))  # config default
 
 
+def test_prefill_mode_checked_by_one_validator(student):
+    """The config field and the per-call `prefill=` argument are checked by `check_prefill`: one exact message."""
+    from smt_hf.configuration_smt import PREFILL_MODES, check_prefill
+
+    msg = "prefill must be 'recurrent' or 'parallel', got 'fast'."
+    assert PREFILL_MODES == ("recurrent", "parallel") and check_prefill("parallel") == "parallel"
+    for call in (lambda: check_prefill("fast"), lambda: tiny_student_config(prefill="fast"),
+                 lambda: student.prefill_mode("fast"), lambda: student(torch.randint(0, 16, (2, 3)), prefill="fast")):
+        with pytest.raises(ValueError) as err:
+            call()
+        assert str(err.value) == msg
+    assert student.prefill_mode() == student.config.prefill == "recurrent"
+
+
 def test_misuse_raises_naming_the_fix(student, teacher):
     x = torch.randint(0, 16, (2, 6))
     with pytest.raises(ValueError, match="add_prefill_encoder"):

@@ -2,12 +2,12 @@
 builds a GRU student matching its teacher, has valid phase arguments, and its model card
 (model_cards/tinystories_gru.json + a run's summary.json) renders with the repo id and the run's numbers."""
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
 
 import torch
+from conftest import load_generate_card
 from huggingface_hub import metadata_load
 
 from smt_hf.training_args import SMTTrainingArguments
@@ -40,13 +40,6 @@ def test_yaml_builds_a_gru_student_of_its_teacher():
     assert [p["mode"] for p in config["phases"]] == ["joint", "dmt"]
 
 
-def _generate_card():
-    spec = importlib.util.spec_from_file_location("generate_card", ROOT / "model_cards" / "generate_card.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_card_merges_the_run_summary(tmp_path):
     summary = {  # the structure recipes/smt.py writes
         "machine": "1x NVIDIA H200",
@@ -56,7 +49,7 @@ def test_card_merges_the_run_summary(tmp_path):
         "sample": {"prompt": [79, 110], "continuation": [99, 101], "text": "Once"},
     }
     (tmp_path / "summary.json").write_text(json.dumps(summary))
-    gen = _generate_card()
+    gen = load_generate_card()
     assert gen.main([str(CARD), "--summary", str(tmp_path / "summary.json"), "--run-info-out",
                      str(tmp_path / "run_info.json"), "-o", str(tmp_path / "README.md")]) == 0
     info = json.loads((tmp_path / "run_info.json").read_text())

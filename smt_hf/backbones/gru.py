@@ -4,6 +4,9 @@ token embedding. Built from two nn.Linear layers (not nn.GRUCell) so PEFT/LoRA c
     r = sigmoid(W_ir e + W_hr h),  z = sigmoid(W_iz e + W_hz h)
     n = tanh(W_in e + r * (W_hn h)),  h' = (1 - z) * n + z * h
 (same equations and gate order as torch.nn.GRUCell, which the tests compare against)
+
+Sources: Cho et al. 2014, https://arxiv.org/abs/1406.1078; torch.nn.GRUCell,
+https://pytorch.org/docs/stable/generated/torch.nn.GRUCell.html.
 """
 
 from __future__ import annotations

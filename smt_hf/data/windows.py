@@ -29,6 +29,13 @@ from .tasks import IGNORE_INDEX
 __all__ = ["IGNORE_INDEX", "left_windows", "right_windows", "prefix_contexts", "smt_windows"]
 
 
+def _window_index(ends: torch.Tensor, width: int, L: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The positions ``e - width .. e - 1`` of each end ``e`` of ``ends`` (n,): (n, W) bool "exists" (>= 0) and the
+    positions clamped into ``0..L-1`` for gathering. The one window rule of `left_windows` and `prefix_contexts`."""
+    idx = ends.view(-1, 1) - width + torch.arange(width, device=ends.device).view(1, width)  # (n, W)
+    return idx >= 0, idx.clamp(0, max(L - 1, 0))
+
+
 def left_windows(
     x: torch.Tensor, ends: torch.Tensor, width: int, pad_value: int, valid: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -45,9 +52,7 @@ def left_windows(
         ids (N, W) and mask (N, W) long tensors; mask 1 = real token.
     """
     N, L = x.shape
-    idx = ends.view(N, 1) - width + torch.arange(width, device=x.device).view(1, width)  # (N, W)
-    ok = idx >= 0
-    safe = idx.clamp(0, max(L - 1, 0))
+    ok, safe = _window_index(ends.view(N), width, L)  # (N, W)
     if valid is not None:
         ok = ok & torch.gather(valid.bool(), 1, safe)
     ids = torch.where(ok, torch.gather(x, 1, safe), torch.full_like(safe, pad_value))
@@ -101,9 +106,7 @@ def prefix_contexts(
     ends = torch.as_tensor(ends, dtype=torch.long, device=input_ids.device).view(-1)  # (n,)
     if ends.numel() and (int(ends.min()) < 0 or int(ends.max()) > L):
         raise ValueError(f"prefix_contexts: ends must lie in 0..L={L}, got {ends.tolist()}")
-    idx = ends.view(-1, 1) - context_length + torch.arange(context_length, device=ends.device)  # (n, Tc)
-    ok = idx >= 0  # (n, Tc)
-    safe = idx.clamp(0, max(L - 1, 0))
+    ok, safe = _window_index(ends, context_length, L)  # (n, Tc), the same windows as left_windows
     ids = input_ids[:, safe]  # (B, n, Tc)
     ok = ok.unsqueeze(0).expand(B, -1, -1)  # (B, n, Tc)
     if attention_mask is not None:

@@ -1,12 +1,13 @@
-"""Model cards and uploads for the Hub: the layer `smt_hf.export` builds on (this module never imports it).
+"""Model cards and run summaries: the bottom layer of `smt_hf.hub` (it imports no other hub module).
 
-`make_model_card(run_info, model=...)` fills `smt_hf/templates/model_card.md` (a Jinja template for
+`make_model_card(run_info, model=...)` fills `smt_hf/hub/model_card.md` (a Jinja template for
 `huggingface_hub.ModelCard.from_template`) from a run summary and the model's config, with `model-index`
-metadata built from `ModelCardData(eval_results=[EvalResult(...)])`. `push_folder` uploads an exported
-folder in one `HfApi.create_commit`.
+metadata built from `ModelCardData(eval_results=[EvalResult(...)])`.
 
-A run summary (`run_info`) is a dict; every key is optional. `SMTTrainer.save_summary(path, **extra)`
-writes `eval` and `log_history`; recipes add the rest as `extra`. See `model_cards/examples/`.
+A run summary (`run_info`) is a dict; every key is optional. `trainer_run_info(trainer, **extra)` (what
+`SMTTrainer.run_info` returns) gives `eval`, `log_history` and `training`; `save_summary(trainer, path, **extra)`
+(`SMTTrainer.save_summary`) writes `eval` and `log_history` as JSON; recipes add the rest as `extra`.
+See `model_cards/examples/`.
 
     model_name   str    card title and model-index name
     repo_id      str    shown in the usage snippet
@@ -28,12 +29,13 @@ writes `eval` and `log_history`; recipes add the rest as `extra`. See `model_car
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
 # What each model class is, for cards and exports (matched by class name, so remote-code copies count too).
 MODEL_KINDS = {"SMTRecurrentForCausalLM": "student", "SMTTeacherModel": "teacher"}
-TEMPLATE_PATH = Path(__file__).resolve().parent / "templates" / "model_card.md"
+TEMPLATE_PATH = Path(__file__).resolve().parent / "model_card.md"
 
 # Known evaluation keys (SMTTrainer / smt_hf.evaluation.summarize) -> (metric type, readable name).
 METRIC_NAMES = {
@@ -272,26 +274,27 @@ def model_kind(model) -> str:
     )
 
 
-def push_folder(folder: str | Path, repo_id: str, private: bool | None = None, token=None, commit_message: str | None = None):
-    """Create `repo_id` if needed and upload every file under `folder` in ONE commit (`HfApi.create_commit`, the
-    same call transformers' `push_to_hub` makes). Returns the `CommitInfo`."""
-    from huggingface_hub import CommitOperationAdd, HfApi
-
-    folder = Path(folder)
-    if not (folder / "config.json").is_file():
-        raise FileNotFoundError(f"{folder} has no config.json: write it with export_for_hub(model, folder) first.")
-    files = sorted(
-        p for p in folder.rglob("*") if p.is_file() and "__pycache__" not in p.parts and not p.name.startswith(".")
-    )
-    operations = [CommitOperationAdd(path_in_repo=p.relative_to(folder).as_posix(), path_or_fileobj=str(p)) for p in files]
-    api = HfApi(library_name="smt-hf", library_version=_version())
-    repo_id = api.create_repo(repo_id, private=private, token=token, exist_ok=True).repo_id
-    return api.create_commit(
-        repo_id=repo_id,
-        operations=operations,
-        commit_message=commit_message or "Upload SMT model (smt_hf.export)",
-        token=token,
-    )
+def trainer_run_info(trainer, **extra) -> dict:
+    """A run summary for `make_model_card` from an `SMTTrainer`: its last evaluation, log history and training
+    settings, updated with `extra`."""
+    a = trainer.args
+    info = {
+        "eval": dict(trainer.last_eval),
+        "log_history": trainer.state.log_history,
+        "training": {"mode": a.mode, "steps": trainer.state.global_step, "learning_rate": a.learning_rate,
+                     "batch_size": a.per_device_train_batch_size * a.world_size,
+                     "context_length": a.context_length, "future_length": a.future_length},
+    }
+    if a.mode == "dmt":  # the card names the gradient setting: one_step (no BPTT) or full_rollout (truncated BPTT)
+        info["training"].update(dmt_gradient=a.dmt_gradient, dmt_stride=a.dmt_stride, rollout_length=a.rollout_length)
+    info.update(extra)
+    return info
 
 
-__all__ = ["make_model_card", "eval_results", "push_folder", "model_kind", "TEMPLATE_PATH", "METRIC_NAMES", "MODEL_KINDS"]
+def save_summary(trainer, path: str, **extra) -> None:
+    """Write an `SMTTrainer`'s last evaluation and log history (and `extra`) as JSON (used by recipes and cards)."""
+    with open(path, "w") as f:
+        json.dump({"eval": trainer.last_eval, "log_history": trainer.state.log_history, **extra}, f, indent=2, default=str)
+
+
+__all__ = ["make_model_card", "eval_results", "model_kind", "trainer_run_info", "save_summary", "TEMPLATE_PATH", "METRIC_NAMES", "MODEL_KINDS"]
