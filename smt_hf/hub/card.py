@@ -286,7 +286,8 @@ def trainer_run_info(trainer, **extra) -> dict:
                      "context_length": a.context_length, "future_length": a.future_length},
     }
     if a.mode == "dmt":  # the card names the gradient setting: one_step (no BPTT) or full_rollout (truncated BPTT)
-        info["training"].update(dmt_gradient=a.dmt_gradient, dmt_stride=a.dmt_stride, rollout_length=a.rollout_length)
+        info["training"].update(dmt_gradient=a.dmt_gradient, dmt_stride=a.dmt_stride, rollout_length=a.rollout_length,
+                                dmt_matched_steps=a.dmt_matched_steps)
     info.update(extra)
     return info
 
