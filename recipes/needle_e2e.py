@@ -326,7 +326,8 @@ def write_card(json_path: str, model_dir: str | None = None, out: str | None = N
         "model_name": f"smt-needle-T{T}-transformer",
         "kind": "student",
         "description": f"A tiny transformer-backbone RNN trained on needle retrieval (T={T}, vocabulary 16) with joint "
-                       f"SMT then one-step DMT (dmt_gradient='one_step': no backpropagation through time) by "
+                       f"SMT then one-step DMT (dmt_gradient='one_step': no backpropagation through time; DMT settings "
+                       f"{ {k: v for k, v in run.get('settings', {}).get('dmt', {}).items() if k != 'mode'} }) by "
                        f"`recipes/needle_e2e.py`. Its standalone accuracy at the query is {dmt['student_acc']:.3f}"
                        + (f"; the same student trained with BPTT for the same wall-clock reached {bptt['student_acc']:.3f}."
                           if bptt else "."),
