@@ -273,7 +273,8 @@ def plot_compute(runs: list[dict], path: str) -> str:
                       logx=True, markers=True, title="vs sequential compute", data_xticks=False),
                  dict(curves=curves[1], xlabel="training tokens", ylabel="standalone accuracy", logx=True,
                       markers=True, title="vs tokens", data_xticks=False)],
-                path, suptitle=f"{runs[0]['task']} T={runs[0]['seq_len']}, mean over seeds {[r['seed'] for r in runs]}")
+                path, suptitle=f"{runs[0]['task']} T={runs[0]['seq_len']}, mean over the seeds that ran each row "
+                                f"(seeds {sorted({r['seed'] for r in runs})})")
     return path
 
 
