@@ -70,4 +70,5 @@ if rank == 0:
                "checkpointing": student.is_activation_checkpointing and teacher.is_activation_checkpointing},
               open(out, "w"))
 if world > 1:
+    dist.barrier()  # every rank done with its collectives before teardown (a rank torn down mid-way aborted once)
     dist.destroy_process_group()

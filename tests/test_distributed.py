@@ -9,12 +9,20 @@
 
 import json
 import os
+import socket
 import subprocess
 import sys
 
 import pytest
 
 HERE = os.path.dirname(__file__)
+
+
+def free_port() -> int:
+    """A port nobody listens on now (each launch gets its own: a fixed one can still be held by the last run)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def run(tmp_path, script, name, nproc, extra=()):
@@ -26,7 +34,7 @@ def run(tmp_path, script, name, nproc, extra=()):
         cmd = [sys.executable, os.path.join(HERE, script), out, *extra]
     else:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_port",
-               str(29500 + (os.getpid() % 1000)), os.path.join(HERE, script), out, *extra]
+               str(free_port()), os.path.join(HERE, script), out, *extra]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.load(open(out))
