@@ -24,7 +24,7 @@ from torch import nn
 
 from . import losses
 from .data.sampling import SplitSampler
-from .data.windows import IGNORE_INDEX, left_windows, prefix_contexts, right_windows, smt_windows
+from .data.windows import IGNORE_INDEX, prefix_contexts, right_windows, smt_windows
 
 PAD_ID = 0  # id written at padded positions of the SMT windows (the teacher masks them; the decoder's labels are -100)
 
@@ -228,34 +228,24 @@ class SMTTrainingModule(nn.Module):
         teacher = self.teacher
         if next(teacher.parameters()).device != input_ids.device:  # wrappers (FSDP) may move only the submodules
             teacher.to(input_ids.device)
-        # 1. teacher memories at the start and every k steps, one batched encoder call: (B*(n+1), Tc)
-        ends = torch.arange(start, start + Td + 1, k, device=input_ids.device)  # (n+1,) = start, start+k, ...
-        # right-padded rows: a matched step whose window runs past the row's end has no target (masked out)
-        lengths = torch.full((B,), L, device=input_ids.device) if attention_mask is None else attention_mask.sum(1)
-        valid = ends[1:].view(1, -1) <= lengths.view(-1, 1)  # (B, n)
-        tokens = input_ids[:, start : start + Td]  # (B, Td) the tokens the rollout reads
-        if a.dmt_matched_steps is not None:  # n random steps per row, (B, n): step j's output is matched
+        # 1. teacher memories at the start and after each matched step j (every k-th, or n random ones per row):
+        #    one batched encoder call over (B*(n+1), Tc) contexts
+        if a.dmt_matched_steps is not None:  # (B, n), fresh for every row and step
             js = torch.rand(B, Td, device=input_ids.device).argsort(1)[:, : a.dmt_matched_steps].sort(1).values
-            ends = start + js + 1  # (B, n) per-row context ends
-            valid = ends <= lengths.view(-1, 1)
         else:
             js = torch.arange(k - 1, Td, k, device=input_ids.device).expand(B, -1)  # every k-th step, (B, n)
+        ends = torch.cat([torch.full((B, 1), start, device=input_ids.device), start + js + 1], 1)  # (B, n+1)
+        # right-padded rows: a matched step whose window runs past the row's end has no target (masked out)
+        lengths = torch.full((B,), L, device=input_ids.device) if attention_mask is None else attention_mask.sum(1)
+        valid = ends[:, 1:] <= lengths.view(-1, 1)  # (B, n)
+        tokens = input_ids[:, start : start + Td]  # (B, Td) the tokens the rollout reads
         was_training = teacher.training
         teacher.eval()  # restored below, also on an error: the caller's teacher keeps its mode
         try:
             with torch.no_grad():
-                if a.dmt_matched_steps is not None:  # [start] (if the rollout starts from the teacher) + matched
-                    rows = torch.arange(B, device=input_ids.device)
-                    all_ends = torch.cat([torch.full((B, 1), start, device=input_ids.device), ends], 1)  # (B, n+1)
-                    n1 = all_ends.shape[1]
-                    mask = attention_mask.repeat_interleave(n1, 0) if attention_mask is not None else None
-                    ctx, ctx_mask = left_windows(input_ids[rows.repeat_interleave(n1)], all_ends.flatten(), Tc, 0, mask)
-                    targets = teacher.encode(ctx, ctx_mask)
-                    targets = targets.view(B, n1, *targets.shape[1:])  # (B, n+1, K, d)
-                else:
-                    ctx, ctx_mask = prefix_contexts(input_ids, ends, Tc, 0, attention_mask)  # (B, n+1, Tc)
-                    targets = teacher.encode(ctx.flatten(0, 1), ctx_mask.flatten(0, 1))
-                    targets = targets.view(B, len(ends), *targets.shape[1:])  # (B, n+1, K, d)
+                ctx, ctx_mask = prefix_contexts(input_ids, ends, Tc, 0, attention_mask)  # (B, n+1, Tc)
+                targets = teacher.encode(ctx.flatten(0, 1), ctx_mask.flatten(0, 1))
+                targets = targets.view(B, ends.shape[1], *targets.shape[1:])  # (B, n+1, K, d)
         finally:
             teacher.train(was_training)
         m = targets[:, 0] if a.dmt_start == "teacher" else self.student.initial_memory(B)

@@ -90,7 +90,8 @@ def prefix_contexts(
 
     Args:
         input_ids: (B, L) tokens.
-        ends: (n,) exclusive ends in ``0..L`` (LongTensor or list of ints).
+        ends: (n,) exclusive ends in ``0..L`` shared by all rows (LongTensor or list of ints), or (B, n): each
+            row its own ends.
         context_length: Tc.
         pad_token_id: id written at padded positions.
         attention_mask: optional (B, L) mask of real tokens (right-padded batches): tokens it marks
@@ -103,14 +104,20 @@ def prefix_contexts(
     if input_ids.dim() != 2:
         raise ValueError(f"prefix_contexts: input_ids must be (B, L), got shape {tuple(input_ids.shape)}")
     B, L = input_ids.shape
-    ends = torch.as_tensor(ends, dtype=torch.long, device=input_ids.device).view(-1)  # (n,)
+    ends = torch.as_tensor(ends, dtype=torch.long, device=input_ids.device)
+    per_row = ends.dim() == 2  # (B, n): each row its own ends; else (n,) shared by all rows
+    ends = ends if per_row else ends.view(-1)
     if ends.numel() and (int(ends.min()) < 0 or int(ends.max()) > L):
         raise ValueError(f"prefix_contexts: ends must lie in 0..L={L}, got {ends.tolist()}")
-    ok, safe = _window_index(ends, context_length, L)  # (n, Tc), the same windows as left_windows
-    ids = input_ids[:, safe]  # (B, n, Tc)
-    ok = ok.unsqueeze(0).expand(B, -1, -1)  # (B, n, Tc)
+    ok, safe = _window_index(ends.flatten(), context_length, L)  # (n or B*n, Tc), the same windows as left_windows
+    if per_row:
+        safe, ok = safe.view(B, -1, context_length), ok.view(B, -1, context_length)  # (B, n, Tc)
+        ids = input_ids.gather(1, safe.flatten(1)).view_as(safe)
+    else:
+        ids = input_ids[:, safe]  # (B, n, Tc)
+        ok = ok.unsqueeze(0).expand(B, -1, -1)  # (B, n, Tc)
     if attention_mask is not None:
-        ok = ok & attention_mask.bool()[:, safe]
+        ok = ok & (attention_mask.bool().gather(1, safe.flatten(1)).view_as(safe) if per_row else attention_mask.bool()[:, safe])
     ids = torch.where(ok, ids, torch.full_like(ids, pad_token_id))
     return ids, ok.long()
 
