@@ -71,7 +71,7 @@ def run_one(name: str, spec: dict, defaults: dict, seed: int, threads: int = 1) 
         future_length=T, per_device_train_batch_size=cfg["batch_size"], per_device_eval_batch_size=256,
         learning_rate=cfg["learning_rate"], warmup_steps=cfg["warmup_steps"], eval_strategy="steps",
         eval_steps=cfg["eval_steps"], report_to="none", save_strategy="no", use_cpu=True, logging_steps=10**6,
-        disable_tqdm=True, seed=seed)
+        disable_tqdm=True, seed=seed, **(cfg.get("training") or {}))
     tr = SMTTrainer(model=student, teacher=teacher, args=args, train_dataset=train, eval_dataset=ev,
                     callbacks=[Curve(), TimeBudget(cfg["budget_seconds"])])
     tr.train()
