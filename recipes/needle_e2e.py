@@ -1,15 +1,22 @@
-"""End to end, without BPTT: joint SMT, then one-step DMT, gives a standalone RNN (needle retrieval or parity, CPU).
+"""End to end, without BPTT: joint SMT, then one-step DMT, gives a standalone RNN (any synthetic family, CPU).
 
 Per seed, one student:
 1. joint SMT: teacher accuracy, the student's one-step accuracy (teacher memory -> step -> readout) and the
    standalone student (its own initial memory, whole episodes, true tokens fed in);
 2. + DMT, dmt_gradient="one_step" (the no-BPTT method, the package's DMT defaults): the headline row;
 3. + DMT, dmt_gradient="full_rollout" from the same SMT state (truncated BPTT with teacher targets; reference only);
-4. BPTT: the same student architecture from the same initialisation, for the wall-clock of rows 1+2.
+4. BPTT: the same student architecture from the same initialisation, for the wall-clock of rows 1+2 (and, with
+   `--bptt-multiples 1 4`, also for 4x that wall-clock).
+
+`--family NAME` takes the task, its options, the teacher, the SMT learning rate / warm-up and evaluation settings of
+that family from the teacher calibration (recipes/configs/calibration/teachers.yaml, recipes/teacher_curves.py); the
+student is this recipe's. `--fig3` writes the table/figure over every family found in --out (paper Fig 3).
 
     python recipes/needle_e2e.py --seq-len 32 --seeds 0 1 2          # ~10 CPU minutes per seed, one thread
     python recipes/needle_e2e.py --task parity --seq-len 64 --seeds 0
     python recipes/needle_e2e.py ... --out recipes/results            # write the shipped results
+    python recipes/needle_e2e.py --family stack --seeds 0 --bptt-multiples 1 4 --out recipes/results/fig3
+    python recipes/needle_e2e.py --fig3 --seq-len 32 --out recipes/results/fig3
 
 Prints one table per seed and one over all seeds found; writes <out>/<task>_e2e_T<T>_s<seed>.json, the drift
 plot, and <out>/<task>_e2e_T<T>.md (mean ± spread over the seeds in <out>). Default out: outputs/needle_e2e.
@@ -26,7 +33,9 @@ import sys
 import time
 
 DEFAULT_OUT = "outputs/needle_e2e"  # not the tracked recipes/results unless --out says so
-TASKS = {"needle": dict(vocab_size=16), "parity": {}}
+TASKS = {"needle": dict(vocab_size=16), "parity": {}, "string_copy": {}, "stack": {}, "associative_recall": {},
+         "icl_modular": {}}
+FAMILIES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "calibration", "teachers.yaml")
 MODEL = {"teacher": dict(hidden_size=64, memory_tokens=2, num_encoder_layers=2, num_decoder_layers=1, num_attention_heads=4),
          "student": dict(backbone="transformer", updater_layers=2)}
 SMT = dict(mode="joint", per_device_train_batch_size=64, learning_rate=1e-3, lambda_dyn=1.0)
@@ -37,14 +46,36 @@ BPTT = dict(mode="bptt", per_device_train_batch_size=64, learning_rate=1e-3, war
 # DMT: the package defaults (one_step, k=1, teacher transitions) plus what this recipe sets for episodes
 DMT = dict(mode="dmt", per_device_train_batch_size=32, learning_rate=3e-4, dmt_start="initial")
 FULL_ROLLOUT = dict(DMT, dmt_gradient="full_rollout", dmt_stride=8, dmt_teacher_transitions=False)
-ROWS = ("joint SMT", "SMT -> DMT one_step", "SMT -> DMT full_rollout", "BPTT (same wall-clock)")
+ROWS = ("joint SMT", "SMT -> DMT one_step", "SMT -> DMT full_rollout", "BPTT (same wall-clock)", "BPTT (4x wall-clock)")
+
+
+def bptt_row(multiple: float) -> str:
+    """Row name of BPTT given `multiple` x the wall-clock of joint SMT + one-step DMT."""
+    return ROWS[3] if multiple == 1 else ROWS[4] if multiple == 4 else f"BPTT ({multiple:g}x wall-clock)"
+
+
+def family_settings(name: str, seq_len: int | None = None, path: str = FAMILIES) -> dict:
+    """The calibrated settings of one family of teachers.yaml: {task, task_kwargs, seq_len, model, smt, training}.
+    `model` = the family's teacher + this recipe's student; `smt` = joint SMT with the family's learning rate and
+    warm-up; `training` = extra SMTTrainingArguments for every phase (e.g. eval_positions). KeyError names the
+    families there."""
+    import yaml
+
+    cfg = yaml.safe_load(open(path))
+    if name not in cfg["families"]:
+        raise KeyError(f"family {name!r} is not in {path}; choose from {sorted(cfg['families'])}")
+    f = {**cfg["defaults"], **cfg["families"][name]}
+    return {"task": f["task"], "task_kwargs": dict(f.get("task_kwargs") or {}), "seq_len": seq_len or f["seq_len"],
+            "model": {"teacher": dict(f["teacher"]), "student": dict(MODEL["student"])},
+            "smt": dict(SMT, learning_rate=f["learning_rate"], warmup_steps=f["warmup_steps"]),
+            "training": dict(f.get("training") or {})}
 METRICS = ("teacher_acc", "onestep_acc", "student_acc", "drift_mean", "drift_last")
 
 
 def run(task="needle", seq_len=32, seed=0, smt_steps=900, dmt_steps=300, out=DEFAULT_OUT, threads=1,
         bptt=True, full_rollout=True, save_dir=None, bptt_seconds=None, bptt_only=False, continue_dmt=False,
         smt_memory_noise=0.0, dmt_stride=1, dmt_schedule="constant", causal_teacher=False, dmt_matched_steps=None,
-        reuse_from=None):
+        reuse_from=None, family=None, bptt_multiples=(1,)):
     import torch
 
     sys.path.insert(0, os.path.dirname(__file__))
@@ -56,19 +87,24 @@ def run(task="needle", seq_len=32, seed=0, smt_steps=900, dmt_steps=300, out=DEF
     from smt_hf.training_args import SMTTrainingArguments
 
     torch.set_num_threads(threads)
-    T, kw = seq_len, TASKS[task]
+    fam = family_settings(family, seq_len) if family else None
+    if fam:
+        task = fam["task"]
+    T, kw = seq_len, (fam["task_kwargs"] if fam else TASKS[task])
     vocab = task_vocab_size(task, **kw)
     train = make_task(task, 200000, T, seed=seed, **kw)
     ev = make_task(task, 512, T, seed=10**6 + seed, **kw)
     common = dict(context_length=T, future_length=T, rollout_length=T, per_device_eval_batch_size=128, report_to="none",
-                  save_strategy="no", use_cpu=True, disable_tqdm=not sys.stderr.isatty(), logging_steps=100, seed=seed)
+                  save_strategy="no", use_cpu=True, disable_tqdm=not sys.stderr.isatty(), logging_steps=100, seed=seed,
+                  **(fam["training"] if fam else {}))
     rows, curves = [], {}
-    smt_set = dict(SMT, **({"smt_memory_noise": smt_memory_noise} if smt_memory_noise else {}),
+    smt_set = dict(fam["smt"] if fam else SMT, **({"smt_memory_noise": smt_memory_noise} if smt_memory_noise else {}),
                    **({"smt_all_prefixes": True} if causal_teacher else {}))
     dmt_set = dict(DMT, **({"dmt_stride": dmt_stride} if dmt_stride != 1 else {}),
                    **({"lr_scheduler_type": dmt_schedule} if dmt_schedule != "constant" else {}),
                    **({"dmt_matched_steps": dmt_matched_steps} if dmt_matched_steps is not None else {}))
-    model = MODEL if not causal_teacher else {**MODEL, "teacher": {**MODEL["teacher"], "encoder_causal": True}}
+    model = fam["model"] if fam else MODEL
+    model = model if not causal_teacher else {**model, "teacher": {**model["teacher"], "encoder_causal": True}}
 
     def phase(name, student, teacher, settings, steps, callbacks=None):
         args = SMTTrainingArguments(output_dir=f"outputs/needle_e2e/tmp", max_steps=steps, **common, **settings)
@@ -93,7 +129,7 @@ def run(task="needle", seq_len=32, seed=0, smt_steps=900, dmt_steps=300, out=DEF
         SMTTrainingArguments(output_dir="outputs/needle_e2e/tmp", **common, **settings)
     os.makedirs(out, exist_ok=True)
     stem = os.path.join(out, f"{task}_e2e_T{T}_s{seed}" + ("_bptt" if bptt_only else ""))
-    run_info = {"task": task, "task_kwargs": kw, "seq_len": T, "seed": seed, "machine": machine(), "threads": threads,
+    run_info = {"task": task, "family": family or task, "task_kwargs": kw, "seq_len": T, "seed": seed, "machine": machine(), "threads": threads,
                 "model": model, "settings": {"smt": smt_set, "dmt": dmt_set, "full_rollout": FULL_ROLLOUT, "bptt": BPTT},
                 "rows": rows, "drift": curves}
 
@@ -132,11 +168,10 @@ def run(task="needle", seq_len=32, seed=0, smt_steps=900, dmt_steps=300, out=DEF
     if full_rollout:
         student.load_state_dict(smt_state)
         phase(ROWS[2], student, teacher, FULL_ROLLOUT, dmt_steps)
-    if bptt:
+    for multiple in bptt_multiples if bptt else ():
         student.load_state_dict(init)
-        budget = smt["seconds"] + dmt["seconds"] if bptt_seconds is None else bptt_seconds
-        phase(ROWS[3], student, None, BPTT, 10**6,
-              [TimeBudget(budget)])
+        budget = multiple * (smt["seconds"] + dmt["seconds"] if bptt_seconds is None else bptt_seconds)
+        phase(bptt_row(multiple), student, None, BPTT, 10**6, [TimeBudget(budget)])
         rows[-1]["budget_seconds"] = round(budget, 1)
         save()
     try:
@@ -148,6 +183,8 @@ def run(task="needle", seq_len=32, seed=0, smt_steps=900, dmt_steps=300, out=DEF
         pass
     print(f"\n{task}, T={T}, seed {seed}, {machine()}\n{table([run_info])}")
     print(f"\nall seeds in {out}:\n{write_summary(out, task, T)}")
+    if family:
+        fig3(out, T)
     return rows
 
 
@@ -204,7 +241,7 @@ def step_seqflops(run: dict) -> dict[str, int]:
     F = component_flops(student.eval(), teacher.eval(), context_length=T, future_length=T)
     return {ROWS[0]: seq_flops("joint", F), ROWS[1]: seq_flops("dmt", F, rollout_length=T, dmt_gradient="one_step"),
             ROWS[2]: seq_flops("dmt", F, rollout_length=T, dmt_gradient="full_rollout"),
-            ROWS[3]: seq_flops("bptt", F, seq_len=T)}
+            ROWS[3]: seq_flops("bptt", F, seq_len=T), ROWS[4]: seq_flops("bptt", F, seq_len=T)}
 
 
 def table(runs: list[dict]) -> str:
@@ -223,7 +260,7 @@ def table(runs: list[dict]) -> str:
         col = lambda k: [r[k] for r in rs if r.get(k) is not None]  # noqa: E731
         grad = {"one_step": "one_step (no BPTT)", "full_rollout": "full_rollout (truncated BPTT)"}.get(rs[0]["dmt_gradient"], "-")
         lines.append(f"| {name} | {grad} | {sum(col('steps')) / len(rs):.0f} | {sum(col('seconds')) / len(rs):.0f} | "
-                     f"{flops.get(name, flops[ROWS[1]]) / 1e6:.1f} M | "
+                     f"{flops.get(name, flops[ROWS[3] if name.startswith('BPTT') else ROWS[1]]) / 1e6:.1f} M | "
                      f"{fmt(col('teacher_acc'))} | {fmt(col('onestep_acc'))} | {fmt(col('student_acc'))} | "
                      f"{fmt(col('drift_mean'))} | "
                      + ", ".join(f"{r['student_acc']:.2f}" + ("†" if r.get("reused_from") else "")
@@ -243,7 +280,8 @@ def compute_paths(runs: list[dict]) -> dict[str, list[tuple[float, float, float]
     Cumulative SeqFLOPs = steps x SeqFLOPs/step of each phase (`step_seqflops`); tokens = steps x batch x T."""
     flops, T = step_seqflops(runs[0]), runs[0]["seq_len"]
     batch = {ROWS[0]: SMT["per_device_train_batch_size"], ROWS[1]: DMT["per_device_train_batch_size"],
-             ROWS[2]: FULL_ROLLOUT["per_device_train_batch_size"], ROWS[3]: BPTT["per_device_train_batch_size"]}
+             ROWS[2]: FULL_ROLLOUT["per_device_train_batch_size"], ROWS[3]: BPTT["per_device_train_batch_size"],
+             ROWS[4]: BPTT["per_device_train_batch_size"]}
 
     def mean_point(name, base=None):
         pts = []
@@ -259,7 +297,7 @@ def compute_paths(runs: list[dict]) -> dict[str, list[tuple[float, float, float]
     smt = mean_point(ROWS[0])
     paths = {"SMT -> DMT one_step (no BPTT)": [smt, mean_point(ROWS[1], ROWS[0])],
              "SMT -> DMT full_rollout (truncated BPTT)": [smt, mean_point(ROWS[2], ROWS[0])],
-             "BPTT": [mean_point(ROWS[3])]}
+             "BPTT": [mean_point(ROWS[3])], "BPTT, 4x wall-clock": [mean_point(ROWS[4])]}
     return {k: v for k, v in paths.items() if all(v)}
 
 
@@ -310,6 +348,59 @@ def write_summary(out: str, task: str, T: int) -> str:
     return md
 
 
+FIG3_COLUMNS = (("teacher", ROWS[0], "teacher_acc"), ("SMT one-step", ROWS[0], "onestep_acc"),
+                ("SMT standalone", ROWS[0], "student_acc"), ("SMT -> DMT one_step (no BPTT)", ROWS[1], "student_acc"),
+                ("SMT -> DMT full_rollout (truncated BPTT)", ROWS[2], "student_acc"),
+                ("BPTT, same wall-clock", ROWS[3], "student_acc"), ("BPTT, 4x wall-clock", ROWS[4], "student_acc"))
+
+
+def fig3(out: str, T: int) -> dict:
+    """Paper Fig 3 over the families run into `out` at length T: per family and column (FIG3_COLUMNS) the mean,
+    half-range and per-seed values of the accuracy over the seeds that ran that row, and the wall-clock of each row
+    (mean s). Writes <out>/fig3_T<T>.json, .md and .png (bars with half-range error bars); returns the dict."""
+    runs: dict[str, dict[int, dict[str, dict]]] = {}
+    for path in sorted(glob.glob(os.path.join(out, f"*_e2e_T{T}_s*.json"))):
+        run = json.load(open(path))
+        rows = runs.setdefault(run.get("family", run["task"]), {}).setdefault(run["seed"], {})
+        for r in run["rows"]:
+            rows.setdefault(r["run"], r)  # a (seed, row) counts once
+    res = {}
+    for fam, seeds in sorted(runs.items()):
+        res[fam] = {}
+        for col, row, key in FIG3_COLUMNS:
+            got = {s: rs[row] for s, rs in sorted(seeds.items()) if rs.get(row, {}).get(key) is not None}
+            xs = [r[key] for r in got.values()]
+            res[fam][col] = {"mean": sum(xs) / len(xs), "half_range": (max(xs) - min(xs)) / 2, "seeds": list(got),
+                             "values": xs, "seconds": sum(r["seconds"] for r in got.values()) / len(got)} if xs else None
+    machines = sorted({json.load(open(p))["machine"] for p in glob.glob(os.path.join(out, f"*_e2e_T{T}_s*.json"))})
+    with open(os.path.join(out, f"fig3_T{T}.json"), "w") as f:
+        json.dump({"seq_len": T, "machine": machines, "families": res}, f, indent=2)
+    cell = lambda c: "-" if c is None else (f"{c['mean']:.2f}" + (f" ± {c['half_range']:.2f}" if len(c["values"]) > 1  # noqa: E731
+                                             else "") + f" (n={len(c['values'])}, {c['seconds']:.0f} s)")
+    lines = [f"Fig 3 at T={T}: accuracy at the target positions of held-out episodes, mean ± half-range over seeds "
+             f"(n = seeds, mean wall-clock of that row's training). Machine: {'; '.join(machines)}. Teacher and SMT "
+             "one-step read the teacher's memories (reference only); every other column is the standalone RNN. "
+             "Per-family settings: each `<task>_e2e_T<T>.md` here.", "",
+             "| family | " + " | ".join(c[0] for c in FIG3_COLUMNS) + " |", "|---" * (len(FIG3_COLUMNS) + 1) + "|"]
+    lines += [f"| {fam} | " + " | ".join(cell(c[col]) for col, _, _ in FIG3_COLUMNS) + " |" for fam, c in res.items()]
+    md = "\n".join(lines) + "\n"
+    try:
+        from smt_hf.viz import plot_bars
+
+        nan = float("nan")
+        get = lambda fam, col, k: res[fam][col][k] if res[fam][col] else nan  # noqa: E731
+        cols = [c[0] for c in FIG3_COLUMNS if c[0] not in ("SMT one-step", "SMT standalone")]
+        plot_bars(list(res), {c: [get(f, c, "mean") for f in res] for c in cols}, os.path.join(out, f"fig3_T{T}.png"),
+                  title=f"Synthetic families, T={T}: standalone accuracy (teacher = reference)", ylabel="accuracy",
+                  errors={c: [get(f, c, "half_range") for f in res] for c in cols})
+        md += f"\n![Fig 3](fig3_T{T}.png)\n"
+    except ImportError:  # matplotlib is optional
+        pass
+    with open(os.path.join(out, f"fig3_T{T}.md"), "w") as f:
+        f.write(md)
+    return res
+
+
 def write_card(json_path: str, model_dir: str | None = None, out: str | None = None) -> str:
     """Fill the model card of the SMT -> DMT student from the run's JSON (model_cards/generate_card.py)."""
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "model_cards"))
@@ -355,6 +446,11 @@ def write_card(json_path: str, model_dir: str | None = None, out: str | None = N
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--task", default="needle", choices=sorted(TASKS))
+    p.add_argument("--family", default=None, help=f"a family of {os.path.relpath(FAMILIES)}: its task, teacher and SMT "
+                   "settings (overrides --task)")
+    p.add_argument("--bptt-multiples", type=float, nargs="+", default=[1.0],
+                   help="BPTT runs, each given this multiple of the SMT + DMT wall-clock (e.g. 1 4)")
+    p.add_argument("--fig3", action="store_true", help="only write fig3_T<seq-len>.{json,md,png} over the runs in --out")
     p.add_argument("--seq-len", type=int, default=32)
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--smt-steps", type=int, default=None, help="default: 900 at T<=32, 1400 above")
@@ -391,6 +487,10 @@ def cli(argv=None):
     a = build_parser().parse_args(argv)
     if a.bptt_only and not a.bptt_seconds:
         build_parser().error("--bptt-only needs --bptt-seconds")
+    if a.fig3:
+        fig3(a.out, a.seq_len)
+        print(open(os.path.join(a.out, f"fig3_T{a.seq_len}.md")).read())
+        return
     if a.card:
         print("card:", write_card(a.card, model_dir=a.model_dir, out=a.card_out))
         return
@@ -400,7 +500,8 @@ def cli(argv=None):
             bptt_seconds=a.bptt_seconds, bptt_only=a.bptt_only, continue_dmt=a.continue_dmt,
             smt_memory_noise=a.smt_memory_noise, dmt_stride=a.dmt_stride, dmt_schedule=a.dmt_schedule,
             causal_teacher=a.causal_teacher, dmt_matched_steps=a.dmt_matched_steps,
-            reuse_from=[p.replace("{seed}", str(s)) for p in a.reuse_rows] if a.reuse_rows else None)
+            reuse_from=[p.replace("{seed}", str(s)) for p in a.reuse_rows] if a.reuse_rows else None,
+            family=a.family, bptt_multiples=a.bptt_multiples)
 
 
 if __name__ == "__main__":

@@ -182,15 +182,18 @@ def plot_bars(
     title: str = "",
     ylabel: str = "",
     ylim: tuple[float, float] | None = (0, 1.05),
+    errors: Mapping[str, Sequence[float]] | None = None,
 ) -> Path:
-    """Grouped bar chart: one group per label, one bar per named series (values aligned with `labels`)."""
+    """Grouped bar chart: one group per label, one bar per named series (values aligned with `labels`); `errors`
+    (same keys, optional) draws a +-error bar on each bar (e.g. the half-range over seeds). NaN values draw no bar."""
     if not series:
         raise ValueError("plot_bars: no series given")
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(max(5, 1.1 * len(labels)), 3.6))
     x, w = np.arange(len(labels)), 0.8 / len(series)
     for j, (name, ys) in enumerate(series.items()):
-        ax.bar(x + (j - (len(series) - 1) / 2) * w, ys, w, label=name)
+        err = (errors or {}).get(name)
+        ax.bar(x + (j - (len(series) - 1) / 2) * w, ys, w, label=name, yerr=err, capsize=2 if err is not None else 0)
     ax.set_xticks(x)
     ax.set_xticklabels(labels, fontsize=7)
     ax.set_ylabel(ylabel)
