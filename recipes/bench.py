@@ -73,9 +73,9 @@ from smt_hf.training_args import SMTTrainingArguments  # noqa: E402
 
 
 def load_presets(folder=os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "bench")) -> dict:
-    """recipes/configs/bench/<name>.yaml (read by smt_config.load_preset) -> {name: preset} (`autocast` as a torch
+    """recipes/configs/bench/<name>.yaml (read by smt_hf.recipe_config.load_preset) -> {name: preset} (`autocast` as a torch
     dtype or None)."""
-    from smt_config import load_preset
+    from smt_hf.recipe_config import load_preset
 
     out = {name: load_preset(os.path.join(folder, f"{name}.yaml")) for name in (*PRESET_NAMES, "dry")}
     for p in out.values():
