@@ -116,3 +116,65 @@ def test_sections_markdown_has_one_table_per_measured_section():
     assert "## DMT training step\n\n| setting | B | Td | k | variant | ms | first call s |" in md
     assert "| cpu | 8 | 64 | 8 | plain | 12.2 | 0.5 |" in md and "| dmt_step_ms_best | 12.2 |" in md
     assert "smt_step_ms_best" not in md and "## Generation" not in md and "## Targets" not in md
+
+
+# ----------------------------------------------------------------------------- decode timing (recipes/decode_cpu.py)
+def _student():
+    torch.manual_seed(0)
+    tc = SMTTeacherConfig(vocab_size=16, hidden_size=16, memory_tokens=2, num_encoder_layers=1, num_decoder_layers=1,
+                          num_attention_heads=2, intermediate_size=32, max_context_length=8)
+    return SMTRecurrentForCausalLM(SMTRecurrentConfig.from_teacher(tc, updater_layers=1, updater_intermediate_size=32)).eval()
+
+
+def test_mamba_like_holds_the_students_state_size():
+    from types import SimpleNamespace
+
+    from smt_hf.benchmark import mamba_like
+
+    m = mamba_like(SimpleNamespace(vocab_size=16, memory_tokens=4, hidden_size=64))  # the bench CPU student
+    c = m.config
+    assert c.num_hidden_layers * c.expand * c.hidden_size * c.state_size == 4 * 64 and not m.training
+    with pytest.raises(ValueError, match=r"= 256, but the student's memory holds memory_tokens \* hidden_size = 32"):
+        mamba_like(SimpleNamespace(vocab_size=16, memory_tokens=2, hidden_size=16))
+
+
+def test_hf_decode_seconds_differences_out_the_prefill():
+    """(t(N+1 new) - t(1 new)) / N: after one warm-up call, each repeat generates exactly N+1 then exactly 1 token."""
+    from smt_hf.benchmark import hf_decode_seconds
+
+    calls = []
+
+    class Model:
+        def generate(self, prompt, max_new_tokens, min_new_tokens, do_sample):
+            calls.append((max_new_tokens, min_new_tokens, do_sample))
+
+    hf_decode_seconds(Model(), torch.zeros(1, 4, dtype=torch.long), N=3, repeats=2)
+    assert calls == [(2, 2, False), (4, 4, False), (1, 1, False), (4, 4, False), (1, 1, False)]
+
+
+def test_interleaved_decode_asserts_every_generator_writes_the_same_tokens():
+    from smt_hf.benchmark import interleaved_decode_seconds
+    from smt_hf.fast import FastGenerator
+
+    student = _student()
+    eager = FastGenerator(student)
+    mem = eager.prefill(torch.randint(0, 16, (2, 5), generator=torch.Generator().manual_seed(0)))
+    best = interleaved_decode_seconds({"eager": eager, "again": FastGenerator(student)}, mem, 4, repeats=2)
+    assert list(best) == ["eager", "again"]
+
+    class Off:
+        def decode(self, memory, n):
+            out = eager.decode(memory, n)
+            return (out[0] + 1,) + tuple(out[1:])
+
+    with pytest.raises(AssertionError, match="off: tokens differ from eager"):
+        interleaved_decode_seconds({"eager": eager, "off": Off()}, mem, 4, repeats=1)
+
+
+def test_fast_generate_seconds_checks_tokens_and_restores_the_standard_loop():
+    from smt_hf.benchmark import fast_generate_seconds
+
+    student = _student()
+    prompt = torch.randint(0, 16, (2, 5), generator=torch.Generator().manual_seed(1))
+    fast_generate_seconds(student, prompt, 4, chunk=None, compile=False)
+    assert "_fast_decode" not in student.__dict__  # disabled again: generate() runs the standard loop
