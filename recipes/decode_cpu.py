@@ -3,7 +3,7 @@ steps, one inductor graph with the C++ wrapper each), at bench.py's CPU model (V
 encoder/decoder/updater 2/1/2), greedy, after a 64-token prompt; the compiled tokens are asserted equal to
 the eager ones. Timings are the best of 7 interleaved repeats (the machine may be shared). Beside them, HF
 `generate()` decode time per token ((time of N+1 new tokens - time of 1) / N, same prompt) of the student, of a
-KV-cache Llama of the student's sizes (bench.py's `llama_for`) and of `MambaForCausalLM` whose SSM state has the
+KV-cache Llama of the student's sizes (`smt_hf.benchmark.llama_for`) and of `MambaForCausalLM` whose SSM state has the
 student's K*d floats (hidden 32, expand 2, state 2, 2 layers; plus its conv state), both untrained; and the
 student's `generate()` with the fast path (`student.enable_fast_decode(decode_chunk=U, strict=True)`: the same
 compiled decode behind HF `generate()`, its tokens asserted equal to the standard loop's; its compile time is the
@@ -23,47 +23,16 @@ import time
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import bench  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the package, also not pip-installed
 
+from smt_hf.benchmark import (fast_generate_seconds, hf_decode_seconds, interleaved_decode_seconds,  # noqa: E402
+                              llama_for, mamba_like)
+from smt_hf.benchmark_sections import build_models  # noqa: E402
 from smt_hf.fast import FastGenerator  # noqa: E402
 from smt_hf.hardware import describe_machine  # noqa: E402
+from smt_hf.recipe_config import load_preset  # noqa: E402
 
-
-def mamba_like(student_cfg):
-    """MambaForCausalLM with an SSM state of K*d floats: layers * (expand * hidden) * state_size."""
-    from transformers import MambaConfig, MambaForCausalLM
-
-    c = student_cfg
-    cfg = MambaConfig(vocab_size=c.vocab_size, hidden_size=32, state_size=2, num_hidden_layers=2, expand=2, conv_kernel=4)
-    assert cfg.num_hidden_layers * cfg.expand * cfg.hidden_size * cfg.state_size == c.memory_tokens * c.hidden_size
-    torch.manual_seed(0)
-    return MambaForCausalLM(cfg).eval()
-
-
-def hf_decode_seconds(model, prompt, N, repeats=3):
-    """Seconds per decoded token of HF generate (greedy): (t(N + 1 new) - t(1 new)) / N, best of `repeats`."""
-    def run(n):
-        t0 = time.perf_counter()
-        model.generate(prompt, max_new_tokens=n, min_new_tokens=n, do_sample=False)
-        return time.perf_counter() - t0
-
-    run(2)
-    return min((run(N + 1) - run(1)) / N for _ in range(repeats))
-
-
-def fast_generate_row(student, prompt, N, chunk):
-    """generate() with the fast path: (seconds per decoded token as `hf_decode_seconds`, first-call seconds)."""
-    ref = student.generate(prompt, max_new_tokens=N, do_sample=False)  # the standard loop
-    student.enable_fast_decode(decode_chunk=chunk, strict=True)  # strict: never timed on the standard loop
-    try:
-        t0 = time.perf_counter()
-        out = student.generate(prompt, max_new_tokens=N, do_sample=False)  # compiles for this batch size
-        first = time.perf_counter() - t0
-        assert torch.equal(out, ref), "generate() with the fast path: tokens differ from the standard loop"
-        return hf_decode_seconds(student, prompt, N), first
-    finally:
-        student.disable_fast_decode()
+BENCH_CPU = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "bench", "cpu.yaml")  # its `model`
 
 
 def main(argv=None) -> dict:
@@ -76,7 +45,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--no-baselines", dest="baselines", action="store_false", help="skip the HF generate() rows")
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
-    _, student = bench.build_models(bench.PRESETS["cpu"]["model"], 16, torch.device("cpu"))
+    _, student = build_models(load_preset(BENCH_CPU)["model"], 16, torch.device("cpu"))
     student.eval()
     N = a.new
     prompts = {B: torch.randint(0, 256, (B, 64), generator=torch.Generator().manual_seed(B)) for B in a.batches}
@@ -91,20 +60,12 @@ def main(argv=None) -> dict:
     baselines = {}
     if a.baselines:
         baselines = {"student generate()": student,
-                     "llama kv-cache generate()": bench.llama_for(student.config, 64 + N + 8, torch.device("cpu"), torch.float32),
+                     "llama kv-cache generate()": llama_for(student.config, 64 + N + 8, torch.device("cpu"), torch.float32),
                      "mamba generate()": mamba_like(student.config)}
     print(f"machine: {describe_machine()}; {N} new tokens after a 64-token prompt")
     rows = []
     for B in a.batches:
-        mem = gens["eager"].prefill(prompts[B])
-        ref = gens["eager"].decode(mem, N)[0]
-        best = dict.fromkeys(gens, float("inf"))
-        for _ in range(a.repeats):
-            for name, g in gens.items():
-                t0 = time.perf_counter()
-                out = g.decode(mem, N)[0]
-                best[name] = min(best[name], (time.perf_counter() - t0) / N)
-                assert torch.equal(out, ref), f"{name} B={B}: tokens differ from eager"
+        best = interleaved_decode_seconds(gens, gens["eager"].prefill(prompts[B]), N, a.repeats)
         for name, sec in best.items():
             row = dict(model=name, B=B, ms_per_token=1e3 * sec, tokens_per_s=B / sec, speedup=best["eager"] / sec)
             if name != "eager":
@@ -119,7 +80,7 @@ def main(argv=None) -> dict:
                 rows.append(dict(model=name, B=B, ms_per_token=1e3 * sec, tokens_per_s=B / sec))
                 print(f"B={B:3d} {name:>22s}: {1e3 * sec:.3f} ms/token {B / sec:9.0f} tokens/s", flush=True)
             name = f"generate() fast path U={a.chunks[0]}"
-            sec, first = fast_generate_row(student, prompts[B], N, a.chunks[0])
+            sec, first = fast_generate_seconds(student, prompts[B], N, a.chunks[0])
             rows.append(dict(model=name, B=B, ms_per_token=1e3 * sec, tokens_per_s=B / sec, speedup=best["eager"] / sec,
                              compile_s=first))
             print(f"B={B:3d} {name:>22s}: {1e3 * sec:.3f} ms/token {B / sec:9.0f} tokens/s  {best['eager'] / sec:.1f}x "

@@ -4,8 +4,8 @@
 
 The section between `<!-- results:start -->` and `<!-- results:end -->` is replaced by, in order:
 the needle end-to-end tables (recipes/needle_e2e.py), the teacher calibration (recipes/teacher_curves.py), the main-job summary (recipes/smt.py), the benchmark
-tables (recipes/bench.py) and the paper-claims report (recipes/reproduce.py report -> recipes/RESULTS.md).
-Nothing in the section is typed by hand.
+tables (recipes/bench.py) and the archived paper-claims report (recipes/results/archive/RESULTS.md, written by the
+retired recipes/reproduce.py; superseded). Nothing in the section is typed by hand.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import re
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "recipes", "results")
+ARCHIVE = os.path.join(RESULTS, "archive")  # superseded results, kept with a README naming the commit that made them
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 
 
@@ -84,14 +85,16 @@ def bench_section() -> str:
 
 
 def paper_section() -> str:
-    path = os.path.join(ROOT, "recipes", "RESULTS.md")
+    """The archived reproduce.py report, headed as superseded, its links pointing into recipes/results/archive/."""
+    path = os.path.join(ARCHIVE, "RESULTS.md")
     if not os.path.exists(path):
         return ""
     text = open(path).read().strip()
     if text.startswith("## Results"):
         text = text.split("\n", 1)[1].strip()
-    text = text.replace("](results/", "](recipes/results/")  # RESULTS.md links are relative to recipes/
-    return "### The paper's claims at small scale (`python recipes/reproduce.py run all`)\n\n" + _demote(text, 1)
+    text = re.sub(r"\]\((repro_[^)/]+|README\.md)\)", r"](recipes/results/archive/\1)", text)
+    return ("### Earlier evidence, archived and superseded (`recipes/reproduce.py`, removed; see "
+            "[recipes/results/archive/README.md](recipes/results/archive/README.md))\n\n" + _demote(text, 1))
 
 
 def main() -> None:

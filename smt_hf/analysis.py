@@ -1,5 +1,6 @@
 """Analysis tools for SMT students and teachers: gradient norms per timestep, completion after a teacher prefix, and
-the bigram baseline. Used by `recipes/reproduce.py` (paper Fig 11, Fig 4/5 and Fig 6/7 at small scale); no plots here
+the bigram baseline (paper Fig 11, Fig 4/5 and Fig 6/7 at small scale; the archived results in
+recipes/results/archive/ were made with them); no plots here
 (they are in `smt_hf.viz`), so importing this module never imports matplotlib.
 
 Sources: SMT, arXiv 2606.06479 (Fig 11: ||dL/dm_t|| at initialisation, BPTT vs SMT; Fig 4/5: the teacher encodes a

@@ -1,4 +1,5 @@
-"""Measure SMT training and generation: timing, memory and FLOPs of the real `SMTTrainer` step (used by recipes/bench.py).
+"""Measure SMT training and generation: timing, memory and FLOPs of the real `SMTTrainer` step (used by recipes/bench.py,
+through `smt_hf.benchmark_sections`, and recipes/decode_cpu.py).
 
     from smt_hf.benchmark import TrainStep, compare_compiled, timed
     step = TrainStep(student, teacher, SMTTrainingArguments(...), seqs, torch.device("cpu"), autocast=None)
@@ -9,7 +10,9 @@ per-model gradient clipping, its optimizer and LR schedule), so a number measure
 re-implementation's. `compare_compiled` times two such steps side by side in one process (eager vs
 `SMTTrainingArguments(recurrent_step_compile=...)`) and checks they compute the same losses.
 Memory: on GPU `torch.cuda.max_memory_allocated` (minus what was allocated before); on CPU the bytes of tensors
-saved for backward (`SavedBytes`). `llama_for` / `llama_decode` are the KV-cache baseline of the same width and depth.
+saved for backward (`SavedBytes`). `llama_for` / `llama_decode` are the KV-cache baseline of the same width and depth,
+`mamba_like` an SSM of the same state size; `hf_decode_seconds`, `fast_generate_seconds` and
+`interleaved_decode_seconds` time decoding (recipes/decode_cpu.py).
 """
 
 from __future__ import annotations
@@ -241,6 +244,79 @@ def llama_decode(llama, ctx, N, device):
         past, tok = getattr(out, kw), out.logits[:, -1].argmax(-1, keepdim=True)
     sync(device)
     return (time.perf_counter() - t0) / N, kv_bytes(past), gpu_mem_peak(device, start)
+
+
+def mamba_like(student_cfg, hidden_size=32, state_size=2, num_hidden_layers=2, expand=2):
+    """An untrained, seeded `transformers` MambaForCausalLM (eval mode) whose SSM state holds as many floats per
+    sequence as the student's memory: num_hidden_layers * expand * hidden_size * state_size == K * d (plus Mamba's
+    conv state). The defaults fit the bench CPU student (K 4, d 64).
+
+    Raises:
+        ValueError: the sizes do not multiply to K * d (the message names the product to reach).
+    """
+    from transformers import MambaConfig, MambaForCausalLM
+
+    c = student_cfg
+    state = num_hidden_layers * expand * hidden_size * state_size
+    if state != c.memory_tokens * c.hidden_size:
+        raise ValueError(f"mamba_like: num_hidden_layers * expand * hidden_size * state_size = {state}, but the student's "
+                         f"memory holds memory_tokens * hidden_size = {c.memory_tokens * c.hidden_size} floats; pass sizes "
+                         "whose product is that")
+    cfg = MambaConfig(vocab_size=c.vocab_size, hidden_size=hidden_size, state_size=state_size,
+                      num_hidden_layers=num_hidden_layers, expand=expand, conv_kernel=4)
+    torch.manual_seed(0)
+    return MambaForCausalLM(cfg).eval()
+
+
+def hf_decode_seconds(model, prompt, N, repeats=3):
+    """Seconds per decoded token of HF `generate()` (greedy, exactly n new tokens): (t(N + 1 new) - t(1 new)) / N, so
+    the prompt's prefill cancels; best of `repeats` after one warm-up call. prompt: (B, T) token ids."""
+    def run(n):
+        t0 = time.perf_counter()
+        model.generate(prompt, max_new_tokens=n, min_new_tokens=n, do_sample=False)
+        return time.perf_counter() - t0
+
+    run(2)
+    return min((run(N + 1) - run(1)) / N for _ in range(repeats))
+
+
+def fast_generate_seconds(student, prompt, N, chunk, compile="default"):
+    """`student.generate()` with the fast path (`enable_fast_decode(decode_chunk=chunk, strict=True)`): returns
+    (seconds per decoded token as `hf_decode_seconds`, first-call seconds incl. compilation). The fast path is
+    disabled again on return.
+
+    Raises:
+        AssertionError: its greedy tokens differ from the standard loop's.
+    """
+    ref = student.generate(prompt, max_new_tokens=N, do_sample=False)  # the standard loop
+    student.enable_fast_decode(compile=compile, decode_chunk=chunk, strict=True)  # strict: never timed on the standard loop
+    try:
+        t0 = time.perf_counter()
+        out = student.generate(prompt, max_new_tokens=N, do_sample=False)  # compiles for this batch size
+        first = time.perf_counter() - t0
+        assert torch.equal(out, ref), "generate() with the fast path: tokens differ from the standard loop"
+        return hf_decode_seconds(student, prompt, N), first
+    finally:
+        student.disable_fast_decode()
+
+
+def interleaved_decode_seconds(generators: dict, memory, N, repeats=7) -> dict:
+    """Seconds per token of each generator's `decode(memory, N)` (e.g. `FastGenerator`s: eager, compiled), the best of
+    `repeats` rounds in which the generators take turns (so a shared machine's load hits all alike).
+
+    Raises:
+        AssertionError: a generator's tokens differ from the first generator's (the message names it).
+    """
+    first = next(iter(generators.values()))
+    ref = first.decode(memory, N)[0]
+    best = dict.fromkeys(generators, float("inf"))
+    for _ in range(repeats):
+        for name, g in generators.items():
+            t0 = time.perf_counter()
+            out = g.decode(memory, N)[0]
+            best[name] = min(best[name], (time.perf_counter() - t0) / N)
+            assert torch.equal(out, ref), f"{name}: tokens differ from {next(iter(generators))}"
+    return best
 
 
 def md_table(header: list, rows: list) -> str:

@@ -1,4 +1,5 @@
-"""smt_hf.analysis and smt_hf.callbacks: the tools recipes/reproduce.py uses, tested by identities on tiny models."""
+"""smt_hf.analysis and smt_hf.callbacks: the analysis tools a user calls (gradient probe, completion after a
+teacher prefix, bigram baseline, time budget), tested by identities on tiny models."""
 
 import math
 

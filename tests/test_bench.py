@@ -74,27 +74,29 @@ def test_killed_run_leaves_finished_sections_that_render(tmp_path, monkeypatch):
 
 
 def test_train_step_is_the_trainers_own_step(tmp_path):
-    """bench.TrainStep is one step of SMTTrainer.train: same batch, same loss, per-model clipping and optimizer ->
+    """smt_hf.benchmark.TrainStep is one step of SMTTrainer.train: same batch, same loss, per-model clipping and optimizer ->
     the same parameters after one step (joint mode, gradients clipped hard so clipping matters)."""
     import torch
     from datasets import Dataset
 
     from smt_hf import SMTTrainer, SMTTrainingArguments
+    from smt_hf.benchmark import TrainStep, random_seqs
+    from smt_hf.benchmark_sections import build_models
 
     mc = bench.DRY["model"]
-    seqs = bench.random_seqs(4, 12, mc["V"])
+    seqs = random_seqs(4, 12, mc["V"])
     kw = dict(output_dir=str(tmp_path), mode="joint", context_length=8, future_length=4, split="last", lambda_unif=0.0,
               max_grad_norm=0.01, learning_rate=1e-2, warmup_steps=0, report_to=[], use_cpu=True, disable_tqdm=True, save_strategy="no")
-    teacher, student = bench.build_models(mc, 8, torch.device("cpu"))
-    bench.TrainStep(student, teacher, SMTTrainingArguments(**kw), seqs, torch.device("cpu"), None)()
+    teacher, student = build_models(mc, 8, torch.device("cpu"))
+    TrainStep(student, teacher, SMTTrainingArguments(**kw), seqs, torch.device("cpu"), None)()
     student.init_from_teacher(teacher)  # as SMTTrainer.train does at its end
-    t2, s2 = bench.build_models(mc, 8, torch.device("cpu"))
+    t2, s2 = build_models(mc, 8, torch.device("cpu"))
     SMTTrainer(model=s2, teacher=t2, args=SMTTrainingArguments(max_steps=1, per_device_train_batch_size=4, **kw),
                train_dataset=Dataset.from_dict({"input_ids": seqs.tolist()})).train()
     for (name, a), b in zip([*teacher.named_parameters(), *student.named_parameters()],
                             [*t2.parameters(), *s2.parameters()]):
         assert torch.allclose(a, b, atol=1e-6), name
-    t3, _ = bench.build_models(mc, 8, torch.device("cpu"))
+    t3, _ = build_models(mc, 8, torch.device("cpu"))
     assert not torch.allclose(next(t3.parameters()), next(teacher.parameters()))  # the step did change them
 
 

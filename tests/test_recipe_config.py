@@ -12,7 +12,7 @@ RECIPES = os.path.join(ROOT, "recipes")
 sys.path.insert(0, RECIPES)
 
 import smt as recipe  # noqa: E402
-from smt_config import ConfigError  # noqa: E402
+from smt_hf.recipe_config import ConfigError  # noqa: E402
 
 NEEDLE = os.path.join(RECIPES, "configs", "needle_cpu.yaml")
 
@@ -116,7 +116,7 @@ def test_token_sample_prints_the_whole_prompt(capsys):
 
 
 # ----------------------------------------------------------------------------- --help and outputs
-@pytest.mark.parametrize("script", ["smt.py", "reproduce.py", "bench.py", "needle_e2e.py", "data_samples.py",
+@pytest.mark.parametrize("script", ["smt.py", "bench.py", "needle_e2e.py", "data_samples.py",
                                     "teacher_curves.py"])
 def test_help_answers_before_torch_is_imported(script):
     code = ("import runpy, sys\nsys.argv = [sys.argv[1], '--help']\ntry:\n    runpy.run_path(sys.argv[0], run_name='__main__')\n"
@@ -126,24 +126,26 @@ def test_help_answers_before_torch_is_imported(script):
     assert "usage:" in out.stdout and out.stdout.rstrip().endswith("HEAVY []"), out.stdout[-500:] + out.stderr[-2000:]
 
 
-def test_recipes_write_under_outputs_by_default(tmp_path, monkeypatch):
+def test_recipes_write_under_outputs_by_default():
     import data_samples
     import needle_e2e
-    import reproduce
 
-    calls = []
-    monkeypatch.setattr(reproduce, "run", lambda items, preset, quick, out, jobs, **kw: calls.append(("run", out)) or {"failed": []})
-    monkeypatch.setattr(reproduce, "report", lambda out, dest: calls.append(("report", out, dest)))
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "outputs" / "repro").mkdir(parents=True)
-    (tmp_path / "outputs" / "repro" / "repro_dmt.json").write_text("{}")  # what `run dmt` would have written
-    reproduce.cli(["run", "synthetic"])
-    reproduce.cli(["report"])
-    reproduce.cli(["run", "synthetic", "--out", "recipes/results"])  # asked for explicitly
-    assert calls == [("run", "outputs/repro"), ("report", "outputs/repro", "outputs/repro/RESULTS.md"),
-                     ("run", "recipes/results")]
     assert needle_e2e.build_parser().parse_args([]).out == "outputs/needle_e2e"
     assert data_samples.build_parser().parse_args([]).out == "outputs/data_samples.png"
+
+
+def test_preset_overrides_change_one_value_and_name_unknown_keys(tmp_path):
+    """smt_hf.recipe_config.load_preset, the loader of every recipe preset: `_` keys are YAML anchors (dropped, and
+    an override changes one user of an anchor only), VALUE is YAML, and an unknown key lists the valid ones."""
+    from smt_hf.recipe_config import load_preset
+
+    path = tmp_path / "p.yaml"
+    path.write_text("_base: &base {steps: 800, lr: 1.0e-3}\nsynthetic: {<<: *base, variants: [full_rollout]}\n"
+                    "backbones: *base\n")
+    P = load_preset(str(path), ["synthetic.steps=200", "synthetic.variants=[one_step]"])
+    assert P == {"synthetic": {"steps": 200, "lr": 1e-3, "variants": ["one_step"]}, "backbones": {"steps": 800, "lr": 1e-3}}
+    with pytest.raises(ConfigError, match=r"synthetic has no key 'step'; valid: \['lr', 'steps', 'variants'\]"):
+        load_preset(str(path), ["synthetic.step=200"])
 
 
 def test_bench_writes_under_outputs_by_default(tmp_path, monkeypatch):

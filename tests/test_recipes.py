@@ -67,6 +67,24 @@ def test_dmt_ablation_report_one_table_per_length_and_seed():
     assert "0.500" in tables[0] and "0.750" in tables[0] and "0.250" in tables[1]
 
 
+def test_update_readme_shows_the_archived_report_as_superseded(tmp_path, monkeypatch):
+    """The retired reproduce.py report is rendered from recipes/results/archive/, headed as superseded, with its
+    links pointing into the archive (and every link of the shipped archive resolving to a file)."""
+    import re
+
+    import update_readme
+
+    text = update_readme.paper_section()
+    assert text.startswith("### Earlier evidence, archived and superseded")
+    links = re.findall(r"\]\((recipes/[^)]+)\)", text)
+    assert links and all(link.startswith("recipes/results/archive/") for link in links)
+    assert all(os.path.isfile(os.path.join(ROOT, link)) for link in links)
+    (tmp_path / "RESULTS.md").write_text("## Results\n\nintro\n\n### 1. x\n\n![s](repro_s.png) [r](README.md)\n")
+    monkeypatch.setattr(update_readme, "ARCHIVE", str(tmp_path))
+    assert update_readme.paper_section().endswith(
+        "intro\n\n#### 1. x\n\n![s](recipes/results/archive/repro_s.png) [r](recipes/results/archive/README.md)")
+
+
 def test_update_readme_points_result_images_into_recipes_results():
     import update_readme
 

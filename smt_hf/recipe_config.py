@@ -1,4 +1,11 @@
-"""Load and validate a `recipes/smt.py` config (a YAML file plus `--set KEY=VALUE` overrides).
+"""Load and validate an SMT run config (a YAML file plus `--set KEY=VALUE` overrides), as TRL's YAML-fed parser does.
+
+    from smt_hf.recipe_config import load_config, load_preset
+    config = load_config("recipes/configs/needle_cpu.yaml", ["phases.0.max_steps=100"])   # checked dict
+    smt_hf.recipe.run_config(config)                                                        # what recipes/smt.py runs
+
+One loader for every YAML of the recipes: `load_config` for run configs (recipes/configs/*.yaml, read by
+recipes/smt.py) and `load_preset` for the presets of the other recipes (e.g. recipes/configs/bench/*.yaml).
 
 Every key is checked against what it configures before anything trains:
 
@@ -11,7 +18,8 @@ Every key is checked against what it configures before anything trains:
     common, phases.<i>             `SMTTrainingArguments` fields (types from the dataclass)
 
 Unknown keys, wrong types and out-of-range list indices raise `ConfigError` naming the key and the valid
-choices. No torch / transformers import happens at module import (so `smt.py --help` is fast).
+choices. This module imports no torch / transformers itself (the schemas load them on first use), but importing
+it runs `smt_hf/__init__`, which does: a CLI answers `--help` before importing it (see recipes/smt.py).
 """
 
 from __future__ import annotations
@@ -28,7 +36,8 @@ from enum import Enum
 
 import yaml
 
-CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
+# the shipped run configs of a source checkout (named in the error for a missing file; absent from a wheel)
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "recipes", "configs")
 TOP_LEVEL = {"output_dir": "str", "seed": "int", "threads": "int | None", "data": "dict", "teacher": "dict",
              "student": "dict", "common": "dict", "phases": "list"}
 DATA_KEYS = {"task": "str", "seq_len": "int", "num_train": "int", "num_eval": "int", "seed": "int"}
@@ -51,6 +60,7 @@ class ConfigError(ValueError):
 
 # ----------------------------------------------------------------------------- loading
 def shipped_configs() -> list[str]:
+    """The run configs shipped in recipes/configs/ (paths relative to the working directory; [] when absent)."""
     return sorted(os.path.relpath(p) for p in glob.glob(os.path.join(CONFIG_DIR, "*.yaml")))
 
 
@@ -79,7 +89,7 @@ def read_yaml(path: str, keys: str = "") -> dict:
 
 
 def load_preset(path: str, overrides=()) -> dict:
-    """A recipe preset (recipes/configs/{bench,reproduce}/*.yaml: name -> settings; `_`-keys are YAML anchors, dropped)
+    """A recipe preset (e.g. recipes/configs/bench/*.yaml: name -> settings; `_`-keys are YAML anchors, dropped)
     with each `KEY.SUBKEY=VALUE` override applied (VALUE parsed as YAML, as `--set` of a config).
 
     Raises:
@@ -215,7 +225,7 @@ def _check_section(prefix: str, section, schema: dict, what: str, where: str) ->
 # ----------------------------------------------------------------------------- schemas
 def training_fields() -> dict:
     """SMTTrainingArguments init fields -> type hints."""
-    from smt_hf.training_args import SMTTrainingArguments
+    from .training_args import SMTTrainingArguments
 
     hints = typing.get_type_hints(SMTTrainingArguments)
     return {f.name: hints.get(f.name, f.type) for f in dataclasses.fields(SMTTrainingArguments) if f.init}
@@ -251,7 +261,7 @@ def _check_phase(prefix: str, phase, fields: dict) -> dict:
 
 
 def _check_data(data) -> dict:
-    from smt_hf.data import list_tasks, task_vocab_size
+    from .data import list_tasks, task_vocab_size
 
     if not isinstance(data, dict) or "task" not in data or "seq_len" not in data:
         raise ConfigError(f"data must be a mapping with at least `task` and `seq_len`, e.g. "
@@ -278,7 +288,7 @@ def validate_config(config: dict) -> dict:
     Raises ConfigError naming the offending key (`max_steps` at the top level, `phase.0...`, a
     `phases.0.max_steps` that is not an int, an unknown teacher / student / data key, ...) and the fix.
     """
-    from smt_hf import SMTRecurrentConfig, SMTTeacherConfig
+    from .configuration_smt import SMTRecurrentConfig, SMTTeacherConfig
 
     config = copy.deepcopy(config)
     if not isinstance(config, dict):
