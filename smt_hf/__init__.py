@@ -14,7 +14,7 @@ import importlib
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
 
 from .cache import SMTMemoryCache
-from .configuration_smt import SMTRecurrentConfig, SMTTeacherConfig
+from .configuration_smt import SMTMemoryEncoderConfig, SMTRecurrentConfig, SMTTeacherConfig
 from .modeling_recurrent import SMTRecurrentForCausalLM, SMTRecurrentModel
 from .modeling_teacher import SMTTeacherModel
 from .tokenization_smt import SMTByteTokenizer
@@ -63,6 +63,7 @@ def __dir__():
 __all__ = [
     "SMTTeacherConfig",
     "SMTRecurrentConfig",
+    "SMTMemoryEncoderConfig",
     "SMTTeacherModel",
     "SMTRecurrentModel",
     "SMTRecurrentForCausalLM",
