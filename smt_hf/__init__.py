@@ -19,7 +19,7 @@ from .modeling_recurrent import SMTRecurrentForCausalLM, SMTRecurrentModel
 from .modeling_teacher import SMTTeacherModel
 from .tokenization_smt import SMTByteTokenizer
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the one version: pyproject.toml reads it (`dynamic = ["version"]`)
 
 AutoConfig.register("smt_teacher", SMTTeacherConfig, exist_ok=True)
 AutoConfig.register("smt_recurrent", SMTRecurrentConfig, exist_ok=True)

@@ -270,12 +270,10 @@ def make_model_card(
 
 
 def _version() -> str:
-    try:
-        from importlib.metadata import version
+    """The package version: `smt_hf.__version__`, the one source (pyproject.toml reads it for the distribution)."""
+    from .. import __version__
 
-        return version("smt-hf")
-    except Exception:  # pragma: no cover - running from a source tree without metadata
-        return "unknown"
+    return __version__
 
 
 def model_kind(model) -> str:
