@@ -369,9 +369,10 @@ class SMTRecurrentForCausalLM(SMTRecurrentPreTrainedModel, GenerationMixin):
         """Make the student standalone after SMT: readout := the teacher's decoder + head (so g(m) equals the
         decoder's first-step prediction D(m)[K-1]) and m_0 := E(empty context), so `generate()` needs no teacher.
 
-        The one place readout initialisation from the teacher happens (`SMTTrainer` calls it after SMT/joint
-        training, before evaluating, saving and pushing). Raises ValueError naming the fix when the readout does
-        not compute the decoder's function (other depth, widths, heads, rope_theta or eps)."""
+        The one place readout initialisation from the teacher happens; in smt/joint `SMTTrainer` calls it from one
+        place (`smt_hf.trainer.ReadoutFromTeacher`: when the trainer is built and after every optimizer step). Raises
+        ValueError naming the fix when the readout does not compute the decoder's function (other depth, widths,
+        heads, rope_theta or eps)."""
         tc, sc = teacher.config, self.config
         # the settings that define the decoder's function (not only its parameter shapes): (teacher, student) names
         pairs = [("vocab_size", "vocab_size"), ("hidden_size", "hidden_size"), ("memory_tokens", "memory_tokens"),
