@@ -370,7 +370,7 @@ class SMTRecurrentForCausalLM(SMTRecurrentPreTrainedModel, GenerationMixin):
         decoder's first-step prediction D(m)[K-1]) and m_0 := E(empty context), so `generate()` needs no teacher.
 
         The one place readout initialisation from the teacher happens; in smt/joint `SMTTrainer` calls it from one
-        place (`smt_hf.trainer.ReadoutFromTeacher`: when the trainer is built and after every optimizer step). Raises
+        place (its `ReadoutFromTeacher` callback: when the trainer is built and after every optimizer step). Raises
         ValueError naming the fix when the readout does not compute the decoder's function (other depth, widths,
         heads, rope_theta or eps)."""
         tc, sc = teacher.config, self.config
