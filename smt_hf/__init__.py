@@ -14,12 +14,12 @@ import importlib
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
 
 from .cache import SMTMemoryCache
-from .configuration_smt import SMTRecurrentConfig, SMTTeacherConfig
+from .configuration_smt import SMTMemoryEncoderConfig, SMTRecurrentConfig, SMTTeacherConfig
 from .modeling_recurrent import SMTRecurrentForCausalLM, SMTRecurrentModel
 from .modeling_teacher import SMTTeacherModel
 from .tokenization_smt import SMTByteTokenizer
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the one version: pyproject.toml reads it (`dynamic = ["version"]`)
 
 AutoConfig.register("smt_teacher", SMTTeacherConfig, exist_ok=True)
 AutoConfig.register("smt_recurrent", SMTRecurrentConfig, exist_ok=True)
@@ -63,6 +63,7 @@ def __dir__():
 __all__ = [
     "SMTTeacherConfig",
     "SMTRecurrentConfig",
+    "SMTMemoryEncoderConfig",
     "SMTTeacherModel",
     "SMTRecurrentModel",
     "SMTRecurrentForCausalLM",

@@ -9,8 +9,11 @@ A memory ``m`` is a tensor of shape (B, K, d), each of its K tokens RMS-normalis
 
 from __future__ import annotations
 
+from typing import Any
+
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
+from transformers.configuration_utils import SubConfigSpec
 
 BACKBONES = ("transformer", "mlp", "gru")
 PREFILL_MODES = ("recurrent", "parallel")
@@ -121,6 +124,62 @@ class SMTTeacherConfig(PreTrainedConfig):
 
 
 @strict(accept_kwargs=True)
+class SMTMemoryEncoderConfig(PreTrainedConfig):
+    r"""Configuration of the memory encoder a student carries for parallel prefill (`SMTPrefillEncoder`, a copy of its
+    teacher's encoder): the sub-config `SMTRecurrentConfig.prefill_encoder`. Only what the encoder does not share with
+    the student is here; width, K, vocabulary, heads, rope_theta, rms_norm_eps and dropout are the student's (the
+    memory it computes is a student state). Built from a teacher by `from_teacher`, which
+    `SMTRecurrentForCausalLM.add_prefill_encoder(teacher)` calls; the defaults are `SMTTeacherConfig`'s.
+
+    Args:
+        num_layers (`int`, defaults to 8): depth of the encoder (the teacher's `num_encoder_layers`).
+        context_length (`int`, defaults to 256): Tc, how many of a prompt's last tokens the encoder reads (at most the
+            teacher's `max_context_length`; use the Tc SMT trained with).
+        intermediate_size (`int`, *optional*): FFN width of the encoder (the teacher's `intermediate_size`); defaults to
+            4 * the student's hidden_size (set by `SMTRecurrentConfig`).
+        causal (`bool`, defaults to False): a causal-context encoder (copied from a teacher with `encoder_causal=True`).
+    """
+
+    model_type = "smt_memory_encoder"
+
+    num_layers: int = 8
+    context_length: int = 256
+    intermediate_size: int | None = None
+    causal: bool = False
+
+    def __post_init__(self, **kwargs):
+        _check_positive("num_layers", self.num_layers)
+        _check_positive("context_length", self.context_length)
+        if self.intermediate_size is not None:
+            _check_positive("intermediate_size", self.intermediate_size)
+        super().__post_init__(**kwargs)
+
+    @classmethod
+    def from_teacher(cls, teacher_config: SMTTeacherConfig, context_length: int | None = None) -> "SMTMemoryEncoderConfig":
+        """The encoder of `teacher_config` reading the last `context_length` tokens (default: its `max_context_length`).
+        Raises ValueError unless 1 <= context_length <= max_context_length."""
+        Tc = int(context_length or teacher_config.max_context_length)
+        if not 1 <= Tc <= teacher_config.max_context_length:
+            raise ValueError(f"context_length must be in [1, {teacher_config.max_context_length}] (the teacher's "
+                             f"max_context_length), got {Tc}.")
+        return cls(num_layers=teacher_config.num_encoder_layers, context_length=Tc,
+                   intermediate_size=teacher_config.intermediate_size, causal=bool(teacher_config.encoder_causal))
+
+
+# the four flat fields that held the prefill encoder's settings before the `prefill_encoder` sub-config (config.json
+# files written before it carry them; `SMTRecurrentConfig` reads them into the sub-config)
+LEGACY_PREFILL_KEYS = {"prefill_layers": "num_layers", "prefill_context_length": "context_length",
+                       "prefill_intermediate_size": "intermediate_size", "prefill_causal": "causal"}
+
+
+def _legacy_prefill_encoder(legacy: dict[str, Any]) -> SMTMemoryEncoderConfig | None:
+    """The sub-config that the old flat `prefill_*` keys describe (None for `prefill_layers=0`, "no encoder")."""
+    if not legacy.get("prefill_layers"):
+        return None
+    return SMTMemoryEncoderConfig(**{new: legacy[old] for old, new in LEGACY_PREFILL_KEYS.items() if old in legacy})
+
+
+@strict(accept_kwargs=True)
 class SMTRecurrentConfig(PreTrainedConfig):
     r"""Configuration of the recurrent student [`SMTRecurrentForCausalLM`]: token embedding, an updater
     m_{t+1} = f(m_t, x_{t+1}) from the backbone registry, a causal-Transformer readout over the memory
@@ -148,19 +207,20 @@ class SMTRecurrentConfig(PreTrainedConfig):
         use_cache (`bool`, defaults to True): return the memory cache from `forward`.
         prefill (`str`, defaults to "recurrent"): how `forward` turns a prompt into the state when it starts with
             no cache and no memory: "recurrent" (the RNN reads it token by token) or "parallel" (the carried
-            teacher encoder reads its last `prefill_context_length` tokens in one pass; needs `prefill_layers`).
-        prefill_layers (`int`, defaults to 0): depth of the carried prefill encoder; 0 = none. Set by
-            `SMTRecurrentForCausalLM.add_prefill_encoder(teacher)`.
-        prefill_context_length (`int`, defaults to 0): Tc of the prefill encoder (the teacher's context length).
-        prefill_intermediate_size (`int`, *optional*): FFN width of the prefill encoder; defaults to 4 * hidden_size.
-        prefill_causal (`bool`, defaults to False): the prefill encoder is a causal-context one (copied from a
-            teacher with `encoder_causal=True`).
+            teacher encoder reads the prompt's last `prefill_encoder.context_length` tokens in one pass; needs
+            `prefill_encoder`).
+        prefill_encoder ([`SMTMemoryEncoderConfig`] or `dict`, *optional*): the carried prefill encoder (depth,
+            context length Tc, FFN width, causal); None = none. Set by
+            `SMTRecurrentForCausalLM.add_prefill_encoder(teacher)`. A config.json written before this sub-config
+            existed holds the flat keys `prefill_layers`, `prefill_context_length`, `prefill_intermediate_size` and
+            `prefill_causal` instead; they load into it (`prefill_layers=0`: None).
         tie_word_embeddings (`bool`, defaults to False): tie the readout head to the token embedding.
         pad_token_id, bos_token_id, eos_token_id (`int`, *optional*): special token ids, set from a tokenizer
             (the byte tokenizer pads with byte 0 and adds no bos/eos); `from_teacher` copies the teacher's.
     """
 
     model_type = "smt_recurrent"
+    sub_configs_defaults = {"prefill_encoder": SubConfigSpec(config_class=SMTMemoryEncoderConfig, optional=True)}
 
     backbone: str = "transformer"
     vocab_size: int = 256
@@ -177,10 +237,7 @@ class SMTRecurrentConfig(PreTrainedConfig):
     rms_norm_eps: float = 1e-6
     use_cache: bool = True
     prefill: str = "recurrent"
-    prefill_layers: int = 0
-    prefill_context_length: int = 0
-    prefill_intermediate_size: int | None = None
-    prefill_causal: bool = False
+    prefill_encoder: SMTMemoryEncoderConfig | dict[str, Any] | None = None
     tie_word_embeddings: bool = False
     pad_token_id: int | None = None
     bos_token_id: int | None = None
@@ -204,16 +261,20 @@ class SMTRecurrentConfig(PreTrainedConfig):
             self.readout_intermediate_size = 4 * self.hidden_size
         _check_positive("updater_intermediate_size", self.updater_intermediate_size)
         _check_positive("readout_intermediate_size", self.readout_intermediate_size)
-        if self.prefill_intermediate_size is None:
-            self.prefill_intermediate_size = 4 * self.hidden_size
+        legacy = {key: kwargs.pop(key) for key in LEGACY_PREFILL_KEYS if key in kwargs}
+        if legacy:
+            if self.prefill_encoder is not None:
+                raise ValueError(f"Got both `prefill_encoder` and the old flat keys {sorted(legacy)}: they describe the "
+                                 "same encoder; pass `prefill_encoder` only.")
+            self.prefill_encoder = _legacy_prefill_encoder(legacy)
+        if isinstance(self.prefill_encoder, dict):
+            self.prefill_encoder = SMTMemoryEncoderConfig(**self.prefill_encoder)
+        if self.prefill_encoder is not None and self.prefill_encoder.intermediate_size is None:
+            self.prefill_encoder.intermediate_size = 4 * self.hidden_size
         check_prefill(self.prefill)
-        if self.prefill_layers < 0 or self.prefill_context_length < 0:
-            raise ValueError("prefill_layers and prefill_context_length must be >= 0 (0 = no prefill encoder).")
-        if self.prefill_layers > 0 and self.prefill_context_length < 1:
-            raise ValueError("A prefill encoder (prefill_layers > 0) needs prefill_context_length >= 1 (the teacher's Tc).")
-        if self.prefill == "parallel" and self.prefill_layers == 0:
+        if self.prefill == "parallel" and self.prefill_encoder is None:
             raise ValueError("prefill='parallel' needs a prefill encoder: call `student.add_prefill_encoder(teacher)` "
-                             "(or set prefill_layers/prefill_context_length), or use prefill='recurrent'.")
+                             "(or set `prefill_encoder`), or use prefill='recurrent'.")
         super().__post_init__(**kwargs)
 
     @property
@@ -245,4 +306,4 @@ class SMTRecurrentConfig(PreTrainedConfig):
         return cls(**base)
 
 
-__all__ = ["SMTTeacherConfig", "SMTRecurrentConfig", "BACKBONES", "PREFILL_MODES", "check_prefill"]
+__all__ = ["SMTTeacherConfig", "SMTRecurrentConfig", "SMTMemoryEncoderConfig", "BACKBONES", "PREFILL_MODES", "check_prefill"]

@@ -24,15 +24,19 @@ from .modeling_encoder import MemoryEncoder
 
 class SMTPrefillEncoder(MemoryEncoder):
     """A [`MemoryEncoder`] copied from the teacher (same layout, `embed_tokens`, `registers`, `encoder`, so its
-    weights copy over one to one) that reads the last `prefill_context_length` tokens of a prompt."""
+    weights copy over one to one) that reads the last `context_length` tokens of a prompt.
+
+    Built from a student config (`SMTRecurrentConfig`) whose `prefill_encoder` sub-config (`SMTMemoryEncoderConfig`)
+    gives depth, Tc, FFN width and attention pattern; width, K, vocabulary and heads are the student's."""
 
     def __init__(self, config):
-        super().__init__(config, config.prefill_layers, config.prefill_intermediate_size, config.prefill_causal)
-        self.context_length = config.prefill_context_length
+        enc = config.prefill_encoder
+        super().__init__(config, enc.num_layers, enc.intermediate_size, enc.causal)
+        self.context_length = enc.context_length
 
     def forward(self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """The memory after a prompt: input_ids/attention_mask (B, T) (left padding allowed) -> (B, K, d), from
-        the last `prefill_context_length` columns."""
+        the last `context_length` columns."""
         input_ids = input_ids[:, -self.context_length:]  # (B, Tc)
         if attention_mask is not None:
             attention_mask = attention_mask[:, -input_ids.shape[1]:]

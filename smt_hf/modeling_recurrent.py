@@ -37,7 +37,7 @@ from transformers.utils import ModelOutput
 
 from .backbones import build_updater, transition
 from .cache import SMTMemoryCache
-from .configuration_smt import SMTRecurrentConfig, check_prefill
+from .configuration_smt import SMTMemoryEncoderConfig, SMTRecurrentConfig, check_prefill
 from .modeling_layers import TransformerStack
 from .modeling_prefill import SMTPrefillEncoder
 from .modeling_utils import SMTPreTrainedModel, check_memory, check_token_ids
@@ -236,7 +236,7 @@ class SMTRecurrentForCausalLM(SMTRecurrentPreTrainedModel, GenerationMixin):
         super().__init__(config)
         self.model = SMTRecurrentModel(config)
         self.readout_head = SMTReadout(config)
-        self.prefill_encoder = SMTPrefillEncoder(config) if config.prefill_layers > 0 else None
+        self.prefill_encoder = SMTPrefillEncoder(config) if config.prefill_encoder is not None else None
         self.post_init()
 
     # -- HF plumbing ---------------------------------------------------------------------------------
@@ -286,21 +286,17 @@ class SMTRecurrentForCausalLM(SMTRecurrentPreTrainedModel, GenerationMixin):
     def add_prefill_encoder(self, teacher, context_length: int | None = None, use_by_default: bool = False) -> None:
         """Carry a copy of `teacher`'s encoder for parallel prefill (see the `modeling_prefill` module): afterwards
         `generate(..., prefill="parallel")` builds the state from the prompt's last `context_length` tokens
-        (default: the teacher's `max_context_length`; use the Tc SMT trained with) in one pass. The encoder is
-        saved with the model. `use_by_default=True` also sets `config.prefill = "parallel"`."""
+        (default: the teacher's `max_context_length`; use the Tc SMT trained with) in one pass. Sets
+        `config.prefill_encoder` (`SMTMemoryEncoderConfig.from_teacher`); the encoder is saved with the model.
+        `use_by_default=True` also sets `config.prefill = "parallel"`. Raises ValueError when the teacher's memories
+        are not this student's states, or context_length is not in [1, max_context_length]."""
         tc = teacher.config
         mismatch = [k for k in ("vocab_size", "hidden_size", "memory_tokens", "num_attention_heads")
                     if getattr(tc, k) != getattr(self.config, k)]
         if mismatch:
             raise ValueError(f"The teacher's {mismatch} differ from the student's: its memories are not this student's "
                              "states. Use the teacher this student was trained with (SMTRecurrentConfig.from_teacher).")
-        Tc = int(context_length or tc.max_context_length)
-        if not 1 <= Tc <= tc.max_context_length:
-            raise ValueError(f"context_length must be in [1, {tc.max_context_length}] (the teacher's max_context_length), got {Tc}.")
-        self.config.prefill_layers = tc.num_encoder_layers
-        self.config.prefill_context_length = Tc
-        self.config.prefill_intermediate_size = tc.intermediate_size
-        self.config.prefill_causal = bool(tc.encoder_causal)
+        self.config.prefill_encoder = SMTMemoryEncoderConfig.from_teacher(tc, context_length)
         encoder = SMTPrefillEncoder(self.config).to(device=teacher.registers.device, dtype=teacher.registers.dtype)
         encoder.load_teacher_encoder(teacher)
         state = self.model.initial_state  # the encoder computes the student's states: its device and dtype
@@ -355,7 +351,7 @@ class SMTRecurrentForCausalLM(SMTRecurrentPreTrainedModel, GenerationMixin):
         `input_ids` holds means `input_ids` are the new tokens."""
         if kwargs.get("use_cache") is False and self.prefill_mode(kwargs.get("prefill")) == "parallel":
             raise ValueError("generate() with prefill='parallel' needs use_cache=True: without a cache every step would "
-                             "re-encode the last prefill_context_length tokens instead of running the recurrence. Pass "
+                             "re-encode the last prefill_encoder.context_length tokens instead of running the recurrence. Pass "
                              "use_cache=True, or prefill='recurrent' to recompute the recurrence from m_0 at every step.")
         if next_sequence_length is not None and next_sequence_length <= 0:
             input_ids = input_ids[:, :0] if next_sequence_length == 0 else input_ids
@@ -373,9 +369,10 @@ class SMTRecurrentForCausalLM(SMTRecurrentPreTrainedModel, GenerationMixin):
         """Make the student standalone after SMT: readout := the teacher's decoder + head (so g(m) equals the
         decoder's first-step prediction D(m)[K-1]) and m_0 := E(empty context), so `generate()` needs no teacher.
 
-        The one place readout initialisation from the teacher happens (`SMTTrainer` calls it after SMT/joint
-        training, before evaluating, saving and pushing). Raises ValueError naming the fix when the readout does
-        not compute the decoder's function (other depth, widths, heads, rope_theta or eps)."""
+        The one place readout initialisation from the teacher happens; in smt/joint `SMTTrainer` calls it from one
+        place (its `ReadoutFromTeacher` callback: when the trainer is built and after every optimizer step). Raises
+        ValueError naming the fix when the readout does not compute the decoder's function (other depth, widths,
+        heads, rope_theta or eps)."""
         tc, sc = teacher.config, self.config
         # the settings that define the decoder's function (not only its parameter shapes): (teacher, student) names
         pairs = [("vocab_size", "vocab_size"), ("hidden_size", "hidden_size"), ("memory_tokens", "memory_tokens"),

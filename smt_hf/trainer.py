@@ -2,11 +2,17 @@
 
     trainer = SMTTrainer(model=student, teacher=teacher, args=SMTTrainingArguments(mode="joint", ...),
                          train_dataset=ds, eval_dataset=ds_eval)
-    trainer.train()          # after smt/joint the student is standalone (readout from D, m_0 = E(empty))
+    trainer.train()          # in smt/joint the student is standalone throughout (readout from D, m_0 = E(empty))
     trainer.save_model()     # output_dir/student and output_dir/teacher, both `from_pretrained`-loadable
 
 `compute_loss` only gathers the loss parts from `SMTTrainingModule.forward` and weights them; the loss
 arithmetic lives in `losses.py`. Each part is logged as its own curve (`decoder_loss`, `dynamics_loss`, ...).
+
+smt/joint train neither the student's readout nor its m_0: they are the teacher's decoder + head and E(empty context),
+copied in by `student.init_from_teacher(teacher)`. `ReadoutFromTeacher` makes that call, from one place, when the
+trainer is built and after every optimizer step (the teacher trains in both modes), so wherever a user observes the
+student - a callback, a mid-training `evaluate()`, a checkpoint on disk, the model after `train()`, `push_to_hub` -
+it is the standalone model of the current teacher.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import os
 import safetensors.torch
 import torch
 from accelerate.utils import gather_object
-from transformers import Trainer
+from transformers import Trainer, TrainerCallback
 
 from . import losses
 from .data.collator import SMTDataCollator
@@ -50,6 +56,32 @@ def _first_length(dataset) -> int | None:
         return len(dataset[0]["input_ids"])
     except Exception:  # iterable datasets, custom containers
         return None
+
+
+class ReadoutFromTeacher(TrainerCallback):
+    """smt/joint: `student.init_from_teacher(teacher)` (readout := the teacher's decoder + head, m_0 := E(empty))
+    when the trainer is built (`on_init_end`: a first `evaluate()` or `push_to_hub` sees it) and after every optimizer
+    step (`on_optimizer_step`: before HF logs, evaluates or saves a checkpoint), the one place `SMTTrainer` calls it.
+    Cost: one copy of the decoder and one encoder pass over the K registers per step (about 2 ms on one CPU thread
+    for the tiny test models, 17 ms at d=256, K=16, 8 + 4 layers: ~1% of a step).
+
+    Why a copy and not the teacher's modules themselves (tied, shared Parameters, no refresh): m_0 = E(empty) is
+    computed by the teacher's encoder, not a parameter that can be shared; a later DMT phase trains the student's
+    readout alone, which would then train (and change) the teacher's decoder it is meant to leave untouched; and one
+    training module holding the same Blocks under `student.` and `teacher.` puts each in its state_dict twice and
+    gives FSDP's auto-wrap one module with two parents."""
+
+    def __init__(self, student: SMTRecurrentForCausalLM, teacher: SMTTeacherModel):
+        self.student, self.teacher = student, teacher
+
+    def sync(self) -> None:
+        self.student.init_from_teacher(self.teacher)
+
+    def on_init_end(self, args, state, control, **kwargs):
+        self.sync()
+
+    def on_optimizer_step(self, args, state, control, **kwargs):
+        self.sync()
 
 
 class SMTTrainer(Trainer):
@@ -107,6 +139,8 @@ class SMTTrainer(Trainer):
             step_fn = compile_step(model, mode=mode, install=False)
         self.student, self.teacher = model, teacher
         self.module = SMTTrainingModule(model, teacher, args, step_fn=step_fn)
+        if args.mode in ("smt", "joint"):  # the student's readout and m_0 are the teacher's (ReadoutFromTeacher)
+            kwargs["callbacks"] = [ReadoutFromTeacher(model, teacher), *(kwargs.get("callbacks") or [])]
         super().__init__(model=self.module, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
                          data_collator=data_collator, **kwargs)
         self.model_accepts_loss_kwargs = False
@@ -148,18 +182,7 @@ class SMTTrainer(Trainer):
                 norms.append(torch.nn.utils.clip_grad_norm_(params, self.args.max_grad_norm))
         return torch.stack([n.float() for n in norms]).norm() if norms else torch.zeros(())
 
-    # ------------------------------------------------------------------ train / eval
-    def train(self, *args, **kwargs):
-        out = super().train(*args, **kwargs)
-        self._student_from_teacher()
-        return out
-
-    def _student_from_teacher(self) -> None:
-        """smt/joint train neither the readout nor m_0: they are the teacher's (`init_from_teacher`), refreshed here
-        before every use of the student (after training, evaluating, saving, pushing). Other modes: nothing."""
-        if self.args.mode in ("smt", "joint") and self.teacher is not None:
-            self.student.init_from_teacher(self.teacher)
-
+    # ------------------------------------------------------------------ eval
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
         """Teacher first-step loss/accuracy, the student's one-step accuracy from teacher memories, the
         standalone student's teacher-forced loss and accuracy, and rollout drift 1-R^2 (`smt_hf.evaluation`).
@@ -178,7 +201,6 @@ class SMTTrainer(Trainer):
             for name, ds in dataset.items():
                 metrics.update(self.evaluate(ds if override else name, ignore_keys, f"{metric_key_prefix}_{name}"))
             return metrics
-        self._student_from_teacher()  # mid-training evaluation measures the standalone student, as after train()
         results = []
         for batch in self.get_eval_dataloader(dataset):  # a str names one of the eval_dataset dict's entries
             batch = {k: v.to(self.args.device) for k, v in batch.items()}
@@ -219,8 +241,6 @@ class SMTTrainer(Trainer):
         if not self.args.should_save:
             return
         os.makedirs(output_dir, exist_ok=True)
-        if state_dict is None:
-            self._student_from_teacher()
         for prefix, sub, folder in (("student.", self.student, STUDENT_DIR), ("teacher.", self.teacher, TEACHER_DIR)):
             if sub is None:
                 continue
@@ -275,4 +295,4 @@ class SMTTrainer(Trainer):
         hub.save_summary(self, path, **extra)
 
 
-__all__ = ["SMTTrainer", "NonFiniteLossError"]
+__all__ = ["SMTTrainer", "NonFiniteLossError", "ReadoutFromTeacher"]

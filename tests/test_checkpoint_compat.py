@@ -1,14 +1,18 @@
 """Checkpoints written by older code load unchanged: `tests/fixtures/checkpoint_v0/` was saved by the package at
-71887b4 (before the memory encoder got its own module; `make_fixture.py` there wrote it). Loading it must need no
-key map (the state-dict keys are the same) and give the outputs recorded then, bit for bit."""
+71887b4 (before the memory encoder got its own module, and before the student config's flat `prefill_*` fields became
+the `prefill_encoder` sub-config; `make_fixture.py` there wrote it). Loading it must need no key map (the state-dict
+keys are the same) and give the outputs recorded then, bit for bit."""
 
+import json
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
+from transformers import AutoConfig
 
-from smt_hf import SMTRecurrentForCausalLM, SMTTeacherModel
+from smt_hf import SMTMemoryEncoderConfig, SMTRecurrentConfig, SMTRecurrentForCausalLM, SMTTeacherModel
 
 FIXTURE = Path(__file__).parent / "fixtures" / "checkpoint_v0"
 
@@ -31,3 +35,43 @@ def test_old_teacher_and_student_checkpoints_load_with_the_same_keys_and_outputs
     assert torch.equal(teacher(x, mask, future_ids=x[:, :4]).logits, exp["logits"])
     assert torch.equal(student.prefill_memory(x, mask), exp["prefill_memory"])
     assert torch.equal(student(x).logits, exp["student_logits"])
+
+
+@torch.no_grad()
+def test_old_flat_prefill_config_loads_into_the_sub_config_and_resaves_in_the_new_format(tmp_path):
+    """The fixture's config.json has the flat keys prefill_layers / prefill_context_length / prefill_intermediate_size
+    / prefill_causal: they become `prefill_encoder`, and a re-save writes the sub-config only, with the same model."""
+    old = json.loads((FIXTURE / "student" / "config.json").read_text())
+    assert old["prefill_layers"] == 1 and "prefill_encoder" not in old  # the fixture is in the old format
+    expected = SMTMemoryEncoderConfig(num_layers=1, context_length=6, intermediate_size=32, causal=True).to_diff_dict()
+    student = SMTRecurrentForCausalLM.from_pretrained(FIXTURE / "student").eval()
+    assert {**student.config.prefill_encoder.to_diff_dict(), "dtype": None} == {**expected, "dtype": None}
+    assert AutoConfig.from_pretrained(FIXTURE / "student").prefill_encoder.to_diff_dict() == expected
+    student.save_pretrained(tmp_path)
+    new = json.loads((tmp_path / "config.json").read_text())
+    assert not {"prefill_layers", "prefill_context_length", "prefill_intermediate_size", "prefill_causal"} & set(new)
+    assert {k: v for k, v in new["prefill_encoder"].items() if k != "dtype"} == {
+        "model_type": "smt_memory_encoder", "num_layers": 1, "context_length": 6, "intermediate_size": 32, "causal": True}
+    again = SMTRecurrentForCausalLM.from_pretrained(tmp_path).eval()
+    exp = load_file(str(FIXTURE / "expected.safetensors"))
+    assert torch.equal(again.prefill_memory(exp["input_ids"], exp["attention_mask"]), exp["prefill_memory"])
+    assert torch.equal(again(exp["input_ids"]).logits, exp["student_logits"])
+
+
+def test_old_flat_prefill_keys_as_a_literal_dict():
+    """What a pre-sub-config config.json held, as keyword arguments: no encoder (prefill_layers=0, the old default,
+    written with prefill_intermediate_size filled in) gives None; old and new keys together are refused."""
+    base = dict(vocab_size=16, hidden_size=16, memory_tokens=2, num_attention_heads=2)
+    none = SMTRecurrentConfig(**base, prefill="recurrent", prefill_layers=0, prefill_context_length=0,
+                              prefill_intermediate_size=64, prefill_causal=False)
+    assert none.prefill_encoder is None and "prefill_layers" not in none.to_dict()
+    old = SMTRecurrentConfig(**base, prefill="parallel", prefill_layers=3, prefill_context_length=12,
+                             prefill_causal=False)
+    assert (old.prefill, old.prefill_encoder.num_layers, old.prefill_encoder.context_length) == ("parallel", 3, 12)
+    assert old.prefill_encoder.intermediate_size == 64  # the old default, 4 * hidden_size
+    new = SMTRecurrentConfig(**base, prefill="parallel", prefill_encoder={"num_layers": 3, "context_length": 12})
+    assert new.to_diff_dict() == old.to_diff_dict()
+    with pytest.raises(ValueError, match="pass `prefill_encoder` only"):
+        SMTRecurrentConfig(**base, prefill_encoder={"num_layers": 1}, prefill_layers=1, prefill_context_length=4)
+    with pytest.raises(ValueError, match="context_length"):  # an encoder without a context, as before
+        SMTRecurrentConfig(**base, prefill_layers=1, prefill_context_length=0)

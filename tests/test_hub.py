@@ -173,6 +173,10 @@ def test_card_documents_the_carried_prefill_encoder():
     text = make_model_card({}, model=student).text
     assert 'model.generate(ids, prefill="parallel", ...)' in text and "last\n24 tokens in one parallel pass" in text
     assert "{{" not in text and "{%" not in text
+    assert "| `prefill_encoder.context_length` | `24` |" in text  # the sub-config's fields, one row each
+    # a run summary written before the sub-config (flat prefill_* keys) gives the same card section
+    old = {"config": {"prefill_layers": 2, "prefill_context_length": 24, "prefill_causal": False}}
+    assert "last\n24 tokens in one parallel pass" in make_model_card(old, kind="student").text
 
 
 def test_export_copies_plots(tmp_path):

@@ -3,6 +3,7 @@ prompt's last Tc tokens, generate() continues from it exactly like a hand-writte
 save/load keep it exact, and misuse raises an error that names the fix."""
 
 import copy
+import json
 
 import pytest
 import torch
@@ -65,13 +66,39 @@ def test_prefill_encoder_saves_and_reloads_bit_exact(pair, tmp_path):
     student.config.prefill = "parallel"
     student.save_pretrained(tmp_path)
     loaded = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
-    assert loaded.config.prefill == "parallel" and loaded.config.prefill_context_length == TC
+    assert loaded.config.prefill == "parallel" and loaded.config.prefill_encoder.context_length == TC
     sd, ld = student.state_dict(), loaded.state_dict()
     assert any(k.startswith("prefill_encoder.") for k in sd) and sd.keys() == ld.keys()
     assert all(torch.equal(sd[k], ld[k]) for k in sd)
     x = torch.randint(0, 16, (2, 30))
     assert torch.equal(student.generate(x, max_new_tokens=6, do_sample=False, pad_token_id=0),
                        loaded.generate(x, max_new_tokens=6, do_sample=False, pad_token_id=0))  # config default
+
+
+def test_prefill_encoder_is_one_sub_config_that_round_trips(pair, tmp_path):
+    """`add_prefill_encoder` sets one sub-config (`SMTMemoryEncoderConfig.from_teacher`); config.json holds it as one
+    nested entry (the diff against its defaults) and AutoConfig / to_dict / from_dict give it back."""
+    from transformers import AutoConfig
+
+    from smt_hf import SMTMemoryEncoderConfig
+
+    student, teacher = pair
+    enc = student.config.prefill_encoder
+    assert isinstance(enc, SMTMemoryEncoderConfig)
+    assert enc.to_dict() == SMTMemoryEncoderConfig.from_teacher(teacher.config, TC).to_dict()
+    tc = teacher.config
+    assert (enc.num_layers, enc.context_length, enc.intermediate_size, enc.causal) == (
+        tc.num_encoder_layers, TC, tc.intermediate_size, tc.encoder_causal)
+    student.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert not [k for k in saved if k.startswith("prefill_") and k != "prefill_encoder"]
+    assert saved["prefill_encoder"]["context_length"] == TC and saved["prefill_encoder"]["model_type"] == "smt_memory_encoder"
+    loaded = AutoConfig.from_pretrained(tmp_path)
+    assert loaded.prefill_encoder.to_dict() == enc.to_dict()
+    assert SMTRecurrentConfig.from_dict(loaded.to_dict()).prefill_encoder.to_dict() == enc.to_dict()
+    assert SMTRecurrentConfig.from_dict(loaded.to_diff_dict()).to_diff_dict() == loaded.to_diff_dict()
+    with pytest.raises(ValueError, match=r"context_length must be in \[1, "):
+        SMTMemoryEncoderConfig.from_teacher(teacher.config, teacher.config.max_context_length + 1)
 
 
 def test_prefill_mode_checked_by_one_validator(student):

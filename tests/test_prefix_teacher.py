@@ -115,9 +115,9 @@ def test_prefill_encoder_copied_from_causal_teacher_stays_causal(tmp_path):
     student, teacher = models()
     teacher.eval()
     student.eval().add_prefill_encoder(teacher, context_length=8)
-    assert student.config.prefill_causal
+    assert student.config.prefill_encoder.causal
     x = torch.randint(0, 16, (2, 20))
     assert torch.equal(student.prefill_memory(x), teacher.encode(x[:, -8:]))
     student.save_pretrained(tmp_path)
     loaded = SMTRecurrentForCausalLM.from_pretrained(tmp_path).eval()
-    assert loaded.config.prefill_causal and torch.equal(loaded.prefill_memory(x), teacher.encode(x[:, -8:]))
+    assert loaded.config.prefill_encoder.causal and torch.equal(loaded.prefill_memory(x), teacher.encode(x[:, -8:]))

@@ -297,6 +297,71 @@ def test_make_standalone_rejects_mismatched_readout():
         make_student_standalone(student, teacher)
 
 
+@torch.no_grad()
+def readout_is_teachers(student, teacher) -> bool:
+    """The student's readout is the teacher's decoder + head and its m_0 is E(empty), bit for bit."""
+    src = {**{f"decoder.{k}": v for k, v in teacher.decoder.state_dict().items()},
+           **{f"lm_head.{k}": v for k, v in teacher.lm_head.state_dict().items()}}
+    dst = student.readout_head.state_dict()
+    was_training = teacher.training
+    m0 = teacher.eval().empty_memory(1)[0]
+    teacher.train(was_training)
+    return dst.keys() == src.keys() and all(torch.equal(dst[k], src[k]) for k in src) and torch.equal(
+        student.model.initial_state, m0)
+
+
+@pytest.mark.parametrize("mode", ["smt", "joint"])
+def test_student_readout_is_the_teachers_wherever_it_is_observed(tmp_path, monkeypatch, mode):
+    """smt/joint: from the trainer's construction on, after every optimizer step (as a user callback sees it), in
+    mid-training evaluation, in a checkpoint on disk, after train() and in a push_to_hub export, the student's readout
+    and m_0 are the (training) teacher's."""
+    from transformers import TrainerCallback
+
+    import smt_hf.hub.export
+
+    class Observe(TrainerCallback):
+        seen = []
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.seen.append(("step", state.global_step, readout_is_teachers(student, teacher)))
+
+        def on_evaluate(self, args, state, control, **kwargs):
+            self.seen.append(("eval", state.global_step, readout_is_teachers(student, teacher)))
+
+    student, teacher = models()
+    assert not readout_is_teachers(student, teacher)
+    args = targs(tmp_path, mode=mode, eval_strategy="steps", eval_steps=2, save_strategy="steps", save_steps=3)
+    trainer = SMTTrainer(model=student, teacher=teacher, args=args, train_dataset=data(), eval_dataset=data(16, seed=3),
+                         callbacks=[Observe()])
+    assert readout_is_teachers(student, teacher)  # a first evaluate() or push sees the standalone student
+    before = {k: v.clone() for k, v in teacher.decoder.state_dict().items()}
+    trainer.train()
+    assert Observe.seen == [("step", 1, True), ("step", 2, True), ("eval", 2, True), ("step", 3, True),
+                            ("step", 4, True), ("eval", 4, True)]
+    assert readout_is_teachers(student, teacher)
+    assert any(not torch.equal(v, before[k]) for k, v in teacher.decoder.state_dict().items())  # the teacher trained
+    ckpt = os.path.join(args.output_dir, "checkpoint-3")
+    assert readout_is_teachers(SMTRecurrentForCausalLM.from_pretrained(os.path.join(ckpt, "student")),
+                               SMTTeacherModel.from_pretrained(os.path.join(ckpt, "teacher")))
+    monkeypatch.setattr(smt_hf.hub.export, "push_folder", lambda *a, **k: "commit")  # no network: the folder is kept
+    assert trainer.push_to_hub("me/smt") == "commit"
+    pushed = SMTRecurrentForCausalLM.from_pretrained(os.path.join(args.output_dir, "hub_export", "student"))
+    assert readout_is_teachers(pushed, teacher)
+
+
+@pytest.mark.parametrize("mode", ["dmt", "bptt"])
+def test_dmt_and_bptt_leave_the_student_readout_its_own(tmp_path, mode):
+    """Only smt/joint take the readout from the teacher: in dmt/bptt it is the student's own, trained."""
+    student, teacher = models()
+    readout = {k: v.clone() for k, v in student.readout_head.state_dict().items()}
+    trainer = SMTTrainer(model=student, teacher=teacher, args=targs(tmp_path, mode=mode, max_steps=2, dmt_start="initial"),
+                         train_dataset=data())
+    assert all(torch.equal(v, readout[k]) for k, v in student.readout_head.state_dict().items())
+    trainer.train()
+    assert not readout_is_teachers(student, teacher)
+    assert any(not torch.equal(v, readout[k]) for k, v in student.readout_head.state_dict().items())
+
+
 @pytest.mark.parametrize("mode", ["joint", "dmt"])
 def test_interrupt_and_resume_matches_uninterrupted(tmp_path, mode):
     extra = dict(mode=mode, max_steps=6, save_strategy="steps", save_steps=3, dmt_start="initial")

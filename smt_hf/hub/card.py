@@ -95,6 +95,26 @@ def _config_dict(run_info: dict, model) -> dict:
     return {k: v for k, v in cfg.items() if v is not None and k not in ("transformers_version", "auto_map", "architectures")}
 
 
+def _prefill_context_length(config: dict) -> int | None:
+    """Tc of the carried prefill encoder (the `prefill_encoder` sub-config, or the flat `prefill_*` keys of a config
+    written before it), None without one."""
+    encoder = config.get("prefill_encoder")
+    if isinstance(encoder, dict):
+        return encoder.get("context_length")
+    return config.get("prefill_context_length") if config.get("prefill_layers") else None
+
+
+def _config_rows(config: dict) -> list[tuple[str, object]]:
+    """(key, value) rows of the card's configuration table, a sub-config's fields as `name.field` rows."""
+    rows = []
+    for key, value in config.items():
+        if isinstance(value, dict):
+            rows += [(f"{key}.{k}", v) for k, v in value.items() if k not in ("model_type", "dtype")]
+        else:
+            rows.append((key, value))
+    return sorted(rows)
+
+
 def _training_text(training: dict, log_history: list | None) -> tuple[str, int | None]:
     training = dict(training or {})
     steps = training.get("steps")
@@ -235,8 +255,8 @@ def make_model_card(
         vocab_size=config.get("vocab_size", "V"),
         memory_tokens=config.get("memory_tokens", "K"),
         hidden_size=config.get("hidden_size", "d"),
-        prefill_context_length=config.get("prefill_context_length") if config.get("prefill_layers") else None,
-        config_rows=sorted(config.items()),
+        prefill_context_length=_prefill_context_length(config),
+        config_rows=_config_rows(config),
         data_text=_data_text(dataset),
         training_text=training_text,
         steps=steps,
@@ -250,12 +270,10 @@ def make_model_card(
 
 
 def _version() -> str:
-    try:
-        from importlib.metadata import version
+    """The package version: `smt_hf.__version__`, the one source (pyproject.toml reads it for the distribution)."""
+    from .. import __version__
 
-        return version("smt-hf")
-    except Exception:  # pragma: no cover - running from a source tree without metadata
-        return "unknown"
+    return __version__
 
 
 def model_kind(model) -> str:
