@@ -128,7 +128,8 @@ def run(task="needle", seq_len=32, seed=0, smt_steps=900, dmt_steps=300, out=DEF
     for settings in (dmt_set, FULL_ROLLOUT, BPTT):  # refuse bad settings now, not after the SMT phase
         SMTTrainingArguments(output_dir="outputs/needle_e2e/tmp", **common, **settings)
     os.makedirs(out, exist_ok=True)
-    stem = os.path.join(out, f"{task}_e2e_T{T}_s{seed}" + ("_bptt" if bptt_only else ""))
+    tag = "" if list(bptt_multiples) == [1] else "_x" + "_".join(f"{m:g}" for m in bptt_multiples)
+    stem = os.path.join(out, f"{task}_e2e_T{T}_s{seed}" + (f"_bptt{tag}" if bptt_only else ""))
     run_info = {"task": task, "family": family or task, "task_kwargs": kw, "seq_len": T, "seed": seed, "machine": machine(), "threads": threads,
                 "model": model, "settings": {"smt": smt_set, "dmt": dmt_set, "full_rollout": FULL_ROLLOUT, "bptt": BPTT},
                 "rows": rows, "drift": curves}
@@ -152,11 +153,13 @@ def run(task="needle", seq_len=32, seed=0, smt_steps=900, dmt_steps=300, out=DEF
         return rows
     torch.manual_seed(seed)
     student, teacher = build_models(model, vocab, T)
-    if bptt_only:  # BPTT alone, for a given budget (a run whose SMT/DMT rows were measured separately)
-        phase(ROWS[3], student, None, BPTT, 10**6,
-              [TimeBudget(bptt_seconds)])
-        rows[-1]["budget_seconds"] = round(bptt_seconds, 1)
-        save()
+    if bptt_only:  # BPTT alone for multiples of a given budget (a run whose SMT/DMT rows were measured separately)
+        init = copy.deepcopy(student.state_dict())
+        for multiple in bptt_multiples:
+            student.load_state_dict(init)
+            phase(bptt_row(multiple), student, None, BPTT, 10**6, [TimeBudget(multiple * bptt_seconds)])
+            rows[-1]["budget_seconds"] = round(multiple * bptt_seconds, 1)
+            save()
         return rows
     init = copy.deepcopy(student.state_dict())
     _, smt = phase(ROWS[0], student, teacher, smt_set, smt_steps)
@@ -361,7 +364,7 @@ def fig3(out: str, T: int) -> dict:
     runs: dict[str, dict[int, dict[str, dict]]] = {}
     for path in sorted(glob.glob(os.path.join(out, f"*_e2e_T{T}_s*.json"))):
         run = json.load(open(path))
-        rows = runs.setdefault(run.get("family", run["task"]), {}).setdefault(run["seed"], {})
+        rows = runs.setdefault(run.get("family") or run["task"], {}).setdefault(run["seed"], {})
         for r in run["rows"]:
             rows.setdefault(r["run"], r)  # a (seed, row) counts once
     res = {}
@@ -471,7 +474,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-bptt", action="store_true")
     p.add_argument("--continue-dmt", action="store_true",
                    help="run --dmt-steps more one-step DMT steps on the saved student of an earlier run (a row is appended)")
-    p.add_argument("--bptt-only", action="store_true", help="run only BPTT for --bptt-seconds (<stem>_bptt.json)")
+    p.add_argument("--bptt-only", action="store_true",
+                   help="run only BPTT for --bptt-multiples x --bptt-seconds (<stem>_bptt[_x<multiples>].json)")
     p.add_argument("--bptt-seconds", type=float, default=None,
                    help="BPTT's wall-clock budget (default: the measured wall-clock of joint SMT + one-step DMT)")
     p.add_argument("--no-full-rollout", action="store_true")

@@ -1,0 +1,67 @@
+"""recipes/needle_e2e.py as the Fig 3 recipe: family settings from the calibration YAML, BPTT row names, and the
+table over families (mean ± half-range over the seeds that ran each row, each (seed, row) once)."""
+
+import json
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "recipes"))
+import needle_e2e as n  # noqa: E402
+
+
+def test_family_settings_take_the_calibrated_teacher_and_lr(tmp_path):
+    path = tmp_path / "t.yaml"
+    path.write_text("defaults: {seq_len: 32, teacher: {hidden_size: 64, memory_tokens: 4}, learning_rate: 0.003, "
+                    "warmup_steps: 100}\nfamilies:\n  copy: {task: string_copy, teacher: {hidden_size: 32, "
+                    "memory_tokens: 8}, training: {eval_positions: 8}}\n  nd: {task: needle, task_kwargs: "
+                    "{vocab_size: 12}, learning_rate: 0.001}\n")
+    f = n.family_settings("copy", path=str(path))
+    assert f["task"] == "string_copy" and f["seq_len"] == 32 and f["training"] == {"eval_positions": 8}
+    assert f["model"] == {"teacher": {"hidden_size": 32, "memory_tokens": 8}, "student": n.MODEL["student"]}
+    assert f["smt"] == dict(n.SMT, learning_rate=0.003, warmup_steps=100)
+    g = n.family_settings("nd", 64, path=str(path))
+    assert (g["task_kwargs"], g["seq_len"], g["smt"]["learning_rate"]) == ({"vocab_size": 12}, 64, 0.001)
+    with pytest.raises(KeyError, match=r"\['copy', 'nd'\]"):
+        n.family_settings("parity", path=str(path))
+
+
+def test_shipped_families_all_name_a_task_the_recipe_knows():
+    import yaml
+
+    fams = yaml.safe_load(open(n.FAMILIES))["families"]
+    assert {n.family_settings(name)["task"] for name in fams} <= set(n.TASKS)
+
+
+def test_bptt_row_names():
+    assert (n.bptt_row(1), n.bptt_row(4.0), n.bptt_row(2)) == (n.ROWS[3], n.ROWS[4], "BPTT (2x wall-clock)")
+
+
+def test_fig3_table_over_families(tmp_path):
+    def row(name, acc, seconds=10.0, **kw):
+        return {"run": name, "steps": 5, "seconds": seconds, "teacher_acc": 0.99, "onestep_acc": 0.9,
+                "student_acc": acc, **kw}
+
+    def dump(stem, fam, task, seed, rows):
+        json.dump({"task": task, "family": fam, "seq_len": 32, "seed": seed, "machine": "m", "rows": rows},
+                  open(tmp_path / f"{stem}.json", "w"))
+
+    dump("stack_e2e_T32_s0", "stack", "stack", 0, [row(n.ROWS[0], 0.3), row(n.ROWS[1], 0.9), row(n.ROWS[3], 0.2),
+                                                   row(n.ROWS[4], 0.4, 40.0)])
+    dump("stack_e2e_T32_s1", "stack", "stack", 1, [row(n.ROWS[0], 0.5), row(n.ROWS[1], 0.7, 20.0), row(n.ROWS[3], 0.6)])
+    dump("stack_e2e_T32_s1_bptt", "stack", "stack", 1, [row(n.ROWS[3], 0.0)])  # (seed 1, BPTT) already counted
+    dump("needle_e2e_T32_s0", None, "needle", 0, [row(n.ROWS[0], 0.1)])  # an older run without `family`
+    dump("stack_e2e_T64_s0", "stack", "stack", 0, [row(n.ROWS[1], 0.0)])  # another length: not read
+    res = n.fig3(str(tmp_path), 32)
+    st = res["stack"]
+    assert st["SMT -> DMT one_step (no BPTT)"] == {"mean": 0.8, "half_range": pytest.approx(0.1), "seeds": [0, 1],
+                                                   "values": [0.9, 0.7], "seconds": 15.0}
+    assert st["BPTT, same wall-clock"]["values"] == [0.2, 0.6]
+    assert st["BPTT, 4x wall-clock"]["values"] == [0.4] and st["SMT -> DMT full_rollout (truncated BPTT)"] is None
+    assert st["teacher"]["mean"] == 0.99 and st["SMT standalone"]["values"] == [0.3, 0.5]
+    assert set(res) == {"stack", "needle"}
+    md = (tmp_path / "fig3_T32.md").read_text()
+    line = next(x for x in md.splitlines() if x.startswith("| stack"))
+    assert "0.80 ± 0.10 (n=2, 15 s)" in line and "0.40 (n=1, 40 s)" in line
+    assert json.load(open(tmp_path / "fig3_T32.json"))["families"]["stack"]["BPTT, 4x wall-clock"]["seeds"] == [0]
