@@ -18,7 +18,8 @@ student is this recipe's. `--fig3` writes the table/figure over every family fou
     python recipes/needle_e2e.py --family stack --seeds 0 --bptt-multiples 1 4 --out recipes/results/fig3
     python recipes/needle_e2e.py --fig3 --seq-len 32 --out recipes/results/fig3
 
-Prints one table per seed and one over all seeds found; writes <out>/<task>_e2e_T<T>_s<seed>.json, the drift
+Prints one table per seed and one over all seeds found (the student's model card:
+`python model_cards/generate_card.py <JSON> --e2e --model <folder>/student`); writes <out>/<task>_e2e_T<T>_s<seed>.json, the drift
 plot, and <out>/<task>_e2e_T<T>.md (mean ± spread over the seeds in <out>). Default out: outputs/needle_e2e.
 """
 
@@ -59,9 +60,9 @@ def family_settings(name: str, seq_len: int | None = None, path: str = FAMILIES)
     `model` = the family's teacher + this recipe's student; `smt` = joint SMT with the family's learning rate and
     warm-up; `training` = extra SMTTrainingArguments for every phase (e.g. eval_positions). KeyError names the
     families there."""
-    import yaml
+    from smt_hf.recipe_config import load_preset
 
-    cfg = yaml.safe_load(open(path))
+    cfg = load_preset(path)
     if name not in cfg["families"]:
         raise KeyError(f"family {name!r} is not in {path}; choose from {sorted(cfg['families'])}")
     f = {**cfg["defaults"], **cfg["families"][name]}
@@ -404,48 +405,6 @@ def fig3(out: str, T: int) -> dict:
     return res
 
 
-def write_card(json_path: str, model_dir: str | None = None, out: str | None = None) -> str:
-    """Fill the model card of the SMT -> DMT student from the run's JSON (model_cards/generate_card.py)."""
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "model_cards"))
-    from generate_card import make_card
-
-    from smt_hf.export import load_model
-
-    run = json.load(open(json_path))
-    T = run["seq_len"]
-    model_dir = model_dir or os.path.join(os.path.dirname(json_path), f"final_{run['task']}_T{T}_s{run['seed']}", "student")
-    dmt = next(r for r in run["rows"] if r["run"] == "SMT -> DMT one_step")
-    smt = next(r for r in run["rows"] if r["run"] == "joint SMT")
-    bptt = next((r for r in run["rows"] if r["run"].startswith("BPTT")), None)
-    info = {
-        "model_name": f"smt-needle-T{T}-transformer",
-        "kind": "student",
-        "description": f"A tiny transformer-backbone RNN trained on needle retrieval (T={T}, vocabulary 16) with joint "
-                       f"SMT then one-step DMT (dmt_gradient='one_step': no backpropagation through time; DMT settings "
-                       f"{ {k: v for k, v in run.get('settings', {}).get('dmt', {}).items() if k != 'mode'} }) by "
-                       f"`recipes/needle_e2e.py`. Its standalone accuracy at the query is {dmt['student_acc']:.3f}"
-                       + (f"; the same student trained with BPTT for the same wall-clock reached {bptt['student_acc']:.3f}."
-                          if bptt else "."),
-        "dataset": {"name": "needle retrieval (synthetic)", "source": "smt_hf.data.make_task('needle', ...)",
-                    "split": f"512 held-out episodes (seed {10**6 + run['seed']})"},
-        "training": {"mode": "smt+dmt", "steps": smt["steps"] + dmt["steps"],
-                     "stages": [{"mode": "joint", "steps": smt["steps"]},
-                                {"mode": "dmt", "dmt_gradient": "one_step", "steps": dmt["steps"]}],
-                     "wall_time": f"{smt['seconds'] + dmt['seconds']:.0f} s", "context_length": T, "future_length": T},
-        "hardware": run["machine"],
-        "eval": {k: dmt[k] for k in ("teacher_acc", "onestep_acc", "student_acc", "drift_mean") if dmt.get(k) is not None},
-        "plots": [{"path": None,
-                   "caption": "rollout drift 1-R^2 per step, after joint SMT, one-step DMT and full-rollout DMT"}],
-        "limitations": ["A toy model: it solves one synthetic task at one length; it is evidence for the method, "
-                        "not a model to use."],
-    }
-    out = out or os.path.join(os.path.dirname(json_path), f"needle_T{T}_student.md")
-    png = json_path.replace(".json", "_drift.png")
-    info["plots"][0]["path"] = os.path.relpath(png, os.path.dirname(os.path.abspath(out)))
-    make_card(info, out, model=load_model(model_dir))
-    return out
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--task", default="needle", choices=sorted(TASKS))
@@ -481,9 +440,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-full-rollout", action="store_true")
     p.add_argument("--out", default=DEFAULT_OUT, help=f"folder for JSON, plots, tables (default {DEFAULT_OUT}; "
                    "`--out recipes/results` updates the shipped results)")
-    p.add_argument("--card", metavar="JSON", help="only write the model card of the student saved by the run of JSON")
-    p.add_argument("--card-out", default=None, help="model card path (default: next to the JSON)")
-    p.add_argument("--model-dir", default=None, help="the saved student folder (default: <JSON folder>/final_<task>_T<T>_s<seed>/student)")
     return p
 
 
@@ -494,9 +450,6 @@ def cli(argv=None):
     if a.fig3:
         fig3(a.out, a.seq_len)
         print(open(os.path.join(a.out, f"fig3_T{a.seq_len}.md")).read())
-        return
-    if a.card:
-        print("card:", write_card(a.card, model_dir=a.model_dir, out=a.card_out))
         return
     steps = a.smt_steps or (900 if a.seq_len <= 32 else 1400)
     for s in a.seeds:

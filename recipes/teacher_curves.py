@@ -23,7 +23,7 @@ import os
 import sys
 import time
 
-import yaml
+from smt_hf.recipe_config import load_preset
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_CONFIG = os.path.join(HERE, "configs", "calibration", "teachers.yaml")
@@ -131,7 +131,7 @@ def main(argv=None) -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default="outputs/teacher_curves")
     a = p.parse_args(argv)
-    cfg = yaml.safe_load(open(a.config))
+    cfg = load_preset(a.config)  # the recipes' one YAML loader (smt_hf.recipe_config)
     families = cfg["families"]
     unknown = set(a.only or []) - set(families)
     if unknown:

@@ -219,3 +219,31 @@ def test_card_names_the_dmt_gradient_setting():
     assert "stage `dmt`: 10 steps (dmt_gradient=one_step: no gradient across steps, no BPTT)" in text
     info["training"]["stages"][1]["dmt_gradient"] = "full_rollout"
     assert "truncated BPTT" in make_model_card(info, model=_student("mlp")).text
+
+
+def test_card_of_an_e2e_run_names_its_rows_settings_and_plot(tmp_path):
+    """model_cards/generate_card.py --e2e: the card of a recipes/needle_e2e.py run takes the one-step DMT row's
+    metrics, both stages' steps and wall-clock, the DMT settings and the drift plot next to the JSON."""
+    import json
+
+    gc = load_generate_card()
+    run = {"task": "string_copy", "task_kwargs": {}, "seq_len": 32, "seed": 1, "machine": "cpu x",
+           "settings": {"dmt": {"mode": "dmt", "dmt_matched_steps": 8}},
+           "rows": [{"run": "joint SMT", "steps": 100, "seconds": 60.0, "student_acc": 0.3},
+                    {"run": "SMT -> DMT one_step", "steps": 40, "seconds": 30.4, "student_acc": 0.875,
+                     "teacher_acc": 0.99, "onestep_acc": 0.9, "drift_mean": None},
+                    {"run": "BPTT (same wall-clock)", "steps": 9, "seconds": 90, "student_acc": 0.25}]}
+    info = gc.run_info_from_e2e(run, "x_drift.png")
+    assert info["model_name"] == "smt-string-copy-T32-transformer"
+    assert info["eval"] == {"teacher_acc": 0.99, "onestep_acc": 0.9, "student_acc": 0.875}
+    assert info["training"]["stages"] == [{"mode": "joint", "steps": 100},
+                                          {"mode": "dmt", "dmt_gradient": "one_step", "steps": 40}]
+    assert info["training"]["wall_time"] == "90 s" and info["hardware"] == "cpu x"
+    assert "{'dmt_matched_steps': 8}" in info["description"] and "reached 0.250" in info["description"]
+    assert info["plots"][0]["path"] == "x_drift.png" and info["dataset"]["split"].endswith("(seed 1000001)")
+    (tmp_path / "run.json").write_text(json.dumps(run))
+    (tmp_path / "run_drift.png").write_bytes(b"")
+    out = tmp_path / "cards" / "card.md"
+    assert gc.main([str(tmp_path / "run.json"), "--e2e", "-o", str(out)]) == 0
+    text = out.read_text()
+    assert "0.875" in text and "](../run_drift.png)" in text
