@@ -64,9 +64,6 @@ class SMTPreTrainedModel(PreTrainedModel):
         pass
 
 
-__all__ = ["SMTPreTrainedModel", "check_memory", "check_token_ids"]
-
-
 def is_dtensor(tensor: torch.Tensor) -> bool:
     """Whether `tensor` is a `torch.distributed.tensor.DTensor` (an FSDP2 `fully_shard` parameter shard)."""
     try:
@@ -91,3 +88,6 @@ def copy_full_(param: torch.Tensor, full: torch.Tensor) -> None:
 
         full = distribute_tensor(full, param.device_mesh, param.placements)
     param.copy_(full)
+
+
+__all__ = ["SMTPreTrainedModel", "check_memory", "check_token_ids"]
