@@ -40,7 +40,7 @@ from .cache import SMTMemoryCache
 from .configuration_smt import SMTMemoryEncoderConfig, SMTRecurrentConfig, check_prefill
 from .modeling_layers import TransformerStack
 from .modeling_prefill import SMTPrefillEncoder
-from .modeling_utils import SMTPreTrainedModel, check_memory, check_token_ids
+from .modeling_utils import SMTPreTrainedModel, check_memory, check_token_ids, copy_full_, is_dtensor, local_tensor
 
 
 @dataclass
@@ -365,14 +365,20 @@ class SMTRecurrentForCausalLM(SMTRecurrentPreTrainedModel, GenerationMixin):
         return inputs
 
     @torch.no_grad()
-    def init_from_teacher(self, teacher) -> None:
+    def init_from_teacher(self, teacher, initial_memory: torch.Tensor | None = None) -> None:
         """Make the student standalone after SMT: readout := the teacher's decoder + head (so g(m) equals the
         decoder's first-step prediction D(m)[K-1]) and m_0 := E(empty context), so `generate()` needs no teacher.
 
         The one place readout initialisation from the teacher happens; in smt/joint `SMTTrainer` calls it from one
         place (its `ReadoutFromTeacher` callback: when the trainer is built and after every optimizer step). Raises
         ValueError naming the fix when the readout does not compute the decoder's function (other depth, widths,
-        heads, rope_theta or eps)."""
+        heads, rope_theta or eps).
+
+        Under FSDP2 (`fully_shard`; parameters are DTensor shards) call it on every process, outside forward (the
+        parameters sharded): the readout is copied shard to shard, no communication. E(empty) needs the teacher's
+        encoder gathered, which only the caller holding the FSDP root can do, so pass it as `initial_memory` (K, d),
+        computed in eval mode between `root.unshard()` and `root.reshard()`, as `SMTTrainer` does; without it a sharded
+        teacher raises ValueError."""
         tc, sc = teacher.config, self.config
         # the settings that define the decoder's function (not only its parameter shapes): (teacher, student) names
         pairs = [("vocab_size", "vocab_size"), ("hidden_size", "hidden_size"), ("memory_tokens", "memory_tokens"),
@@ -390,24 +396,35 @@ class SMTRecurrentForCausalLM(SMTRecurrentPreTrainedModel, GenerationMixin):
                 "`SMTRecurrentConfig.from_teacher(teacher.config, ...)` (readout_layers = num_decoder_layers, same widths)."
             )
         head, embed = self.readout_head.lm_head.weight, self.get_input_embeddings().weight
-        if getattr(sc, "tie_word_embeddings", False) or head.data_ptr() == embed.data_ptr():
+        # (FSDP2 shards: compare this process's local storage; a sharded tensor itself reports data_ptr() 0)
+        head_ptr, embed_ptr = local_tensor(head).data_ptr(), local_tensor(embed).data_ptr()
+        if getattr(sc, "tie_word_embeddings", False) or head is embed or (head_ptr == embed_ptr and head_ptr != 0):
             raise ValueError(
                 "The student's readout head is tied to its token embedding (tie_word_embeddings=True): copying the "
                 "teacher head in would also overwrite the embedding its updater f reads, changing the trained transition. "
                 "Build the student with `SMTRecurrentConfig.from_teacher(teacher.config, ..., tie_word_embeddings=False)`."
             )
-        dst.load_state_dict(src.state_dict())
+        if initial_memory is None and any(is_dtensor(p) for p in teacher.parameters()):
+            raise ValueError(
+                "The teacher's parameters are FSDP2 shards (DTensor), so E(empty) can't be computed here: compute it "
+                "with the FSDP root's parameters gathered (`root.unshard()`; `teacher.eval().empty_memory(1)[0]`; "
+                "`root.reshard()`) and pass it as `init_from_teacher(teacher, initial_memory=...)`, as SMTTrainer does."
+            )
+        dst.load_state_dict(src.state_dict())  # (FSDP2: DTensor shards, copied shard to shard)
         self.readout_head.lm_head.load_state_dict(teacher.lm_head.state_dict())
-        was_training = teacher.training
-        teacher.eval()
-        self.set_initial_memory(teacher.empty_memory(1)[0])
-        teacher.train(was_training)
+        if initial_memory is None:
+            was_training = teacher.training
+            teacher.eval()
+            initial_memory = teacher.empty_memory(1)[0]
+            teacher.train(was_training)
+        self.set_initial_memory(initial_memory)
 
     @torch.no_grad()
     def set_initial_memory(self, memory: torch.Tensor) -> None:
-        """Store m_0 (K, d) or (1, K, d), e.g. the teacher's empty-context memory."""
+        """Store m_0 (K, d) or (1, K, d), e.g. the teacher's empty-context memory (the full m_0 also when m_0 is an
+        FSDP2 shard: every process then calls this)."""
         memory = memory.reshape(self.config.memory_tokens, self.config.hidden_size)
-        self.model.initial_state.copy_(memory.to(self.model.initial_state.dtype))
+        copy_full_(self.model.initial_state, memory)
 
     def forward(
         self,

@@ -64,4 +64,30 @@ class SMTPreTrainedModel(PreTrainedModel):
         pass
 
 
+def is_dtensor(tensor: torch.Tensor) -> bool:
+    """Whether `tensor` is a `torch.distributed.tensor.DTensor` (an FSDP2 `fully_shard` parameter shard)."""
+    try:
+        from torch.distributed.tensor import DTensor
+    except ImportError:  # torch without public DTensors: no FSDP2 shards either
+        return False
+    return isinstance(tensor, DTensor)
+
+
+def local_tensor(tensor: torch.Tensor) -> torch.Tensor:
+    """This process's part of a DTensor (its shard), else the tensor itself."""
+    return tensor.to_local() if is_dtensor(tensor) else tensor
+
+
+def copy_full_(param: torch.Tensor, full: torch.Tensor) -> None:
+    """param.copy_(full) for a full (unsharded) `full` of param's global shape, also when `param` is a DTensor shard
+    (FSDP2): `full` is laid out as `param` (`distribute_tensor`: rank 0's values, scattered) and copied shard to shard.
+    Every process must call it (a collective when `param` is a DTensor)."""
+    full = full.to(device=param.device, dtype=param.dtype)
+    if is_dtensor(param):
+        from torch.distributed.tensor import distribute_tensor
+
+        full = distribute_tensor(full, param.device_mesh, param.placements)
+    param.copy_(full)
+
+
 __all__ = ["SMTPreTrainedModel", "check_memory", "check_token_ids"]

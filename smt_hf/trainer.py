@@ -17,6 +17,7 @@ it is the standalone model of the current teacher.
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import safetensors.torch
@@ -29,6 +30,7 @@ from .data.collator import SMTDataCollator
 from .evaluation import evaluate_smt, summarize
 from . import hub
 from .modeling_recurrent import SMTRecurrentForCausalLM
+from .modeling_utils import is_dtensor
 from .modeling_teacher import SMTTeacherModel
 from .training_args import SMTTrainingArguments
 from .training_module import SMTTrainingModule
@@ -58,6 +60,43 @@ def _first_length(dataset) -> int | None:
         return None
 
 
+def _fsdp_version(trainer: Trainer) -> int | None:
+    """1 or 2 when the trainer runs under accelerate's FSDP plugin, else None."""
+    plugin = getattr(trainer.accelerator.state, "fsdp_plugin", None)
+    return None if plugin is None else getattr(plugin, "fsdp_version", 1)
+
+
+def _refuse_fsdp1(version: int | None) -> None:
+    if version == 1:
+        raise ValueError(
+            "SMTTrainer runs under FSDP2 only (`fully_shard`: the student's readout and m_0 are copied from the teacher "
+            "shard by shard, and evaluate() runs the models outside the root's forward); FSDP1 (fsdp_config "
+            "version 1, deprecated by transformers) is not supported. Pass fsdp_config={'version': 2} (the default), "
+            "or train without FSDP."
+        )
+
+
+@contextlib.contextmanager
+def root_unsharded(module: torch.nn.Module):
+    """FSDP2: within the block the root's own parameters (those outside its `fully_shard`-ed Blocks) are gathered
+    full (`unshard()`), so submodules can run outside the root's forward (the Blocks gather theirs in their own
+    forward hooks); `reshard()` after. Writes to parameters inside the block are lost on `reshard()`: write after.
+    Every process must enter it (collectives). Nothing for a module that is not an FSDP2 root (one process, DDP, or
+    before the Trainer has wrapped it)."""
+    try:
+        from torch.distributed.fsdp import FSDPModule
+    except ImportError:  # torch without FSDP2
+        FSDPModule = ()
+    if not isinstance(module, FSDPModule):
+        yield
+        return
+    module.unshard()
+    try:
+        yield
+    finally:
+        module.reshard()
+
+
 class ReadoutFromTeacher(TrainerCallback):
     """smt/joint: `student.init_from_teacher(teacher)` (readout := the teacher's decoder + head, m_0 := E(empty))
     when the trainer is built (`on_init_end`: a first `evaluate()` or `push_to_hub` sees it) and after every optimizer
@@ -71,11 +110,21 @@ class ReadoutFromTeacher(TrainerCallback):
     training module holding the same Blocks under `student.` and `teacher.` puts each in its state_dict twice and
     gives FSDP's auto-wrap one module with two parents."""
 
-    def __init__(self, student: SMTRecurrentForCausalLM, teacher: SMTTeacherModel):
-        self.student, self.teacher = student, teacher
+    def __init__(self, student: SMTRecurrentForCausalLM, teacher: SMTTeacherModel, module: torch.nn.Module | None = None):
+        self.student, self.teacher, self.module = student, teacher, module  # module: the training module (FSDP root)
 
     def sync(self) -> None:
-        self.student.init_from_teacher(self.teacher)
+        if not any(is_dtensor(p) for p in self.teacher.parameters()):  # one process, DDP, not yet wrapped
+            self.student.init_from_teacher(self.teacher)
+            return
+        # FSDP2 (parameters are DTensor shards): E(empty) with the root's parameters gathered (one encoder pass over
+        # the K registers, all-gathers as in a forward), then the copies into the resharded shards
+        was_training = self.teacher.training
+        self.teacher.eval()
+        with root_unsharded(self.module):
+            memory = self.teacher.empty_memory(1)[0]
+        self.teacher.train(was_training)
+        self.student.init_from_teacher(self.teacher, initial_memory=memory)
 
     def on_init_end(self, args, state, control, **kwargs):
         self.sync()
@@ -128,6 +177,7 @@ class SMTTrainer(Trainer):
                     f"{name} sequences have {length} tokens but mode={args.mode!r} needs >= {args.min_sequence_length()} "
                     "(see context_length / rollout_length / split); use longer sequences or smaller lengths."
                 )
+        _refuse_fsdp1(int((args.fsdp_config or {}).get("version", 2)) if args.fsdp else None)
         if data_collator is None:
             # sequence batches for every mode; smt/joint split points are drawn inside the training step
             data_collator = SMTDataCollator(mode="eval")
@@ -140,9 +190,10 @@ class SMTTrainer(Trainer):
         self.student, self.teacher = model, teacher
         self.module = SMTTrainingModule(model, teacher, args, step_fn=step_fn)
         if args.mode in ("smt", "joint"):  # the student's readout and m_0 are the teacher's (ReadoutFromTeacher)
-            kwargs["callbacks"] = [ReadoutFromTeacher(model, teacher), *(kwargs.get("callbacks") or [])]
+            kwargs["callbacks"] = [ReadoutFromTeacher(model, teacher, self.module), *(kwargs.get("callbacks") or [])]
         super().__init__(model=self.module, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
                          data_collator=data_collator, **kwargs)
+        _refuse_fsdp1(_fsdp_version(self))  # (also an FSDP1 plugin from `accelerate launch`'s config)
         self.model_accepts_loss_kwargs = False
         self._parts_sum: dict[str, torch.Tensor] = {}
         self._parts_count = 0
@@ -201,18 +252,8 @@ class SMTTrainer(Trainer):
             for name, ds in dataset.items():
                 metrics.update(self.evaluate(ds if override else name, ignore_keys, f"{metric_key_prefix}_{name}"))
             return metrics
-        results = []
-        for batch in self.get_eval_dataloader(dataset):  # a str names one of the eval_dataset dict's entries
-            batch = {k: v.to(self.args.device) for k, v in batch.items()}
-            n = self._rows_to_evaluate(batch["input_ids"].shape[0])
-            if n == 0:
-                continue
-            batch = {k: v[:n] for k, v in batch.items()}
-            results.append(
-                evaluate_smt(self.student, self.teacher, batch["input_ids"], batch["labels"], self.args.context_length,
-                             eval_positions=self.args.eval_positions, drift_stride=self.args.dmt_stride,
-                             attention_mask=batch.get("attention_mask"))
-            )
+        with root_unsharded(self.model):  # FSDP2: the models run outside the root's forward
+            results = self._evaluate_batches(dataset)
         if self.accelerator.num_processes > 1:  # every process's per-batch sums (on the CPU: pickled between ranks)
             results = gather_object([_to_cpu(r) for r in results])
         summary = summarize(results)
@@ -221,6 +262,25 @@ class SMTTrainer(Trainer):
         self.log(metrics)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
         return metrics
+
+    def _evaluate_batches(self, dataset) -> list[dict]:
+        """`evaluate_smt` sums of this process's eval batches (the repeats that pad its last batch left out). Under
+        FSDP2 every forward is a collective (each Block gathers its shards), so a batch of repeats only is still run
+        (and its result dropped) to keep the processes in step."""
+        sharded = any(is_dtensor(p) for p in self.model.parameters())
+        results = []
+        for batch in self.get_eval_dataloader(dataset):  # a str names one of the eval_dataset dict's entries
+            batch = {k: v.to(self.args.device) for k, v in batch.items()}
+            n = self._rows_to_evaluate(batch["input_ids"].shape[0])
+            if n == 0 and not sharded:
+                continue
+            batch = {k: v[: n or None] for k, v in batch.items()}
+            result = evaluate_smt(self.student, self.teacher, batch["input_ids"], batch["labels"],
+                                  self.args.context_length, eval_positions=self.args.eval_positions,
+                                  drift_stride=self.args.dmt_stride, attention_mask=batch.get("attention_mask"))
+            if n:
+                results.append(result)
+        return results
 
     def _rows_to_evaluate(self, batch_size: int) -> int:
         """How many leading rows of this process's eval batch are samples of the dataset. Accelerate gives every

@@ -111,8 +111,9 @@ class SMTTrainingModule(nn.Module):
             self.sampler = SplitSampler(splits_per_sequence=args.splits_per_sequence, split=args.split,
                                         context_length=args.context_length)
         self.replay: ReplayBuffer | None = ReplayBuffer(args.dmt_buffer_size) if args.dmt_buffer_size else None
-        # FSDP auto-wrap reads this
-        self._no_split_modules = ["Block", "ResidualMLPBlock"]
+        # FSDP auto-wrap reads this: only the block classes present (accelerate raises on a listed class it can't find)
+        self._no_split_modules = [name for name in ("Block", "ResidualMLPBlock")
+                                  if any(type(m).__name__ == name for m in self.modules())]
 
     def __getattr__(self, name):
         if name == "teacher" and "_frozen_teacher" in self.__dict__:

@@ -3,8 +3,12 @@
 - DDP through `SMTTrainer` (`dist_train.py`): same first losses, the same standalone student saved, and the same
   `evaluate()` metrics on every rank (sharded eval loader, gathered results, last-batch repeats left out).
 - FSDP2 (`fsdp_train.py`): the training module really sharded with `torch.distributed.fsdp.fully_shard` (every
-  parameter a DTensor shard), with activation checkpointing on. Accelerate never enables FSDP on CPU (a Trainer with
-  `fsdp=True` runs plain DDP there), so the Trainer's own FSDP save / clipping / load path is not checked on CPU.
+  parameter a DTensor shard), with activation checkpointing on.
+- FSDP2 through `SMTTrainer` (`fsdp_trainer.py`, smt and joint): the Trainer's own FSDP2 path (accelerate's
+  `fsdp2_prepare_model`, clipping, full-state-dict save). Accelerate enables FSDP only on accelerators, so the script
+  turns it on for the CPU (see there). Checked: the same losses, the same evaluate() metrics, the saved student's
+  readout and m_0 the saved teacher's bit for bit, and the saved student standalone. The Trainer's FSDP checkpoint
+  load (resume) is not checked.
 """
 
 import json
@@ -62,3 +66,19 @@ def test_fsdp2_sharded_module_matches_one_process(tmp_path):
     assert sharded["checkpointing"]
     assert len(single["losses"]) == len(sharded["losses"]) == 3
     assert sharded["losses"] == pytest.approx(single["losses"], rel=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["joint", "smt"])
+def test_fsdp2_trainer_smt_matches_one_process(tmp_path, mode):
+    """smt/joint under the Trainer's FSDP2: the readout and m_0 copies from the teacher (ReadoutFromTeacher) work on
+    DTensor shards, evaluate() runs the sharded models, the saved student is the standalone model of the saved teacher."""
+    single = run(tmp_path, "fsdp_trainer.py", "single", 1, (mode,))
+    sharded = run(tmp_path, "fsdp_trainer.py", "fsdp", 2, (mode, "fsdp"))
+    assert sharded["world"] == 2 and sharded["fsdp"] and sharded["sharded"] and not single["sharded"]
+    assert len(single["losses"]) == len(sharded["losses"]) == 3
+    assert sharded["losses"] == pytest.approx(single["losses"], rel=1e-5)
+    assert sharded["eval"].keys() == single["eval"].keys() and "eval_drift_mean" in single["eval"]
+    assert sharded["eval"] == pytest.approx(single["eval"], rel=1e-3)  # after 3 steps of float drift
+    assert sharded["readout_is_teachers"] and sharded["m0_is_teachers"]  # bit for bit, in the saved folders
+    assert single["readout_is_teachers"] and single["m0_is_teachers"]
+    assert sharded["saved_logits"] == pytest.approx(single["saved_logits"], rel=1e-2, abs=1e-3)

@@ -349,6 +349,22 @@ def test_student_readout_is_the_teachers_wherever_it_is_observed(tmp_path, monke
     assert readout_is_teachers(pushed, teacher)
 
 
+def test_fsdp1_is_refused_naming_fsdp2(tmp_path):
+    """The readout copies and evaluate() work on FSDP2 shards (test_distributed.py); FSDP1's flat parameters are refused
+    before the Trainer is built (here in one process, where the HF Trainer would refuse FSDP for another reason)."""
+    student, teacher = models()
+    args = targs(tmp_path, mode="joint", fsdp=True, fsdp_config={"version": 1})
+    with pytest.raises(ValueError, match=r"FSDP2 only.*fsdp_config=\{'version': 2\}"):
+        SMTTrainer(model=student, teacher=teacher, args=args, train_dataset=data())
+
+
+@pytest.mark.parametrize("backbone, blocks", [("transformer", ["Block"]), ("mlp", ["Block", "ResidualMLPBlock"])])
+def test_fsdp_auto_wrap_lists_only_the_block_classes_present(tmp_path, backbone, blocks):
+    """accelerate's FSDP auto-wrap raises on a `_no_split_modules` class it can't find in the model."""
+    student, teacher = models(backbone)
+    assert SMTTrainingModule(student, teacher, targs(tmp_path, mode="joint"))._no_split_modules == blocks
+
+
 @pytest.mark.parametrize("mode", ["dmt", "bptt"])
 def test_dmt_and_bptt_leave_the_student_readout_its_own(tmp_path, mode):
     """Only smt/joint take the readout from the teacher: in dmt/bptt it is the student's own, trained."""
