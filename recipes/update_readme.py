@@ -26,9 +26,21 @@ def _demote(markdown: str, levels: int = 2) -> str:
     return re.sub(r"^(#+)", lambda m: "#" * min(6, len(m.group(1)) + levels), markdown, flags=re.M)
 
 
-def _results_links(markdown: str) -> str:
-    """Image links written next to the results (`![x](a.png)`) point into recipes/results/ from README."""
-    return re.sub(r"!\[([^\]]*)\]\(([^/)]+\.png)\)", r"![\1](recipes/results/\2)", markdown)
+def _results_links(markdown: str, folder: str = "recipes/results") -> str:
+    """Image links written next to the results (`![x](a.png)`) point into `folder` (relative to README)."""
+    return re.sub(r"!\[([^\]]*)\]\(([^/)]+\.png)\)", rf"![\1]({folder}/\2)", markdown)
+
+
+def fig3_section() -> str:
+    """Paper Fig 3 over the synthetic families (recipes/results/fig3/fig3_T<T>.md, `needle_e2e.py --fig3`)."""
+    parts = []
+    for path in sorted(glob.glob(os.path.join(RESULTS, "fig3", "fig3_T*.md"))):
+        T = os.path.basename(path)[len("fig3_T"): -len(".md")]
+        parts.append(f"#### T={T} (`python recipes/needle_e2e.py --family <family> --seq-len {T} --out "
+                     f"recipes/results/fig3`; each family's table and settings: "
+                     f"`recipes/results/fig3/<task>_e2e_T{T}.md`)\n\n"
+                     + _results_links(open(path).read().strip(), "recipes/results/fig3") + "\n")
+    return "### Fig 3: the synthetic families, SMT vs BPTT\n\n" + "\n".join(parts) if parts else ""
 
 
 def needle_section() -> str:
@@ -102,7 +114,7 @@ def main() -> None:
     readme = open(readme_path).read()
     if START not in readme or END not in readme:
         raise SystemExit(f"README.md has no {START} ... {END} block")
-    body = "\n\n".join(p for p in (needle_section(), teacher_section(), main_job_section(), bench_section(),
+    body = "\n\n".join(p for p in (fig3_section(), needle_section(), teacher_section(), main_job_section(), bench_section(),
                                           paper_section()) if p)
     head, rest = readme.split(START, 1)
     _, tail = rest.split(END, 1)

@@ -91,3 +91,16 @@ def test_update_readme_points_result_images_into_recipes_results():
     md = "a ![x](needle_e2e_T32_seqflops.png) b ![y](recipes/results/z.png) ![w](https://h/p.png)"
     assert update_readme._results_links(md) == ("a ![x](recipes/results/needle_e2e_T32_seqflops.png) b "
                                                 "![y](recipes/results/z.png) ![w](https://h/p.png)")
+
+
+def test_update_readme_fig3_section_links_into_the_fig3_folder(tmp_path, monkeypatch):
+    import update_readme
+
+    (tmp_path / "fig3").mkdir()
+    (tmp_path / "fig3" / "fig3_T32.md").write_text("table\n\n![Fig 3](fig3_T32.png)\n")
+    monkeypatch.setattr(update_readme, "RESULTS", str(tmp_path))
+    text = update_readme.fig3_section()
+    assert text.startswith("### Fig 3: the synthetic families, SMT vs BPTT\n\n#### T=32 (")
+    assert text.endswith("table\n\n![Fig 3](recipes/results/fig3/fig3_T32.png)\n")
+    monkeypatch.setattr(update_readme, "RESULTS", str(tmp_path / "none"))
+    assert update_readme.fig3_section() == ""
