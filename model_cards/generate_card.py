@@ -74,7 +74,7 @@ def run_info_from_e2e(run: dict, png: str | None = None) -> dict:
     T, task = run["seq_len"], run["task"]
     dmt = next(r for r in run["rows"] if r["run"] == "SMT -> DMT one_step")
     smt = next(r for r in run["rows"] if r["run"] == "joint SMT")
-    bptt = next((r for r in run["rows"] if r["run"].startswith("BPTT")), None)
+    bptt = next((r for r in run["rows"] if r["run"] == "BPTT (same wall-clock)"), None)
     dmt_settings = {k: v for k, v in run.get("settings", {}).get("dmt", {}).items() if k != "mode"}
     return {
         "model_name": f"smt-{task.replace('_', '-')}-T{T}-transformer",

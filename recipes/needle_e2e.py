@@ -57,8 +57,8 @@ def bptt_row(multiple: float) -> str:
 
 def family_settings(name: str, seq_len: int | None = None, path: str = FAMILIES) -> dict:
     """The calibrated settings of one family of teachers.yaml: {task, task_kwargs, seq_len, model, smt, training}.
-    `model` = the family's teacher + this recipe's student; `smt` = joint SMT with the family's learning rate and
-    warm-up; `training` = extra SMTTrainingArguments for every phase (e.g. eval_positions). KeyError names the
+    `model` = the family's teacher + this recipe's student; `smt` = joint SMT (or the family's `smt_mode`) with the
+    family's learning rate and warm-up; `training` = extra SMTTrainingArguments for every phase (e.g. eval_positions). KeyError names the
     families there."""
     from smt_hf.recipe_config import load_preset
 
@@ -68,12 +68,13 @@ def family_settings(name: str, seq_len: int | None = None, path: str = FAMILIES)
     f = {**cfg["defaults"], **cfg["families"][name]}
     return {"task": f["task"], "task_kwargs": dict(f.get("task_kwargs") or {}), "seq_len": seq_len or f["seq_len"],
             "model": {"teacher": dict(f["teacher"]), "student": dict(MODEL["student"])},
-            "smt": dict(SMT, learning_rate=f["learning_rate"], warmup_steps=f["warmup_steps"]),
+            "smt": dict(SMT, mode=f.get("smt_mode", SMT["mode"]), learning_rate=f["learning_rate"],
+                        warmup_steps=f["warmup_steps"]),
             "training": dict(f.get("training") or {})}
 METRICS = ("teacher_acc", "onestep_acc", "student_acc", "drift_mean", "drift_last")
 
 
-def run(task="needle", seq_len=32, seed=0, smt_steps=900, dmt_steps=300, out=DEFAULT_OUT, threads=1,
+def run(task="needle", seq_len=None, seed=0, smt_steps=900, dmt_steps=300, out=DEFAULT_OUT, threads=1,
         bptt=True, full_rollout=True, save_dir=None, bptt_seconds=None, bptt_only=False, continue_dmt=False,
         smt_memory_noise=0.0, dmt_stride=1, dmt_schedule="constant", causal_teacher=False, dmt_matched_steps=None,
         reuse_from=None, family=None, bptt_multiples=(1,)):
@@ -91,7 +92,7 @@ def run(task="needle", seq_len=32, seed=0, smt_steps=900, dmt_steps=300, out=DEF
     fam = family_settings(family, seq_len) if family else None
     if fam:
         task = fam["task"]
-    T, kw = seq_len, (fam["task_kwargs"] if fam else TASKS[task])
+    T, kw = (fam["seq_len"] if fam else seq_len or 32), (fam["task_kwargs"] if fam else TASKS[task])
     vocab = task_vocab_size(task, **kw)
     train = make_task(task, 200000, T, seed=seed, **kw)
     ev = make_task(task, 512, T, seed=10**6 + seed, **kw)
@@ -130,8 +131,11 @@ def run(task="needle", seq_len=32, seed=0, smt_steps=900, dmt_steps=300, out=DEF
         SMTTrainingArguments(output_dir="outputs/needle_e2e/tmp", **common, **settings)
     os.makedirs(out, exist_ok=True)
     tag = "" if list(bptt_multiples) == [1] else "_x" + "_".join(f"{m:g}" for m in bptt_multiples)
-    stem = os.path.join(out, f"{task}_e2e_T{T}_s{seed}" + (f"_bptt{tag}" if bptt_only else ""))
-    run_info = {"task": task, "family": family or task, "task_kwargs": kw, "seq_len": T, "seed": seed, "machine": machine(), "threads": threads,
+    stem = os.path.join(out, f"{family or task}_e2e_T{T}_s{seed}" + (f"_bptt{tag}" if bptt_only else ""))
+    if os.path.exists(stem + ".json") and json.load(open(stem + ".json")).get("family") != family:
+        raise ValueError(f"{stem}.json is a run of another family ({json.load(open(stem + '.json')).get('family')!r}, "
+                         f"not {family!r}): use another --out")
+    run_info = {"task": task, "family": family, "task_kwargs": kw, "seq_len": T, "seed": seed, "machine": machine(), "threads": threads,
                 "model": model, "settings": {"smt": smt_set, "dmt": dmt_set, "full_rollout": FULL_ROLLOUT, "bptt": BPTT},
                 "rows": rows, "drift": curves}
 
@@ -142,7 +146,7 @@ def run(task="needle", seq_len=32, seed=0, smt_steps=900, dmt_steps=300, out=DEF
     if continue_dmt:  # more one-step DMT steps on the student this recipe saved, appended to its JSON as one more row
         from smt_hf import SMTRecurrentForCausalLM, SMTTeacherModel
 
-        folder = save_dir or os.path.join(out, f"final_{task}_T{T}_s{seed}")
+        folder = save_dir or os.path.join(out, f"final_{family or task}_T{T}_s{seed}")
         student = SMTRecurrentForCausalLM.from_pretrained(os.path.join(folder, "student"))
         teacher = SMTTeacherModel.from_pretrained(os.path.join(folder, "teacher"))
         run_info.update(json.load(open(stem + ".json")))
@@ -166,7 +170,7 @@ def run(task="needle", seq_len=32, seed=0, smt_steps=900, dmt_steps=300, out=DEF
     _, smt = phase(ROWS[0], student, teacher, smt_set, smt_steps)
     smt_state = copy.deepcopy(student.state_dict())
     tr, dmt = phase(ROWS[1], student, teacher, dmt_set, dmt_steps)
-    tr.save_model(save_dir or os.path.join(out, f"final_{task}_T{T}_s{seed}"))  # student/ + teacher/
+    tr.save_model(save_dir or os.path.join(out, f"final_{family or task}_T{T}_s{seed}"))  # student/ + teacher/
     if reusable and reuse_rows(reusable, rows, save):  # the same SMT state (checked, not assumed): no need to re-run
         full_rollout = False
     if full_rollout:
@@ -186,7 +190,7 @@ def run(task="needle", seq_len=32, seed=0, smt_steps=900, dmt_steps=300, out=DEF
     except ImportError:  # matplotlib is optional
         pass
     print(f"\n{task}, T={T}, seed {seed}, {machine()}\n{table([run_info])}")
-    print(f"\nall seeds in {out}:\n{write_summary(out, task, T)}")
+    print(f"\nall seeds in {out}:\n{write_summary(out, family or task, T)}")
     if family:
         fig3(out, T)
     return rows
@@ -365,7 +369,8 @@ def fig3(out: str, T: int) -> dict:
     runs: dict[str, dict[int, dict[str, dict]]] = {}
     for path in sorted(glob.glob(os.path.join(out, f"*_e2e_T{T}_s*.json"))):
         run = json.load(open(path))
-        rows = runs.setdefault(run.get("family") or run["task"], {}).setdefault(run["seed"], {})
+        name = run.get("family") or f"{run['task']} (recipe model)"  # a run without --family: the recipe's MODEL
+        rows = runs.setdefault(name, {}).setdefault(run["seed"], {})
         for r in run["rows"]:
             rows.setdefault(r["run"], r)  # a (seed, row) counts once
     res = {}
@@ -384,7 +389,8 @@ def fig3(out: str, T: int) -> dict:
     lines = [f"Fig 3 at T={T}: accuracy at the target positions of held-out episodes, mean ± half-range over seeds "
              f"(n = seeds, mean wall-clock of that row's training). Machine: {'; '.join(machines)}. Teacher and SMT "
              "one-step read the teacher's memories (reference only); every other column is the standalone RNN. "
-             "Per-family settings: each `<task>_e2e_T<T>.md` here.", "",
+             "Per-family settings: each `<family>_e2e_T<T>.md` here; a family named `<task> (recipe model)` ran without "
+             "--family (the recipe's own MODEL and SMT settings, in its JSON).", "",
              "| family | " + " | ".join(c[0] for c in FIG3_COLUMNS) + " |", "|---" * (len(FIG3_COLUMNS) + 1) + "|"]
     lines += [f"| {fam} | " + " | ".join(cell(c[col]) for col, _, _ in FIG3_COLUMNS) + " |" for fam, c in res.items()]
     md = "\n".join(lines) + "\n"
@@ -413,7 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bptt-multiples", type=float, nargs="+", default=[1.0],
                    help="BPTT runs, each given this multiple of the SMT + DMT wall-clock (e.g. 1 4)")
     p.add_argument("--fig3", action="store_true", help="only write fig3_T<seq-len>.{json,md,png} over the runs in --out")
-    p.add_argument("--seq-len", type=int, default=32)
+    p.add_argument("--seq-len", type=int, default=None, help="default: the family's seq_len, else 32")
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--smt-steps", type=int, default=None, help="default: 900 at T<=32, 1400 above")
     p.add_argument("--dmt-steps", type=int, default=300)
@@ -447,6 +453,7 @@ def cli(argv=None):
     a = build_parser().parse_args(argv)
     if a.bptt_only and not a.bptt_seconds:
         build_parser().error("--bptt-only needs --bptt-seconds")
+    a.seq_len = a.seq_len or (family_settings(a.family)["seq_len"] if a.family else 32)
     if a.fig3:
         fig3(a.out, a.seq_len)
         print(open(os.path.join(a.out, f"fig3_T{a.seq_len}.md")).read())

@@ -60,8 +60,17 @@ def test_fig3_table_over_families(tmp_path):
     assert st["BPTT, same wall-clock"]["values"] == [0.2, 0.6]
     assert st["BPTT, 4x wall-clock"]["values"] == [0.4] and st["SMT -> DMT full_rollout (truncated BPTT)"] is None
     assert st["teacher"]["mean"] == 0.99 and st["SMT standalone"]["values"] == [0.3, 0.5]
-    assert set(res) == {"stack", "needle"}
+    assert set(res) == {"stack", "needle (recipe model)"}  # a run without --family is not any family's
     md = (tmp_path / "fig3_T32.md").read_text()
     line = next(x for x in md.splitlines() if x.startswith("| stack"))
     assert "0.80 ± 0.10 (n=2, 15 s)" in line and "0.40 (n=1, 40 s)" in line
     assert json.load(open(tmp_path / "fig3_T32.json"))["families"]["stack"]["BPTT, 4x wall-clock"]["seeds"] == [0]
+
+
+def test_family_length_is_used_and_a_run_of_another_family_is_not_overwritten(tmp_path):
+    a = n.build_parser().parse_args(["--family", "needle_T64"])
+    assert a.seq_len is None  # resolved from the family in cli()
+    assert n.family_settings("needle_T64")["seq_len"] == 64
+    json.dump({"task": "needle", "family": None, "rows": []}, open(tmp_path / "needle_e2e_T32_s0.json", "w"))
+    with pytest.raises(ValueError, match="another family"):
+        n.run(seq_len=32, seed=0, out=str(tmp_path), family="needle")

@@ -232,6 +232,7 @@ def test_card_of_an_e2e_run_names_its_rows_settings_and_plot(tmp_path):
            "rows": [{"run": "joint SMT", "steps": 100, "seconds": 60.0, "student_acc": 0.3},
                     {"run": "SMT -> DMT one_step", "steps": 40, "seconds": 30.4, "student_acc": 0.875,
                      "teacher_acc": 0.99, "onestep_acc": 0.9, "drift_mean": None},
+                    {"run": "BPTT (4x wall-clock)", "steps": 36, "seconds": 360, "student_acc": 0.5},
                     {"run": "BPTT (same wall-clock)", "steps": 9, "seconds": 90, "student_acc": 0.25}]}
     info = gc.run_info_from_e2e(run, "x_drift.png")
     assert info["model_name"] == "smt-string-copy-T32-transformer"
