@@ -345,15 +345,19 @@ def write_summary(out: str, task: str, T: int) -> str:
                  "eval batch 128; BPTT stops at its wall-clock budget; other fields: SMTTrainingArguments defaults): ") + "; ".join(f"{names.get(k, k)} `{v}`" for k, v in st.items())
     elif len(settings) > 1:
         head += ". Seeds ran with different settings (see each JSON's `settings`)"
-    md = f"{head}\n\n{table(runs)}\n"
-    try:
-        png = plot_compute(runs, os.path.join(out, f"{task}_e2e_T{T}_seqflops.png"))
-        md += f"\n![accuracy vs SeqFLOPs and tokens]({os.path.basename(png)})\n"
-    except ImportError:  # matplotlib is optional
-        pass
+    md = f"{head}\n\n{table(runs)}\n" + _plot_link("accuracy vs SeqFLOPs and tokens", lambda: plot_compute(
+        runs, os.path.join(out, f"{task}_e2e_T{T}_seqflops.png")))
     with open(os.path.join(out, f"{task}_e2e_T{T}.md"), "w") as f:
         f.write(md)
     return md
+
+
+def _plot_link(label: str, plot) -> str:
+    """`plot()` (returns the PNG path) and a markdown image link to it by file name; "" without matplotlib."""
+    try:
+        return f"\n![{label}]({os.path.basename(plot())})\n"
+    except ImportError:  # matplotlib is optional
+        return ""
 
 
 FIG3_COLUMNS = (("teacher", ROWS[0], "teacher_acc"), ("SMT one-step", ROWS[0], "onestep_acc"),
@@ -394,18 +398,18 @@ def fig3(out: str, T: int) -> dict:
              "| family | " + " | ".join(c[0] for c in FIG3_COLUMNS) + " |", "|---" * (len(FIG3_COLUMNS) + 1) + "|"]
     lines += [f"| {fam} | " + " | ".join(cell(c[col]) for col, _, _ in FIG3_COLUMNS) + " |" for fam, c in res.items()]
     md = "\n".join(lines) + "\n"
-    try:
+
+    def plot():
         from smt_hf.viz import plot_bars
 
-        nan = float("nan")
-        get = lambda fam, col, k: res[fam][col][k] if res[fam][col] else nan  # noqa: E731
+        get = lambda fam, col, k: res[fam][col][k] if res[fam][col] else float("nan")  # noqa: E731
         cols = [c[0] for c in FIG3_COLUMNS if c[0] not in ("SMT one-step", "SMT standalone")]
-        plot_bars(list(res), {c: [get(f, c, "mean") for f in res] for c in cols}, os.path.join(out, f"fig3_T{T}.png"),
-                  title=f"Synthetic families, T={T}: standalone accuracy (teacher = reference)", ylabel="accuracy",
-                  errors={c: [get(f, c, "half_range") for f in res] for c in cols})
-        md += f"\n![Fig 3](fig3_T{T}.png)\n"
-    except ImportError:  # matplotlib is optional
-        pass
+        return plot_bars(list(res), {c: [get(f, c, "mean") for f in res] for c in cols},
+                         os.path.join(out, f"fig3_T{T}.png"), ylabel="accuracy",
+                         title=f"Synthetic families, T={T}: standalone accuracy (teacher = reference)",
+                         errors={c: [get(f, c, "half_range") for f in res] for c in cols})
+
+    md += _plot_link("Fig 3", plot)
     with open(os.path.join(out, f"fig3_T{T}.md"), "w") as f:
         f.write(md)
     return res
