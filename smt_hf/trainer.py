@@ -97,6 +97,30 @@ def root_unsharded(module: torch.nn.Module):
         module.reshard()
 
 
+@contextlib.contextmanager
+def optimizer_state_load_not_strict():
+    """Within the block `torch.distributed.checkpoint.state_dict.set_optimizer_state_dict` (which accelerate's
+    `load_fsdp_optimizer` calls for FSDP2) loads with `StateDictOptions(strict=False)`: a parameter that requires grad
+    but never had a gradient (smt/joint: the student's readout and m_0, copies of the teacher's; an unused carried
+    prefill encoder) has no optimizer state in the checkpoint, which the strict load refuses ("Missing optimizer state
+    for parameter ..."). Not strict, it keeps none, as `optimizer.load_state_dict` does in one process."""
+    import dataclasses
+
+    import torch.distributed.checkpoint.state_dict as dsd
+
+    strict_load = dsd.set_optimizer_state_dict
+
+    def load(model, optimizers, optim_state_dict, *, options=None):
+        options = dataclasses.replace(options or dsd.StateDictOptions(), strict=False)
+        return strict_load(model, optimizers, optim_state_dict, options=options)
+
+    dsd.set_optimizer_state_dict = load
+    try:
+        yield
+    finally:
+        dsd.set_optimizer_state_dict = strict_load
+
+
 class ReadoutFromTeacher(TrainerCallback):
     """smt/joint: `student.init_from_teacher(teacher)` (readout := the teacher's decoder + head, m_0 := E(empty))
     when the trainer is built (`on_init_end`: a first `evaluate()` or `push_to_hub` sees it) and after every optimizer
@@ -333,10 +357,24 @@ class SMTTrainer(Trainer):
             path = os.path.join(resume_from_checkpoint, folder, "model.safetensors")
             if not os.path.isfile(path):
                 raise ValueError(f"Can't find {path}: not an SMTTrainer checkpoint folder.")
-            sub.load_state_dict(safetensors.torch.load_file(path, device="cpu"), strict=True)
+            state = safetensors.torch.load_file(path, device="cpu")
+            if any(is_dtensor(p) for p in sub.parameters()):
+                # FSDP2: the Trainer loads after wrapping, the parameters are DTensor shards; every process reads the
+                # full tensors and keeps its shard of each (`load_state_dict` can't copy a plain tensor into a DTensor)
+                from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+                set_model_state_dict(sub, state, options=StateDictOptions(full_state_dict=True, strict=True))
+            else:
+                sub.load_state_dict(state, strict=True)
         replay = self._replay_path(resume_from_checkpoint)
         if self.module.replay is not None and os.path.isfile(replay):
             self.module.replay.load_state_dict(safetensors.torch.load_file(replay, device="cpu"), self.args.device)
+
+    def _load_optimizer_and_scheduler(self, checkpoint) -> None:
+        if checkpoint is None or _fsdp_version(self) != 2:
+            return super()._load_optimizer_and_scheduler(checkpoint)
+        with optimizer_state_load_not_strict():  # FSDP2: parameters that never had a gradient have no state
+            return super()._load_optimizer_and_scheduler(checkpoint)
 
     # ------------------------------------------------------------------ Hub (smt_hf.hub)
     def run_info(self, **extra) -> dict:
