@@ -9,6 +9,7 @@ A memory ``m`` is a tensor of shape (B, K, d), each of its K tokens RMS-normalis
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from huggingface_hub.dataclasses import strict
@@ -173,9 +174,12 @@ LEGACY_PREFILL_KEYS = {"prefill_layers": "num_layers", "prefill_context_length":
 
 
 def _legacy_prefill_encoder(legacy: dict[str, Any]) -> SMTMemoryEncoderConfig | None:
-    """The sub-config that the old flat `prefill_*` keys describe (None for `prefill_layers=0`, "no encoder")."""
+    """The sub-config that the old flat `prefill_*` keys describe (None for `prefill_layers=0`, "no encoder"). A
+    missing `prefill_context_length` is the old default 0, which the sub-config refuses (ValueError) as the old
+    config did, rather than a silent Tc of 256."""
     if not legacy.get("prefill_layers"):
         return None
+    legacy = {"prefill_context_length": 0, **legacy}
     return SMTMemoryEncoderConfig(**{new: legacy[old] for old, new in LEGACY_PREFILL_KEYS.items() if old in legacy})
 
 
@@ -269,6 +273,8 @@ class SMTRecurrentConfig(PreTrainedConfig):
             self.prefill_encoder = _legacy_prefill_encoder(legacy)
         if isinstance(self.prefill_encoder, dict):
             self.prefill_encoder = SMTMemoryEncoderConfig(**self.prefill_encoder)
+        elif self.prefill_encoder is not None:  # a copy: the defaults below must not write into the caller's object
+            self.prefill_encoder = copy.deepcopy(self.prefill_encoder)
         if self.prefill_encoder is not None and self.prefill_encoder.intermediate_size is None:
             self.prefill_encoder.intermediate_size = 4 * self.hidden_size
         check_prefill(self.prefill)

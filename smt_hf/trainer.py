@@ -10,9 +10,10 @@ arithmetic lives in `losses.py`. Each part is logged as its own curve (`decoder_
 
 smt/joint train neither the student's readout nor its m_0: they are the teacher's decoder + head and E(empty context),
 copied in by `student.init_from_teacher(teacher)`. `ReadoutFromTeacher` makes that call, from one place, when the
-trainer is built and after every optimizer step (the teacher trains in both modes), so wherever a user observes the
-student - a callback, a mid-training `evaluate()`, a checkpoint on disk, the model after `train()`, `push_to_hub` -
-it is the standalone model of the current teacher.
+trainer is built and after every optimizer step (the teacher trains in both modes), and `SMTTrainer.sync_readout()`
+at the start of `evaluate()`, `save_model()` and `push_to_hub()` (a teacher edited outside training), so wherever a
+user observes the student - a callback, an `evaluate()`, a checkpoint on disk, the model after `train()`,
+`push_to_hub` - it is the standalone model of the current teacher.
 """
 
 from __future__ import annotations
@@ -95,6 +96,30 @@ def root_unsharded(module: torch.nn.Module):
         yield
     finally:
         module.reshard()
+
+
+@contextlib.contextmanager
+def optimizer_state_load_not_strict():
+    """Within the block `torch.distributed.checkpoint.state_dict.set_optimizer_state_dict` (which accelerate's
+    `load_fsdp_optimizer` calls for FSDP2) loads with `StateDictOptions(strict=False)`: a parameter that requires grad
+    but never had a gradient (smt/joint: the student's readout and m_0, copies of the teacher's; an unused carried
+    prefill encoder) has no optimizer state in the checkpoint, which the strict load refuses ("Missing optimizer state
+    for parameter ..."). Not strict, it keeps none, as `optimizer.load_state_dict` does in one process."""
+    import dataclasses
+
+    import torch.distributed.checkpoint.state_dict as dsd
+
+    strict_load = dsd.set_optimizer_state_dict
+
+    def load(model, optimizers, optim_state_dict, *, options=None):
+        options = dataclasses.replace(options or dsd.StateDictOptions(), strict=False)
+        return strict_load(model, optimizers, optim_state_dict, options=options)
+
+    dsd.set_optimizer_state_dict = load
+    try:
+        yield
+    finally:
+        dsd.set_optimizer_state_dict = strict_load
 
 
 class ReadoutFromTeacher(TrainerCallback):
@@ -189,8 +214,10 @@ class SMTTrainer(Trainer):
             step_fn = compile_step(model, mode=mode, install=False)
         self.student, self.teacher = model, teacher
         self.module = SMTTrainingModule(model, teacher, args, step_fn=step_fn)
+        self.readout_from_teacher = None
         if args.mode in ("smt", "joint"):  # the student's readout and m_0 are the teacher's (ReadoutFromTeacher)
-            kwargs["callbacks"] = [ReadoutFromTeacher(model, teacher, self.module), *(kwargs.get("callbacks") or [])]
+            self.readout_from_teacher = ReadoutFromTeacher(model, teacher, self.module)
+            kwargs["callbacks"] = [self.readout_from_teacher, *(kwargs.get("callbacks") or [])]
         super().__init__(model=self.module, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
                          data_collator=data_collator, **kwargs)
         _refuse_fsdp1(_fsdp_version(self))  # (also an FSDP1 plugin from `accelerate launch`'s config)
@@ -198,6 +225,14 @@ class SMTTrainer(Trainer):
         self._parts_sum: dict[str, torch.Tensor] = {}
         self._parts_count = 0
         self.last_eval: dict = {}
+
+    def sync_readout(self) -> None:
+        """smt/joint: the student's readout and m_0 := the teacher's now (`ReadoutFromTeacher.sync`), so a teacher
+        changed outside training (`teacher.load_state_dict(...)` after the trainer was built) is what `evaluate()`,
+        `save_model()` and `push_to_hub()` (which call this first) see. Nothing in dmt/bptt. Under FSDP2 every process
+        must call it (collectives), as every process calls those three."""
+        if self.readout_from_teacher is not None:
+            self.readout_from_teacher.sync()
 
     # ------------------------------------------------------------------ loss
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -252,6 +287,7 @@ class SMTTrainer(Trainer):
             for name, ds in dataset.items():
                 metrics.update(self.evaluate(ds if override else name, ignore_keys, f"{metric_key_prefix}_{name}"))
             return metrics
+        self.sync_readout()  # (a teacher edited since the last optimizer step)
         with root_unsharded(self.model):  # FSDP2: the models run outside the root's forward
             results = self._evaluate_batches(dataset)
         if self.accelerator.num_processes > 1:  # every process's per-batch sums (on the CPU: pickled between ranks)
@@ -295,6 +331,12 @@ class SMTTrainer(Trainer):
         return max(0, min(batch_size, kept - before))
 
     # ------------------------------------------------------------------ checkpoints
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """As the HF Trainer's (every process calls it; `_save` writes), after `sync_readout()`: here, before FSDP2
+        gathers the state dict that `_save` receives, the student's readout and m_0 are the current teacher's."""
+        self.sync_readout()
+        super().save_model(output_dir, _internal_call=_internal_call)
+
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
         """student/ and teacher/ as `from_pretrained` folders (safetensors) + the arguments as JSON."""
         output_dir = output_dir if output_dir is not None else self.args.output_dir
@@ -333,10 +375,24 @@ class SMTTrainer(Trainer):
             path = os.path.join(resume_from_checkpoint, folder, "model.safetensors")
             if not os.path.isfile(path):
                 raise ValueError(f"Can't find {path}: not an SMTTrainer checkpoint folder.")
-            sub.load_state_dict(safetensors.torch.load_file(path, device="cpu"), strict=True)
+            state = safetensors.torch.load_file(path, device="cpu")
+            if any(is_dtensor(p) for p in sub.parameters()):
+                # FSDP2: the Trainer loads after wrapping, the parameters are DTensor shards; every process reads the
+                # full tensors and keeps its shard of each (`load_state_dict` can't copy a plain tensor into a DTensor)
+                from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+                set_model_state_dict(sub, state, options=StateDictOptions(full_state_dict=True, strict=True))
+            else:
+                sub.load_state_dict(state, strict=True)
         replay = self._replay_path(resume_from_checkpoint)
         if self.module.replay is not None and os.path.isfile(replay):
             self.module.replay.load_state_dict(safetensors.torch.load_file(replay, device="cpu"), self.args.device)
+
+    def _load_optimizer_and_scheduler(self, checkpoint) -> None:
+        if checkpoint is None or _fsdp_version(self) != 2:
+            return super()._load_optimizer_and_scheduler(checkpoint)
+        with optimizer_state_load_not_strict():  # FSDP2: parameters that never had a gradient have no state
+            return super()._load_optimizer_and_scheduler(checkpoint)
 
     # ------------------------------------------------------------------ Hub (smt_hf.hub)
     def run_info(self, **extra) -> dict:

@@ -75,3 +75,7 @@ def test_old_flat_prefill_keys_as_a_literal_dict():
         SMTRecurrentConfig(**base, prefill_encoder={"num_layers": 1}, prefill_layers=1, prefill_context_length=4)
     with pytest.raises(ValueError, match="context_length"):  # an encoder without a context, as before
         SMTRecurrentConfig(**base, prefill_layers=1, prefill_context_length=0)
+    with pytest.raises(ValueError, match="context_length"):  # the key missing: the old default 0, not a silent 256
+        SMTRecurrentConfig(**base, prefill_layers=2)
+    with pytest.raises(ValueError, match="context_length"):  # as a config.json dict, through from_dict
+        SMTRecurrentConfig.from_dict({**base, "model_type": "smt_recurrent", "prefill_layers": 2})

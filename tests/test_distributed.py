@@ -7,8 +7,8 @@
 - FSDP2 through `SMTTrainer` (`fsdp_trainer.py`, smt and joint): the Trainer's own FSDP2 path (accelerate's
   `fsdp2_prepare_model`, clipping, full-state-dict save). Accelerate enables FSDP only on accelerators, so the script
   turns it on for the CPU (see there). Checked: the same losses, the same evaluate() metrics, the saved student's
-  readout and m_0 the saved teacher's bit for bit, and the saved student standalone. The Trainer's FSDP checkpoint
-  load (resume) is not checked.
+  readout and m_0 the saved teacher's bit for bit, and the saved student standalone. Resume: a run resumed from
+  its FSDP2 checkpoint (models and optimizer loaded into DTensor shards) ends where the uninterrupted one does.
 """
 
 import json
@@ -82,3 +82,18 @@ def test_fsdp2_trainer_smt_matches_one_process(tmp_path, mode):
     assert sharded["readout_is_teachers"] and sharded["m0_is_teachers"]  # bit for bit, in the saved folders
     assert single["readout_is_teachers"] and single["m0_is_teachers"]
     assert sharded["saved_logits"] == pytest.approx(single["saved_logits"], rel=1e-2, abs=1e-3)
+
+
+def test_fsdp2_trainer_resume_matches_uninterrupted(tmp_path):
+    """The Trainer loads a checkpoint after wrapping: student/teacher weights go into DTensor shards
+    (`set_model_state_dict`), the optimizer state without the never-trained readout/m_0 (not strict). 4 steps with
+    checkpoints every 2; new models (another seed) resumed from checkpoint-2 end at the uninterrupted run's losses and
+    parameters."""
+    got = run(tmp_path, "fsdp_trainer.py", "fsdp", 2, ("joint", "fsdp", "resume"))
+    assert got["world"] == 2 and got["fsdp"] and got["resumed_step"] == 4
+    # the resumed run's log: steps 1-2 from the checkpoint's trainer_state, steps 3-4 trained after the resume
+    assert len(got["losses"]) == len(got["resume_losses"]) == 4
+    assert got["resume_losses"][2:] == pytest.approx(got["losses"][2:], rel=1e-6)
+    diff = got["resume_max_diff"]  # None: the saved state dicts have different keys
+    assert diff is not None and any(k.startswith("student.") for k in diff) and any(k.startswith("teacher.") for k in diff)
+    assert max(diff.values()) <= 1e-6, {k: v for k, v in diff.items() if v > 1e-6}

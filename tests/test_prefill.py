@@ -160,3 +160,15 @@ def test_prefill_encoder_takes_the_students_dtype(pair):
     assert out.shape == (2, 3 * TC + 4)
     with torch.no_grad():  # and a bf16 teacher reads an fp32 memory
         assert copy.deepcopy(teacher).to(torch.bfloat16).readout(torch.randn(2, *student.initial_memory(1).shape[1:])).shape == (2, 16)
+
+
+def test_one_encoder_config_shared_by_two_student_configs_gets_each_ones_default():
+    """The student config fills the encoder's missing intermediate_size (4 * its hidden_size) in its own copy, not in
+    the caller's object: one SMTMemoryEncoderConfig given to students of width 16 then 32 gives 64 and 128."""
+    from smt_hf import SMTMemoryEncoderConfig
+
+    enc = SMTMemoryEncoderConfig(num_layers=1, context_length=TC)
+    small = SMTRecurrentConfig(vocab_size=16, hidden_size=16, memory_tokens=2, num_attention_heads=2, prefill_encoder=enc)
+    large = SMTRecurrentConfig(vocab_size=16, hidden_size=32, memory_tokens=2, num_attention_heads=2, prefill_encoder=enc)
+    assert (small.prefill_encoder.intermediate_size, large.prefill_encoder.intermediate_size) == (64, 128)
+    assert enc.intermediate_size is None and small.prefill_encoder is not enc

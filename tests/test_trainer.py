@@ -349,6 +349,31 @@ def test_student_readout_is_the_teachers_wherever_it_is_observed(tmp_path, monke
     assert readout_is_teachers(pushed, teacher)
 
 
+@pytest.mark.parametrize("observe", ["evaluate", "save_model", "push_to_hub"])
+def test_teacher_edited_after_init_is_what_evaluate_save_and_push_see(tmp_path, monkeypatch, observe):
+    """A teacher changed after the trainer was built (no optimizer step since): evaluate(), save_model() and
+    push_to_hub() each see (and write) the student whose readout and m_0 are the edited teacher's."""
+    import smt_hf.hub.export
+
+    student, teacher = models()
+    args = targs(tmp_path, mode="joint")
+    trainer = SMTTrainer(model=student, teacher=teacher, args=args, train_dataset=data(), eval_dataset=data(16, seed=3))
+    teacher.load_state_dict(models(seed=7)[1].state_dict())
+    assert not readout_is_teachers(student, teacher)  # stale until one of the three runs
+    if observe == "evaluate":
+        trainer.evaluate()
+        assert readout_is_teachers(student, teacher)
+        return
+    if observe == "save_model":
+        trainer.save_model(str(tmp_path / "saved"))
+        folder = tmp_path / "saved" / "student"
+    else:
+        monkeypatch.setattr(smt_hf.hub.export, "push_folder", lambda *a, **k: "commit")  # no network
+        trainer.push_to_hub("me/smt")
+        folder = os.path.join(args.output_dir, "hub_export", "student")
+    assert readout_is_teachers(SMTRecurrentForCausalLM.from_pretrained(folder), teacher)
+
+
 def test_fsdp1_is_refused_naming_fsdp2(tmp_path):
     """The readout copies and evaluate() work on FSDP2 shards (test_distributed.py); FSDP1's flat parameters are refused
     before the Trainer is built (here in one process, where the HF Trainer would refuse FSDP for another reason)."""

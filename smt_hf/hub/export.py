@@ -296,6 +296,7 @@ def push_trainer(trainer, repo_id: str | None = None, commit_message: str = "End
     repo_id = repo_id or trainer.args.hub_model_id
     if not repo_id:
         raise ValueError("push_to_hub needs `repo_id` or `SMTTrainingArguments(hub_model_id=...)`.")
+    trainer.sync_readout()  # smt/joint: the student's readout and m_0 are the current teacher's
     info = trainer.run_info(**(run_info or {}))
     folder = os.path.join(trainer.args.output_dir, "hub_export")
     out = export_for_hub(trainer.student, os.path.join(folder, student_dir), tokenizer=trainer.processing_class,
