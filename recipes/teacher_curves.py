@@ -23,7 +23,6 @@ import os
 import sys
 import time
 
-from smt_hf.recipe_config import load_preset
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_CONFIG = os.path.join(HERE, "configs", "calibration", "teachers.yaml")
@@ -131,6 +130,8 @@ def main(argv=None) -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default="outputs/teacher_curves")
     a = p.parse_args(argv)
+    from smt_hf.recipe_config import load_preset  # (after --help: no torch for it)
+
     cfg = load_preset(a.config)  # the recipes' one YAML loader (smt_hf.recipe_config)
     families = cfg["families"]
     unknown = set(a.only or []) - set(families)
