@@ -53,3 +53,6 @@ if trainer.is_world_process_zero():
     json.dump({"losses": losses, "world": world, "saved_logits": logits, "eval": metrics,
                "fsdp": bool(getattr(trainer, "is_fsdp_enabled", False))}, open(out, "w"))
 json.dump(metrics, open(f"{out}.eval{trainer.args.process_index}", "w"))  # every rank's metrics
+if torch.distributed.is_available() and torch.distributed.is_initialized():  # every rank done, then torn down
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()

@@ -40,6 +40,17 @@ out, mode = sys.argv[1], sys.argv[2]
 fsdp = len(sys.argv) > 3 and sys.argv[3] == "fsdp"
 resume = "resume" in sys.argv[3:]
 world = int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def teardown() -> None:
+    """Every rank done with its collectives, then the process group destroyed, before exit: a rank that left while the
+    other still worked aborted in C++ ("terminate called without an active exception") under load."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
 rank = int(os.environ.get("RANK", "0"))
 
 _init = AcceleratorState.__init__
@@ -105,6 +116,7 @@ if resume:
         json.dump({"world": world, "fsdp": bool(resumed.is_fsdp_enabled), "losses": logged_losses(full),
                    "resume_losses": logged_losses(resumed), "resume_max_diff": diff,
                    "resumed_step": resumed.state.global_step}, open(out, "w"))
+    teardown()
     sys.exit(0)
 
 trainer = build(os.path.join(here, "run"))
@@ -129,3 +141,4 @@ if trainer.is_world_process_zero():
     json.dump({"losses": losses, "world": world, "eval": metrics, "sharded": sharded,
                "fsdp": bool(trainer.is_fsdp_enabled), "readout_is_teachers": readout_is_teachers,
                "m0_is_teachers": m0_is_teachers, "saved_logits": logits}, open(out, "w"))
+teardown()
