@@ -189,18 +189,18 @@ def plot_bars(
     if not series:
         raise ValueError("plot_bars: no series given")
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(max(5, 1.1 * len(labels)), 3.6))
+    fig, ax = plt.subplots(figsize=(max(5, (0.25 * len(series) + 0.5) * len(labels)), 3.6 + 0.25 * len(series)))
     x, w = np.arange(len(labels)), 0.8 / len(series)
     for j, (name, ys) in enumerate(series.items()):
         err = (errors or {}).get(name)
         ax.bar(x + (j - (len(series) - 1) / 2) * w, ys, w, label=name, yerr=err, capsize=2 if err is not None else 0)
     ax.set_xticks(x)
-    ax.set_xticklabels(labels, fontsize=7)
+    ax.set_xticklabels(labels, fontsize=7, rotation=15 if len(labels) > 4 else 0)
     ax.set_ylabel(ylabel)
     if ylim:
         ax.set_ylim(*ylim)
     ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7, ncol=len(series))
+    ax.legend(fontsize=7, ncol=min(len(series), 3), loc="lower center", bbox_to_anchor=(0.5, 1.08))
     return _save(fig, path, 110)
 
 
