@@ -324,13 +324,26 @@ def plot_compute(runs: list[dict], path: str) -> str:
     return path
 
 
-def write_summary(out: str, task: str, T: int) -> str:
+def family_name(run: dict) -> str:
+    """The family a run JSON belongs to: its --family, or `<task> (recipe model)` for a run without one."""
+    return run.get("family") or f"{run['task']} (recipe model)"
+
+
+def load_runs(out: str, pattern: str) -> list[dict]:
+    """The run JSONs in `out` matching `pattern`, in name order (s<seed>.json before s<seed>_bptt*.json), with each
+    (family, seed, row) kept once: the first file that has it."""
     runs, seen = [], set()
-    for path in sorted(glob.glob(os.path.join(out, f"{task}_e2e_T{T}_s*.json"))):  # s<seed>.json before s<seed>_bptt.json
+    for path in sorted(glob.glob(os.path.join(out, pattern))):
         run = json.load(open(path))
-        run["rows"] = [r for r in run["rows"] if (run["seed"], r["run"]) not in seen]  # a (seed, row) counts once
-        seen |= {(run["seed"], r["run"]) for r in run["rows"]}
+        key = (family_name(run), run["seed"])
+        run["rows"] = [r for r in run["rows"] if (*key, r["run"]) not in seen]
+        seen |= {(*key, r["run"]) for r in run["rows"]}
         runs.append(run)
+    return runs
+
+
+def write_summary(out: str, task: str, T: int) -> str:
+    runs = load_runs(out, f"{task}_e2e_T{T}_s*.json")
     if not runs:
         return ""
     head = (f"{task}, T={T}, seeds {sorted({r['seed'] for r in runs})}, {runs[0]['machine']}, {runs[0]['threads']} thread(s); "
@@ -370,13 +383,10 @@ def fig3(out: str, T: int) -> dict:
     """Paper Fig 3 over the families run into `out` at length T: per family and column (FIG3_COLUMNS) the mean,
     half-range and per-seed values of the accuracy over the seeds that ran that row, and the wall-clock of each row
     (mean s). Writes <out>/fig3_T<T>.json, .md and .png (bars with half-range error bars); returns the dict."""
-    runs: dict[str, dict[int, dict[str, dict]]] = {}
-    for path in sorted(glob.glob(os.path.join(out, f"*_e2e_T{T}_s*.json"))):
-        run = json.load(open(path))
-        name = run.get("family") or f"{run['task']} (recipe model)"  # a run without --family: the recipe's MODEL
-        rows = runs.setdefault(name, {}).setdefault(run["seed"], {})
-        for r in run["rows"]:
-            rows.setdefault(r["run"], r)  # a (seed, row) counts once
+    found = load_runs(out, f"*_e2e_T{T}_s*.json")
+    runs: dict[str, dict[int, dict[str, dict]]] = {}  # family -> seed -> row name -> row
+    for run in found:
+        runs.setdefault(family_name(run), {}).setdefault(run["seed"], {}).update({r["run"]: r for r in run["rows"]})
     res = {}
     for fam, seeds in sorted(runs.items()):
         res[fam] = {}
@@ -385,7 +395,7 @@ def fig3(out: str, T: int) -> dict:
             xs = [r[key] for r in got.values()]
             res[fam][col] = {"mean": sum(xs) / len(xs), "half_range": (max(xs) - min(xs)) / 2, "seeds": list(got),
                              "values": xs, "seconds": sum(r["seconds"] for r in got.values()) / len(got)} if xs else None
-    machines = sorted({json.load(open(p))["machine"] for p in glob.glob(os.path.join(out, f"*_e2e_T{T}_s*.json"))})
+    machines = sorted({run["machine"] for run in found})
     with open(os.path.join(out, f"fig3_T{T}.json"), "w") as f:
         json.dump({"seq_len": T, "machine": machines, "families": res}, f, indent=2)
     cell = lambda c: "-" if c is None else (f"{c['mean']:.2f}" + (f" ± {c['half_range']:.2f}" if len(c["values"]) > 1  # noqa: E731
