@@ -43,6 +43,16 @@ from .modeling_prefill import SMTPrefillEncoder
 from .modeling_utils import SMTPreTrainedModel, check_memory, check_token_ids, copy_full_, is_dtensor, local_tensor
 
 
+@torch.no_grad()
+def empty_context_memory(teacher) -> torch.Tensor:
+    """E(empty context) of `teacher` in eval mode, (K, d): the student's m_0 after SMT (its train/eval mode restored)."""
+    was_training = teacher.training
+    teacher.eval()
+    memory = teacher.empty_memory(1)[0]
+    teacher.train(was_training)
+    return memory
+
+
 @dataclass
 class SMTRecurrentOutput(ModelOutput):
     """Output of [`SMTRecurrentModel.forward`].
@@ -412,12 +422,7 @@ class SMTRecurrentForCausalLM(SMTRecurrentPreTrainedModel, GenerationMixin):
             )
         dst.load_state_dict(src.state_dict())  # (FSDP2: DTensor shards, copied shard to shard)
         self.readout_head.lm_head.load_state_dict(teacher.lm_head.state_dict())
-        if initial_memory is None:
-            was_training = teacher.training
-            teacher.eval()
-            initial_memory = teacher.empty_memory(1)[0]
-            teacher.train(was_training)
-        self.set_initial_memory(initial_memory)
+        self.set_initial_memory(empty_context_memory(teacher) if initial_memory is None else initial_memory)
 
     @torch.no_grad()
     def set_initial_memory(self, memory: torch.Tensor) -> None:

@@ -30,7 +30,7 @@ from . import losses
 from .data.collator import SMTDataCollator
 from .evaluation import evaluate_smt, summarize
 from . import hub
-from .modeling_recurrent import SMTRecurrentForCausalLM
+from .modeling_recurrent import SMTRecurrentForCausalLM, empty_context_memory
 from .modeling_utils import is_dtensor
 from .modeling_teacher import SMTTeacherModel
 from .training_args import SMTTrainingArguments
@@ -144,11 +144,8 @@ class ReadoutFromTeacher(TrainerCallback):
             return
         # FSDP2 (parameters are DTensor shards): E(empty) with the root's parameters gathered (one encoder pass over
         # the K registers, all-gathers as in a forward), then the copies into the resharded shards
-        was_training = self.teacher.training
-        self.teacher.eval()
         with root_unsharded(self.module):
-            memory = self.teacher.empty_memory(1)[0]
-        self.teacher.train(was_training)
+            memory = empty_context_memory(self.teacher)
         self.student.init_from_teacher(self.teacher, initial_memory=memory)
 
     def on_init_end(self, args, state, control, **kwargs):
