@@ -109,7 +109,7 @@ def run(task="needle", seq_len=None, seed=0, smt_steps=900, dmt_steps=300, out=D
     model = model if not causal_teacher else {**model, "teacher": {**model["teacher"], "encoder_causal": True}}
 
     def phase(name, student, teacher, settings, steps, callbacks=None):
-        args = SMTTrainingArguments(output_dir=f"outputs/needle_e2e/tmp", max_steps=steps, **common, **settings)
+        args = SMTTrainingArguments(output_dir="outputs/needle_e2e/tmp", max_steps=steps, **common, **settings)
         tr = SMTTrainer(model=student, teacher=teacher, args=args, train_dataset=train, eval_dataset=ev,
                         callbacks=callbacks)
         t0 = time.time()
