@@ -55,6 +55,12 @@ def bptt_row(multiple: float) -> str:
     return ROWS[3] if multiple == 1 else ROWS[4] if multiple == 4 else f"BPTT ({multiple:g}x wall-clock)"
 
 
+def row_label(name: str, run: dict) -> str:
+    """The printed name of a row: the SMT row (stored as ROWS[0]) says which SMT mode the run used."""
+    mode = run.get("settings", {}).get("smt", {}).get("mode", "joint")
+    return name if name != ROWS[0] or mode == "joint" else f"SMT (mode {mode})"
+
+
 def family_settings(name: str, seq_len: int | None = None, path: str = FAMILIES) -> dict:
     """The calibrated settings of one family of teachers.yaml: {task, task_kwargs, seq_len, model, smt, training}.
     `model` = the family's teacher + this recipe's student; `smt` = joint SMT (or the family's `smt_mode`) with the
@@ -267,7 +273,7 @@ def table(runs: list[dict]) -> str:
             continue
         col = lambda k: [r[k] for r in rs if r.get(k) is not None]  # noqa: E731
         grad = {"one_step": "one_step (no BPTT)", "full_rollout": "full_rollout (truncated BPTT)"}.get(rs[0]["dmt_gradient"], "-")
-        lines.append(f"| {name} | {grad} | {sum(col('steps')) / len(rs):.0f} | {sum(col('seconds')) / len(rs):.0f} | "
+        lines.append(f"| {row_label(name, runs[0])} | {grad} | {sum(col('steps')) / len(rs):.0f} | {sum(col('seconds')) / len(rs):.0f} | "
                      f"{flops.get(name, flops[ROWS[3] if name.startswith('BPTT') else ROWS[1]]) / 1e6:.1f} M | "
                      f"{fmt(col('teacher_acc'))} | {fmt(col('onestep_acc'))} | {fmt(col('student_acc'))} | "
                      f"{fmt(col('drift_mean'))} | "
@@ -353,7 +359,7 @@ def write_summary(out: str, task: str, T: int) -> str:
     settings = {json.dumps(r.get("settings", {}), sort_keys=True) for r in full}
     if len(settings) == 1 and full[0].get("settings"):
         st = full[0]["settings"]
-        names = {"smt": "joint SMT", "dmt": "one-step DMT", "full_rollout": "full-rollout DMT", "bptt": "BPTT"}
+        names = {"smt": row_label(ROWS[0], full[0]), "dmt": "one-step DMT", "full_rollout": "full-rollout DMT", "bptt": "BPTT"}
         head += (".\n\nSettings (set by the recipe for every phase: context_length = future_length = rollout_length = T, "
                  "eval batch 128; BPTT stops at its wall-clock budget; other fields: SMTTrainingArguments defaults): ") + "; ".join(f"{names.get(k, k)} `{v}`" for k, v in st.items())
     elif len(settings) > 1:

@@ -97,6 +97,60 @@ def complete_after_prefix(student, prefix: torch.LongTensor, total: int, teacher
     return torch.cat(out, 1).cpu()
 
 
+@torch.no_grad()
+def continuation_bits(student, input_ids: torch.LongTensor, prefix_length: int, teacher=None) -> float:
+    """Bits per token of `input_ids[:, P:]` under the standalone student, true tokens fed in (teacher forcing),
+    P = `prefix_length`. The memory before token P comes from the teacher's encoder `teacher.encode(x[:, :P])` (SMT's
+    prefill, how the paper scores its students) when `teacher` is given, else from the student's own recurrence over
+    x[:, :P] from m_0 (m_0 itself for P = 0). Paper: SMT, arXiv 2606.06479, Sec. 5 (prefill by the teacher).
+
+    Args:
+        student: an `SMTRecurrentForCausalLM`; teacher: an `SMTTeacherModel` with `max_context_length >= P`, or None.
+        input_ids: (N, L) token ids; prefix_length: P in [0, L) (>= 1 with a teacher).
+
+    Returns:
+        mean of -log2 p(x_t | memory after x[:t]) over t = P..L-1 and the N rows.
+
+    Raises:
+        ValueError: P outside [0, L), or P = 0 with a teacher (the empty-context memory is the student's m_0).
+    """
+    N, L = input_ids.shape
+    P = prefix_length
+    if not 0 <= P < L or (teacher is not None and P == 0):
+        raise ValueError(f"prefix_length={P} must be in [{int(teacher is not None)}, {L}) for sequences of length {L}"
+                         + (" with a teacher (P = 0 is the student's m_0: pass teacher=None)" if teacher is not None else ""))
+    if P == 0:
+        m = student.initial_memory(N)
+    elif teacher is not None:
+        m = teacher.encode(input_ids[:, :P], torch.ones_like(input_ids[:, :P]))
+    else:
+        m = student(input_ids[:, :P], use_cache=False, output_memories=True).memories[:, -1]
+    nll = 0.0
+    for t in range(P, L):
+        nll += float(F.cross_entropy(student.readout(m).float(), input_ids[:, t], reduction="sum"))
+        if t + 1 < L:
+            m = student.step(m, input_ids[:, t])
+    return nll / (N * (L - P)) / float(np.log(2))
+
+
+@torch.no_grad()
+def memory_spread(memories: torch.Tensor) -> float:
+    """How much a set of memories varies across sequences: sum over entries of the variance across the N memories,
+    divided by the mean squared norm (1 - ||mean m||^2 / mean ||m||^2). 0 when every sequence gets the same memory
+    (collapse), 1 when the mean memory is 0. The uniformity loss pools the K tokens of each memory, so it can look
+    healthy while every sequence has the same K tokens; this cannot.
+
+    Args:
+        memories: (N, K, d) or (N, Z) memories of N >= 2 different sequences.
+
+    Returns:
+        a float in [0, 1].
+    """
+    m = memories.reshape(memories.shape[0], -1).double()
+    energy = float(m.pow(2).sum(1).mean())
+    return float(m.var(0, unbiased=False).sum()) / max(energy, 1e-30)
+
+
 def bigram_bits(train_tokens, eval_ids, vocab_size: int = 256, smoothing: float = 0.1) -> float:
     """Bits per token of an add-`smoothing` bigram model counted on `train_tokens`, scored on every next-token pair of
     `eval_ids`.

@@ -81,3 +81,52 @@ def test_time_budget_stops_a_trainer(tmp_path):
     assert tr.state.global_step == 3
     with pytest.raises(ValueError, match="positive number of seconds"):
         TimeBudget(0)
+
+
+@pytest.mark.parametrize("P", [0, 1, 4])
+def test_continuation_bits_from_own_recurrence_equals_the_forward_logits(P):
+    # P = 0: readout(m_0) predicts x_0, then the forward pass's logits[:, t] predict x_{t+1}
+    student, _ = _pair()
+    student.eval()
+    x = torch.randint(0, 16, (3, 7), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        logits = student(x, use_cache=False).logits.float()  # (3, 7, V): logits[:, t] predict x[:, t+1]
+        first = student.readout(student.initial_memory(3)).float()[:, None]
+    all_logits = torch.cat([first, logits[:, :-1]], 1)  # all_logits[:, t] predicts x[:, t]
+    ce = F.cross_entropy(all_logits[:, P:].reshape(-1, all_logits.shape[-1]), x[:, P:].reshape(-1))
+    from smt_hf.analysis import continuation_bits
+
+    assert continuation_bits(student, x, P) == pytest.approx(float(ce) / math.log(2), rel=1e-5)
+
+
+def test_continuation_bits_after_teacher_prefill_starts_from_the_teacher_memory():
+    from smt_hf.analysis import continuation_bits
+
+    student, teacher = _pair()
+    student.eval(), teacher.eval()
+    x = torch.randint(0, 16, (3, 7), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        m = teacher.encode(x[:, :4], torch.ones_like(x[:, :4]))
+        nll = F.cross_entropy(student.readout(m).float(), x[:, 4], reduction="sum")
+        for t in (5, 6):
+            m = student.step(m, x[:, t - 1])
+            nll += F.cross_entropy(student.readout(m).float(), x[:, t], reduction="sum")
+    assert continuation_bits(student, x, 4, teacher) == pytest.approx(float(nll) / 9 / math.log(2), rel=1e-5)
+    # and it differs from the student's own prefill (the memories are not the same)
+    assert continuation_bits(student, x, 4) != pytest.approx(continuation_bits(student, x, 4, teacher), rel=1e-3)
+    with pytest.raises(ValueError, match="P = 0 is the student's m_0"):
+        continuation_bits(student, x, 0, teacher)
+    with pytest.raises(ValueError, match="prefix_length=7"):
+        continuation_bits(student, x, 7)
+
+
+def test_memory_spread_is_zero_for_one_memory_and_one_for_zero_mean():
+    from smt_hf.analysis import memory_spread
+
+    m = torch.randn(1, 3, 4).expand(5, 3, 4)  # every sequence the same memory (collapse)
+    assert memory_spread(m) == pytest.approx(0.0, abs=1e-12)
+    pm = torch.randn(4, 2, 3)
+    assert memory_spread(torch.cat([pm, -pm])) == pytest.approx(1.0)  # mean memory 0
+    a, b = torch.zeros(2, 1, 2), torch.tensor([[1.0, 0.0]]).view(1, 1, 2)
+    # memories (0,0) and (2,0): variance 1, mean squared norm 2 -> 0.5
+    assert memory_spread(torch.cat([a[:1], 2 * b])) == pytest.approx(0.5)

@@ -74,3 +74,14 @@ def test_family_length_is_used_and_a_run_of_another_family_is_not_overwritten(tm
     json.dump({"task": "needle", "family": None, "rows": []}, open(tmp_path / "needle_e2e_T32_s0.json", "w"))
     with pytest.raises(ValueError, match="another family"):
         n.run(seq_len=32, seed=0, out=str(tmp_path), family="needle")
+
+
+def test_the_smt_row_names_its_mode():
+    def run(mode):
+        return {"seed": 0, "settings": {"smt": {"mode": mode}}, "rows": [
+            {"run": n.ROWS[0], "dmt_gradient": None, "steps": 5, "seconds": 1.0, "teacher_acc": 1.0, "onestep_acc": 1.0,
+             "student_acc": 0.5, "drift_mean": 0.1}], "model": n.MODEL, "seq_len": 32, "task": "needle", "task_kwargs": {"vocab_size": 16}}
+
+    assert n.row_label(n.ROWS[0], run("smt")) == "SMT (mode smt)" and n.row_label(n.ROWS[1], run("smt")) == n.ROWS[1]
+    assert n.row_label(n.ROWS[0], run("joint")) == "joint SMT" == n.row_label(n.ROWS[0], {"rows": []})
+    assert "| SMT (mode smt) |" in n.table([run("smt")]) and "| joint SMT |" in n.table([run("joint")])
