@@ -1,0 +1,56 @@
+"""recipes/text_e2e.py (issue 13, text): the diagnosis and the SMT/DMT/BPTT comparison on the committed text excerpt,
+a few steps each; the reported numbers are re-derived here from the saved models and the data."""
+
+import json
+import math
+import os
+import sys
+
+import pytest
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "recipes"))
+import text_e2e as te  # noqa: E402
+
+
+def test_text_recipe_numbers_are_the_models_numbers(tmp_path, monkeypatch):
+    from smt_hf.analysis import bigram_bits, continuation_bits
+    from smt_hf.data import load_text
+    from smt_hf.recipe import build_data
+
+    monkeypatch.chdir(tmp_path)  # the recipe's models go to ./outputs
+    monkeypatch.setattr(te, "BPTT", {k: v for k, v in te.BPTT.items() if k != "recurrent_step_compile"})  # no compile
+    out = tmp_path / "res"
+    te.cli(["--diagnose", "joint_dyn1", "--steps", "2", "--compare", "smt", "--smt-steps", "2", "--dmt-steps", "1",
+            "--source", "fixture", "--eval-windows", "4", "--train-windows", "64", "--out", str(out)])
+    diag = json.load(open(out / "text_diagnosis.json"))["runs"]["joint_dyn1"]
+    cfg = te.config(te.SETTINGS["joint_dyn1"], 2, 0, "unused", source="fixture", eval_windows=4)
+    x = torch.tensor(build_data(cfg["data"])[1]["input_ids"])  # (4, 128)
+    teacher, student = te.load_final(os.path.join("outputs", "text_diagnosis", "joint_dyn1", "final"))
+    teacher.eval(), student.eval()
+    # teacher first-step bits: its memory of x[t-64:t] alone predicts x[t], t = 64, 68, ..., 124
+    nll, n = 0.0, 0
+    with torch.no_grad():
+        for t in range(64, 128, te.PROBE_STRIDE):
+            ctx = x[:, t - 64:t]
+            logits = teacher.readout(teacher.encode(ctx, torch.ones_like(ctx)))
+            nll += float(torch.nn.functional.cross_entropy(logits, x[:, t], reduction="sum"))
+            n += x.shape[0]
+    assert diag["teacher_first_bits"] == pytest.approx(nll / n / math.log(2), rel=1e-5)
+    pairs = torch.cat([x[:, t - 1:t + 1] for t in range(64, 128, te.PROBE_STRIDE)]).numpy()
+    assert diag["bigram_bits"] == pytest.approx(bigram_bits(load_text("fixture", "train").tokens, pairs))
+    assert diag["student_prefill_bits"] == pytest.approx(continuation_bits(student, x, 64, teacher), rel=1e-6)
+    assert diag["student_own_bits"] == pytest.approx(continuation_bits(student, x, 64), rel=1e-6)
+    assert 0.0 <= diag["memory_spread"] <= 1.0
+    md = (out / "text_diagnosis.md").read_text()
+    assert f"| joint_dyn1 | {diag['teacher_first_bits']:.3f} |" in md
+    # the comparison: SMT, SMT -> one-step DMT (steps of each phase), BPTT without any teacher column
+    cmp = json.load(open(out / "text_e2e.json"))
+    rows = cmp["rows"]
+    assert list(rows) == ["SMT", "SMT -> DMT one_step", "BPTT (same wall-clock)"]
+    assert rows["SMT"]["steps"] == [2] and rows["SMT -> DMT one_step"]["steps"] == [2, 1]
+    assert rows["SMT -> DMT one_step"]["seconds"] >= rows["SMT"]["seconds"]  # cumulative wall-clock of the method
+    assert not {"student_prefill_bits", "teacher_first_bits", "memory_spread"} & set(rows["BPTT (same wall-clock)"])
+    assert rows["SMT"]["teacher_first_bits"] == rows["SMT -> DMT one_step"]["teacher_first_bits"]  # DMT: teacher frozen
+    table = (out / "text_e2e.md").read_text()
+    assert "| BPTT (same wall-clock) | - (full BPTT) |" in table and "one_step (no BPTT)" in table
