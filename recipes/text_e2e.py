@@ -34,6 +34,8 @@ SETTINGS = {
     "joint_dyn0.1": [{"lambda_dyn": 0.1}],  # the reference weight
     "joint_dyn0.1_unif0.1": [{"lambda_dyn": 0.1, "lambda_unif": 0.1}],
     "joint_dyn0.1_gamma0.9": [{"lambda_dyn": 0.1, "gamma": 0.9}],  # the decoder loss weights near futures more
+    "joint_dyn0.1_gamma0.8": [{"lambda_dyn": 0.1, "gamma": 0.8}],
+    "joint_dyn0.1_Tf8": [{"lambda_dyn": 0.1, "future_length": 8}],  # a shorter future leans on the memory more
     "smt": [{"mode": "smt"}],  # detached SMT: L_dyn never reaches the encoder
     "smt_then_joint": [{"mode": "smt"}, {"lambda_dyn": 0.1}],  # L_dyn warm-up: detached first, joint after
 }
@@ -73,7 +75,8 @@ def score(cfg: dict, teacher, student) -> dict:
 
     _, ev, _, _ = build_data(cfg["data"])
     x = torch.tensor(ev["input_ids"])  # (N, L)
-    Tc, Tf = cfg["common"]["context_length"], cfg["common"]["future_length"]
+    Tc = cfg["common"]["context_length"]
+    Tf = next((p["future_length"] for p in cfg["phases"] if "future_length" in p), cfg["common"]["future_length"])
     teacher.eval(), student.eval()
     ln2 = math.log(2)
     pos = range(Tc, x.shape[1], PROBE_STRIDE)  # first-step probes: context x[t-Tc:t] predicts x[t]
@@ -93,6 +96,13 @@ def score(cfg: dict, teacher, student) -> dict:
             "memory_spread": memory_spread(m), "uniformity": unif,
             "student_prefill_bits": continuation_bits(student, x, Tc, teacher),
             "student_own_bits": continuation_bits(student, x, Tc)}
+
+
+def _save(path: str, result: dict, label: str, shown: dict) -> None:
+    """Print one finished row and rewrite the JSON (a run stopped early keeps what finished)."""
+    print(f"[text] {label}: " + json.dumps(shown), flush=True)
+    with open(path, "w") as f:
+        json.dump(result, f, indent=2)
 
 
 def load_final(folder: str):
@@ -119,9 +129,7 @@ def diagnose(names: list[str], steps: int, seed: int, out: str, **data) -> dict:
                "trainer_eval": summary["phases"][-1]["eval"], "data": summary["data"],
                **score(cfg, *load_final(os.path.join(cfg["output_dir"], "final")))}
         result["runs"][name], result["data"] = row, summary["data"]
-        print(json.dumps({name: {k: v for k, v in row.items() if k in COLS}}), flush=True)
-        with open(path, "w") as f:
-            json.dump(result, f, indent=2)
+        _save(path, result, name, {k: v for k, v in row.items() if k in COLS})
     write_diagnosis(out, result)
     return result
 
@@ -194,9 +202,7 @@ def compare(name: str, smt_steps: int, dmt_steps: int, seed: int, out: str, **da
                 row.pop(key)
         label = "BPTT (same wall-clock)" if bptt else "SMT -> DMT one_step" if args.mode == "dmt" else "SMT"
         result["rows"][label] = row
-        print(f"[text] {label}: " + json.dumps(row), flush=True)
-        with open(path, "w") as f:
-            json.dump(result, f, indent=2)
+        _save(path, result, label, row)
     write_compare(out, result)
     return result
 

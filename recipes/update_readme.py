@@ -3,7 +3,8 @@
     python recipes/update_readme.py
 
 The section between `<!-- results:start -->` and `<!-- results:end -->` is replaced by, in order:
-the needle end-to-end tables (recipes/needle_e2e.py), the teacher calibration (recipes/teacher_curves.py), the main-job summary (recipes/smt.py), the benchmark
+Fig 3 over the families and the needle end-to-end tables (recipes/needle_e2e.py), the text tables
+(recipes/text_e2e.py), the teacher calibration (recipes/teacher_curves.py), the main-job summary (recipes/smt.py), the benchmark
 tables (recipes/bench.py) and the archived paper-claims report (recipes/results/archive/RESULTS.md, written by the
 retired recipes/reproduce.py; superseded). Nothing in the section is typed by hand.
 """
@@ -41,6 +42,17 @@ def fig3_section() -> str:
                      f"`recipes/results/fig3/<task>_e2e_T{T}.md`)\n\n"
                      + _results_links(open(path).read().strip(), "recipes/results/fig3") + "\n")
     return "### Fig 3: the synthetic families, SMT vs BPTT\n\n" + "\n".join(parts) if parts else ""
+
+
+def text_section() -> str:
+    """Byte-level text: the memory-collapse diagnosis and SMT -> DMT vs BPTT (recipes/text_e2e.py)."""
+    parts = []
+    for name, title in (("text_diagnosis", "Teacher memory by SMT setting (`python recipes/text_e2e.py --diagnose`)"),
+                        ("text_e2e", "Standalone student vs BPTT (`python recipes/text_e2e.py --compare SETTING`)")):
+        path = os.path.join(RESULTS, "text", name + ".md")
+        if os.path.exists(path):
+            parts.append(f"#### {title}\n\n" + _results_links(open(path).read().strip(), "recipes/results/text") + "\n")
+    return "### Text: Shakespeare bytes, SMT vs BPTT\n\n" + "\n".join(parts) if parts else ""
 
 
 def needle_section() -> str:
@@ -114,7 +126,7 @@ def main() -> None:
     readme = open(readme_path).read()
     if START not in readme or END not in readme:
         raise SystemExit(f"README.md has no {START} ... {END} block")
-    body = "\n\n".join(p for p in (fig3_section(), needle_section(), teacher_section(), main_job_section(), bench_section(),
+    body = "\n\n".join(p for p in (fig3_section(), text_section(), needle_section(), teacher_section(), main_job_section(), bench_section(),
                                           paper_section()) if p)
     head, rest = readme.split(START, 1)
     _, tail = rest.split(END, 1)
