@@ -138,13 +138,17 @@ def write_diagnosis(out: str, result: dict) -> None:
     runs = result["runs"]
     lines = [f"Teacher memory on {result.get('data', 'text')}, {result['steps']} SMT steps per setting ({result['preset']}; "
              f"held-out windows, Tc=64 context bytes). Machine: {result['machine']}.", "",
-             "| setting | " + " | ".join(COLS.values()) + " | train s |", "|---|" + "---|" * (len(COLS) + 1)]
+             "| setting | " + " | ".join(COLS.values()) + " | run s |", "|---|" + "---|" * (len(COLS) + 1)]
     for name, r in runs.items():
         lines.append(f"| {name} | " + " | ".join(f"{r[k]:.3f}" for k in COLS) + f" | {r['seconds']:.0f} |")
-    lines += ["", "Bits are bits/byte of held-out bytes. teacher first-step: D(E(x[:Tc]))[0] predicts byte Tc from the "
-              "memory alone; bigram: add-0.1 bigram counted on the training plays, same bytes; student: bytes "
-              "Tc..127, after a teacher prefill of Tc bytes or reading them itself from m_0. memory spread: "
-              "1 - ||mean m||^2 / mean ||m||^2 over windows (0 = collapsed)."]
+    lines += ["", ("Bits are bits/byte of held-out bytes. teacher first-step: D(E(x[t-Tc:t]))[0] predicts byte t "
+                   "from the memory alone (t = Tc, Tc+4, ..., 124); bigram: add-0.1 bigram counted on the training "
+                   "plays, same bytes; teacher decoder, all Tf: bytes Tc..Tc+Tf-1 from E(x[:Tc]) and the true earlier "
+                   "bytes (Tf of that setting: 32, or 8 for `_Tf8`); student (after SMT): bytes Tc..127, after a "
+                   "teacher prefill of Tc bytes or reading them itself from m_0. memory spread: 1 - ||mean m||^2 / "
+                   "mean ||m||^2 over windows (0 = every window the same memory); L_unif: the uniformity loss of the "
+                   "pooled memory tokens (0 = collapsed, about -4 = uniform). run s: wall-clock of the whole run (SMT, evaluation, sample), "
+                   "2-4 jobs sharing the 2 cores.")]
     with open(os.path.join(out, "text_diagnosis.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))
@@ -221,8 +225,9 @@ def write_compare(out: str, result: dict) -> None:
         lines.append(f"| {label} | {grad[label]} | {r['steps']} | {r['seconds']:.0f} | "
                      + " | ".join(f"{r[k]:.3f}" if k in r else "-" for k in cols) + " |")
     any_row = next(iter(rows.values()))
-    lines += ["", f"Bigram on the same bytes: {any_row['bigram_bits_tail']:.3f} bits/byte (first-step byte: "
-              f"{any_row['bigram_bits']:.3f}). Phases: " + "; ".join(json.dumps(p) for p in result["phases"])]
+    lines += ["", f"Bigram on the same bytes: {any_row['bigram_bits_tail']:.3f} bits/byte (on the teacher's "
+              f"first-step bytes Tc, Tc+4, ...: {any_row['bigram_bits']:.3f}). BPTT's wall-clock includes compiling its "
+              "recurrent step; SMT -> DMT's is the sum of its phases. Phases: " + "; ".join(json.dumps(p) for p in result["phases"])]
     with open(os.path.join(out, "text_e2e.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))
