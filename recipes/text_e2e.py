@@ -148,7 +148,7 @@ def write_diagnosis(out: str, result: dict) -> None:
                    "teacher prefill of Tc bytes or reading them itself from m_0. memory spread: 1 - ||mean m||^2 / "
                    "mean ||m||^2 over windows (0 = every window the same memory); L_unif: the uniformity loss of the "
                    "pooled memory tokens (0 = collapsed, about -4 = uniform). run s: wall-clock of the whole run (SMT, evaluation, sample), "
-                   "2-4 jobs sharing the 2 cores.")]
+                   "2-4 jobs sharing the 2 cores."), "", "![teacher memory by SMT setting](text_diagnosis.png)"]
     with open(os.path.join(out, "text_diagnosis.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))
@@ -157,8 +157,9 @@ def write_diagnosis(out: str, result: dict) -> None:
 
         names = list(runs)
         plot_bars(names, {"teacher first-step": [runs[n]["teacher_first_bits"] for n in names],
-                          "student after teacher prefill": [runs[n]["student_prefill_bits"] for n in names]},
-                  os.path.join(out, "text_diagnosis.png"), ylabel="bits/byte (held out)",
+                          "student after teacher prefill": [runs[n]["student_prefill_bits"] for n in names],
+                          "bigram (same bytes)": [runs[n]["bigram_bits"] for n in names]},
+                  os.path.join(out, "text_diagnosis.png"), ylabel="bits/byte (held out, lower is better)", ylim=None,
                   title=f"Shakespeare bytes: teacher memory by SMT setting (bigram {runs[names[0]]['bigram_bits']:.2f})")
     except ImportError:  # matplotlib is optional
         pass
