@@ -63,18 +63,26 @@ def config(setting: list[dict], steps: int, seed: int, out: str, extra: list[dic
     return cfg
 
 
-def score(cfg: dict, teacher, student) -> dict:
-    """The held-out numbers of a run (module docstring) on the config's eval windows."""
+def eval_data(cfg: dict, ev=None) -> tuple:
+    """(eval windows (N, L) as a tensor, training token stream) of a config: what `score` reads. `ev`: the config's
+    eval dataset when already built."""
+    import torch
+
+    from smt_hf.data import load_text
+    from smt_hf.recipe import build_data
+
+    ev = ev if ev is not None else build_data(cfg["data"])[1]
+    return torch.tensor(ev["input_ids"]), load_text(cfg["data"]["source"], split="train").tokens
+
+
+def score(cfg: dict, teacher, student, x, train_tokens) -> dict:
+    """The held-out numbers of a run (module docstring) on eval windows `x` (N, L); the bigram counts `train_tokens`."""
     import torch
     import torch.nn.functional as F
 
     from smt_hf.analysis import bigram_bits, continuation_bits, memory_spread
-    from smt_hf.data import load_text
     from smt_hf.losses import uniformity_loss
-    from smt_hf.recipe import build_data
 
-    _, ev, _, _ = build_data(cfg["data"])
-    x = torch.tensor(ev["input_ids"])  # (N, L)
     Tc = cfg["common"]["context_length"]
     Tf = next((p["future_length"] for p in cfg["phases"] if "future_length" in p), cfg["common"]["future_length"])
     teacher.eval(), student.eval()
@@ -88,7 +96,6 @@ def score(cfg: dict, teacher, student) -> dict:
         probes = torch.cat([x[:, t - Tc:t] for t in pos])  # (P*N, Tc)
         first = teacher.readout(teacher.encode(probes, torch.ones_like(probes))).float()
         first_bits = float(F.cross_entropy(first, torch.cat([x[:, t] for t in pos]))) / ln2
-    train_tokens = load_text(cfg["data"]["source"], split="train").tokens
     pairs = torch.cat([x[:, t - 1:t + 1] for t in pos]).numpy()
     return {"teacher_first_bits": first_bits, "teacher_future_bits": float(ce.mean()) / ln2,
             "bigram_bits": bigram_bits(train_tokens, pairs),
@@ -113,21 +120,20 @@ def load_final(folder: str):
 
 
 def diagnose(names: list[str], steps: int, seed: int, out: str, **data) -> dict:
-    import torch
-
     from smt_hf.recipe import machine, run_config
 
-    torch.set_num_threads(1)  # the preset's `threads`
     path = os.path.join(out, "text_diagnosis.json")
     result = json.load(open(path)) if os.path.exists(path) else {"runs": {}}
     result.update(machine=machine(), steps=steps, preset=os.path.relpath(PRESET), settings=SETTINGS)
+    held_out = None
     for name in names:
         cfg = config(SETTINGS[name], steps, seed, os.path.join("outputs", "text_diagnosis", name), **data)
+        held_out = held_out or eval_data(cfg)  # the same windows for every setting
         t0 = time.time()
         summary = run_config(cfg)
         row = {"seconds": round(time.time() - t0, 1), "phases": cfg["phases"],
                "trainer_eval": summary["phases"][-1]["eval"], "data": summary["data"],
-               **score(cfg, *load_final(os.path.join(cfg["output_dir"], "final")))}
+               **score(cfg, *load_final(os.path.join(cfg["output_dir"], "final")), *held_out)}
         result["runs"][name], result["data"] = row, summary["data"]
         _save(path, result, name, {k: v for k, v in row.items() if k in COLS})
     write_diagnosis(out, result)
@@ -181,6 +187,7 @@ def compare(name: str, smt_steps: int, dmt_steps: int, seed: int, out: str, **da
     train, ev, vocab, data_desc = build_data(cfg["data"])
     student, teacher = build_models(cfg, vocab, cfg["data"]["seq_len"])
     init = copy.deepcopy(student.state_dict())
+    held_out = eval_data(cfg, ev)
     all_args = phase_arguments(cfg, cfg["data"]["seq_len"], teacher.config.max_context_length)
     result = {"setting": name, "data": data_desc, "machine": machine(), "phases": cfg["phases"], "rows": {},
               "eval_windows": len(ev), "context_length": cfg["common"]["context_length"], "seq_len": cfg["data"]["seq_len"]}
@@ -201,7 +208,7 @@ def compare(name: str, smt_steps: int, dmt_steps: int, seed: int, out: str, **da
         if not (bptt or last_smt or args.mode == "dmt"):
             continue
         row = {"seconds": round(seconds if bptt else spent, 1), "steps": tr.state.global_step if bptt else list(steps),
-               **score(cfg, teacher, student)}
+               **score(cfg, teacher, student, *held_out)}
         if bptt:  # BPTT's memory is not the teacher's: no teacher prefill, and the teacher columns are not its own
             for key in ("student_prefill_bits", "teacher_first_bits", "teacher_future_bits", "memory_spread", "uniformity"):
                 row.pop(key)

@@ -65,6 +65,16 @@ def smt_gradient_norms(student, teacher, input_ids: torch.LongTensor, labels: to
     return m_t.grad.flatten(1).norm(dim=1).view(B, T - 1).mean(0).tolist()
 
 
+def _prefix_memory(student, prefix: torch.LongTensor, teacher=None) -> torch.Tensor:
+    """The memory after `prefix` (N, P): m_0 for P = 0, else the teacher's encoding (SMT's prefill) when `teacher` is
+    given, else the student's own recurrence from m_0. Returns (N, K, d)."""
+    if prefix.shape[1] == 0:
+        return student.initial_memory(prefix.shape[0])
+    if teacher is not None:
+        return teacher.encode(prefix, torch.ones_like(prefix))
+    return student(prefix, use_cache=False, output_memories=True).memories[:, -1]
+
+
 @torch.no_grad()
 def complete_after_prefix(student, prefix: torch.LongTensor, total: int, teacher=None, seed: int = 0,
                           temperature: float = 1.0) -> torch.LongTensor:
@@ -82,12 +92,7 @@ def complete_after_prefix(student, prefix: torch.LongTensor, total: int, teacher
     """
     g = torch.Generator(device="cpu").manual_seed(seed)
     N, P = prefix.shape
-    if P == 0:
-        m = student.initial_memory(N)
-    elif teacher is not None:
-        m = teacher.encode(prefix, torch.ones_like(prefix))
-    else:
-        m = student(prefix, use_cache=False, output_memories=True).memories[:, -1]
+    m = _prefix_memory(student, prefix, teacher)
     out = [prefix]
     for _ in range(total - P):
         p = torch.softmax(student.readout(m).float().cpu() / temperature, -1)
@@ -119,12 +124,7 @@ def continuation_bits(student, input_ids: torch.LongTensor, prefix_length: int, 
     if not 0 <= P < L or (teacher is not None and P == 0):
         raise ValueError(f"prefix_length={P} must be in [{int(teacher is not None)}, {L}) for sequences of length {L}"
                          + (" with a teacher (P = 0 is the student's m_0: pass teacher=None)" if teacher is not None else ""))
-    if P == 0:
-        m = student.initial_memory(N)
-    elif teacher is not None:
-        m = teacher.encode(input_ids[:, :P], torch.ones_like(input_ids[:, :P]))
-    else:
-        m = student(input_ids[:, :P], use_cache=False, output_memories=True).memories[:, -1]
+    m = _prefix_memory(student, input_ids[:, :P], teacher)
     nll = 0.0
     for t in range(P, L):
         nll += float(F.cross_entropy(student.readout(m).float(), input_ids[:, t], reduction="sum"))
