@@ -124,7 +124,7 @@ def diagnose(names: list[str], steps: int, seed: int, out: str, **data) -> dict:
 
     path = os.path.join(out, "text_diagnosis.json")
     result = json.load(open(path)) if os.path.exists(path) else {"runs": {}}
-    result.update(machine=machine(), steps=steps, preset=os.path.relpath(PRESET), settings=SETTINGS)
+    result.update(machine=machine(), steps=steps, seed=seed, preset=os.path.relpath(PRESET), settings=SETTINGS)
     held_out = None
     for name in names:
         cfg = config(SETTINGS[name], steps, seed, os.path.join("outputs", "text_diagnosis", name), **data)
@@ -142,7 +142,7 @@ def diagnose(names: list[str], steps: int, seed: int, out: str, **data) -> dict:
 
 def write_diagnosis(out: str, result: dict) -> None:
     runs = result["runs"]
-    lines = [f"Teacher memory on {result.get('data', 'text')}, {result['steps']} SMT steps per setting ({result['preset']}; "
+    lines = [f"Teacher memory on {result.get('data', 'text')}, {result['steps']} SMT steps per setting, seed {result['seed']} ({result['preset']}; "
              f"held-out windows, Tc=64 context bytes). Machine: {result['machine']}.", "",
              "| setting | " + " | ".join(COLS.values()) + " | run s |", "|---|" + "---|" * (len(COLS) + 1)]
     for name, r in runs.items():
@@ -189,7 +189,7 @@ def compare(name: str, smt_steps: int, dmt_steps: int, seed: int, out: str, **da
     init = copy.deepcopy(student.state_dict())
     held_out = eval_data(cfg, ev)
     all_args = phase_arguments(cfg, cfg["data"]["seq_len"], teacher.config.max_context_length)
-    result = {"setting": name, "data": data_desc, "machine": machine(), "phases": cfg["phases"], "rows": {},
+    result = {"setting": name, "seed": seed, "data": data_desc, "machine": machine(), "phases": cfg["phases"], "rows": {},
               "eval_windows": len(ev), "context_length": cfg["common"]["context_length"], "seq_len": cfg["data"]["seq_len"]}
     path = os.path.join(out, "text_e2e.json")
     spent, steps = 0.0, []
@@ -225,7 +225,7 @@ def write_compare(out: str, result: dict) -> None:
             "student_prefill_bits": "after teacher prefill of Tc bytes", "teacher_first_bits": "teacher first-step"}
     Tc, L = result["context_length"], result["seq_len"]
     lines = [f"{result['data']}: bits/byte of bytes {Tc}..{L - 1} of {result['eval_windows']} held-out windows, SMT "
-             f"setting `{result['setting']}`. Machine: {result['machine']}.", "",
+             f"setting `{result['setting']}`, seed {result['seed']}, one-step DMT (no gradient across steps). Machine: {result['machine']}.", "",
              "| model | DMT gradient | steps | wall-clock s | " + " | ".join(cols.values()) + " |",
              "|---|---|---|---|" + "---|" * len(cols)]
     grad = {"SMT": "-", "SMT -> DMT one_step": "one_step (no BPTT)", "BPTT (same wall-clock)": "- (full BPTT)"}

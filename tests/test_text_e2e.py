@@ -48,9 +48,20 @@ def test_text_recipe_numbers_are_the_models_numbers(tmp_path, monkeypatch):
     cmp = json.load(open(out / "text_e2e.json"))
     rows = cmp["rows"]
     assert list(rows) == ["SMT", "SMT -> DMT one_step", "BPTT (same wall-clock)"]
+    assert cmp["seed"] == 0 and json.load(open(out / "text_diagnosis.json"))["seed"] == 0
     assert rows["SMT"]["steps"] == [2] and rows["SMT -> DMT one_step"]["steps"] == [2, 1]
     assert rows["SMT -> DMT one_step"]["seconds"] >= rows["SMT"]["seconds"]  # cumulative wall-clock of the method
     assert not {"student_prefill_bits", "teacher_first_bits", "memory_spread"} & set(rows["BPTT (same wall-clock)"])
     assert rows["SMT"]["teacher_first_bits"] == rows["SMT -> DMT one_step"]["teacher_first_bits"]  # DMT: teacher frozen
     table = (out / "text_e2e.md").read_text()
     assert "| BPTT (same wall-clock) | - (full BPTT) |" in table and "one_step (no BPTT)" in table
+
+
+def test_text_recipe_refuses_unknown_settings_naming_the_known_ones(capsys):
+    with pytest.raises(SystemExit):
+        te.cli(["--diagnose", "joint_dyn2"])
+    err = capsys.readouterr().err
+    assert "unknown setting(s) ['joint_dyn2']" in err and "'joint_dyn0.1_gamma0.9'" in err
+    with pytest.raises(SystemExit):
+        te.cli([])
+    assert "pass --diagnose and/or --compare SETTING" in capsys.readouterr().err
