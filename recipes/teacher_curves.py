@@ -42,6 +42,8 @@ def run_one(name: str, spec: dict, defaults: dict, seed: int, threads: int = 1) 
     from smt_hf.training_args import SMTTrainingArguments
 
     cfg = {**defaults, **spec}
+    if cfg.get("reference_lm"):
+        return run_reference_lm(name, cfg, seed, threads)
     task, T, kw = cfg["task"], cfg["seq_len"], dict(cfg.get("task_kwargs") or {})
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
@@ -65,17 +67,83 @@ def run_one(name: str, spec: dict, defaults: dict, seed: int, threads: int = 1) 
             if acc >= cfg["target"]:
                 control.should_training_stop = True
 
-    args = SMTTrainingArguments(
-        output_dir="outputs/teacher_curves/tmp", mode="smt", max_steps=cfg["max_steps"], context_length=T,
-        future_length=T, per_device_train_batch_size=cfg["batch_size"], per_device_eval_batch_size=256,
-        learning_rate=cfg["learning_rate"], warmup_steps=cfg["warmup_steps"], eval_strategy="steps",
-        eval_steps=cfg["eval_steps"], report_to="none", save_strategy="no", use_cpu=True, logging_steps=10**6,
-        disable_tqdm=True, seed=seed, **(cfg.get("training") or {}))
+    args = SMTTrainingArguments(**{  # a family's `training` overrides any of these (e.g. future_length)
+        "output_dir": "outputs/teacher_curves/tmp", "mode": "smt", "max_steps": cfg["max_steps"], "context_length": T,
+        "future_length": T, "per_device_train_batch_size": cfg["batch_size"], "per_device_eval_batch_size": 256,
+        "learning_rate": cfg["learning_rate"], "warmup_steps": cfg["warmup_steps"], "eval_strategy": "steps",
+        "eval_steps": cfg["eval_steps"], "report_to": "none", "save_strategy": "no", "use_cpu": True,
+        "logging_steps": 10**6, "disable_tqdm": True, "seed": seed, **(cfg.get("training") or {})})
     tr = SMTTrainer(model=student, teacher=teacher, args=args, train_dataset=train, eval_dataset=ev,
                     callbacks=[Curve(), TimeBudget(cfg["budget_seconds"])])
     tr.train()
     if not curve or curve[-1][0] != tr.state.global_step:  # the budget ended between evaluations
         tr.evaluate()
+    reached = next((c for c in curve if c[2] >= cfg["target"]), None)
+    return {"family": name, "task": task, "seq_len": T, "seed": seed, "machine": machine(), "threads": threads,
+            "settings": cfg, "curve": curve, "final_teacher_acc": curve[-1][2],
+            "reached_at": None if reached is None else {"step": reached[0], "seconds": reached[1]}}
+
+
+def lm_accuracy(logits_fn, input_ids, labels, per_row: int) -> float:
+    """Accuracy of a causal LM scored like the teacher: at the teacher's positions (smt_hf.evaluation: the last
+    `per_row` targets t >= 1 of each row) the logits at t-1, which have read x[:t], against labels[t].
+    logits_fn: (B, L) ids -> (B, L, V)."""
+    import torch
+
+    from smt_hf.evaluation import _target_positions
+
+    rows, cols = _target_positions(labels, per_row)
+    with torch.no_grad():
+        return (logits_fn(input_ids)[rows, cols - 1].argmax(-1) == labels[rows, cols]).float().mean().item()
+
+
+def run_reference_lm(name: str, cfg: dict, seed: int, threads: int = 1) -> dict:
+    """A family with `reference_lm: true`: no teacher, a plain causal Transformer LM (the teacher's width, heads and
+    encoder depth, AdamW with the family's lr / warm-up / batch) on the same episodes, scored like the teacher (the
+    prediction of labels[t] from x[:t] at the last `eval_positions` target positions). It tells whether the task is
+    learnable at this size at all, apart from squeezing the answer through K registers and the decoder. Same return
+    value as `run_one`."""
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    sys.path.insert(0, HERE)
+    from smt import machine
+
+    from smt_hf.data import make_task, task_vocab_size
+    from smt_hf.modeling_layers import TransformerStack
+
+    task, T, kw, t = cfg["task"], cfg["seq_len"], dict(cfg.get("task_kwargs") or {}), cfg["teacher"]
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    vocab, d = task_vocab_size(task, **kw), t["hidden_size"]
+    model = nn.ModuleDict({"embed": nn.Embedding(vocab, d), "head": nn.Linear(d, vocab),
+                           "body": TransformerStack(d, t["num_encoder_layers"], t["num_attention_heads"], 4 * d)})
+
+    def logits(x):  # (B, L) -> (B, L, V); position t-1 (has read x[:t]) predicts labels[t]
+        return model["head"](model["body"](model["embed"](x), causal=True))
+
+    data = [make_task(task, n, T, seed=s, **kw) for n, s in ((cfg["num_train"], seed), (cfg["num_eval"], 10**6 + seed))]
+    (ids, lab), (eids, elab) = [(torch.tensor(ds["input_ids"]), torch.tensor(ds["labels"])) for ds in data]
+    per_row = (cfg.get("training") or {}).get("eval_positions", 16)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg["learning_rate"], betas=(0.9, 0.95), weight_decay=0.01)
+    warm = max(int(cfg["warmup_steps"]), 1)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / warm))
+    curve, t0, step = [], time.time(), 0
+    while step < cfg["max_steps"] and time.time() - t0 < cfg["budget_seconds"]:
+        b = torch.randint(0, len(ids), (cfg["batch_size"],))
+        loss = F.cross_entropy(logits(ids[b, :-1]).flatten(0, 1), lab[b, 1:].flatten(), ignore_index=-100)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        step += 1
+        if step % cfg["eval_steps"] == 0:
+            acc = lm_accuracy(logits, eids, elab, per_row)
+            curve.append([step, round(time.time() - t0, 1), acc])
+            print(f"[{name} s{seed}] step {step} {curve[-1][1]:.0f}s reference LM acc {acc:.3f}", flush=True)
+            if acc >= cfg["target"]:
+                break
     reached = next((c for c in curve if c[2] >= cfg["target"]), None)
     return {"family": name, "task": task, "seq_len": T, "seed": seed, "machine": machine(), "threads": threads,
             "settings": cfg, "curve": curve, "final_teacher_acc": curve[-1][2],
@@ -89,8 +157,10 @@ def table(runs: list[dict]) -> str:
         s, t = r["settings"], r["settings"]["teacher"]
         hit = r["reached_at"]
         lines.append(
-            f"| {r['family']} | {r['seq_len']} | {r['seed']} | {t['hidden_size']} | {t['memory_tokens']} | "
-            f"{t['num_encoder_layers']}/{t['num_decoder_layers']} | {s['learning_rate']:g} | {s['batch_size']} | "
+            f"| {r['family']} | {r['seq_len']} | {r['seed']} | {t['hidden_size']} | "
+            + ("- (causal LM) | " if s.get("reference_lm") else f"{t['memory_tokens']} | ")
+            + f"{t['num_encoder_layers']}/{0 if s.get('reference_lm') else t['num_decoder_layers']} | "
+            f"{s['learning_rate']:g} | {s['batch_size']} | "
             f"{s['target']} | {s['budget_seconds']} | {hit['step'] if hit else 'not reached'} | {hit['seconds'] if hit else '-'} | "
             f"{r['final_teacher_acc']:.3f} | {r['curve'][-1][0]} | {r['curve'][-1][1]:.0f} |")
     return "\n".join(lines)

@@ -36,3 +36,40 @@ def test_write_merges_runs_by_family_length_and_seed(tmp_path):
     md = teacher_curves.write(str(tmp_path), [run("a", 0, 0.97)])  # replaces a/0, keeps b/0
     rows = [x for x in md.splitlines() if x.startswith("| a ") or x.startswith("| b ")]
     assert len(rows) == 2 and "0.970" in rows[0] and "| 600 | 4 | 1.0 |" in rows[0] and "0.960" in rows[1]
+
+
+def test_a_family_can_override_the_future_length():
+    """`training` may set any SMTTrainingArguments field, also one the loop sets itself (was: TypeError)."""
+    import teacher_curves
+
+    r = teacher_curves.run_one("needle", {"task": "needle", "task_kwargs": {"vocab_size": 8},
+                                          "training": {"future_length": 1}}, DEFAULTS, seed=0)
+    assert [c[0] for c in r["curve"]] == [4, 8, 12]
+
+
+def test_reference_lm_is_scored_at_the_teachers_positions():
+    """An oracle whose logits at t-1 are labels[t] scores 1 at the teacher's positions; reading them off one position
+    late (the prediction at t) does not."""
+    import torch
+    import torch.nn.functional as F
+    import teacher_curves
+
+    from smt_hf.data import make_task
+
+    ds = make_task("associative_recall", 32, 16, seed=0, n_keys=4, key_vocab=4, value_vocab=4)
+    ids, labels = torch.tensor(ds["input_ids"]), torch.tensor(ds["labels"])
+    nxt = torch.cat([labels[:, 1:], torch.zeros_like(labels[:, :1])], 1).clamp(min=0)  # labels[t] at position t-1
+    assert teacher_curves.lm_accuracy(lambda x: F.one_hot(nxt, 9).float(), ids, labels, 4) == 1.0
+    late = labels.clamp(min=0)  # the answer at t itself: one position late
+    assert teacher_curves.lm_accuracy(lambda x: F.one_hot(late, 9).float(), ids, labels, 4) < 0.5
+
+
+def test_reference_lm_run_and_its_table_row():
+    import teacher_curves
+
+    spec = {"task": "needle", "task_kwargs": {"vocab_size": 8}, "reference_lm": True, "target": 1.01}
+    r = teacher_curves.run_reference_lm("needle_lm", {**DEFAULTS, **spec}, seed=0)
+    assert [c[0] for c in r["curve"]] == [4, 8, 12] and r["final_teacher_acc"] == r["curve"][-1][2]
+    assert teacher_curves.run_one("needle_lm", spec, DEFAULTS, seed=0)["curve"] == r["curve"]  # dispatch, seeded
+    row = next(x for x in teacher_curves.table([r]).splitlines() if x.startswith("| needle_lm "))
+    assert "| - (causal LM) | 1/0 |" in row
