@@ -171,6 +171,7 @@ def run(task="needle", seq_len=None, seed=0, smt_steps=900, dmt_steps=300, out=D
             phase(bptt_row(multiple), student, None, BPTT, 10**6, [TimeBudget(multiple * bptt_seconds)])
             rows[-1]["budget_seconds"] = round(multiple * bptt_seconds, 1)
             save()
+        summarize(out, family, task, T)
         return rows
     init = copy.deepcopy(student.state_dict())
     _, smt = phase(ROWS[0], student, teacher, smt_set, smt_steps)
@@ -196,10 +197,15 @@ def run(task="needle", seq_len=None, seed=0, smt_steps=900, dmt_steps=300, out=D
     except ImportError:  # matplotlib is optional
         pass
     print(f"\n{task}, T={T}, seed {seed}, {machine()}\n{table([run_info])}")
+    summarize(out, family, task, T)
+    return rows
+
+
+def summarize(out: str, family: str | None, task: str, T: int) -> None:
+    """Rewrite the family's table over every seed in `out` (and Fig 3 when the run is a --family run)."""
     print(f"\nall seeds in {out}:\n{write_summary(out, family or task, T)}")
     if family:
         fig3(out, T)
-    return rows
 
 
 def load_reusable(paths: list[str], task: str, seq_len: int, seed: int, model: dict) -> list[tuple[str, dict]]:

@@ -85,3 +85,12 @@ def test_the_smt_row_names_its_mode():
     assert n.row_label(n.ROWS[0], run("smt")) == "SMT (mode smt)" and n.row_label(n.ROWS[1], run("smt")) == n.ROWS[1]
     assert n.row_label(n.ROWS[0], run("joint")) == "joint SMT" == n.row_label(n.ROWS[0], {"rows": []})
     assert "| SMT (mode smt) |" in n.table([run("smt")]) and "| joint SMT |" in n.table([run("joint")])
+
+
+def test_a_bptt_only_run_refreshes_the_family_table(tmp_path):
+    """--bptt-only appends BPTT rows to a family; its table (and Fig 3) must show them (was: left stale)."""
+    n.run(task="needle", seq_len=8, seed=0, out=str(tmp_path), bptt_seconds=0.5, bptt_only=True, bptt_multiples=(1, 4))
+    md = (tmp_path / "needle_e2e_T8.md").read_text()
+    rows = [line for line in md.splitlines() if line.startswith("| BPTT")]
+    assert [r.split(" |")[0] for r in rows] == ["| " + n.ROWS[3], "| " + n.ROWS[4]]
+    assert "BPTT wall-clock budget per seed: s0 0 s, s0 2 s" in md  # 0.5 s and 4 x 0.5 s, rounded
