@@ -34,7 +34,7 @@ def run_one(name: str, spec: dict, defaults: dict, seed: int, threads: int = 1) 
     from transformers import TrainerCallback
 
     sys.path.insert(0, HERE)
-    from smt import build_models, machine
+    from smt import build_models
 
     from smt_hf.callbacks import TimeBudget
     from smt_hf.data import make_task, task_vocab_size
@@ -78,9 +78,17 @@ def run_one(name: str, spec: dict, defaults: dict, seed: int, threads: int = 1) 
     tr.train()
     if not curve or curve[-1][0] != tr.state.global_step:  # the budget ended between evaluations
         tr.evaluate()
+    return result(name, cfg, seed, threads, curve)
+
+
+def result(name: str, cfg: dict, seed: int, threads: int, curve: list) -> dict:
+    """One run's record: {family, task, T, seed, machine, settings, curve, final_teacher_acc, reached_at}."""
+    sys.path.insert(0, HERE)
+    from smt import machine
+
     reached = next((c for c in curve if c[2] >= cfg["target"]), None)
-    return {"family": name, "task": task, "seq_len": T, "seed": seed, "machine": machine(), "threads": threads,
-            "settings": cfg, "curve": curve, "final_teacher_acc": curve[-1][2],
+    return {"family": name, "task": cfg["task"], "seq_len": cfg["seq_len"], "seed": seed, "machine": machine(),
+            "threads": threads, "settings": cfg, "curve": curve, "final_teacher_acc": curve[-1][2],
             "reached_at": None if reached is None else {"step": reached[0], "seconds": reached[1]}}
 
 
@@ -106,9 +114,6 @@ def run_reference_lm(name: str, cfg: dict, seed: int, threads: int = 1) -> dict:
     import torch
     import torch.nn.functional as F
     from torch import nn
-
-    sys.path.insert(0, HERE)
-    from smt import machine
 
     from smt_hf.data import make_task, task_vocab_size
     from smt_hf.modeling_layers import TransformerStack
@@ -144,10 +149,7 @@ def run_reference_lm(name: str, cfg: dict, seed: int, threads: int = 1) -> dict:
             print(f"[{name} s{seed}] step {step} {curve[-1][1]:.0f}s reference LM acc {acc:.3f}", flush=True)
             if acc >= cfg["target"]:
                 break
-    reached = next((c for c in curve if c[2] >= cfg["target"]), None)
-    return {"family": name, "task": task, "seq_len": T, "seed": seed, "machine": machine(), "threads": threads,
-            "settings": cfg, "curve": curve, "final_teacher_acc": curve[-1][2],
-            "reached_at": None if reached is None else {"step": reached[0], "seconds": reached[1]}}
+    return result(name, cfg, seed, threads, curve)
 
 
 def table(runs: list[dict]) -> str:
