@@ -115,6 +115,31 @@ class MemoryEncoder(nn.Module):
         out = self.encoder(h, attn_mask=allow[None, None], positions=positions)  # (B, L, d)
         return rms_normalize(out[:, T:].reshape(B, T + 1, K, -1), self.eps)  # (B, T+1, K, d)
 
+    def token_states(self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None = None,
+                     num_layers: int | None = None) -> torch.Tensor:
+        """The causal-context encoder's token stream after its first `num_layers` blocks (default: all), passed
+        through the stack's final RMSNorm: input_ids/attention_mask (B, Tc) (left padding allowed) -> (B, Tc, d).
+
+        Tokens attend only to tokens <= themselves, never to registers, so these are exactly the token states
+        inside `encode` (same rotary positions 0..Tc-1) and position i has read x[:i+1] only: an LM head on them is
+        a causal LM (`SMTTrainingArguments.lambda_encoder_lm`). Raises ValueError for a bidirectional encoder (its
+        tokens see the future) or `num_layers` outside 1..depth.
+        """
+        if not self.causal:
+            raise ValueError("token_states needs a causal-context encoder (encoder_causal=True): a bidirectional "
+                             "encoder's token states have read the whole context, so they cannot predict its next token.")
+        layers = self.encoder.layers
+        n = len(layers) if num_layers is None else int(num_layers)
+        if not 1 <= n <= len(layers):
+            raise ValueError(f"num_layers must be in 1..{len(layers)} (the encoder depth), got {num_layers}.")
+        x = self.embed_tokens(input_ids)  # (B, Tc, d)
+        Tc = input_ids.shape[1]
+        mask = causal_context_mask(Tc, 0, attention_mask, x.device)  # tokens only
+        cos, sin = self.encoder.rotary(Tc, x.device, x.dtype)
+        for layer in layers[:n]:
+            x = layer(x, cos, sin, attn_mask=mask)
+        return self.encoder.norm(x)  # (B, Tc, d)
+
     @torch.no_grad()
     def load_memory_encoder(self, other: "MemoryEncoder") -> None:
         """Copy another memory encoder's embedding, registers and encoder (shapes are checked by `load_state_dict`)

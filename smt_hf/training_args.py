@@ -88,6 +88,21 @@ class SMTTrainingArguments(TrainingArguments):
     lambda_dec: float = field(default=1.0, metadata={"help": "Weight of the decoder (predictive state) loss."})
     lambda_dyn: float = field(default=0.1, metadata={"help": "Weight of the SMT dynamics (memory regression) loss."})
     lambda_unif: float = field(default=0.001, metadata={"help": "Weight of the uniformity loss on memory tokens."})
+    lambda_encoder_lm: float = field(
+        default=0.0,
+        metadata={
+            "help": "smt/joint with a causal-context teacher (SMTTeacherConfig(encoder_causal=True)): weight of an "
+            "auxiliary next-token loss on the encoder's token stream after `encoder_lm_layer` blocks, through the "
+            "teacher's LM head (deep supervision). Context tokens attend only to tokens, so this trains the very "
+            "states the registers read; it lets the registers copy an answer the tokens have already computed "
+            "(associative recall: recipes/results/teacher_curves.md). 0 = off (the reference)."
+        },
+    )
+    encoder_lm_layer: int | None = field(
+        default=None,
+        metadata={"help": "Encoder blocks the auxiliary LM loss reads, 1..num_encoder_layers. None = "
+                  "num_encoder_layers - 1 (at least 1): the last block is left for the registers to read the answer."},
+    )
     lambda_readout: float = field(default=1.0, metadata={"help": "Weight of the DMT readout cross-entropy."})
     lambda_dmt_dyn: float = field(default=10.0, metadata={"help": "Weight of the DMT memory-matching loss."})
     gamma: float = field(default=1.0, metadata={"help": "Discount gamma^j on the decoder loss of future step j."})
@@ -179,7 +194,12 @@ class SMTTrainingArguments(TrainingArguments):
             raise ValueError("`smt_all_prefixes` applies to mode 'smt' or 'joint' with split='random' (episodes).")
         if self.uniformity_samples < 2:
             raise ValueError("`uniformity_samples` must be >= 2.")
-        for name in ("lambda_dec", "lambda_dyn", "lambda_unif", "lambda_readout", "lambda_dmt_dyn"):
+        if self.lambda_encoder_lm > 0 and self.mode not in ("smt", "joint"):
+            raise ValueError(f"`lambda_encoder_lm` trains the teacher encoder, so it applies to mode 'smt' or 'joint', "
+                             f"got mode={self.mode!r}; set lambda_encoder_lm=0.")
+        if self.encoder_lm_layer is not None and self.encoder_lm_layer < 1:
+            raise ValueError(f"`encoder_lm_layer` must be >= 1 (or None), got {self.encoder_lm_layer}.")
+        for name in ("lambda_dec", "lambda_dyn", "lambda_unif", "lambda_readout", "lambda_dmt_dyn", "lambda_encoder_lm"):
             if getattr(self, name) < 0:
                 raise ValueError(f"`{name}` must be >= 0, got {getattr(self, name)}.")
         if not 0 < self.gamma <= 1:

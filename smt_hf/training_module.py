@@ -7,6 +7,8 @@ Modes (spec.md):
     smt    as joint, but L_dyn sees sg(m_c), sg(m_{c+1}): the RNN learns from L_dyn alone
            (with `smt_all_prefixes` and a causal-context teacher: m_0..m_L of every prefix in one encoder pass,
            L_dyn over all L transitions of each sequence)
+           (+ `lambda_encoder_lm`, causal-context teacher only: next-token CE on the encoder's token stream after
+           `encoder_lm_layer` blocks, deep supervision of the states the registers read)
     dmt    teacher frozen; the RNN rolls out Td steps on its own memories, matched every k steps to the
            teacher's memories (all computed in one batched encoder call); readout CE on sg(memory)
     bptt   the student unrolled from m_0 with full backpropagation, next-token CE
@@ -107,6 +109,14 @@ class SMTTrainingModule(nn.Module):
         else:
             self.teacher = teacher
         object.__setattr__(self, "step_fn", step_fn)  # a function (never registered as a submodule)
+        if args.lambda_encoder_lm > 0:
+            causal = bool(getattr(getattr(teacher, "config", None), "encoder_causal", False))
+            depth = getattr(getattr(teacher, "config", None), "num_encoder_layers", 0)
+            if not causal:
+                raise ValueError("lambda_encoder_lm needs a causal-context teacher (SMTTeacherConfig(encoder_causal=True)): "
+                                 "a bidirectional encoder's tokens see the future, so they cannot be trained as an LM.")
+            if args.encoder_lm_layer is not None and args.encoder_lm_layer > depth:
+                raise ValueError(f"encoder_lm_layer={args.encoder_lm_layer} exceeds the teacher's {depth} encoder layers.")
         if self.mode in ("smt", "joint"):  # draws the split points of each sequence batch inside forward
             self.sampler = SplitSampler(splits_per_sequence=args.splits_per_sequence, split=args.split,
                                         context_length=args.context_length)
@@ -128,11 +138,19 @@ class SMTTrainingModule(nn.Module):
 
     def forward(self, **batch) -> dict[str, torch.Tensor]:
         if self.mode in ("smt", "joint"):
+            seq = batch
             if self.args.smt_all_prefixes:
-                return self.smt_prefix_parts(batch["input_ids"], batch["labels"], batch.get("attention_mask"))
-            if "context_ids" not in batch:  # a sequence batch: draw the split points now
-                batch = self.smt_batch(batch["input_ids"], batch["labels"], batch.get("attention_mask"))
-            return self.smt_parts(**batch)
+                parts = self.smt_prefix_parts(batch["input_ids"], batch["labels"], batch.get("attention_mask"))
+            else:
+                if "context_ids" not in batch:  # a sequence batch: draw the split points now
+                    batch = self.smt_batch(batch["input_ids"], batch["labels"], batch.get("attention_mask"))
+                parts = self.smt_parts(**batch)
+            if self.args.lambda_encoder_lm > 0:
+                if "input_ids" not in seq:
+                    raise ValueError("lambda_encoder_lm needs sequence batches (input_ids, labels), not pre-cut SMT "
+                                     "windows; pass the dataset's sequences to the trainer.")
+                parts["encoder_lm"] = self.encoder_lm_part(seq["input_ids"], seq["labels"], seq.get("attention_mask"))
+            return parts
         if self.mode == "dmt":
             return self.dmt_parts(**batch)
         return self.bptt_parts(**batch)
@@ -201,6 +219,20 @@ class SMTTrainingModule(nn.Module):
         # 3. all L supervised RNN transitions m_t -(x_t)-> m_{t+1}: (B*L, K, d)
         prev, nxt = mems[:, :-1].flatten(0, 1), mems[:, 1:].flatten(0, 1)
         return self._smt_loss_parts(m_c, future_ids, future_labels, prev, input_ids.flatten(), nxt)
+
+    def encoder_lm_part(self, input_ids, labels, attention_mask=None) -> torch.Tensor:
+        """Auxiliary LM loss of a causal-context teacher encoder (`lambda_encoder_lm`, deep supervision): the token
+        states after `encoder_lm_layer` blocks of the first Tc = context_length tokens, (B, Tc, d), through the
+        teacher's LM head; the state at i (has read x[:i+1]) predicts labels[i+1] (the target SMT's decoder learns
+        for that position; -100 and padding ignored). Mean CE over the targets (0 when none)."""
+        t, Tc = self.teacher, self.args.context_length
+        n = self.args.encoder_lm_layer or max(1, t.config.num_encoder_layers - 1)
+        ids, target = input_ids[:, :Tc], labels[:, 1 : Tc + 1]  # (B, Tc), (B, Tc-1 or Tc)
+        mask = None if attention_mask is None else attention_mask[:, :Tc]
+        logits = t.lm_head(t.token_states(ids, mask, n))[:, : target.shape[1]]  # (B, <=Tc, V)
+        if mask is not None:
+            target = target.masked_fill(~attention_mask[:, 1 : Tc + 1].bool(), IGNORE_INDEX)
+        return losses.readout_loss(logits, target)
 
     # ------------------------------------------------------------------ DMT
     def dmt_parts(self, input_ids, labels, attention_mask=None, **_) -> dict[str, torch.Tensor]:
@@ -306,6 +338,7 @@ class SMTTrainingModule(nn.Module):
             "decoder": a.lambda_dec,
             "dynamics": a.lambda_dyn,
             "uniformity": a.lambda_unif,
+            "encoder_lm": a.lambda_encoder_lm,
             "dmt_dynamics": a.lambda_dmt_dyn,
             "readout": a.lambda_readout,
             "dmt_teacher": a.lambda_dmt_dyn,
