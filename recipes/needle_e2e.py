@@ -64,8 +64,8 @@ def row_label(name: str, run: dict) -> str:
 def family_settings(name: str, seq_len: int | None = None, path: str = FAMILIES) -> dict:
     """The calibrated settings of one family of teachers.yaml: {task, task_kwargs, seq_len, model, smt, training}.
     `model` = the family's teacher + this recipe's student; `smt` = joint SMT (or the family's `smt_mode`) with the
-    family's learning rate and warm-up; `training` = extra SMTTrainingArguments for every phase (e.g. eval_positions). KeyError names the
-    families there."""
+    family's learning rate and warm-up (+ its `smt_training`: SMT-phase-only arguments such as lambda_encoder_lm);
+    `training` = extra SMTTrainingArguments for every phase (e.g. eval_positions). KeyError names the families there."""
     from smt_hf.recipe_config import load_preset
 
     cfg = load_preset(path)
@@ -75,7 +75,7 @@ def family_settings(name: str, seq_len: int | None = None, path: str = FAMILIES)
     return {"task": f["task"], "task_kwargs": dict(f.get("task_kwargs") or {}), "seq_len": seq_len or f["seq_len"],
             "model": {"teacher": dict(f["teacher"]), "student": dict(MODEL["student"])},
             "smt": dict(SMT, mode=f.get("smt_mode", SMT["mode"]), learning_rate=f["learning_rate"],
-                        warmup_steps=f["warmup_steps"]),
+                        warmup_steps=f["warmup_steps"], **(f.get("smt_training") or {})),
             "training": dict(f.get("training") or {})}
 METRICS = ("teacher_acc", "onestep_acc", "student_acc", "drift_mean", "drift_last")
 

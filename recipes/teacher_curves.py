@@ -72,7 +72,8 @@ def run_one(name: str, spec: dict, defaults: dict, seed: int, threads: int = 1) 
         "future_length": T, "per_device_train_batch_size": cfg["batch_size"], "per_device_eval_batch_size": 256,
         "learning_rate": cfg["learning_rate"], "warmup_steps": cfg["warmup_steps"], "eval_strategy": "steps",
         "eval_steps": cfg["eval_steps"], "report_to": "none", "save_strategy": "no", "use_cpu": True,
-        "logging_steps": 10**6, "disable_tqdm": True, "seed": seed, **(cfg.get("training") or {})})
+        "logging_steps": 10**6, "disable_tqdm": True, "seed": seed, **(cfg.get("training") or {}),
+        **(cfg.get("smt_training") or {})})
     tr = SMTTrainer(model=student, teacher=teacher, args=args, train_dataset=train, eval_dataset=ev,
                     callbacks=[Curve(), TimeBudget(cfg["budget_seconds"])])
     tr.train()
@@ -152,9 +153,16 @@ def run_reference_lm(name: str, cfg: dict, seed: int, threads: int = 1) -> dict:
     return result(name, cfg, seed, threads, curve)
 
 
+def extra(s: dict) -> str:
+    """The settings a row's other columns do not show: task kwargs, causal encoder, training arguments."""
+    kv = {**(s.get("task_kwargs") or {}), **({"encoder_causal": True} if s["teacher"].get("encoder_causal") else {}),
+          **(s.get("training") or {}), **(s.get("smt_training") or {})}
+    return ", ".join(f"{k}={v}" for k, v in kv.items()) or "-"
+
+
 def table(runs: list[dict]) -> str:
     lines = ["| family | T | seed | width d | K | enc/dec layers | lr | batch | target | budget s | reached at step | "
-             "reached at s | final teacher acc | steps run | wall-clock s |", "|---|" * 1 + "---|" * 14]
+             "reached at s | final teacher acc | steps run | wall-clock s | other settings |", "|---|" + "---|" * 15]
     for r in sorted(runs, key=lambda r: (r["family"], r["seq_len"], r["seed"])):
         s, t = r["settings"], r["settings"]["teacher"]
         hit = r["reached_at"]
@@ -164,7 +172,7 @@ def table(runs: list[dict]) -> str:
             + f"{t['num_encoder_layers']}/{0 if s.get('reference_lm') else t['num_decoder_layers']} | "
             f"{s['learning_rate']:g} | {s['batch_size']} | "
             f"{s['target']} | {s['budget_seconds']} | {hit['step'] if hit else 'not reached'} | {hit['seconds'] if hit else '-'} | "
-            f"{r['final_teacher_acc']:.3f} | {r['curve'][-1][0]} | {r['curve'][-1][1]:.0f} |")
+            f"{r['final_teacher_acc']:.3f} | {r['curve'][-1][0]} | {r['curve'][-1][1]:.0f} | {extra(s)} |")
     return "\n".join(lines)
 
 
