@@ -202,10 +202,10 @@ def run(task="needle", seq_len=None, seed=0, smt_steps=900, dmt_steps=300, out=D
 
 
 def summarize(out: str, family: str | None, task: str, T: int) -> None:
-    """Rewrite the family's table over every seed in `out` (and Fig 3 when the run is a --family run)."""
+    """Rewrite the family's table over every seed in `out`, and Fig 3 over every family there (a recipe-model run
+    such as `--task needle` is a Fig 3 family too)."""
     print(f"\nall seeds in {out}:\n{write_summary(out, family or task, T)}")
-    if family:
-        fig3(out, T)
+    fig3(out, T)
 
 
 def load_reusable(paths: list[str], task: str, seq_len: int, seed: int, model: dict) -> list[tuple[str, dict]]:
