@@ -103,6 +103,13 @@ class SMTTrainingArguments(TrainingArguments):
         metadata={"help": "Encoder blocks the auxiliary LM loss reads, 1..num_encoder_layers. None = "
                   "num_encoder_layers - 1 (at least 1): the last block is left for the registers to read the answer."},
     )
+    lambda_first_step: float = field(
+        default=0.0,
+        metadata={
+            "help": "smt_all_prefixes only: weight of a dense first-step decoder loss, the teacher's readout of the "
+            "memory of EVERY prefix x[:t] against labels[t] (the decoder loss sees one split per sequence). 0 = off."
+        },
+    )
     lambda_readout: float = field(default=1.0, metadata={"help": "Weight of the DMT readout cross-entropy."})
     lambda_dmt_dyn: float = field(default=10.0, metadata={"help": "Weight of the DMT memory-matching loss."})
     gamma: float = field(default=1.0, metadata={"help": "Discount gamma^j on the decoder loss of future step j."})
@@ -197,9 +204,13 @@ class SMTTrainingArguments(TrainingArguments):
         if self.lambda_encoder_lm > 0 and self.mode not in ("smt", "joint"):
             raise ValueError(f"`lambda_encoder_lm` trains the teacher encoder, so it applies to mode 'smt' or 'joint', "
                              f"got mode={self.mode!r}; set lambda_encoder_lm=0.")
+        if self.lambda_first_step > 0 and not self.smt_all_prefixes:
+            raise ValueError("`lambda_first_step` reads the memory of every prefix, so it needs smt_all_prefixes=True "
+                             "(a causal-context teacher); set lambda_first_step=0 or smt_all_prefixes=True.")
         if self.encoder_lm_layer is not None and self.encoder_lm_layer < 1:
             raise ValueError(f"`encoder_lm_layer` must be >= 1 (or None), got {self.encoder_lm_layer}.")
-        for name in ("lambda_dec", "lambda_dyn", "lambda_unif", "lambda_readout", "lambda_dmt_dyn", "lambda_encoder_lm"):
+        for name in ("lambda_dec", "lambda_dyn", "lambda_unif", "lambda_readout", "lambda_dmt_dyn", "lambda_encoder_lm",
+                     "lambda_first_step"):
             if getattr(self, name) < 0:
                 raise ValueError(f"`{name}` must be >= 0, got {getattr(self, name)}.")
         if not 0 < self.gamma <= 1:

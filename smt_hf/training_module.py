@@ -6,7 +6,8 @@ Modes (spec.md):
     joint  m_c = E(ctx), m_{c+1} = E(next ctx); L_dec(D(m_c, fut)), L_unif(m_c), L_dyn(f(m_c, x_c), m_{c+1})
     smt    as joint, but L_dyn sees sg(m_c), sg(m_{c+1}): the RNN learns from L_dyn alone
            (with `smt_all_prefixes` and a causal-context teacher: m_0..m_L of every prefix in one encoder pass,
-           L_dyn over all L transitions of each sequence)
+           L_dyn over all L transitions of each sequence; + `lambda_first_step`: the readout of every m_t
+           against labels[t])
            (+ `lambda_encoder_lm`, causal-context teacher only: next-token CE on the encoder's token stream after
            `encoder_lm_layer` blocks, deep supervision of the states the registers read)
     dmt    teacher frozen; the RNN rolls out Td steps on its own memories, matched every k steps to the
@@ -218,7 +219,11 @@ class SMTTrainingModule(nn.Module):
         m_c = mems[torch.arange(B, device=input_ids.device), c]  # (B, K, d)
         # 3. all L supervised RNN transitions m_t -(x_t)-> m_{t+1}: (B*L, K, d)
         prev, nxt = mems[:, :-1].flatten(0, 1), mems[:, 1:].flatten(0, 1)
-        return self._smt_loss_parts(m_c, future_ids, future_labels, prev, input_ids.flatten(), nxt)
+        parts = self._smt_loss_parts(m_c, future_ids, future_labels, prev, input_ids.flatten(), nxt)
+        if a.lambda_first_step > 0:  # 4. dense first step: the readout of m_t (memory of x[:t]) predicts labels[t]
+            first = self.teacher.readout(mems[:, :-1].flatten(0, 1)).view(B, L, -1)  # (B, L, V)
+            parts["first_step"] = losses.readout_loss(first, labels)
+        return parts
 
     def encoder_lm_part(self, input_ids, labels, attention_mask=None) -> torch.Tensor:
         """Auxiliary LM loss of a causal-context teacher encoder (`lambda_encoder_lm`, deep supervision): the token
@@ -339,6 +344,7 @@ class SMTTrainingModule(nn.Module):
             "dynamics": a.lambda_dyn,
             "uniformity": a.lambda_unif,
             "encoder_lm": a.lambda_encoder_lm,
+            "first_step": a.lambda_first_step,
             "dmt_dynamics": a.lambda_dmt_dyn,
             "readout": a.lambda_readout,
             "dmt_teacher": a.lambda_dmt_dyn,

@@ -98,3 +98,20 @@ def test_encoder_lm_is_refused_where_it_cannot_apply(tmp_path):
         SMTTrainingArguments(output_dir=str(tmp_path), encoder_lm_layer=0)
     with pytest.raises(ValueError, match="lambda_encoder_lm"):
         SMTTrainingArguments(output_dir=str(tmp_path), lambda_encoder_lm=-1.0)
+
+
+def test_dense_first_step_part_reads_every_prefix_memory(tmp_path):
+    student, teacher = models()
+    mod = SMTTrainingModule(student, teacher, args(tmp_path, lambda_first_step=2.0))
+    x = torch.randint(0, 16, (3, T))
+    labels = torch.randint(0, 16, (3, T))
+    labels[:, ::2] = -100
+    parts = mod(input_ids=x, labels=labels)
+    with torch.no_grad():  # m_t = E(x[:t]) predicts labels[t], one prefix at a time
+        logits = torch.stack([teacher.readout(teacher.encode(x[:, :t])) for t in range(T)], 1)  # (3, T, V)
+        want = F.cross_entropy(logits.reshape(-1, 16), labels.reshape(-1), ignore_index=-100)
+    torch.testing.assert_close(parts["first_step"].detach(), want, rtol=1e-4, atol=1e-5)
+    assert mod.weights()["first_step"] == 2.0
+    assert "first_step" not in SMTTrainingModule(student, teacher, args(tmp_path))(input_ids=x, labels=labels)
+    with pytest.raises(ValueError, match="needs smt_all_prefixes=True"):
+        args(tmp_path, smt_all_prefixes=False, lambda_first_step=1.0)
