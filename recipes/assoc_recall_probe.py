@@ -97,19 +97,21 @@ def run(variant: str, layers: int, K: int = 8, seconds: float = 300, seed: int =
             if acc >= 0.99:
                 break
     hit = next((c[0] for c in curve if c[2] >= 0.99), None)
-    return {"variant": variant, "layers": layers, "K": K, "width": d, "lr": lr, "batch": batch, "budget_s": seconds,
+    sys.path.insert(0, HERE)
+    from smt import machine
+
+    return {"machine": machine(), "variant": variant, "layers": layers, "K": K, "width": d, "lr": lr, "batch": batch, "budget_s": seconds,
             "curve": curve, "reached_at_step": hit}
 
 
 def write(out: str, runs: list[dict]) -> str:
-    sys.path.insert(0, HERE)
-    from smt import machine
-
+    """<out>/assoc_recall_probe.json (the runs), .md (table), .png (curves); returns the markdown."""
+    machines = "; ".join(sorted({r["machine"] for r in runs}))
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "assoc_recall_probe.json"), "w") as f:
-        json.dump({"machine": machine(), "runs": runs}, f, indent=2)
+        json.dump({"machine": machines, "runs": runs}, f, indent=2)
     lines = [f"# Associative recall: the register read-out of a lookup (recipes/assoc_recall_probe.py)\n\nMachine: "
-             f"{machine()}, shared with one other job. T=32, 7 pairs over 16 keys / 16 values, width 64, 4 heads, "
+             f"{machines}, shared with one other job. T=32, 7 pairs over 16 keys / 16 values, width 64, 4 heads, "
              "AdamW lr 1e-3, batch 64, every prefix supervised (dense); accuracy at the labelled positions of 512 "
              "held-out episodes; each run stops at 0.99 or its budget.\n",
              "| variant | encoder blocks | K | reached 0.99 at step | final acc | steps | wall-clock s |",

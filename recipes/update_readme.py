@@ -71,11 +71,10 @@ def needle_section() -> str:
 
 
 def teacher_section() -> str:
-    """Teacher calibration per family (recipes/teacher_curves.py)."""
-    path = os.path.join(RESULTS, "teacher_curves.md")
-    if not os.path.exists(path):
-        return ""
-    return _demote(_results_links(open(path).read().strip()), 2) + "\n"
+    """Teacher calibration per family (recipes/teacher_curves.py) and the associative-recall probe
+    (recipes/assoc_recall_probe.py)."""
+    paths = [os.path.join(RESULTS, n) for n in ("teacher_curves.md", "assoc_recall_probe.md")]
+    return "".join(_demote(_results_links(open(p).read().strip()), 2) + "\n" for p in paths if os.path.exists(p))
 
 
 def main_job_section() -> str:
