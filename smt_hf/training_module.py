@@ -110,9 +110,8 @@ class SMTTrainingModule(nn.Module):
         else:
             self.teacher = teacher
         object.__setattr__(self, "step_fn", step_fn)  # a function (never registered as a submodule)
-        if args.lambda_encoder_lm > 0:
-            causal = bool(getattr(getattr(teacher, "config", None), "encoder_causal", False))
-            depth = getattr(getattr(teacher, "config", None), "num_encoder_layers", 0)
+        if args.lambda_encoder_lm > 0:  # smt/joint only (the arguments refuse other modes): a trained teacher
+            causal, depth = bool(teacher.config.encoder_causal), teacher.config.num_encoder_layers
             if not causal:
                 raise ValueError("lambda_encoder_lm needs a causal-context teacher (SMTTeacherConfig(encoder_causal=True)): "
                                  "a bidirectional encoder's tokens see the future, so they cannot be trained as an LM.")
