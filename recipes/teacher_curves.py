@@ -4,8 +4,11 @@ SMT's student can only be as good as its teacher's memories, so every family of 
 a teacher that solves it. For each family in the YAML (default recipes/configs/calibration/teachers.yaml) this trains a
 teacher + student in `smt` mode (the student's transition is trained on detached memories, so it does not shape the
 teacher) under a wall-clock budget, evaluates every `eval_steps` steps on held-out episodes, and stops once the
-teacher reaches `target` accuracy (or the budget ends). Learning curve = teacher accuracy (first-step prediction at
-the last target positions, `smt_hf.evaluation`) against step and seconds.
+teacher reaches `target` accuracy (or the budget ends; a family whose `smt_training` schedules the decoder loss with
+`lambda_dec_start_step` / `lambda_dec_ramp_steps` runs at least until that loss is fully on). Learning curve = teacher
+accuracy (first-step prediction at the last target positions, `smt_hf.evaluation`) against step and seconds; each
+point also records the SMT one-step accuracy (the student's transition, trained on detached memories, one step from
+the teacher's memory): a teacher can answer each query yet keep a memory no RNN can carry forward.
 
     python recipes/teacher_curves.py                                  # every family of the YAML, one thread
     python recipes/teacher_curves.py --only needle parity --seeds 0   # a subset
@@ -53,8 +56,10 @@ def run_one(name: str, spec: dict, defaults: dict, seed: int, threads: int = 1) 
     student, teacher = build_models({"teacher": cfg["teacher"], "student": cfg["student"]}, vocab, T)
     curve: list[list[float]] = []
     t0 = [0.0]
+    sched = {**(cfg.get("training") or {}), **(cfg.get("smt_training") or {})}
+    full_loss_at = sched.get("lambda_dec_start_step", 0) + sched.get("lambda_dec_ramp_steps", 0)
 
-    class Curve(TrainerCallback):  # teacher accuracy after each evaluation; stop at the target
+    class Curve(TrainerCallback):  # teacher (and SMT one-step) accuracy after each evaluation; stop at the target
         def on_train_begin(self, args, state, control, **kw):
             t0[0] = time.time()
 
@@ -62,9 +67,11 @@ def run_one(name: str, spec: dict, defaults: dict, seed: int, threads: int = 1) 
             acc = metrics.get("eval_teacher_acc")
             if acc is None:
                 raise ValueError(f"[{name}] evaluation returned no teacher accuracy (no target positions?): {metrics}")
-            curve.append([state.global_step, round(time.time() - t0[0], 1), acc])
-            print(f"[{name} s{seed}] step {state.global_step} {curve[-1][1]:.0f}s teacher_acc {acc:.3f}", flush=True)
-            if acc >= cfg["target"]:
+            one = metrics.get("eval_onestep_acc")
+            curve.append([state.global_step, round(time.time() - t0[0], 1), acc, one])
+            print(f"[{name} s{seed}] step {state.global_step} {curve[-1][1]:.0f}s teacher_acc {acc:.3f} "
+                  f"onestep_acc {one:.3f}", flush=True)
+            if acc >= cfg["target"] and state.global_step >= full_loss_at:  # a decoder-loss curriculum runs through
                 control.should_training_stop = True
 
     args = SMTTrainingArguments(**{  # a family's `training` overrides any of these (e.g. future_length)
@@ -90,6 +97,7 @@ def result(name: str, cfg: dict, seed: int, threads: int, curve: list) -> dict:
     reached = next((c for c in curve if c[2] >= cfg["target"]), None)
     return {"family": name, "task": cfg["task"], "seq_len": cfg["seq_len"], "seed": seed, "machine": machine(),
             "threads": threads, "settings": cfg, "curve": curve, "final_teacher_acc": curve[-1][2],
+            "final_onestep_acc": curve[-1][3] if len(curve[-1]) > 3 else None,
             "reached_at": None if reached is None else {"step": reached[0], "seconds": reached[1]}}
 
 
@@ -160,9 +168,14 @@ def extra(s: dict) -> str:
     return ", ".join(f"{k}={v}" for k, v in kv.items()) or "-"
 
 
+def fmt(x) -> str:
+    return "-" if x is None else f"{x:.3f}"
+
+
 def table(runs: list[dict]) -> str:
     lines = ["| family | T | seed | width d | K | enc/dec layers | lr | batch | target | budget s | reached at step | "
-             "reached at s | final teacher acc | steps run | wall-clock s | other settings |", "|---|" + "---|" * 15]
+             "reached at s | final teacher acc | final SMT one-step acc | steps run | wall-clock s | other settings |",
+             "|---|" + "---|" * 16]
     for r in sorted(runs, key=lambda r: (r["family"], r["seq_len"], r["seed"])):
         s, t = r["settings"], r["settings"]["teacher"]
         hit = r["reached_at"]
@@ -172,7 +185,7 @@ def table(runs: list[dict]) -> str:
             + f"{t['num_encoder_layers']}/{0 if s.get('reference_lm') else t['num_decoder_layers']} | "
             f"{s['learning_rate']:g} | {s['batch_size']} | "
             f"{s['target']} | {s['budget_seconds']} | {hit['step'] if hit else 'not reached'} | {hit['seconds'] if hit else '-'} | "
-            f"{r['final_teacher_acc']:.3f} | {r['curve'][-1][0]} | {r['curve'][-1][1]:.0f} | {extra(s)} |")
+            f"{r['final_teacher_acc']:.3f} | {fmt(r.get('final_onestep_acc'))} | {r['curve'][-1][0]} | {r['curve'][-1][1]:.0f} | {extra(s)} |")
     return "\n".join(lines)
 
 
@@ -187,7 +200,8 @@ def write(out: str, new: list[dict]) -> str:
     md = (f"# Teacher calibration per family (recipes/teacher_curves.py)\n\nMachine: {'; '.join(machines)}, "
           "shared with other jobs (wall-clock, evaluation included, is an upper bound). Mode `smt`, "
           "teacher accuracy = first-step prediction at the last target positions of held-out episodes; each run "
-          "stops at its target or its wall-clock budget.\n\n" + table(runs) + "\n\n![curves](teacher_curves.png)\n")
+          "stops at its target or its wall-clock budget. Final SMT one-step acc = the student's one step from the "
+          "teacher's memory (`-`: a run recorded before this column or a reference LM).\n\n" + table(runs) + "\n\n![curves](teacher_curves.png)\n")
     with open(os.path.join(out, "teacher_curves.md"), "w") as f:
         f.write(md)
     try:

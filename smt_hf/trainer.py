@@ -234,7 +234,7 @@ class SMTTrainer(Trainer):
     # ------------------------------------------------------------------ loss
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         parts = model(**inputs)
-        total = losses.combine(parts, self.module.weights())
+        total = losses.combine(parts, self.module.weights(self.state.global_step))
         if not torch.isfinite(total):
             bad = {k: float(v.detach()) for k, v in parts.items() if not torch.isfinite(v)}
             raise NonFiniteLossError(

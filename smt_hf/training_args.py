@@ -86,6 +86,20 @@ class SMTTrainingArguments(TrainingArguments):
         },
     )
     lambda_dec: float = field(default=1.0, metadata={"help": "Weight of the decoder (predictive state) loss."})
+    lambda_dec_start_step: int = field(
+        default=0,
+        metadata={
+            "help": "smt/joint: the decoder loss is off (weight 0) before this optimizer step, then ramps to "
+            "`lambda_dec` over `lambda_dec_ramp_steps` (a curriculum: with lambda_first_step, the read-out of each "
+            "prefix's memory is learned first, the whole future after; recipes/results/teacher_curves.md, "
+            "associative recall). 0 = from the first step (the reference)."
+        },
+    )
+    lambda_dec_ramp_steps: int = field(
+        default=0,
+        metadata={"help": "Steps of the linear ramp of the decoder weight from 0 to `lambda_dec` that starts at "
+                          "`lambda_dec_start_step` (0 = a step change)."},
+    )
     lambda_dyn: float = field(default=0.1, metadata={"help": "Weight of the SMT dynamics (memory regression) loss."})
     lambda_unif: float = field(default=0.001, metadata={"help": "Weight of the uniformity loss on memory tokens."})
     lambda_encoder_lm: float = field(
@@ -207,6 +221,12 @@ class SMTTrainingArguments(TrainingArguments):
         if self.lambda_first_step > 0 and not self.smt_all_prefixes:
             raise ValueError("`lambda_first_step` reads the memory of every prefix, so it needs smt_all_prefixes=True "
                              "(a causal-context teacher); set lambda_first_step=0 or smt_all_prefixes=True.")
+        if self.lambda_dec_start_step < 0 or self.lambda_dec_ramp_steps < 0:
+            raise ValueError(f"`lambda_dec_start_step` and `lambda_dec_ramp_steps` must be >= 0, got "
+                             f"{self.lambda_dec_start_step} and {self.lambda_dec_ramp_steps}.")
+        if (self.lambda_dec_start_step or self.lambda_dec_ramp_steps) and self.mode not in ("smt", "joint"):
+            raise ValueError(f"`lambda_dec_start_step` / `lambda_dec_ramp_steps` schedule the teacher's decoder loss, "
+                             f"which only mode 'smt' or 'joint' has, got mode={self.mode!r}; leave them at 0.")
         if self.encoder_lm_layer is not None and self.encoder_lm_layer < 1:
             raise ValueError(f"`encoder_lm_layer` must be >= 1 (or None), got {self.encoder_lm_layer}.")
         for name in ("lambda_dec", "lambda_dyn", "lambda_unif", "lambda_readout", "lambda_dmt_dyn", "lambda_encoder_lm",

@@ -336,10 +336,21 @@ class SMTTrainingModule(nn.Module):
         out = self.student(input_ids, attention_mask=attention_mask, labels=labels, use_cache=False, **step)
         return {"bptt": out.loss}
 
-    def weights(self) -> dict[str, float]:
+    def decoder_weight(self, step: int) -> float:
+        """`lambda_dec` at optimizer step `step` (0-based): 0 before `lambda_dec_start_step`, then a linear ramp over
+        `lambda_dec_ramp_steps` steps (step start + i gets (i + 1) / ramp of it), then `lambda_dec`."""
+        a = self.args
+        if step < a.lambda_dec_start_step:
+            return 0.0
+        if a.lambda_dec_ramp_steps:
+            return a.lambda_dec * min(1.0, (step - a.lambda_dec_start_step + 1) / a.lambda_dec_ramp_steps)
+        return a.lambda_dec
+
+    def weights(self, step: int | None = None) -> dict[str, float]:
+        """Loss weight of every part at optimizer step `step` (None: the final weights, after any schedule)."""
         a = self.args
         return {
-            "decoder": a.lambda_dec,
+            "decoder": a.lambda_dec if step is None else self.decoder_weight(step),
             "dynamics": a.lambda_dyn,
             "uniformity": a.lambda_unif,
             "encoder_lm": a.lambda_encoder_lm,

@@ -24,6 +24,19 @@ def test_run_stops_at_target_or_runs_out(target, steps, curve_steps):
     assert r["final_teacher_acc"] == r["curve"][-1][2] and 0.0 <= r["final_teacher_acc"] <= 1.0
 
 
+def test_a_decoder_loss_curriculum_runs_until_the_loss_is_fully_on():
+    """With lambda_dec_start_step + ramp = 8 a run at its target keeps going to step 8 (was: stopped at step 4,
+    before the future loss was ever on); each point records the SMT one-step accuracy too."""
+    import teacher_curves
+
+    spec = {"task": "needle", "task_kwargs": {"vocab_size": 8}, "target": 0.0,
+            "smt_training": {"lambda_dec_start_step": 6, "lambda_dec_ramp_steps": 2}}
+    r = teacher_curves.run_one("needle", spec, DEFAULTS, seed=0)
+    assert [c[0] for c in r["curve"]] == [4, 8] and r["reached_at"]["step"] == 4
+    assert all(0.0 <= c[3] <= 1.0 for c in r["curve"]) and r["final_onestep_acc"] == r["curve"][-1][3]
+    assert f"| {r['final_onestep_acc']:.3f} | 8 |" in teacher_curves.table([r])
+
+
 def test_write_merges_runs_by_family_length_and_seed(tmp_path):
     import teacher_curves
 
