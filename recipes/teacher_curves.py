@@ -70,7 +70,7 @@ def run_one(name: str, spec: dict, defaults: dict, seed: int, threads: int = 1) 
             one = metrics.get("eval_onestep_acc")
             curve.append([state.global_step, round(time.time() - t0[0], 1), acc, one])
             print(f"[{name} s{seed}] step {state.global_step} {curve[-1][1]:.0f}s teacher_acc {acc:.3f} "
-                  f"onestep_acc {one:.3f}", flush=True)
+                  f"onestep_acc {fmt(one)}", flush=True)
             if acc >= cfg["target"] and state.global_step >= full_loss_at:  # a decoder-loss curriculum runs through
                 control.should_training_stop = True
 
