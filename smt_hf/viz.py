@@ -175,6 +175,11 @@ def plot_panels(panels: Sequence[Mapping], path: str | Path, suptitle: str | Non
     return _save(fig, path, 110)
 
 
+def missing_bars(values: Sequence[float]) -> list[int]:
+    """Indices of the NaN values of one `plot_bars` series (the bars it does not draw)."""
+    return [i for i, v in enumerate(values) if v != v]
+
+
 def plot_bars(
     labels: Sequence[str],
     series: Mapping[str, Sequence[float]],
@@ -183,9 +188,11 @@ def plot_bars(
     ylabel: str = "",
     ylim: tuple[float, float] | None = (0, 1.05),
     errors: Mapping[str, Sequence[float]] | None = None,
+    missing: str | None = None,
 ) -> Path:
     """Grouped bar chart: one group per label, one bar per named series (values aligned with `labels`); `errors`
-    (same keys, optional) draws a +-error bar on each bar (e.g. the half-range over seeds). NaN values draw no bar."""
+    (same keys, optional) draws a +-error bar on each bar (e.g. the half-range over seeds). NaN values draw no bar;
+    with `missing` (e.g. "not run") that text is written upright in the gap, so a missing run never reads as 0."""
     if not series:
         raise ValueError("plot_bars: no series given")
     plt = _pyplot()
@@ -193,7 +200,10 @@ def plot_bars(
     x, w = np.arange(len(labels)), 0.8 / len(series)
     for j, (name, ys) in enumerate(series.items()):
         err = (errors or {}).get(name)
-        ax.bar(x + (j - (len(series) - 1) / 2) * w, ys, w, label=name, yerr=err, capsize=2 if err is not None else 0)
+        pos = x + (j - (len(series) - 1) / 2) * w
+        ax.bar(pos, ys, w, label=name, yerr=err, capsize=2 if err is not None else 0)
+        for i in missing_bars(ys) if missing else ():
+            ax.text(pos[i], 0.02, missing, rotation=90, ha="center", va="bottom", fontsize=6, color="0.4")
     ax.set_xticks(x)
     ax.set_xticklabels(labels, fontsize=7, rotation=15 if len(labels) > 4 else 0)
     ax.set_ylabel(ylabel)

@@ -1,0 +1,24 @@
+"""smt_hf.viz.plot_bars: a run that is missing (NaN) draws no bar and, when asked, says so in the gap."""
+
+import math
+
+import pytest
+
+pytest.importorskip("matplotlib")
+
+from smt_hf import viz  # noqa: E402
+
+
+def test_missing_bars_are_named_in_the_gap_and_real_bars_keep_their_height(tmp_path, monkeypatch):
+    figs = []
+    save = viz._save
+    monkeypatch.setattr(viz, "_save", lambda fig, path, dpi: (figs.append(fig), save(fig, path, dpi))[1])
+    series = {"teacher": [1.0, 0.5], "BPTT": [math.nan, 0.25]}
+    path = viz.plot_bars(["a", "b"], series, tmp_path / "bars.png", missing="not run")
+    assert path.exists() and viz.missing_bars(series["BPTT"]) == [0] and viz.missing_bars(series["teacher"]) == []
+    ax = figs[0].axes[0]
+    assert [t.get_text() for t in ax.texts] == ["not run"]
+    heights = sorted(round(p.get_height(), 3) for p in ax.patches if not math.isnan(p.get_height()))
+    assert heights == [0.25, 0.5, 1.0]
+    viz.plot_bars(["a", "b"], series, tmp_path / "plain.png")  # default: no text, as before
+    assert len(figs[1].axes[0].texts) == 0
