@@ -100,8 +100,6 @@ def run(task="needle", seq_len=None, seed=0, smt_steps=900, dmt_steps=300, out=D
         task = fam["task"]
     T, kw = (fam["seq_len"] if fam else seq_len or 32), (fam["task_kwargs"] if fam else TASKS[task])
     vocab = task_vocab_size(task, **kw)
-    train = make_task(task, 200000, T, seed=seed, **kw)
-    ev = make_task(task, 512, T, seed=10**6 + seed, **kw)
     common = dict(context_length=T, future_length=T, rollout_length=T, per_device_eval_batch_size=128, report_to="none",
                   save_strategy="no", use_cpu=True, disable_tqdm=not sys.stderr.isatty(), logging_steps=100, seed=seed,
                   **(fam["training"] if fam else {}))
@@ -133,8 +131,11 @@ def run(task="needle", seq_len=None, seed=0, smt_steps=900, dmt_steps=300, out=D
         return tr, row
 
     reusable = load_reusable(reuse_from, task, T, seed, model) if reuse_from else []
-    for settings in (dmt_set, FULL_ROLLOUT, BPTT):  # refuse bad settings now, not after the SMT phase
+    phases = [dmt_set, FULL_ROLLOUT, BPTT] + ([] if bptt_only or continue_dmt else [dict(smt_set, max_steps=smt_steps)])
+    for settings in phases:  # refuse bad settings now, not after the SMT phase (nor after building the data)
         SMTTrainingArguments(output_dir="outputs/needle_e2e/tmp", **common, **settings)
+    train = make_task(task, 200000, T, seed=seed, **kw)
+    ev = make_task(task, 512, T, seed=10**6 + seed, **kw)
     os.makedirs(out, exist_ok=True)
     tag = "" if list(bptt_multiples) == [1] else "_x" + "_".join(f"{m:g}" for m in bptt_multiples)
     stem = os.path.join(out, f"{family or task}_e2e_T{T}_s{seed}" + (f"_bptt{tag}" if bptt_only else ""))

@@ -32,7 +32,7 @@ DEFAULT_CONFIG = os.path.join(HERE, "configs", "calibration", "teachers.yaml")
 
 
 def run_one(name: str, spec: dict, defaults: dict, seed: int, threads: int = 1) -> dict:
-    """Train one teacher; returns {family, T, seed, settings, curve: [(step, seconds, teacher_acc)], reached_at}."""
+    """Train one teacher; returns `result(...)`: the curve is [(step, seconds, teacher_acc, onestep_acc)]."""
     import torch
     from transformers import TrainerCallback
 
@@ -56,8 +56,7 @@ def run_one(name: str, spec: dict, defaults: dict, seed: int, threads: int = 1) 
     student, teacher = build_models({"teacher": cfg["teacher"], "student": cfg["student"]}, vocab, T)
     curve: list[list[float]] = []
     t0 = [0.0]
-    sched = {**(cfg.get("training") or {}), **(cfg.get("smt_training") or {})}
-    full_loss_at = sched.get("lambda_dec_start_step", 0) + sched.get("lambda_dec_ramp_steps", 0)
+    full_loss_at = full_loss_step(cfg)
 
     class Curve(TrainerCallback):  # teacher (and SMT one-step) accuracy after each evaluation; stop at the target
         def on_train_begin(self, args, state, control, **kw):
@@ -89,12 +88,23 @@ def run_one(name: str, spec: dict, defaults: dict, seed: int, threads: int = 1) 
     return result(name, cfg, seed, threads, curve)
 
 
+def full_loss_step(cfg: dict) -> int:
+    """Optimizer steps after which a family's decoder-loss schedule (`lambda_dec_start_step` / `lambda_dec_ramp_steps`)
+    has trained at least one step at its full weight (0 without a schedule). Step index k has the full weight from
+    k = start + ramp - 1 (a ramp) or k = start (a step change), i.e. after start + max(ramp, 1) steps."""
+    sched = {**(cfg.get("training") or {}), **(cfg.get("smt_training") or {})}
+    start, ramp = sched.get("lambda_dec_start_step", 0), sched.get("lambda_dec_ramp_steps", 0)
+    return start + max(ramp, 1) if start or ramp else 0
+
+
 def result(name: str, cfg: dict, seed: int, threads: int, curve: list) -> dict:
-    """One run's record: {family, task, T, seed, machine, settings, curve, final_teacher_acc, reached_at}."""
+    """One run's record: {family, task, T, seed, machine, settings, curve: [(step, seconds, teacher_acc[,
+    onestep_acc])], final_teacher_acc, final_onestep_acc, reached_at}. `reached_at` is the first point at the target
+    with the whole loss on (after a decoder-loss schedule; `full_loss_step`)."""
     sys.path.insert(0, HERE)
     from smt import machine
 
-    reached = next((c for c in curve if c[2] >= cfg["target"]), None)
+    reached = next((c for c in curve if c[2] >= cfg["target"] and c[0] >= full_loss_step(cfg)), None)
     return {"family": name, "task": cfg["task"], "seq_len": cfg["seq_len"], "seed": seed, "machine": machine(),
             "threads": threads, "settings": cfg, "curve": curve, "final_teacher_acc": curve[-1][2],
             "final_onestep_acc": curve[-1][3] if len(curve[-1]) > 3 else None,

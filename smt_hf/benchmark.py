@@ -133,6 +133,7 @@ class TrainStep:
         self.opt.step()
         tr.lr_scheduler.step()
         self.module.zero_grad()
+        tr.state.global_step += 1  # as Trainer.train: step-dependent loss weights (lambda_dec_start_step) follow
         return float(loss)
 
 

@@ -251,6 +251,8 @@ class SMTTrainer(Trainer):
             for k, v in self._parts_sum.items():
                 logs[f"{k}_loss"] = round(float(v) / self._parts_count, 6)
             self._parts_sum, self._parts_count = {}, 0
+            if self.args.lambda_dec_start_step or self.args.lambda_dec_ramp_steps:  # the weight of the last step
+                logs["decoder_weight"] = self.module.decoder_weight(max(self.state.global_step - 1, 0))
         super().log(logs, start_time)
 
     def _clip_grad_norm(self, model):

@@ -89,7 +89,8 @@ class SMTTrainingArguments(TrainingArguments):
     lambda_dec_start_step: int = field(
         default=0,
         metadata={
-            "help": "smt/joint: the decoder loss is off (weight 0) before this optimizer step, then ramps to "
+            "help": "smt/joint: the decoder loss is off (weight 0) for the first `lambda_dec_start_step` optimizer "
+            "steps (0-based step indices below it; Trainer's logged step = index + 1), then ramps to "
             "`lambda_dec` over `lambda_dec_ramp_steps` (a curriculum: with lambda_first_step, the read-out of each "
             "prefix's memory is learned first, the whole future after; recipes/results/teacher_curves.md, "
             "associative recall). 0 = from the first step (the reference)."
@@ -224,9 +225,16 @@ class SMTTrainingArguments(TrainingArguments):
         if self.lambda_dec_start_step < 0 or self.lambda_dec_ramp_steps < 0:
             raise ValueError(f"`lambda_dec_start_step` and `lambda_dec_ramp_steps` must be >= 0, got "
                              f"{self.lambda_dec_start_step} and {self.lambda_dec_ramp_steps}.")
-        if (self.lambda_dec_start_step or self.lambda_dec_ramp_steps) and self.mode not in ("smt", "joint"):
-            raise ValueError(f"`lambda_dec_start_step` / `lambda_dec_ramp_steps` schedule the teacher's decoder loss, "
-                             f"which only mode 'smt' or 'joint' has, got mode={self.mode!r}; leave them at 0.")
+        if self.lambda_dec_start_step or self.lambda_dec_ramp_steps:
+            if self.mode not in ("smt", "joint"):
+                raise ValueError(f"`lambda_dec_start_step` / `lambda_dec_ramp_steps` schedule the teacher's decoder "
+                                 f"loss, which only mode 'smt' or 'joint' has, got mode={self.mode!r}; leave them at 0.")
+            if self.lambda_dec == 0:
+                raise ValueError("`lambda_dec_start_step` / `lambda_dec_ramp_steps` schedule a decoder loss of weight "
+                                 "lambda_dec=0, which is off at every step; set lambda_dec > 0 or leave them at 0.")
+            if 0 < self.max_steps <= self.lambda_dec_start_step:
+                raise ValueError(f"`lambda_dec_start_step`={self.lambda_dec_start_step} is not below max_steps="
+                                 f"{self.max_steps}: the decoder loss would never be on; lower it or raise max_steps.")
         if self.encoder_lm_layer is not None and self.encoder_lm_layer < 1:
             raise ValueError(f"`encoder_lm_layer` must be >= 1 (or None), got {self.encoder_lm_layer}.")
         for name in ("lambda_dec", "lambda_dyn", "lambda_unif", "lambda_readout", "lambda_dmt_dyn", "lambda_encoder_lm",

@@ -203,7 +203,8 @@ def plot_bars(
         pos = x + (j - (len(series) - 1) / 2) * w
         ax.bar(pos, ys, w, label=name, yerr=err, capsize=2 if err is not None else 0)
         for i in missing_bars(ys) if missing else ():
-            ax.text(pos[i], 0.02, missing, rotation=90, ha="center", va="bottom", fontsize=6, color="0.4")
+            ax.text(pos[i], 0.02, missing, rotation=90, ha="center", va="bottom", fontsize=6, color="0.4",
+                    transform=ax.get_xaxis_transform())  # x in data, y in axes units: at the bottom whatever ylim
     ax.set_xticks(x)
     ax.set_xticklabels(labels, fontsize=7, rotation=15 if len(labels) > 4 else 0)
     ax.set_ylabel(ylabel)

@@ -96,3 +96,12 @@ def test_a_bptt_only_run_refreshes_the_family_table(tmp_path):
     assert "BPTT wall-clock budget per seed: s0 0 s, s0 2 s" in md  # 0.5 s and 4 x 0.5 s, rounded
     fig = (tmp_path / "fig3_T8.md").read_text()  # a recipe-model (--task) run refreshes Fig 3 too (was: --family only)
     assert fig.count("| needle (recipe model) |") == 1
+
+
+def test_a_family_whose_decoder_loss_would_never_start_is_refused_before_any_work(tmp_path, monkeypatch):
+    """`associative_recall_curriculum` turns the future loss on at step 1100: the recipe's default 900 SMT steps
+    would train another teacher than the calibrated one, silently (was: ran). Refused before the data is built."""
+    monkeypatch.setattr("smt_hf.data.make_task", lambda *a, **k: pytest.fail("built data before refusing"))
+    with pytest.raises(ValueError, match="would never be on"):
+        n.run(family="associative_recall_curriculum", smt_steps=900, seed=0, out=str(tmp_path))
+    assert not list(tmp_path.iterdir())

@@ -24,15 +24,20 @@ def test_run_stops_at_target_or_runs_out(target, steps, curve_steps):
     assert r["final_teacher_acc"] == r["curve"][-1][2] and 0.0 <= r["final_teacher_acc"] <= 1.0
 
 
-def test_a_decoder_loss_curriculum_runs_until_the_loss_is_fully_on():
-    """With lambda_dec_start_step + ramp = 8 a run at its target keeps going to step 8 (was: stopped at step 4,
-    before the future loss was ever on); each point records the SMT one-step accuracy too."""
+@pytest.mark.parametrize("start, ramp", [(6, 2), (4, 0)])
+def test_a_decoder_loss_curriculum_runs_until_the_loss_is_fully_on(start, ramp):
+    """A run at its target keeps going until one step has had the full decoder weight (start 6 + ramp 2: after
+    step 8; start 4, no ramp: after step 5, not at the evaluation of step 4 which had it off), and only then counts
+    as reached (was: stopped and reached at step 4, before the future loss was ever on); each point records the SMT
+    one-step accuracy too."""
     import teacher_curves
 
     spec = {"task": "needle", "task_kwargs": {"vocab_size": 8}, "target": 0.0,
-            "smt_training": {"lambda_dec_start_step": 6, "lambda_dec_ramp_steps": 2}}
+            "smt_training": {"lambda_dec_start_step": start, "lambda_dec_ramp_steps": ramp}}
+    assert teacher_curves.full_loss_step({**DEFAULTS, **spec}) == start + max(ramp, 1)
+    assert teacher_curves.full_loss_step(DEFAULTS) == 0
     r = teacher_curves.run_one("needle", spec, DEFAULTS, seed=0)
-    assert [c[0] for c in r["curve"]] == [4, 8] and r["reached_at"]["step"] == 4
+    assert [c[0] for c in r["curve"]] == [4, 8] and r["reached_at"]["step"] == 8
     assert all(0.0 <= c[3] <= 1.0 for c in r["curve"]) and r["final_onestep_acc"] == r["curve"][-1][3]
     assert f"| {r['final_onestep_acc']:.3f} | 8 |" in teacher_curves.table([r])
 
