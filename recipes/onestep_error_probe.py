@@ -1,0 +1,96 @@
+"""Where the student's one-step error lies: is it small noise, or is it the answer? (CPU, seconds.)
+
+On associative recall the curriculum teacher answers 1.00 from its memory m_t, and the student's one step
+m^_t = f(m*_{t-1}, x_{t-1}) has a small memory-regression error, yet its read-out answers at chance
+(recipes/results/fig3/associative_recall_curriculum_e2e_T32.md). This probe takes a student and teacher saved by
+recipes/needle_e2e.py (`<out>/final_<family>_T<T>_s<seed>/{student,teacher}`) and scores, at the evaluation
+positions of held-out episodes (those of `smt_hf.evaluation`):
+
+    teacher       the teacher's read-out of its own memory m*_t (= eval teacher_acc)
+    one_step      the student's read-out of m^_t (= eval onestep_acc)
+    noise         the teacher's read-out of m*_t plus isotropic Gaussian noise of the one-step error's mean
+                  square: as large an error as the student's, in random directions
+    mse           mean over entries of (m^_t - m*_t)^2; memories are RMS-normalised (mean square 1 per vector)
+
+If `noise` stays near `teacher` while `one_step` is at chance, the student's error is not small noise: it sits in
+the directions that carry the answer.
+
+    python recipes/onestep_error_probe.py --family associative_recall_curriculum --seeds 0 1 --out recipes/results/fig3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def probe(student, teacher, input_ids, labels, context_length: int, eval_positions: int = 16, seed: int = 0) -> dict:
+    """Scores (see the module docstring) on sequences `input_ids`, `labels` (N, L). Returns a dict of floats."""
+    import torch
+
+    from smt_hf.data.windows import left_windows
+    from smt_hf.evaluation import _target_positions
+
+    g = torch.Generator().manual_seed(seed)
+    student.eval()
+    teacher.eval()
+    with torch.no_grad():
+        rows, pos = _target_positions(labels, eval_positions)
+        x = input_ids[rows]
+        ctx, ctx_mask = left_windows(x, pos, context_length, 0)
+        prev, prev_mask = left_windows(x, pos - 1, context_length, 0)
+        m_t, m_prev = teacher.encode(ctx, ctx_mask), teacher.encode(prev, prev_mask)
+        pred = student.step(m_prev, x[torch.arange(len(pos)), pos - 1])
+        tgt = labels[rows, pos]
+        mse = float((pred - m_t).pow(2).mean())
+        noisy = m_t + mse**0.5 * torch.randn(m_t.shape, generator=g)
+        acc = lambda logits: float((logits.argmax(-1) == tgt).float().mean())  # noqa: E731
+        return {"teacher": acc(teacher.readout(m_t)), "one_step": acc(student.readout(pred)),
+                "noise": acc(teacher.readout(noisy)), "mse": mse, "positions": int(len(pos))}
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--family", required=True)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--out", default="outputs/needle_e2e", help="the --out of the needle_e2e.py run")
+    a = p.parse_args(argv)
+    import torch
+
+    sys.path.insert(0, HERE)
+    from needle_e2e import family_settings
+    from smt import machine
+
+    from smt_hf import SMTRecurrentForCausalLM, SMTTeacherModel
+    from smt_hf.data import make_task
+
+    torch.set_num_threads(1)
+    fam = family_settings(a.family)
+    T, per_row = fam["seq_len"], fam["training"].get("eval_positions", 16)
+    res = {}
+    for s in a.seeds:
+        folder = os.path.join(a.out, f"final_{a.family}_T{T}_s{s}")
+        student = SMTRecurrentForCausalLM.from_pretrained(os.path.join(folder, "student"))
+        teacher = SMTTeacherModel.from_pretrained(os.path.join(folder, "teacher"))
+        ev = make_task(fam["task"], 512, T, seed=10**6 + s, **fam["task_kwargs"])  # needle_e2e's held-out episodes
+        res[s] = probe(student, teacher, torch.tensor(ev["input_ids"]), torch.tensor(ev["labels"]), T, per_row, seed=s)
+    stem = os.path.join(a.out, f"onestep_error_probe_{a.family}_T{T}")
+    with open(stem + ".json", "w") as f:
+        json.dump({"family": a.family, "seq_len": T, "machine": machine(), "seeds": res}, f, indent=2)
+    md = (f"# One-step error probe, {a.family}, T={T} (recipes/onestep_error_probe.py)\n\nMachine: {machine()}. Saved "
+          "student (after one-step DMT) and teacher of recipes/needle_e2e.py, held-out episodes; read-out accuracy at "
+          "the evaluation positions.\n\n| seed | teacher | one-step | teacher + noise of the one-step MSE | one-step MSE "
+          "| positions |\n|---|---|---|---|---|---|\n" + "".join(
+              f"| {s} | {r['teacher']:.3f} | {r['one_step']:.3f} | {r['noise']:.3f} | {r['mse']:.4f} | {r['positions']} |\n"
+              for s, r in res.items()))
+    with open(stem + ".md", "w") as f:
+        f.write(md)
+    print(md)
+
+
+if __name__ == "__main__":
+    main()
