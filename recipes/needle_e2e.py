@@ -65,7 +65,9 @@ def family_settings(name: str, seq_len: int | None = None, path: str = FAMILIES)
     """The calibrated settings of one family of teachers.yaml: {task, task_kwargs, seq_len, model, smt, training}.
     `model` = the family's teacher + this recipe's student; `smt` = joint SMT (or the family's `smt_mode`) with the
     family's learning rate and warm-up (+ its `smt_training`: SMT-phase-only arguments such as lambda_encoder_lm);
-    `training` = extra SMTTrainingArguments for every phase (e.g. eval_positions). KeyError names the families there."""
+    `training` = extra SMTTrainingArguments for every phase (e.g. eval_positions); `dmt` = the family's
+    `dmt_training`, arguments of the one-step DMT phase only (e.g. lambda_onestep_readout). KeyError names the
+    families there."""
     from smt_hf.recipe_config import load_preset
 
     cfg = load_preset(path)
@@ -76,7 +78,7 @@ def family_settings(name: str, seq_len: int | None = None, path: str = FAMILIES)
             "model": {"teacher": dict(f["teacher"]), "student": dict(MODEL["student"])},
             "smt": dict(SMT, mode=f.get("smt_mode", SMT["mode"]), learning_rate=f["learning_rate"],
                         warmup_steps=f["warmup_steps"], **(f.get("smt_training") or {})),
-            "training": dict(f.get("training") or {})}
+            "training": dict(f.get("training") or {}), "dmt": dict(f.get("dmt_training") or {})}
 METRICS = ("teacher_acc", "onestep_acc", "student_acc", "drift_mean", "drift_last")
 
 
@@ -108,7 +110,8 @@ def run(task="needle", seq_len=None, seed=0, smt_steps=900, dmt_steps=300, out=D
                    **({"smt_all_prefixes": True} if causal_teacher else {}))
     dmt_set = dict(DMT, **({"dmt_stride": dmt_stride} if dmt_stride != 1 else {}),
                    **({"lr_scheduler_type": dmt_schedule} if dmt_schedule != "constant" else {}),
-                   **({"dmt_matched_steps": dmt_matched_steps} if dmt_matched_steps is not None else {}))
+                   **({"dmt_matched_steps": dmt_matched_steps} if dmt_matched_steps is not None else {}),
+                   **(fam["dmt"] if fam else {}))
     model = fam["model"] if fam else MODEL
     model = model if not causal_teacher else {**model, "teacher": {**model["teacher"], "encoder_causal": True}}
 

@@ -40,7 +40,15 @@ from .cache import SMTMemoryCache
 from .configuration_smt import SMTMemoryEncoderConfig, SMTRecurrentConfig, check_prefill
 from .modeling_layers import TransformerStack
 from .modeling_prefill import SMTPrefillEncoder
-from .modeling_utils import SMTPreTrainedModel, check_memory, check_token_ids, copy_full_, is_dtensor, local_tensor
+from .modeling_utils import (
+    SMTPreTrainedModel,
+    call_with_constant_weights,
+    check_memory,
+    check_token_ids,
+    copy_full_,
+    is_dtensor,
+    local_tensor,
+)
 
 
 @torch.no_grad()
@@ -286,12 +294,16 @@ class SMTRecurrentForCausalLM(SMTRecurrentPreTrainedModel, GenerationMixin):
         """m_{t+1} = f(m_t, x_{t+1}): (B, K, d), (B,) -> (B, K, d)."""
         return self.model.step(memory, input_ids)
 
-    def readout(self, memory: torch.Tensor) -> torch.Tensor:
-        """Next-token logits from memories: (B, K, d) -> (B, V), or (B, T, K, d) -> (B, T, V)."""
+    def readout(self, memory: torch.Tensor, constant_weights: bool = False) -> torch.Tensor:
+        """Next-token logits from memories: (B, K, d) -> (B, V), or (B, T, K, d) -> (B, T, V).
+
+        constant_weights=True: the same logits with the read-out's weights held constant (the gradient reaches
+        `memory` only; DMT's one-step read-out loss, `SMTTrainingArguments.lambda_onestep_readout`)."""
+        head = self.readout_head if not constant_weights else lambda m: call_with_constant_weights(self.readout_head, m)
         if memory.dim() == 4:
             B, T = memory.shape[:2]
-            return self.readout_head(self.model.as_state(memory.flatten(0, 1))).view(B, T, -1)
-        return self.readout_head(self.model.as_state(memory))
+            return head(self.model.as_state(memory.flatten(0, 1))).view(B, T, -1)
+        return head(self.model.as_state(memory))
 
     def add_prefill_encoder(self, teacher, context_length: int | None = None, use_by_default: bool = False) -> None:
         """Carry a copy of `teacher`'s encoder for parallel prefill (see the `modeling_prefill` module): afterwards

@@ -25,7 +25,12 @@ from transformers.utils import ModelOutput
 from .configuration_smt import SMTTeacherConfig
 from .modeling_encoder import MemoryEncoder
 from .modeling_layers import TransformerStack
-from .modeling_utils import SMTPreTrainedModel, check_memory, check_token_ids  # noqa: F401  (also re-exported)
+from .modeling_utils import (  # noqa: F401  (also re-exported)
+    SMTPreTrainedModel,
+    call_with_constant_weights,
+    check_memory,
+    check_token_ids,
+)
 
 
 @dataclass
@@ -125,9 +130,17 @@ class SMTTeacherModel(SMTPreTrainedModel, MemoryEncoder):
         h = self.decoder(x, causal=True)  # (B, K+Tf-1, d)
         return self.lm_head(h[:, K - 1 : K - 1 + Tf])  # (B, Tf, V)
 
-    def readout(self, memory: torch.Tensor) -> torch.Tensor:
-        """Next-token logits from a memory alone: (B, K, d) -> (B, V)."""
-        return self.decode(memory, None)[:, 0]
+    def readout(self, memory: torch.Tensor, constant_weights: bool = False) -> torch.Tensor:
+        """Next-token logits from a memory alone: (B, K, d) -> (B, V).
+
+        constant_weights=True: the same logits, with the decoder's and head's weights held constant (the gradient
+        reaches `memory` only; the one-step read-out loss, `SMTTrainingArguments.lambda_onestep_readout`)."""
+        if not constant_weights:
+            return self.decode(memory, None)[:, 0]
+        check_memory(memory, self.config.memory_tokens, self.config.hidden_size)
+        K = self.config.memory_tokens
+        h = call_with_constant_weights(self.decoder, memory.to(self.embed_tokens.weight.dtype), causal=True)
+        return call_with_constant_weights(self.lm_head, h[:, K - 1])
 
     def forward(
         self,

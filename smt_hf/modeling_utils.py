@@ -90,4 +90,13 @@ def copy_full_(param: torch.Tensor, full: torch.Tensor) -> None:
     param.copy_(full)
 
 
-__all__ = ["SMTPreTrainedModel", "check_memory", "check_token_ids"]
+def call_with_constant_weights(module: nn.Module, *args, **kwargs):
+    """`module(*args, **kwargs)` with every parameter of `module` held constant (detached): the gradient reaches the
+    inputs only, never the weights (`torch.func.functional_call`). Used where a loss must train what produces a
+    memory, not the read-out that scores it (`lambda_onestep_readout`). Not for FSDP-sharded modules."""
+    from torch.func import functional_call
+
+    return functional_call(module, {n: p.detach() for n, p in module.named_parameters()}, args, kwargs)
+
+
+__all__ = ["SMTPreTrainedModel", "call_with_constant_weights", "check_memory", "check_token_ids"]

@@ -125,6 +125,17 @@ class SMTTrainingArguments(TrainingArguments):
             "memory of EVERY prefix x[:t] against labels[t] (the decoder loss sees one split per sequence). 0 = off."
         },
     )
+    lambda_onestep_readout: float = field(
+        default=0.0,
+        metadata={
+            "help": "Weight of a one-step read-out loss on the student's transition, gradient through ONE step (no "
+            "BPTT): CE of the read-out, its weights held constant, of f(m_t, x_t) against labels[t+1]. smt/joint "
+            "(needs smt_all_prefixes): m_t = the teacher's memory, the teacher's read-out; dmt (needs dmt_gradient="
+            "'one_step'): m_t = the rollout's memory at the matched steps, the student's read-out. Memory regression "
+            "weighs every memory direction alike; this weighs the ones the answer is read from (associative recall: "
+            "recipes/results/fig3/onestep_error_probe_*.md). 0 = off (the paper's losses)."
+        },
+    )
     lambda_readout: float = field(default=1.0, metadata={"help": "Weight of the DMT readout cross-entropy."})
     lambda_dmt_dyn: float = field(default=10.0, metadata={"help": "Weight of the DMT memory-matching loss."})
     gamma: float = field(default=1.0, metadata={"help": "Discount gamma^j on the decoder loss of future step j."})
@@ -222,6 +233,17 @@ class SMTTrainingArguments(TrainingArguments):
         if self.lambda_first_step > 0 and not self.smt_all_prefixes:
             raise ValueError("`lambda_first_step` reads the memory of every prefix, so it needs smt_all_prefixes=True "
                              "(a causal-context teacher); set lambda_first_step=0 or smt_all_prefixes=True.")
+        if self.lambda_onestep_readout > 0:
+            if self.mode == "bptt" or (self.mode in ("smt", "joint") and not self.smt_all_prefixes) or (
+                    self.mode == "dmt" and self.dmt_gradient != "one_step"):
+                raise ValueError("`lambda_onestep_readout` trains one transition through the read-out: it applies to "
+                                 "mode 'smt'/'joint' with smt_all_prefixes=True (labels of every prefix) or mode 'dmt' "
+                                 f"with dmt_gradient='one_step'; got mode={self.mode!r}, smt_all_prefixes="
+                                 f"{self.smt_all_prefixes}, dmt_gradient={self.dmt_gradient!r}. Set it to 0 otherwise.")
+            if self.fsdp:
+                raise ValueError("`lambda_onestep_readout` holds the read-out's weights constant with "
+                                 "torch.func.functional_call, which FSDP-sharded weights do not support; set it to 0 "
+                                 "under FSDP (DDP and single-device runs support it).")
         if self.lambda_dec_start_step < 0 or self.lambda_dec_ramp_steps < 0:
             raise ValueError(f"`lambda_dec_start_step` and `lambda_dec_ramp_steps` must be >= 0, got "
                              f"{self.lambda_dec_start_step} and {self.lambda_dec_ramp_steps}.")
@@ -238,7 +260,7 @@ class SMTTrainingArguments(TrainingArguments):
         if self.encoder_lm_layer is not None and self.encoder_lm_layer < 1:
             raise ValueError(f"`encoder_lm_layer` must be >= 1 (or None), got {self.encoder_lm_layer}.")
         for name in ("lambda_dec", "lambda_dyn", "lambda_unif", "lambda_readout", "lambda_dmt_dyn", "lambda_encoder_lm",
-                     "lambda_first_step"):
+                     "lambda_first_step", "lambda_onestep_readout"):
             if getattr(self, name) < 0:
                 raise ValueError(f"`{name}` must be >= 0, got {getattr(self, name)}.")
         if not 0 < self.gamma <= 1:

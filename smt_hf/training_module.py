@@ -7,7 +7,8 @@ Modes (spec.md):
     smt    as joint, but L_dyn sees sg(m_c), sg(m_{c+1}): the RNN learns from L_dyn alone
            (with `smt_all_prefixes` and a causal-context teacher: m_0..m_L of every prefix in one encoder pass,
            L_dyn over all L transitions of each sequence; + `lambda_first_step`: the readout of every m_t
-           against labels[t])
+           against labels[t]; + `lambda_onestep_readout`: the teacher's read-out, weights constant, of every
+           one-step prediction f(m_t, x_t) against labels[t+1])
            (+ `lambda_encoder_lm`, causal-context teacher only: next-token CE on the encoder's token stream after
            `encoder_lm_layer` blocks, deep supervision of the states the registers read)
     dmt    teacher frozen; the RNN rolls out Td steps on its own memories, matched every k steps to the
@@ -182,11 +183,12 @@ class SMTTrainingModule(nn.Module):
         both = self.teacher.encode(torch.cat([context_ids, next_context_ids]), torch.cat([context_mask, next_context_mask]))
         m_c, m_next = both[:N], both[N:]  # (N, K, d) each
         # 2. predictive state from m_c, and 3. one supervised RNN transition m_c -(x_c)-> m_{c+1}
-        return self._smt_loss_parts(m_c, future_ids, future_labels, m_c, next_token, m_next)
+        return self._smt_loss_parts(m_c, future_ids, future_labels, m_c, next_token, m_next)[0]
 
-    def _smt_loss_parts(self, m_c, future_ids, future_labels, prev, tokens, nxt) -> dict[str, torch.Tensor]:
+    def _smt_loss_parts(self, m_c, future_ids, future_labels, prev, tokens, nxt) -> tuple[dict, torch.Tensor]:
         """L_dec (decode the future (N, Tf) from m_c (N, K, d)) and L_unif(m_c); L_dyn over the supervised
-        transitions prev -(tokens)-> nxt, (M, K, d), (M,), (M, K, d): detached in 'smt' mode."""
+        transitions prev -(tokens)-> nxt, (M, K, d), (M,), (M, K, d): detached in 'smt' mode. Returns the parts
+        and the one-step predictions f(prev, tokens) (M, K, d)."""
         a = self.args
         parts = {
             "decoder": losses.decoder_loss(self.teacher.decode(m_c, future_ids), future_labels, a.gamma),
@@ -196,8 +198,9 @@ class SMTTrainingModule(nn.Module):
             prev, nxt = prev.detach(), nxt.detach()
         if a.smt_memory_noise > 0:  # DART-style: perturbed input memories, clean targets (teaches f to correct drift)
             prev = prev + a.smt_memory_noise * torch.randn_like(prev)
-        parts["dynamics"] = losses.dynamics_loss(self.student_step(prev, tokens), nxt)
-        return parts
+        pred = self.student_step(prev, tokens)  # (M, K, d)
+        parts["dynamics"] = losses.dynamics_loss(pred, nxt)
+        return parts, pred
 
     def smt_prefix_parts(self, input_ids, labels, attention_mask=None) -> dict[str, torch.Tensor]:
         """Every transition of each sequence from one causal-context encoder pass (`smt_all_prefixes`)."""
@@ -218,7 +221,11 @@ class SMTTrainingModule(nn.Module):
         m_c = mems[torch.arange(B, device=input_ids.device), c]  # (B, K, d)
         # 3. all L supervised RNN transitions m_t -(x_t)-> m_{t+1}: (B*L, K, d)
         prev, nxt = mems[:, :-1].flatten(0, 1), mems[:, 1:].flatten(0, 1)
-        parts = self._smt_loss_parts(m_c, future_ids, future_labels, prev, input_ids.flatten(), nxt)
+        parts, pred = self._smt_loss_parts(m_c, future_ids, future_labels, prev, input_ids.flatten(), nxt)
+        if a.lambda_onestep_readout > 0:  # the one-step predictions m^_{t+1} = f(m_t, x_t), t < L-1, predict labels[t+1]
+            pred = pred.view(B, L, *prev.shape[1:])[:, :-1].flatten(0, 1)
+            logits = self.teacher.readout(pred, constant_weights=True).view(B, L - 1, -1)  # (B, L-1, V)
+            parts["onestep_readout"] = losses.readout_loss(logits, labels[:, 1:])
         if a.lambda_first_step > 0:  # 4. dense first step: the readout of m_t (memory of x[:t]) predicts labels[t]
             first = self.teacher.readout(mems[:, :-1].flatten(0, 1)).view(B, L, -1)  # (B, L, V)
             parts["first_step"] = losses.readout_loss(first, labels)
@@ -246,7 +253,9 @@ class SMTTrainingModule(nn.Module):
         2. the student rolls out Td steps on its own memories m_hat;
         3. losses: `dmt_dynamics` = MSE(f(m_hat_j, x_j), m*_{j+1}) at the matched steps; `readout` = CE of
            g(sg(m_hat_j)) against labels[start+j]; optional `dmt_teacher` (f on the teacher's own states,
-           k=1) and `dmt_replay` (DAgger aggregation: transitions visited by earlier rollouts).
+           k=1), `dmt_replay` (DAgger aggregation: transitions visited by earlier rollouts) and `onestep_readout`
+           (`lambda_onestep_readout`: the read-out, weights constant, of each matched f(m_hat_j, x_j) against
+           labels[start+j+1]; gradient through that one step).
 
         `dmt_gradient="one_step"`: the rollout runs without gradient and the matched transitions are re-run
         in one batched call with gradient, so no gradient crosses more than one step (equal to detaching the
@@ -315,6 +324,11 @@ class SMTTrainingModule(nn.Module):
             "dmt_dynamics": losses.dynamics_loss(matched, targets[:, 1:], valid),
             "readout": losses.readout_loss(logits, labels[:, start : start + Td]),
         }
+        if a.lambda_onestep_readout > 0:  # one_step only (the arguments refuse full_rollout): f(m_hat_j, x_j), the
+            # memory after x[:start+j+1], predicts labels[start+j+1] through the student's read-out, weights constant
+            idx = start + js + 1  # (B, n)
+            tgt = labels.gather(1, idx.clamp_max(L - 1)).masked_fill(idx >= L, IGNORE_INDEX)  # (B, n)
+            parts["onestep_readout"] = losses.readout_loss(self.student.readout(matched, constant_weights=True), tgt)
         if a.dmt_teacher_transitions:  # the expert's own states (k = 1): f(m*_j, x_j) -> m*_{j+1}, time-parallel
             pred = self.student_step(targets[:, :-1].flatten(0, 1), tokens.flatten()).view_as(targets[:, 1:])
             parts["dmt_teacher"] = losses.dynamics_loss(pred, targets[:, 1:], valid)
@@ -355,6 +369,7 @@ class SMTTrainingModule(nn.Module):
             "uniformity": a.lambda_unif,
             "encoder_lm": a.lambda_encoder_lm,
             "first_step": a.lambda_first_step,
+            "onestep_readout": a.lambda_onestep_readout,
             "dmt_dynamics": a.lambda_dmt_dyn,
             "readout": a.lambda_readout,
             "dmt_teacher": a.lambda_dmt_dyn,
