@@ -16,13 +16,14 @@ def test_family_settings_take_the_calibrated_teacher_and_lr(tmp_path):
     path.write_text("defaults: {seq_len: 32, teacher: {hidden_size: 64, memory_tokens: 4}, learning_rate: 0.003, "
                     "warmup_steps: 100}\nfamilies:\n  copy: {task: string_copy, teacher: {hidden_size: 32, "
                     "memory_tokens: 8}, training: {eval_positions: 8}}\n  nd: {task: needle, task_kwargs: "
-                    "{vocab_size: 12}, learning_rate: 0.001}\n")
+                    "{vocab_size: 12}, learning_rate: 0.001, dmt_training: {lambda_onestep_readout: 1.0}}\n")
     f = n.family_settings("copy", path=str(path))
     assert f["task"] == "string_copy" and f["seq_len"] == 32 and f["training"] == {"eval_positions": 8}
     assert f["model"] == {"teacher": {"hidden_size": 32, "memory_tokens": 8}, "student": n.MODEL["student"]}
-    assert f["smt"] == dict(n.SMT, learning_rate=0.003, warmup_steps=100)
+    assert f["smt"] == dict(n.SMT, learning_rate=0.003, warmup_steps=100) and f["dmt"] == {}
     g = n.family_settings("nd", 64, path=str(path))
     assert (g["task_kwargs"], g["seq_len"], g["smt"]["learning_rate"]) == ({"vocab_size": 12}, 64, 0.001)
+    assert g["dmt"] == {"lambda_onestep_readout": 1.0} and "lambda_onestep_readout" not in g["smt"]  # one-step DMT only
     with pytest.raises(KeyError, match=r"\['copy', 'nd'\]"):
         n.family_settings("parity", path=str(path))
 
@@ -104,4 +105,19 @@ def test_a_family_whose_decoder_loss_would_never_start_is_refused_before_any_wor
     monkeypatch.setattr("smt_hf.data.make_task", lambda *a, **k: pytest.fail("built data before refusing"))
     with pytest.raises(ValueError, match="would never be on"):
         n.run(family="associative_recall_curriculum", smt_steps=900, seed=0, out=str(tmp_path))
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_family_dmt_setting_reaches_the_one_step_dmt_phase_and_is_checked_first(tmp_path, monkeypatch):
+    """`dmt_training` goes to the one-step DMT phase (not SMT, not full-rollout DMT, not BPTT). Checked with every
+    phase's settings before the data is built: a one-step read-out loss with a bidirectional teacher's split path
+    in SMT would be refused there, but the DMT phase accepts it."""
+    monkeypatch.setattr("smt_hf.data.make_task", lambda *a, **k: pytest.fail("built data before refusing"))
+    real = n.family_settings
+    fam = real("associative_recall_onestep_readout")
+    assert fam["dmt"] == {"lambda_onestep_readout": 1.0} and fam["smt"]["lambda_onestep_readout"] == 1.0
+    bad = {**fam, "dmt": {"lambda_onestep_readout": 1.0, "dmt_gradient": "full_rollout", "dmt_stride": 8}}
+    monkeypatch.setattr(n, "family_settings", lambda *a, **k: bad)
+    with pytest.raises(ValueError, match="lambda_onestep_readout"):
+        n.run(family="associative_recall_onestep_readout", smt_steps=2000, seed=0, out=str(tmp_path))
     assert not list(tmp_path.iterdir())
