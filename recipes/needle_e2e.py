@@ -108,10 +108,10 @@ def run(task="needle", seq_len=None, seed=0, smt_steps=900, dmt_steps=300, out=D
     rows, curves = [], {}
     smt_set = dict(fam["smt"] if fam else SMT, **({"smt_memory_noise": smt_memory_noise} if smt_memory_noise else {}),
                    **({"smt_all_prefixes": True} if causal_teacher else {}))
-    dmt_set = dict(DMT, **({"dmt_stride": dmt_stride} if dmt_stride != 1 else {}),
-                   **({"lr_scheduler_type": dmt_schedule} if dmt_schedule != "constant" else {}),
-                   **({"dmt_matched_steps": dmt_matched_steps} if dmt_matched_steps is not None else {}),
-                   **(fam["dmt"] if fam else {}))
+    dmt_set = {**DMT, **({"dmt_stride": dmt_stride} if dmt_stride != 1 else {}),
+               **({"lr_scheduler_type": dmt_schedule} if dmt_schedule != "constant" else {}),
+               **({"dmt_matched_steps": dmt_matched_steps} if dmt_matched_steps is not None else {}),
+               **(fam["dmt"] if fam else {})}  # the family's dmt_training wins over the command line
     model = fam["model"] if fam else MODEL
     model = model if not causal_teacher else {**model, "teacher": {**model["teacher"], "encoder_causal": True}}
 

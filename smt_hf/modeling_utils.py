@@ -92,11 +92,21 @@ def copy_full_(param: torch.Tensor, full: torch.Tensor) -> None:
 
 def call_with_constant_weights(module: nn.Module, *args, **kwargs):
     """`module(*args, **kwargs)` with every parameter of `module` held constant (detached): the gradient reaches the
-    inputs only, never the weights (`torch.func.functional_call`). Used where a loss must train what produces a
-    memory, not the read-out that scores it (`lambda_onestep_readout`). Not for FSDP-sharded modules."""
+    inputs only, never the weights through this call (`torch.func.functional_call`; a weight tied to one used
+    elsewhere still learns from that other use). Used where a loss must train what produces a memory, not the
+    read-out that scores it (`lambda_onestep_readout`). Activation checkpointing is off inside the call: a
+    recomputation in backward would run after the real weights are back (a checkpoint error, or gradient into them).
+    Not for FSDP-sharded modules."""
     from torch.func import functional_call
 
-    return functional_call(module, {n: p.detach() for n, p in module.named_parameters()}, args, kwargs)
+    layers = [m for m in module.modules() if getattr(m, "gradient_checkpointing", False)]
+    for m in layers:
+        m.gradient_checkpointing = False
+    try:
+        return functional_call(module, {n: p.detach() for n, p in module.named_parameters()}, args, kwargs)
+    finally:
+        for m in layers:
+            m.gradient_checkpointing = True
 
 
 __all__ = ["SMTPreTrainedModel", "call_with_constant_weights", "check_memory", "check_token_ids"]

@@ -218,6 +218,10 @@ class SMTTrainer(Trainer):
         super().__init__(model=self.module, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
                          data_collator=data_collator, **kwargs)
         _refuse_fsdp1(_fsdp_version(self))  # (also an FSDP1 plugin from `accelerate launch`'s config)
+        if args.lambda_onestep_readout > 0 and _fsdp_version(self) is not None:  # FSDP from accelerate's config
+            raise ValueError("`lambda_onestep_readout` holds the read-out's weights constant with "
+                             "torch.func.functional_call, which FSDP-sharded weights do not support; set it to 0 "
+                             "under FSDP (DDP and single-device runs support it).")
         self.model_accepts_loss_kwargs = False
         self._parts_sum: dict[str, torch.Tensor] = {}
         self._parts_count = 0

@@ -109,13 +109,14 @@ def test_a_family_whose_decoder_loss_would_never_start_is_refused_before_any_wor
 
 
 def test_a_family_dmt_setting_reaches_the_one_step_dmt_phase_and_is_checked_first(tmp_path, monkeypatch):
-    """`dmt_training` goes to the one-step DMT phase (not SMT, not full-rollout DMT, not BPTT). Checked with every
-    phase's settings before the data is built: a one-step read-out loss with a bidirectional teacher's split path
-    in SMT would be refused there, but the DMT phase accepts it."""
-    monkeypatch.setattr("smt_hf.data.make_task", lambda *a, **k: pytest.fail("built data before refusing"))
-    real = n.family_settings
-    fam = real("associative_recall_onestep_readout")
+    """`dmt_training` goes to the one-step DMT phase only: every phase's arguments are checked before the data is
+    built, and the shipped family passes that check (full-rollout DMT and BPTT would refuse the one-step read-out
+    loss had it leaked there); the same setting with a full-rollout DMT phase is refused before any work."""
+    monkeypatch.setattr("smt_hf.data.make_task", lambda *a, **k: pytest.fail("reached data"))
+    fam = n.family_settings("associative_recall_onestep_readout")
     assert fam["dmt"] == {"lambda_onestep_readout": 1.0} and fam["smt"]["lambda_onestep_readout"] == 1.0
+    with pytest.raises(pytest.fail.Exception, match="reached data"):  # all phases accepted
+        n.run(family="associative_recall_onestep_readout", smt_steps=2000, seed=0, out=str(tmp_path))
     bad = {**fam, "dmt": {"lambda_onestep_readout": 1.0, "dmt_gradient": "full_rollout", "dmt_stride": 8}}
     monkeypatch.setattr(n, "family_settings", lambda *a, **k: bad)
     with pytest.raises(ValueError, match="lambda_onestep_readout"):
