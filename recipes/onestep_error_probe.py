@@ -32,25 +32,18 @@ def probe(student, teacher, input_ids, labels, context_length: int, eval_positio
     """Scores (see the module docstring) on sequences `input_ids`, `labels` (N, L). Returns a dict of floats."""
     import torch
 
-    from smt_hf.data.windows import left_windows
-    from smt_hf.evaluation import _target_positions
+    from smt_hf.evaluation import onestep_memories
 
     g = torch.Generator().manual_seed(seed)
     student.eval()
     teacher.eval()
     with torch.no_grad():
-        rows, pos = _target_positions(labels, eval_positions)
-        x = input_ids[rows]
-        ctx, ctx_mask = left_windows(x, pos, context_length, 0)
-        prev, prev_mask = left_windows(x, pos - 1, context_length, 0)
-        m_t, m_prev = teacher.encode(ctx, ctx_mask), teacher.encode(prev, prev_mask)
-        pred = student.step(m_prev, x[torch.arange(len(pos)), pos - 1])
-        tgt = labels[rows, pos]
+        m_t, pred, tgt = onestep_memories(student, teacher, input_ids, labels, context_length, eval_positions)
         mse = float((pred - m_t).pow(2).mean())
         noisy = m_t + mse**0.5 * torch.randn(m_t.shape, generator=g)
         acc = lambda logits: float((logits.argmax(-1) == tgt).float().mean())  # noqa: E731
         return {"teacher": acc(teacher.readout(m_t)), "one_step": acc(student.readout(pred)),
-                "noise": acc(teacher.readout(noisy)), "mse": mse, "positions": int(len(pos))}
+                "noise": acc(teacher.readout(noisy)), "mse": mse, "positions": int(len(tgt))}
 
 
 def main(argv=None) -> None:

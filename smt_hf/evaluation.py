@@ -30,6 +30,23 @@ def _target_positions(labels: torch.Tensor, per_row: int) -> tuple[torch.Tensor,
     return torch.cat(rows), torch.cat(cols)
 
 
+def onestep_memories(student, teacher, input_ids, labels, context_length: int, eval_positions: int = 16,
+                     attention_mask: torch.Tensor | None = None):
+    """At up to `eval_positions` target positions t per row (the last ones): the teacher's memory m*_t of x[:t],
+    the student's one step f(m*_{t-1}, x_{t-1}) from the teacher's memory of x[:t-1], and the targets labels[t].
+    input_ids/labels (B, L). Returns m_t (P, K, d), pred (P, K, d), targets (P,). (The teacher_acc / onestep_acc of
+    `evaluate_smt`; recipes/onestep_error_probe.py.)"""
+    rows, pos = _target_positions(labels, eval_positions)
+    x = input_ids[rows]  # (P, L)
+    valid = attention_mask[rows] if attention_mask is not None else None
+    ctx, ctx_mask = left_windows(x, pos, context_length, 0, valid)  # x[:t]
+    prev, prev_mask = left_windows(x, pos - 1, context_length, 0, valid)  # x[:t-1]
+    mem = teacher.encode(torch.cat([ctx, prev]), torch.cat([ctx_mask, prev_mask]))
+    P = rows.shape[0]
+    m_t, m_prev = mem[:P], mem[P:]
+    return m_t, student.step(m_prev, x[torch.arange(P), pos - 1]), labels[rows, pos]
+
+
 @torch.no_grad()
 def evaluate_smt(
     student,
@@ -58,17 +75,10 @@ def evaluate_smt(
     out.update(student_nll_sum=float(ce), student_correct=correct, targets=total, tokens=n_tok)
     if teacher is not None:
         # 2. teacher first-step prediction and the student's one step from teacher memory
-        rows, pos = _target_positions(labels, eval_positions)
-        x = input_ids[rows]  # (P, L)
-        valid = attention_mask[rows] if attention_mask is not None else None
-        ctx, ctx_mask = left_windows(x, pos, context_length, 0, valid)  # x[:t]
-        prev, prev_mask = left_windows(x, pos - 1, context_length, 0, valid)  # x[:t-1]
-        mem = teacher.encode(torch.cat([ctx, prev]), torch.cat([ctx_mask, prev_mask]))
-        P = rows.shape[0]
-        m_t, m_prev = mem[:P], mem[P:]
-        tgt = labels[rows, pos]  # (P,)
+        m_t, pred, tgt = onestep_memories(student, teacher, input_ids, labels, context_length, eval_positions,
+                                          attention_mask)
         t_logits = teacher.readout(m_t)  # (P, V)
-        s_logits = student.readout(student.step(m_prev, x[torch.arange(P), pos - 1]))
+        s_logits = student.readout(pred)
         out["teacher_nll_sum"] = float(F.cross_entropy(t_logits.float(), tgt, reduction="sum"))
         out["teacher_correct"], out["probe_targets"] = target_accuracy(t_logits, tgt)
         out["onestep_correct"], _ = target_accuracy(s_logits, tgt)

@@ -33,7 +33,7 @@ from . import hub
 from .modeling_recurrent import SMTRecurrentForCausalLM, empty_context_memory
 from .modeling_utils import is_dtensor
 from .modeling_teacher import SMTTeacherModel
-from .training_args import SMTTrainingArguments
+from .training_args import ONESTEP_READOUT_FSDP, SMTTrainingArguments
 from .training_module import SMTTrainingModule
 
 STUDENT_DIR, TEACHER_DIR = "student", "teacher"
@@ -219,9 +219,7 @@ class SMTTrainer(Trainer):
                          data_collator=data_collator, **kwargs)
         _refuse_fsdp1(_fsdp_version(self))  # (also an FSDP1 plugin from `accelerate launch`'s config)
         if args.lambda_onestep_readout > 0 and _fsdp_version(self) is not None:  # FSDP from accelerate's config
-            raise ValueError("`lambda_onestep_readout` holds the read-out's weights constant with "
-                             "torch.func.functional_call, which FSDP-sharded weights do not support; set it to 0 "
-                             "under FSDP (DDP and single-device runs support it).")
+            raise ValueError(ONESTEP_READOUT_FSDP)
         self.model_accepts_loss_kwargs = False
         self._parts_sum: dict[str, torch.Tensor] = {}
         self._parts_count = 0

@@ -13,6 +13,10 @@ from dataclasses import dataclass, field
 from transformers import TrainingArguments
 
 MODES = ("smt", "joint", "dmt", "bptt")
+# raised here for `fsdp=...` and by SMTTrainer for FSDP from accelerate's config
+ONESTEP_READOUT_FSDP = ("`lambda_onestep_readout` holds the read-out's weights constant with torch.func.functional_call, "
+                        "which FSDP-sharded weights do not support; set it to 0 under FSDP (DDP and single-device runs "
+                        "support it).")
 
 
 @dataclass
@@ -241,9 +245,7 @@ class SMTTrainingArguments(TrainingArguments):
                                  f"with dmt_gradient='one_step'; got mode={self.mode!r}, smt_all_prefixes="
                                  f"{self.smt_all_prefixes}, dmt_gradient={self.dmt_gradient!r}. Set it to 0 otherwise.")
             if self.fsdp:
-                raise ValueError("`lambda_onestep_readout` holds the read-out's weights constant with "
-                                 "torch.func.functional_call, which FSDP-sharded weights do not support; set it to 0 "
-                                 "under FSDP (DDP and single-device runs support it).")
+                raise ValueError(ONESTEP_READOUT_FSDP)
         if self.lambda_dec_start_step < 0 or self.lambda_dec_ramp_steps < 0:
             raise ValueError(f"`lambda_dec_start_step` and `lambda_dec_ramp_steps` must be >= 0, got "
                              f"{self.lambda_dec_start_step} and {self.lambda_dec_ramp_steps}.")
