@@ -5,7 +5,7 @@ a teacher that solves it. For each family in the YAML (default recipes/configs/c
 teacher + student in `smt` mode (the student's transition is trained on detached memories, so it does not shape the
 teacher) under a wall-clock budget, evaluates every `eval_steps` steps on held-out episodes, and stops once the
 teacher reaches `target` accuracy (or the budget ends; a family whose `smt_training` schedules the decoder loss with
-`lambda_dec_start_step` / `lambda_dec_ramp_steps` runs at least until that loss is fully on). Learning curve = teacher
+`lambda_dec_start_step` / `lambda_dec_ramp_steps`, or a `seq_len_curriculum`, runs at least until the whole loss is on). Learning curve = teacher
 accuracy (first-step prediction at the last target positions, `smt_hf.evaluation`) against step and seconds; each
 point also records the SMT one-step accuracy (the student's transition, trained on detached memories, one step from
 the teacher's memory): a teacher can answer each query yet keep a memory no RNN can carry forward.
@@ -70,7 +70,7 @@ def run_one(name: str, spec: dict, defaults: dict, seed: int, threads: int = 1) 
             curve.append([state.global_step, round(time.time() - t0[0], 1), acc, one])
             print(f"[{name} s{seed}] step {state.global_step} {curve[-1][1]:.0f}s teacher_acc {acc:.3f} "
                   f"onestep_acc {fmt(one)}", flush=True)
-            if acc >= cfg["target"] and state.global_step >= full_loss_at:  # a decoder-loss curriculum runs through
+            if acc >= cfg["target"] and state.global_step >= full_loss_at:  # a loss schedule runs through
                 control.should_training_stop = True
 
     args = SMTTrainingArguments(**{  # a family's `training` overrides any of these (e.g. future_length)
@@ -89,12 +89,15 @@ def run_one(name: str, spec: dict, defaults: dict, seed: int, threads: int = 1) 
 
 
 def full_loss_step(cfg: dict) -> int:
-    """Optimizer steps after which a family's decoder-loss schedule (`lambda_dec_start_step` / `lambda_dec_ramp_steps`)
-    has trained at least one step at its full weight (0 without a schedule). Step index k has the full weight from
-    k = start + ramp - 1 (a ramp) or k = start (a step change), i.e. after start + max(ramp, 1) steps."""
+    """Optimizer steps after which a family's schedules have trained at least one step on the whole loss (0 without
+    one): the decoder-loss schedule (`lambda_dec_start_step` / `lambda_dec_ramp_steps`; step index k has the full
+    weight from k = start + ramp - 1 (a ramp) or k = start (a step change), i.e. after start + max(ramp, 1) steps)
+    and the `seq_len_curriculum` (its last length from step index (stages - 1) * seq_len_curriculum_steps)."""
     sched = {**(cfg.get("training") or {}), **(cfg.get("smt_training") or {})}
     start, ramp = sched.get("lambda_dec_start_step", 0), sched.get("lambda_dec_ramp_steps", 0)
-    return start + max(ramp, 1) if start or ramp else 0
+    dec = start + max(ramp, 1) if start or ramp else 0
+    lens = sched.get("seq_len_curriculum") or []
+    return max(dec, (len(lens) - 1) * sched.get("seq_len_curriculum_steps", 0) + 1 if lens else 0)
 
 
 def result(name: str, cfg: dict, seed: int, threads: int, curve: list) -> dict:
@@ -127,7 +130,8 @@ def lm_accuracy(logits_fn, input_ids, labels, per_row: int) -> float:
 def run_reference_lm(name: str, cfg: dict, seed: int, threads: int = 1) -> dict:
     """A family with `reference_lm: true`: no teacher, a plain causal Transformer LM (the teacher's width, heads and
     encoder depth, AdamW with the family's lr / warm-up / batch) on the same episodes, scored like the teacher (the
-    prediction of labels[t] from x[:t] at the last `eval_positions` target positions). It tells whether the task is
+    prediction of labels[t] from x[:t] at the last `eval_positions` target positions; a `seq_len_curriculum` in
+    `training` / `smt_training` masks the labels as SMTTrainer does). It tells whether the task is
     learnable at this size at all, apart from squeezing the answer through K registers and the decoder. Same return
     value as `run_one`."""
     import torch
@@ -136,6 +140,7 @@ def run_reference_lm(name: str, cfg: dict, seed: int, threads: int = 1) -> dict:
 
     from smt_hf.data import make_task, task_vocab_size
     from smt_hf.modeling_layers import TransformerStack
+    from smt_hf.training_module import mask_labels_from
 
     task, T, kw, t = cfg["task"], cfg["seq_len"], dict(cfg.get("task_kwargs") or {}), cfg["teacher"]
     torch.set_num_threads(threads)
@@ -150,13 +155,16 @@ def run_reference_lm(name: str, cfg: dict, seed: int, threads: int = 1) -> dict:
     data = [make_task(task, n, T, seed=s, **kw) for n, s in ((cfg["num_train"], seed), (cfg["num_eval"], 10**6 + seed))]
     (ids, lab), (eids, elab) = [(torch.tensor(ds["input_ids"]), torch.tensor(ds["labels"])) for ds in data]
     per_row = (cfg.get("training") or {}).get("eval_positions", 16)
+    sched = {**(cfg.get("training") or {}), **(cfg.get("smt_training") or {})}
+    lens, stage = sched.get("seq_len_curriculum"), sched.get("seq_len_curriculum_steps", 0)  # as SMTTrainer does
     opt = torch.optim.AdamW(model.parameters(), lr=cfg["learning_rate"], betas=(0.9, 0.95), weight_decay=0.01)
     warm = max(int(cfg["warmup_steps"]), 1)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / warm))
     curve, t0, step = [], time.time(), 0
     while step < cfg["max_steps"] and time.time() - t0 < cfg["budget_seconds"]:
         b = torch.randint(0, len(ids), (cfg["batch_size"],))
-        loss = F.cross_entropy(logits(ids[b, :-1]).flatten(0, 1), lab[b, 1:].flatten(), ignore_index=-100)
+        y = mask_labels_from(lab[b], lens[min(step // stage, len(lens) - 1)]) if lens else lab[b]
+        loss = F.cross_entropy(logits(ids[b, :-1]).flatten(0, 1), y[:, 1:].flatten(), ignore_index=-100)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -166,7 +174,7 @@ def run_reference_lm(name: str, cfg: dict, seed: int, threads: int = 1) -> dict:
             acc = lm_accuracy(logits, eids, elab, per_row)
             curve.append([step, round(time.time() - t0, 1), acc])
             print(f"[{name} s{seed}] step {step} {curve[-1][1]:.0f}s reference LM acc {acc:.3f}", flush=True)
-            if acc >= cfg["target"]:
+            if acc >= cfg["target"] and step >= full_loss_step(cfg):
                 break
     return result(name, cfg, seed, threads, curve)
 

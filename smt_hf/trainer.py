@@ -34,7 +34,7 @@ from .modeling_recurrent import SMTRecurrentForCausalLM, empty_context_memory
 from .modeling_utils import is_dtensor
 from .modeling_teacher import SMTTeacherModel
 from .training_args import ONESTEP_READOUT_FSDP, SMTTrainingArguments
-from .training_module import SMTTrainingModule
+from .training_module import SMTTrainingModule, mask_labels_from
 
 STUDENT_DIR, TEACHER_DIR = "student", "teacher"
 
@@ -235,6 +235,9 @@ class SMTTrainer(Trainer):
 
     # ------------------------------------------------------------------ loss
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        horizon = self.module.label_horizon(self.state.global_step) if model.training else None
+        if horizon is not None and inputs.get("labels") is not None:  # seq_len_curriculum: supervise t < horizon
+            inputs = {**inputs, "labels": mask_labels_from(inputs["labels"], horizon)}
         parts = model(**inputs)
         total = losses.combine(parts, self.module.weights(self.state.global_step))
         if not torch.isfinite(total):
@@ -255,6 +258,8 @@ class SMTTrainer(Trainer):
             self._parts_sum, self._parts_count = {}, 0
             if self.args.lambda_dec_start_step or self.args.lambda_dec_ramp_steps:  # the weight of the last step
                 logs["decoder_weight"] = self.module.decoder_weight(max(self.state.global_step - 1, 0))
+            if self.args.seq_len_curriculum:  # the label horizon of the last step
+                logs["seq_len_horizon"] = self.module.label_horizon(max(self.state.global_step - 1, 0))
         super().log(logs, start_time)
 
     def _clip_grad_norm(self, model):

@@ -105,6 +105,19 @@ class SMTTrainingArguments(TrainingArguments):
         metadata={"help": "Steps of the linear ramp of the decoder weight from 0 to `lambda_dec` that starts at "
                           "`lambda_dec_start_step` (0 = a step change)."},
     )
+    seq_len_curriculum: list[int] | None = field(
+        default=None,
+        metadata={
+            "help": "A curriculum over sequence length (sequence-length warm-up, Li et al. 2022, arXiv 2108.06084), "
+            "by supervision: stage i keeps the labels of positions t < seq_len_curriculum[i] and sets the others to "
+            "-100 (every loss that reads labels ignores them; inputs are unchanged, so compute is not saved). Stages "
+            "last `seq_len_curriculum_steps` optimizer steps; the last one lasts to the end. Strictly increasing "
+            "lengths >= 2, e.g. [8, 16, 24, 32] (parity: recipes/results/teacher_curves.md). None = off."
+        },
+    )
+    seq_len_curriculum_steps: int = field(
+        default=0, metadata={"help": "Optimizer steps per stage of `seq_len_curriculum` (>= 1 when it is set)."}
+    )
     lambda_dyn: float = field(default=0.1, metadata={"help": "Weight of the SMT dynamics (memory regression) loss."})
     lambda_unif: float = field(default=0.001, metadata={"help": "Weight of the uniformity loss on memory tokens."})
     lambda_encoder_lm: float = field(
@@ -259,6 +272,21 @@ class SMTTrainingArguments(TrainingArguments):
             if 0 < self.max_steps <= self.lambda_dec_start_step:
                 raise ValueError(f"`lambda_dec_start_step`={self.lambda_dec_start_step} is not below max_steps="
                                  f"{self.max_steps}: the decoder loss would never be on; lower it or raise max_steps.")
+        if self.seq_len_curriculum is not None:
+            lens = [int(n) for n in self.seq_len_curriculum]
+            if not lens or lens[0] < 2 or any(b <= a for a, b in zip(lens, lens[1:])):
+                raise ValueError(f"`seq_len_curriculum` must be strictly increasing lengths >= 2 (e.g. [8, 16, 32]), "
+                                 f"got {self.seq_len_curriculum}.")
+            if self.seq_len_curriculum_steps < 1:
+                raise ValueError(f"`seq_len_curriculum` needs `seq_len_curriculum_steps` >= 1 (optimizer steps per "
+                                 f"stage), got {self.seq_len_curriculum_steps}.")
+            if 0 < self.max_steps <= (len(lens) - 1) * self.seq_len_curriculum_steps:
+                raise ValueError(f"`seq_len_curriculum` {lens} with {self.seq_len_curriculum_steps} steps per stage "
+                                 f"reaches its last length at step {(len(lens) - 1) * self.seq_len_curriculum_steps}, "
+                                 f"not below max_steps={self.max_steps}; shorten the stages or raise max_steps.")
+            self.seq_len_curriculum = lens
+        elif self.seq_len_curriculum_steps:
+            raise ValueError("`seq_len_curriculum_steps` is set but `seq_len_curriculum` is not; set both or neither.")
         if self.encoder_lm_layer is not None and self.encoder_lm_layer < 1:
             raise ValueError(f"`encoder_lm_layer` must be >= 1 (or None), got {self.encoder_lm_layer}.")
         for name in ("lambda_dec", "lambda_dyn", "lambda_unif", "lambda_readout", "lambda_dmt_dyn", "lambda_encoder_lm",

@@ -360,6 +360,14 @@ class SMTTrainingModule(nn.Module):
             return a.lambda_dec * min(1.0, (step - a.lambda_dec_start_step + 1) / a.lambda_dec_ramp_steps)
         return a.lambda_dec
 
+    def label_horizon(self, step: int) -> int | None:
+        """The `seq_len_curriculum` length at optimizer step `step` (0-based): stage step // seq_len_curriculum_steps,
+        the last stage from then on. None without a curriculum."""
+        lens = self.args.seq_len_curriculum
+        if not lens:
+            return None
+        return lens[min(step // self.args.seq_len_curriculum_steps, len(lens) - 1)]
+
     def weights(self, step: int | None = None) -> dict[str, float]:
         """Loss weight of every part at optimizer step `step` (None: the final weights, after any schedule)."""
         a = self.args
@@ -402,6 +410,13 @@ class SMTTrainingModule(nn.Module):
                 model.activation_checkpointing_disable()
 
     gradient_checkpointing_disable = activation_checkpointing_disable
+
+
+def mask_labels_from(labels: torch.Tensor, horizon: int) -> torch.Tensor:
+    """`labels` (B, L) with positions t >= `horizon` set to -100 (a copy; `seq_len_curriculum`)."""
+    out = labels.clone()
+    out[:, horizon:] = IGNORE_INDEX
+    return out
 
 
 def make_student_standalone(student, teacher) -> None:

@@ -1,0 +1,103 @@
+"""`seq_len_curriculum`: a curriculum over sequence length by supervision. Stage i of `seq_len_curriculum_steps`
+optimizer steps keeps the labels of positions t < seq_len_curriculum[i] (the rest -100); the last stage lasts to the
+end; inputs are unchanged. It is refused where it cannot take effect, and teacher_curves.py runs through it."""
+
+import os
+import sys
+
+import pytest
+import torch
+from test_prefix_teacher import T, args, models
+from transformers import TrainerCallback
+
+from smt_hf.data import make_task
+from smt_hf.trainer import SMTTrainer
+from smt_hf.training_args import SMTTrainingArguments
+from smt_hf.training_module import SMTTrainingModule, mask_labels_from
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "recipes"))
+
+
+def test_label_horizon_per_stage_then_the_last_length(tmp_path):
+    student, teacher = models()
+    mod = SMTTrainingModule(student, teacher, args(tmp_path, seq_len_curriculum=[3, 6, 12], seq_len_curriculum_steps=2,
+                                                   max_steps=10))
+    assert [mod.label_horizon(s) for s in range(7)] + [mod.label_horizon(99)] == [3, 3, 6, 6, 12, 12, 12, 12]
+    assert SMTTrainingModule(student, teacher, args(tmp_path)).label_horizon(0) is None
+
+
+def test_mask_labels_from_keeps_earlier_positions():
+    labels = torch.arange(12).view(2, 6)
+    got = mask_labels_from(labels, 4)
+    assert got.tolist() == [[0, 1, 2, 3, -100, -100], [6, 7, 8, 9, -100, -100]]
+    assert labels[0, 5] == 5  # a copy
+
+
+@pytest.mark.parametrize("mode", ["smt", "bptt"])
+def test_trainer_supervises_only_positions_below_the_stage_length(tmp_path, mode):
+    """The labels the training module receives at each of 5 steps (curriculum [4, 7], 2 steps per stage) equal the
+    batch's labels with positions >= 4 (steps 1-2), >= 7 (steps 3-5) set to -100; input_ids are untouched; the
+    length is logged. Evaluation reads the unmasked labels."""
+    student, teacher = models()
+    data = make_task("parity", 64, T, seed=0)
+    seen = []
+
+    def grab(module, a, kw):
+        seen.append((kw["input_ids"].clone(), kw["labels"].clone(), module.training))
+
+    extra = dict(smt_all_prefixes=False) if mode == "bptt" else {}
+    a = args(tmp_path, mode=mode, max_steps=5, seq_len_curriculum=[4, 7], seq_len_curriculum_steps=2,
+             per_device_train_batch_size=4, **extra)
+    tr = SMTTrainer(model=student, teacher=teacher, args=a, train_dataset=data)
+    tr.module.register_forward_pre_hook(grab, with_kwargs=True)
+    tr.train()
+    train = [(x, y) for x, y, training in seen if training]
+    assert len(train) == 5
+    rows = {tuple(r) for r in torch.tensor(data["input_ids"]).tolist()}
+    full = {tuple(x): y for x, y in zip(torch.tensor(data["input_ids"]).tolist(), torch.tensor(data["labels"]).tolist())}
+    for step, (x, y) in enumerate(train):
+        h = 4 if step < 2 else 7
+        for xi, yi in zip(x.tolist(), y.tolist()):
+            assert tuple(xi) in rows  # inputs unchanged
+            assert yi == full[tuple(xi)][:h] + [-100] * (T - h)
+    logged = [h["seq_len_horizon"] for h in tr.state.log_history if "seq_len_horizon" in h]
+    assert logged == [4, 4, 7, 7, 7]
+    tr.module.eval()  # outside training (evaluation, prediction) the labels pass unmasked
+    x, y = torch.tensor(data["input_ids"][:4]), torch.tensor(data["labels"][:4])
+    tr.compute_loss(tr.module, {"input_ids": x, "labels": y})
+    assert torch.equal(seen[-1][1], y) and not seen[-1][2]
+
+
+def test_curriculum_is_refused_where_it_cannot_take_effect(tmp_path):
+    base = dict(output_dir=str(tmp_path), use_cpu=True, mode="smt")
+    for bad in ([8, 8], [16, 8], [1, 8], []):
+        with pytest.raises(ValueError, match="strictly increasing lengths >= 2"):
+            SMTTrainingArguments(seq_len_curriculum=bad, seq_len_curriculum_steps=5, **base)
+    with pytest.raises(ValueError, match="needs `seq_len_curriculum_steps` >= 1"):
+        SMTTrainingArguments(seq_len_curriculum=[8, 16], **base)
+    with pytest.raises(ValueError, match="set both or neither"):
+        SMTTrainingArguments(seq_len_curriculum_steps=5, **base)
+    with pytest.raises(ValueError, match="reaches its last length at step 10, not below max_steps=10"):
+        SMTTrainingArguments(seq_len_curriculum=[4, 8, 16], seq_len_curriculum_steps=5, max_steps=10, **base)
+    SMTTrainingArguments(seq_len_curriculum=[4, 8, 16], seq_len_curriculum_steps=5, max_steps=11, **base)
+
+
+DEFAULTS = {"seq_len": 8, "teacher": {"hidden_size": 16, "memory_tokens": 2, "num_encoder_layers": 1,
+                                      "num_decoder_layers": 1, "num_attention_heads": 2},
+            "student": {"backbone": "mlp"}, "learning_rate": 1e-3, "warmup_steps": 0, "batch_size": 8,
+            "max_steps": 12, "eval_steps": 4, "budget_seconds": 600, "target": 0.0, "num_train": 64, "num_eval": 16}
+
+
+@pytest.mark.parametrize("lm", [False, True])
+def test_calibration_runs_until_the_last_length_is_on(lm):
+    """teacher_curves.py (teacher, and the causal-LM reference): a run at its target at the first evaluation (step 4)
+    keeps going until the last stage (from step index 6, i.e. after 7 steps) has trained, so it stops at the evaluation of
+    step 8 (was: stopped at step 4 while only positions < 4 had been supervised)."""
+    import teacher_curves
+
+    key = "training" if lm else "smt_training"
+    spec = {"task": "parity", **({"reference_lm": True} if lm else {}),
+            key: {"seq_len_curriculum": [4, 6, 8], "seq_len_curriculum_steps": 3}}
+    assert teacher_curves.full_loss_step({**DEFAULTS, **spec}) == 7
+    r = teacher_curves.run_one("parity", spec, DEFAULTS, seed=0)
+    assert [c[0] for c in r["curve"]] == [4, 8] and r["reached_at"]["step"] == 8
