@@ -135,11 +135,12 @@ def run_reference_lm(name: str, cfg: dict, seed: int, threads: int = 1) -> dict:
     learnable at this size at all, apart from squeezing the answer through K registers and the decoder. Same return
     value as `run_one`."""
     import torch
-    import torch.nn.functional as F
     from torch import nn
 
     from smt_hf.data import make_task, task_vocab_size
     from smt_hf.modeling_layers import TransformerStack
+    from smt_hf.losses import readout_loss
+    from smt_hf.training_args import SMTTrainingArguments
     from smt_hf.training_module import mask_labels_from
 
     task, T, kw, t = cfg["task"], cfg["seq_len"], dict(cfg.get("task_kwargs") or {}), cfg["teacher"]
@@ -155,8 +156,12 @@ def run_reference_lm(name: str, cfg: dict, seed: int, threads: int = 1) -> dict:
     data = [make_task(task, n, T, seed=s, **kw) for n, s in ((cfg["num_train"], seed), (cfg["num_eval"], 10**6 + seed))]
     (ids, lab), (eids, elab) = [(torch.tensor(ds["input_ids"]), torch.tensor(ds["labels"])) for ds in data]
     per_row = (cfg.get("training") or {}).get("eval_positions", 16)
-    sched = {**(cfg.get("training") or {}), **(cfg.get("smt_training") or {})}
-    lens, stage = sched.get("seq_len_curriculum"), sched.get("seq_len_curriculum_steps", 0)  # as SMTTrainer does
+    curriculum = {k: v for k, v in {**(cfg.get("training") or {}), **(cfg.get("smt_training") or {})}.items()
+                  if k in ("seq_len_curriculum", "seq_len_curriculum_steps")}
+    if curriculum:  # SMTTrainingArguments' checks (lengths, steps per stage, last stage before max_steps)
+        SMTTrainingArguments(output_dir="outputs/teacher_curves/tmp", mode="bptt", max_steps=cfg["max_steps"],
+                             use_cpu=True, report_to="none", **curriculum)
+    lens, stage = curriculum.get("seq_len_curriculum"), curriculum.get("seq_len_curriculum_steps", 0)  # as SMTTrainer
     opt = torch.optim.AdamW(model.parameters(), lr=cfg["learning_rate"], betas=(0.9, 0.95), weight_decay=0.01)
     warm = max(int(cfg["warmup_steps"]), 1)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / warm))
@@ -164,7 +169,7 @@ def run_reference_lm(name: str, cfg: dict, seed: int, threads: int = 1) -> dict:
     while step < cfg["max_steps"] and time.time() - t0 < cfg["budget_seconds"]:
         b = torch.randint(0, len(ids), (cfg["batch_size"],))
         y = mask_labels_from(lab[b], lens[min(step // stage, len(lens) - 1)]) if lens else lab[b]
-        loss = F.cross_entropy(logits(ids[b, :-1]).flatten(0, 1), y[:, 1:].flatten(), ignore_index=-100)
+        loss = readout_loss(logits(ids[b, :-1]), y[:, 1:])  # mean over the targets, 0 when a batch has none
         opt.zero_grad()
         loss.backward()
         opt.step()

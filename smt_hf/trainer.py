@@ -27,6 +27,7 @@ from accelerate.utils import gather_object
 from transformers import Trainer, TrainerCallback
 
 from . import losses
+from .callbacks import SeqLenCurriculumCheck
 from .data.collator import SMTDataCollator
 from .evaluation import evaluate_smt, summarize
 from . import hub
@@ -215,6 +216,8 @@ class SMTTrainer(Trainer):
         if args.mode in ("smt", "joint"):  # the student's readout and m_0 are the teacher's (ReadoutFromTeacher)
             self.readout_from_teacher = ReadoutFromTeacher(model, teacher, self.module)
             kwargs["callbacks"] = [self.readout_from_teacher, *(kwargs.get("callbacks") or [])]
+        if args.seq_len_curriculum:  # an epoch-based run knows its step count only when training begins
+            kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), SeqLenCurriculumCheck()]
         super().__init__(model=self.module, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
                          data_collator=data_collator, **kwargs)
         _refuse_fsdp1(_fsdp_version(self))  # (also an FSDP1 plugin from `accelerate launch`'s config)

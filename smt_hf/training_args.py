@@ -110,9 +110,13 @@ class SMTTrainingArguments(TrainingArguments):
         metadata={
             "help": "A curriculum over sequence length (sequence-length warm-up, Li et al. 2022, arXiv 2108.06084), "
             "by supervision: stage i keeps the labels of positions t < seq_len_curriculum[i] and sets the others to "
-            "-100 (every loss that reads labels ignores them; inputs are unchanged, so compute is not saved). Stages "
-            "last `seq_len_curriculum_steps` optimizer steps; the last one lasts to the end. Strictly increasing "
-            "lengths >= 2, e.g. [8, 16, 24, 32] (parity: recipes/results/teacher_curves.md). None = off."
+            "-100 during training (every loss that reads labels ignores them; inputs are unchanged, so compute is not "
+            "saved, and the dynamics / uniformity losses still see every position; SMT split points are still drawn "
+            "over the whole sequence, so a split beyond the stage length has no decoder target). Stages last "
+            "`seq_len_curriculum_steps` optimizer steps counted from this trainer's first step; the last one lasts "
+            "to the end. Episodes only (smt/joint with split='random', dmt with dmt_start='initial', bptt). "
+            "Strictly increasing int lengths >= 2, e.g. [8, 16, 24, 32] (parity: recipes/results/teacher_curves.md). "
+            "None = off."
         },
     )
     seq_len_curriculum_steps: int = field(
@@ -273,8 +277,9 @@ class SMTTrainingArguments(TrainingArguments):
                 raise ValueError(f"`lambda_dec_start_step`={self.lambda_dec_start_step} is not below max_steps="
                                  f"{self.max_steps}: the decoder loss would never be on; lower it or raise max_steps.")
         if self.seq_len_curriculum is not None:
-            lens = [int(n) for n in self.seq_len_curriculum]
-            if not lens or lens[0] < 2 or any(b <= a for a, b in zip(lens, lens[1:])):
+            lens = list(self.seq_len_curriculum) if isinstance(self.seq_len_curriculum, (list, tuple)) else None
+            if (not lens or any(not isinstance(n, int) or isinstance(n, bool) for n in lens) or lens[0] < 2
+                    or any(b <= a for a, b in zip(lens, lens[1:]))):
                 raise ValueError(f"`seq_len_curriculum` must be strictly increasing lengths >= 2 (e.g. [8, 16, 32]), "
                                  f"got {self.seq_len_curriculum}.")
             if self.seq_len_curriculum_steps < 1:
@@ -284,6 +289,11 @@ class SMTTrainingArguments(TrainingArguments):
                 raise ValueError(f"`seq_len_curriculum` {lens} with {self.seq_len_curriculum_steps} steps per stage "
                                  f"reaches its last length at step {(len(lens) - 1) * self.seq_len_curriculum_steps}, "
                                  f"not below max_steps={self.max_steps}; shorten the stages or raise max_steps.")
+            if (self.mode in ("smt", "joint") and self.split == "last") or (self.mode == "dmt" and self.dmt_start == "teacher"):
+                raise ValueError("`seq_len_curriculum` counts positions from the start of each sequence, so it applies "
+                                 "to episodes: smt/joint with split='random', dmt with dmt_start='initial', or bptt; "
+                                 f"got mode={self.mode!r} with split={self.split!r}, dmt_start={self.dmt_start!r} "
+                                 "(stream windows, whose targets start after the context).")
             self.seq_len_curriculum = lens
         elif self.seq_len_curriculum_steps:
             raise ValueError("`seq_len_curriculum_steps` is set but `seq_len_curriculum` is not; set both or neither.")

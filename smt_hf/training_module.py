@@ -345,10 +345,12 @@ class SMTTrainingModule(nn.Module):
 
     # ------------------------------------------------------------------ BPTT
     def bptt_parts(self, input_ids, labels, attention_mask=None, **_) -> dict[str, torch.Tensor]:
-        """Next-token CE of the student unrolled over input_ids (B, L) from m_0 (its `forward`, with `step_fn`)."""
+        """Next-token CE of the student unrolled over input_ids (B, L) from m_0 (its `forward`, with `step_fn`):
+        logits[t] against labels[t+1], mean over the targets, 0 (not NaN) for a batch without one (e.g. under a
+        `seq_len_curriculum` before a task's first target)."""
         step = {} if self.step_fn is None else {"step_fn": self.step_fn}
-        out = self.student(input_ids, attention_mask=attention_mask, labels=labels, use_cache=False, **step)
-        return {"bptt": out.loss}
+        out = self.student(input_ids, attention_mask=attention_mask, use_cache=False, **step)
+        return {"bptt": losses.readout_loss(out.logits[:, :-1], labels[:, 1:])}
 
     def decoder_weight(self, step: int) -> float:
         """`lambda_dec` at optimizer step `step` (0-based): 0 before `lambda_dec_start_step`, then a linear ramp over

@@ -33,8 +33,8 @@ def test_mask_labels_from_keeps_earlier_positions():
     assert labels[0, 5] == 5  # a copy
 
 
-@pytest.mark.parametrize("mode", ["smt", "bptt"])
-def test_trainer_supervises_only_positions_below_the_stage_length(tmp_path, mode):
+@pytest.mark.parametrize("mode, all_prefixes", [("smt", True), ("smt", False), ("joint", False), ("bptt", False)])
+def test_trainer_supervises_only_positions_below_the_stage_length(tmp_path, mode, all_prefixes):
     """The labels the training module receives at each of 5 steps (curriculum [4, 7], 2 steps per stage) equal the
     batch's labels with positions >= 4 (steps 1-2), >= 7 (steps 3-5) set to -100; input_ids are untouched; the
     length is logged. Evaluation reads the unmasked labels."""
@@ -45,9 +45,8 @@ def test_trainer_supervises_only_positions_below_the_stage_length(tmp_path, mode
     def grab(module, a, kw):
         seen.append((kw["input_ids"].clone(), kw["labels"].clone(), module.training))
 
-    extra = dict(smt_all_prefixes=False) if mode == "bptt" else {}
     a = args(tmp_path, mode=mode, max_steps=5, seq_len_curriculum=[4, 7], seq_len_curriculum_steps=2,
-             per_device_train_batch_size=4, **extra)
+             per_device_train_batch_size=4, smt_all_prefixes=all_prefixes)
     tr = SMTTrainer(model=student, teacher=teacher, args=a, train_dataset=data)
     tr.module.register_forward_pre_hook(grab, with_kwargs=True)
     tr.train()
@@ -68,9 +67,36 @@ def test_trainer_supervises_only_positions_below_the_stage_length(tmp_path, mode
     assert torch.equal(seen[-1][1], y) and not seen[-1][2]
 
 
+def test_bptt_loss_is_zero_not_nan_before_the_first_target(tmp_path):
+    """Needle's only target is the last position: with the stage length below it a BPTT batch has no target, and its
+    loss is 0 (was NaN, the trainer stopped with NonFiniteLossError); with targets it is the student's own mean
+    next-token CE."""
+    student, teacher = models()
+    data = make_task("needle", 16, T, seed=0, vocab_size=8)
+    labels = torch.tensor(data["labels"])
+    assert (labels[:, :T - 2] == -100).all()
+    a = args(tmp_path, mode="bptt", smt_all_prefixes=False, max_steps=3, seq_len_curriculum=[4, T],
+             seq_len_curriculum_steps=2, per_device_train_batch_size=4)
+    tr = SMTTrainer(model=student, teacher=None, args=a, train_dataset=data)
+    x = torch.tensor(data["input_ids"][:4])
+    assert tr.module.bptt_parts(x, mask_labels_from(labels[:4], 4))["bptt"].item() == 0.0
+    assert torch.allclose(tr.module.bptt_parts(x, labels[:4])["bptt"], student(x, labels=labels[:4]).loss)
+    tr.train()
+    assert [h["seq_len_horizon"] for h in tr.state.log_history if "seq_len_horizon" in h] == [4, 4, T]
+
+
+def test_an_epoch_run_that_ends_before_the_last_length_is_refused(tmp_path):
+    student, teacher = models()
+    data = make_task("parity", 16, T, seed=0)  # 1 epoch = 4 steps of 4
+    a = args(tmp_path, mode="smt", max_steps=-1, num_train_epochs=1, per_device_train_batch_size=4,
+             seq_len_curriculum=[4, 8], seq_len_curriculum_steps=4)
+    with pytest.raises(ValueError, match="reaches its last length at step 4, but this run has 4 optimizer steps"):
+        SMTTrainer(model=student, teacher=teacher, args=a, train_dataset=data).train()
+
+
 def test_curriculum_is_refused_where_it_cannot_take_effect(tmp_path):
     base = dict(output_dir=str(tmp_path), use_cpu=True, mode="smt")
-    for bad in ([8, 8], [16, 8], [1, 8], []):
+    for bad in ([8, 8], [16, 8], [1, 8], [], 8, [8, 16.5], [True, 8]):
         with pytest.raises(ValueError, match="strictly increasing lengths >= 2"):
             SMTTrainingArguments(seq_len_curriculum=bad, seq_len_curriculum_steps=5, **base)
     with pytest.raises(ValueError, match="needs `seq_len_curriculum_steps` >= 1"):
@@ -80,6 +106,11 @@ def test_curriculum_is_refused_where_it_cannot_take_effect(tmp_path):
     with pytest.raises(ValueError, match="reaches its last length at step 10, not below max_steps=10"):
         SMTTrainingArguments(seq_len_curriculum=[4, 8, 16], seq_len_curriculum_steps=5, max_steps=10, **base)
     SMTTrainingArguments(seq_len_curriculum=[4, 8, 16], seq_len_curriculum_steps=5, max_steps=11, **base)
+    for where in (dict(mode="smt", split="last"), dict(mode="dmt", dmt_start="teacher")):
+        with pytest.raises(ValueError, match="applies to episodes"):
+            SMTTrainingArguments(**{**base, **where}, seq_len_curriculum=[4, 8], seq_len_curriculum_steps=5)
+    SMTTrainingArguments(**{**base, "mode": "dmt"}, dmt_start="initial", seq_len_curriculum=[4, 8],
+                         seq_len_curriculum_steps=5)
 
 
 DEFAULTS = {"seq_len": 8, "teacher": {"hidden_size": 16, "memory_tokens": 2, "num_encoder_layers": 1,
@@ -101,3 +132,14 @@ def test_calibration_runs_until_the_last_length_is_on(lm):
     assert teacher_curves.full_loss_step({**DEFAULTS, **spec}) == 7
     r = teacher_curves.run_one("parity", spec, DEFAULTS, seed=0)
     assert [c[0] for c in r["curve"]] == [4, 8] and r["reached_at"]["step"] == 8
+
+
+def test_reference_lm_refuses_a_curriculum_the_trainer_would_refuse():
+    import teacher_curves
+
+    spec = {"task": "parity", "reference_lm": True, "training": {"seq_len_curriculum": [4, 8]}}
+    with pytest.raises(ValueError, match="needs `seq_len_curriculum_steps` >= 1"):
+        teacher_curves.run_one("parity", spec, DEFAULTS, seed=0)
+    spec["training"]["seq_len_curriculum_steps"] = 12  # last length at step 12 = max_steps
+    with pytest.raises(ValueError, match="not below max_steps=12"):
+        teacher_curves.run_one("parity", spec, DEFAULTS, seed=0)
