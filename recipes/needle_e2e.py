@@ -290,7 +290,7 @@ def table(runs: list[dict]) -> str:
                      + ", ".join(f"{r['student_acc']:.2f}" + ("†" if r.get("reused_from") else "")
                                  for r in rs if r.get("student_acc") is not None) + " |")
     if any(r.get("reused_from") for run in runs for r in run["rows"]):
-        lines.append("\n† reused (`--reuse-rows`) from an earlier run of the same seed whose joint-SMT row is identical: "
+        lines.append("\n† from another run of the same seed whose joint-SMT row is identical (`--reuse-rows`, or as noted): "
                      + ", ".join(sorted({r["reused_from"] for run in runs for r in run["rows"] if r.get("reused_from")})))
     budgets = [f"s{run['seed']} {r['budget_seconds']:.0f} s" for run in runs for r in run["rows"] if r.get("budget_seconds")]
     if budgets:
