@@ -228,15 +228,27 @@ def write(out: str, new: list[dict]) -> str:
     with open(os.path.join(out, "teacher_curves.md"), "w") as f:
         f.write(md)
     try:
-        from smt_hf.viz import plot_curves
-
-        curves = {f"{r['family']} T={r['seq_len']} s{r['seed']}": ([c[1] for c in r["curve"]], [c[2] for c in r["curve"]])
-                  for r in runs}
-        plot_curves(None, curves, os.path.join(out, "teacher_curves.png"), title="Teacher accuracy while training",
-                    xlabel="wall-clock s", ylabel="teacher accuracy", markers=True)
+        plot(runs, os.path.join(out, "teacher_curves.png"))
     except ImportError:  # matplotlib is optional
         pass
     return md
+
+
+def plot(runs: list[dict], path: str) -> str:
+    """One panel per task (its families, lengths and seeds as curves): accuracy against wall-clock, log scale (runs
+    last from seconds to 40 minutes); the 0.95 target as a dashed line."""
+    from smt_hf.viz import plot_panels
+
+    task = lambda r: r.get("task") or r["settings"]["task"]  # noqa: E731
+    tasks = sorted({task(r) for r in runs})
+    panels = [{"curves": {f"{r['family']}" + (f" T={r['seq_len']}" if f"T{r['seq_len']}" not in r["family"] else "")
+                          + (f" s{r['seed']}" if r["seed"] else ""): ([max(c[1], 1.0) for c in r["curve"]], [c[2] for c in r["curve"]])
+                          for r in sorted(runs, key=lambda r: (r["family"], r["seq_len"], r["seed"])) if task(r) == t},
+               "title": t, "xlabel": "wall-clock s (log)", "ylabel": "accuracy", "logx": True, "data_xticks": False,
+               "hline": 0.95}
+              for t in tasks]
+    return str(plot_panels(panels, path, suptitle="Teacher (or causal-LM reference, *_lm) accuracy while training, "
+                                                   "held-out episodes; dashed: the 0.95 target", ncols=2))
 
 
 def main(argv=None) -> None:

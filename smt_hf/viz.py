@@ -85,19 +85,21 @@ def save_pixel_grid(
 
 
 def _draw_curves(ax, x, curves, title=None, xlabel="step", ylabel="", logy=False, logx=False, markers=False,
-                 data_xticks=True):
-    """Draw named curves on one matplotlib axis (see `plot_curves` for the arguments)."""
+                 data_xticks=True, hline=None):
+    """Draw named curves on one matplotlib axis (see `plot_curves` for the arguments; `hline`: a dashed
+    horizontal reference line at that y, e.g. a target accuracy)."""
     if not curves:
         raise ValueError("plot_curves: no curves given")
     seen_x = set()
-    for name, ys in curves.items():
+    for i, (name, ys) in enumerate(curves.items()):
         if isinstance(ys, tuple) and len(ys) == 2:
             xs, ys = ys
         else:
             xs = x if x is not None else np.arange(len(ys))
         if len(xs) != len(ys):
             raise ValueError(f"plot_curves: curve {name!r} has {len(ys)} values for {len(xs)} x values")
-        ax.plot(xs, ys, label=name, marker="o" if markers else None, markersize=3)
+        ax.plot(xs, ys, label=name, marker="o" if markers else None, markersize=3,
+                linestyle=("-", "--", ":")[(i // 10) % 3])  # the colour cycle has 10 colours
         seen_x.update(float(v) for v in xs)
     if logy:
         ax.set_yscale("log")
@@ -112,8 +114,10 @@ def _draw_curves(ax, x, curves, title=None, xlabel="step", ylabel="", logy=False
     ax.set_ylabel(ylabel)
     if title:
         ax.set_title(title, fontsize=9)
+    if hline is not None:
+        ax.axhline(hline, color="gray", linestyle="--", linewidth=0.8)
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7 if len(curves) <= 8 else 5)
 
 
 def plot_curves(
@@ -152,7 +156,8 @@ def plot_panels(panels: Sequence[Mapping], path: str | Path, suptitle: str | Non
 
     Args:
         panels: one dict per panel with ``plot_curves``'s keyword arguments (``curves`` required; ``x``,
-            ``title``, ``xlabel``, ``ylabel``, ``logx``, ``logy``, ``markers`` optional).
+            ``title``, ``xlabel``, ``ylabel``, ``logx``, ``logy``, ``markers``, ``data_xticks`` optional) and
+            ``hline`` (a dashed horizontal line at that y, e.g. a target).
         path: output PNG path (parent folders are created).
         suptitle: a title over all panels.
         ncols: panels per row.

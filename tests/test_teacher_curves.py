@@ -56,6 +56,25 @@ def test_write_merges_runs_by_family_length_and_seed(tmp_path):
     assert len(rows) == 2 and "0.970" in rows[0] and "| 600 | 4 | 1.0 |" in rows[0] and "0.960" in rows[1]
 
 
+def test_the_curves_plot_has_one_panel_per_task(tmp_path, monkeypatch):
+    """Runs are grouped by task into panels (was: every family of every task on one axis, its legend over the plot)."""
+    import teacher_curves
+
+    import smt_hf.viz
+
+    got = {}
+    monkeypatch.setattr(smt_hf.viz, "plot_panels", lambda panels, path, **kw: got.setdefault("panels", panels))
+
+    def run(family, task, seed):
+        return {"family": family, "task": task, "seq_len": 32, "seed": seed, "curve": [[4, 0.5, 0.3], [8, 2.0, 0.9]]}
+
+    teacher_curves.plot([run("b", "parity", 0), run("a", "needle", 0), run("a_lm", "needle", 1)], str(tmp_path / "p.png"))
+    assert [p["title"] for p in got["panels"]] == ["needle", "parity"]
+    assert list(got["panels"][0]["curves"]) == ["a T=32", "a_lm T=32 s1"]
+    assert got["panels"][0]["curves"]["a T=32"] == ([1.0, 2.0], [0.3, 0.9])  # seconds floored at 1 (log axis)
+    assert got["panels"][1]["hline"] == 0.95 and got["panels"][1]["logx"]
+
+
 def test_a_family_can_override_the_future_length():
     """`training` may set any SMTTrainingArguments field, also one the loop sets itself (was: TypeError)."""
     import teacher_curves
