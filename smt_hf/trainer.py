@@ -239,8 +239,16 @@ class SMTTrainer(Trainer):
     # ------------------------------------------------------------------ loss
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         horizon = self.module.label_horizon(self.state.global_step) if model.training else None
-        if horizon is not None and inputs.get("labels") is not None:  # seq_len_curriculum: supervise t < horizon
-            inputs = {**inputs, "labels": mask_labels_from(inputs["labels"], horizon)}
+        if horizon is not None:  # seq_len_curriculum: supervise t < horizon
+            labels = inputs.get("labels")
+            if labels is None:
+                raise ValueError("`seq_len_curriculum` masks `labels` by position, but this batch has none (pre-cut "
+                                 "SMT windows?); pass whole sequences with `labels`, or unset the curriculum.")
+            if labels.shape[1] > self.args.seq_len_curriculum[-1]:
+                raise ValueError(f"`seq_len_curriculum` ends at {self.args.seq_len_curriculum[-1]} but the batch's "
+                                 f"sequences have {labels.shape[1]} positions, which would never be supervised; end "
+                                 "the curriculum at the sequence length.")
+            inputs = {**inputs, "labels": mask_labels_from(labels, horizon)}
         parts = model(**inputs)
         total = losses.combine(parts, self.module.weights(self.state.global_step))
         if not torch.isfinite(total):

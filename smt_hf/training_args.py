@@ -114,7 +114,7 @@ class SMTTrainingArguments(TrainingArguments):
             "saved, and the dynamics / uniformity losses still see every position; SMT split points are still drawn "
             "over the whole sequence, so a split beyond the stage length has no decoder target). Stages last "
             "`seq_len_curriculum_steps` optimizer steps counted from this trainer's first step; the last one lasts "
-            "to the end. Episodes only (smt/joint with split='random', dmt with dmt_start='initial', bptt). "
+            "to the end and must be the sequence length (a batch longer than it is refused). Episodes only (smt/joint with split='random', dmt with dmt_start='initial', bptt). "
             "Strictly increasing int lengths >= 2, e.g. [8, 16, 24, 32] (parity: recipes/results/teacher_curves.md). "
             "None = off."
         },

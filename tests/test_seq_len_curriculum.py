@@ -35,9 +35,9 @@ def test_mask_labels_from_keeps_earlier_positions():
 
 @pytest.mark.parametrize("mode, all_prefixes", [("smt", True), ("smt", False), ("joint", False), ("bptt", False)])
 def test_trainer_supervises_only_positions_below_the_stage_length(tmp_path, mode, all_prefixes):
-    """The labels the training module receives at each of 5 steps (curriculum [4, 7], 2 steps per stage) equal the
-    batch's labels with positions >= 4 (steps 1-2), >= 7 (steps 3-5) set to -100; input_ids are untouched; the
-    length is logged. Evaluation reads the unmasked labels."""
+    """The labels the training module receives at each of 5 steps (curriculum [4, 7, 12], 2 steps per stage) equal
+    the batch's labels with positions >= 4 (steps 1-2), >= 7 (steps 3-4) set to -100, all of them at step 5;
+    input_ids are untouched; the length is logged. Evaluation reads the unmasked labels."""
     student, teacher = models()
     data = make_task("parity", 64, T, seed=0)
     seen = []
@@ -45,7 +45,7 @@ def test_trainer_supervises_only_positions_below_the_stage_length(tmp_path, mode
     def grab(module, a, kw):
         seen.append((kw["input_ids"].clone(), kw["labels"].clone(), module.training))
 
-    a = args(tmp_path, mode=mode, max_steps=5, seq_len_curriculum=[4, 7], seq_len_curriculum_steps=2,
+    a = args(tmp_path, mode=mode, max_steps=5, seq_len_curriculum=[4, 7, T], seq_len_curriculum_steps=2,
              per_device_train_batch_size=4, smt_all_prefixes=all_prefixes)
     tr = SMTTrainer(model=student, teacher=teacher, args=a, train_dataset=data)
     tr.module.register_forward_pre_hook(grab, with_kwargs=True)
@@ -55,12 +55,12 @@ def test_trainer_supervises_only_positions_below_the_stage_length(tmp_path, mode
     rows = {tuple(r) for r in torch.tensor(data["input_ids"]).tolist()}
     full = {tuple(x): y for x, y in zip(torch.tensor(data["input_ids"]).tolist(), torch.tensor(data["labels"]).tolist())}
     for step, (x, y) in enumerate(train):
-        h = 4 if step < 2 else 7
+        h = (4, 4, 7, 7, T)[step]
         for xi, yi in zip(x.tolist(), y.tolist()):
             assert tuple(xi) in rows  # inputs unchanged
             assert yi == full[tuple(xi)][:h] + [-100] * (T - h)
     logged = [h["seq_len_horizon"] for h in tr.state.log_history if "seq_len_horizon" in h]
-    assert logged == [4, 4, 7, 7, 7]
+    assert logged == [4, 4, 7, 7, T]
     tr.module.eval()  # outside training (evaluation, prediction) the labels pass unmasked
     x, y = torch.tensor(data["input_ids"][:4]), torch.tensor(data["labels"][:4])
     tr.compute_loss(tr.module, {"input_ids": x, "labels": y})
@@ -83,6 +83,21 @@ def test_bptt_loss_is_zero_not_nan_before_the_first_target(tmp_path):
     assert torch.allclose(tr.module.bptt_parts(x, labels[:4])["bptt"], student(x, labels=labels[:4]).loss)
     tr.train()
     assert [h["seq_len_horizon"] for h in tr.state.log_history if "seq_len_horizon" in h] == [4, 4, T]
+
+
+def test_a_curriculum_that_cannot_cover_the_batch_is_refused_at_the_first_step(tmp_path):
+    """A last length below the sequence length would leave the later positions unsupervised for the whole run, and
+    a batch without `labels` (pre-cut windows) cannot be masked by position: both stop with a message."""
+    student, teacher = models()
+    data = make_task("parity", 16, T, seed=0)
+    a = args(tmp_path, mode="smt", max_steps=3, seq_len_curriculum=[4, 8], seq_len_curriculum_steps=1,
+             per_device_train_batch_size=4)
+    tr = SMTTrainer(model=student, teacher=teacher, args=a, train_dataset=data)
+    with pytest.raises(ValueError, match=f"ends at 8 but the batch's sequences have {T} positions"):
+        tr.train()
+    tr.module.train()
+    with pytest.raises(ValueError, match="this batch has none"):
+        tr.compute_loss(tr.module, {"input_ids": torch.tensor(data["input_ids"][:2])})
 
 
 def test_an_epoch_run_that_ends_before_the_last_length_is_refused(tmp_path):

@@ -132,4 +132,4 @@ def test_needle_e2e_summary_counts_a_seeds_row_once_and_marks_reuse(tmp_path):
     md = n.write_summary(str(tmp_path), "needle", 16)
     bptt = next(x for x in md.splitlines() if x.startswith("| BPTT"))
     assert bptt.endswith("| 0.05 |")  # the s0.json row; the duplicate from s0_bptt.json is not averaged in
-    assert "| 1.00† |" in md and "† reused" in md and "a.json" in md and "seeds [0]" in md
+    assert "| 1.00† |" in md and "† from another run of the same seed" in md and "a.json" in md and "seeds [0]" in md
