@@ -141,7 +141,7 @@ def run_reference_lm(name: str, cfg: dict, seed: int, threads: int = 1) -> dict:
     from smt_hf.modeling_layers import TransformerStack
     from smt_hf.losses import readout_loss
     from smt_hf.training_args import SMTTrainingArguments
-    from smt_hf.training_module import mask_labels_from
+    from smt_hf.training_module import curriculum_length, mask_labels_from
 
     task, T, kw, t = cfg["task"], cfg["seq_len"], dict(cfg.get("task_kwargs") or {}), cfg["teacher"]
     torch.set_num_threads(threads)
@@ -168,7 +168,7 @@ def run_reference_lm(name: str, cfg: dict, seed: int, threads: int = 1) -> dict:
     curve, t0, step = [], time.time(), 0
     while step < cfg["max_steps"] and time.time() - t0 < cfg["budget_seconds"]:
         b = torch.randint(0, len(ids), (cfg["batch_size"],))
-        y = mask_labels_from(lab[b], lens[min(step // stage, len(lens) - 1)]) if lens else lab[b]
+        y = mask_labels_from(lab[b], curriculum_length(lens, stage, step)) if lens else lab[b]
         loss = readout_loss(logits(ids[b, :-1]), y[:, 1:])  # mean over the targets, 0 when a batch has none
         opt.zero_grad()
         loss.backward()

@@ -366,9 +366,7 @@ class SMTTrainingModule(nn.Module):
         """The `seq_len_curriculum` length at optimizer step `step` (0-based): stage step // seq_len_curriculum_steps,
         the last stage from then on. None without a curriculum."""
         lens = self.args.seq_len_curriculum
-        if not lens:
-            return None
-        return lens[min(step // self.args.seq_len_curriculum_steps, len(lens) - 1)]
+        return curriculum_length(lens, self.args.seq_len_curriculum_steps, step) if lens else None
 
     def weights(self, step: int | None = None) -> dict[str, float]:
         """Loss weight of every part at optimizer step `step` (None: the final weights, after any schedule)."""
@@ -412,6 +410,11 @@ class SMTTrainingModule(nn.Module):
                 model.activation_checkpointing_disable()
 
     gradient_checkpointing_disable = activation_checkpointing_disable
+
+
+def curriculum_length(lengths: list[int], stage_steps: int, step: int) -> int:
+    """The `seq_len_curriculum` length at optimizer step `step` (0-based): stage step // stage_steps, then the last."""
+    return lengths[min(step // stage_steps, len(lengths) - 1)]
 
 
 def mask_labels_from(labels: torch.Tensor, horizon: int) -> torch.Tensor:
