@@ -394,11 +394,19 @@ FIG3_COLUMNS = (("teacher", ROWS[0], "teacher_acc"), ("SMT one-step", ROWS[0], "
                 ("SMT -> DMT full_rollout (truncated BPTT)", ROWS[2], "student_acc"),
                 ("BPTT, same wall-clock", ROWS[3], "student_acc"), ("BPTT, 4x wall-clock", ROWS[4], "student_acc"))
 
+# Fig 3's headline: one family per task, in the paper's order (retrieval, copying, state tracking x2, associative
+# recall, ICL), chosen by hand: the setting whose teacher learned the task (recipes/results/teacher_curves.md) and
+# that ran every row. Every other family run into the folder is listed below them as a setting tried.
+FIG3_MAIN = ("needle (recipe model)", "string_copy", "parity_enc_lm_curriculum", "stack", "associative_recall_curriculum",
+             "icl_modular_smt")
+
 
 def fig3(out: str, T: int) -> dict:
     """Paper Fig 3 over the families run into `out` at length T: per family and column (FIG3_COLUMNS) the mean,
     half-range and per-seed values of the accuracy over the seeds that ran that row, and the wall-clock of each row
-    (mean s). Writes <out>/fig3_T<T>.json, .md and .png (bars with half-range error bars); returns the dict."""
+    (mean s). Writes <out>/fig3_T<T>.json (with `main`: the FIG3_MAIN families present, else all), .md (a table of
+    the main families, then one of the other settings tried) and .png (the main families: bars with half-range
+    error bars and a dot per seed); returns the dict."""
     found = load_runs(out, f"*_e2e_T{T}_s*.json")
     runs: dict[str, dict[int, dict[str, dict]]] = {}  # family -> seed -> row name -> row
     for run in found:
@@ -412,17 +420,26 @@ def fig3(out: str, T: int) -> dict:
             res[fam][col] = {"mean": sum(xs) / len(xs), "half_range": (max(xs) - min(xs)) / 2, "seeds": list(got),
                              "values": xs, "seconds": sum(r["seconds"] for r in got.values()) / len(got)} if xs else None
     machines = sorted({run["machine"] for run in found})
+    main = [fam for fam in FIG3_MAIN if fam in res] or list(res)
     with open(os.path.join(out, f"fig3_T{T}.json"), "w") as f:
-        json.dump({"seq_len": T, "machine": machines, "families": res}, f, indent=2)
+        json.dump({"seq_len": T, "machine": machines, "main": main, "families": res}, f, indent=2)
     cell = lambda c: "-" if c is None else (f"{c['mean']:.2f}" + (f" ± {c['half_range']:.2f}" if len(c["values"]) > 1  # noqa: E731
                                              else "") + f" (n={len(c['values'])}, {c['seconds']:.0f} s)")
     lines = [f"Fig 3 at T={T}: accuracy at the target positions of held-out episodes, mean ± half-range over seeds "
              f"(n = seeds, mean wall-clock of that row's training). Machine: {'; '.join(machines)}. Teacher and SMT "
              "one-step read the teacher's memories (reference only); every other column is the standalone RNN. "
              "Per-family settings: each `<family>_e2e_T<T>.md` here; a family named `<task> (recipe model)` ran without "
-             "--family (the recipe's own MODEL and SMT settings, in its JSON).", "",
-             "| family | " + " | ".join(c[0] for c in FIG3_COLUMNS) + " |", "|---" * (len(FIG3_COLUMNS) + 1) + "|"]
-    lines += [f"| {fam} | " + " | ".join(cell(c[col]) for col, _, _ in FIG3_COLUMNS) + " |" for fam, c in res.items()]
+             "--family (the recipe's own MODEL and SMT settings, in its JSON)."]
+
+    def rows(fams):
+        return ["", "| family | " + " | ".join(c[0] for c in FIG3_COLUMNS) + " |", "|---" * (len(FIG3_COLUMNS) + 1) + "|",
+                *(f"| {fam} | " + " | ".join(cell(res[fam][col]) for col, _, _ in FIG3_COLUMNS) + " |" for fam in fams)]
+
+    lines += rows(main)
+    others = [fam for fam in res if fam not in main]
+    if others:
+        lines += ["", "Other settings tried at this length (superseded by the rows above; each family's "
+                  "`<family>_e2e_T<T>.md` says what differs):", *rows(others)]
     md = "\n".join(lines) + "\n"
 
     def plot():
@@ -430,10 +447,11 @@ def fig3(out: str, T: int) -> dict:
 
         get = lambda fam, col, k: res[fam][col][k] if res[fam][col] else float("nan")  # noqa: E731
         cols = [c[0] for c in FIG3_COLUMNS if c[0] not in ("SMT one-step", "SMT standalone")]
-        return plot_bars(list(res), {c: [get(f, c, "mean") for f in res] for c in cols},
+        return plot_bars(main, {c: [get(f, c, "mean") for f in main] for c in cols},
                          os.path.join(out, f"fig3_T{T}.png"), ylabel="accuracy",
                          title=f"Synthetic families, T={T}: standalone accuracy (teacher = reference)",
-                         errors={c: [get(f, c, "half_range") for f in res] for c in cols}, missing="not run")
+                         errors={c: [get(f, c, "half_range") for f in main] for c in cols}, missing="not run",
+                         points={c: [res[f][c]["values"] if res[f][c] else [] for f in main] for c in cols})
 
     md += _plot_link("Fig 3", plot)
     with open(os.path.join(out, f"fig3_T{T}.md"), "w") as f:

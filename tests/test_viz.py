@@ -22,3 +22,18 @@ def test_missing_bars_are_named_in_the_gap_and_real_bars_keep_their_height(tmp_p
     assert heights == [0.25, 0.5, 1.0]
     viz.plot_bars(["a", "b"], series, tmp_path / "plain.png")  # default: no text, as before
     assert len(figs[1].axes[0].texts) == 0
+
+
+def test_points_draw_one_dot_per_value_on_their_bar(tmp_path, monkeypatch):
+    """plot_bars(points=...): a dot per seed on its bar (a bar over one seed told from a mean over three)."""
+    figs = []
+    save = viz._save
+    monkeypatch.setattr(viz, "_save", lambda fig, path, dpi: (figs.append(fig), save(fig, path, dpi))[1])
+    series = {"teacher": [1.0, 0.5], "BPTT": [math.nan, 0.25]}
+    viz.plot_bars(["a", "b"], series, tmp_path / "bars.png", points={"teacher": [[0.9, 1.0, 1.1], [0.5]], "BPTT": [[], [0.25]]})
+    ax = figs[0].axes[0]
+    dots = sorted((round(float(x), 3), float(y)) for c in ax.collections for x, y in c.get_offsets())
+    bars = {round(p.get_x() + p.get_width() / 2, 3): p.get_height() for p in ax.patches}
+    assert len(dots) == 5 and {y for _, y in dots} == {0.9, 1.0, 1.1, 0.5, 0.25}
+    assert all(x in bars for x, _ in dots)  # each dot sits on a bar's centre
+    assert [t.get_text() for t in ax.get_legend().get_texts()].count("one seed") == 1
