@@ -10,7 +10,7 @@
 --compare SETTING: that setting for --smt-steps, then one-step DMT (no BPTT), and BPTT (the same student from the
     same initialisation) for the wall-clock of SMT + DMT. Scored on bytes Tc..L-1 of every eval window, from m_0
     (the model reads the first Tc bytes itself) and after a teacher prefill of Tc bytes (how the paper scores).
-    Writes <out>/text_e2e.{json,md}.
+    Writes <out>/text_e2e_s<seed>.json and <out>/text_e2e.md (every seed's rows, then the mean over seeds).
 
     python recipes/text_e2e.py --diagnose --steps 1000 --out recipes/results/text
     python recipes/text_e2e.py --compare smt --smt-steps 4000 --dmt-steps 300 --out recipes/results/text
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import glob
 import json
 import math
 import os
@@ -179,7 +180,7 @@ def compare(name: str, smt_steps: int, dmt_steps: int, seed: int, out: str, **da
     from smt_hf.recipe import build_data, build_models, machine, phase_arguments
     from smt_hf.trainer import SMTTrainer
 
-    cfg = config(SETTINGS[name], smt_steps, seed, os.path.join("outputs", "text_e2e", name),
+    cfg = config(SETTINGS[name], smt_steps, seed, os.path.join("outputs", "text_e2e", f"{name}_s{seed}"),
                  [dict(DMT, max_steps=dmt_steps)], **data)
     cfg["phases"].append(dict(BPTT, max_steps=10**6))  # BPTT stops at its wall-clock budget
     torch.set_num_threads(int(cfg.get("threads") or 1))
@@ -191,7 +192,7 @@ def compare(name: str, smt_steps: int, dmt_steps: int, seed: int, out: str, **da
     all_args = phase_arguments(cfg, cfg["data"]["seq_len"], teacher.config.max_context_length)
     result = {"setting": name, "seed": seed, "data": data_desc, "machine": machine(), "phases": cfg["phases"], "rows": {},
               "eval_windows": len(ev), "context_length": cfg["common"]["context_length"], "seq_len": cfg["data"]["seq_len"]}
-    path = os.path.join(out, "text_e2e.json")
+    path = os.path.join(out, f"text_e2e_s{seed}.json")
     spent, steps = 0.0, []
     for i, args in enumerate(all_args):
         bptt = args.mode == "bptt"
@@ -215,30 +216,59 @@ def compare(name: str, smt_steps: int, dmt_steps: int, seed: int, out: str, **da
         label = "BPTT (same wall-clock)" if bptt else "SMT -> DMT one_step" if args.mode == "dmt" else "SMT"
         result["rows"][label] = row
         _save(path, result, label, row)
-    write_compare(out, result)
+    write_compare(out)
     return result
 
 
-def write_compare(out: str, result: dict) -> None:
-    rows = result["rows"]
+def write_compare(out: str) -> list[dict]:
+    """<out>/text_e2e.md over every <out>/text_e2e_s<seed>.json: each seed's rows, then (2 seeds or more) per model
+    the mean ± half-range over the seeds that ran it. Seeds share the data (windows come from the data seed) and
+    differ in initialisation and batch order. Refuses runs of different settings or data (their mean means nothing)."""
+    runs = [json.load(open(p)) for p in sorted(glob.glob(os.path.join(out, "text_e2e_s*.json")))]
+    if not runs:
+        return runs
+    same = {(r["setting"], r["data"], r["eval_windows"], json.dumps(r["phases"])) for r in runs}
+    if len(same) > 1:
+        raise ValueError(f"text_e2e: runs in {out} differ in setting, data or phases ({sorted(s[0] for s in same)}); "
+                         "compare them in separate --out folders")
+    first = runs[0]
     cols = {"student_own_bits": "from m_0 (reads the Tc bytes itself)",
             "student_prefill_bits": "after teacher prefill of Tc bytes", "teacher_first_bits": "teacher first-step"}
-    Tc, L = result["context_length"], result["seq_len"]
-    lines = [f"{result['data']}: bits/byte of bytes {Tc}..{L - 1} of {result['eval_windows']} held-out windows, SMT "
-             f"setting `{result['setting']}`, seed {result['seed']}, one-step DMT (no gradient across steps). Machine: {result['machine']}.", "",
-             "| model | DMT gradient | steps | wall-clock s | " + " | ".join(cols.values()) + " |",
-             "|---|---|---|---|" + "---|" * len(cols)]
+    Tc, L = first["context_length"], first["seq_len"]
+    machines = sorted({r["machine"] for r in runs})
+    lines = [f"{first['data']}: bits/byte of bytes {Tc}..{L - 1} of {first['eval_windows']} held-out windows, SMT "
+             f"setting `{first['setting']}`, seeds {[r['seed'] for r in runs]}, one-step DMT (no gradient across steps). "
+             f"Machine: {'; '.join(machines)}.", "",
+             "| seed | model | DMT gradient | steps | wall-clock s | " + " | ".join(cols.values()) + " |",
+             "|---|---|---|---|---|" + "---|" * len(cols)]
     grad = {"SMT": "-", "SMT -> DMT one_step": "one_step (no BPTT)", "BPTT (same wall-clock)": "- (full BPTT)"}
-    for label, r in rows.items():
-        lines.append(f"| {label} | {grad[label]} | {r['steps']} | {r['seconds']:.0f} | "
-                     + " | ".join(f"{r[k]:.3f}" if k in r else "-" for k in cols) + " |")
-    any_row = next(iter(rows.values()))
+    for run in runs:
+        for label, r in run["rows"].items():
+            lines.append(f"| {run['seed']} | {label} | {grad[label]} | {r['steps']} | {r['seconds']:.0f} | "
+                         + " | ".join(f"{r[k]:.3f}" if k in r else "-" for k in cols) + " |")
+    if len(runs) > 1:
+        for label in grad:
+            got = [run["rows"][label] for run in runs if label in run["rows"]]
+            if not got:
+                continue
+
+            def mean(k, got=got):
+                xs = [r[k] for r in got if k in r]
+                return "-" if not xs else (f"{sum(xs) / len(xs):.3f}"
+                                           + (f" ± {(max(xs) - min(xs)) / 2:.3f}" if len(xs) > 1 else ""))
+
+            seconds = sum(r["seconds"] for r in got) / len(got)
+            lines.append(f"| mean (n={len(got)}) | {label} | {grad[label]} | - | {seconds:.0f} | "
+                         + " | ".join(mean(k) for k in cols) + " |")
+    any_row = next(iter(first["rows"].values()))
     lines += ["", f"Bigram on the same bytes: {any_row['bigram_bits_tail']:.3f} bits/byte (on the teacher's "
-              f"first-step bytes Tc, Tc+4, ...: {any_row['bigram_bits']:.3f}). BPTT's wall-clock includes compiling its "
-              "recurrent step; SMT -> DMT's is the sum of its phases. Phases: " + "; ".join(json.dumps(p) for p in result["phases"])]
+              f"first-step bytes Tc, Tc+4, ...: {any_row['bigram_bits']:.3f}). Mean ± half-range over seeds. BPTT's "
+              "wall-clock includes compiling its recurrent step; SMT -> DMT's is the sum of its phases. Phases: "
+              + "; ".join(json.dumps(p) for p in first["phases"])]
     with open(os.path.join(out, "text_e2e.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))
+    return runs
 
 
 def cli(argv=None):

@@ -45,7 +45,7 @@ def test_text_recipe_numbers_are_the_models_numbers(tmp_path, monkeypatch):
     md = (out / "text_diagnosis.md").read_text()
     assert f"| joint_dyn1 | {diag['teacher_first_bits']:.3f} |" in md
     # the comparison: SMT, SMT -> one-step DMT (steps of each phase), BPTT without any teacher column
-    cmp = json.load(open(out / "text_e2e.json"))
+    cmp = json.load(open(out / "text_e2e_s0.json"))
     rows = cmp["rows"]
     assert list(rows) == ["SMT", "SMT -> DMT one_step", "BPTT (same wall-clock)"]
     assert cmp["seed"] == 0 and json.load(open(out / "text_diagnosis.json"))["seed"] == 0
@@ -65,3 +65,31 @@ def test_text_recipe_refuses_unknown_settings_naming_the_known_ones(capsys):
     with pytest.raises(SystemExit):
         te.cli([])
     assert "pass --diagnose and/or --compare SETTING" in capsys.readouterr().err
+
+
+def test_compare_table_keeps_each_seed_and_the_mean_over_seeds(tmp_path):
+    """A second seed adds its own JSON (was: overwrote text_e2e.json); the table lists each seed's rows and the
+    mean ± half-range per model; runs of another setting in the same folder are refused, not averaged."""
+    def dump(seed, own, bptt, setting="smt"):
+        rows = {"SMT -> DMT one_step": {"steps": [4, 1], "seconds": 10.0 + 2 * seed, "student_own_bits": own,
+                                        "student_prefill_bits": own - 0.5, "teacher_first_bits": 3.0,
+                                        "bigram_bits": 3.7, "bigram_bits_tail": 3.6},
+                "BPTT (same wall-clock)": {"steps": 7, "seconds": 11.0, "student_own_bits": bptt,
+                                           "bigram_bits": 3.7, "bigram_bits_tail": 3.6}}
+        json.dump({"setting": setting, "seed": seed, "data": "d", "machine": "m", "phases": [{"mode": "joint"}],
+                   "rows": rows, "eval_windows": 4, "context_length": 64, "seq_len": 128},
+                  open(tmp_path / f"text_e2e_s{seed}.json", "w"))
+
+    dump(0, 3.4, 2.4)
+    dump(1, 3.2, 2.6)
+    runs = te.write_compare(str(tmp_path))
+    assert [r["seed"] for r in runs] == [0, 1]
+    md = (tmp_path / "text_e2e.md").read_text()
+    assert "| 0 | SMT -> DMT one_step |" in md and "| 1 | BPTT (same wall-clock) |" in md and "seeds [0, 1]" in md
+    line = next(x for x in md.splitlines() if x.startswith("| mean (n=2) | SMT -> DMT one_step"))
+    assert line.endswith("| - | 11 | 3.300 ± 0.100 | 2.800 ± 0.100 | 3.000 ± 0.000 |")  # seconds: the mean
+    bptt = next(x for x in md.splitlines() if x.startswith("| mean (n=2) | BPTT"))
+    assert bptt.endswith("| 2.500 ± 0.100 | - | - |")
+    dump(2, 3.0, 2.0, setting="joint_dyn1")
+    with pytest.raises(ValueError, match="differ in setting"):
+        te.write_compare(str(tmp_path))
