@@ -13,7 +13,8 @@
     Writes <out>/text_e2e_s<seed>.json and <out>/text_e2e.md (every seed's rows, then the mean over seeds).
 
     python recipes/text_e2e.py --diagnose --steps 1000 --out recipes/results/text
-    python recipes/text_e2e.py --compare smt --smt-steps 4000 --dmt-steps 300 --out recipes/results/text
+    python recipes/text_e2e.py --compare joint_dyn0.1_gamma0.9 --smt-steps 4000 --dmt-steps 300 --seed 1 \\
+        --out recipes/results/text
 """
 
 from __future__ import annotations
@@ -107,10 +108,31 @@ def score(cfg: dict, teacher, student, x, train_tokens) -> dict:
 
 
 def _save(path: str, result: dict, label: str, shown: dict) -> None:
-    """Print one finished row and rewrite the JSON (a run stopped early keeps what finished)."""
+    """Print one finished row and rewrite the JSON (a run stopped early keeps what finished; written whole, then
+    renamed, so a reader never sees half a file)."""
     print(f"[text] {label}: " + json.dumps(shown), flush=True)
-    with open(path, "w") as f:
+    with open(path + ".tmp", "w") as f:
         json.dump(result, f, indent=2)
+    os.replace(path + ".tmp", path)
+
+
+def comparable(run: dict) -> tuple:
+    """What --compare runs must share to sit in one table: SMT setting, phases, text source, held-out and training
+    windows (runs before these were recorded: shakespeare, the preset's training windows)."""
+    return (run["setting"], json.dumps(run["phases"]), run.get("source", "shakespeare"), run["eval_windows"],
+            run.get("train_windows"))
+
+
+def check_folder(out: str, run: dict) -> None:
+    """Refuse, before any training, a --compare run that `out`'s earlier runs could not share a table with: one of
+    another setting, phases or data (another seed's would be mixed in, the same seed's overwritten)."""
+    for path in sorted(glob.glob(os.path.join(out, "text_e2e_s*.json"))):
+        other = json.load(open(path))
+        if comparable(other) != comparable(run):
+            what = "overwrite" if other["seed"] == run["seed"] else "share a table with"
+            raise ValueError(f"text_e2e: {path} is a run of setting {other['setting']!r} (source "
+                             f"{other.get('source', 'shakespeare')!r}, {other['eval_windows']} eval windows, its own "
+                             f"phases); this run ({run['setting']!r}) would {what} it: pass another --out")
 
 
 def load_final(folder: str):
@@ -191,7 +213,9 @@ def compare(name: str, smt_steps: int, dmt_steps: int, seed: int, out: str, **da
     held_out = eval_data(cfg, ev)
     all_args = phase_arguments(cfg, cfg["data"]["seq_len"], teacher.config.max_context_length)
     result = {"setting": name, "seed": seed, "data": data_desc, "machine": machine(), "phases": cfg["phases"], "rows": {},
-              "eval_windows": len(ev), "context_length": cfg["common"]["context_length"], "seq_len": cfg["data"]["seq_len"]}
+              "eval_windows": len(ev), "context_length": cfg["common"]["context_length"], "seq_len": cfg["data"]["seq_len"],
+              "source": cfg["data"]["source"], "train_windows": data.get("train_windows")}
+    check_folder(out, result)
     path = os.path.join(out, f"text_e2e_s{seed}.json")
     spent, steps = 0.0, []
     for i, args in enumerate(all_args):
@@ -224,13 +248,12 @@ def write_compare(out: str) -> list[dict]:
     """<out>/text_e2e.md over every <out>/text_e2e_s<seed>.json: each seed's rows, then (2 seeds or more) per model
     the mean ± half-range over the seeds that ran it. Seeds share the data (windows come from the data seed) and
     differ in initialisation and batch order. Refuses runs of different settings or data (their mean means nothing)."""
-    runs = [json.load(open(p)) for p in sorted(glob.glob(os.path.join(out, "text_e2e_s*.json")))]
+    runs = sorted((json.load(open(p)) for p in glob.glob(os.path.join(out, "text_e2e_s*.json"))), key=lambda r: r["seed"])
     if not runs:
         return runs
-    same = {(r["setting"], r["data"], r["eval_windows"], json.dumps(r["phases"])) for r in runs}
-    if len(same) > 1:
-        raise ValueError(f"text_e2e: runs in {out} differ in setting, data or phases ({sorted(s[0] for s in same)}); "
-                         "compare them in separate --out folders")
+    if len({comparable(r) for r in runs}) > 1:
+        raise ValueError(f"text_e2e: runs in {out} differ in setting, phases or data (settings "
+                         f"{sorted({r['setting'] for r in runs})}); compare them in separate --out folders")
     first = runs[0]
     cols = {"student_own_bits": "from m_0 (reads the Tc bytes itself)",
             "student_prefill_bits": "after teacher prefill of Tc bytes", "teacher_first_bits": "teacher first-step"}
@@ -249,7 +272,7 @@ def write_compare(out: str) -> list[dict]:
     if len(runs) > 1:
         for label in grad:
             got = [run["rows"][label] for run in runs if label in run["rows"]]
-            if not got:
+            if len(got) < 2:  # (a seed still running has not written this row yet)
                 continue
 
             def mean(k, got=got):
@@ -262,7 +285,8 @@ def write_compare(out: str) -> list[dict]:
                          + " | ".join(mean(k) for k in cols) + " |")
     any_row = next(iter(first["rows"].values()))
     lines += ["", f"Bigram on the same bytes: {any_row['bigram_bits_tail']:.3f} bits/byte (on the teacher's "
-              f"first-step bytes Tc, Tc+4, ...: {any_row['bigram_bits']:.3f}). Mean ± half-range over seeds. BPTT's "
+              f"first-step bytes Tc, Tc+4, ...: {any_row['bigram_bits']:.3f}). "
+              + ("Mean ± half-range over the seeds that have the row. " if len(runs) > 1 else "") + "BPTT's "
               "wall-clock includes compiling its recurrent step; SMT -> DMT's is the sum of its phases. Phases: "
               + "; ".join(json.dumps(p) for p in first["phases"])]
     with open(os.path.join(out, "text_e2e.md"), "w") as f:

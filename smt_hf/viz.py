@@ -200,21 +200,20 @@ def plot_bars(
     (same keys, optional) draws a +-error bar on each bar (e.g. the half-range over seeds). NaN values draw no bar;
     with `missing` (e.g. "not run") that text is written upright in the gap, so a missing run never reads as 0.
     `points` (same keys, optional): per label the individual values behind a bar (e.g. one per seed), drawn as dots
-    on it, so a bar over one seed is told from a mean over three."""
+    side by side on it, so a bar over one seed is told from a mean over three."""
     if not series:
         raise ValueError("plot_bars: no series given")
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(max(5, (0.25 * len(series) + 0.5) * len(labels)), 3.6 + 0.25 * len(series)))
     x, w = np.arange(len(labels)), 0.8 / len(series)
-    dot_label = "one seed"  # named once in the legend
     for j, (name, ys) in enumerate(series.items()):
         err = (errors or {}).get(name)
         pos = x + (j - (len(series) - 1) / 2) * w
         ax.bar(pos, ys, w, label=name, yerr=err, capsize=2 if err is not None else 0)
         for i, vals in enumerate((points or {}).get(name, ())):
-            if vals:
-                ax.scatter([pos[i]] * len(vals), vals, s=6, color="black", zorder=3, label=dot_label)
-                dot_label = None
+            if len(vals):  # side by side across the bar's middle half, so equal values stay countable
+                dx = np.linspace(-w / 4, w / 4, len(vals)) if len(vals) > 1 else np.zeros(1)
+                ax.scatter(pos[i] + dx, vals, s=6, color="black", zorder=3)
         for i in missing_bars(ys) if missing else ():
             ax.text(pos[i], 0.02, missing, rotation=90, ha="center", va="bottom", fontsize=6, color="0.4",
                     transform=ax.get_xaxis_transform())  # x in data, y in axes units: at the bottom whatever ylim
@@ -224,7 +223,13 @@ def plot_bars(
     if ylim:
         ax.set_ylim(*ylim)
     ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7, ncol=min(len(series) + bool(points), 3), loc="lower center", bbox_to_anchor=(0.5, 1.08))
+    handles, names = ax.get_legend_handles_labels()
+    if points:  # one legend entry for the dots, after the series
+        from matplotlib.lines import Line2D
+
+        handles.append(Line2D([], [], marker="o", linestyle="", color="black", markersize=2.5))
+        names.append("one seed")
+    ax.legend(handles, names, fontsize=7, ncol=min(len(names), 3), loc="lower center", bbox_to_anchor=(0.5, 1.08))
     return _save(fig, path, 110)
 
 

@@ -55,6 +55,7 @@ def test_fig3_table_over_families(tmp_path):
     dump("needle_e2e_T32_s0", None, "needle", 0, [row(n.ROWS[0], 0.1)])  # an older run without `family`
     dump("stack_e2e_T64_s0", "stack", "stack", 0, [row(n.ROWS[1], 0.0)])  # another length: not read
     dump("a_wide_e2e_T32_s0", "a_wide", "stack", 0, [row(n.ROWS[0], 0.7)])  # a setting tried, not in FIG3_MAIN
+    dump("icl_x_e2e_T32_s0", "icl_x", "icl_modular", 0, [row(n.ROWS[0], 0.7)])  # its task has no headline family here
     res = n.fig3(str(tmp_path), 32)
     st = res["stack"]
     assert st["SMT -> DMT one_step (no BPTT)"] == {"mean": 0.8, "half_range": pytest.approx(0.1), "seeds": [0, 1],
@@ -62,16 +63,16 @@ def test_fig3_table_over_families(tmp_path):
     assert st["BPTT, same wall-clock"]["values"] == [0.2, 0.6]
     assert st["BPTT, 4x wall-clock"]["values"] == [0.4] and st["SMT -> DMT full_rollout (truncated BPTT)"] is None
     assert st["teacher"]["mean"] == 0.99 and st["SMT standalone"]["values"] == [0.3, 0.5]
-    assert set(res) == {"stack", "needle (recipe model)", "a_wide"}  # a run without --family is not any family's
+    assert set(res) == {"stack", "needle (recipe model)", "a_wide", "icl_x"}  # a run without --family is its own
     md = (tmp_path / "fig3_T32.md").read_text()
     line = next(x for x in md.splitlines() if x.startswith("| stack"))
     assert "0.80 ± 0.10 (n=2, 15 s)" in line and "0.40 (n=1, 40 s)" in line
     got = json.load(open(tmp_path / "fig3_T32.json"))
     assert got["families"]["stack"]["BPTT, 4x wall-clock"]["seeds"] == [0]
     # the headline table holds FIG3_MAIN's families in its order; other settings follow in their own table
-    assert got["main"] == ["needle (recipe model)", "stack"]
+    assert got["main"] == ["needle (recipe model)", "stack", "icl_x"]  # the paper's task order
     names = [x.split(" |")[0][2:] for x in md.splitlines() if x.startswith("| ") and not x.startswith("| family")]
-    assert names == ["needle (recipe model)", "stack", "a_wide"]
+    assert names == ["needle (recipe model)", "stack", "icl_x", "a_wide"]
     assert md.index("| stack |") < md.index("Other settings tried") < md.index("| a_wide |")
 
 

@@ -80,10 +80,13 @@ def test_compare_table_keeps_each_seed_and_the_mean_over_seeds(tmp_path):
                    "rows": rows, "eval_windows": 4, "context_length": 64, "seq_len": 128},
                   open(tmp_path / f"text_e2e_s{seed}.json", "w"))
 
-    dump(0, 3.4, 2.4)
+    dump(10, 3.3, 2.5)
     dump(1, 3.2, 2.6)
+    dump(0, 3.4, 2.4)
     runs = te.write_compare(str(tmp_path))
-    assert [r["seed"] for r in runs] == [0, 1]
+    assert [r["seed"] for r in runs] == [0, 1, 10]  # by seed, not by file name
+    (tmp_path / "text_e2e_s10.json").unlink()
+    runs = te.write_compare(str(tmp_path))
     md = (tmp_path / "text_e2e.md").read_text()
     assert "| 0 | SMT -> DMT one_step |" in md and "| 1 | BPTT (same wall-clock) |" in md and "seeds [0, 1]" in md
     line = next(x for x in md.splitlines() if x.startswith("| mean (n=2) | SMT -> DMT one_step"))
@@ -93,3 +96,26 @@ def test_compare_table_keeps_each_seed_and_the_mean_over_seeds(tmp_path):
     dump(2, 3.0, 2.0, setting="joint_dyn1")
     with pytest.raises(ValueError, match="differ in setting"):
         te.write_compare(str(tmp_path))
+
+
+def test_compare_refuses_a_folder_of_another_setting_before_training(tmp_path, monkeypatch):
+    """--compare into a folder holding another setting's run is refused before any training (was: trained ~20 min,
+    then overwrote the same seed's JSON or failed on the table); a rerun of the same setting is allowed."""
+    import smt_hf.trainer
+
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "res"
+    out.mkdir()
+    prior = {"setting": "joint_dyn1", "seed": 0, "phases": [], "eval_windows": 4, "rows": {}}
+    json.dump(prior, open(out / "text_e2e_s0.json", "w"))
+    monkeypatch.setattr(smt_hf.trainer, "SMTTrainer", lambda *a, **k: pytest.fail("trained before refusing"))
+    for seed, what in ((0, "overwrite"), (1, "share a table with")):
+        with pytest.raises(ValueError, match=f"setting 'joint_dyn1'.*would {what} it"):
+            te.compare("smt", 2, 1, seed, str(out), source="fixture", eval_windows=4, train_windows=64)
+    assert json.load(open(out / "text_e2e_s0.json")) == prior
+    run = {"setting": "smt", "seed": 3, "phases": [{"mode": "smt"}], "eval_windows": 4, "source": "fixture",
+           "train_windows": 64}
+    json.dump(dict(run, seed=0), open(out / "text_e2e_s0.json", "w"))
+    te.check_folder(str(out), run)  # same setting, phases and data: no error
+    with pytest.raises(ValueError, match="share a table"):
+        te.check_folder(str(out), dict(run, train_windows=128))  # other training windows are other data

@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 
 pytest.importorskip("matplotlib")
@@ -32,8 +33,11 @@ def test_points_draw_one_dot_per_value_on_their_bar(tmp_path, monkeypatch):
     series = {"teacher": [1.0, 0.5], "BPTT": [math.nan, 0.25]}
     viz.plot_bars(["a", "b"], series, tmp_path / "bars.png", points={"teacher": [[0.9, 1.0, 1.1], [0.5]], "BPTT": [[], [0.25]]})
     ax = figs[0].axes[0]
-    dots = sorted((round(float(x), 3), float(y)) for c in ax.collections for x, y in c.get_offsets())
-    bars = {round(p.get_x() + p.get_width() / 2, 3): p.get_height() for p in ax.patches}
-    assert len(dots) == 5 and {y for _, y in dots} == {0.9, 1.0, 1.1, 0.5, 0.25}
-    assert all(x in bars for x, _ in dots)  # each dot sits on a bar's centre
-    assert [t.get_text() for t in ax.get_legend().get_texts()].count("one seed") == 1
+    dots = sorted((float(x), float(y)) for c in ax.collections for x, y in c.get_offsets())
+    bars = [(p.get_x(), p.get_x() + p.get_width()) for p in ax.patches if not math.isnan(p.get_height())]
+    assert len(dots) == 5 and sorted(y for _, y in dots) == [0.25, 0.5, 0.9, 1.0, 1.1]
+    assert all(any(lo < x < hi for lo, hi in bars) for x, _ in dots)  # each dot on a drawn bar
+    assert len({x for x, y in dots if y in (0.9, 1.0, 1.1)}) == 3  # side by side: equal values would stay countable
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["teacher", "BPTT", "one seed"]
+    viz.plot_bars(["a"], {"s": [1.0]}, tmp_path / "np.png", points={"s": [np.array([1.0, 1.0])]})  # arrays too
+    assert len(figs[1].axes[0].collections[0].get_offsets()) == 2
