@@ -268,12 +268,17 @@ def step_seqflops(run: dict) -> dict[str, int]:
             ROWS[3]: seq_flops("bptt", F, seq_len=T), ROWS[4]: seq_flops("bptt", F, seq_len=T)}
 
 
+def mean_spread(xs: list[float]) -> str:
+    """"mean ± half-range" of per-seed values (2 decimals; the value alone for one seed, "-" for none)."""
+    if not xs:
+        return "-"
+    return f"{sum(xs) / len(xs):.2f}" + (f" ± {(max(xs) - min(xs)) / 2:.2f}" if len(xs) > 1 else "")
+
+
 def table(runs: list[dict]) -> str:
     """Markdown table over runs (one per seed): mean ± half-range of each metric, per row name; SeqFLOPs per step
     (the longest sequential chain of one training step, per sequence; smt_hf.seqflops)."""
     flops = step_seqflops(runs[0])
-    fmt = lambda xs: "-" if not xs else (f"{xs[0]:.2f}" if len(xs) == 1 else  # noqa: E731
-                                         f"{sum(xs) / len(xs):.2f} ± {(max(xs) - min(xs)) / 2:.2f}")
     lines = ["| run | DMT gradient | steps | wall-clock s | SeqFLOPs / step | teacher acc | one-step acc | standalone acc | "
              "drift 1-R^2 mean | per seed standalone |", "|---|---|---|---|---|---|---|---|---|---|"]
     extra = [r["run"] for run in runs for r in run["rows"] if r["run"] not in ROWS]
@@ -285,8 +290,8 @@ def table(runs: list[dict]) -> str:
         grad = {"one_step": "one_step (no BPTT)", "full_rollout": "full_rollout (truncated BPTT)"}.get(rs[0]["dmt_gradient"], "-")
         lines.append(f"| {row_label(name, runs[0])} | {grad} | {sum(col('steps')) / len(rs):.0f} | {sum(col('seconds')) / len(rs):.0f} | "
                      f"{flops.get(name, flops[ROWS[3] if name.startswith('BPTT') else ROWS[1]]) / 1e6:.1f} M | "
-                     f"{fmt(col('teacher_acc'))} | {fmt(col('onestep_acc'))} | {fmt(col('student_acc'))} | "
-                     f"{fmt(col('drift_mean'))} | "
+                     f"{mean_spread(col('teacher_acc'))} | {mean_spread(col('onestep_acc'))} | {mean_spread(col('student_acc'))} | "
+                     f"{mean_spread(col('drift_mean'))} | "
                      + ", ".join(f"{r['student_acc']:.2f}" + ("†" if r.get("reused_from") else "")
                                  for r in rs if r.get("student_acc") is not None) + " |")
     if any(r.get("reused_from") for run in runs for r in run["rows"]):
@@ -429,8 +434,7 @@ def fig3(out: str, T: int) -> dict:
                                    fam not in FIG3_MAIN, fam))
     with open(os.path.join(out, f"fig3_T{T}.json"), "w") as f:
         json.dump({"seq_len": T, "machine": machines, "main": main, "families": res}, f, indent=2)
-    cell = lambda c: "-" if c is None else (f"{c['mean']:.2f}" + (f" ± {c['half_range']:.2f}" if len(c["values"]) > 1  # noqa: E731
-                                             else "") + f" (n={len(c['values'])}, {c['seconds']:.0f} s)")
+    cell = lambda c: "-" if c is None else f"{mean_spread(c['values'])} (n={len(c['values'])}, {c['seconds']:.0f} s)"  # noqa: E731
     lines = [f"Fig 3 at T={T}: accuracy at the target positions of held-out episodes, mean ± half-range over seeds "
              f"(n = seeds, mean wall-clock of that row's training). Machine: {'; '.join(machines)}. Teacher and SMT "
              "one-step read the teacher's memories (reference only); every other column is the standalone RNN. "

@@ -269,20 +269,17 @@ def write_compare(out: str) -> list[dict]:
         for label, r in run["rows"].items():
             lines.append(f"| {run['seed']} | {label} | {grad[label]} | {r['steps']} | {r['seconds']:.0f} | "
                          + " | ".join(f"{r[k]:.3f}" if k in r else "-" for k in cols) + " |")
-    if len(runs) > 1:
-        for label in grad:
-            got = [run["rows"][label] for run in runs if label in run["rows"]]
-            if len(got) < 2:  # (a seed still running has not written this row yet)
-                continue
+    def mean(rows, k):  # "mean ± half-range" over the rows that have k
+        xs = [r[k] for r in rows if k in r]
+        return "-" if not xs else f"{sum(xs) / len(xs):.3f}" + (f" ± {(max(xs) - min(xs)) / 2:.3f}" if len(xs) > 1 else "")
 
-            def mean(k, got=got):
-                xs = [r[k] for r in got if k in r]
-                return "-" if not xs else (f"{sum(xs) / len(xs):.3f}"
-                                           + (f" ± {(max(xs) - min(xs)) / 2:.3f}" if len(xs) > 1 else ""))
-
-            seconds = sum(r["seconds"] for r in got) / len(got)
-            lines.append(f"| mean (n={len(got)}) | {label} | {grad[label]} | - | {seconds:.0f} | "
-                         + " | ".join(mean(k) for k in cols) + " |")
+    for label in grad if len(runs) > 1 else ():
+        got = [run["rows"][label] for run in runs if label in run["rows"]]
+        if len(got) < 2:  # (a seed still running has not written this row yet)
+            continue
+        seconds = sum(r["seconds"] for r in got) / len(got)
+        lines.append(f"| mean (n={len(got)}) | {label} | {grad[label]} | - | {seconds:.0f} | "
+                     + " | ".join(mean(got, k) for k in cols) + " |")
     any_row = next(iter(first["rows"].values()))
     lines += ["", f"Bigram on the same bytes: {any_row['bigram_bits_tail']:.3f} bits/byte (on the teacher's "
               f"first-step bytes Tc, Tc+4, ...: {any_row['bigram_bits']:.3f}). "
