@@ -9,8 +9,10 @@ Per seed, one student:
    `--bptt-multiples 1 4`, also for 4x that wall-clock).
 
 `--family NAME` takes the task, its options, the teacher, the SMT learning rate / warm-up and evaluation settings of
-that family from the teacher calibration (recipes/configs/calibration/teachers.yaml, recipes/teacher_curves.py); the
-student is this recipe's. `--fig3` writes the table/figure over every family found in --out (paper Fig 3).
+that family from the teacher calibration (recipes/configs/calibration/teachers.yaml, recipes/teacher_curves.py), and
+its end-to-end run (SMT steps, DMT steps and one-step DMT settings: the Fig 3 runs; flags given override them); the
+student is this recipe's. `--fig3` writes the table/figure over every family found in --out (paper Fig 3). Each
+JSON records the command line that wrote it.
 
     python recipes/needle_e2e.py --seq-len 32 --seeds 0 1 2          # ~10 CPU minutes per seed, one thread
     python recipes/needle_e2e.py --task parity --seq-len 64 --seeds 0
@@ -30,6 +32,7 @@ import copy
 import glob
 import json
 import os
+import shlex
 import sys
 import time
 
@@ -65,27 +68,34 @@ def family_settings(name: str, seq_len: int | None = None, path: str = FAMILIES)
     """The calibrated settings of one family of teachers.yaml: {task, task_kwargs, seq_len, model, smt, training}.
     `model` = the family's teacher + this recipe's student; `smt` = joint SMT (or the family's `smt_mode`) with the
     family's learning rate and warm-up (+ its `smt_training`: SMT-phase-only arguments such as lambda_encoder_lm);
-    `training` = extra SMTTrainingArguments for every phase (e.g. eval_positions); `dmt` = the family's
-    `dmt_training`, arguments of the one-step DMT phase only (e.g. lambda_onestep_readout). KeyError names the
-    families there."""
+    `training` = extra SMTTrainingArguments for every phase (e.g. eval_positions); `dmt` = `dmt_training`,
+    arguments of the one-step DMT phase only (e.g. lambda_onestep_readout, lr_scheduler_type), the defaults' merged
+    key by key with the family's; `smt_steps` / `dmt_steps` = the family's end-to-end run (Fig 3; None: the recipe's
+    defaults). KeyError names the families there."""
     from smt_hf.recipe_config import load_preset
 
     cfg = load_preset(path)
     if name not in cfg["families"]:
         raise KeyError(f"family {name!r} is not in {path}; choose from {sorted(cfg['families'])}")
     f = {**cfg["defaults"], **cfg["families"][name]}
+    dmt = {**(cfg["defaults"].get("dmt_training") or {}), **(cfg["families"][name].get("dmt_training") or {})}
     return {"task": f["task"], "task_kwargs": dict(f.get("task_kwargs") or {}), "seq_len": seq_len or f["seq_len"],
             "model": {"teacher": dict(f["teacher"]), "student": dict(MODEL["student"])},
             "smt": dict(SMT, mode=f.get("smt_mode", SMT["mode"]), learning_rate=f["learning_rate"],
                         warmup_steps=f["warmup_steps"], **(f.get("smt_training") or {})),
-            "training": dict(f.get("training") or {}), "dmt": dict(f.get("dmt_training") or {})}
+            "training": dict(f.get("training") or {}), "dmt": dmt,
+            "smt_steps": f.get("smt_steps"), "dmt_steps": f.get("dmt_steps")}
 METRICS = ("teacher_acc", "onestep_acc", "student_acc", "drift_mean", "drift_last")
 
 
-def run(task="needle", seq_len=None, seed=0, smt_steps=900, dmt_steps=300, out=DEFAULT_OUT, threads=1,
+def run(task="needle", seq_len=None, seed=0, smt_steps=None, dmt_steps=None, out=DEFAULT_OUT, threads=1,
         bptt=True, full_rollout=True, save_dir=None, bptt_seconds=None, bptt_only=False, continue_dmt=False,
-        smt_memory_noise=0.0, dmt_stride=1, dmt_schedule="constant", causal_teacher=False, dmt_matched_steps=None,
-        reuse_from=None, family=None, bptt_multiples=(1,)):
+        smt_memory_noise=0.0, dmt_stride=1, dmt_schedule=None, causal_teacher=False, dmt_matched_steps=None,
+        reuse_from=None, family=None, bptt_multiples=(1,), command=None):
+    """One seed end to end (module docstring). Steps and DMT settings left None come from the family (teachers.yaml:
+    `smt_steps`, `dmt_steps`, `dmt_training`), else the recipe's defaults (SMT 900 steps at T <= 32, 1400 above; DMT
+    300 steps, the package's schedule); a value given here wins over the family's. `command` (the command line) is
+    recorded in the JSON."""
     import torch
 
     sys.path.insert(0, os.path.dirname(__file__))
@@ -108,10 +118,12 @@ def run(task="needle", seq_len=None, seed=0, smt_steps=900, dmt_steps=300, out=D
     rows, curves = [], {}
     smt_set = dict(fam["smt"] if fam else SMT, **({"smt_memory_noise": smt_memory_noise} if smt_memory_noise else {}),
                    **({"smt_all_prefixes": True} if causal_teacher else {}))
-    dmt_set = {**DMT, **({"dmt_stride": dmt_stride} if dmt_stride != 1 else {}),
-               **({"lr_scheduler_type": dmt_schedule} if dmt_schedule != "constant" else {}),
-               **({"dmt_matched_steps": dmt_matched_steps} if dmt_matched_steps is not None else {}),
-               **(fam["dmt"] if fam else {})}  # the family's dmt_training wins over the command line
+    smt_steps = smt_steps or (fam or {}).get("smt_steps") or (900 if T <= 32 else 1400)
+    dmt_steps = dmt_steps or (fam or {}).get("dmt_steps") or 300
+    dmt_set = {**DMT, **(fam["dmt"] if fam else {}),  # the family's dmt_training, then what the caller gives
+               **({"dmt_stride": dmt_stride} if dmt_stride != 1 else {}),
+               **({"lr_scheduler_type": dmt_schedule} if dmt_schedule is not None else {}),
+               **({"dmt_matched_steps": dmt_matched_steps} if dmt_matched_steps is not None else {})}
     model = fam["model"] if fam else MODEL
     model = model if not causal_teacher else {**model, "teacher": {**model["teacher"], "encoder_causal": True}}
 
@@ -145,7 +157,7 @@ def run(task="needle", seq_len=None, seed=0, smt_steps=900, dmt_steps=300, out=D
     if os.path.exists(stem + ".json") and json.load(open(stem + ".json")).get("family") != family:
         raise ValueError(f"{stem}.json is a run of another family ({json.load(open(stem + '.json')).get('family')!r}, "
                          f"not {family!r}): use another --out")
-    run_info = {"task": task, "family": family, "task_kwargs": kw, "seq_len": T, "seed": seed, "machine": machine(), "threads": threads,
+    run_info = {**({"command": command} if command else {}), "task": task, "family": family, "task_kwargs": kw, "seq_len": T, "seed": seed, "machine": machine(), "threads": threads,
                 "model": model, "settings": {"smt": smt_set, "dmt": dmt_set, "full_rollout": FULL_ROLLOUT, "bptt": BPTT},
                 "rows": rows, "drift": curves}
 
@@ -479,18 +491,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fig3", action="store_true", help="only write fig3_T<seq-len>.{json,md,png} over the runs in --out")
     p.add_argument("--seq-len", type=int, default=None, help="default: the family's seq_len, else 32")
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
-    p.add_argument("--smt-steps", type=int, default=None, help="default: 900 at T<=32, 1400 above")
-    p.add_argument("--dmt-steps", type=int, default=300)
+    p.add_argument("--smt-steps", type=int, default=None,
+                   help="default: the family's smt_steps, else 900 at T<=32, 1400 above")
+    p.add_argument("--dmt-steps", type=int, default=None, help="default: the family's dmt_steps, else 300")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--smt-memory-noise", type=float, default=0.0,
                    help="std of the Gaussian noise added to the input memory of each SMT transition (DART-style)")
     p.add_argument("--dmt-stride", type=int, default=1, help="k of one-step DMT: match every k-th transition")
     p.add_argument("--dmt-matched-steps", type=int, default=None,
-                   help="one-step DMT matches this many random transitions per sequence (dmt_matched_steps)")
+                   help="one-step DMT matches this many random transitions per sequence (dmt_matched_steps; "
+                        "default: the family's dmt_training, else every transition)")
     p.add_argument("--reuse-rows", nargs="+", default=None, metavar="JSON",
                    help="take the full_rollout row from earlier runs of the same seed ('{seed}' in a path is replaced) "
                         "when their joint-SMT row equals this run's (then full_rollout is not re-run); never BPTT rows")
-    p.add_argument("--dmt-schedule", default="constant", help="DMT lr_scheduler_type (e.g. cosine), after warm-up")
+    p.add_argument("--dmt-schedule", default=None, help="DMT lr_scheduler_type (e.g. cosine), after warm-up "
+                   "(default: the family's dmt_training, else the package's constant_with_warmup)")
     p.add_argument("--causal-teacher", action="store_true",
                    help="causal-context teacher (encoder_causal) and SMT on every transition of each episode "
                         "(smt_all_prefixes)")
@@ -516,14 +531,14 @@ def cli(argv=None):
         fig3(a.out, a.seq_len)
         print(open(os.path.join(a.out, f"fig3_T{a.seq_len}.md")).read())
         return
-    steps = a.smt_steps or (900 if a.seq_len <= 32 else 1400)
+    command = "python " + " ".join(shlex.quote(x) for x in [os.path.relpath(__file__)] + list(argv or sys.argv[1:]))
     for s in a.seeds:
-        run(a.task, a.seq_len, s, steps, a.dmt_steps, a.out, a.threads, not a.no_bptt, not a.no_full_rollout,
+        run(a.task, a.seq_len, s, a.smt_steps, a.dmt_steps, a.out, a.threads, not a.no_bptt, not a.no_full_rollout,
             bptt_seconds=a.bptt_seconds, bptt_only=a.bptt_only, continue_dmt=a.continue_dmt,
             smt_memory_noise=a.smt_memory_noise, dmt_stride=a.dmt_stride, dmt_schedule=a.dmt_schedule,
             causal_teacher=a.causal_teacher, dmt_matched_steps=a.dmt_matched_steps,
             reuse_from=[p.replace("{seed}", str(s)) for p in a.reuse_rows] if a.reuse_rows else None,
-            family=a.family, bptt_multiples=a.bptt_multiples)
+            family=a.family, bptt_multiples=a.bptt_multiples, command=command)
 
 
 if __name__ == "__main__":

@@ -37,8 +37,9 @@ def fig3_section() -> str:
     parts = []
     for path in sorted(glob.glob(os.path.join(RESULTS, "fig3", "fig3_T*.md"))):
         T = os.path.basename(path)[len("fig3_T"): -len(".md")]
-        parts.append(f"#### T={T} (`python recipes/needle_e2e.py --family <family> --seq-len {T} --out "
-                     f"recipes/results/fig3`; each family's table and settings: "
+        parts.append(f"#### T={T} (`python recipes/needle_e2e.py --family <family> --seq-len {T} --seeds 0 1 2 "
+                     f"--bptt-multiples 1 4 --out recipes/results/fig3`, steps and DMT settings from the family in "
+                     f"recipes/configs/calibration/teachers.yaml; each family's table and settings: "
                      f"`recipes/results/fig3/<task>_e2e_T{T}.md`)\n\n"
                      + _results_links(open(path).read().strip(), "recipes/results/fig3") + "\n")
     return "### Fig 3: the synthetic families, SMT vs BPTT\n\n" + "\n".join(parts) if parts else ""

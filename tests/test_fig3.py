@@ -122,7 +122,8 @@ def test_a_family_dmt_setting_reaches_the_one_step_dmt_phase_and_is_checked_firs
     loss had it leaked there); the same setting with a full-rollout DMT phase is refused before any work."""
     monkeypatch.setattr("smt_hf.data.make_task", lambda *a, **k: pytest.fail("reached data"))
     fam = n.family_settings("associative_recall_onestep_readout")
-    assert fam["dmt"] == {"lambda_onestep_readout": 1.0} and fam["smt"]["lambda_onestep_readout"] == 1.0
+    assert fam["dmt"]["lambda_onestep_readout"] == 1.0 == fam["smt"]["lambda_onestep_readout"]
+    assert fam["dmt"]["lr_scheduler_type"] == "cosine"  # the defaults' dmt_training, merged key by key
     with pytest.raises(pytest.fail.Exception, match="reached data"):  # all phases accepted
         n.run(family="associative_recall_onestep_readout", smt_steps=2000, seed=0, out=str(tmp_path))
     bad = {**fam, "dmt": {"lambda_onestep_readout": 1.0, "dmt_gradient": "full_rollout", "dmt_stride": 8}}
@@ -145,3 +146,46 @@ def test_a_length_curriculum_family_needs_smt_steps_past_its_last_stage(tmp_path
     with pytest.raises(pytest.fail.Exception, match="reached data"):  # all phases accepted
         n.run(family="parity_enc_lm_curriculum", smt_steps=4000, seed=0, out=str(tmp_path))
     assert not list(tmp_path.iterdir())
+
+
+def test_a_family_alone_reproduces_its_committed_fig3_runs():
+    """Every committed end-to-end run of a family (recipes/results/fig3) used the settings that `--family NAME` with
+    no other flag resolves to now: SMT and one-step DMT arguments and step counts. (The Fig 3 runs were launched with
+    `--smt-steps/--dmt-steps/--dmt-schedule/--dmt-matched-steps`; the family alone used to give 900 SMT steps and a
+    constant-lr DMT on every transition, another run than the one in the table.)"""
+    import glob
+
+    root = os.path.join(os.path.dirname(n.FAMILIES), "..", "..", "results", "fig3")
+    runs = [json.load(open(p)) for p in sorted(glob.glob(os.path.join(root, "*_e2e_T*_s[0-9].json")))]
+    runs = [r for r in runs if r.get("family")]
+    assert {r["family"] for r in runs} >= set(n.FIG3_MAIN) - {"needle (recipe model)"}
+    for r in runs:
+        fam = n.family_settings(r["family"], r["seq_len"])
+        steps = {x["run"]: x["steps"] for x in r["rows"]}
+        assert r["settings"]["smt"] == fam["smt"], r["family"]
+        assert r["settings"]["dmt"] == {**n.DMT, **fam["dmt"]}, r["family"]
+        assert (steps[n.ROWS[0]], steps[n.ROWS[1]]) == (fam["smt_steps"], fam["dmt_steps"]), r["family"]
+
+
+def test_arguments_given_win_over_the_family_and_the_command_is_recorded(tmp_path, monkeypatch):
+    """Steps and DMT settings given to run() (the command-line flags) replace the family's; left out, the family's
+    apply (what every phase's argument check, before any data, receives); cli() passes the command line on."""
+    import smt_hf.training_args as ta
+
+    calls, real = [], ta.SMTTrainingArguments
+    monkeypatch.setattr(ta, "SMTTrainingArguments", lambda **kw: (calls.append(kw), real(**kw))[1])
+    monkeypatch.setattr("smt_hf.data.make_task", lambda *a, **k: pytest.fail("reached data"))
+    with pytest.raises(pytest.fail.Exception, match="reached data"):
+        n.run(family="stack", seed=0, out=str(tmp_path))
+    dmt, smt = calls[0], calls[-1]  # phases are checked in the order one-step DMT, full rollout, BPTT, SMT
+    assert (dmt["lr_scheduler_type"], dmt["dmt_matched_steps"], smt["max_steps"]) == ("cosine", 8, 3000)
+    calls.clear()
+    with pytest.raises(pytest.fail.Exception, match="reached data"):
+        n.run(family="stack", seed=0, out=str(tmp_path), smt_steps=500, dmt_schedule="linear", dmt_matched_steps=4)
+    dmt, smt = calls[0], calls[-1]
+    assert (dmt["lr_scheduler_type"], dmt["dmt_matched_steps"], smt["max_steps"]) == ("linear", 4, 500)
+    seen = {}
+    monkeypatch.setattr(n, "run", lambda *a, **k: seen.update(k, smt_steps=a[3], dmt_steps=a[4]))
+    n.cli(["--family", "stack", "--dmt-steps", "7", "--out", str(tmp_path)])
+    assert (seen["smt_steps"], seen["dmt_steps"], seen["dmt_schedule"], seen["dmt_matched_steps"]) == (None, 7, None, None)
+    assert seen["command"].endswith("needle_e2e.py --family stack --dmt-steps 7 --out " + str(tmp_path))
