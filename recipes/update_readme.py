@@ -48,8 +48,11 @@ def fig3_section() -> str:
 def text_section() -> str:
     """Byte-level text: the memory-collapse diagnosis and SMT -> DMT vs BPTT (recipes/text_e2e.py)."""
     parts = []
-    for name, title in (("text_diagnosis", "Teacher memory by SMT setting (`python recipes/text_e2e.py --diagnose`)"),
-                        ("text_e2e", "Standalone student vs BPTT (`python recipes/text_e2e.py --compare SETTING`)")):
+    for name, title in (("text_diagnosis", "Teacher memory by SMT setting (`python recipes/text_e2e.py --diagnose "
+                                           "--steps 1500 --out recipes/results/text`)"),
+                        ("text_e2e", "Standalone student vs BPTT (`python recipes/text_e2e.py --compare "
+                                     "joint_dyn0.1_gamma0.9 --smt-steps 4000 --dmt-steps 300 --seed <seed> --out "
+                                     "recipes/results/text`)")):
         path = os.path.join(RESULTS, "text", name + ".md")
         if os.path.exists(path):
             parts.append(f"#### {title}\n\n" + _results_links(open(path).read().strip(), "recipes/results/text") + "\n")
