@@ -375,6 +375,36 @@ def load_runs(out: str, pattern: str) -> list[dict]:
     return runs
 
 
+def continued_dmt(runs: list[dict]) -> dict[int, dict[str, list[tuple[float, float]]]]:
+    """For each seed whose one-step DMT was continued (`--continue-dmt` rows): standalone accuracy against cumulative
+    training wall-clock, {seed: {curve: [(seconds, accuracy), ...]}}. "SMT -> one-step DMT": the end of SMT, of the
+    first DMT phase and of each continuation, seconds summed over the phases before; each BPTT row of that seed (from
+    any of its JSONs) is a point at its own training seconds."""
+    out = {}
+    for seed in sorted({r["seed"] for r in runs}):
+        rows = [x for r in runs if r["seed"] == seed for x in r["rows"]]
+        dmt = [x for x in rows if x["run"] == ROWS[1] or x["run"].startswith(ROWS[1] + " (+")]
+        if len(dmt) < 2 or not any(x["run"] == ROWS[0] for x in rows):
+            continue
+        t, path = 0.0, []
+        for x in [next(x for x in rows if x["run"] == ROWS[0])] + dmt:
+            t += x["seconds"]
+            path.append((t, x["student_acc"]))
+        out[seed] = {"SMT -> one-step DMT (no BPTT)": path,
+                     **{x["run"]: [(x["seconds"], x["student_acc"])] for x in rows if x["run"].startswith("BPTT")}}
+    return out
+
+
+def plot_continued_dmt(task: str, T: int, seed: int, curves: dict, path: str) -> str:
+    """`continued_dmt` of one seed as a picture: accuracy against cumulative wall-clock."""
+    from smt_hf.viz import plot_curves
+
+    plot_curves(None, {k: ([p[0] for p in v], [p[1] for p in v]) for k, v in curves.items()}, path, markers=True,
+                title=f"{task} T={T}, seed {seed}: longer one-step DMT vs BPTT", xlabel="training wall-clock s",
+                ylabel="standalone accuracy", data_xticks=False)
+    return path
+
+
 def write_summary(out: str, task: str, T: int) -> str:
     runs = load_runs(out, f"{task}_e2e_T{T}_s*.json")
     if not runs:
@@ -393,6 +423,14 @@ def write_summary(out: str, task: str, T: int) -> str:
         head += ". Seeds ran with different settings (see each JSON's `settings`)"
     md = f"{head}\n\n{table(runs)}\n" + _plot_link("accuracy vs SeqFLOPs and tokens", lambda: plot_compute(
         runs, os.path.join(out, f"{task}_e2e_T{T}_seqflops.png")))
+    for seed, curves in continued_dmt(runs).items():
+        md += (f"\nLonger one-step DMT, seed {seed} (`--continue-dmt`: each continuation runs its steps on the saved "
+               "student with a fresh schedule; the DMT rows above marked `+N steps`): standalone accuracy at cumulative "
+               "training wall-clock s (SMT, then each DMT phase): "
+               + ", ".join(f"{t:.0f} s: {a:.2f}" for t, a in curves["SMT -> one-step DMT (no BPTT)"]) + "; BPTT: "
+               + ", ".join(f"{k} {v[0][1]:.2f} in {v[0][0]:.0f} s" for k, v in curves.items() if k.startswith("BPTT"))
+               + ".\n" + _plot_link(f"longer one-step DMT, seed {seed}", lambda: plot_continued_dmt(
+                   task, T, seed, curves, os.path.join(out, f"{task}_e2e_T{T}_s{seed}_dmt_steps.png"))))
     with open(os.path.join(out, f"{task}_e2e_T{T}.md"), "w") as f:
         f.write(md)
     return md

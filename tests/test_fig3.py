@@ -189,3 +189,18 @@ def test_arguments_given_win_over_the_family_and_the_command_is_recorded(tmp_pat
     n.cli(["--family", "stack", "--dmt-steps", "7", "--out", str(tmp_path)])
     assert (seen["smt_steps"], seen["dmt_steps"], seen["dmt_schedule"], seen["dmt_matched_steps"]) == (None, 7, None, None)
     assert seen["command"].endswith("needle_e2e.py --family stack --dmt-steps 7 --out " + str(tmp_path))
+
+
+def test_continued_dmt_sums_wall_clock_over_phases_and_takes_bptt_from_every_file_of_the_seed():
+    def row(name, steps, seconds, acc):
+        return {"run": name, "steps": steps, "seconds": seconds, "student_acc": acc}
+
+    runs = [{"seed": 0, "rows": [row(n.ROWS[0], 100, 10.0, 0.3), row(n.ROWS[1], 40, 2.0, 0.5),
+                                 row(n.ROWS[2], 40, 3.0, 0.6), row(n.ROWS[1] + " (+160 steps, 200 in all)", 160, 8.0, 0.7),
+                                 row(n.ROWS[1] + " (+400 steps, 600 in all)", 400, 20.0, 0.8)]},
+            {"seed": 0, "rows": [row(n.ROWS[3], 50, 12.0, 0.9)]}, {"seed": 0, "rows": [row(n.ROWS[4], 200, 48.0, 0.95)]},
+            {"seed": 1, "rows": [row(n.ROWS[0], 100, 10.0, 0.3), row(n.ROWS[1], 40, 2.0, 0.5)]}]  # not continued
+    got = n.continued_dmt(runs)
+    assert list(got) == [0]
+    assert got[0]["SMT -> one-step DMT (no BPTT)"] == [(10.0, 0.3), (12.0, 0.5), (20.0, 0.7), (40.0, 0.8)]
+    assert got[0][n.ROWS[3]] == [(12.0, 0.9)] and got[0][n.ROWS[4]] == [(48.0, 0.95)] and len(got[0]) == 3
