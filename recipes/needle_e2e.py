@@ -12,7 +12,7 @@ Per seed, one student:
 that family from the teacher calibration (recipes/configs/calibration/teachers.yaml, recipes/teacher_curves.py), and
 its end-to-end run (SMT steps, DMT steps and one-step DMT settings: the Fig 3 runs; flags given override them); the
 student is this recipe's. `--fig3` writes the table/figure over every family found in --out (paper Fig 3). Each
-JSON records the command line that wrote it.
+JSON records the command line that wrote it (a row `--continue-dmt` appends: its own).
 
     python recipes/needle_e2e.py --seq-len 32 --seeds 0 1 2          # ~10 CPU minutes per seed, one thread
     python recipes/needle_e2e.py --task parity --seq-len 64 --seeds 0
@@ -95,7 +95,7 @@ def run(task="needle", seq_len=None, seed=0, smt_steps=None, dmt_steps=None, out
     """One seed end to end (module docstring). Steps and DMT settings left None come from the family (teachers.yaml:
     `smt_steps`, `dmt_steps`, `dmt_training`), else the recipe's defaults (SMT 900 steps at T <= 32, 1400 above; DMT
     300 steps, the package's schedule); a value given here wins over the family's. `command` (the command line) is
-    recorded in the JSON."""
+    recorded in the JSON (on the appended row with `continue_dmt`)."""
     import torch
 
     sys.path.insert(0, os.path.dirname(__file__))
@@ -138,6 +138,8 @@ def run(task="needle", seq_len=None, seed=0, smt_steps=None, dmt_steps=None, out
         row = {"run": name, "dmt_gradient": args.dmt_gradient if args.mode == "dmt" else None, "mode": args.mode,
                "steps": tr.state.global_step, "seconds": round(seconds, 1),
                **{k: m.get(f"eval_{k}") for k in METRICS}}
+        if continue_dmt and command:  # a row appended to an earlier run's JSON: its own command line
+            row["command"] = command
         rows.append(row)
         if "drift_curve" in tr.last_eval:
             curves[name] = (tr.last_eval["drift_steps"], tr.last_eval["drift_curve"])
@@ -171,6 +173,7 @@ def run(task="needle", seq_len=None, seed=0, smt_steps=None, dmt_steps=None, out
         folder = save_dir or os.path.join(out, f"final_{family or task}_T{T}_s{seed}")
         student = SMTRecurrentForCausalLM.from_pretrained(os.path.join(folder, "student"))
         teacher = SMTTeacherModel.from_pretrained(os.path.join(folder, "teacher"))
+        run_info.pop("command", None)  # the file's `command` stays the one that wrote it first (each row: its own)
         run_info.update(json.load(open(stem + ".json")))
         rows[:] = run_info["rows"]
         run_info["rows"] = rows

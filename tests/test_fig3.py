@@ -204,3 +204,18 @@ def test_continued_dmt_sums_wall_clock_over_phases_and_takes_bptt_from_every_fil
     assert list(got) == [0]
     assert got[0]["SMT -> one-step DMT (no BPTT)"] == [(10.0, 0.3), (12.0, 0.5), (20.0, 0.7), (40.0, 0.8)]
     assert got[0][n.ROWS[3]] == [(12.0, 0.9)] and got[0][n.ROWS[4]] == [(48.0, 0.95)] and len(got[0]) == 3
+
+
+def test_continue_dmt_appends_a_row_with_its_own_command_and_keeps_the_first_runs(tmp_path):
+    """--continue-dmt loads the saved student, runs more one-step DMT steps and appends one row (its step count in
+    the name, its command on the row); the earlier rows and the file's first command stay as they were."""
+    kw = dict(task="needle", seq_len=8, seed=0, out=str(tmp_path), bptt=False, full_rollout=False)
+    n.run(smt_steps=2, dmt_steps=2, command="first", **kw)
+    stem = tmp_path / "needle_e2e_T8_s0.json"
+    before = json.load(open(stem))
+    n.run(dmt_steps=3, continue_dmt=True, command="second", **kw)
+    after = json.load(open(stem))
+    assert after["command"] == before["command"] == "first" and after["rows"][:2] == before["rows"]
+    assert [r["run"] for r in after["rows"]] == [n.ROWS[0], n.ROWS[1], n.ROWS[1] + " (+3 steps, 5 in all)"]
+    assert (after["rows"][2]["steps"], after["rows"][2]["command"]) == (3, "second")
+    assert "command" not in after["rows"][1]
