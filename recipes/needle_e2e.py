@@ -90,12 +90,14 @@ METRICS = ("teacher_acc", "onestep_acc", "student_acc", "drift_mean", "drift_las
 
 def run(task="needle", seq_len=None, seed=0, smt_steps=None, dmt_steps=None, out=DEFAULT_OUT, threads=1,
         bptt=True, full_rollout=True, save_dir=None, bptt_seconds=None, bptt_only=False, continue_dmt=False,
-        smt_memory_noise=0.0, dmt_stride=1, dmt_schedule=None, causal_teacher=False, dmt_matched_steps=None,
+        smt_memory_noise=0.0, dmt_stride=None, dmt_schedule=None, causal_teacher=False, dmt_matched_steps=None,
         reuse_from=None, family=None, bptt_multiples=(1,), command=None):
     """One seed end to end (module docstring). Steps and DMT settings left None come from the family (teachers.yaml:
     `smt_steps`, `dmt_steps`, `dmt_training`), else the recipe's defaults (SMT 900 steps at T <= 32, 1400 above; DMT
-    300 steps, the package's schedule); a value given here wins over the family's. `command` (the command line) is
-    recorded in the JSON (on the appended row with `continue_dmt`)."""
+    300 steps, the package's schedule); a value given here wins over the family's (`dmt_stride` also drops the
+    family's `dmt_matched_steps`, which needs stride 1; `dmt_matched_steps=0` drops it: every transition).
+    `command` (the command line) is recorded in the JSON (on the appended row with `continue_dmt`, with the
+    settings that row ran with)."""
     import torch
 
     sys.path.insert(0, os.path.dirname(__file__))
@@ -121,14 +123,16 @@ def run(task="needle", seq_len=None, seed=0, smt_steps=None, dmt_steps=None, out
     smt_steps = smt_steps or (fam or {}).get("smt_steps") or (900 if T <= 32 else 1400)
     dmt_steps = dmt_steps or (fam or {}).get("dmt_steps") or 300
     dmt_set = {**DMT, **(fam["dmt"] if fam else {}),  # the family's dmt_training, then what the caller gives
-               **({"dmt_stride": dmt_stride} if dmt_stride != 1 else {}),
+               **({"dmt_stride": dmt_stride} if dmt_stride is not None else {}),
                **({"lr_scheduler_type": dmt_schedule} if dmt_schedule is not None else {}),
-               **({"dmt_matched_steps": dmt_matched_steps} if dmt_matched_steps is not None else {})}
+               **({"dmt_matched_steps": dmt_matched_steps} if dmt_matched_steps else {})}
+    if dmt_matched_steps == 0 or (dmt_stride is not None and dmt_matched_steps is None):
+        dmt_set.pop("dmt_matched_steps", None)  # every (k-th) transition instead of the family's random draws
     model = fam["model"] if fam else MODEL
     model = model if not causal_teacher else {**model, "teacher": {**model["teacher"], "encoder_causal": True}}
 
     def phase(name, student, teacher, settings, steps, callbacks=None):
-        args = SMTTrainingArguments(output_dir="outputs/needle_e2e/tmp", max_steps=steps, **common, **settings)
+        args = SMTTrainingArguments(output_dir="outputs/needle_e2e/tmp", max_steps=steps, **{**common, **settings})
         tr = SMTTrainer(model=student, teacher=teacher, args=args, train_dataset=train, eval_dataset=ev,
                         callbacks=callbacks)
         t0 = time.time()
@@ -138,8 +142,8 @@ def run(task="needle", seq_len=None, seed=0, smt_steps=None, dmt_steps=None, out
         row = {"run": name, "dmt_gradient": args.dmt_gradient if args.mode == "dmt" else None, "mode": args.mode,
                "steps": tr.state.global_step, "seconds": round(seconds, 1),
                **{k: m.get(f"eval_{k}") for k in METRICS}}
-        if continue_dmt and command:  # a row appended to an earlier run's JSON: its own command line
-            row["command"] = command
+        if continue_dmt:  # a row appended to an earlier run's JSON: its own command line and settings
+            row.update({"command": command} if command else {}, settings=settings)
         rows.append(row)
         if "drift_curve" in tr.last_eval:
             curves[name] = (tr.last_eval["drift_steps"], tr.last_eval["drift_curve"])
@@ -148,7 +152,8 @@ def run(task="needle", seq_len=None, seed=0, smt_steps=None, dmt_steps=None, out
         return tr, row
 
     reusable = load_reusable(reuse_from, task, T, seed, model) if reuse_from else []
-    phases = [dmt_set, FULL_ROLLOUT, BPTT] + ([] if bptt_only or continue_dmt else [dict(smt_set, max_steps=smt_steps)])
+    phases = [dict(dmt_set, max_steps=dmt_steps), FULL_ROLLOUT, BPTT] + (
+        [] if bptt_only or continue_dmt else [dict(smt_set, max_steps=smt_steps)])
     for settings in phases:  # refuse bad settings now, not after the SMT phase (nor after building the data)
         SMTTrainingArguments(output_dir="outputs/needle_e2e/tmp", **common, **settings)
     train = make_task(task, 200000, T, seed=seed, **kw)
@@ -178,7 +183,10 @@ def run(task="needle", seq_len=None, seed=0, smt_steps=None, dmt_steps=None, out
         rows[:] = run_info["rows"]
         run_info["rows"] = rows
         done = sum(r["steps"] for r in rows if r["run"].startswith(ROWS[1]))
-        tr, _ = phase(f"{ROWS[1]} (+{dmt_steps} steps, {done + dmt_steps} in all)", student, teacher, dmt_set, dmt_steps)
+        # the data seed moves on by the steps already done: a continuation draws other episodes and matched
+        # transitions than the phases before it (its learning-rate schedule starts afresh)
+        tr, _ = phase(f"{ROWS[1]} (+{dmt_steps} steps, {done + dmt_steps} in all)", student, teacher,
+                      dict(dmt_set, seed=seed + done), dmt_steps)
         tr.save_model(folder)
         return rows
     torch.manual_seed(seed)
@@ -403,7 +411,8 @@ def plot_continued_dmt(task: str, T: int, seed: int, curves: dict, path: str) ->
     from smt_hf.viz import plot_curves
 
     plot_curves(None, {k: ([p[0] for p in v], [p[1] for p in v]) for k, v in curves.items()}, path, markers=True,
-                title=f"{task} T={T}, seed {seed}: longer one-step DMT vs BPTT", xlabel="training wall-clock s",
+                title=f"{task} T={T}, seed {seed}: longer one-step DMT" + (" vs BPTT" if len(curves) > 1 else ""),
+                xlabel="training wall-clock s",
                 ylabel="standalone accuracy", data_xticks=False)
     return path
 
@@ -427,12 +436,15 @@ def write_summary(out: str, task: str, T: int) -> str:
     md = f"{head}\n\n{table(runs)}\n" + _plot_link("accuracy vs SeqFLOPs and tokens", lambda: plot_compute(
         runs, os.path.join(out, f"{task}_e2e_T{T}_seqflops.png")))
     for seed, curves in continued_dmt(runs).items():
+        bptt = [f"{k} {v[0][1]:.2f} in {v[0][0]:.0f} s" for k, v in curves.items() if k.startswith("BPTT")]
+        rate = [f"{x['steps'] / x['seconds']:.2f}" for r in runs if r["seed"] == seed for x in r["rows"]
+                if x["run"] == ROWS[0] or x["run"].startswith(ROWS[1])]
         md += (f"\nLonger one-step DMT, seed {seed} (`--continue-dmt`: each continuation runs its steps on the saved "
                "student with a fresh schedule; the DMT rows above marked `+N steps`): standalone accuracy at cumulative "
                "training wall-clock s (SMT, then each DMT phase): "
-               + ", ".join(f"{t:.0f} s: {a:.2f}" for t, a in curves["SMT -> one-step DMT (no BPTT)"]) + "; BPTT: "
-               + ", ".join(f"{k} {v[0][1]:.2f} in {v[0][0]:.0f} s" for k, v in curves.items() if k.startswith("BPTT"))
-               + ".\n" + _plot_link(f"longer one-step DMT, seed {seed}", lambda: plot_continued_dmt(
+               + ", ".join(f"{t:.0f} s: {a:.2f}" for t, a in curves["SMT -> one-step DMT (no BPTT)"])
+               + f" (steps/s of each phase, a measure of the machine's load: {', '.join(rate)})"
+               + ("; BPTT: " + ", ".join(bptt) if bptt else "; no BPTT run of this seed here") + ".\n" + _plot_link(f"longer one-step DMT, seed {seed}", lambda: plot_continued_dmt(
                    task, T, seed, curves, os.path.join(out, f"{task}_e2e_T{T}_s{seed}_dmt_steps.png"))))
     with open(os.path.join(out, f"{task}_e2e_T{T}.md"), "w") as f:
         f.write(md)
@@ -522,6 +534,14 @@ def fig3(out: str, T: int) -> dict:
     return res
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an int >= 1 (a step count or stride of 0 would be read as "not given")."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive integer")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--task", default="needle", choices=sorted(TASKS))
@@ -532,21 +552,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fig3", action="store_true", help="only write fig3_T<seq-len>.{json,md,png} over the runs in --out")
     p.add_argument("--seq-len", type=int, default=None, help="default: the family's seq_len, else 32")
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
-    p.add_argument("--smt-steps", type=int, default=None,
+    p.add_argument("--smt-steps", type=positive_int, default=None,
                    help="default: the family's smt_steps, else 900 at T<=32, 1400 above")
-    p.add_argument("--dmt-steps", type=int, default=None, help="default: the family's dmt_steps, else 300")
+    p.add_argument("--dmt-steps", type=positive_int, default=None, help="default: the family's dmt_steps, else 300")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--smt-memory-noise", type=float, default=0.0,
                    help="std of the Gaussian noise added to the input memory of each SMT transition (DART-style)")
-    p.add_argument("--dmt-stride", type=int, default=1, help="k of one-step DMT: match every k-th transition")
+    p.add_argument("--dmt-stride", type=positive_int, default=None,
+                   help="k of one-step DMT: match every k-th transition (drops the family's dmt_matched_steps)")
     p.add_argument("--dmt-matched-steps", type=int, default=None,
                    help="one-step DMT matches this many random transitions per sequence (dmt_matched_steps; "
-                        "default: the family's dmt_training, else every transition)")
+                        "default: the family's dmt_training, else every transition; 0: every transition)")
     p.add_argument("--reuse-rows", nargs="+", default=None, metavar="JSON",
                    help="take the full_rollout row from earlier runs of the same seed ('{seed}' in a path is replaced) "
                         "when their joint-SMT row equals this run's (then full_rollout is not re-run); never BPTT rows")
     p.add_argument("--dmt-schedule", default=None, help="DMT lr_scheduler_type (e.g. cosine), after warm-up "
-                   "(default: the family's dmt_training, else the package's constant_with_warmup)")
+                   "(default: the family's dmt_training, else the package's constant_with_warmup; `constant` has no warm-up)")
     p.add_argument("--causal-teacher", action="store_true",
                    help="causal-context teacher (encoder_causal) and SMT on every transition of each episode "
                         "(smt_all_prefixes)")
@@ -572,7 +593,8 @@ def cli(argv=None):
         fig3(a.out, a.seq_len)
         print(open(os.path.join(a.out, f"fig3_T{a.seq_len}.md")).read())
         return
-    command = "python " + " ".join(shlex.quote(x) for x in [os.path.relpath(__file__)] + list(argv or sys.argv[1:]))
+    args = sys.argv[1:] if argv is None else list(argv)
+    command = "python " + " ".join(shlex.quote(x) for x in [os.path.relpath(__file__)] + args)
     for s in a.seeds:
         run(a.task, a.seq_len, s, a.smt_steps, a.dmt_steps, a.out, a.threads, not a.no_bptt, not a.no_full_rollout,
             bptt_seconds=a.bptt_seconds, bptt_only=a.bptt_only, continue_dmt=a.continue_dmt,

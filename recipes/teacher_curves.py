@@ -29,6 +29,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_CONFIG = os.path.join(HERE, "configs", "calibration", "teachers.yaml")
+E2E_KEYS = ("smt_steps", "dmt_steps", "dmt_training")  # the family's end-to-end run (recipes/needle_e2e.py), not the calibration
 
 
 def run_one(name: str, spec: dict, defaults: dict, seed: int, threads: int = 1) -> dict:
@@ -109,7 +110,7 @@ def result(name: str, cfg: dict, seed: int, threads: int, curve: list) -> dict:
 
     reached = next((c for c in curve if c[2] >= cfg["target"] and c[0] >= full_loss_step(cfg)), None)
     return {"family": name, "task": cfg["task"], "seq_len": cfg["seq_len"], "seed": seed, "machine": machine(),
-            "threads": threads, "settings": cfg, "curve": curve, "final_teacher_acc": curve[-1][2],
+            "threads": threads, "settings": {k: v for k, v in cfg.items() if k not in E2E_KEYS}, "curve": curve, "final_teacher_acc": curve[-1][2],
             "final_onestep_acc": curve[-1][3] if len(curve[-1]) > 3 else None,
             "reached_at": None if reached is None else {"step": reached[0], "seconds": reached[1]}}
 

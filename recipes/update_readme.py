@@ -37,9 +37,10 @@ def fig3_section() -> str:
     parts = []
     for path in sorted(glob.glob(os.path.join(RESULTS, "fig3", "fig3_T*.md"))):
         T = os.path.basename(path)[len("fig3_T"): -len(".md")]
-        parts.append(f"#### T={T} (`python recipes/needle_e2e.py --family <family> --seq-len {T} --seeds 0 1 2 "
-                     f"--bptt-multiples 1 4 --out recipes/results/fig3`, steps and DMT settings from the family in "
-                     f"recipes/configs/calibration/teachers.yaml; each family's table and settings: "
+        parts.append(f"#### T={T} (a family's rows: `python recipes/needle_e2e.py --family <family> --seq-len {T} "
+                     f"--seeds <seeds> --bptt-multiples 1 4 --out recipes/results/fig3`, steps and DMT settings from "
+                     f"the family in recipes/configs/calibration/teachers.yaml; the seeds and BPTT multiples each "
+                     f"family has are in its table: "
                      f"`recipes/results/fig3/<task>_e2e_T{T}.md`)\n\n"
                      + _results_links(open(path).read().strip(), "recipes/results/fig3") + "\n")
     return "### Fig 3: the synthetic families, SMT vs BPTT\n\n" + "\n".join(parts) if parts else ""

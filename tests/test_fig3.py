@@ -170,6 +170,7 @@ def test_a_family_alone_reproduces_its_committed_fig3_runs():
 def test_arguments_given_win_over_the_family_and_the_command_is_recorded(tmp_path, monkeypatch):
     """Steps and DMT settings given to run() (the command-line flags) replace the family's; left out, the family's
     apply (what every phase's argument check, before any data, receives); cli() passes the command line on."""
+    import smt_hf.trainer  # noqa: F401  (imported before the patch: it keeps the class it imports)
     import smt_hf.training_args as ta
 
     calls, real = [], ta.SMTTrainingArguments
@@ -178,17 +179,24 @@ def test_arguments_given_win_over_the_family_and_the_command_is_recorded(tmp_pat
     with pytest.raises(pytest.fail.Exception, match="reached data"):
         n.run(family="stack", seed=0, out=str(tmp_path))
     dmt, smt = calls[0], calls[-1]  # phases are checked in the order one-step DMT, full rollout, BPTT, SMT
-    assert (dmt["lr_scheduler_type"], dmt["dmt_matched_steps"], smt["max_steps"]) == ("cosine", 8, 3000)
+    assert (dmt["lr_scheduler_type"], dmt["dmt_matched_steps"], dmt["max_steps"], smt["max_steps"]) == ("cosine", 8, 400, 3000)
     calls.clear()
     with pytest.raises(pytest.fail.Exception, match="reached data"):
         n.run(family="stack", seed=0, out=str(tmp_path), smt_steps=500, dmt_schedule="linear", dmt_matched_steps=4)
     dmt, smt = calls[0], calls[-1]
     assert (dmt["lr_scheduler_type"], dmt["dmt_matched_steps"], smt["max_steps"]) == ("linear", 4, 500)
+    for extra, want in ((dict(dmt_stride=8), (8, None)), (dict(dmt_matched_steps=0), (None, None))):
+        calls.clear()  # a stride replaces the family's random matched transitions; 0 unsets them (every transition)
+        with pytest.raises(pytest.fail.Exception, match="reached data"):
+            n.run(family="stack", seed=0, out=str(tmp_path), dmt_steps=50, **extra)
+        assert (calls[0].get("dmt_stride"), calls[0].get("dmt_matched_steps"), calls[0]["max_steps"]) == (*want, 50)
     seen = {}
     monkeypatch.setattr(n, "run", lambda *a, **k: seen.update(k, smt_steps=a[3], dmt_steps=a[4]))
     n.cli(["--family", "stack", "--dmt-steps", "7", "--out", str(tmp_path)])
     assert (seen["smt_steps"], seen["dmt_steps"], seen["dmt_schedule"], seen["dmt_matched_steps"]) == (None, 7, None, None)
     assert seen["command"].endswith("needle_e2e.py --family stack --dmt-steps 7 --out " + str(tmp_path))
+    with pytest.raises(SystemExit):  # 0 steps would read as "not given"
+        n.cli(["--family", "stack", "--dmt-steps", "0"])
 
 
 def test_continued_dmt_sums_wall_clock_over_phases_and_takes_bptt_from_every_file_of_the_seed():
@@ -206,6 +214,23 @@ def test_continued_dmt_sums_wall_clock_over_phases_and_takes_bptt_from_every_fil
     assert got[0][n.ROWS[3]] == [(12.0, 0.9)] and got[0][n.ROWS[4]] == [(48.0, 0.95)] and len(got[0]) == 3
 
 
+def test_family_summary_says_so_when_a_continued_seed_has_no_bptt_run(tmp_path):
+    """The family markdown's continued-DMT line gives each phase's steps/s and, without a BPTT run of that seed, says
+    so (it used to end "BPTT: ." with an empty list)."""
+    def row(name, steps, seconds, acc):
+        return {"run": name, "dmt_gradient": None, "steps": steps, "seconds": seconds, "teacher_acc": 1.0,
+                "onestep_acc": 0.9, "student_acc": acc, "drift_mean": 0.1}
+
+    run = {"task": "needle", "family": None, "seq_len": 32, "seed": 0, "machine": "m", "threads": 1, "model": n.MODEL,
+           "task_kwargs": {"vocab_size": 16}, "rows": [row(n.ROWS[0], 100, 10.0, 0.3), row(n.ROWS[1], 40, 4.0, 0.5),
+                                                       row(n.ROWS[1] + " (+160 steps, 200 in all)", 160, 8.0, 0.7)]}
+    json.dump(run, open(tmp_path / "needle_e2e_T32_s0.json", "w"))
+    md = n.write_summary(str(tmp_path), "needle", 32)
+    assert "10 s: 0.30, 14 s: 0.50, 22 s: 0.70 (steps/s of each phase, a measure of the machine's load: 10.00, " \
+           "10.00, 20.00); no BPTT run of this seed here." in md
+    assert "BPTT: ." not in md
+
+
 def test_continue_dmt_appends_a_row_with_its_own_command_and_keeps_the_first_runs(tmp_path):
     """--continue-dmt loads the saved student, runs more one-step DMT steps and appends one row (its step count in
     the name, its command on the row); the earlier rows and the file's first command stay as they were."""
@@ -218,4 +243,11 @@ def test_continue_dmt_appends_a_row_with_its_own_command_and_keeps_the_first_run
     assert after["command"] == before["command"] == "first" and after["rows"][:2] == before["rows"]
     assert [r["run"] for r in after["rows"]] == [n.ROWS[0], n.ROWS[1], n.ROWS[1] + " (+3 steps, 5 in all)"]
     assert (after["rows"][2]["steps"], after["rows"][2]["command"]) == (3, "second")
+    assert after["rows"][2]["settings"] == dict(n.DMT, seed=2)  # the data seed moved on by the 2 steps done
     assert "command" not in after["rows"][1]
+    del after["command"]  # a file written before commands were recorded keeps none at the top
+    json.dump(after, open(stem, "w"))
+    n.run(dmt_steps=1, continue_dmt=True, command="third", **kw)
+    again = json.load(open(stem))
+    assert "command" not in again and again["rows"][3]["command"] == "third"
+    assert again["rows"][3]["settings"]["seed"] == 5
