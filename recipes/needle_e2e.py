@@ -164,8 +164,8 @@ def run(task="needle", seq_len=None, seed=0, smt_steps=None, dmt_steps=None, out
     if os.path.exists(stem + ".json") and json.load(open(stem + ".json")).get("family") != family:
         raise ValueError(f"{stem}.json is a run of another family ({json.load(open(stem + '.json')).get('family')!r}, "
                          f"not {family!r}): use another --out")
-    run_info = {**({"command": command} if command else {}), "task": task, "family": family, "task_kwargs": kw, "seq_len": T, "seed": seed, "machine": machine(), "threads": threads,
-                "model": model, "settings": {"smt": smt_set, "dmt": dmt_set, "full_rollout": FULL_ROLLOUT, "bptt": BPTT},
+    run_info = {**({"command": command} if command else {}), "task": task, "family": family, "task_kwargs": kw,
+                "seq_len": T, "seed": seed, "machine": machine(), "threads": threads, "model": model, "settings": {"smt": smt_set, "dmt": dmt_set, "full_rollout": FULL_ROLLOUT, "bptt": BPTT},
                 "rows": rows, "drift": curves}
 
     def save():
@@ -439,13 +439,15 @@ def write_summary(out: str, task: str, T: int) -> str:
         bptt = [f"{k} {v[0][1]:.2f} in {v[0][0]:.0f} s" for k, v in curves.items() if k.startswith("BPTT")]
         rate = [f"{x['steps'] / x['seconds']:.2f}" for r in runs if r["seed"] == seed for x in r["rows"]
                 if x["run"] == ROWS[0] or x["run"].startswith(ROWS[1])]
+        png = os.path.join(out, f"{task}_e2e_T{T}_s{seed}_dmt_steps.png")
         md += (f"\nLonger one-step DMT, seed {seed} (`--continue-dmt`: each continuation runs its steps on the saved "
                "student with a fresh schedule; the DMT rows above marked `+N steps`): standalone accuracy at cumulative "
                "training wall-clock s (SMT, then each DMT phase): "
                + ", ".join(f"{t:.0f} s: {a:.2f}" for t, a in curves["SMT -> one-step DMT (no BPTT)"])
                + f" (steps/s of each phase, a measure of the machine's load: {', '.join(rate)})"
-               + ("; BPTT: " + ", ".join(bptt) if bptt else "; no BPTT run of this seed here") + ".\n" + _plot_link(f"longer one-step DMT, seed {seed}", lambda: plot_continued_dmt(
-                   task, T, seed, curves, os.path.join(out, f"{task}_e2e_T{T}_s{seed}_dmt_steps.png"))))
+               + ("; BPTT: " + ", ".join(bptt) if bptt else "; no BPTT run of this seed here") + ".\n")
+        md += _plot_link(f"longer one-step DMT, seed {seed}",
+                         lambda: plot_continued_dmt(task, T, seed, curves, png))
     with open(os.path.join(out, f"{task}_e2e_T{T}.md"), "w") as f:
         f.write(md)
     return md

@@ -29,7 +29,8 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_CONFIG = os.path.join(HERE, "configs", "calibration", "teachers.yaml")
-E2E_KEYS = ("smt_steps", "dmt_steps", "dmt_training")  # the family's end-to-end run (recipes/needle_e2e.py), not the calibration
+# keys of a family's end-to-end run (recipes/needle_e2e.py), not of the calibration: left out of its settings
+E2E_KEYS = ("smt_steps", "dmt_steps", "dmt_training")
 
 
 def run_one(name: str, spec: dict, defaults: dict, seed: int, threads: int = 1) -> dict:
@@ -110,7 +111,8 @@ def result(name: str, cfg: dict, seed: int, threads: int, curve: list) -> dict:
 
     reached = next((c for c in curve if c[2] >= cfg["target"] and c[0] >= full_loss_step(cfg)), None)
     return {"family": name, "task": cfg["task"], "seq_len": cfg["seq_len"], "seed": seed, "machine": machine(),
-            "threads": threads, "settings": {k: v for k, v in cfg.items() if k not in E2E_KEYS}, "curve": curve, "final_teacher_acc": curve[-1][2],
+            "threads": threads, "settings": {k: v for k, v in cfg.items() if k not in E2E_KEYS}, "curve": curve,
+            "final_teacher_acc": curve[-1][2],
             "final_onestep_acc": curve[-1][3] if len(curve[-1]) > 3 else None,
             "reached_at": None if reached is None else {"step": reached[0], "seconds": reached[1]}}
 
