@@ -249,6 +249,8 @@ class SMTTrainer(Trainer):
                                  f"sequences have {labels.shape[1]} positions, which would never be supervised; end "
                                  "the curriculum at the sequence length.")
             inputs = {**inputs, "labels": mask_labels_from(labels, horizon)}
+            if self.args.seq_len_curriculum_split == "horizon":  # SMT split points inside the stage length too
+                inputs["split_horizon"] = horizon
         parts = model(**inputs)
         total = losses.combine(parts, self.module.weights(self.state.global_step))
         if not torch.isfinite(total):

@@ -111,8 +111,8 @@ class SMTTrainingArguments(TrainingArguments):
             "help": "A curriculum over sequence length (sequence-length warm-up, Li et al. 2022, arXiv 2108.06084), "
             "by supervision: stage i keeps the labels of positions t < seq_len_curriculum[i] and sets the others to "
             "-100 during training (every loss that reads labels ignores them; inputs are unchanged, so compute is not "
-            "saved, and the dynamics / uniformity losses still see every position; SMT split points are still drawn "
-            "over the whole sequence, so a split beyond the stage length has no decoder target). Stages last "
+            "saved, and the dynamics / uniformity losses still see every position; SMT split points are drawn over the "
+            "whole sequence unless `seq_len_curriculum_split='horizon'`). Stages last "
             "`seq_len_curriculum_steps` optimizer steps counted from this trainer's first step; the last one lasts "
             "to the end and must be the sequence length (a batch longer than it is refused). Episodes only (smt/joint with split='random', dmt with dmt_start='initial', bptt). "
             "Strictly increasing int lengths >= 2, e.g. [8, 16, 24, 32] (parity: recipes/results/teacher_curves.md). "
@@ -121,6 +121,17 @@ class SMTTrainingArguments(TrainingArguments):
     )
     seq_len_curriculum_steps: int = field(
         default=0, metadata={"help": "Optimizer steps per stage of `seq_len_curriculum` (>= 1 when it is set)."}
+    )
+    seq_len_curriculum_split: str = field(
+        default="sequence",
+        metadata={
+            "help": "smt/joint with `seq_len_curriculum`: where the SMT split points c are drawn during training. "
+            "'sequence' (default): uniform over 0..L-1 as without a curriculum, so a split at c >= the stage length H "
+            "has no supervised decoder target (at H=8 of L=32, 3 splits in 4). 'horizon': uniform over 0..H-1, so "
+            "every split's first future target labels[c] lies in the supervised positions; on the default path (one transition per split) "
+            "the dynamics loss then sees only transitions from c < H until the last stage (with smt_all_prefixes it "
+            "still sees all). Evaluation is unchanged."
+        },
     )
     lambda_dyn: float = field(default=0.1, metadata={"help": "Weight of the SMT dynamics (memory regression) loss."})
     lambda_unif: float = field(default=0.001, metadata={"help": "Weight of the uniformity loss on memory tokens."})
@@ -297,6 +308,14 @@ class SMTTrainingArguments(TrainingArguments):
             self.seq_len_curriculum = lens
         elif self.seq_len_curriculum_steps:
             raise ValueError("`seq_len_curriculum_steps` is set but `seq_len_curriculum` is not; set both or neither.")
+        if self.seq_len_curriculum_split not in ("sequence", "horizon"):
+            raise ValueError(f"`seq_len_curriculum_split` must be 'sequence' or 'horizon', got "
+                             f"{self.seq_len_curriculum_split!r}.")
+        if self.seq_len_curriculum_split == "horizon" and (self.seq_len_curriculum is None
+                                                           or self.mode not in ("smt", "joint")):
+            raise ValueError("`seq_len_curriculum_split='horizon'` draws SMT split points inside the current "
+                             "`seq_len_curriculum` length, so it needs mode 'smt' or 'joint' with a seq_len_curriculum; "
+                             f"got mode={self.mode!r}, seq_len_curriculum={self.seq_len_curriculum}.")
         if self.encoder_lm_layer is not None and self.encoder_lm_layer < 1:
             raise ValueError(f"`encoder_lm_layer` must be >= 1 (or None), got {self.encoder_lm_layer}.")
         for name in ("lambda_dec", "lambda_dyn", "lambda_unif", "lambda_readout", "lambda_dmt_dyn", "lambda_encoder_lm",

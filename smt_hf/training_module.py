@@ -137,14 +137,18 @@ class SMTTrainingModule(nn.Module):
             frozen._apply(fn, *args, **kwargs)
         return super()._apply(fn, *args, **kwargs)
 
-    def forward(self, **batch) -> dict[str, torch.Tensor]:
+    def forward(self, split_horizon: int | None = None, **batch) -> dict[str, torch.Tensor]:
+        """The loss parts of one batch (`smt_hf.losses.combine` weighs them). `split_horizon` (smt/joint,
+        `seq_len_curriculum_split='horizon'`, passed by `SMTTrainer.compute_loss`): draw split points c < it."""
         if self.mode in ("smt", "joint"):
             seq = batch
             if self.args.smt_all_prefixes:
-                parts = self.smt_prefix_parts(batch["input_ids"], batch["labels"], batch.get("attention_mask"))
+                parts = self.smt_prefix_parts(batch["input_ids"], batch["labels"], batch.get("attention_mask"),
+                                              split_horizon)
             else:
                 if "context_ids" not in batch:  # a sequence batch: draw the split points now
-                    batch = self.smt_batch(batch["input_ids"], batch["labels"], batch.get("attention_mask"))
+                    batch = self.smt_batch(batch["input_ids"], batch["labels"], batch.get("attention_mask"),
+                                           split_horizon)
                 parts = self.smt_parts(**batch)
             if self.args.lambda_encoder_lm > 0:
                 if "input_ids" not in seq:
@@ -165,13 +169,15 @@ class SMTTrainingModule(nn.Module):
         return self.step_fn(core.as_state(memory), core.embed_tokens(input_ids))
 
     # ------------------------------------------------------------------ SMT
-    def smt_batch(self, input_ids, labels, attention_mask=None) -> dict[str, torch.Tensor]:
+    def smt_batch(self, input_ids, labels, attention_mask=None, split_horizon=None) -> dict[str, torch.Tensor]:
         """The smt/joint windows of a right-padded sequence batch (B, L), on its device: split points drawn by
         `self.sampler` (torch's global CPU RNG at this moment, so a resumed run draws the split points of an
-        uninterrupted one), windows by `smt_windows` (see `smt_hf.data.windows` for the output keys)."""
+        uninterrupted one) in 0..min(length, split_horizon)-1, windows by `smt_windows` (see
+        `smt_hf.data.windows` for the output keys)."""
         B, L = input_ids.shape
         lengths = attention_mask.sum(1) if attention_mask is not None else torch.full((B,), L, device=input_ids.device)
-        c = self.sampler(lengths)  # (B, S), in range by construction: no check (no sync)
+        drawn = lengths if split_horizon is None else lengths.clamp(max=split_horizon)
+        c = self.sampler(drawn)  # (B, S), in range by construction: no check (no sync)
         a = self.args
         return smt_windows(input_ids, labels, lengths, c, a.context_length, a.future_length, PAD_ID, check=False)
 
@@ -202,8 +208,9 @@ class SMTTrainingModule(nn.Module):
         parts["dynamics"] = losses.dynamics_loss(pred, nxt)
         return parts, pred
 
-    def smt_prefix_parts(self, input_ids, labels, attention_mask=None) -> dict[str, torch.Tensor]:
-        """Every transition of each sequence from one causal-context encoder pass (`smt_all_prefixes`)."""
+    def smt_prefix_parts(self, input_ids, labels, attention_mask=None, split_horizon=None) -> dict[str, torch.Tensor]:
+        """Every transition of each sequence from one causal-context encoder pass (`smt_all_prefixes`); the decoder's
+        split point c < min(L, split_horizon)."""
         a = self.args
         B, L = input_ids.shape
         if attention_mask is not None and not bool(attention_mask.all()):
@@ -214,7 +221,7 @@ class SMTTrainingModule(nn.Module):
         # 1. m_0 .. m_L, the memories of all prefixes, in one pass: (B, L+1, K, d)
         mems = self.teacher.encode_prefixes(input_ids)
         # 2. predictive state at one random split per sequence (as the default path): decode x[c : c+Tf]
-        c = self.sampler(torch.full((B,), L)).to(input_ids.device)[:, 0]  # (B,)
+        c = self.sampler(torch.full((B,), min(L, split_horizon or L))).to(input_ids.device)[:, 0]  # (B,)
         lengths = torch.full((B,), L, device=input_ids.device)
         future_ids = right_windows(input_ids, c, a.future_length, PAD_ID, lengths)  # (B, Tf)
         future_labels = right_windows(labels, c, a.future_length, IGNORE_INDEX, lengths)  # (B, Tf)

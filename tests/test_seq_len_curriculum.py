@@ -158,3 +158,57 @@ def test_reference_lm_refuses_a_curriculum_the_trainer_would_refuse():
     spec["training"]["seq_len_curriculum_steps"] = 12  # last length at step 12 = max_steps
     with pytest.raises(ValueError, match="not below max_steps=12"):
         teacher_curves.run_one("parity", spec, DEFAULTS, seed=0)
+
+
+@pytest.mark.parametrize("mode, all_prefixes", [("smt", False), ("joint", False), ("smt", True)])
+def test_horizon_split_points_lie_inside_the_stage_length(tmp_path, mode, all_prefixes):
+    """`seq_len_curriculum_split='horizon'`: at each of 5 steps (curriculum [4, 7, 12], 2 steps per stage) every SMT
+    split point c is < the stage length, so the decoder's first future target labels[c] lies in the supervised
+    positions. With the default 'sequence' (the old behaviour) points are drawn over 0..L-1
+    and most first targets of the first stage are -100."""
+    draws = {}
+    for where in ("horizon", "sequence"):
+        student, teacher = models()
+        data = make_task("parity", 64, T, seed=0)
+        kw = {} if where == "sequence" else {"seq_len_curriculum_split": "horizon"}
+        a = args(tmp_path, mode=mode, max_steps=5, seq_len_curriculum=[4, 7, T], seq_len_curriculum_steps=2,
+                 per_device_train_batch_size=8, splits_per_sequence=1 if all_prefixes else 4,
+                 smt_all_prefixes=all_prefixes, **kw)
+        tr = SMTTrainer(model=student, teacher=teacher, args=a, train_dataset=data)
+        seen, draw = [], tr.module.sampler
+        tr.module.sampler = lambda lengths, draw=draw: seen.append(draw(lengths)) or seen[-1]
+        tr.train()
+        draws[where] = seen
+    for step, c in enumerate(draws["horizon"]):
+        assert c.shape[0] == 8 and int(c.max()) < (4, 4, 7, 7, T)[step]
+    early = torch.cat(draws["sequence"][:2])
+    assert int(early.max()) >= 4 and float((early >= 4).float().mean()) > 0.5
+    assert int(torch.cat(draws["horizon"][4:]).max()) >= 7  # the last stage draws over the whole sequence again
+
+
+def test_horizon_split_windows_have_a_supervised_first_target(tmp_path):
+    """The windows SMT decodes at a stage of length 4: with split_horizon=4 every first future label is a target
+    (parity has none at position 0), and the same draw without it leaves some at -100 (masked positions >= 4)."""
+    student, teacher = models()
+    mod = SMTTrainingModule(student, teacher, args(tmp_path, mode="smt", smt_all_prefixes=False, splits_per_sequence=4))
+    data = make_task("parity", 8, T, seed=0)
+    x, y = torch.tensor(data["input_ids"]), mask_labels_from(torch.tensor(data["labels"]), 4)
+    torch.manual_seed(0)
+    inside = mod.smt_batch(x, y, split_horizon=4)
+    torch.manual_seed(0)
+    whole = mod.smt_batch(x, y)
+    first, c = inside["future_labels"][:, 0], inside["split_points"]
+    assert ((first != -100) | (c == 0)).all() and int(c.max()) < 4  # parity has no label at position 0
+    assert ((whole["future_labels"][:, 0] == -100) & (whole["split_points"] >= 4)).any()
+
+
+def test_horizon_split_is_refused_without_a_curriculum_or_outside_smt(tmp_path):
+    base = dict(output_dir=str(tmp_path), use_cpu=True, seq_len_curriculum_split="horizon")
+    with pytest.raises(ValueError, match="needs mode 'smt' or 'joint' with a seq_len_curriculum"):
+        SMTTrainingArguments(mode="smt", **base)
+    with pytest.raises(ValueError, match="needs mode 'smt' or 'joint' with a seq_len_curriculum"):
+        SMTTrainingArguments(mode="bptt", seq_len_curriculum=[4, 8], seq_len_curriculum_steps=5, **base)
+    with pytest.raises(ValueError, match="must be 'sequence' or 'horizon'"):
+        SMTTrainingArguments(mode="smt", seq_len_curriculum_split="stage", output_dir=str(tmp_path), use_cpu=True)
+    a = SMTTrainingArguments(mode="joint", seq_len_curriculum=[4, 8], seq_len_curriculum_steps=5, **base)
+    assert a.seq_len_curriculum_split == "horizon"
