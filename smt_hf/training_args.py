@@ -111,8 +111,8 @@ class SMTTrainingArguments(TrainingArguments):
             "help": "A curriculum over sequence length (sequence-length warm-up, Li et al. 2022, arXiv 2108.06084), "
             "by supervision: stage i keeps the labels of positions t < seq_len_curriculum[i] and sets the others to "
             "-100 during training (every loss that reads labels ignores them; inputs are unchanged, so compute is not "
-            "saved, and the dynamics / uniformity losses still see every position; SMT split points are drawn over the "
-            "whole sequence unless `seq_len_curriculum_split='horizon'`). Stages last "
+            "saved; SMT split points are drawn over the whole sequence, so the dynamics / uniformity losses still see "
+            "every position, unless `seq_len_curriculum_split='horizon'`, see there). Stages last "
             "`seq_len_curriculum_steps` optimizer steps counted from this trainer's first step; the last one lasts "
             "to the end and must be the sequence length (a batch longer than it is refused). Episodes only (smt/joint with split='random', dmt with dmt_start='initial', bptt). "
             "Strictly increasing int lengths >= 2, e.g. [8, 16, 24, 32] (parity: recipes/results/teacher_curves.md). "
@@ -128,9 +128,10 @@ class SMTTrainingArguments(TrainingArguments):
             "help": "smt/joint with `seq_len_curriculum`: where the SMT split points c are drawn during training. "
             "'sequence' (default): uniform over 0..L-1 as without a curriculum, so a split at c >= the stage length H "
             "has no supervised decoder target (at H=8 of L=32, 3 splits in 4). 'horizon': uniform over 0..H-1, so "
-            "every split's first future target labels[c] lies in the supervised positions; on the default path (one transition per split) "
-            "the dynamics loss then sees only transitions from c < H until the last stage (with smt_all_prefixes it "
-            "still sees all). Evaluation is unchanged."
+            "every split's first future target labels[c] lies in the supervised positions; on the default path (one "
+            "transition per split) the dynamics and uniformity losses then see only memories of contexts shorter than "
+            "H until the last stage (with smt_all_prefixes the dynamics loss still sees every transition). Evaluation "
+            "is unchanged."
         },
     )
     lambda_dyn: float = field(default=0.1, metadata={"help": "Weight of the SMT dynamics (memory regression) loss."})

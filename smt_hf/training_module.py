@@ -139,7 +139,14 @@ class SMTTrainingModule(nn.Module):
 
     def forward(self, split_horizon: int | None = None, **batch) -> dict[str, torch.Tensor]:
         """The loss parts of one batch (`smt_hf.losses.combine` weighs them). `split_horizon` (smt/joint,
-        `seq_len_curriculum_split='horizon'`, passed by `SMTTrainer.compute_loss`): draw split points c < it."""
+        `seq_len_curriculum_split='horizon'`, passed by `SMTTrainer.compute_loss`): draw split points c < it.
+
+        Raises:
+            ValueError: `split_horizon` with pre-cut SMT windows (their split points are drawn) or in dmt/bptt."""
+        if split_horizon is not None and (self.mode not in ("smt", "joint") or "context_ids" in batch):
+            raise ValueError("split_horizon (seq_len_curriculum_split='horizon') draws SMT split points, so it needs "
+                             f"mode 'smt' or 'joint' with sequence batches (input_ids, labels); got mode={self.mode!r}"
+                             + (" with pre-cut SMT windows (context_ids)" if "context_ids" in batch else "") + ".")
         if self.mode in ("smt", "joint"):
             seq = batch
             if self.args.smt_all_prefixes:

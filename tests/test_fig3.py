@@ -133,18 +133,23 @@ def test_a_family_dmt_setting_reaches_the_one_step_dmt_phase_and_is_checked_firs
     assert not list(tmp_path.iterdir())
 
 
-def test_a_length_curriculum_family_needs_smt_steps_past_its_last_stage(tmp_path, monkeypatch):
+@pytest.mark.parametrize("family, split", [("parity_enc_lm_curriculum", None),
+                                           ("parity_enc_lm_curriculum_horizon", "horizon")])
+def test_a_length_curriculum_family_needs_smt_steps_past_its_last_stage(tmp_path, monkeypatch, family, split):
     """`parity_enc_lm_curriculum` supervises all 32 positions from SMT step 3000: the default 900 steps are refused
     before the data is built (they would train another teacher than the calibrated one), 4000 pass every phase's
-    argument check, and the curriculum reaches the SMT phase only (BPTT and DMT train on every position)."""
+    argument check, and the curriculum (and its split setting) reaches the SMT phase only (BPTT and DMT train on
+    every position; DMT and BPTT would refuse `seq_len_curriculum_split`)."""
     monkeypatch.setattr("smt_hf.data.make_task", lambda *a, **k: pytest.fail("reached data"))
-    fam = n.family_settings("parity_enc_lm_curriculum")
+    fam = n.family_settings(family)
     assert fam["smt"]["seq_len_curriculum"] == [8, 12, 16, 20, 24, 28, 32] and fam["smt"]["mode"] == "smt"
-    assert "seq_len_curriculum" not in fam["training"] and "seq_len_curriculum" not in fam["dmt"]
+    assert fam["smt"].get("seq_len_curriculum_split") == split
+    for key in ("seq_len_curriculum", "seq_len_curriculum_split"):
+        assert key not in fam["training"] and key not in fam["dmt"]
     with pytest.raises(ValueError, match="reaches its last length at step 3000"):
-        n.run(family="parity_enc_lm_curriculum", smt_steps=900, seed=0, out=str(tmp_path))
+        n.run(family=family, smt_steps=900, seed=0, out=str(tmp_path))
     with pytest.raises(pytest.fail.Exception, match="reached data"):  # all phases accepted
-        n.run(family="parity_enc_lm_curriculum", smt_steps=4000, seed=0, out=str(tmp_path))
+        n.run(family=family, smt_steps=4000, seed=0, out=str(tmp_path))
     assert not list(tmp_path.iterdir())
 
 

@@ -181,6 +181,8 @@ def test_horizon_split_points_lie_inside_the_stage_length(tmp_path, mode, all_pr
         draws[where] = seen
     for step, c in enumerate(draws["horizon"]):
         assert c.shape[0] == 8 and int(c.max()) < (4, 4, 7, 7, T)[step]
+    for stage, h in ((slice(0, 2), 4), (slice(2, 4), 7)):  # the whole range 0..H-1, H-1 included
+        assert int(torch.cat(draws["horizon"][stage]).max()) == h - 1
     early = torch.cat(draws["sequence"][:2])
     assert int(early.max()) >= 4 and float((early >= 4).float().mean()) > 0.5
     assert int(torch.cat(draws["horizon"][4:]).max()) >= 7  # the last stage draws over the whole sequence again
@@ -199,10 +201,13 @@ def test_horizon_split_windows_have_a_supervised_first_target(tmp_path):
     whole = mod.smt_batch(x, y)
     first, c = inside["future_labels"][:, 0], inside["split_points"]
     assert ((first != -100) | (c == 0)).all() and int(c.max()) < 4  # parity has no label at position 0
+    assert torch.equal(c, whole["split_points"] // (T // 4))  # the same uniform draws, over 0..3 instead of 0..T-1
     assert ((whole["future_labels"][:, 0] == -100) & (whole["split_points"] >= 4)).any()
 
 
 def test_horizon_split_is_refused_without_a_curriculum_or_outside_smt(tmp_path):
+    """The arguments refuse 'horizon' where it cannot act; the module refuses a split horizon it would ignore
+    (pre-cut SMT windows, whose split points are already drawn; DMT and BPTT, which draw none)."""
     base = dict(output_dir=str(tmp_path), use_cpu=True, seq_len_curriculum_split="horizon")
     with pytest.raises(ValueError, match="needs mode 'smt' or 'joint' with a seq_len_curriculum"):
         SMTTrainingArguments(mode="smt", **base)
@@ -212,3 +217,14 @@ def test_horizon_split_is_refused_without_a_curriculum_or_outside_smt(tmp_path):
         SMTTrainingArguments(mode="smt", seq_len_curriculum_split="stage", output_dir=str(tmp_path), use_cpu=True)
     a = SMTTrainingArguments(mode="joint", seq_len_curriculum=[4, 8], seq_len_curriculum_steps=5, **base)
     assert a.seq_len_curriculum_split == "horizon"
+    student, teacher = models()
+    mod = SMTTrainingModule(student, teacher, args(tmp_path, mode="smt", smt_all_prefixes=False))
+    data = make_task("parity", 4, T, seed=0)
+    x, y = torch.tensor(data["input_ids"]), torch.tensor(data["labels"])
+    windows = mod.smt_batch(x, y)
+    with pytest.raises(ValueError, match="pre-cut SMT windows"):
+        mod(split_horizon=4, **windows)
+    mod(**windows)
+    bptt = SMTTrainingModule(student, None, args(tmp_path, mode="bptt", smt_all_prefixes=False))
+    with pytest.raises(ValueError, match="mode 'smt' or 'joint'"):
+        bptt(input_ids=x, labels=y, split_horizon=4)
