@@ -164,9 +164,10 @@ def run(task="needle", seq_len=None, seed=0, smt_steps=None, dmt_steps=None, out
     if os.path.exists(stem + ".json") and json.load(open(stem + ".json")).get("family") != family:
         raise ValueError(f"{stem}.json is a run of another family ({json.load(open(stem + '.json')).get('family')!r}, "
                          f"not {family!r}): use another --out")
+    phase_settings = {"smt": smt_set, "dmt": dmt_set, "full_rollout": FULL_ROLLOUT, "bptt": BPTT}
     run_info = {**({"command": command} if command else {}), "task": task, "family": family, "task_kwargs": kw,
-                "seq_len": T, "seed": seed, "machine": machine(), "threads": threads, "model": model, "settings": {"smt": smt_set, "dmt": dmt_set, "full_rollout": FULL_ROLLOUT, "bptt": BPTT},
-                "rows": rows, "drift": curves}
+                "seq_len": T, "seed": seed, "machine": machine(), "threads": threads, "model": model,
+                "settings": phase_settings, "rows": rows, "drift": curves}
 
     def save():
         with open(stem + ".json", "w") as f:
