@@ -91,13 +91,14 @@ METRICS = ("teacher_acc", "onestep_acc", "student_acc", "drift_mean", "drift_las
 def run(task="needle", seq_len=None, seed=0, smt_steps=None, dmt_steps=None, out=DEFAULT_OUT, threads=1,
         bptt=True, full_rollout=True, save_dir=None, bptt_seconds=None, bptt_only=False, continue_dmt=False,
         smt_memory_noise=0.0, dmt_stride=None, dmt_schedule=None, causal_teacher=False, dmt_matched_steps=None,
-        reuse_from=None, family=None, bptt_multiples=(1,), command=None):
+        reuse_from=None, family=None, bptt_multiples=(1,), command=None, backbone="transformer", bptt_lr=None):
     """One seed end to end (module docstring). Steps and DMT settings left None come from the family (teachers.yaml:
     `smt_steps`, `dmt_steps`, `dmt_training`), else the recipe's defaults (SMT 900 steps at T <= 32, 1400 above; DMT
     300 steps, the package's schedule); a value given here wins over the family's (`dmt_stride` also drops the
     family's `dmt_matched_steps`, which needs stride 1; `dmt_matched_steps=0` drops it: every transition).
     `command` (the command line) is recorded in the JSON (on the appended row with `continue_dmt`, with the
-    settings that row ran with)."""
+    settings that row ran with). `backbone` is the student's updater (every row); `bptt_lr` BPTT's learning rate
+    (None: 1e-3, the BPTT dict); both are recorded in the JSON (`model`, `settings`)."""
     import torch
 
     sys.path.insert(0, os.path.dirname(__file__))
@@ -129,6 +130,8 @@ def run(task="needle", seq_len=None, seed=0, smt_steps=None, dmt_steps=None, out
     if dmt_matched_steps == 0 or (dmt_stride is not None and dmt_matched_steps is None):
         dmt_set.pop("dmt_matched_steps", None)  # every (k-th) transition instead of the family's random draws
     model = fam["model"] if fam else MODEL
+    model = {**model, "student": {**model["student"], "backbone": backbone}}
+    bptt_set = BPTT if bptt_lr is None else dict(BPTT, learning_rate=bptt_lr)
     model = model if not causal_teacher else {**model, "teacher": {**model["teacher"], "encoder_causal": True}}
 
     def phase(name, student, teacher, settings, steps, callbacks=None):
@@ -152,19 +155,26 @@ def run(task="needle", seq_len=None, seed=0, smt_steps=None, dmt_steps=None, out
         return tr, row
 
     reusable = load_reusable(reuse_from, task, T, seed, model) if reuse_from else []
-    phases = [dict(dmt_set, max_steps=dmt_steps), FULL_ROLLOUT, BPTT] + (
+    phases = [dict(dmt_set, max_steps=dmt_steps), FULL_ROLLOUT, bptt_set] + (
         [] if bptt_only or continue_dmt else [dict(smt_set, max_steps=smt_steps)])
     for settings in phases:  # refuse bad settings now, not after the SMT phase (nor after building the data)
         SMTTrainingArguments(output_dir="outputs/needle_e2e/tmp", **common, **settings)
-    train = make_task(task, 200000, T, seed=seed, **kw)
-    ev = make_task(task, 512, T, seed=10**6 + seed, **kw)
-    os.makedirs(out, exist_ok=True)
     tag = "" if list(bptt_multiples) == [1] else "_x" + "_".join(f"{m:g}" for m in bptt_multiples)
     stem = os.path.join(out, f"{family or task}_e2e_T{T}_s{seed}" + (f"_bptt{tag}" if bptt_only else ""))
     if os.path.exists(stem + ".json") and json.load(open(stem + ".json")).get("family") != family:
         raise ValueError(f"{stem}.json is a run of another family ({json.load(open(stem + '.json')).get('family')!r}, "
                          f"not {family!r}): use another --out")
-    phase_settings = {"smt": smt_set, "dmt": dmt_set, "full_rollout": FULL_ROLLOUT, "bptt": BPTT}
+    for path in glob.glob(os.path.join(out, f"{family or task}_e2e_T{T}_s*.json")):  # its tables average these
+        other = json.load(open(path))
+        theirs = (other.get("model", MODEL)["student"].get("backbone", "transformer"),
+                  other.get("settings", {}).get("bptt", BPTT)["learning_rate"])  # older JSONs: the recipe's
+        if theirs != (backbone, bptt_set["learning_rate"]):
+            raise ValueError(f"{path} ran backbone {theirs[0]!r} with BPTT lr {theirs[1]:g}, not {backbone!r} with "
+                             f"{bptt_set['learning_rate']:g}: its table would average both; use another --out")
+    train = make_task(task, 200000, T, seed=seed, **kw)
+    ev = make_task(task, 512, T, seed=10**6 + seed, **kw)
+    os.makedirs(out, exist_ok=True)
+    phase_settings = {"smt": smt_set, "dmt": dmt_set, "full_rollout": FULL_ROLLOUT, "bptt": bptt_set}
     run_info = {**({"command": command} if command else {}), "task": task, "family": family, "task_kwargs": kw,
                 "seq_len": T, "seed": seed, "machine": machine(), "threads": threads, "model": model,
                 "settings": phase_settings, "rows": rows, "drift": curves}
@@ -196,7 +206,7 @@ def run(task="needle", seq_len=None, seed=0, smt_steps=None, dmt_steps=None, out
         init = copy.deepcopy(student.state_dict())
         for multiple in bptt_multiples:
             student.load_state_dict(init)
-            phase(bptt_row(multiple), student, None, BPTT, 10**6, [TimeBudget(multiple * bptt_seconds)])
+            phase(bptt_row(multiple), student, None, bptt_set, 10**6, [TimeBudget(multiple * bptt_seconds)])
             rows[-1]["budget_seconds"] = round(multiple * bptt_seconds, 1)
             save()
         summarize(out, family, task, T)
@@ -214,7 +224,7 @@ def run(task="needle", seq_len=None, seed=0, smt_steps=None, dmt_steps=None, out
     for multiple in bptt_multiples if bptt else ():
         student.load_state_dict(init)
         budget = multiple * (smt["seconds"] + dmt["seconds"] if bptt_seconds is None else bptt_seconds)
-        phase(bptt_row(multiple), student, None, BPTT, 10**6, [TimeBudget(budget)])
+        phase(bptt_row(multiple), student, None, bptt_set, 10**6, [TimeBudget(budget)])
         rows[-1]["budget_seconds"] = round(budget, 1)
         save()
     try:
@@ -424,7 +434,9 @@ def write_summary(out: str, task: str, T: int) -> str:
         return ""
     head = (f"{task}, T={T}, seeds {sorted({r['seed'] for r in runs})}, {runs[0]['machine']}, {runs[0]['threads']} thread(s); "
             "wall-clock = that phase's training time on a shared machine; BPTT gets the wall-clock of joint SMT + one-step DMT "
-            "unless a row's budget says otherwise")
+            f"unless a row's budget says otherwise; student `{runs[0].get('model', MODEL)['student']}`")
+    if runs[0].get("settings"):  # one BPTT setting per folder (run() refuses to mix them)
+        head += f", BPTT `{runs[0]['settings']['bptt']}`"
     full = [r for r in runs if any(x["run"] == ROWS[0] for x in r["rows"])]  # (not the BPTT-only runs)
     settings = {json.dumps(r.get("settings", {}), sort_keys=True) for r in full}
     if len(settings) == 1 and full[0].get("settings"):
@@ -582,6 +594,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bptt-seconds", type=float, default=None,
                    help="BPTT's wall-clock budget (default: the measured wall-clock of joint SMT + one-step DMT)")
     p.add_argument("--no-full-rollout", action="store_true")
+    p.add_argument("--backbone", default="transformer", choices=["transformer", "mlp", "gru"],
+                   help="the student's updater, every row (default transformer)")
+    p.add_argument("--bptt-lr", type=float, default=None, help=f"BPTT learning rate (default {BPTT['learning_rate']:g})")
     p.add_argument("--out", default=DEFAULT_OUT, help=f"folder for JSON, plots, tables (default {DEFAULT_OUT}; "
                    "`--out recipes/results` updates the shipped results)")
     return p
@@ -604,7 +619,7 @@ def cli(argv=None):
             smt_memory_noise=a.smt_memory_noise, dmt_stride=a.dmt_stride, dmt_schedule=a.dmt_schedule,
             causal_teacher=a.causal_teacher, dmt_matched_steps=a.dmt_matched_steps,
             reuse_from=[p.replace("{seed}", str(s)) for p in a.reuse_rows] if a.reuse_rows else None,
-            family=a.family, bptt_multiples=a.bptt_multiples, command=command)
+            family=a.family, bptt_multiples=a.bptt_multiples, command=command, backbone=a.backbone, bptt_lr=a.bptt_lr)
 
 
 if __name__ == "__main__":

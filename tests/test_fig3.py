@@ -256,3 +256,26 @@ def test_continue_dmt_appends_a_row_with_its_own_command_and_keeps_the_first_run
     again = json.load(open(stem))
     assert "command" not in again and again["rows"][3]["command"] == "third"
     assert again["rows"][3]["settings"]["seed"] == 5
+
+
+def test_backbone_and_bptt_lr_reach_the_student_and_bptt_and_a_folder_never_mixes_them(tmp_path, monkeypatch):
+    """--backbone sets the student's updater for every row and --bptt-lr BPTT's learning rate (was: neither could be
+    changed, so a BPTT failure could not be told from its backbone or lr); both are recorded in the JSON and named in
+    the family table; a folder whose runs used another backbone or lr is refused (its table would average both)."""
+    n.run(task="needle", seq_len=8, seed=0, out=str(tmp_path), bptt_seconds=0.2, bptt_only=True, backbone="gru",
+          bptt_lr=3e-3)
+    run = json.load(open(tmp_path / "needle_e2e_T8_s0_bptt.json"))
+    assert run["model"]["student"]["backbone"] == "gru" and run["settings"]["bptt"]["learning_rate"] == 3e-3
+    assert run["settings"]["bptt"] == dict(n.BPTT, learning_rate=3e-3)  # everything else as the recipe's
+    md = (tmp_path / "needle_e2e_T8.md").read_text()
+    assert "'backbone': 'gru'" in md and "'learning_rate': 0.003" in md
+    monkeypatch.setattr("smt_hf.data.make_task", lambda *a, **k: pytest.fail("reached data"))
+    for kw in (dict(backbone="transformer", bptt_lr=3e-3), dict(backbone="gru", bptt_lr=None)):
+        with pytest.raises(ValueError, match="would average both"):
+            n.run(task="needle", seq_len=8, seed=1, out=str(tmp_path), bptt_seconds=0.2, bptt_only=True, **kw)
+    seen = {}
+    monkeypatch.setattr(n, "run", lambda *a, **k: seen.update(k))
+    n.cli(["--task", "needle", "--backbone", "mlp", "--bptt-lr", "3e-4", "--out", str(tmp_path)])
+    assert (seen["backbone"], seen["bptt_lr"]) == ("mlp", 3e-4)
+    n.cli(["--task", "needle", "--out", str(tmp_path)])
+    assert (seen["backbone"], seen["bptt_lr"]) == ("transformer", None)
