@@ -8,6 +8,9 @@ Per seed, one student:
 4. BPTT: the same student architecture from the same initialisation, for the wall-clock of rows 1+2 (and, with
    `--bptt-multiples 1 4`, also for 4x that wall-clock).
 
+The student is a transformer updater unless `--backbone` says otherwise (mlp, gru); `--bptt-lr` sets BPTT's learning
+rate. A folder holds one (backbone, BPTT lr): its tables average every seed in it.
+
 `--family NAME` takes the task, its options, the teacher, the SMT learning rate / warm-up and evaluation settings of
 that family from the teacher calibration (recipes/configs/calibration/teachers.yaml, recipes/teacher_curves.py), and
 its end-to-end run (SMT steps, DMT steps and one-step DMT settings: the Fig 3 runs; flags given override them); the
@@ -36,6 +39,10 @@ import shlex
 import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from e2e_report import (  # noqa: E402,F401  (the tables and plots over run JSONs; some names re-exported for tests)
+    FIG3_MAIN, METRICS, ROWS, bptt_row, continued_dmt, fig3, row_label, table, write_summary)
+
 DEFAULT_OUT = "outputs/needle_e2e"  # not the tracked recipes/results unless --out says so
 TASKS = {"needle": dict(vocab_size=16), "parity": {}, "string_copy": {}, "stack": {}, "associative_recall": {},
          "icl_modular": {}}
@@ -50,19 +57,6 @@ BPTT = dict(mode="bptt", per_device_train_batch_size=64, learning_rate=1e-3, war
 # DMT: the package defaults (one_step, k=1, teacher transitions) plus what this recipe sets for episodes
 DMT = dict(mode="dmt", per_device_train_batch_size=32, learning_rate=3e-4, dmt_start="initial")
 FULL_ROLLOUT = dict(DMT, dmt_gradient="full_rollout", dmt_stride=8, dmt_teacher_transitions=False)
-ROWS = ("joint SMT", "SMT -> DMT one_step", "SMT -> DMT full_rollout", "BPTT (same wall-clock)", "BPTT (4x wall-clock)")
-
-
-def bptt_row(multiple: float) -> str:
-    """Row name of BPTT given `multiple` x the wall-clock of joint SMT + one-step DMT."""
-    return ROWS[3] if multiple == 1 else ROWS[4] if multiple == 4 else f"BPTT ({multiple:g}x wall-clock)"
-
-
-def row_label(name: str, run: dict) -> str:
-    """The printed name of a row: the SMT row (stored as ROWS[0]) says which SMT mode the run used."""
-    mode = run.get("settings", {}).get("smt", {}).get("mode", "joint")
-    return name if name != ROWS[0] or mode == "joint" else f"SMT (mode {mode})"
-
 
 def family_settings(name: str, seq_len: int | None = None, path: str = FAMILIES) -> dict:
     """The calibrated settings of one family of teachers.yaml: {task, task_kwargs, seq_len, model, smt, training}.
@@ -85,7 +79,6 @@ def family_settings(name: str, seq_len: int | None = None, path: str = FAMILIES)
                         warmup_steps=f["warmup_steps"], **(f.get("smt_training") or {})),
             "training": dict(f.get("training") or {}), "dmt": dmt,
             "smt_steps": f.get("smt_steps"), "dmt_steps": f.get("dmt_steps")}
-METRICS = ("teacher_acc", "onestep_acc", "student_acc", "drift_mean", "drift_last")
 
 
 def run(task="needle", seq_len=None, seed=0, smt_steps=None, dmt_steps=None, out=DEFAULT_OUT, threads=1,
@@ -286,274 +279,19 @@ def reuse_rows(found: list[tuple[str, dict]], rows: list[dict], save) -> bool:
     return any(x["run"] == ROWS[2] for x in rows)
 
 
-def step_seqflops(run: dict) -> dict[str, int]:
-    """SeqFLOPs of one training step of each row (smt_hf.seqflops), per sequence, for the run's models."""
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from smt import build_models
-
-    from smt_hf.data import task_vocab_size
-    from smt_hf.seqflops import component_flops, seq_flops
-
-    T = run["seq_len"]
-    student, teacher = build_models(run["model"], task_vocab_size(run["task"], **run["task_kwargs"]), T)
-    F = component_flops(student.eval(), teacher.eval(), context_length=T, future_length=T)
-    return {ROWS[0]: seq_flops("joint", F), ROWS[1]: seq_flops("dmt", F, rollout_length=T, dmt_gradient="one_step"),
-            ROWS[2]: seq_flops("dmt", F, rollout_length=T, dmt_gradient="full_rollout"),
-            ROWS[3]: seq_flops("bptt", F, seq_len=T), ROWS[4]: seq_flops("bptt", F, seq_len=T)}
-
-
-def mean_spread(xs: list[float]) -> str:
-    """"mean ± half-range" of per-seed values (2 decimals; the value alone for one seed, "-" for none)."""
-    if not xs:
-        return "-"
-    return f"{sum(xs) / len(xs):.2f}" + (f" ± {(max(xs) - min(xs)) / 2:.2f}" if len(xs) > 1 else "")
-
-
-def table(runs: list[dict]) -> str:
-    """Markdown table over runs (one per seed): mean ± half-range of each metric, per row name; SeqFLOPs per step
-    (the longest sequential chain of one training step, per sequence; smt_hf.seqflops)."""
-    flops = step_seqflops(runs[0])
-    lines = ["| run | DMT gradient | steps | wall-clock s | SeqFLOPs / step | teacher acc | one-step acc | standalone acc | "
-             "drift 1-R^2 mean | per seed standalone |", "|---|---|---|---|---|---|---|---|---|---|"]
-    extra = [r["run"] for run in runs for r in run["rows"] if r["run"] not in ROWS]
-    for name in list(ROWS[:2]) + list(dict.fromkeys(extra)) + list(ROWS[2:]):
-        rs = [r for run in runs for r in run["rows"] if r["run"] == name]
-        if not rs:
-            continue
-        col = lambda k: [r[k] for r in rs if r.get(k) is not None]  # noqa: E731
-        grad = {"one_step": "one_step (no BPTT)", "full_rollout": "full_rollout (truncated BPTT)"}.get(rs[0]["dmt_gradient"], "-")
-        lines.append(f"| {row_label(name, runs[0])} | {grad} | {sum(col('steps')) / len(rs):.0f} | {sum(col('seconds')) / len(rs):.0f} | "
-                     f"{flops.get(name, flops[ROWS[3] if name.startswith('BPTT') else ROWS[1]]) / 1e6:.1f} M | "
-                     f"{mean_spread(col('teacher_acc'))} | {mean_spread(col('onestep_acc'))} | {mean_spread(col('student_acc'))} | "
-                     f"{mean_spread(col('drift_mean'))} | "
-                     + ", ".join(f"{r['student_acc']:.2f}" + ("†" if r.get("reused_from") else "")
-                                 for r in rs if r.get("student_acc") is not None) + " |")
-    if any(r.get("reused_from") for run in runs for r in run["rows"]):
-        lines.append("\n† from another run of the same seed whose joint-SMT row is identical (`--reuse-rows`, or as noted): "
-                     + ", ".join(sorted({r["reused_from"] for run in runs for r in run["rows"] if r.get("reused_from")})))
-    budgets = [f"s{run['seed']} {r['budget_seconds']:.0f} s" for run in runs for r in run["rows"] if r.get("budget_seconds")]
-    if budgets:
-        lines.append("\nBPTT wall-clock budget per seed: " + ", ".join(budgets))
-    return "\n".join(lines)
-
-
-def compute_paths(runs: list[dict]) -> dict[str, list[tuple[float, float, float]]]:
-    """Mean over seeds of (cumulative SeqFLOPs per sequence, training tokens, standalone accuracy) at the end of each
-    phase: SMT -> one-step DMT and SMT -> full-rollout DMT as two-stage paths from the end of SMT, BPTT as one point.
-    Cumulative SeqFLOPs = steps x SeqFLOPs/step of each phase (`step_seqflops`); tokens = steps x batch x T."""
-    flops, T = step_seqflops(runs[0]), runs[0]["seq_len"]
-    batch = {ROWS[0]: SMT["per_device_train_batch_size"], ROWS[1]: DMT["per_device_train_batch_size"],
-             ROWS[2]: FULL_ROLLOUT["per_device_train_batch_size"], ROWS[3]: BPTT["per_device_train_batch_size"],
-             ROWS[4]: BPTT["per_device_train_batch_size"]}
-
-    def mean_point(name, base=None):
-        pts = []
-        for run in runs:
-            r = next((r for r in run["rows"] if r["run"] == name), None)
-            if r is None or r.get("student_acc") is None:
-                continue
-            b = next((x for x in run["rows"] if x["run"] == base), None) if base else None
-            f0, t0 = (b["steps"] * flops[base], b["steps"] * batch[base] * T) if b else (0, 0)
-            pts.append((f0 + r["steps"] * flops[name], t0 + r["steps"] * batch[name] * T, r["student_acc"]))
-        return tuple(sum(p[i] for p in pts) / len(pts) for i in range(3)) if pts else None
-
-    smt = mean_point(ROWS[0])
-    paths = {"SMT -> DMT one_step (no BPTT)": [smt, mean_point(ROWS[1], ROWS[0])],
-             "SMT -> DMT full_rollout (truncated BPTT)": [smt, mean_point(ROWS[2], ROWS[0])],
-             "BPTT": [mean_point(ROWS[3])], "BPTT, 4x wall-clock": [mean_point(ROWS[4])]}
-    return {k: v for k, v in paths.items() if all(v)}
-
-
-def plot_compute(runs: list[dict], path: str) -> str:
-    """Standalone accuracy against cumulative SeqFLOPs and against training tokens (paper Fig 6): `compute_paths`."""
-    from smt_hf.viz import plot_panels
-
-    paths = compute_paths(runs)
-    curves = [{k: ([p[i] for p in v], [p[2] for p in v]) for k, v in paths.items()} for i in (0, 1)]
-    plot_panels([dict(curves=curves[0], xlabel="cumulative SeqFLOPs per sequence", ylabel="standalone accuracy",
-                      logx=True, markers=True, title="vs sequential compute", data_xticks=False),
-                 dict(curves=curves[1], xlabel="training tokens", ylabel="standalone accuracy", logx=True,
-                      markers=True, title="vs tokens", data_xticks=False)],
-                path, suptitle=f"{runs[0]['task']} T={runs[0]['seq_len']}, mean over the seeds that ran each row "
-                                f"(seeds {sorted({r['seed'] for r in runs})})")
-    return path
-
-
-def family_name(run: dict) -> str:
-    """The family a run JSON belongs to: its --family, or `<task> (recipe model)` for a run without one."""
-    return run.get("family") or f"{run['task']} (recipe model)"
-
-
-def load_runs(out: str, pattern: str) -> list[dict]:
-    """The run JSONs in `out` matching `pattern`, in name order (s<seed>.json before s<seed>_bptt*.json), with each
-    (family, seed, row) kept once: the first file that has it."""
-    runs, seen = [], set()
-    for path in sorted(glob.glob(os.path.join(out, pattern))):
-        run = json.load(open(path))
-        key = (family_name(run), run["seed"])
-        run["rows"] = [r for r in run["rows"] if (*key, r["run"]) not in seen]
-        seen |= {(*key, r["run"]) for r in run["rows"]}
-        runs.append(run)
-    return runs
-
-
-def continued_dmt(runs: list[dict]) -> dict[int, dict[str, list[tuple[float, float]]]]:
-    """For each seed whose one-step DMT was continued (`--continue-dmt` rows): standalone accuracy against cumulative
-    training wall-clock, {seed: {curve: [(seconds, accuracy), ...]}}. "SMT -> one-step DMT": the end of SMT, of the
-    first DMT phase and of each continuation, seconds summed over the phases before; each BPTT row of that seed (from
-    any of its JSONs) is a point at its own training seconds."""
-    out = {}
-    for seed in sorted({r["seed"] for r in runs}):
-        rows = [x for r in runs if r["seed"] == seed for x in r["rows"]]
-        dmt = [x for x in rows if x["run"] == ROWS[1] or x["run"].startswith(ROWS[1] + " (+")]
-        if len(dmt) < 2 or not any(x["run"] == ROWS[0] for x in rows):
-            continue
-        t, path = 0.0, []
-        for x in [next(x for x in rows if x["run"] == ROWS[0])] + dmt:
-            t += x["seconds"]
-            path.append((t, x["student_acc"]))
-        out[seed] = {"SMT -> one-step DMT (no BPTT)": path,
-                     **{x["run"]: [(x["seconds"], x["student_acc"])] for x in rows if x["run"].startswith("BPTT")}}
-    return out
-
-
-def plot_continued_dmt(task: str, T: int, seed: int, curves: dict, path: str) -> str:
-    """`continued_dmt` of one seed as a picture: accuracy against cumulative wall-clock."""
-    from smt_hf.viz import plot_curves
-
-    plot_curves(None, {k: ([p[0] for p in v], [p[1] for p in v]) for k, v in curves.items()}, path, markers=True,
-                title=f"{task} T={T}, seed {seed}: longer one-step DMT" + (" vs BPTT" if len(curves) > 1 else ""),
-                xlabel="training wall-clock s",
-                ylabel="standalone accuracy", data_xticks=False)
-    return path
-
-
-def write_summary(out: str, task: str, T: int) -> str:
-    runs = load_runs(out, f"{task}_e2e_T{T}_s*.json")
-    if not runs:
-        return ""
-    head = (f"{task}, T={T}, seeds {sorted({r['seed'] for r in runs})}, {runs[0]['machine']}, {runs[0]['threads']} thread(s); "
-            "wall-clock = that phase's training time on a shared machine; BPTT gets the wall-clock of joint SMT + one-step DMT "
-            f"unless a row's budget says otherwise; student `{runs[0].get('model', MODEL)['student']}`")
-    if runs[0].get("settings"):  # one BPTT setting per folder (run() refuses to mix them)
-        head += f", BPTT `{runs[0]['settings']['bptt']}`"
-    full = [r for r in runs if any(x["run"] == ROWS[0] for x in r["rows"])]  # (not the BPTT-only runs)
-    settings = {json.dumps(r.get("settings", {}), sort_keys=True) for r in full}
-    if len(settings) == 1 and full[0].get("settings"):
-        st = full[0]["settings"]
-        names = {"smt": row_label(ROWS[0], full[0]), "dmt": "one-step DMT", "full_rollout": "full-rollout DMT", "bptt": "BPTT"}
-        head += (".\n\nSettings (set by the recipe for every phase: context_length = future_length = rollout_length = T, "
-                 "eval batch 128; BPTT stops at its wall-clock budget; other fields: SMTTrainingArguments defaults): ") + "; ".join(f"{names.get(k, k)} `{v}`" for k, v in st.items())
-    elif len(settings) > 1:
-        head += ". Seeds ran with different settings (see each JSON's `settings`)"
-    md = f"{head}\n\n{table(runs)}\n" + _plot_link("accuracy vs SeqFLOPs and tokens", lambda: plot_compute(
-        runs, os.path.join(out, f"{task}_e2e_T{T}_seqflops.png")))
-    for seed, curves in continued_dmt(runs).items():
-        bptt = [f"{k} {v[0][1]:.2f} in {v[0][0]:.0f} s" for k, v in curves.items() if k.startswith("BPTT")]
-        rate = [f"{x['steps'] / x['seconds']:.2f}" for r in runs if r["seed"] == seed for x in r["rows"]
-                if x["run"] == ROWS[0] or x["run"].startswith(ROWS[1])]
-        png = os.path.join(out, f"{task}_e2e_T{T}_s{seed}_dmt_steps.png")
-        md += (f"\nLonger one-step DMT, seed {seed} (`--continue-dmt`: each continuation runs its steps on the saved "
-               "student with a fresh schedule; the DMT rows above marked `+N steps`): standalone accuracy at cumulative "
-               "training wall-clock s (SMT, then each DMT phase): "
-               + ", ".join(f"{t:.0f} s: {a:.2f}" for t, a in curves["SMT -> one-step DMT (no BPTT)"])
-               + f" (steps/s of each phase, a measure of the machine's load: {', '.join(rate)})"
-               + ("; BPTT: " + ", ".join(bptt) if bptt else "; no BPTT run of this seed here") + ".\n")
-        md += _plot_link(f"longer one-step DMT, seed {seed}",
-                         lambda: plot_continued_dmt(task, T, seed, curves, png))
-    with open(os.path.join(out, f"{task}_e2e_T{T}.md"), "w") as f:
-        f.write(md)
-    return md
-
-
-def _plot_link(label: str, plot) -> str:
-    """`plot()` (returns the PNG path) and a markdown image link to it by file name; "" without matplotlib."""
-    try:
-        return f"\n![{label}]({os.path.basename(plot())})\n"
-    except ImportError:  # matplotlib is optional
-        return ""
-
-
-FIG3_COLUMNS = (("teacher", ROWS[0], "teacher_acc"), ("SMT one-step", ROWS[0], "onestep_acc"),
-                ("SMT standalone", ROWS[0], "student_acc"), ("SMT -> DMT one_step (no BPTT)", ROWS[1], "student_acc"),
-                ("SMT -> DMT full_rollout (truncated BPTT)", ROWS[2], "student_acc"),
-                ("BPTT, same wall-clock", ROWS[3], "student_acc"), ("BPTT, 4x wall-clock", ROWS[4], "student_acc"))
-
-# Fig 3's headline: one family per task, chosen by hand: the setting whose teacher learned the task
-# (recipes/results/teacher_curves.md) and that has the most rows run. Another family of a task that has its headline
-# family in the folder is listed below as a setting tried; a family of any other task stays in the headline.
-FIG3_MAIN = ("needle (recipe model)", "string_copy", "parity_enc_lm_curriculum", "stack", "associative_recall_curriculum",
-             "icl_modular_smt")
-FIG3_TASK_ORDER = ("needle", "string_copy", "parity", "stack", "associative_recall", "icl_modular")  # the paper's:
-# retrieval, copying, state tracking (x2), associative recall, in-context learning
-
-
-def fig3(out: str, T: int) -> dict:
-    """Paper Fig 3 over the families run into `out` at length T: per family and column (FIG3_COLUMNS) the mean,
-    half-range and per-seed values of the accuracy over the seeds that ran that row, and the wall-clock of each row
-    (mean s). Writes <out>/fig3_T<T>.json (with `main`: the headline families, see FIG3_MAIN, in the paper's task
-    order), .md (a table of the headline families, then one of the other settings tried) and .png (the headline
-    families: bars with half-range error bars and a dot per seed); returns the dict."""
-    found = load_runs(out, f"*_e2e_T{T}_s*.json")
-    runs: dict[str, dict[int, dict[str, dict]]] = {}  # family -> seed -> row name -> row
-    for run in found:
-        runs.setdefault(family_name(run), {}).setdefault(run["seed"], {}).update({r["run"]: r for r in run["rows"]})
-    res = {}
-    for fam, seeds in sorted(runs.items()):
-        res[fam] = {}
-        for col, row, key in FIG3_COLUMNS:
-            got = {s: rs[row] for s, rs in sorted(seeds.items()) if rs.get(row, {}).get(key) is not None}
-            xs = [r[key] for r in got.values()]
-            res[fam][col] = {"mean": sum(xs) / len(xs), "half_range": (max(xs) - min(xs)) / 2, "seeds": list(got),
-                             "values": xs, "seconds": sum(r["seconds"] for r in got.values()) / len(got)} if xs else None
-    machines = sorted({run["machine"] for run in found})
-    task = {family_name(run): run["task"] for run in found}
-    covered = {task[fam] for fam in FIG3_MAIN if fam in res}
-    main = sorted((fam for fam in res if fam in FIG3_MAIN or task[fam] not in covered),
-                  key=lambda fam: (FIG3_TASK_ORDER.index(task[fam]) if task[fam] in FIG3_TASK_ORDER else len(FIG3_TASK_ORDER),
-                                   fam not in FIG3_MAIN, fam))
-    with open(os.path.join(out, f"fig3_T{T}.json"), "w") as f:
-        json.dump({"seq_len": T, "machine": machines, "main": main, "families": res}, f, indent=2)
-    cell = lambda c: "-" if c is None else f"{mean_spread(c['values'])} (n={len(c['values'])}, {c['seconds']:.0f} s)"  # noqa: E731
-    lines = [f"Fig 3 at T={T}: accuracy at the target positions of held-out episodes, mean ± half-range over seeds "
-             f"(n = seeds, mean wall-clock of that row's training). Machine: {'; '.join(machines)}. Teacher and SMT "
-             "one-step read the teacher's memories (reference only); every other column is the standalone RNN. "
-             "Per-family settings: each `<family>_e2e_T<T>.md` here; a family named `<task> (recipe model)` ran without "
-             "--family (the recipe's own MODEL and SMT settings, in its JSON)."]
-
-    def rows(fams):
-        return ["", "| family | " + " | ".join(c[0] for c in FIG3_COLUMNS) + " |", "|---" * (len(FIG3_COLUMNS) + 1) + "|",
-                *(f"| {fam} | " + " | ".join(cell(res[fam][col]) for col, _, _ in FIG3_COLUMNS) + " |" for fam in fams)]
-
-    lines += rows(main)
-    others = [fam for fam in res if fam not in main]
-    if others:
-        lines += ["", "Other settings tried at this length, for the same tasks (not in the headline; each family's "
-                  "`<family>_e2e_T<T>.md` says what differs):", *rows(others)]
-    md = "\n".join(lines) + "\n"
-
-    def plot():
-        from smt_hf.viz import plot_bars
-
-        get = lambda fam, col, k: res[fam][col][k] if res[fam][col] else float("nan")  # noqa: E731
-        cols = [c[0] for c in FIG3_COLUMNS if c[0] not in ("SMT one-step", "SMT standalone")]
-        return plot_bars(main, {c: [get(f, c, "mean") for f in main] for c in cols},
-                         os.path.join(out, f"fig3_T{T}.png"), ylabel="accuracy",
-                         title=f"Synthetic families, T={T}: standalone accuracy (teacher = reference)",
-                         errors={c: [get(f, c, "half_range") for f in main] for c in cols}, missing="not run",
-                         points={c: [res[f][c]["values"] if res[f][c] else [] for f in main] for c in cols})
-
-    md += _plot_link("Fig 3", plot)
-    with open(os.path.join(out, f"fig3_T{T}.md"), "w") as f:
-        f.write(md)
-    return res
-
-
 def positive_int(text: str) -> int:
     """argparse type: an int >= 1 (a step count or stride of 0 would be read as "not given")."""
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} is not a positive integer")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite float > 0 (a learning rate)."""
+    value = float(text)
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number")
     return value
 
 
@@ -596,7 +334,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-full-rollout", action="store_true")
     p.add_argument("--backbone", default="transformer", choices=["transformer", "mlp", "gru"],
                    help="the student's updater, every row (default transformer)")
-    p.add_argument("--bptt-lr", type=float, default=None, help=f"BPTT learning rate (default {BPTT['learning_rate']:g})")
+    p.add_argument("--bptt-lr", type=positive_float, default=None,
+                   help=f"BPTT learning rate (default {BPTT['learning_rate']:g})")
     p.add_argument("--out", default=DEFAULT_OUT, help=f"folder for JSON, plots, tables (default {DEFAULT_OUT}; "
                    "`--out recipes/results` updates the shipped results)")
     return p

@@ -262,8 +262,16 @@ def test_backbone_and_bptt_lr_reach_the_student_and_bptt_and_a_folder_never_mixe
     """--backbone sets the student's updater for every row and --bptt-lr BPTT's learning rate (was: neither could be
     changed, so a BPTT failure could not be told from its backbone or lr); both are recorded in the JSON and named in
     the family table; a folder whose runs used another backbone or lr is refused (its table would average both)."""
+    import smt
+    import smt_hf.trainer as trainer_module
+
+    built, lrs, real_build, real_trainer = [], [], smt.build_models, trainer_module.SMTTrainer
+    monkeypatch.setattr(smt, "build_models", lambda cfg, *a: (built.append(cfg), real_build(cfg, *a))[1])
+    monkeypatch.setattr(trainer_module, "SMTTrainer", lambda **kw: (lrs.append((kw["args"].learning_rate, type(
+        kw["model"].model.updater).__name__)), real_trainer(**kw))[1])
     n.run(task="needle", seq_len=8, seed=0, out=str(tmp_path), bptt_seconds=0.2, bptt_only=True, backbone="gru",
           bptt_lr=3e-3)
+    assert built[0]["student"]["backbone"] == "gru" and lrs == [(3e-3, lrs[0][1])] and "GRU" in lrs[0][1]
     run = json.load(open(tmp_path / "needle_e2e_T8_s0_bptt.json"))
     assert run["model"]["student"]["backbone"] == "gru" and run["settings"]["bptt"]["learning_rate"] == 3e-3
     assert run["settings"]["bptt"] == dict(n.BPTT, learning_rate=3e-3)  # everything else as the recipe's
@@ -279,3 +287,19 @@ def test_backbone_and_bptt_lr_reach_the_student_and_bptt_and_a_folder_never_mixe
     assert (seen["backbone"], seen["bptt_lr"]) == ("mlp", 3e-4)
     n.cli(["--task", "needle", "--out", str(tmp_path)])
     assert (seen["backbone"], seen["bptt_lr"]) == ("transformer", None)
+
+
+def test_family_table_of_a_folder_with_runs_from_before_bptt_settings_were_recorded(tmp_path):
+    """A run added to a folder whose first JSON records settings without `bptt` (committed Fig 3 needle/parity runs)
+    must rewrite the table (was: KeyError 'bptt' after training); BPTT settings are named once."""
+    def dump(name, settings, rows):
+        run = {"task": "needle", "family": None, "seq_len": 8, "seed": 0, "machine": "m", "threads": 1, "model": n.MODEL,
+               "task_kwargs": {"vocab_size": 16}, "settings": settings, "rows": rows, "drift": {}}
+        json.dump(run, open(tmp_path / f"needle_e2e_T8_{name}.json", "w"))
+
+    row = lambda name, acc: {"run": name, "dmt_gradient": None, "steps": 10, "seconds": 1.0, "student_acc": acc}  # noqa: E731
+    dump("s0", {"smt": {"mode": "joint"}, "dmt": {}, "full_rollout": {}}, [row(n.ROWS[0], 0.5)])
+    dump("s0_bptt", {"bptt": {"learning_rate": 3e-3}}, [row(n.ROWS[3], 0.1)])
+    md = n.write_summary(str(tmp_path), "needle", 8)
+    assert md.count("BPTT `{'learning_rate': 0.003}`") == 1 and "Seeds ran with" not in md
+    assert "student `{'backbone': 'transformer', 'updater_layers': 2}`" in md

@@ -70,14 +70,19 @@ def test_needle_e2e_compute_paths_accumulate_seqflops_and_tokens():
         return {"task": "needle", "task_kwargs": {"vocab_size": 16}, "seq_len": 16, "seed": seed, "model": n.MODEL,
                 "rows": rows}
 
+    import e2e_report as report
+
     runs = [run(0, 1.0), run(1, 0.5)]
-    F = n.step_seqflops(runs[0])
-    paths = n.compute_paths(runs)
+    F = report.step_seqflops(runs[0])
+    paths = report.compute_paths(runs)
     assert set(paths) == {"SMT -> DMT one_step (no BPTT)", "BPTT"}  # no seed ran full_rollout
     smt, dmt = paths["SMT -> DMT one_step (no BPTT)"]
     assert smt == (100 * F[n.ROWS[0]], 100 * 64 * 16, 0.2)
     assert dmt == (100 * F[n.ROWS[0]] + 30 * F[n.ROWS[1]], (100 * 64 + 30 * 32) * 16, 0.75)
     assert paths["BPTT"] == [(50 * F[n.ROWS[3]], 50 * 64 * 16, 0.1)]
+    # tokens count each phase's batch as its JSON records it (was: the recipe's constants, whatever the run used)
+    other = dict(run(0, 1.0), settings={"dmt": {"per_device_train_batch_size": 16}})
+    assert report.compute_paths([other])["SMT -> DMT one_step (no BPTT)"][1][1] == (100 * 64 + 30 * 16) * 16
 
 
 def test_needle_e2e_reuses_rows_only_from_the_same_smt_state(tmp_path):
