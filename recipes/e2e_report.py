@@ -24,6 +24,7 @@ def row_label(name: str, run: dict) -> str:
     mode = run.get("settings", {}).get("smt", {}).get("mode", "joint")
     return name if name != ROWS[0] or mode == "joint" else f"SMT (mode {mode})"
 
+
 def step_seqflops(run: dict) -> dict[str, int]:
     """SeqFLOPs of one training step of each row (smt_hf.seqflops), per sequence, for the run's models."""
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
