@@ -124,6 +124,11 @@ def family_name(run: dict) -> str:
     return run.get("family") or f"{run['task']} (recipe model)"
 
 
+def student_backbone(run: dict) -> str:
+    """The student's updater a run JSON trained (`--backbone`); runs from before it was recorded used the transformer."""
+    return (run.get("model") or {}).get("student", {}).get("backbone", "transformer")
+
+
 def load_runs(out: str, pattern: str) -> list[dict]:
     """The run JSONs in `out` matching `pattern`, in name order (s<seed>.json before s<seed>_bptt*.json), with each
     (family, seed, row) kept once: the first file that has it."""
@@ -253,18 +258,23 @@ def fig3(out: str, T: int) -> dict:
                              "values": xs, "seconds": sum(r["seconds"] for r in got.values()) / len(got)} if xs else None
     machines = sorted({run["machine"] for run in found})
     task = {family_name(run): run["task"] for run in found}
+    backbone = {fam: ", ".join(sorted({student_backbone(run) for run in found if family_name(run) == fam})) for fam in res}
+    updaters = sorted(set(backbone.values()))
     covered = {task[fam] for fam in FIG3_MAIN if fam in res}
     main = sorted((fam for fam in res if fam in FIG3_MAIN or task[fam] not in covered),
                   key=lambda fam: (FIG3_TASK_ORDER.index(task[fam]) if task[fam] in FIG3_TASK_ORDER else len(FIG3_TASK_ORDER),
                                    fam not in FIG3_MAIN, fam))
     with open(os.path.join(out, f"fig3_T{T}.json"), "w") as f:
-        json.dump({"seq_len": T, "machine": machines, "main": main, "families": res}, f, indent=2)
+        json.dump({"seq_len": T, "machine": machines, "student_backbone": backbone, "main": main, "families": res}, f,
+                  indent=2)
     cell = lambda c: "-" if c is None else f"{mean_spread(c['values'])} (n={len(c['values'])}, {c['seconds']:.0f} s)"  # noqa: E731
     lines = [f"Fig 3 at T={T}: accuracy at the target positions of held-out episodes, mean ± half-range over seeds "
              f"(n = seeds, mean wall-clock of that row's training). Machine: {'; '.join(machines)}. Teacher and SMT "
              "one-step read the teacher's memories (reference only); every other column is the standalone RNN. "
              "Per-family settings: each `<family>_e2e_T<T>.md` here; a family named `<task> (recipe model)` ran without "
-             "--family (the recipe's own MODEL and SMT settings, in its JSON)."]
+             "--family (the recipe's own MODEL and SMT settings, in its JSON). Student updater: "
+             + (f"{updaters[0]} (every family)." if len(updaters) == 1 else
+                "; ".join(f"{fam}: {b}" for fam, b in sorted(backbone.items())) + ".")]
 
     def rows(fams):
         return ["", "| family | " + " | ".join(c[0] for c in FIG3_COLUMNS) + " |", "|---" * (len(FIG3_COLUMNS) + 1) + "|",
@@ -284,7 +294,8 @@ def fig3(out: str, T: int) -> dict:
         cols = [c[0] for c in FIG3_COLUMNS if c[0] not in ("SMT one-step", "SMT standalone")]
         return plot_bars(main, {c: [get(f, c, "mean") for f in main] for c in cols},
                          os.path.join(out, f"fig3_T{T}.png"), ylabel="accuracy",
-                         title=f"Synthetic families, T={T}: standalone accuracy (teacher = reference)",
+                         title=f"Synthetic families, T={T}: standalone accuracy (teacher = reference)"
+                         + (f", {updaters[0]} student" if len(updaters) == 1 else ""),
                          errors={c: [get(f, c, "half_range") for f in main] for c in cols}, missing="not run",
                          points={c: [res[f][c]["values"] if res[f][c] else [] for f in main] for c in cols})
 

@@ -41,7 +41,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from e2e_report import (  # noqa: E402,F401  (the tables and plots over run JSONs; some names re-exported for tests)
-    FIG3_MAIN, METRICS, ROWS, bptt_row, continued_dmt, fig3, row_label, table, write_summary)
+    FIG3_MAIN, METRICS, ROWS, bptt_row, continued_dmt, fig3, row_label, student_backbone, table, write_summary)
 
 DEFAULT_OUT = "outputs/needle_e2e"  # not the tracked recipes/results unless --out says so
 TASKS = {"needle": dict(vocab_size=16), "parity": {}, "string_copy": {}, "stack": {}, "associative_recall": {},
@@ -159,7 +159,7 @@ def run(task="needle", seq_len=None, seed=0, smt_steps=None, dmt_steps=None, out
                          f"not {family!r}): use another --out")
     for path in glob.glob(os.path.join(out, f"{family or task}_e2e_T{T}_s*.json")):  # its tables average these
         other = json.load(open(path))
-        theirs = (other.get("model", MODEL)["student"].get("backbone", "transformer"),
+        theirs = (student_backbone(other),
                   other.get("settings", {}).get("bptt", BPTT)["learning_rate"])  # older JSONs: the recipe's
         if theirs != (backbone, bptt_set["learning_rate"]):
             raise ValueError(f"{path} ran backbone {theirs[0]!r} with BPTT lr {theirs[1]:g}, not {backbone!r} with "

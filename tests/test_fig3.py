@@ -303,3 +303,19 @@ def test_family_table_of_a_folder_with_runs_from_before_bptt_settings_were_recor
     md = n.write_summary(str(tmp_path), "needle", 8)
     assert md.count("BPTT `{'learning_rate': 0.003}`") == 1 and "Seeds ran with" not in md
     assert "student `{'backbone': 'transformer', 'updater_layers': 2}`" in md
+
+
+def test_fig3_names_the_student_updater_of_each_family(tmp_path):
+    def dump(stem, fam, model):
+        json.dump({"task": "stack", "family": fam, "seq_len": 32, "seed": 0, "machine": "m", **model,
+                   "rows": [{"run": n.ROWS[1], "steps": 5, "seconds": 1.0, "student_acc": 0.5}]},
+                  open(tmp_path / f"{stem}.json", "w"))
+
+    dump("stack_e2e_T32_s0", "stack", {"model": {"student": {"backbone": "gru", "updater_layers": 2}}})
+    res_md = lambda: (n.fig3(str(tmp_path), 32), (tmp_path / "fig3_T32.md").read_text())  # noqa: E731
+    _, md = res_md()
+    assert "Student updater: gru (every family)." in md
+    assert json.load(open(tmp_path / "fig3_T32.json"))["student_backbone"] == {"stack": "gru"}
+    dump("other_e2e_T32_s0", "other", {})  # a JSON from before the backbone was recorded: the transformer
+    _, md = res_md()
+    assert "Student updater: other: transformer; stack: gru." in md
