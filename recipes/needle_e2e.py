@@ -332,6 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bptt-seconds", type=float, default=None,
                    help="BPTT's wall-clock budget (default: the measured wall-clock of joint SMT + one-step DMT)")
     p.add_argument("--no-full-rollout", action="store_true")
+    # smt_hf's BACKBONES, copied: --help imports no torch (tests/test_recipe_config.py)
     p.add_argument("--backbone", default="transformer", choices=["transformer", "mlp", "gru"],
                    help="the student's updater, every row (default transformer)")
     p.add_argument("--bptt-lr", type=positive_float, default=None,
