@@ -173,11 +173,23 @@ def plot_continued_dmt(task: str, T: int, seed: int, curves: dict, path: str) ->
     return path
 
 
+def machines_of(runs: list[dict]) -> str:
+    """The machine of a family's runs: its name when all ran on one, else each machine with the seeds that ran there
+    (a folder can hold seeds from different sessions)."""
+    seeds: dict[str, set] = {}
+    for r in runs:
+        seeds.setdefault(r["machine"], set()).add(r["seed"])
+    if len(seeds) == 1:
+        return next(iter(seeds))
+    return "; ".join(f"{m} (seed{'s' if len(s) > 1 else ''} {', '.join(map(str, sorted(s)))})"
+                     for m, s in sorted(seeds.items(), key=lambda kv: min(kv[1])))
+
+
 def write_summary(out: str, task: str, T: int) -> str:
     runs = load_runs(out, f"{task}_e2e_T{T}_s*.json")
     if not runs:
         return ""
-    head = (f"{task}, T={T}, seeds {sorted({r['seed'] for r in runs})}, {runs[0]['machine']}, {runs[0]['threads']} thread(s); "
+    head = (f"{task}, T={T}, seeds {sorted({r['seed'] for r in runs})}, {machines_of(runs)}, {runs[0]['threads']} thread(s); "
             "wall-clock = that phase's training time on a shared machine; BPTT gets the wall-clock of joint SMT + one-step DMT "
             "unless a row's budget says otherwise")
     students = {json.dumps(r["model"]["student"]) for r in runs if r.get("model")}  # (older JSONs: none recorded)

@@ -319,3 +319,17 @@ def test_fig3_names_the_student_updater_of_each_family(tmp_path):
     dump("other_e2e_T32_s0", "other", {})  # a JSON from before the backbone was recorded: the transformer
     _, md = res_md()
     assert "Student updater: other: transformer; stack: gru." in md
+
+
+def test_family_summary_names_each_machine_with_its_seeds(tmp_path):
+    """Seeds of one family run on different machines (sessions): the markdown header names each machine with its
+    seeds (it used to name the first run's machine for all of them)."""
+    row = lambda name, acc: {"run": name, "dmt_gradient": None, "steps": 10, "seconds": 1.0, "teacher_acc": 1.0,  # noqa: E731
+                             "onestep_acc": 0.9, "student_acc": acc, "drift_mean": 0.1}
+    for seed, machine in [(0, "CPU Intel"), (1, "CPU AMD EPYC"), (2, "CPU AMD EPYC")]:
+        json.dump({"task": "needle", "family": None, "seq_len": 32, "seed": seed, "machine": machine, "threads": 1,
+                   "model": n.MODEL, "task_kwargs": {"vocab_size": 16},
+                   "rows": [row(n.ROWS[0], 0.3), row(n.ROWS[1], 0.5)]},
+                  open(tmp_path / f"needle_e2e_T32_s{seed}.json", "w"))
+    md = n.write_summary(str(tmp_path), "needle", 32)
+    assert md.startswith("needle, T=32, seeds [0, 1, 2], CPU Intel (seed 0); CPU AMD EPYC (seeds 1, 2), 1 thread(s);")
