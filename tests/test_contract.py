@@ -142,7 +142,11 @@ def test_resize_token_embeddings(tmp_path, tied):
     assert logits.shape == (1, 3, 120)
     model.save_pretrained(tmp_path)
     loaded = SMTRecurrentForCausalLM.from_pretrained(tmp_path).eval()
-    assert loaded.config.vocab_size == 120 and torch.equal(loaded(x).logits, logits)
+    assert loaded.config.vocab_size == 120
+    assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in model.state_dict().items())  # weights bit for bit
+    # outputs up to float32 rounding: with equal weights, BLAS (MKL on some CPUs) may round differently per memory
+    # alignment of the freshly loaded tensors (seen on an AMD EPYC: 7e-7)
+    torch.testing.assert_close(loaded(x).logits, logits, rtol=0, atol=1e-5)
     assert (loaded.get_output_embeddings().weight is loaded.get_input_embeddings().weight) == tied
 
 
