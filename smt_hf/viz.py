@@ -30,12 +30,14 @@ def _pyplot():
 
 
 def _save(fig, path: str | Path, dpi: int) -> Path:
-    """Write `fig` to `path` (parent folders created) and close it."""
+    """Write `fig` to `path` (parent folders created) and close it. The saved canvas grows to hold every artist
+    (`bbox_inches="tight"`): a legend or title wider than a narrow figure, e.g. a bar chart of one or two groups, is
+    never clipped."""
     plt = _pyplot()
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi)
+    fig.savefig(path, dpi=dpi, bbox_inches="tight")
     plt.close(fig)
     return path
 

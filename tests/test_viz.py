@@ -41,3 +41,18 @@ def test_points_draw_one_dot_per_value_on_their_bar(tmp_path, monkeypatch):
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["teacher", "BPTT", "one seed"]
     viz.plot_bars(["a"], {"s": [1.0]}, tmp_path / "np.png", points={"s": [np.array([1.0, 1.0])]})  # arrays too
     assert len(figs[1].axes[0].collections[0].get_offsets()) == 2
+
+
+def test_a_legend_wider_than_few_bars_is_not_clipped(tmp_path):
+    """Fig 3 at T=64 had two families: its seven-entry legend and title ran past the figure's edges. Nothing drawn
+    may touch the saved image's border (the canvas grows to hold it, with a white margin)."""
+    from matplotlib.image import imread
+
+    names = ["teacher", "SMT one-step", "SMT -> DMT one_step (no BPTT)", "SMT -> DMT full_rollout (truncated BPTT)",
+             "BPTT, same wall-clock", "BPTT, 4x wall-clock"]
+    series = {n: [0.5 + 0.05 * i, 0.9] for i, n in enumerate(names)}
+    path = viz.plot_bars(["needle", "stack"], series, tmp_path / "two.png", title="Synthetic families, T=64: "
+                         "standalone accuracy (teacher = reference), transformer student", points={names[0]: [[0.5], [0.9]]})
+    img = imread(path)[..., :3]
+    border = np.concatenate([img[0], img[-1], img[:, 0], img[:, -1]])
+    assert border.min() > 0.99  # all white
