@@ -220,6 +220,7 @@ def plot_bars(
             ax.text(pos[i], 0.02, missing, rotation=90, ha="center", va="bottom", fontsize=6, color="0.4",
                     transform=ax.get_xaxis_transform())  # x in data, y in axes units: at the bottom whatever ylim
     ax.set_xticks(x)
+    ax.set_xlim(-0.5, len(labels) - 0.5)  # every bar's slot, drawn or missing: a NaN bar is not autoscaled
     ax.set_xticklabels(labels, fontsize=7, rotation=15 if len(labels) > 4 else 0)
     ax.set_ylabel(ylabel)
     if ylim:

@@ -56,3 +56,18 @@ def test_a_legend_wider_than_few_bars_is_not_clipped(tmp_path):
     img = imread(path)[..., :3]
     border = np.concatenate([img[0], img[-1], img[:, 0], img[:, -1]])
     assert border.min() > 0.99  # all white
+
+
+def test_a_missing_last_bar_keeps_its_slot_inside_the_axes(tmp_path, monkeypatch):
+    """A NaN bar is not autoscaled: when the last series of the last group is missing, its "not run" note sat on
+    the axes' right edge. Every bar slot, drawn or not, lies inside the x-limits."""
+    figs = []
+    save = viz._save
+    monkeypatch.setattr(viz, "_save", lambda fig, path, dpi: (figs.append(fig), save(fig, path, dpi))[1])
+    series = {"teacher": [1.0, 0.9], "BPTT": [0.5, 0.8], "BPTT 4x": [math.nan, math.nan]}
+    viz.plot_bars(["a", "b"], series, tmp_path / "bars.png", missing="not run")
+    ax = figs[0].axes[0]
+    lo, hi = ax.get_xlim()
+    w = 0.8 / len(series)
+    notes = [t.get_position()[0] for t in ax.texts]
+    assert len(notes) == 2 and all(lo < x - w / 2 and x + w / 2 < hi for x in notes)
