@@ -24,8 +24,8 @@ JSON records the command line that wrote it (a row `--continue-dmt` appends: its
     python recipes/needle_e2e.py --fig3 --seq-len 32 --out recipes/results/fig3
 
 Prints one table per seed and one over all seeds found (the student's model card:
-`python model_cards/generate_card.py <JSON> --e2e --model <folder>/student`); writes <out>/<task>_e2e_T<T>_s<seed>.json, the drift
-plot, and <out>/<task>_e2e_T<T>.md (mean ± spread over the seeds in <out>). Default out: outputs/needle_e2e.
+`python model_cards/generate_card.py <JSON> --e2e --model <folder>/student`); writes <out>/<family or task>_e2e_T<T>_s<seed>.json, the drift
+plot, and <out>/<family or task>_e2e_T<T>.md (mean ± spread over the seeds in <out>). Default out: outputs/needle_e2e.
 """
 
 from __future__ import annotations

@@ -41,7 +41,7 @@ def fig3_section() -> str:
                      f"--seeds <seeds> --bptt-multiples 1 4 --out recipes/results/fig3`, steps and DMT settings from "
                      f"the family in recipes/configs/calibration/teachers.yaml; the seeds and BPTT multiples each "
                      f"family has are in its table: "
-                     f"`recipes/results/fig3/<task>_e2e_T{T}.md`)\n\n"
+                     f"`recipes/results/fig3/<family>_e2e_T{T}.md`)\n\n"
                      + _results_links(open(path).read().strip(), "recipes/results/fig3") + "\n")
     return "### Fig 3: the synthetic families, SMT vs BPTT\n\n" + "\n".join(parts) if parts else ""
 
