@@ -10,10 +10,16 @@ pytest.importorskip("matplotlib")
 from smt_hf import viz  # noqa: E402
 
 
-def test_missing_bars_are_named_in_the_gap_and_real_bars_keep_their_height(tmp_path, monkeypatch):
-    figs = []
+@pytest.fixture
+def figs(monkeypatch):
+    """The figures plot_bars draws, in order (each still saved to its file)."""
+    drawn = []
     save = viz._save
-    monkeypatch.setattr(viz, "_save", lambda fig, path, dpi: (figs.append(fig), save(fig, path, dpi))[1])
+    monkeypatch.setattr(viz, "_save", lambda fig, path, dpi: (drawn.append(fig), save(fig, path, dpi))[1])
+    return drawn
+
+
+def test_missing_bars_are_named_in_the_gap_and_real_bars_keep_their_height(tmp_path, figs):
     series = {"teacher": [1.0, 0.5], "BPTT": [math.nan, 0.25]}
     path = viz.plot_bars(["a", "b"], series, tmp_path / "bars.png", missing="not run")
     assert path.exists() and viz.missing_bars(series["BPTT"]) == [0] and viz.missing_bars(series["teacher"]) == []
@@ -25,11 +31,8 @@ def test_missing_bars_are_named_in_the_gap_and_real_bars_keep_their_height(tmp_p
     assert len(figs[1].axes[0].texts) == 0
 
 
-def test_points_draw_one_dot_per_value_on_their_bar(tmp_path, monkeypatch):
+def test_points_draw_one_dot_per_value_on_their_bar(tmp_path, figs):
     """plot_bars(points=...): a dot per seed on its bar (a bar over one seed told from a mean over three)."""
-    figs = []
-    save = viz._save
-    monkeypatch.setattr(viz, "_save", lambda fig, path, dpi: (figs.append(fig), save(fig, path, dpi))[1])
     series = {"teacher": [1.0, 0.5], "BPTT": [math.nan, 0.25]}
     viz.plot_bars(["a", "b"], series, tmp_path / "bars.png", points={"teacher": [[0.9, 1.0, 1.1], [0.5]], "BPTT": [[], [0.25]]})
     ax = figs[0].axes[0]
@@ -58,12 +61,9 @@ def test_a_legend_wider_than_few_bars_is_not_clipped(tmp_path):
     assert border.min() > 0.99  # all white
 
 
-def test_a_missing_last_bar_keeps_its_slot_inside_the_axes(tmp_path, monkeypatch):
+def test_a_missing_last_bar_keeps_its_slot_inside_the_axes(tmp_path, figs):
     """A NaN bar is not autoscaled: when the last series of the last group is missing, its "not run" note sat on
     the axes' right edge. Every bar slot, drawn or not, lies inside the x-limits."""
-    figs = []
-    save = viz._save
-    monkeypatch.setattr(viz, "_save", lambda fig, path, dpi: (figs.append(fig), save(fig, path, dpi))[1])
     series = {"teacher": [1.0, 0.9], "BPTT": [0.5, 0.8], "BPTT 4x": [math.nan, math.nan]}
     viz.plot_bars(["a", "b"], series, tmp_path / "bars.png", missing="not run")
     ax = figs[0].axes[0]
