@@ -11,6 +11,8 @@ positions of held-out episodes (those of `smt_hf.evaluation`):
     noise         the teacher's read-out of m*_t plus isotropic Gaussian noise of the one-step error's mean
                   square: as large an error as the student's, in random directions
     mse           mean over entries of (m^_t - m*_t)^2; memories are RMS-normalised (mean square 1 per vector)
+    teacher_train the teacher's read-out on the first 512 of the run's own training episodes (needle_e2e's
+                  training set, same positions): far above `teacher` means the teacher over-fitted its episodes
 
 If `noise` stays near `teacher` while `one_step` is at chance, the student's error is not small noise: it sits in
 the directions that carry the answer.
@@ -71,14 +73,18 @@ def main(argv=None) -> None:
         teacher = SMTTeacherModel.from_pretrained(os.path.join(folder, "teacher"))
         ev = make_task(fam["task"], 512, T, seed=10**6 + s, **fam["task_kwargs"])  # needle_e2e's held-out episodes
         res[s] = probe(student, teacher, torch.tensor(ev["input_ids"]), torch.tensor(ev["labels"]), T, per_row, seed=s)
+        tr = make_task(fam["task"], 200000, T, seed=s, **fam["task_kwargs"]).select(range(512))  # its training episodes
+        res[s]["teacher_train"] = probe(student, teacher, torch.tensor(tr["input_ids"]), torch.tensor(tr["labels"]), T,
+                                        per_row, seed=s)["teacher"]
     stem = os.path.join(a.out, f"onestep_error_probe_{a.family}_T{T}")
     with open(stem + ".json", "w") as f:
         json.dump({"family": a.family, "seq_len": T, "machine": machine(), "seeds": res}, f, indent=2)
     md = (f"# One-step error probe, {a.family}, T={T} (recipes/onestep_error_probe.py)\n\nMachine: {machine()}. Saved "
           "student (after one-step DMT) and teacher of recipes/needle_e2e.py, held-out episodes; read-out accuracy at "
           "the evaluation positions.\n\n| seed | teacher | one-step | teacher + noise of the one-step MSE | one-step MSE "
-          "| positions |\n|---|---|---|---|---|---|\n" + "".join(
-              f"| {s} | {r['teacher']:.3f} | {r['one_step']:.3f} | {r['noise']:.3f} | {r['mse']:.4f} | {r['positions']} |\n"
+          "| positions | teacher on 512 training episodes |\n|---|---|---|---|---|---|---|\n" + "".join(
+              f"| {s} | {r['teacher']:.3f} | {r['one_step']:.3f} | {r['noise']:.3f} | {r['mse']:.4f} | {r['positions']} "
+              f"| {r['teacher_train']:.3f} |\n"
               for s, r in res.items()))
     with open(stem + ".md", "w") as f:
         f.write(md)
