@@ -81,6 +81,15 @@ def family_settings(name: str, seq_len: int | None = None, path: str = FAMILIES)
             "smt_steps": f.get("smt_steps"), "dmt_steps": f.get("dmt_steps")}
 
 
+def episodes(task: str, T: int, seed: int, kw: dict):
+    """(training episodes, held-out episodes) of one seed's run: 200000 episodes drawn with `seed`, and 512 held-out
+    ones with seed 10**6 + seed (`datasets.Dataset`s of `smt_hf.data.make_task`). recipes/onestep_error_probe.py
+    re-scores a saved run on these."""
+    from smt_hf.data import make_task
+
+    return make_task(task, 200000, T, seed=seed, **kw), make_task(task, 512, T, seed=10**6 + seed, **kw)
+
+
 def run(task="needle", seq_len=None, seed=0, smt_steps=None, dmt_steps=None, out=DEFAULT_OUT, threads=1,
         bptt=True, full_rollout=True, save_dir=None, bptt_seconds=None, bptt_only=False, continue_dmt=False,
         smt_memory_noise=0.0, dmt_stride=None, dmt_schedule=None, causal_teacher=False, dmt_matched_steps=None,
@@ -98,7 +107,7 @@ def run(task="needle", seq_len=None, seed=0, smt_steps=None, dmt_steps=None, out
     from smt import build_models, machine
 
     from smt_hf.callbacks import TimeBudget
-    from smt_hf.data import make_task, task_vocab_size
+    from smt_hf.data import task_vocab_size
     from smt_hf.trainer import SMTTrainer
     from smt_hf.training_args import SMTTrainingArguments
 
@@ -164,8 +173,7 @@ def run(task="needle", seq_len=None, seed=0, smt_steps=None, dmt_steps=None, out
         if theirs != (backbone, bptt_set["learning_rate"]):
             raise ValueError(f"{path} ran backbone {theirs[0]!r} with BPTT lr {theirs[1]:g}, not {backbone!r} with "
                              f"{bptt_set['learning_rate']:g}: its table would average both; use another --out")
-    train = make_task(task, 200000, T, seed=seed, **kw)
-    ev = make_task(task, 512, T, seed=10**6 + seed, **kw)
+    train, ev = episodes(task, T, seed, kw)
     os.makedirs(out, exist_ok=True)
     phase_settings = {"smt": smt_set, "dmt": dmt_set, "full_rollout": FULL_ROLLOUT, "bptt": bptt_set}
     run_info = {**({"command": command} if command else {}), "task": task, "family": family, "task_kwargs": kw,

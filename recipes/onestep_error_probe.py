@@ -57,12 +57,10 @@ def main(argv=None) -> None:
     import torch
 
     sys.path.insert(0, HERE)
-    from needle_e2e import family_settings
+    from needle_e2e import episodes, family_settings
     from smt import machine
 
     from smt_hf import SMTRecurrentForCausalLM, SMTTeacherModel
-    from smt_hf.data import make_task
-
     torch.set_num_threads(1)
     fam = family_settings(a.family)
     T, per_row = fam["seq_len"], fam["training"].get("eval_positions", 16)
@@ -71,9 +69,9 @@ def main(argv=None) -> None:
         folder = os.path.join(a.out, f"final_{a.family}_T{T}_s{s}")
         student = SMTRecurrentForCausalLM.from_pretrained(os.path.join(folder, "student"))
         teacher = SMTTeacherModel.from_pretrained(os.path.join(folder, "teacher"))
-        ev = make_task(fam["task"], 512, T, seed=10**6 + s, **fam["task_kwargs"])  # needle_e2e's held-out episodes
+        train, ev = episodes(fam["task"], T, s, fam["task_kwargs"])  # the run's own episodes
         res[s] = probe(student, teacher, torch.tensor(ev["input_ids"]), torch.tensor(ev["labels"]), T, per_row, seed=s)
-        tr = make_task(fam["task"], 200000, T, seed=s, **fam["task_kwargs"]).select(range(512))  # its training episodes
+        tr = train.select(range(512))
         res[s]["teacher_train"] = probe(student, teacher, torch.tensor(tr["input_ids"]), torch.tensor(tr["labels"]), T,
                                         per_row, seed=s)["teacher"]
     stem = os.path.join(a.out, f"onestep_error_probe_{a.family}_T{T}")
