@@ -15,7 +15,7 @@ rate. A folder holds one (backbone, BPTT lr): its tables average every seed in i
 that family from the teacher calibration (recipes/configs/calibration/teachers.yaml, recipes/teacher_curves.py), and
 its end-to-end run (SMT steps, DMT steps and one-step DMT settings: the Fig 3 runs; flags given override them); the
 student is this recipe's. `--fig3` writes the table/figure over every family found in --out (paper Fig 3). Each
-JSON records the command line that wrote it (a row `--continue-dmt` appends: its own).
+JSON records the command line that wrote it (a row `--continue-dmt` or `--add-full-rollout` appends: its own).
 
     python recipes/needle_e2e.py --seq-len 32 --seeds 0 1 2          # ~10 CPU minutes per seed, one thread
     python recipes/needle_e2e.py --task parity --seq-len 64 --seeds 0
@@ -92,6 +92,7 @@ def episodes(task: str, T: int, seed: int, kw: dict):
 
 def run(task="needle", seq_len=None, seed=0, smt_steps=None, dmt_steps=None, out=DEFAULT_OUT, threads=1,
         bptt=True, full_rollout=True, save_dir=None, bptt_seconds=None, bptt_only=False, continue_dmt=False,
+        add_full_rollout=False,
         smt_memory_noise=0.0, dmt_stride=None, dmt_schedule=None, causal_teacher=False, dmt_matched_steps=None,
         reuse_from=None, family=None, bptt_multiples=(1,), command=None, backbone="transformer", bptt_lr=None):
     """One seed end to end (module docstring). Steps and DMT settings left None come from the family (teachers.yaml:
@@ -99,8 +100,12 @@ def run(task="needle", seq_len=None, seed=0, smt_steps=None, dmt_steps=None, out
     300 steps, the package's schedule); a value given here wins over the family's (`dmt_stride` also drops the
     family's `dmt_matched_steps`, which needs stride 1; `dmt_matched_steps=0` drops it: every transition).
     `command` (the command line) is recorded in the JSON (on the appended row with `continue_dmt`, with the
-    settings that row ran with). `backbone` is the student's updater (every row); `bptt_lr` BPTT's learning rate
-    (None: 1e-3, the BPTT dict); both are recorded in the JSON (`model`, `settings`)."""
+    settings that row ran with). `add_full_rollout` gives an earlier run (its JSON in `out`) the full-rollout row it
+    lacks: joint SMT is re-trained from the same seed and must reproduce that run's joint-SMT row (steps and every
+    metric; SMT is deterministic per seed on CPU, one machine, one thread count), else ValueError and nothing is
+    added; full-rollout DMT then runs from that state and its row is appended with its command and settings.
+    `backbone` is the student's updater (every row); `bptt_lr` BPTT's learning rate (None: 1e-3, the BPTT dict);
+    both are recorded in the JSON (`model`, `settings`)."""
     import torch
 
     sys.path.insert(0, os.path.dirname(__file__))
@@ -136,7 +141,10 @@ def run(task="needle", seq_len=None, seed=0, smt_steps=None, dmt_steps=None, out
     bptt_set = BPTT if bptt_lr is None else dict(BPTT, learning_rate=bptt_lr)
     model = model if not causal_teacher else {**model, "teacher": {**model["teacher"], "encoder_causal": True}}
 
-    def phase(name, student, teacher, settings, steps, callbacks=None):
+    if sum(map(bool, (bptt_only, continue_dmt, add_full_rollout))) > 1:
+        raise ValueError("bptt_only, continue_dmt and add_full_rollout are separate runs: give one of them")
+
+    def phase(name, student, teacher, settings, steps, callbacks=None, record=True):
         args = SMTTrainingArguments(output_dir="outputs/needle_e2e/tmp", max_steps=steps, **{**common, **settings})
         tr = SMTTrainer(model=student, teacher=teacher, args=args, train_dataset=train, eval_dataset=ev,
                         callbacks=callbacks)
@@ -147,7 +155,9 @@ def run(task="needle", seq_len=None, seed=0, smt_steps=None, dmt_steps=None, out
         row = {"run": name, "dmt_gradient": args.dmt_gradient if args.mode == "dmt" else None, "mode": args.mode,
                "steps": tr.state.global_step, "seconds": round(seconds, 1),
                **{k: m.get(f"eval_{k}") for k in METRICS}}
-        if continue_dmt:  # a row appended to an earlier run's JSON: its own command line and settings
+        if not record:  # a re-run whose row is only compared (add_full_rollout's joint SMT)
+            return tr, row
+        if continue_dmt or add_full_rollout:  # a row appended to an earlier run's JSON: its own command line, settings
             row.update({"command": command} if command else {}, settings=settings)
         rows.append(row)
         if "drift_curve" in tr.last_eval:
@@ -184,22 +194,44 @@ def run(task="needle", seq_len=None, seed=0, smt_steps=None, dmt_steps=None, out
         with open(stem + ".json", "w") as f:
             json.dump(run_info, f, indent=2)
 
+    if continue_dmt or add_full_rollout:  # rows appended to this seed's JSON in `out`; the rest of it is kept
+        if not os.path.exists(stem + ".json"):
+            raise FileNotFoundError(f"{stem}.json: no earlier run of this seed in {out} to add a row to")
+        run_info.pop("command", None)  # the file's `command` stays the one that wrote it first (each row: its own)
+        run_info.update(json.load(open(stem + ".json")))
+        rows[:] = run_info["rows"]
+        run_info["rows"] = rows
+        curves.update(run_info.get("drift") or {})  # the new row's drift curve joins the earlier ones
+        run_info["drift"] = curves
+    if add_full_rollout:
+        if any(r["run"] == ROWS[2] for r in rows):
+            raise ValueError(f"{stem}.json already has a {ROWS[2]!r} row")
+        first = next((r for r in rows if r["run"] == ROWS[0]), None)
+        if first is None:
+            raise ValueError(f"{stem}.json has no {ROWS[0]!r} row to start full-rollout DMT from")
+        torch.manual_seed(seed)
+        student, teacher = build_models(model, vocab, T)
+        _, again = phase(ROWS[0], student, teacher, smt_set, smt_steps, record=False)
+        if any(first.get(k) != again.get(k) for k in ("steps", *METRICS)):
+            raise ValueError(f"re-trained joint SMT {again} differs from {stem}.json's {first}: not the same SMT state "
+                             "(another machine, thread count or settings?), so no full-rollout row is added")
+        phase(ROWS[2], student, teacher, FULL_ROLLOUT, dmt_steps)
+        plot_drift(stem, curves, task, T, seed)
+        summarize(out, family, task, T)
+        return rows
     if continue_dmt:  # more one-step DMT steps on the student this recipe saved, appended to its JSON as one more row
         from smt_hf import SMTRecurrentForCausalLM, SMTTeacherModel
 
         folder = save_dir or os.path.join(out, f"final_{family or task}_T{T}_s{seed}")
         student = SMTRecurrentForCausalLM.from_pretrained(os.path.join(folder, "student"))
         teacher = SMTTeacherModel.from_pretrained(os.path.join(folder, "teacher"))
-        run_info.pop("command", None)  # the file's `command` stays the one that wrote it first (each row: its own)
-        run_info.update(json.load(open(stem + ".json")))
-        rows[:] = run_info["rows"]
-        run_info["rows"] = rows
         done = sum(r["steps"] for r in rows if r["run"].startswith(ROWS[1]))
         # the data seed moves on by the steps already done: a continuation draws other episodes and matched
         # transitions than the phases before it (its learning-rate schedule starts afresh)
         tr, _ = phase(f"{ROWS[1]} (+{dmt_steps} steps, {done + dmt_steps} in all)", student, teacher,
                       dict(dmt_set, seed=seed + done), dmt_steps)
         tr.save_model(folder)
+        plot_drift(stem, curves, task, T, seed)
         return rows
     torch.manual_seed(seed)
     student, teacher = build_models(model, vocab, T)
@@ -228,6 +260,14 @@ def run(task="needle", seq_len=None, seed=0, smt_steps=None, dmt_steps=None, out
         phase(bptt_row(multiple), student, None, bptt_set, 10**6, [TimeBudget(budget)])
         rows[-1]["budget_seconds"] = round(budget, 1)
         save()
+    plot_drift(stem, curves, task, T, seed)
+    print(f"\n{task}, T={T}, seed {seed}, {machine()}\n{table([run_info])}")
+    summarize(out, family, task, T)
+    return rows
+
+
+def plot_drift(stem: str, curves: dict, task: str, T: int, seed: int) -> None:
+    """<stem>_drift.png: the standalone student's rollout drift (1 - R^2 per step) of every row that has one."""
     try:
         from smt_hf.viz import plot_curves
 
@@ -235,9 +275,6 @@ def run(task="needle", seq_len=None, seed=0, smt_steps=None, dmt_steps=None, out
                     f"seed {seed}", xlabel="rollout step", ylabel="1 - R^2")
     except ImportError:  # matplotlib is optional
         pass
-    print(f"\n{task}, T={T}, seed {seed}, {machine()}\n{table([run_info])}")
-    summarize(out, family, task, T)
-    return rows
 
 
 def summarize(out: str, family: str | None, task: str, T: int) -> None:
@@ -335,6 +372,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-bptt", action="store_true")
     p.add_argument("--continue-dmt", action="store_true",
                    help="run --dmt-steps more one-step DMT steps on the saved student of an earlier run (a row is appended)")
+    p.add_argument("--add-full-rollout", action="store_true",
+                   help="give an earlier run in --out its full-rollout DMT row: re-train its joint SMT (must reproduce "
+                        "its row exactly: same machine and threads) and run --dmt-steps full-rollout DMT from it")
     p.add_argument("--bptt-only", action="store_true",
                    help="run only BPTT for --bptt-multiples x --bptt-seconds (<stem>_bptt[_x<multiples>].json)")
     p.add_argument("--bptt-seconds", type=float, default=None,
@@ -364,6 +404,7 @@ def cli(argv=None):
     for s in a.seeds:
         run(a.task, a.seq_len, s, a.smt_steps, a.dmt_steps, a.out, a.threads, not a.no_bptt, not a.no_full_rollout,
             bptt_seconds=a.bptt_seconds, bptt_only=a.bptt_only, continue_dmt=a.continue_dmt,
+            add_full_rollout=a.add_full_rollout,
             smt_memory_noise=a.smt_memory_noise, dmt_stride=a.dmt_stride, dmt_schedule=a.dmt_schedule,
             causal_teacher=a.causal_teacher, dmt_matched_steps=a.dmt_matched_steps,
             reuse_from=[p.replace("{seed}", str(s)) for p in a.reuse_rows] if a.reuse_rows else None,

@@ -250,12 +250,45 @@ def test_continue_dmt_appends_a_row_with_its_own_command_and_keeps_the_first_run
     assert (after["rows"][2]["steps"], after["rows"][2]["command"]) == (3, "second")
     assert after["rows"][2]["settings"] == dict(n.DMT, seed=2)  # the data seed moved on by the 2 steps done
     assert "command" not in after["rows"][1]
+    assert n.ROWS[1] + " (+3 steps, 5 in all)" in after["drift"]  # the continued row's drift curve is kept (was: lost)
     del after["command"]  # a file written before commands were recorded keeps none at the top
     json.dump(after, open(stem, "w"))
     n.run(dmt_steps=1, continue_dmt=True, command="third", **kw)
     again = json.load(open(stem))
     assert "command" not in again and again["rows"][3]["command"] == "third"
     assert again["rows"][3]["settings"]["seed"] == 5
+
+
+def test_add_full_rollout_appends_the_row_a_full_run_would_have_and_refuses_another_smt_state(tmp_path):
+    """--add-full-rollout gives an earlier run its full-rollout row: joint SMT is re-trained and checked against the
+    saved row, and the appended row equals the one a run with full rollout gives (same seed); the earlier rows, the
+    file's command and drift curves stay. A saved joint-SMT row the re-run does not reproduce, or a row already
+    there, is refused and the file is left as it was."""
+    kw = dict(task="needle", seq_len=8, seed=0, bptt=False, smt_steps=2, dmt_steps=2)
+    n.run(out=str(tmp_path / "full"), command="full", **kw)
+    full = json.load(open(tmp_path / "full" / "needle_e2e_T8_s0.json"))
+    n.run(out=str(tmp_path / "add"), full_rollout=False, command="first", **kw)
+    stem = tmp_path / "add" / "needle_e2e_T8_s0.json"
+    before = json.load(open(stem))
+    n.run(out=str(tmp_path / "add"), add_full_rollout=True, command="second", **kw)
+    after = json.load(open(stem))
+    assert [r["run"] for r in after["rows"]] == [n.ROWS[0], n.ROWS[1], n.ROWS[2]]
+    assert after["command"] == "first" and after["rows"][:2] == before["rows"]
+    added, ref = after["rows"][2], full["rows"][2]
+    assert ref["run"] == n.ROWS[2] and {k: added[k] for k in n.METRICS} == {k: ref[k] for k in n.METRICS}
+    assert (added["command"], added["settings"], added["steps"]) == ("second", n.FULL_ROLLOUT, 2)
+    assert set(after["drift"]) == set(before["drift"]) | {n.ROWS[2]}
+    with pytest.raises(ValueError, match="already has"):
+        n.run(out=str(tmp_path / "add"), add_full_rollout=True, **kw)
+    before["rows"][0]["student_acc"] += 0.01  # another SMT state than the re-run gives
+    json.dump(before, open(stem, "w"))
+    with pytest.raises(ValueError, match="differs"):
+        n.run(out=str(tmp_path / "add"), add_full_rollout=True, **kw)
+    assert json.load(open(stem)) == before
+    with pytest.raises(FileNotFoundError, match="no earlier run"):
+        n.run(out=str(tmp_path / "none"), add_full_rollout=True, **kw)
+    with pytest.raises(ValueError, match="separate runs"):
+        n.run(out=str(tmp_path / "add"), add_full_rollout=True, continue_dmt=True, **kw)
 
 
 def test_backbone_and_bptt_lr_reach_the_student_and_bptt_and_a_folder_never_mixes_them(tmp_path, monkeypatch):
