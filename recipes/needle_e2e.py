@@ -201,7 +201,8 @@ def run(task="needle", seq_len=None, seed=0, smt_steps=None, dmt_steps=None, out
         run_info.update(json.load(open(stem + ".json")))
         rows[:] = run_info["rows"]
         run_info["rows"] = rows
-        curves.update(run_info.get("drift") or {})  # the new row's drift curve joins the earlier ones
+        # the new row's drift curve joins the earlier ones ((steps, values) pairs: JSON gave lists)
+        curves.update({name: tuple(c) for name, c in (run_info.get("drift") or {}).items()})
         run_info["drift"] = curves
     if add_full_rollout:
         if any(r["run"] == ROWS[2] for r in rows):

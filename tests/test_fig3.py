@@ -259,11 +259,15 @@ def test_continue_dmt_appends_a_row_with_its_own_command_and_keeps_the_first_run
     assert again["rows"][3]["settings"]["seed"] == 5
 
 
-def test_add_full_rollout_appends_the_row_a_full_run_would_have_and_refuses_another_smt_state(tmp_path):
+def test_add_full_rollout_appends_the_row_a_full_run_would_have_and_refuses_another_smt_state(tmp_path, monkeypatch):
     """--add-full-rollout gives an earlier run its full-rollout row: joint SMT is re-trained and checked against the
     saved row, and the appended row equals the one a run with full rollout gives (same seed); the earlier rows, the
     file's command and drift curves stay. A saved joint-SMT row the re-run does not reproduce, or a row already
     there, is refused and the file is left as it was."""
+    import smt_hf.viz
+
+    plotted = []
+    monkeypatch.setattr(smt_hf.viz, "plot_curves", lambda x, curves, *a, **k: plotted.append(curves))
     kw = dict(task="needle", seq_len=8, seed=0, bptt=False, smt_steps=2, dmt_steps=2)
     n.run(out=str(tmp_path / "full"), command="full", **kw)
     full = json.load(open(tmp_path / "full" / "needle_e2e_T8_s0.json"))
@@ -278,6 +282,10 @@ def test_add_full_rollout_appends_the_row_a_full_run_would_have_and_refuses_anot
     assert ref["run"] == n.ROWS[2] and {k: added[k] for k in n.METRICS} == {k: ref[k] for k in n.METRICS}
     assert (added["command"], added["settings"], added["steps"]) == ("second", n.FULL_ROLLOUT, 2)
     assert set(after["drift"]) == set(before["drift"]) | {n.ROWS[2]}
+    # every row's curve is plotted as one (steps, values) pair, the ones read back from JSON too (was: a list, drawn
+    # as one line per step)
+    assert set(plotted[-1]) == set(after["drift"]) and plotted[-1] == {k: tuple(v) for k, v in after["drift"].items()}
+    assert all(isinstance(c, tuple) and len(c) == 2 for c in plotted[-1].values())
     with pytest.raises(ValueError, match="already has"):
         n.run(out=str(tmp_path / "add"), add_full_rollout=True, **kw)
     before["rows"][0]["student_acc"] += 0.01  # another SMT state than the re-run gives
