@@ -99,11 +99,13 @@ def run(task="needle", seq_len=None, seed=0, smt_steps=None, dmt_steps=None, out
     `smt_steps`, `dmt_steps`, `dmt_training`), else the recipe's defaults (SMT 900 steps at T <= 32, 1400 above; DMT
     300 steps, the package's schedule); a value given here wins over the family's (`dmt_stride` also drops the
     family's `dmt_matched_steps`, which needs stride 1; `dmt_matched_steps=0` drops it: every transition).
-    `command` (the command line) is recorded in the JSON (on the appended row with `continue_dmt`, with the
-    settings that row ran with). `add_full_rollout` gives an earlier run (its JSON in `out`) the full-rollout row it
-    lacks: joint SMT is re-trained from the same seed and must reproduce that run's joint-SMT row (steps and every
-    metric; SMT is deterministic per seed on CPU, one machine, one thread count), else ValueError and nothing is
-    added; full-rollout DMT then runs from that state and its row is appended with its command and settings.
+    `command` (the command line) is recorded in the JSON (on the appended row with `continue_dmt` or
+    `add_full_rollout`, with the settings that row ran with). `add_full_rollout` gives an earlier run (its JSON in
+    `out`) the full-rollout row it lacks, for as many steps as its one-step DMT row (`dmt_steps` given and different:
+    ValueError). Its threads, model, SMT settings and steps must be this call's (ValueError before any training);
+    joint SMT is then re-trained from the same seed and must reproduce the saved joint-SMT row (steps and every
+    metric; SMT is deterministic per seed on CPU on one machine), else ValueError and nothing is added;
+    full-rollout DMT runs from that state and its row is appended. A run that already has the row is skipped.
     `backbone` is the student's updater (every row); `bptt_lr` BPTT's learning rate (None: 1e-3, the BPTT dict);
     both are recorded in the JSON (`model`, `settings`)."""
     import torch
@@ -129,6 +131,7 @@ def run(task="needle", seq_len=None, seed=0, smt_steps=None, dmt_steps=None, out
     smt_set = dict(fam["smt"] if fam else SMT, **({"smt_memory_noise": smt_memory_noise} if smt_memory_noise else {}),
                    **({"smt_all_prefixes": True} if causal_teacher else {}))
     smt_steps = smt_steps or (fam or {}).get("smt_steps") or (900 if T <= 32 else 1400)
+    dmt_steps_given = dmt_steps
     dmt_steps = dmt_steps or (fam or {}).get("dmt_steps") or 300
     dmt_set = {**DMT, **(fam["dmt"] if fam else {}),  # the family's dmt_training, then what the caller gives
                **({"dmt_stride": dmt_stride} if dmt_stride is not None else {}),
@@ -190,9 +193,12 @@ def run(task="needle", seq_len=None, seed=0, smt_steps=None, dmt_steps=None, out
                 "seq_len": T, "seed": seed, "machine": machine(), "threads": threads, "model": model,
                 "settings": phase_settings, "rows": rows, "drift": curves}
 
-    def save():
-        with open(stem + ".json", "w") as f:
+    def save():  # written whole, then moved into place: an interrupted save leaves the earlier file
+        with open(stem + ".json.tmp", "w") as f:
             json.dump(run_info, f, indent=2)
+        os.replace(stem + ".json.tmp", stem + ".json")
+
+    ours = json.loads(json.dumps({"threads": threads, "model": model, "smt": smt_set, "machine": machine()}))
 
     if continue_dmt or add_full_rollout:  # rows appended to this seed's JSON in `out`; the rest of it is kept
         if not os.path.exists(stem + ".json"):
@@ -205,15 +211,29 @@ def run(task="needle", seq_len=None, seed=0, smt_steps=None, dmt_steps=None, out
         curves.update({name: tuple(c) for name, c in (run_info.get("drift") or {}).items()})
         run_info["drift"] = curves
     if add_full_rollout:
-        if any(r["run"] == ROWS[2] for r in rows):
-            raise ValueError(f"{stem}.json already has a {ROWS[2]!r} row")
+        if any(r["run"] == ROWS[2] for r in rows):  # nothing to add: the other seeds of --seeds still run
+            print(f"[add-full-rollout] {stem}.json already has a {ROWS[2]!r} row: seed {seed} left as it is", flush=True)
+            return rows
         first = next((r for r in rows if r["run"] == ROWS[0]), None)
-        if first is None:
-            raise ValueError(f"{stem}.json has no {ROWS[0]!r} row to start full-rollout DMT from")
+        onestep = next((r for r in rows if r["run"] == ROWS[1]), None)
+        if first is None or onestep is None:
+            raise ValueError(f"{stem}.json has no {ROWS[0]!r} and {ROWS[1]!r} rows to match")
+        # checked before the SMT re-run, not after it: what would make it another SMT state, or another row
+        theirs = {"threads": run_info.get("threads"), "model": run_info.get("model"),
+                  "smt": run_info.get("settings", {}).get("smt", ours["smt"]), "machine": run_info.get("machine")}
+        wrong = [f"{k} {theirs[k]} (this run: {ours[k]})" for k in ("threads", "model", "smt") if theirs[k] != ours[k]]
+        wrong += [f"smt_steps {first['steps']} (this run: {smt_steps})"] if first["steps"] != smt_steps else []
+        dmt_steps = dmt_steps_given or onestep["steps"]  # a full run gives both DMT rows the same step count
+        wrong += [f"dmt_steps {onestep['steps']} (this run: {dmt_steps})"] if onestep["steps"] != dmt_steps else []
+        if wrong:
+            raise ValueError(f"{stem}.json ran with " + "; ".join(wrong) + ": no full-rollout row is added")
+        if theirs["machine"] != ours["machine"]:
+            print(f"[add-full-rollout] {stem}.json ran on {theirs['machine']}, this run on {ours['machine']}: its "
+                  "joint SMT may not be reproduced bit for bit (checked after the re-run)", flush=True)
         torch.manual_seed(seed)
         student, teacher = build_models(model, vocab, T)
         _, again = phase(ROWS[0], student, teacher, smt_set, smt_steps, record=False)
-        if any(first.get(k) != again.get(k) for k in ("steps", *METRICS)):
+        if any(json.dumps(first.get(k)) != json.dumps(again.get(k)) for k in ("steps", *METRICS)):  # NaN == NaN
             raise ValueError(f"re-trained joint SMT {again} differs from {stem}.json's {first}: not the same SMT state "
                              "(another machine, thread count or settings?), so no full-rollout row is added")
         phase(ROWS[2], student, teacher, FULL_ROLLOUT, dmt_steps)
@@ -374,8 +394,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--continue-dmt", action="store_true",
                    help="run --dmt-steps more one-step DMT steps on the saved student of an earlier run (a row is appended)")
     p.add_argument("--add-full-rollout", action="store_true",
-                   help="give an earlier run in --out its full-rollout DMT row: re-train its joint SMT (must reproduce "
-                        "its row exactly: same machine and threads) and run --dmt-steps full-rollout DMT from it")
+                   help="give an earlier run in --out its full-rollout DMT row: re-train its joint SMT (same flags, "
+                        "threads and machine as that run: it must reproduce its row exactly) and run as many "
+                        "full-rollout DMT steps as its one-step DMT row from it (seeds that have the row: skipped)")
     p.add_argument("--bptt-only", action="store_true",
                    help="run only BPTT for --bptt-multiples x --bptt-seconds (<stem>_bptt[_x<multiples>].json)")
     p.add_argument("--bptt-seconds", type=float, default=None,

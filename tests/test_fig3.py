@@ -266,8 +266,9 @@ def test_add_full_rollout_appends_the_row_a_full_run_would_have_and_refuses_anot
     there, is refused and the file is left as it was."""
     import smt_hf.viz
 
-    plotted = []
-    monkeypatch.setattr(smt_hf.viz, "plot_curves", lambda x, curves, *a, **k: plotted.append(curves))
+    plotted = []  # the drift plots' curves (the other plots are left out)
+    monkeypatch.setattr(smt_hf.viz, "plot_curves", lambda x, curves, path, *a, **k: plotted.append(curves) if str(
+        path).endswith("_drift.png") else None)
     kw = dict(task="needle", seq_len=8, seed=0, bptt=False, smt_steps=2, dmt_steps=2)
     n.run(out=str(tmp_path / "full"), command="full", **kw)
     full = json.load(open(tmp_path / "full" / "needle_e2e_T8_s0.json"))
@@ -286,12 +287,21 @@ def test_add_full_rollout_appends_the_row_a_full_run_would_have_and_refuses_anot
     # as one line per step)
     assert set(plotted[-1]) == set(after["drift"]) and plotted[-1] == {k: tuple(v) for k, v in after["drift"].items()}
     assert all(isinstance(c, tuple) and len(c) == 2 for c in plotted[-1].values())
-    with pytest.raises(ValueError, match="already has"):
-        n.run(out=str(tmp_path / "add"), add_full_rollout=True, **kw)
+    n.run(out=str(tmp_path / "add"), add_full_rollout=True, **kw)  # has the row: skipped, no training
+    assert json.load(open(stem)) == after
     before["rows"][0]["student_acc"] += 0.01  # another SMT state than the re-run gives
     json.dump(before, open(stem, "w"))
     with pytest.raises(ValueError, match="differs"):
         n.run(out=str(tmp_path / "add"), add_full_rollout=True, **kw)
+    assert json.load(open(stem)) == before
+    # refused before any training: what would make another SMT state, or another full-rollout step count
+    import smt
+
+    monkeypatch.setattr(smt, "build_models", None)  # a TypeError if training started
+    for bad, match in [(dict(threads=2), "threads 1 .this run: 2."), (dict(smt_steps=3), "smt_steps 2 .this run: 3."),
+                       (dict(dmt_steps=5), "dmt_steps 2 .this run: 5."), (dict(smt_memory_noise=0.1), "smt .*smt_memory_noise")]:
+        with pytest.raises(ValueError, match=match):
+            n.run(out=str(tmp_path / "add"), add_full_rollout=True, **{**kw, **bad})
     assert json.load(open(stem)) == before
     with pytest.raises(FileNotFoundError, match="no earlier run"):
         n.run(out=str(tmp_path / "none"), add_full_rollout=True, **kw)
