@@ -21,6 +21,7 @@ JSON records the command line that wrote it (a row `--continue-dmt` or `--add-fu
     python recipes/needle_e2e.py --task parity --seq-len 64 --seeds 0
     python recipes/needle_e2e.py ... --out recipes/results            # write the shipped results
     python recipes/needle_e2e.py --family stack --seeds 0 --bptt-multiples 1 4 --out recipes/results/fig3
+    python recipes/needle_e2e.py --family stack --seeds 0 --add-full-rollout --out recipes/results/fig3  # its missing row
     python recipes/needle_e2e.py --fig3 --seq-len 32 --out recipes/results/fig3
 
 Prints one table per seed and one over all seeds found (the student's model card:
