@@ -199,8 +199,6 @@ def run(task="needle", seq_len=None, seed=0, smt_steps=None, dmt_steps=None, out
             json.dump(run_info, f, indent=2)
         os.replace(stem + ".json.tmp", stem + ".json")
 
-    ours = json.loads(json.dumps({"threads": threads, "model": model, "smt": smt_set, "machine": machine()}))
-
     if continue_dmt or add_full_rollout:  # rows appended to this seed's JSON in `out`; the rest of it is kept
         if not os.path.exists(stem + ".json"):
             raise FileNotFoundError(f"{stem}.json: no earlier run of this seed in {out} to add a row to")
@@ -220,6 +218,7 @@ def run(task="needle", seq_len=None, seed=0, smt_steps=None, dmt_steps=None, out
         if first is None or onestep is None:
             raise ValueError(f"{stem}.json has no {ROWS[0]!r} and {ROWS[1]!r} rows to match")
         # checked before the SMT re-run, not after it: what would make it another SMT state, or another row
+        ours = json.loads(json.dumps({"threads": threads, "model": model, "smt": smt_set, "machine": machine()}))
         theirs = {"threads": run_info.get("threads"), "model": run_info.get("model"),
                   "smt": run_info.get("settings", {}).get("smt", ours["smt"]), "machine": run_info.get("machine")}
         wrong = [f"{k} {theirs[k]} (this run: {ours[k]})" for k in ("threads", "model", "smt") if theirs[k] != ours[k]]

@@ -61,6 +61,7 @@ def main(argv=None) -> None:
     from smt import machine
 
     from smt_hf import SMTRecurrentForCausalLM, SMTTeacherModel
+
     torch.set_num_threads(1)
     fam = family_settings(a.family)
     T, per_row = fam["seq_len"], fam["training"].get("eval_positions", 16)
