@@ -352,7 +352,9 @@ def markdown(res):
     """The report of a results dict (recipes/bench.py's JSON): the machine line, the notes, one table per section
     measured, the summary ratios and (GPU) the targets."""
     m = res["machine"]
-    L = [f"# SMT benchmark, preset `{res['preset']}`{' (dry run)' if res['dry_run'] else ''}", "",
+    measured = ", ".join(res.get("section_s", {}))  # two reports of one preset (e.g. a --sections run) differ here
+    L = [f"# SMT benchmark, preset `{res['preset']}`{' (dry run)' if res['dry_run'] else ''}"
+         f"{f': {measured}' if measured else ''}", "",
          f"Machine: {m['name']} ({m['cpu_count']} cores{', shared' if m['device'] == 'cpu' else ''}); torch {m['torch']}; transformers {m['transformers']}; threads {m['threads']}; "
          f"autocast {res['config']['autocast']}; compile {res['config']['compile']}. Total {res['total_s']:.0f} s.", ""]
     if res.get("merged"):
