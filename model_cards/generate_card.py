@@ -1,7 +1,7 @@
 """Write a Hub model card (README.md) for an SMT run.
 
     python model_cards/generate_card.py RUN_SUMMARY.json -o README.md [--model FOLDER]
-    python model_cards/generate_card.py recipes/results/needle_e2e_T64_s0.json --e2e -o CARD.md --model FOLDER/student
+    python model_cards/generate_card.py recipes/results/fig3/needle_e2e_T64_s0.json --e2e -o CARD.md --model FOLDER/student
 
 `make_card(run_info, out_path)` fills the packaged template `smt_hf/hub/model_card.md` (the one
 `smt_hf.export.export_for_hub` uses; `smt_hf.hub.TEMPLATE_PATH`) from a run summary: the dict

@@ -63,13 +63,16 @@ def text_section() -> str:
 def needle_section() -> str:
     """The no-BPTT end-to-end tables (recipes/needle_e2e.py, over seeds) and the DMT lever ablation."""
     parts = []
-    for path in sorted(glob.glob(os.path.join(RESULTS, "*_e2e_T*.md"))):
+    for path in sorted(glob.glob(os.path.join(RESULTS, "fig3", "*_e2e_T*.md"))):
         name = os.path.basename(path)[: -len(".md")]  # <task>_e2e_T<T>
         task, T = name.split("_e2e_T")
-        pngs = sorted(glob.glob(os.path.join(RESULTS, f"{name}_s*_drift.png")))
+        seeds = sorted(glob.glob(os.path.join(RESULTS, "fig3", f"{name}_s[0-9].json")))
+        if not seeds or json.load(open(seeds[0])).get("family") is not None:
+            continue  # a --family run: its table is linked from Fig 3; here only the recipe's own model (--task)
+        pngs = sorted(glob.glob(os.path.join(RESULTS, "fig3", f"{name}_s*_drift.png")))
         plot = f"\n![drift]({os.path.relpath(pngs[0], ROOT)})\n" if pngs else ""
-        parts.append(f"#### {task}, T={T} (`python recipes/needle_e2e.py --task {task} --seq-len {T} --seeds ...`)\n\n"
-                     f"{_results_links(open(path).read().strip())}\n{plot}")
+        parts.append(f"#### {task}, T={T} (`python recipes/needle_e2e.py --task {task} --seq-len {T} --seeds ... --out recipes/results/fig3`)\n\n"
+                     f"{_results_links(open(path).read().strip(), 'recipes/results/fig3')}\n{plot}")
     for path in sorted(glob.glob(os.path.join(RESULTS, "dmt_ablation*.md"))):
         parts.append("#### What closes the drift without BPTT (`python recipes/dmt_ablation.py`)\n\n" + open(path).read().strip() + "\n")
     return "### SMT -> one-step DMT vs BPTT, end to end\n\n" + "\n".join(parts) if parts else ""

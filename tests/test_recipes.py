@@ -104,3 +104,26 @@ def test_update_readme_fig3_section_links_into_the_fig3_folder(tmp_path, monkeyp
     assert text.endswith("table\n\n![Fig 3](recipes/results/fig3/fig3_T32.png)\n")
     monkeypatch.setattr(update_readme, "RESULTS", str(tmp_path / "none"))
     assert update_readme.fig3_section() == ""
+
+
+def test_update_readme_end_to_end_section_reads_the_recipe_model_runs_from_fig3(tmp_path, monkeypatch):
+    """The needle/parity end-to-end tables come from recipes/results/fig3 (one copy of each run, the one the Fig 3
+    table reads), only for runs of the recipe's own model (no `family`); a --family run's table is linked from Fig 3
+    instead. (A second, older copy of the needle runs under recipes/results/ showed one BPTT seed of three.)"""
+    import json
+
+    import update_readme
+
+    fig3 = tmp_path / "fig3"
+    fig3.mkdir()
+    for name, family in (("needle_e2e_T8", None), ("stack_e2e_T8", "stack")):
+        (fig3 / f"{name}.md").write_text(f"{name} table\n\n![acc](x.png)\n")
+        json.dump({"task": name.split("_")[0], "family": family, "rows": []}, open(fig3 / f"{name}_s0.json", "w"))
+    (fig3 / "needle_e2e_T8_s0_drift.png").write_bytes(b"")
+    (tmp_path / "needle_e2e_T8.md").write_text("an old copy outside fig3\n")
+    monkeypatch.setattr(update_readme, "RESULTS", str(tmp_path))
+    monkeypatch.setattr(update_readme, "ROOT", str(tmp_path.parent))
+    text = update_readme.needle_section()
+    assert "needle_e2e_T8 table\n\n![acc](recipes/results/fig3/x.png)" in text
+    assert f"![drift]({tmp_path.name}/fig3/needle_e2e_T8_s0_drift.png)" in text
+    assert "stack_e2e_T8 table" not in text and "an old copy" not in text
