@@ -61,7 +61,8 @@ def text_section() -> str:
 
 
 def needle_section() -> str:
-    """The no-BPTT end-to-end tables (recipes/needle_e2e.py, over seeds) and the DMT lever ablation."""
+    """The no-BPTT end-to-end tables of the recipe's own model (recipes/needle_e2e.py --task, over seeds; read from
+    recipes/results/fig3, where the Fig 3 table reads them too) and the DMT lever ablation."""
     parts = []
     for path in sorted(glob.glob(os.path.join(RESULTS, "fig3", "*_e2e_T*.md"))):
         name = os.path.basename(path)[: -len(".md")]  # <task>_e2e_T<T>
