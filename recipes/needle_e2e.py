@@ -19,7 +19,7 @@ JSON records the command line that wrote it (a row `--continue-dmt` or `--add-fu
 
     python recipes/needle_e2e.py --seq-len 32 --seeds 0 1 2          # ~10 CPU minutes per seed, one thread
     python recipes/needle_e2e.py --task parity --seq-len 64 --seeds 0
-    python recipes/needle_e2e.py ... --out recipes/results            # write the shipped results
+    python recipes/needle_e2e.py ... --out recipes/results/fig3       # write the shipped results
     python recipes/needle_e2e.py --family stack --seeds 0 --bptt-multiples 1 4 --out recipes/results/fig3
     python recipes/needle_e2e.py --family stack --seeds 0 --add-full-rollout --out recipes/results/fig3  # its missing row
     python recipes/needle_e2e.py --fig3 --seq-len 32 --out recipes/results/fig3
@@ -408,7 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bptt-lr", type=positive_float, default=None,
                    help=f"BPTT learning rate (default {BPTT['learning_rate']:g})")
     p.add_argument("--out", default=DEFAULT_OUT, help=f"folder for JSON, plots, tables (default {DEFAULT_OUT}; "
-                   "`--out recipes/results` updates the shipped results)")
+                   "`--out recipes/results/fig3` updates the shipped results)")
     return p
 
 

@@ -352,7 +352,8 @@ def markdown(res):
     """The report of a results dict (recipes/bench.py's JSON): the machine line, the notes, one table per section
     measured, the summary ratios and (GPU) the targets."""
     m = res["machine"]
-    measured = ", ".join(res.get("section_s", {}))  # two reports of one preset (e.g. a --sections run) differ here
+    # two reports of one preset (e.g. a --sections run) differ here; a section that raised is not named
+    measured = ", ".join(s for s in res.get("section_s", {}) if s not in res.get("errors", {}))
     L = [f"# SMT benchmark, preset `{res['preset']}`{' (dry run)' if res['dry_run'] else ''}"
          f"{f': {measured}' if measured else ''}", "",
          f"Machine: {m['name']} ({m['cpu_count']} cores{', shared' if m['device'] == 'cpu' else ''}); torch {m['torch']}; transformers {m['transformers']}; threads {m['threads']}; "

@@ -114,7 +114,7 @@ def test_sections_markdown_has_one_table_per_measured_section():
     md = markdown(res)
     assert md.startswith("# SMT benchmark, preset `cpu` (dry run)\n\nMachine: X (2 cores, shared);")
     # the title names the sections measured, so two reports of one preset (a --sections run) are told apart
-    md = markdown({**res, "section_s": {"dmt": 1.0, "train_compile": 2.0}})
+    md = markdown({**res, "section_s": {"dmt": 1.0, "train_compile": 2.0, "prefill": 0.1}, "errors": {"prefill": "E"}})
     assert md.startswith("# SMT benchmark, preset `cpu` (dry run): dmt, train_compile\n\nMachine: X")
     assert "## DMT training step\n\n| setting | B | Td | k | variant | ms | first call s |" in md
     assert "| cpu | 8 | 64 | 8 | plain | 12.2 | 0.5 |" in md and "| dmt_step_ms_best | 12.2 |" in md
