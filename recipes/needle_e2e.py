@@ -116,6 +116,7 @@ def run(task="needle", seq_len=None, seed=0, smt_steps=None, dmt_steps=None, out
 
     from smt_hf.callbacks import TimeBudget
     from smt_hf.data import task_vocab_size
+    from smt_hf.recipe import write_json
     from smt_hf.trainer import SMTTrainer
     from smt_hf.training_args import SMTTrainingArguments
 
@@ -195,9 +196,7 @@ def run(task="needle", seq_len=None, seed=0, smt_steps=None, dmt_steps=None, out
                 "settings": phase_settings, "rows": rows, "drift": curves}
 
     def save():  # written whole, then moved into place: an interrupted save leaves the earlier file
-        with open(stem + ".json.tmp", "w") as f:
-            json.dump(run_info, f, indent=2)
-        os.replace(stem + ".json.tmp", stem + ".json")
+        write_json(stem + ".json", run_info)
 
     if continue_dmt or add_full_rollout:  # rows appended to this seed's JSON in `out`; the rest of it is kept
         if not os.path.exists(stem + ".json"):

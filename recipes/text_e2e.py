@@ -110,10 +110,10 @@ def score(cfg: dict, teacher, student, x, train_tokens) -> dict:
 def _save(path: str, result: dict, label: str, shown: dict) -> None:
     """Print one finished row and rewrite the JSON (a run stopped early keeps what finished; written whole, then
     renamed, so a reader never sees half a file)."""
+    from smt_hf.recipe import write_json
+
     print(f"[text] {label}: " + json.dumps(shown), flush=True)
-    with open(path + ".tmp", "w") as f:
-        json.dump(result, f, indent=2)
-    os.replace(path + ".tmp", path)
+    write_json(path, result)
 
 
 def comparable(run: dict) -> tuple:

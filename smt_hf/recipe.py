@@ -106,6 +106,14 @@ def build_models(config: dict, vocab, seq_len: int):
     return student, teacher
 
 
+def write_json(path: str, obj) -> None:
+    """Write `obj` as indented JSON to `path`: written whole to `path + ".tmp"`, then renamed, so an interrupted
+    write leaves the earlier file and a reader never sees half a file (the recipes' result JSONs)."""
+    with open(path + ".tmp", "w") as f:
+        json.dump(obj, f, indent=2)
+    os.replace(path + ".tmp", path)
+
+
 def machine() -> str:
     """One line naming this machine (CPU or GPU, torch version, threads): `smt_hf.hardware.describe_machine`."""
     from .hardware import describe_machine
