@@ -60,7 +60,8 @@ DMT = dict(mode="dmt", per_device_train_batch_size=32, learning_rate=3e-4, dmt_s
 FULL_ROLLOUT = dict(DMT, dmt_gradient="full_rollout", dmt_stride=8, dmt_teacher_transitions=False)
 
 def family_settings(name: str, seq_len: int | None = None, path: str = FAMILIES) -> dict:
-    """The calibrated settings of one family of teachers.yaml: {task, task_kwargs, seq_len, model, smt, training}.
+    """The calibrated settings of one family of teachers.yaml: {task, task_kwargs, train_task_kwargs (on top of
+    task_kwargs for the training episodes only), seq_len, model, smt, training}.
     `model` = the family's teacher + this recipe's student; `smt` = joint SMT (or the family's `smt_mode`) with the
     family's learning rate and warm-up (+ its `smt_training`: SMT-phase-only arguments such as lambda_encoder_lm);
     `training` = extra SMTTrainingArguments for every phase (e.g. eval_positions); `dmt` = `dmt_training`,
@@ -74,7 +75,8 @@ def family_settings(name: str, seq_len: int | None = None, path: str = FAMILIES)
         raise KeyError(f"family {name!r} is not in {path}; choose from {sorted(cfg['families'])}")
     f = {**cfg["defaults"], **cfg["families"][name]}
     dmt = {**(cfg["defaults"].get("dmt_training") or {}), **(cfg["families"][name].get("dmt_training") or {})}
-    return {"task": f["task"], "task_kwargs": dict(f.get("task_kwargs") or {}), "seq_len": seq_len or f["seq_len"],
+    return {"task": f["task"], "task_kwargs": dict(f.get("task_kwargs") or {}),
+            "train_task_kwargs": dict(f.get("train_task_kwargs") or {}), "seq_len": seq_len or f["seq_len"],
             "model": {"teacher": dict(f["teacher"]), "student": dict(MODEL["student"])},
             "smt": dict(SMT, mode=f.get("smt_mode", SMT["mode"]), learning_rate=f["learning_rate"],
                         warmup_steps=f["warmup_steps"], **(f.get("smt_training") or {})),
@@ -82,13 +84,16 @@ def family_settings(name: str, seq_len: int | None = None, path: str = FAMILIES)
             "smt_steps": f.get("smt_steps"), "dmt_steps": f.get("dmt_steps")}
 
 
-def episodes(task: str, T: int, seed: int, kw: dict):
-    """(training episodes, held-out episodes) of one seed's run: 200000 episodes drawn with `seed`, and 512 held-out
-    ones with seed 10**6 + seed (`datasets.Dataset`s of `smt_hf.data.make_task`). recipes/onestep_error_probe.py
-    re-scores a saved run on these."""
-    from smt_hf.data import make_task
+def episodes(task: str, T: int, seed: int, kw: dict, train_kw: dict | None = None, num_train: int = 200000):
+    """(training episodes, held-out episodes) of one seed's run: `num_train` episodes drawn with `seed` (task kwargs
+    `kw`, then `train_kw` on top: a family's `train_task_kwargs`), and 512 held-out ones with seed 10**6 + seed
+    (`kw` only) (`datasets.Dataset`s of `smt_hf.data.make_task`). recipes/onestep_error_probe.py re-scores a saved
+    run on these."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from teacher_curves import episode_sets
 
-    return make_task(task, 200000, T, seed=seed, **kw), make_task(task, 512, T, seed=10**6 + seed, **kw)
+    return episode_sets({"task": task, "seq_len": T, "task_kwargs": kw, "train_task_kwargs": train_kw,
+                         "num_train": num_train, "num_eval": 512}, seed)
 
 
 def run(task="needle", seq_len=None, seed=0, smt_steps=None, dmt_steps=None, out=DEFAULT_OUT, threads=1,
@@ -188,10 +193,12 @@ def run(task="needle", seq_len=None, seed=0, smt_steps=None, dmt_steps=None, out
         if theirs != (backbone, bptt_set["learning_rate"]):
             raise ValueError(f"{path} ran backbone {theirs[0]!r} with BPTT lr {theirs[1]:g}, not {backbone!r} with "
                              f"{bptt_set['learning_rate']:g}: its table would average both; use another --out")
-    train, ev = episodes(task, T, seed, kw)
+    train_kw = fam["train_task_kwargs"] if fam else {}
+    train, ev = episodes(task, T, seed, kw, train_kw)
     os.makedirs(out, exist_ok=True)
     phase_settings = {"smt": smt_set, "dmt": dmt_set, "full_rollout": FULL_ROLLOUT, "bptt": bptt_set}
     run_info = {**({"command": command} if command else {}), "task": task, "family": family, "task_kwargs": kw,
+                **({"train_task_kwargs": train_kw} if train_kw else {}),
                 "seq_len": T, "seed": seed, "machine": machine(), "threads": threads, "model": model,
                 "settings": phase_settings, "rows": rows, "drift": curves}
 

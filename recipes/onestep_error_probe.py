@@ -70,7 +70,7 @@ def main(argv=None) -> None:
         folder = os.path.join(a.out, f"final_{a.family}_T{T}_s{s}")
         student = SMTRecurrentForCausalLM.from_pretrained(os.path.join(folder, "student"))
         teacher = SMTTeacherModel.from_pretrained(os.path.join(folder, "teacher"))
-        train, ev = episodes(fam["task"], T, s, fam["task_kwargs"])  # the run's own episodes
+        train, ev = episodes(fam["task"], T, s, fam["task_kwargs"], fam["train_task_kwargs"])  # the run's own episodes
         res[s] = probe(student, teacher, torch.tensor(ev["input_ids"]), torch.tensor(ev["labels"]), T, per_row, seed=s)
         tr = train.select(range(512))
         res[s]["teacher_train"] = probe(student, teacher, torch.tensor(tr["input_ids"]), torch.tensor(tr["labels"]), T,

@@ -42,7 +42,7 @@ def run_one(name: str, spec: dict, defaults: dict, seed: int, threads: int = 1) 
     from smt import build_models
 
     from smt_hf.callbacks import TimeBudget
-    from smt_hf.data import make_task, task_vocab_size
+    from smt_hf.data import task_vocab_size
     from smt_hf.trainer import SMTTrainer
     from smt_hf.training_args import SMTTrainingArguments
 
@@ -53,8 +53,7 @@ def run_one(name: str, spec: dict, defaults: dict, seed: int, threads: int = 1) 
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     vocab = task_vocab_size(task, **kw)
-    train = make_task(task, cfg["num_train"], T, seed=seed, **kw)
-    ev = make_task(task, cfg["num_eval"], T, seed=10**6 + seed, **kw)
+    train, ev = episode_sets(cfg, seed)
     student, teacher = build_models({"teacher": cfg["teacher"], "student": cfg["student"]}, vocab, T)
     curve: list[list[float]] = []
     t0 = [0.0]
@@ -88,6 +87,18 @@ def run_one(name: str, spec: dict, defaults: dict, seed: int, threads: int = 1) 
     if not curve or curve[-1][0] != tr.state.global_step:  # the budget ended between evaluations
         tr.evaluate()
     return result(name, cfg, seed, threads, curve)
+
+
+def episode_sets(cfg: dict, seed: int):
+    """(training, held-out) episodes of a family's run (`datasets.Dataset`s of `smt_hf.data.make_task`):
+    `num_train` drawn with `seed` and `num_eval` with seed 10**6 + seed, both with `task_kwargs`; a family's
+    `train_task_kwargs` go on top for the training episodes only (e.g. string_copy's `min_string_len`: mixed
+    lengths to train on, full-length strings held out)."""
+    from smt_hf.data import make_task
+
+    task, T, kw = cfg["task"], cfg["seq_len"], dict(cfg.get("task_kwargs") or {})
+    return (make_task(task, cfg["num_train"], T, seed=seed, **{**kw, **(cfg.get("train_task_kwargs") or {})}),
+            make_task(task, cfg["num_eval"], T, seed=10**6 + seed, **kw))
 
 
 def full_loss_step(cfg: dict) -> int:
@@ -140,7 +151,7 @@ def run_reference_lm(name: str, cfg: dict, seed: int, threads: int = 1) -> dict:
     import torch
     from torch import nn
 
-    from smt_hf.data import make_task, task_vocab_size
+    from smt_hf.data import task_vocab_size
     from smt_hf.modeling_layers import TransformerStack
     from smt_hf.losses import readout_loss
     from smt_hf.training_args import SMTTrainingArguments
@@ -156,7 +167,7 @@ def run_reference_lm(name: str, cfg: dict, seed: int, threads: int = 1) -> dict:
     def logits(x):  # (B, L) -> (B, L, V); position t-1 (has read x[:t]) predicts labels[t]
         return model["head"](model["body"](model["embed"](x), causal=True))
 
-    data = [make_task(task, n, T, seed=s, **kw) for n, s in ((cfg["num_train"], seed), (cfg["num_eval"], 10**6 + seed))]
+    data = episode_sets(cfg, seed)
     (ids, lab), (eids, elab) = [(torch.tensor(ds["input_ids"]), torch.tensor(ds["labels"])) for ds in data]
     per_row = (cfg.get("training") or {}).get("eval_positions", 16)
     curriculum = {k: v for k, v in {**(cfg.get("training") or {}), **(cfg.get("smt_training") or {})}.items()
@@ -189,7 +200,8 @@ def run_reference_lm(name: str, cfg: dict, seed: int, threads: int = 1) -> dict:
 
 def extra(s: dict) -> str:
     """The settings a row's other columns do not show: task kwargs, causal encoder, training arguments."""
-    kv = {**(s.get("task_kwargs") or {}), **({"encoder_causal": True} if s["teacher"].get("encoder_causal") else {}),
+    kv = {**(s.get("task_kwargs") or {}), **{f"train {k}": v for k, v in (s.get("train_task_kwargs") or {}).items()},
+          **({"encoder_causal": True} if s["teacher"].get("encoder_causal") else {}),
           **(s.get("training") or {}), **(s.get("smt_training") or {})}
     return ", ".join(f"{k}={v}" for k, v in kv.items()) or "-"
 

@@ -157,6 +157,22 @@ def test_string_copy_labels(reverse, seq_len, string_len):
         assert y == solve_copy(x, reverse, L)
 
 
+@pytest.mark.parametrize("reverse", [True, False], ids=["reverse", "plain"])
+def test_string_copy_mixed_lengths(reverse):
+    """min_string_len: each example has its own length L_i in min..L (its delimiter is the first 0), the layout of
+    that length, padded at the end; every length of the range occurs."""
+    T, lo, L = 21, 3, 10
+    lens = set()
+    for x, y in rows("string_copy", T, reverse=reverse, min_string_len=lo):
+        Li = x.index(0)
+        assert lo <= Li <= L
+        assert y == solve_copy(x, reverse, Li)
+        lens.add(Li)
+    assert lens == set(range(lo, L + 1))
+    full = make_task("string_copy", 8, T, 1, reverse=reverse, min_string_len=L)  # min = L: all full length
+    assert all(x.index(0) == L for x in full["input_ids"])
+
+
 def test_copy_alias_is_plain_copy():
     a = make_task("copy", 3, 21, 5)
     b = make_task("string_copy", 3, 21, 5, reverse=False)
@@ -268,6 +284,8 @@ def test_list_tasks_and_vocab_sizes():
         (lambda: task_vocab_size("nope"), "valid names"),
         (lambda: make_task("needle", 2, 8, 0, n_keys=3), "unknown argument"),
         (lambda: make_task("string_copy", 2, 10, 0, string_len=5), "seq_len >= 2\\*string_len\\+1 = 11"),
+        (lambda: make_task("string_copy", 2, 21, 0, min_string_len=11), "min_string_len must be in 1..string_len=10"),
+        (lambda: make_task("string_copy", 2, 21, 0, min_string_len=0), "min_string_len must be in 1..string_len=10"),
         (lambda: make_task("associative_recall", 2, 10, 0, n_keys=8), "need seq_len >= .* = 16"),
         (lambda: make_task("associative_recall", 2, 64, 0, n_keys=20, key_vocab=4), "only key_vocab\\*\\*key_len = 4"),
         (lambda: make_task("associative_recall", 2, 16, 0, num_queries=3), "num_queries=3 must be in 1..1"),
@@ -275,7 +293,7 @@ def test_list_tasks_and_vocab_sizes():
         (lambda: make_task("needle", 2, 3, 0), "seq_len must be >= 4"),
         (lambda: make_task("parity", 0, 8, 0), "num_examples must be >= 1"),
     ],
-    ids=["unknown", "unknown-vocab", "bad-kwarg", "string-too-long", "keys-dont-fit", "too-many-keys",
+    ids=["unknown", "unknown-vocab", "bad-kwarg", "string-too-long", "min-len-above", "min-len-zero", "keys-dont-fit", "too-many-keys",
          "too-many-queries", "odd-icl", "short-needle", "no-examples"],
 )
 def test_impossible_settings_raise(call, match):

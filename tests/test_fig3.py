@@ -28,6 +28,24 @@ def test_family_settings_take_the_calibrated_teacher_and_lr(tmp_path):
         n.family_settings("parity", path=str(path))
 
 
+def test_train_task_kwargs_apply_to_the_training_episodes_only(tmp_path):
+    """A family's `train_task_kwargs` (string_copy's min_string_len) shape the training episodes; the held-out ones
+    keep the task's own layout (full-length strings); without the key both are as before."""
+    path = tmp_path / "t.yaml"
+    path.write_text("defaults: {seq_len: 21, teacher: {hidden_size: 16}, learning_rate: 0.003, warmup_steps: 0}\n"
+                    "families:\n  mixed: {task: string_copy, train_task_kwargs: {min_string_len: 1}}\n"
+                    "  plain: {task: string_copy}\n")
+    f = n.family_settings("mixed", path=str(path))
+    assert f["train_task_kwargs"] == {"min_string_len": 1} and f["task_kwargs"] == {}
+    assert n.family_settings("plain", path=str(path))["train_task_kwargs"] == {}
+    train, ev = n.episodes("string_copy", 21, 0, f["task_kwargs"], f["train_task_kwargs"], num_train=64)
+    assert len(train) == 64 and len(ev) == 512
+    assert {x.index(0) for x in train["input_ids"]} != {10}  # mixed string lengths
+    assert {x.index(0) for x in ev["input_ids"]} == {10}  # full length held out
+    plain_train, plain_ev = n.episodes("string_copy", 21, 0, {}, None, num_train=64)
+    assert {x.index(0) for x in plain_train["input_ids"]} == {10} and plain_ev["input_ids"] == ev["input_ids"]
+
+
 def test_shipped_families_all_name_a_task_the_recipe_knows():
     import yaml
 

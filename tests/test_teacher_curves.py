@@ -84,6 +84,16 @@ def test_a_family_can_override_the_future_length():
     assert [c[0] for c in r["curve"]] == [4, 8, 12]
 
 
+def test_train_task_kwargs_shape_the_training_episodes_and_show_in_the_table_row():
+    import teacher_curves
+
+    cfg = {**DEFAULTS, "task": "string_copy", "seq_len": 9, "train_task_kwargs": {"min_string_len": 1}}
+    train, ev = teacher_curves.episode_sets(cfg, seed=0)
+    assert (len(train), len(ev)) == (64, 16)
+    assert len({x.index(0) for x in train["input_ids"]}) > 1 and {x.index(0) for x in ev["input_ids"]} == {4}
+    assert "train min_string_len=1" in teacher_curves.extra({**cfg, "teacher": DEFAULTS["teacher"]})
+
+
 def test_reference_lm_is_scored_at_the_teachers_positions():
     """An oracle whose logits at t-1 are labels[t] scores 1 at the teacher's positions; reading them off one position
     late (the prediction at t) does not."""

@@ -137,6 +137,7 @@ def string_copy(
     vocab_size: int = 16,
     reverse: bool = True,
     string_len: int | None = None,
+    min_string_len: int | None = None,
 ) -> Dataset:
     """String copy: read a string, a delimiter, then write it back (reversed by default).
 
@@ -144,6 +145,12 @@ def string_copy(
     (``reversed(s)`` if ``reverse`` else ``s``), every copy token labelled. ``L`` defaults to
     ``(seq_len - 1) // 2``; if ``2L + 1 < seq_len`` the sequence is padded at the END with ``0``
     tokens labelled ``-100`` (they come after every target, so they never leak information).
+
+    ``min_string_len``: draw each example's length uniformly in ``min_string_len..L`` instead (the
+    layout above with that example's length, padded at the end). Mixed lengths put short, easy copies
+    in every batch, an implicit length curriculum for training; held-out episodes keep the full
+    ``L``. ``None`` (default): every example has length ``L``. Raises ``ValueError`` unless
+    ``1 <= min_string_len <= L``.
     """
     _check_common("string_copy", num_examples, seq_len, 3)
     if vocab_size < 2:
@@ -157,15 +164,28 @@ def string_copy(
             f"string_copy: string_len={L} needs seq_len >= 2*string_len+1 = {2 * L + 1}, got seq_len={T}; "
             f"lower string_len to <= {(T - 1) // 2} or raise seq_len"
         )
+    if min_string_len is not None and not 1 <= int(min_string_len) <= L:
+        raise ValueError(f"string_copy: min_string_len must be in 1..string_len={L}, got {min_string_len}")
     rng = _rng(seed)
     N = int(num_examples)
     s = rng.integers(1, vocab_size, size=(N, L))  # (N, L)
-    r = s[:, ::-1] if reverse else s
+    if min_string_len is None:  # every example of length L (the original draw order: seeds keep their episodes)
+        lens = np.full((N, 1), L)
+    else:
+        lens = rng.integers(int(min_string_len), L + 1, size=(N, 1))  # (N, 1) each example's length
+    j = np.arange(L)[None, :]  # (1, L) position inside the string
+    s = np.where(j < lens, s, 0)  # (N, L) the string, 0 past its length
+    rows = np.arange(N)[:, None]
+    # copy token k of example n is s[n, lens-1-k] (reversed) or s[n, k], for k < lens
+    src = np.clip(lens - 1 - j, 0, L - 1) if reverse else j
+    r = np.where(j < lens, s[rows, np.broadcast_to(src, (N, L))], 0)  # (N, L)
     ids = np.zeros((N, T), dtype=np.int64)
     labels = np.full((N, T), IGNORE_INDEX)
-    ids[:, :L] = s
-    ids[:, L + 1 : 2 * L + 1] = r
-    labels[:, L + 1 : 2 * L + 1] = r
+    ids[:, :L] = s  # the delimiter 0 at position lens (already 0)
+    cols = lens + 1 + j  # (N, L) where copy token k goes
+    ok = j < lens
+    ids[rows.repeat(L, 1)[ok], cols[ok]] = r[ok]
+    labels[rows.repeat(L, 1)[ok], cols[ok]] = r[ok]
     return _to_dataset(ids, labels)
 
 
