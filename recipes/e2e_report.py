@@ -192,6 +192,10 @@ def write_summary(out: str, task: str, T: int) -> str:
     head = (f"{task}, T={T}, seeds {sorted({r['seed'] for r in runs})}, {machines_of(runs)}, {runs[0]['threads']} thread(s); "
             "wall-clock = that phase's training time on a shared machine; BPTT gets the wall-clock of joint SMT + one-step DMT "
             "unless a row's budget says otherwise")
+    train_kw = {json.dumps(r.get("train_task_kwargs") or {}, sort_keys=True) for r in runs}
+    if train_kw != {"{}"}:  # a family's train_task_kwargs: the training episodes differ from the held-out ones
+        head += (f"; training episodes with {' / '.join(sorted(train_kw))} on top of the task's kwargs "
+                 f"{json.dumps(runs[0]['task_kwargs'])} (held-out episodes: the task's kwargs only)")
     students = {json.dumps(r["model"]["student"]) for r in runs if r.get("model")}  # (older JSONs: none recorded)
     head += f"; student `{json.loads(students.pop())}`" if len(students) == 1 else ""
     full = [r for r in runs if any(x["run"] == ROWS[0] for x in r["rows"])]  # (not the BPTT-only runs)

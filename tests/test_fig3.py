@@ -402,3 +402,16 @@ def test_family_summary_names_each_machine_with_its_seeds(tmp_path):
                   open(tmp_path / f"needle_e2e_T32_s{seed}.json", "w"))
     md = n.write_summary(str(tmp_path), "needle", 32)
     assert md.startswith("needle, T=32, seeds [0, 1, 2], CPU Intel (seed 0); CPU AMD EPYC (seeds 1, 2), 1 thread(s);")
+
+
+def test_family_summary_names_the_training_episodes_kwargs(tmp_path):
+    """A family trained on episodes with `train_task_kwargs` says so in its markdown; one without does not."""
+    row = {"run": n.ROWS[0], "dmt_gradient": None, "steps": 10, "seconds": 1.0, "teacher_acc": 1.0,
+           "onestep_acc": 0.9, "student_acc": 0.5, "drift_mean": 0.1}
+    run = {"task": "string_copy", "family": "mixed", "seq_len": 32, "seed": 0, "machine": "CPU x", "threads": 1,
+           "model": n.MODEL, "task_kwargs": {}, "rows": [row, dict(row, run=n.ROWS[1])]}
+    json.dump(run, open(tmp_path / "mixed_e2e_T32_s0.json", "w"))
+    assert "training episodes" not in n.write_summary(str(tmp_path), "mixed", 32)
+    json.dump({**run, "train_task_kwargs": {"min_string_len": 1}}, open(tmp_path / "mixed_e2e_T32_s0.json", "w"))
+    md = n.write_summary(str(tmp_path), "mixed", 32)
+    assert 'training episodes with {"min_string_len": 1} on top of the task\'s kwargs {}' in md
