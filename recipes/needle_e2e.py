@@ -89,8 +89,7 @@ def episodes(task: str, T: int, seed: int, kw: dict, train_kw: dict | None = Non
     `kw`, then `train_kw` on top: a family's `train_task_kwargs`), and 512 held-out ones with seed 10**6 + seed
     (`kw` only) (`datasets.Dataset`s of `smt_hf.data.make_task`). recipes/onestep_error_probe.py re-scores a saved
     run on these."""
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from teacher_curves import episode_sets
+    from teacher_curves import episode_sets  # (this folder is on sys.path: see the imports above)
 
     return episode_sets({"task": task, "seq_len": T, "task_kwargs": kw, "train_task_kwargs": train_kw,
                          "num_train": num_train, "num_eval": 512}, seed)
@@ -209,7 +208,11 @@ def run(task="needle", seq_len=None, seed=0, smt_steps=None, dmt_steps=None, out
         if not os.path.exists(stem + ".json"):
             raise FileNotFoundError(f"{stem}.json: no earlier run of this seed in {out} to add a row to")
         run_info.pop("command", None)  # the file's `command` stays the one that wrote it first (each row: its own)
-        run_info.update(json.load(open(stem + ".json")))
+        saved = json.load(open(stem + ".json"))
+        if (saved.get("train_task_kwargs") or {}) != train_kw:  # the new row would train on other episodes
+            raise ValueError(f"{stem}.json trained on episodes with train_task_kwargs "
+                             f"{saved.get('train_task_kwargs') or {}}, this run on {train_kw}: no row is added")
+        run_info.update(saved)
         rows[:] = run_info["rows"]
         run_info["rows"] = rows
         # the new row's drift curve joins the earlier ones ((steps, values) pairs: JSON gave lists)

@@ -93,11 +93,16 @@ def episode_sets(cfg: dict, seed: int):
     """(training, held-out) episodes of a family's run (`datasets.Dataset`s of `smt_hf.data.make_task`):
     `num_train` drawn with `seed` and `num_eval` with seed 10**6 + seed, both with `task_kwargs`; a family's
     `train_task_kwargs` go on top for the training episodes only (e.g. string_copy's `min_string_len`: mixed
-    lengths to train on, full-length strings held out)."""
-    from smt_hf.data import make_task
+    lengths to train on, full-length strings held out). ValueError if they would change the vocabulary."""
+    from smt_hf.data import make_task, task_vocab_size
 
     task, T, kw = cfg["task"], cfg["seq_len"], dict(cfg.get("task_kwargs") or {})
-    return (make_task(task, cfg["num_train"], T, seed=seed, **{**kw, **(cfg.get("train_task_kwargs") or {})}),
+    train_kw = {**kw, **(cfg.get("train_task_kwargs") or {})}
+    if task_vocab_size(task, **train_kw) != task_vocab_size(task, **kw):
+        raise ValueError(f"train_task_kwargs {cfg.get('train_task_kwargs')} change {task}'s vocabulary "
+                         f"({task_vocab_size(task, **train_kw)} vs {task_vocab_size(task, **kw)}): training and "
+                         "held-out episodes must share one model")
+    return (make_task(task, cfg["num_train"], T, seed=seed, **train_kw),
             make_task(task, cfg["num_eval"], T, seed=10**6 + seed, **kw))
 
 

@@ -6,6 +6,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import math
 
+import numpy as np
 import pytest
 
 from smt_hf.data import list_tasks, make_task, task_vocab_size
@@ -169,8 +170,17 @@ def test_string_copy_mixed_lengths(reverse):
         assert y == solve_copy(x, reverse, Li)
         lens.add(Li)
     assert lens == set(range(lo, L + 1))
-    full = make_task("string_copy", 8, T, 1, reverse=reverse, min_string_len=L)  # min = L: all full length
-    assert all(x.index(0) == L for x in full["input_ids"])
+    full = make_task("string_copy", 8, T, 1, reverse=reverse, min_string_len=L)  # min = L: the default episodes
+    assert full["input_ids"] == make_task("string_copy", 8, T, 1, reverse=reverse)["input_ids"]
+
+
+def test_string_copy_default_episodes_are_pinned():
+    """Without min_string_len a seed gives the episodes it always gave: the string is the first draw of the seed's
+    PCG64 generator (runs and results made before the option existed stay reproducible)."""
+    s = np.random.Generator(np.random.PCG64(3)).integers(1, 16, size=(5, 10))
+    d = make_task("string_copy", 5, 21, 3)
+    assert d["input_ids"] == [list(r) + [0] + list(r[::-1]) for r in s.tolist()]
+    assert d["labels"] == [[IGN] * 11 + list(r[::-1]) for r in s.tolist()]
 
 
 def test_copy_alias_is_plain_copy():
@@ -284,8 +294,9 @@ def test_list_tasks_and_vocab_sizes():
         (lambda: task_vocab_size("nope"), "valid names"),
         (lambda: make_task("needle", 2, 8, 0, n_keys=3), "unknown argument"),
         (lambda: make_task("string_copy", 2, 10, 0, string_len=5), "seq_len >= 2\\*string_len\\+1 = 11"),
-        (lambda: make_task("string_copy", 2, 21, 0, min_string_len=11), "min_string_len must be in 1..string_len=10"),
-        (lambda: make_task("string_copy", 2, 21, 0, min_string_len=0), "min_string_len must be in 1..string_len=10"),
+        (lambda: make_task("string_copy", 2, 21, 0, min_string_len=11), "min_string_len must be an int in 1..string_len=10"),
+        (lambda: make_task("string_copy", 2, 21, 0, min_string_len=0), "min_string_len must be an int in 1..string_len=10"),
+        (lambda: make_task("string_copy", 2, 21, 0, min_string_len=1.5), "min_string_len must be an int in 1..string_len=10"),
         (lambda: make_task("associative_recall", 2, 10, 0, n_keys=8), "need seq_len >= .* = 16"),
         (lambda: make_task("associative_recall", 2, 64, 0, n_keys=20, key_vocab=4), "only key_vocab\\*\\*key_len = 4"),
         (lambda: make_task("associative_recall", 2, 16, 0, num_queries=3), "num_queries=3 must be in 1..1"),
@@ -293,7 +304,8 @@ def test_list_tasks_and_vocab_sizes():
         (lambda: make_task("needle", 2, 3, 0), "seq_len must be >= 4"),
         (lambda: make_task("parity", 0, 8, 0), "num_examples must be >= 1"),
     ],
-    ids=["unknown", "unknown-vocab", "bad-kwarg", "string-too-long", "min-len-above", "min-len-zero", "keys-dont-fit", "too-many-keys",
+    ids=["unknown", "unknown-vocab", "bad-kwarg", "string-too-long", "min-len-above", "min-len-zero",
+         "min-len-float", "keys-dont-fit", "too-many-keys",
          "too-many-queries", "odd-icl", "short-needle", "no-examples"],
 )
 def test_impossible_settings_raise(call, match):

@@ -275,6 +275,10 @@ def test_continue_dmt_appends_a_row_with_its_own_command_and_keeps_the_first_run
     again = json.load(open(stem))
     assert "command" not in again and again["rows"][3]["command"] == "third"
     assert again["rows"][3]["settings"]["seed"] == 5
+    json.dump(dict(again, train_task_kwargs={"min_string_len": 1}), open(stem, "w"))  # trained on other episodes
+    with pytest.raises(ValueError, match="train_task_kwargs"):
+        n.run(dmt_steps=1, continue_dmt=True, **kw)
+    assert json.load(open(stem))["rows"] == again["rows"]
 
 
 def test_add_full_rollout_appends_the_row_a_full_run_would_have_and_refuses_another_smt_state(tmp_path, monkeypatch):

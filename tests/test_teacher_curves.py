@@ -92,6 +92,9 @@ def test_train_task_kwargs_shape_the_training_episodes_and_show_in_the_table_row
     assert (len(train), len(ev)) == (64, 16)
     assert len({x.index(0) for x in train["input_ids"]}) > 1 and {x.index(0) for x in ev["input_ids"]} == {4}
     assert "train min_string_len=1" in teacher_curves.extra({**cfg, "teacher": DEFAULTS["teacher"]})
+    with pytest.raises(ValueError, match="change needle's vocabulary .16 vs 8."):
+        teacher_curves.episode_sets({**DEFAULTS, "task": "needle", "task_kwargs": {"vocab_size": 8},
+                                     "train_task_kwargs": {"vocab_size": 16}}, seed=0)
 
 
 def test_reference_lm_is_scored_at_the_teachers_positions():

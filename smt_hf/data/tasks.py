@@ -22,7 +22,8 @@ task                      layout                                              vo
 needle                    noise (1..V-1), ``0 n`` at p < T/2, ..., ``0 n``     V
                           (query 0 at T-2, labelled needle n at T-1)
 string_copy / copy        ``s_1..s_L 0 r_1..r_L [0 ...]`` r = reversed(s) or s V
-                          (labelled r; trailing pad 0s unlabelled)
+                          (labelled r; trailing pad 0s unlabelled; with
+                          ``min_string_len`` each row's own L, uniform)
 stack                     ops only: 0=pop, k=push k (1..E); the label after   2E+1
                           each pop is E+popped (a label, never an input)
 stack_interleaved         as stack, but each answer E+k is fed back as the     2E+1
@@ -148,9 +149,10 @@ def string_copy(
 
     ``min_string_len``: draw each example's length uniformly in ``min_string_len..L`` instead (the
     layout above with that example's length, padded at the end). Mixed lengths put short, easy copies
-    in every batch, an implicit length curriculum for training; held-out episodes keep the full
-    ``L``. ``None`` (default): every example has length ``L``. Raises ``ValueError`` unless
-    ``1 <= min_string_len <= L``.
+    in every batch, an implicit length curriculum for training (the recipes hold out full-length
+    strings: a family's ``train_task_kwargs``). ``None`` (default): every example has length ``L``
+    (the same episodes as before the option existed). Raises ``ValueError`` unless
+    ``min_string_len`` is an int with ``1 <= min_string_len <= L``.
     """
     _check_common("string_copy", num_examples, seq_len, 3)
     if vocab_size < 2:
@@ -164,15 +166,16 @@ def string_copy(
             f"string_copy: string_len={L} needs seq_len >= 2*string_len+1 = {2 * L + 1}, got seq_len={T}; "
             f"lower string_len to <= {(T - 1) // 2} or raise seq_len"
         )
-    if min_string_len is not None and not 1 <= int(min_string_len) <= L:
-        raise ValueError(f"string_copy: min_string_len must be in 1..string_len={L}, got {min_string_len}")
+    if min_string_len is not None and (isinstance(min_string_len, bool) or not isinstance(min_string_len, int)
+                                       or not 1 <= min_string_len <= L):
+        raise ValueError(f"string_copy: min_string_len must be an int in 1..string_len={L}, got {min_string_len!r}")
     rng = _rng(seed)
     N = int(num_examples)
     s = rng.integers(1, vocab_size, size=(N, L))  # (N, L)
     if min_string_len is None:  # every example of length L (the original draw order: seeds keep their episodes)
         lens = np.full((N, 1), L)
     else:
-        lens = rng.integers(int(min_string_len), L + 1, size=(N, 1))  # (N, 1) each example's length
+        lens = rng.integers(min_string_len, L + 1, size=(N, 1))  # (N, 1) each example's length
     j = np.arange(L)[None, :]  # (1, L) position inside the string
     s = np.where(j < lens, s, 0)  # (N, L) the string, 0 past its length
     rows = np.arange(N)[:, None]
