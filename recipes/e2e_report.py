@@ -248,8 +248,9 @@ FIG3_COLUMNS = (("teacher", ROWS[0], "teacher_acc"), ("SMT one-step", ROWS[0], "
 # Fig 3's headline: one family per task, chosen by hand: the setting whose teacher learned the task
 # (recipes/results/teacher_curves.md) and that has the most rows run. Another family of a task that has its headline
 # family in the folder is listed below as a setting tried; a family of any other task stays in the headline.
+# string_copy_T64_cosine_full: T=64's string-copy headline (string_copy_T64_mixed there is a setting tried).
 FIG3_MAIN = ("needle (recipe model)", "string_copy", "parity_enc_lm_curriculum", "stack", "associative_recall_curriculum",
-             "icl_modular_smt")
+             "icl_modular_smt", "string_copy_T64_cosine_full")
 FIG3_TASK_ORDER = ("needle", "string_copy", "parity", "stack", "associative_recall", "icl_modular")  # the paper's:
 # retrieval, copying, state tracking (x2), associative recall, in-context learning
 
