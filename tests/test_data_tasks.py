@@ -170,7 +170,7 @@ def test_string_copy_mixed_lengths(reverse):
         assert y == solve_copy(x, reverse, Li)
         lens.add(Li)
     assert lens == set(range(lo, L + 1))
-    full = make_task("string_copy", 8, T, 1, reverse=reverse, min_string_len=L)  # min = L: the default episodes
+    full = make_task("string_copy", 8, T, 1, reverse=reverse, min_string_len=np.int64(L))  # min = L: the default
     assert full["input_ids"] == make_task("string_copy", 8, T, 1, reverse=reverse)["input_ids"]
 
 

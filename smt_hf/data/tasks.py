@@ -166,7 +166,8 @@ def string_copy(
             f"string_copy: string_len={L} needs seq_len >= 2*string_len+1 = {2 * L + 1}, got seq_len={T}; "
             f"lower string_len to <= {(T - 1) // 2} or raise seq_len"
         )
-    if min_string_len is not None and (isinstance(min_string_len, bool) or not isinstance(min_string_len, int)
+    if min_string_len is not None and (isinstance(min_string_len, bool)
+                                       or not isinstance(min_string_len, (int, np.integer))
                                        or not 1 <= min_string_len <= L):
         raise ValueError(f"string_copy: min_string_len must be an int in 1..string_len={L}, got {min_string_len!r}")
     rng = _rng(seed)
