@@ -98,10 +98,10 @@ def episode_sets(cfg: dict, seed: int):
 
     task, T, kw = cfg["task"], cfg["seq_len"], dict(cfg.get("task_kwargs") or {})
     train_kw = {**kw, **(cfg.get("train_task_kwargs") or {})}
-    if task_vocab_size(task, **train_kw) != task_vocab_size(task, **kw):
+    v_train, v = task_vocab_size(task, **train_kw), task_vocab_size(task, **kw)
+    if v_train != v:
         raise ValueError(f"train_task_kwargs {cfg.get('train_task_kwargs')} change {task}'s vocabulary "
-                         f"({task_vocab_size(task, **train_kw)} vs {task_vocab_size(task, **kw)}): training and "
-                         "held-out episodes must share one model")
+                         f"({v_train} vs {v}): training and held-out episodes must share one model")
     return (make_task(task, cfg["num_train"], T, seed=seed, **train_kw),
             make_task(task, cfg["num_eval"], T, seed=10**6 + seed, **kw))
 
