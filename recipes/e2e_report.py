@@ -249,7 +249,7 @@ FIG3_COLUMNS = (("teacher", ROWS[0], "teacher_acc"), ("SMT one-step", ROWS[0], "
 # (recipes/results/teacher_curves.md) and that has the most rows run. Another family of a task that has its headline
 # family in the folder is listed below as a setting tried; a family of any other task stays in the headline.
 # string_copy_T64_cosine_full: T=64's string-copy headline, with BPTT on 3 seeds and at 4x on one (string_copy_T64_mixed
-# and string_copy_T64_k16_smt, whose teacher copies on 2 seeds of 3 but whose BPTT ran on 1, are settings tried).
+# and string_copy_T64_k16_smt, whose teacher copies on 2 seeds of 3 but whose BPTT ran on 2, are settings tried).
 FIG3_MAIN = ("needle (recipe model)", "string_copy", "parity_enc_lm_curriculum", "stack", "associative_recall_curriculum",
              "icl_modular_smt", "string_copy_T64_cosine_full")
 FIG3_TASK_ORDER = ("needle", "string_copy", "parity", "stack", "associative_recall", "icl_modular")  # the paper's:
