@@ -17,7 +17,13 @@ positions of held-out episodes (those of `smt_hf.evaluation`):
 If `noise` stays near `teacher` while `one_step` is at chance, the student's error is not small noise: it sits in
 the directions that carry the answer.
 
+`--by-position` scores instead every target position of the held-out episodes (not only the last `eval_positions`
+of each): teacher and one-step accuracy per position t, as a table and a plot (<stem>_by_position.{json,md,png}).
+It tells where in the episode a teacher's memory stops carrying the answer (string copy: which characters).
+
     python recipes/onestep_error_probe.py --family associative_recall_curriculum --seeds 0 1 --out recipes/results/fig3
+    python recipes/onestep_error_probe.py --family string_copy_T64_k16_smt --seeds 0 1 2 --by-position \
+        --out recipes/results/fig3
 """
 
 from __future__ import annotations
@@ -48,11 +54,66 @@ def probe(student, teacher, input_ids, labels, context_length: int, eval_positio
                 "noise": acc(teacher.readout(noisy)), "mse": mse, "positions": int(len(tgt))}
 
 
+def by_position(student, teacher, input_ids, labels, context_length: int) -> dict[int, dict]:
+    """Teacher and one-step read-out accuracy at each target position t >= 1 of `input_ids`, `labels` (N, L): every
+    target, as `probe` scores the last few. Returns {t: {"teacher": acc, "one_step": acc, "n": targets at t}}."""
+    import torch
+
+    from smt_hf.evaluation import _target_positions, onestep_memories
+
+    student.eval()
+    teacher.eval()
+    L = labels.shape[1]
+    with torch.no_grad():
+        _, pos = _target_positions(labels, L)  # the positions onestep_memories scores, in its order
+        m_t, pred, tgt = onestep_memories(student, teacher, input_ids, labels, context_length, L)
+        ok_t = teacher.readout(m_t).argmax(-1) == tgt
+        ok_s = student.readout(pred).argmax(-1) == tgt
+    return {int(t): {"teacher": float(ok_t[pos == t].float().mean()), "one_step": float(ok_s[pos == t].float().mean()),
+                     "n": int((pos == t).sum())} for t in pos.unique().tolist()}
+
+
+def write_by_position(stem: str, family: str, T: int, res: dict, machine: str) -> None:
+    """<stem>.json / .md / .png of `by_position` results per seed ({seed: {t: {...}}})."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with open(stem + ".json", "w") as f:
+        json.dump({"family": family, "seq_len": T, "machine": machine, "seeds": res}, f, indent=2)
+    seeds = list(res)
+    positions = sorted({t for r in res.values() for t in r})
+    md = (f"# Read-out accuracy by position, {family}, T={T} (recipes/onestep_error_probe.py --by-position)\n\n"
+          f"Machine: {machine}. Saved teacher and student of recipes/needle_e2e.py (the student after its last "
+          "one-step DMT phase, `--continue-dmt` included), held-out episodes, every target position t: the teacher's "
+          "read-out of its memory m*_t, and the student's one step from m*_{t-1}.\n\n"
+          "| t | " + " | ".join(f"teacher s{s} | one-step s{s}" for s in seeds) + " | targets |\n|---|"
+          + "---|---|" * len(seeds) + "---|\n" + "".join(
+              f"| {t} | " + " | ".join(f"{res[s][t]['teacher']:.2f} | {res[s][t]['one_step']:.2f}" if t in res[s]
+                                       else "- | -" for s in seeds)
+              + f" | {next(res[s][t]['n'] for s in seeds if t in res[s])} |\n" for t in positions))
+    with open(stem + ".md", "w") as f:
+        f.write(md)
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    for i, s in enumerate(seeds):
+        ts = sorted(res[s])
+        ax.plot(ts, [res[s][t]["teacher"] for t in ts], "-o", ms=3, color=f"C{i}", label=f"teacher, seed {s}")
+        ax.plot(ts, [res[s][t]["one_step"] for t in ts], ":", color=f"C{i}", label=f"one step, seed {s}")
+    ax.set(xlabel="target position t", ylabel="read-out accuracy", ylim=(0, 1.02), title=f"{family}, T={T}")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(stem + ".png", dpi=120)
+    plt.close(fig)
+    print(md)
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--family", required=True)
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--out", default="outputs/needle_e2e", help="the --out of the needle_e2e.py run")
+    p.add_argument("--by-position", action="store_true", help="accuracy at every target position (module docstring)")
     a = p.parse_args(argv)
     import torch
 
@@ -71,11 +132,16 @@ def main(argv=None) -> None:
         student = SMTRecurrentForCausalLM.from_pretrained(os.path.join(folder, "student"))
         teacher = SMTTeacherModel.from_pretrained(os.path.join(folder, "teacher"))
         train, ev = episodes(fam["task"], T, s, fam["task_kwargs"], fam["train_task_kwargs"])  # the run's own episodes
+        if a.by_position:
+            res[s] = by_position(student, teacher, torch.tensor(ev["input_ids"]), torch.tensor(ev["labels"]), T)
+            continue
         res[s] = probe(student, teacher, torch.tensor(ev["input_ids"]), torch.tensor(ev["labels"]), T, per_row, seed=s)
         tr = train.select(range(512))
         res[s]["teacher_train"] = probe(student, teacher, torch.tensor(tr["input_ids"]), torch.tensor(tr["labels"]), T,
                                         per_row, seed=s)["teacher"]
     stem = os.path.join(a.out, f"onestep_error_probe_{a.family}_T{T}")
+    if a.by_position:
+        return write_by_position(stem + "_by_position", a.family, T, res, machine())
     with open(stem + ".json", "w") as f:
         json.dump({"family": a.family, "seq_len": T, "machine": machine(), "seeds": res}, f, indent=2)
     md = (f"# One-step error probe, {a.family}, T={T} (recipes/onestep_error_probe.py)\n\nMachine: {machine()}. Saved "

@@ -29,3 +29,19 @@ def test_probe_equals_the_evaluation_and_its_mse_is_the_one_step_error():
     student.step = lambda m, tok: torch.zeros_like(m)
     zero = probe.probe(student, teacher, ids, labels, T, eval_positions=4)
     assert abs(zero["mse"] - 1.0) < 1e-3 and zero["teacher"] == got["teacher"]
+
+
+def test_by_position_scores_every_target_and_its_last_positions_are_the_evaluation():
+    import onestep_error_probe as probe
+
+    student, teacher = models(causal=False)
+    ds = make_task("string_copy", 16, T, seed=0, vocab_size=8)
+    ids, labels = torch.tensor(ds["input_ids"]), torch.tensor(ds["labels"])
+    per = probe.by_position(student, teacher, ids, labels, T)
+    targets = (labels[:, 1:] != -100).sum(0)  # targets at each position t >= 1, over the rows
+    assert {t: r["n"] for t, r in per.items()} == {t + 1: int(n) for t, n in enumerate(targets) if n}
+    # the evaluation scores the last 4 targets of each row: the same read-outs, so its accuracy is their mean
+    last = sorted(per)[-4:]
+    ref = summarize([evaluate_smt(student, teacher, ids, labels, T, eval_positions=4)])
+    mean = lambda k: sum(per[t][k] * per[t]["n"] for t in last) / sum(per[t]["n"] for t in last)  # noqa: E731
+    assert abs(mean("teacher") - ref["teacher_acc"]) < 1e-6 and abs(mean("one_step") - ref["onestep_acc"]) < 1e-6
