@@ -75,13 +75,10 @@ def by_position(student, teacher, input_ids, labels, context_length: int) -> dic
 
 def write_by_position(stem: str, family: str, T: int, res: dict, machine: str) -> None:
     """<stem>.json / .md / .png of `by_position` results per seed ({seed: {t: {...}}})."""
-    import matplotlib
+    from smt_hf.recipe import write_json
+    from smt_hf.viz import plot_panels
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    with open(stem + ".json", "w") as f:
-        json.dump({"family": family, "seq_len": T, "machine": machine, "seeds": res}, f, indent=2)
+    write_json(stem + ".json", {"family": family, "seq_len": T, "machine": machine, "seeds": res})
     seeds = list(res)
     positions = sorted({t for r in res.values() for t in r})
     md = (f"# Read-out accuracy by position, {family}, T={T} (recipes/onestep_error_probe.py --by-position)\n\n"
@@ -95,16 +92,10 @@ def write_by_position(stem: str, family: str, T: int, res: dict, machine: str) -
               + f" | {next(res[s][t]['n'] for s in seeds if t in res[s])} |\n" for t in positions))
     with open(stem + ".md", "w") as f:
         f.write(md)
-    fig, ax = plt.subplots(figsize=(7, 3.5))
-    for i, s in enumerate(seeds):
-        ts = sorted(res[s])
-        ax.plot(ts, [res[s][t]["teacher"] for t in ts], "-o", ms=3, color=f"C{i}", label=f"teacher, seed {s}")
-        ax.plot(ts, [res[s][t]["one_step"] for t in ts], ":", color=f"C{i}", label=f"one step, seed {s}")
-    ax.set(xlabel="target position t", ylabel="read-out accuracy", ylim=(0, 1.02), title=f"{family}, T={T}")
-    ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(stem + ".png", dpi=120)
-    plt.close(fig)
+    plot_panels([{"curves": {f"seed {s}": (sorted(res[s]), [res[s][t][key] for t in sorted(res[s])]) for s in seeds},
+                  "title": f"{title}, {family}, T={T}", "xlabel": "target position t", "ylabel": "read-out accuracy",
+                  "data_xticks": False} for key, title in (("teacher", "teacher"), ("one_step", "one step"))],
+                stem + ".png")
     print(md)
 
 
