@@ -29,7 +29,6 @@ It tells where in the episode a teacher's memory stops carrying the answer (stri
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
@@ -113,6 +112,7 @@ def main(argv=None) -> None:
     from smt import machine
 
     from smt_hf import SMTRecurrentForCausalLM, SMTTeacherModel
+    from smt_hf.recipe import write_json
 
     torch.set_num_threads(1)
     fam = family_settings(a.family)
@@ -133,8 +133,7 @@ def main(argv=None) -> None:
     stem = os.path.join(a.out, f"onestep_error_probe_{a.family}_T{T}")
     if a.by_position:
         return write_by_position(stem + "_by_position", a.family, T, res, machine())
-    with open(stem + ".json", "w") as f:
-        json.dump({"family": a.family, "seq_len": T, "machine": machine(), "seeds": res}, f, indent=2)
+    write_json(stem + ".json", {"family": a.family, "seq_len": T, "machine": machine(), "seeds": res})
     md = (f"# One-step error probe, {a.family}, T={T} (recipes/onestep_error_probe.py)\n\nMachine: {machine()}. Saved "
           "student (after one-step DMT) and teacher of recipes/needle_e2e.py, held-out episodes; read-out accuracy at "
           "the evaluation positions.\n\n| seed | teacher | one-step | teacher + noise of the one-step MSE | one-step MSE "
