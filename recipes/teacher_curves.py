@@ -278,7 +278,12 @@ def main(argv=None) -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default="outputs/teacher_curves")
+    p.add_argument("--budget-seconds", type=float, default=None,
+                   help="wall-clock budget of every run, instead of the family's `budget_seconds` (recorded in its "
+                        "settings); a run that hits it keeps the curve so far")
     a = p.parse_args(argv)
+    if a.budget_seconds is not None and a.budget_seconds <= 0:
+        p.error(f"--budget-seconds must be > 0, got {a.budget_seconds}")
     from smt_hf.recipe_config import load_preset  # (after --help: no torch for it)
 
     cfg = load_preset(a.config)  # the recipes' one YAML loader (smt_hf.recipe_config)
@@ -289,7 +294,8 @@ def main(argv=None) -> None:
     os.makedirs(a.out, exist_ok=True)
     for name in a.only or families:
         for seed in a.seeds:
-            print(write(a.out, [run_one(name, families[name], cfg["defaults"], seed, a.threads)]), flush=True)
+            spec = families[name] if a.budget_seconds is None else {**families[name], "budget_seconds": a.budget_seconds}
+            print(write(a.out, [run_one(name, spec, cfg["defaults"], seed, a.threads)]), flush=True)
 
 
 if __name__ == "__main__":

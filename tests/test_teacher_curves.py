@@ -124,3 +124,22 @@ def test_reference_lm_run_and_its_table_row():
     assert [(c[0], c[2]) for c in again] == [(c[0], c[2]) for c in r["curve"]]  # steps and accuracy (not seconds)
     row = next(x for x in teacher_curves.table([r]).splitlines() if x.startswith("| needle_lm "))
     assert "| - (causal LM) | 1/0 |" in row and row.endswith("| vocab_size=8 |")  # task kwargs: other settings
+
+
+def test_budget_seconds_flag_overrides_every_familys_budget(tmp_path):
+    """`--budget-seconds` replaces the family's budget (600 s here, max_steps 10**6, a target it cannot reach): the run
+    stops on the flag's budget and records it in its settings; a budget <= 0 is refused."""
+    import json
+
+    import teacher_curves
+    import yaml
+
+    cfg = tmp_path / "t.yaml"
+    cfg.write_text(yaml.safe_dump({"defaults": {**DEFAULTS, "max_steps": 10**6, "target": 1.01},
+                                   "families": {"needle": {"task": "needle", "task_kwargs": {"vocab_size": 8}}}}))
+    teacher_curves.main(["--config", str(cfg), "--out", str(tmp_path), "--budget-seconds", "1.5"])
+    (r,) = json.load(open(tmp_path / "teacher_curves.json"))
+    assert r["settings"]["budget_seconds"] == 1.5 and r["reached_at"] is None
+    assert 0 < r["curve"][-1][0] < 10**6 and r["curve"][-1][1] < 60
+    with pytest.raises(SystemExit):
+        teacher_curves.main(["--config", str(cfg), "--out", str(tmp_path), "--budget-seconds", "0"])
