@@ -282,8 +282,9 @@ def main(argv=None) -> None:
                    help="wall-clock budget of every run, instead of the family's `budget_seconds` (recorded in its "
                         "settings); a run that hits it keeps the curve so far")
     a = p.parse_args(argv)
-    if a.budget_seconds is not None and a.budget_seconds <= 0:
+    if a.budget_seconds is not None and not a.budget_seconds > 0:  # (nan too)
         p.error(f"--budget-seconds must be > 0, got {a.budget_seconds}")
+    budget = None if a.budget_seconds is None else int(a.budget_seconds) if a.budget_seconds.is_integer() else a.budget_seconds
     from smt_hf.recipe_config import load_preset  # (after --help: no torch for it)
 
     cfg = load_preset(a.config)  # the recipes' one YAML loader (smt_hf.recipe_config)
@@ -294,7 +295,7 @@ def main(argv=None) -> None:
     os.makedirs(a.out, exist_ok=True)
     for name in a.only or families:
         for seed in a.seeds:
-            spec = families[name] if a.budget_seconds is None else {**families[name], "budget_seconds": a.budget_seconds}
+            spec = families[name] if budget is None else {**families[name], "budget_seconds": budget}
             print(write(a.out, [run_one(name, spec, cfg["defaults"], seed, a.threads)]), flush=True)
 
 

@@ -126,20 +126,26 @@ def test_reference_lm_run_and_its_table_row():
     assert "| - (causal LM) | 1/0 |" in row and row.endswith("| vocab_size=8 |")  # task kwargs: other settings
 
 
-def test_budget_seconds_flag_overrides_every_familys_budget(tmp_path):
-    """`--budget-seconds` replaces the family's budget (600 s here, max_steps 10**6, a target it cannot reach): the run
-    stops on the flag's budget and records it in its settings; a budget <= 0 is refused."""
+def test_budget_seconds_flag_overrides_every_familys_budget(tmp_path, capsys):
+    """`--budget-seconds` replaces the budget a family gets from its YAML (120 s here, max_steps 10**6, a target it
+    cannot reach): the run stops on the flag's budget and records it in its settings (a whole number as an int, as
+    the YAML's); a budget <= 0 or nan is refused with a message naming the flag."""
     import json
 
     import teacher_curves
     import yaml
 
     cfg = tmp_path / "t.yaml"
-    cfg.write_text(yaml.safe_dump({"defaults": {**DEFAULTS, "max_steps": 10**6, "target": 1.01},
+    cfg.write_text(yaml.safe_dump({"defaults": {**DEFAULTS, "max_steps": 10**6, "target": 1.01, "budget_seconds": 120},
                                    "families": {"needle": {"task": "needle", "task_kwargs": {"vocab_size": 8}}}}))
     teacher_curves.main(["--config", str(cfg), "--out", str(tmp_path), "--budget-seconds", "1.5"])
     (r,) = json.load(open(tmp_path / "teacher_curves.json"))
     assert r["settings"]["budget_seconds"] == 1.5 and r["reached_at"] is None
-    assert 0 < r["curve"][-1][0] < 10**6 and r["curve"][-1][1] < 60
-    with pytest.raises(SystemExit):
-        teacher_curves.main(["--config", str(cfg), "--out", str(tmp_path), "--budget-seconds", "0"])
+    assert 0 < r["curve"][-1][0] < 10**6 and r["curve"][-1][1] < 30
+    for bad in ("0", "-3", "nan"):
+        with pytest.raises(SystemExit):
+            teacher_curves.main(["--config", str(cfg), "--out", str(tmp_path), "--budget-seconds", bad])
+        assert "--budget-seconds must be > 0" in capsys.readouterr().err
+    teacher_curves.main(["--config", str(cfg), "--out", str(tmp_path), "--budget-seconds", "2"])
+    (r,) = json.load(open(tmp_path / "teacher_curves.json"))  # the same family/T/seed: replaced
+    assert r["settings"]["budget_seconds"] == 2 and isinstance(r["settings"]["budget_seconds"], int)
