@@ -200,6 +200,8 @@ def run_reference_lm(name: str, cfg: dict, seed: int, threads: int = 1) -> dict:
             print(f"[{name} s{seed}] step {step} {curve[-1][1]:.0f}s reference LM acc {acc:.3f}", flush=True)
             if acc >= cfg["target"] and step >= full_loss_step(cfg):
                 break
+    if not curve or curve[-1][0] != step:  # the budget ended between evaluations (or before the first): score the end
+        curve.append([step, round(time.time() - t0, 1), lm_accuracy(logits, eids, elab, per_row)])
     return result(name, cfg, seed, threads, curve)
 
 

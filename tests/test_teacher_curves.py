@@ -149,3 +149,17 @@ def test_budget_seconds_flag_overrides_every_familys_budget(tmp_path, capsys):
     teacher_curves.main(["--config", str(cfg), "--out", str(tmp_path), "--budget-seconds", "2"])
     (r,) = json.load(open(tmp_path / "teacher_curves.json"))  # the same family/T/seed: replaced
     assert r["settings"]["budget_seconds"] == 2 and isinstance(r["settings"]["budget_seconds"], int)
+
+
+@pytest.mark.parametrize("budget, steps", [(1e-9, 0), (600, 12)])
+def test_reference_lm_scores_where_its_budget_ends(budget, steps):
+    """The causal-LM reference (`reference_lm`) stopped by its budget between evaluations, or before its first step,
+    records a last point at the step it stopped on, as the teacher's loop does (was: an IndexError on an empty curve;
+    12 steps, evaluations every 5: points at 5, 10 and the end, 12)."""
+    import teacher_curves
+
+    spec = {"task": "needle", "task_kwargs": {"vocab_size": 8}, "reference_lm": True, "target": 1.01,
+            "budget_seconds": budget, "eval_steps": 5}
+    r = teacher_curves.run_one("needle", spec, DEFAULTS, seed=0)
+    assert r["curve"][-1][0] == steps and [c[0] for c in r["curve"]] == ([0] if steps == 0 else [5, 10, 12])
+    assert r["final_teacher_acc"] == r["curve"][-1][2] and r["reached_at"] is None
