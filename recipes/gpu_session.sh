@@ -8,6 +8,8 @@
 # Results go to $OUT (default outputs/gpu_session): bench_gpu.{json,md,png} (or bench_gpu.partial.json if the run
 # was cut short: render it with `bench.py --report-only --out <it>`) and tests_cuda.log.
 # Try the same code path on CPU first: `bash recipes/gpu_session.sh bench --dry-run`.
+# TESTS_S / BENCH_S (default 180 / 360) cap the two parts in seconds, so a run ends inside the device call's timeout
+# (a bench cut short keeps its finished sections in bench_gpu.partial.json).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 part="${1:?usage: gpu_session.sh bench [args]}"; shift
@@ -19,11 +21,11 @@ if compgen -G ".whl/*.whl" > /dev/null; then
 else
   export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 fi
-export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
+export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 PYTHONUNBUFFERED=1
 (nvidia-smi --query-gpu=name,memory.total --format=csv || true) | tee "$OUT/device.txt"
 case "$part" in
   bench)  # the CUDA equality / sync-free tests first (their result is kept even if they fail), then the benchmark
-    (timeout 180 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_fast.py 2>&1 || true) | tee "$OUT/tests_cuda.log"
-    timeout 360 python3 recipes/bench.py --preset gpu --out "$OUT/bench_gpu.json" "$@" 2>&1 | tee "$OUT/bench.log" ;;
+    (timeout "${TESTS_S:-180}" python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_fast.py 2>&1 || true) | tee "$OUT/tests_cuda.log"
+    timeout "${BENCH_S:-360}" python3 recipes/bench.py --preset gpu --out "$OUT/bench_gpu.json" "$@" 2>&1 | tee "$OUT/bench.log" ;;
   *) echo "unknown part '$part': use bench" >&2; exit 2 ;;
 esac
