@@ -28,9 +28,11 @@ from __future__ import annotations
 
 import argparse
 import copy
+import gc
 import json
 import os
 import platform
+import subprocess
 import sys
 import time
 import traceback
@@ -50,6 +52,13 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--sections", default="smt_step,train_sweep,dmt,generation,prefill,prefixes,train_compile")
     ap.add_argument("--no-plot", action="store_true")
     ap.add_argument("--report-only", action="store_true", help="rewrite the .md and plot from an existing --out JSON (also a .partial.json left by a killed run)")
+    ap.add_argument("--isolate", action=argparse.BooleanOptionalAction, default=None,
+                    help="run each section in its own Python process (default: on a GPU), so an out-of-memory error, "
+                         "a leak or a crash in one section cannot spill into the next; the numbers are merged into one run")
+    ap.add_argument("--budget-seconds", type=float, default=None,
+                    help="wall-clock cap of the whole run: with --isolate, a section still running when it is spent is "
+                         "stopped and recorded as an error (the finished sections are kept)")
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)  # one isolated section: no report printed
     ap.add_argument("--merge", action="store_true",
                     help="keep the other sections of an existing --out JSON (re-run only --sections); each section's "
                          "ratios are still measured side by side within that section")
@@ -95,6 +104,30 @@ def plot(res, path):
         return plot_panels(panels, path, suptitle=f"smt-hf bench, preset {res['preset']} on {res['machine']['name']}")
 
 
+def run_isolated(sec, a, out, res, timeout_s):
+    """Run one section in a child `python bench.py --sections <sec> --no-isolate` and copy its numbers (and error)
+    into `res`. A child that crashes, or outlives `timeout_s` (killed), leaves an error entry and no numbers."""
+    part = out.with_name(f"{out.stem}.section_{sec}.json")
+    cmd = [sys.executable, os.path.abspath(__file__), "--preset", a.preset, "--sections", sec, "--out", str(part),
+           "--no-plot", "--no-isolate", "--child"]
+    cmd += ["--dry-run"] * a.dry_run + ["--no-compile"] * a.no_compile + (["--threads", str(a.threads)] if a.threads else [])
+    try:
+        rc = subprocess.run(cmd, timeout=timeout_s).returncode
+    except subprocess.TimeoutExpired:
+        rc = f"killed after {timeout_s:.0f} s (--budget-seconds)"
+    if part.is_file():
+        sub = json.loads(part.read_text())
+        if sec in sub:
+            res[sec] = sub[sec]
+        for key in ("errors", "cuda_allocated_after"):
+            if sec in sub.get(key, {}):
+                res.setdefault(key, {})[sec] = sub[key][sec]
+    elif rc != 0:
+        res.setdefault("errors", {})[sec] = f"section process ended without results ({rc})"
+    for p in (part, part.with_suffix(".md"), part.with_suffix(".partial.json")):
+        p.unlink(missing_ok=True)
+
+
 def main(argv=None):
     ap = build_parser()
     a = ap.parse_args(argv)
@@ -137,14 +170,27 @@ def main(argv=None):
     out = Path(a.out or f"{DEFAULT_OUT}/bench_{a.preset}{'_dry' if a.dry_run else ''}.json")
     partial = out.with_suffix(".partial.json")  # each finished section, in case the run is killed (device time limit)
     partial.parent.mkdir(parents=True, exist_ok=True)
+    isolate = a.isolate if a.isolate is not None else device.type == "cuda"
+    res["isolated"] = isolate
     for sec in a.sections.split(","):
         print(f"[{sec}]", flush=True)
         ts = time.perf_counter()
-        try:
-            sections[sec](P, device, res)
-        except Exception as e:  # keep the other sections' numbers
-            traceback.print_exc()
-            res.setdefault("errors", {})[sec] = f"{type(e).__name__}: {e}"
+        left = None if a.budget_seconds is None else a.budget_seconds - (ts - t0)
+        if left is not None and left < 1:
+            res.setdefault("errors", {})[sec] = "not run: --budget-seconds spent"
+            continue
+        if isolate:
+            run_isolated(sec, a, out, res, left)
+        else:
+            try:
+                sections[sec](P, device, res)
+            except Exception as e:  # keep the other sections' numbers
+                traceback.print_exc()
+                res.setdefault("errors", {})[sec] = f"{type(e).__name__}: {e}"
+            if device.type == "cuda":  # what the section left allocated for the next one (a leak shows here)
+                gc.collect()
+                torch.cuda.empty_cache()
+                res.setdefault("cuda_allocated_after", {})[sec] = torch.cuda.memory_allocated()
         res.setdefault("section_s", {})[sec] = time.perf_counter() - ts
         partial.write_text(json.dumps(dict(res, total_s=time.perf_counter() - t0, partial=True), indent=2, default=str))
     res["total_s"] = time.perf_counter() - t0
@@ -165,7 +211,8 @@ def main(argv=None):
     out.with_suffix(".md").write_text(md)
     if not a.no_plot:
         plot(res, out.with_suffix(".png"))
-    print(md)
+    if not a.child:
+        print(md)
     return res
 
 

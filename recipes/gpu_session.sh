@@ -9,7 +9,9 @@
 # was cut short: render it with `bench.py --report-only --out <it>`) and tests_cuda.log.
 # Try the same code path on CPU first: `bash recipes/gpu_session.sh bench --dry-run`.
 # TESTS_S / BENCH_S (default 180 / 360) cap the two parts in seconds, so a run ends inside the device call's timeout
-# (a bench cut short keeps its finished sections in bench_gpu.partial.json).
+# (bench runs each section in its own process and stops the one running when BENCH_S is spent; the finished ones are
+# kept). TESTS (default "tests/test_cuda.py tests/test_fast.py") picks the test files. BENCH_BASE=<bench_gpu.json of
+# an earlier run> with `--sections A,B --merge` re-runs sections A and B only and keeps that run's other sections.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 part="${1:?usage: gpu_session.sh bench [args]}"; shift
@@ -25,7 +27,11 @@ export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 PYTHONUNBUFFERED=1
 (nvidia-smi --query-gpu=name,memory.total --format=csv || true) | tee "$OUT/device.txt"
 case "$part" in
   bench)  # the CUDA equality / sync-free tests first (their result is kept even if they fail), then the benchmark
-    (timeout "${TESTS_S:-180}" python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_fast.py 2>&1 || true) | tee "$OUT/tests_cuda.log"
-    timeout "${BENCH_S:-360}" python3 recipes/bench.py --preset gpu --out "$OUT/bench_gpu.json" "$@" 2>&1 | tee "$OUT/bench.log" ;;
+    # shellcheck disable=SC2086
+    (timeout "${TESTS_S:-180}" python3 -m pytest -q -p no:cacheprovider ${TESTS:-tests/test_cuda.py tests/test_fast.py} 2>&1 || true) | tee "$OUT/tests_cuda.log"
+    if [ -n "${BENCH_BASE:-}" ]; then cp "$BENCH_BASE" "$OUT/bench_gpu.json"; fi
+    bench_s="${BENCH_S:-360}"
+    timeout $((bench_s + 30)) python3 recipes/bench.py --preset gpu --isolate --budget-seconds "$((bench_s - 10))" \
+      --out "$OUT/bench_gpu.json" "$@" 2>&1 | tee "$OUT/bench.log" ;;
   *) echo "unknown part '$part': use bench" >&2; exit 2 ;;
 esac

@@ -24,6 +24,7 @@ from .benchmark import (TrainStep, compare_compiled, count_flops, gpu_mem_peak, 
                         llama_decode, llama_for, md_table, measure_train, peak_flops, random_seqs, sync, timed)
 from .cache import SMTMemoryCache
 from .fast import FastGenerator, compile_step, restore_step
+from .trainer import NonFiniteLossError
 from .training_args import SMTTrainingArguments
 
 # the GPU targets check_targets compares against (ms per step, tokens/s, ratios)
@@ -61,13 +62,19 @@ def bench_smt_step(P, device, res):
     out = dict(setting=dict(B=s["B"], Tc=s["Tc"], Tf=s["Tf"], autocast=str(P["autocast"])))
     flops = count_flops(TrainStep(student, teacher, args, seqs, device, P["autocast"]))
     variants = ["eager"] + (["compiled"] if P["compile"] else [])
+    res["smt_step"] = out  # each variant as it finishes: one that fails keeps the others' numbers
     for name in variants:
         t0 = time.perf_counter()
-        step = TrainStep(student, teacher, args, seqs, device, P["autocast"], compiled=name == "compiled")
-        step()  # first call (compilation for "compiled")
-        sync(device)
-        first = time.perf_counter() - t0
-        r = measure_train(step, device, s["warmup"], s["iters"])
+        try:
+            step = TrainStep(student, teacher, args, seqs, device, P["autocast"], compiled=name == "compiled")
+            step()  # first call (compilation for "compiled")
+            sync(device)
+            first = time.perf_counter() - t0
+            r = measure_train(step, device, s["warmup"], s["iters"])
+        except (torch.OutOfMemoryError, NonFiniteLossError) as e:
+            out[name] = dict(error=f"{type(e).__name__}: {str(e).splitlines()[0][:200]}")
+            print(f"  smt_step {name}: {out[name]['error']}", flush=True)
+            continue
         sec = r["ms"] / 1e3
         r.update(first_call_s=first, seq_per_s=s["B"] / sec, tokens_per_s=s["B"] * (s["Tc"] + s["Tf"]) / sec,
                  flops=flops, tflops_per_s=flops / sec / 1e12)
@@ -75,7 +82,6 @@ def bench_smt_step(P, device, res):
         r["mfu"] = None if pk is None else flops / sec / pk
         out[name] = r
         print(f"  smt_step {name}: {r['ms']:.1f} ms, {r['seq_per_s']:.0f} seq/s, {r['tflops_per_s']:.3f} TFLOP/s", flush=True)
-    res["smt_step"] = out
 
 
 def bench_train_sweep(P, device, res):
@@ -362,6 +368,11 @@ def markdown(res):
         mm = res["merged"]["from_machine"]
         L += [f"Sections {', '.join(res['merged']['sections'])} come from an earlier run of this command on {mm['name']} "
               f"(threads {mm['threads']}); the others were re-run.", ""]
+    if res.get("isolated"):
+        L += ["Each section ran in its own process (`--isolate`): one section's failure or memory cannot affect another's.", ""]
+    if res.get("errors"):
+        L += ["Sections that failed (no numbers, or only those before the failure): "
+              + "; ".join(f"{k}: {v.splitlines()[0][:160]}" for k, v in res["errors"].items()), ""]
     L += ["Notes: peak = torch.cuda.max_memory_allocated during the measured calls minus what was allocated before "
           "them (weights, inputs); empty on CPU. saved for bwd = bytes of activations saved for backward (CPU and GPU). "
           "state bytes = SMTMemoryCache.nbytes (student) vs the KV-cache tensors (Llama). Student 'fast' = "
@@ -374,8 +385,9 @@ def markdown(res):
                         ["variant", "ms", "seq/s", "tokens/s", "TFLOP/s", "MFU", "peak", "saved for bwd"],
                         [[k, f"{r['ms']:.1f}", f"{r['seq_per_s']:.0f}", f"{r['tokens_per_s']:.0f}",
                           f"{r['tflops_per_s']:.3f}", "" if r["mfu"] is None else f"{100 * r['mfu']:.1f}%",
-                          fmt_bytes(r["peak_bytes"]), fmt_bytes(r["saved_bytes"])]
-                         for k, r in st.items() if isinstance(r, dict) and "ms" in r])
+                          fmt_bytes(r["peak_bytes"]), fmt_bytes(r["saved_bytes"])] if "ms" in r else
+                         [k, r["error"], "", "", "", "", "", ""]
+                         for k, r in st.items() if k != "setting" and isinstance(r, dict) and ("ms" in r or "error" in r)])
     if res.get("train_sweep"):
         L += md_section("Training step vs sequence length (same student; SMT Tc = T; BPTT unrolls T steps)",
                         ["T", "method", "sequential steps", "ms", "peak", "saved for bwd"],

@@ -114,3 +114,21 @@ def test_train_compile_section_times_every_mode_with_the_same_losses(tmp_path, m
         assert res["summary"][f"train_{r['mode'].split()[0]}_eager_over_compiled"] == r["ratio"]
     md = out.with_suffix(".md").read_text()
     assert "eager vs compiled recurrent step" in md and "recurrent_step_compile='none'" in md
+
+
+def test_isolated_sections_run_in_their_own_process(tmp_path):
+    """--isolate: each section runs in a child process and its numbers land in the one run's JSON (no per-section
+    files left behind); a section still running when --budget-seconds is spent is stopped and named as an error."""
+    out = tmp_path / "bench.json"
+    res = bench.main(["--preset", "cpu", "--dry-run", "--isolate", "--sections", "prefill", "--out", str(out), "--no-plot"])
+    assert res["isolated"] and "errors" not in res
+    assert {(r["B"], r["prompt"]) for r in res["prefill"]} == {(B, T) for B in bench.DRY["prefill"]["batches"]
+                                                               for T in bench.DRY["prefill"]["prompts"]}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bench.json", "bench.md"]
+    assert "Each section ran in its own process" in out.with_suffix(".md").read_text()
+    res = bench.main(["--preset", "cpu", "--dry-run", "--isolate", "--budget-seconds", "2", "--sections", "dmt,prefill",
+                      "--out", str(out), "--no-plot"])  # the child cannot even import torch in 2 s
+    assert "dmt" not in res and "prefill" not in res
+    assert res["errors"]["dmt"].startswith("section process ended without results (killed after 2 s")
+    assert res["errors"]["prefill"] == "not run: --budget-seconds spent"
+    assert "Sections that failed" in out.with_suffix(".md").read_text()

@@ -140,3 +140,70 @@ def test_decode_loop_makes_no_host_device_sync():
     with torch.no_grad():
         plain = model.generate(prompt, max_new_tokens=24, do_sample=False)[:, 9:]
     assert torch.equal(tokens, plain)
+
+
+def named_grads(module):
+    return {n.removeprefix("_orig_mod."): p.grad.detach().float().cpu() for n, p in module.named_parameters()
+            if p.grad is not None}
+
+
+def bf16_parts_and_grads(module, batch):
+    """Loss parts (one forward under bf16 autocast) and the gradients of their sum."""
+    torch.manual_seed(0)  # the uniformity subsample
+    with torch.autocast(DEVICE.type, dtype=torch.bfloat16):
+        parts = module(**batch)
+    module.zero_grad(set_to_none=True)
+    sum(parts.values()).backward()
+    return {k: v.detach().float().cpu() for k, v in parts.items()}, named_grads(module)
+
+
+def nonfinite_report(module, batch):
+    """Which loss part gives non-finite gradients, and where (for the failure message)."""
+    out = []
+    for key in ("decoder", "dynamics", "uniformity"):
+        torch.manual_seed(0)
+        with torch.autocast(DEVICE.type, dtype=torch.bfloat16):
+            parts = module(**batch)
+        if key not in parts:
+            continue
+        module.zero_grad(set_to_none=True)
+        parts[key].backward()
+        bad = [n for n, g in named_grads(module).items() if not torch.isfinite(g).all()]
+        out.append(f"{key}: {float(parts[key]):.4g}, non-finite grads in {len(bad)} tensors {bad[:4]}")
+    return "; ".join(out)
+
+
+@pytest.mark.parametrize("size", ["tiny", "bench"])
+def test_compiled_joint_step_on_device_equals_eager(tmp_path, size):
+    """The whole joint-SMT training module under torch.compile (what `recipes/bench.py`'s smt_step 'compiled' and
+    `torch_compile=True` run), bf16 autocast, gives eager's loss parts and finite gradients close to eager's
+    (`bench`: the bench GPU preset's model, batch 8)."""
+    from smt_hf.fast import compile_module
+
+    if size == "tiny":
+        module, batch = module_and_batch("joint", tmp_path)
+    else:
+        if DEVICE.type != "cuda":
+            pytest.skip("the bench-size model is for the GPU")
+        from smt_hf.benchmark_sections import build_models
+
+        mc = dict(V=256, d=256, K=16, H=8, enc=8, dec=4, upd=8, ffn=1024)  # recipes/configs/bench/gpu.yaml
+        teacher, student = build_models(mc, 256, torch.device("cpu"))
+        args = SMTTrainingArguments(output_dir=str(tmp_path), mode="joint", context_length=256, future_length=64,
+                                    split="last", report_to=[])
+        module = SMTTrainingModule(student, teacher, args)
+        g = torch.Generator().manual_seed(1)
+        feats = [{"input_ids": torch.randint(0, 256, (320,), generator=g)} for _ in range(8)]
+        batch = smt_split_batch(feats, 256, 64, split="last")
+    module, batch = module.to(DEVICE).train(), on(DEVICE, batch)
+    ref_parts, ref_grads = bf16_parts_and_grads(module, batch)
+    assert all(torch.isfinite(g).all() for g in ref_grads.values()), "eager: " + nonfinite_report(module, batch)
+    compiled = compile_module(module)
+    parts, grads = bf16_parts_and_grads(compiled, batch)
+    bad = [n for n, g in grads.items() if not torch.isfinite(g).all()]
+    assert not bad, f"compiled: non-finite grads in {bad[:6]}; per part: {nonfinite_report(compiled, batch)}"
+    for k in ref_parts:
+        torch.testing.assert_close(parts[k], ref_parts[k], rtol=3e-2, atol=3e-2)
+    g_ref = torch.cat([ref_grads[n].flatten() for n in ref_grads])
+    g_got = torch.cat([grads[n].flatten() for n in ref_grads])
+    assert (g_got - g_ref).norm() <= 0.05 * g_ref.norm()
