@@ -113,7 +113,7 @@ def bench_section() -> str:
     if not parts:
         return ""
     # tables only: what they show is written by people, in README's Results summary
-    return ("### Speed and memory (`python recipes/bench.py --preset cpu`)\n" + links + "\n" + "\n\n".join(parts) + "\n")
+    return ("### Speed and memory (`python recipes/bench.py --preset cpu`; `--preset gpu` through `recipes/gpu_session.sh bench`)\n" + links + "\n" + "\n\n".join(parts) + "\n")
 
 
 def paper_section() -> str:
