@@ -32,6 +32,7 @@ import gc
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import time
@@ -106,24 +107,35 @@ def plot(res, path):
 
 def run_isolated(sec, a, out, res, timeout_s):
     """Run one section in a child `python bench.py --sections <sec> --no-isolate` and copy its numbers (and error)
-    into `res`. A child that crashes, or outlives `timeout_s` (killed), leaves an error entry and no numbers."""
+    into `res`. A child that outlives `timeout_s` is stopped (SIGTERM, then SIGKILL after 20 s): the rows it had
+    measured (its .partial.json) are kept, with an error entry; a child that crashes leaves an error and no numbers."""
     part = out.with_name(f"{out.stem}.section_{sec}.json")
     cmd = [sys.executable, os.path.abspath(__file__), "--preset", a.preset, "--sections", sec, "--out", str(part),
            "--no-plot", "--no-isolate", "--child"]
     cmd += ["--dry-run"] * a.dry_run + ["--no-compile"] * a.no_compile + (["--threads", str(a.threads)] if a.threads else [])
+    proc = subprocess.Popen(cmd)
     try:
-        rc = subprocess.run(cmd, timeout=timeout_s).returncode
+        rc = proc.wait(timeout=timeout_s)
     except subprocess.TimeoutExpired:
-        rc = f"killed after {timeout_s:.0f} s (--budget-seconds)"
-    if part.is_file():
-        sub = json.loads(part.read_text())
+        proc.terminate()  # the child saves what it measured (KeyboardInterrupt -> .partial.json)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        rc = f"stopped after {timeout_s:.0f} s (--budget-seconds)"
+    got = part if part.is_file() else part.with_suffix(".partial.json")
+    if got.is_file():
+        sub = json.loads(got.read_text())
         if sec in sub:
             res[sec] = sub[sec]
         for key in ("errors", "cuda_allocated_after"):
             if sec in sub.get(key, {}):
                 res.setdefault(key, {})[sec] = sub[key][sec]
-    elif rc != 0:
-        res.setdefault("errors", {})[sec] = f"section process ended without results ({rc})"
+    if not part.is_file() and rc != 0:
+        msg = "section process ended " + ("before the end; what it had measured is kept" if sec in res
+                                          else "without results")
+        res.setdefault("errors", {})[sec] = f"{msg} ({rc})"
     for p in (part, part.with_suffix(".md"), part.with_suffix(".partial.json")):
         p.unlink(missing_ok=True)
 
@@ -141,6 +153,8 @@ def main(argv=None):
         if not a.no_plot:
             plot(res, out.with_suffix(".png"))
         return res
+    if a.child:  # the parent's stop (SIGTERM) becomes KeyboardInterrupt, which saves the rows measured so far
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
     P = copy.deepcopy(PRESETS[a.preset])
     if a.dry_run:
         P.update(copy.deepcopy(DRY))
@@ -187,6 +201,10 @@ def main(argv=None):
             except Exception as e:  # keep the other sections' numbers
                 traceback.print_exc()
                 res.setdefault("errors", {})[sec] = f"{type(e).__name__}: {e}"
+            except KeyboardInterrupt:  # stopped (Ctrl-C, or SIGTERM in a --child): keep what was measured
+                res.setdefault("errors", {})[sec] = "interrupted"
+                partial.write_text(json.dumps(dict(res, total_s=time.perf_counter() - t0, partial=True), indent=2, default=str))
+                raise
             if device.type == "cuda":  # what the section left allocated for the next one (a leak shows here)
                 gc.collect()
                 torch.cuda.empty_cache()
