@@ -12,6 +12,9 @@
 # (bench runs each section in its own process and stops the one running when BENCH_S is spent; the finished ones are
 # kept). TESTS (default "tests/test_cuda.py tests/test_fast.py") picks the test files. BENCH_BASE=<bench_gpu.json of
 # an earlier run> with `--sections A,B --merge` re-runs sections A and B only and keeps that run's other sections.
+# What the 2026-12-04 H200 runs left open (recipes/results/bench_gpu.md), as one call of about 8 minutes:
+#   TESTS="tests/test_cuda.py -k bench" TESTS_S=200 BENCH_S=270 BENCH_BASE=recipes/results/bench_gpu.json \
+#     bash recipes/gpu_session.sh bench --sections smt_step,dmt,prefixes,train_compile --merge
 set -euo pipefail
 cd "$(dirname "$0")/.."
 part="${1:?usage: gpu_session.sh bench [args]}"; shift
