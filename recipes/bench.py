@@ -20,6 +20,8 @@ Sections (JSON keys; a markdown table is written next to the JSON, `.md`), measu
                 steps) vs parallel prefill (the carried teacher encoder over the last Tc tokens, one pass)
     prefixes    causal-context teacher: supervised RNN transitions per second of a joint-SMT step, one split
                 per sequence (B transitions) vs every prefix from one encoder pass (B*T, smt_all_prefixes)
+On a GPU each section runs in its own process (--isolate; --no-isolate to turn it off), and --budget-seconds stops
+the section still running when the run's time is spent, keeping what it had measured.
 Memory: on GPU torch.cuda.max_memory_allocated (minus what was allocated before, i.e. weights and inputs);
 on CPU the bytes of tensors saved for backward (training) and the state bytes (student memory vs KV cache).
 """

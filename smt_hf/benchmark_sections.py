@@ -369,7 +369,8 @@ def markdown(res):
         L += [f"Sections {', '.join(res['merged']['sections'])} come from an earlier run of this command on {mm['name']} "
               f"(threads {mm['threads']}); the others were re-run.", ""]
     if res.get("isolated"):
-        L += ["Each section ran in its own process (`--isolate`): one section's failure or memory cannot affect another's.", ""]
+        L += [f"{'The re-run sections each' if res.get('merged') else 'Each section'} ran in its own process (`--isolate`): "
+              "one section's failure or memory cannot affect another's.", ""]
     if res.get("errors"):
         L += ["Sections that failed (no numbers, or only those before the failure): "
               + "; ".join(f"{k}: {v.splitlines()[0][:160]}" for k, v in res["errors"].items()), ""]
