@@ -186,6 +186,10 @@ def main(argv=None):
     out = Path(a.out or f"{DEFAULT_OUT}/bench_{a.preset}{'_dry' if a.dry_run else ''}.json")
     partial = out.with_suffix(".partial.json")  # each finished section, in case the run is killed (device time limit)
     partial.parent.mkdir(parents=True, exist_ok=True)
+
+    def save_partial():
+        partial.write_text(json.dumps(dict(res, total_s=time.perf_counter() - t0, partial=True), indent=2, default=str))
+
     isolate = a.isolate if a.isolate is not None else device.type == "cuda"
     res["isolated"] = isolate
     for sec in a.sections.split(","):
@@ -205,14 +209,14 @@ def main(argv=None):
                 res.setdefault("errors", {})[sec] = f"{type(e).__name__}: {e}"
             except KeyboardInterrupt:  # stopped (Ctrl-C, or SIGTERM in a --child): keep what was measured
                 res.setdefault("errors", {})[sec] = "interrupted"
-                partial.write_text(json.dumps(dict(res, total_s=time.perf_counter() - t0, partial=True), indent=2, default=str))
+                save_partial()
                 raise
             if device.type == "cuda":  # what the section left allocated for the next one (a leak shows here)
                 gc.collect()
                 torch.cuda.empty_cache()
                 res.setdefault("cuda_allocated_after", {})[sec] = torch.cuda.memory_allocated()
         res.setdefault("section_s", {})[sec] = time.perf_counter() - ts
-        partial.write_text(json.dumps(dict(res, total_s=time.perf_counter() - t0, partial=True), indent=2, default=str))
+        save_partial()
     res["total_s"] = time.perf_counter() - t0
     if a.merge and out.is_file():
         old = json.loads(out.read_text())

@@ -53,13 +53,20 @@ def on(device, batch):
     return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
 
 
-def losses_and_grads(module, batch):
+def named_grads(module):
+    """{parameter name: its gradient on CPU, as float}; a torch.compile wrapper's `_orig_mod.` prefix dropped."""
+    return {n.removeprefix("_orig_mod."): p.grad.detach().float().cpu() for n, p in module.named_parameters()
+            if p.grad is not None}
+
+
+def losses_and_grads(module, batch, autocast=None):
+    """Loss parts (one forward, under `autocast` dtype if given) and the gradients of their sum."""
     torch.manual_seed(0)  # the uniformity subsample
-    parts = module(**batch)
+    with torch.autocast(DEVICE.type, dtype=autocast, enabled=autocast is not None):
+        parts = module(**batch)
     module.zero_grad(set_to_none=True)
     sum(parts.values()).backward()
-    grads = {n: p.grad.detach().cpu() for n, p in module.named_parameters() if p.grad is not None}
-    return {k: v.detach().cpu() for k, v in parts.items()}, grads
+    return {k: v.detach().float().cpu() for k, v in parts.items()}, named_grads(module)
 
 
 @pytest.mark.parametrize("mode", ["joint", "smt", "dmt", "bptt"])
@@ -142,21 +149,6 @@ def test_decode_loop_makes_no_host_device_sync():
     assert torch.equal(tokens, plain)
 
 
-def named_grads(module):
-    return {n.removeprefix("_orig_mod."): p.grad.detach().float().cpu() for n, p in module.named_parameters()
-            if p.grad is not None}
-
-
-def bf16_parts_and_grads(module, batch):
-    """Loss parts (one forward under bf16 autocast) and the gradients of their sum."""
-    torch.manual_seed(0)  # the uniformity subsample
-    with torch.autocast(DEVICE.type, dtype=torch.bfloat16):
-        parts = module(**batch)
-    module.zero_grad(set_to_none=True)
-    sum(parts.values()).backward()
-    return {k: v.detach().float().cpu() for k, v in parts.items()}, named_grads(module)
-
-
 def nonfinite_report(module, batch):
     """Which loss part gives non-finite gradients, and where (for the failure message)."""
     out = []
@@ -196,10 +188,10 @@ def test_compiled_joint_step_on_device_equals_eager(tmp_path, size):
         feats = [{"input_ids": torch.randint(0, 256, (320,), generator=g)} for _ in range(8)]
         batch = smt_split_batch(feats, 256, 64, split="last")
     module, batch = module.to(DEVICE).train(), on(DEVICE, batch)
-    ref_parts, ref_grads = bf16_parts_and_grads(module, batch)
+    ref_parts, ref_grads = losses_and_grads(module, batch, torch.bfloat16)
     assert all(torch.isfinite(g).all() for g in ref_grads.values()), "eager: " + nonfinite_report(module, batch)
     compiled = compile_module(module)
-    parts, grads = bf16_parts_and_grads(compiled, batch)
+    parts, grads = losses_and_grads(compiled, batch, torch.bfloat16)
     bad = [n for n, g in grads.items() if not torch.isfinite(g).all()]
     assert not bad, f"compiled: non-finite grads in {bad[:6]}; per part: {nonfinite_report(compiled, batch)}"
     for k in ref_parts:
