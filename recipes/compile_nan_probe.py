@@ -1,0 +1,141 @@
+"""Where does the torch.compile'd joint-SMT training step go non-finite on a GPU?
+
+On the 2026-12-04 H200 run (recipes/results/gpu_logs/run1_bench.log) `bench.py`'s smt_step section ran the eager
+step 14 times, then compiled the same models' step: its first loss was finite, its second was NaN in every part, so
+the first compiled backward gave non-finite gradients. This recipe replays that condition and splits it:
+
+  the bench GPU preset's models (recipes/configs/bench/gpu.yaml), its smt batch (B, Tc, Tf), bf16 autocast,
+  `--eager-steps` eager optimizer steps from the seed-0 weights (14: what smt_step's eager variant runs), then for
+  each variant, from those same weights, a fresh optimizer and `--steps` optimizer steps, recording each step's
+  loss parts, gradient norm before clipping, whether every gradient is finite and the first non-finite ones by name.
+
+  eager                   the reference (no compilation)
+  inductor                torch.compile as bench.py / `torch_compile=True` run it (the failing case)
+  aot_eager               the same captured graphs run without Inductor's code generation
+  inductor_no_cudnn_sdp   Inductor with cuDNN's attention backend disabled while tracing and running
+
+    python recipes/compile_nan_probe.py --out outputs/nan_probe.json           # on a GPU (~4 min on an H200)
+    python recipes/compile_nan_probe.py --preset dry --out /tmp/p.json        # the same code path on CPU
+
+Prints a table and writes JSON (after each variant, so a run cut short keeps what finished).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+VARIANTS = ("eager", "inductor", "aot_eager", "inductor_no_cudnn_sdp")
+
+
+def grad_report(module):
+    """(gradient norm over all parameters, names of parameters whose gradient has a non-finite entry)."""
+    named = [(n.removeprefix("_orig_mod."), p.grad) for n, p in module.named_parameters() if p.grad is not None]
+    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for _, g in named]))
+    return float(norm), [n for n, g in named if not torch.isfinite(g).all()]
+
+
+def run_variant(name, step, steps):
+    """`steps` optimizer steps of a TrainStep (its `fwd` already set for the variant); one row per step."""
+    from smt_hf.trainer import NonFiniteLossError
+
+    tr, rows = step.trainer, []
+    for i in range(steps):
+        t0 = time.perf_counter()
+        row = dict(variant=name, step=i)
+        try:
+            loss = tr.training_step(step.fwd, step.batch)
+        except NonFiniteLossError as e:
+            row.update(loss=float("nan"), error=str(e).splitlines()[0][:200])
+            rows.append(row)
+            print(f"  {name} step {i}: {row['error']}", flush=True)
+            break
+        parts = {k: float(v) for k, v in tr._parts_sum.items()}
+        tr._parts_sum, tr._parts_count = {}, 0
+        norm, bad = grad_report(step.module)
+        if tr.args.max_grad_norm > 0:
+            tr._clip_grad_norm(step.fwd)
+        step.opt.step()
+        tr.lr_scheduler.step()
+        step.module.zero_grad()
+        tr.state.global_step += 1
+        weights_finite = all(bool(torch.isfinite(p).all()) for p in step.module.parameters())
+        row.update(loss=float(loss), parts=parts, grad_norm=norm, nonfinite_grads=len(bad), first_nonfinite=bad[:6],
+                   weights_finite_after=weights_finite, seconds=round(time.perf_counter() - t0, 2))
+        rows.append(row)
+        print(f"  {name} step {i}: loss {row['loss']:.4f} grad norm {norm:.4g} non-finite grads {len(bad)} "
+              f"{bad[:3]} ({row['seconds']} s)", flush=True)
+    return rows
+
+
+def main(argv=None):
+    from bench import DRY, PRESETS
+
+    from smt_hf.benchmark import TrainStep, random_seqs
+    from smt_hf.benchmark_sections import build_models, training_args
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--preset", default="gpu", choices=["gpu", "dry"])
+    ap.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, from {VARIANTS}")
+    ap.add_argument("--eager-steps", type=int, default=14)
+    ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--budget-seconds", type=float, default=None, help="start no new variant after this many seconds")
+    ap.add_argument("--out", default="outputs/compile_nan_probe.json")
+    a = ap.parse_args(argv)
+    variants = a.variants.split(",")
+    if unknown := set(variants) - set(VARIANTS):
+        ap.error(f"unknown variants {sorted(unknown)}; choose from {VARIANTS}")
+    P = {**PRESETS["gpu"], **(DRY if a.preset == "dry" else {})}  # dry: the gpu preset with every size shrunk
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    s, mc = P["smt"], P["model"]
+    start = time.perf_counter()
+    res = dict(device=torch.cuda.get_device_name() if device.type == "cuda" else "cpu", torch=torch.__version__,
+               preset=a.preset, setting=dict(B=s["B"], Tc=s["Tc"], Tf=s["Tf"], autocast=str(P["autocast"]),
+                                             eager_steps=a.eager_steps, steps=a.steps), rows=[])
+    teacher, student = build_models(mc, s["Tc"], device)
+    args = training_args("joint", context_length=s["Tc"], future_length=s["Tf"], split="last")
+    seqs = random_seqs(s["B"], s["Tc"] + s["Tf"], mc["V"])
+    warm = TrainStep(student, teacher, args, seqs, device, P["autocast"])
+    for _ in range(a.eager_steps):
+        warm()
+    print(f"{a.eager_steps} eager steps done ({time.perf_counter() - start:.0f} s)", flush=True)
+    weights = copy.deepcopy((student.state_dict(), teacher.state_dict()))
+    os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
+    for name in variants:
+        if a.budget_seconds is not None and time.perf_counter() - start > a.budget_seconds:
+            res["rows"].append(dict(variant=name, error="not run: --budget-seconds spent"))
+            continue
+        student.load_state_dict(weights[0])
+        teacher.load_state_dict(weights[1])
+        torch._dynamo.reset()
+        cudnn_sdp = torch.backends.cuda.cudnn_sdp_enabled()
+        torch.backends.cuda.enable_cudnn_sdp(name != "inductor_no_cudnn_sdp" and cudnn_sdp)
+        try:
+            step = TrainStep(student, teacher, args, seqs, device, P["autocast"])
+            if name != "eager":
+                step.fwd = torch.compile(step.module, backend="aot_eager" if name == "aot_eager" else "inductor")
+            res["rows"] += run_variant(name, step, a.steps)
+        finally:
+            torch.backends.cuda.enable_cudnn_sdp(cudnn_sdp)
+        with open(a.out, "w") as f:
+            json.dump(res, f, indent=1)
+    res["seconds"] = round(time.perf_counter() - start, 1)
+    with open(a.out, "w") as f:
+        json.dump(res, f, indent=1)
+    print(f"\n{res['device']}, torch {res['torch']}, {res['setting']}, {res['seconds']} s")
+    print("| variant | step | loss | grad norm | non-finite grads | first non-finite |\n|---|---|---|---|---|---|")
+    for r in res["rows"]:
+        print(f"| {r['variant']} | {r.get('step', '')} | {r.get('loss', '')} | {r.get('grad_norm', '')} | "
+              f"{r.get('nonfinite_grads', '')} | {', '.join(r.get('first_nonfinite', [])) or r.get('error', '')} |")
+
+
+if __name__ == "__main__":
+    main()
