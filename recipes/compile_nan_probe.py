@@ -13,6 +13,8 @@ the first compiled backward gave non-finite gradients. This recipe replays that 
   inductor                torch.compile as bench.py / `torch_compile=True` run it (the failing case)
   aot_eager               the same captured graphs run without Inductor's code generation
   inductor_no_cudnn_sdp   Inductor with cuDNN's attention backend disabled while tracing and running
+  inductor_parts          Inductor, step 0's gradients of each loss part alone (decoder, dynamics, uniformity)
+  inductor_gram_uniformity  Inductor with the uniformity loss's squared distances from the Gram matrix (no pdist)
 
     python recipes/compile_nan_probe.py --out outputs/nan_probe.json           # on a GPU (~4 min on an H200)
     python recipes/compile_nan_probe.py --preset dry --out /tmp/p.json        # the same code path on CPU
@@ -33,7 +35,44 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-VARIANTS = ("eager", "inductor", "aot_eager", "inductor_no_cudnn_sdp")
+VARIANTS = ("eager", "inductor", "aot_eager", "inductor_no_cudnn_sdp", "inductor_parts", "inductor_gram_uniformity")
+
+
+def gram_uniformity_loss(memory, num_samples=512, t=2.0, generator=None):
+    """`smt_hf.losses.uniformity_loss` with ||u_i - u_j||^2 = 2 - 2 u_i.u_j from the Gram matrix (fp32) instead of
+    torch.pdist(u) ** 2: the same value, no square root (whose derivative is infinite at coincident tokens)."""
+    import math
+
+    import torch.nn.functional as F
+
+    u = F.normalize(memory.reshape(-1, memory.shape[-1]).float(), dim=-1)
+    if u.shape[0] > num_samples:
+        u = u[torch.randperm(u.shape[0], device=u.device, generator=generator)[:num_samples]]
+    n = u.shape[0]
+    if n < 2:
+        return u.new_zeros(())
+    with torch.autocast(u.device.type, enabled=False):
+        i, j = torch.triu_indices(n, n, offset=1, device=u.device)
+        sq = (2 - 2 * (u @ u.T)[i, j]).clamp_min(0)
+    return torch.logsumexp(-t * sq, dim=0) - math.log(sq.numel())
+
+
+def parts_report(name, step):
+    """Step 0's gradients of each loss part alone (forward under the step's autocast): which part is non-finite."""
+    rows = []
+    for key in ("decoder", "dynamics", "uniformity"):
+        torch.manual_seed(0)
+        with torch.autocast(step.device.type, dtype=step.autocast, enabled=step.autocast is not None):
+            parts = step.fwd(**step.batch)
+        step.module.zero_grad(set_to_none=True)
+        parts[key].backward()
+        norm, bad = grad_report(step.module)
+        rows.append(dict(variant=name, step=f"0, {key} only", loss=float(parts[key]), grad_norm=norm,
+                         nonfinite_grads=len(bad), first_nonfinite=bad[:6]))
+        print(f"  {name} {key} only: {rows[-1]['loss']:.4f} grad norm {norm:.4g} non-finite grads {len(bad)} "
+              f"{bad[:3]}", flush=True)
+    step.module.zero_grad(set_to_none=True)
+    return rows
 
 
 def grad_report(module):
@@ -79,6 +118,7 @@ def run_variant(name, step, steps):
 def main(argv=None):
     from bench import DRY, PRESETS
 
+    from smt_hf import losses
     from smt_hf.benchmark import TrainStep, random_seqs
     from smt_hf.benchmark_sections import build_models, training_args
 
@@ -118,13 +158,18 @@ def main(argv=None):
         torch._dynamo.reset()
         cudnn_sdp = torch.backends.cuda.cudnn_sdp_enabled()
         torch.backends.cuda.enable_cudnn_sdp(name != "inductor_no_cudnn_sdp" and cudnn_sdp)
+        unif = losses.uniformity_loss
+        if name == "inductor_gram_uniformity":
+            losses.uniformity_loss = gram_uniformity_loss
         try:
             step = TrainStep(student, teacher, args, seqs, device, P["autocast"])
+            step.autocast = P["autocast"]
             if name != "eager":
                 step.fwd = torch.compile(step.module, backend="aot_eager" if name == "aot_eager" else "inductor")
-            res["rows"] += run_variant(name, step, a.steps)
+            res["rows"] += parts_report(name, step) if name == "inductor_parts" else run_variant(name, step, a.steps)
         finally:
             torch.backends.cuda.enable_cudnn_sdp(cudnn_sdp)
+            losses.uniformity_loss = unif
         with open(a.out, "w") as f:
             json.dump(res, f, indent=1)
     res["seconds"] = round(time.perf_counter() - start, 1)
