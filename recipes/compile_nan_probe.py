@@ -15,6 +15,8 @@ the first compiled backward gave non-finite gradients. This recipe replays that 
   inductor_no_cudnn_sdp   Inductor with cuDNN's attention backend disabled while tracing and running
   inductor_parts          Inductor, step 0's gradients of each loss part alone (decoder, dynamics, uniformity)
   inductor_gram_uniformity  Inductor with the uniformity loss's squared distances from the Gram matrix (no pdist)
+  inductor_no_mask        Inductor, the batch without its all-ones attention_mask (no attention mask in SDPA)
+  inductor_math_sdp       Inductor with SDPA limited to its math backend while tracing and running
 
     python recipes/compile_nan_probe.py --out outputs/nan_probe.json           # on a GPU (~4 min on an H200)
     python recipes/compile_nan_probe.py --preset dry --out /tmp/p.json        # the same code path on CPU
@@ -35,7 +37,8 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-VARIANTS = ("eager", "inductor", "aot_eager", "inductor_no_cudnn_sdp", "inductor_parts", "inductor_gram_uniformity")
+VARIANTS = ("eager", "inductor", "aot_eager", "inductor_no_cudnn_sdp", "inductor_parts", "inductor_gram_uniformity",
+            "inductor_no_mask", "inductor_math_sdp")
 
 
 def gram_uniformity_loss(memory, num_samples=512, t=2.0, generator=None):
@@ -118,7 +121,11 @@ def run_variant(name, step, steps):
 def main(argv=None):
     from bench import DRY, PRESETS
 
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
     from smt_hf import losses
+
+    ALL_SDPA = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.CUDNN_ATTENTION, SDPBackend.MATH]
     from smt_hf.benchmark import TrainStep, random_seqs
     from smt_hf.benchmark_sections import build_models, training_args
 
@@ -164,9 +171,12 @@ def main(argv=None):
         try:
             step = TrainStep(student, teacher, args, seqs, device, P["autocast"])
             step.autocast = P["autocast"]
+            if name == "inductor_no_mask":
+                step.batch = {k: v for k, v in step.batch.items() if k != "attention_mask"}
             if name != "eager":
                 step.fwd = torch.compile(step.module, backend="aot_eager" if name == "aot_eager" else "inductor")
-            res["rows"] += parts_report(name, step) if name == "inductor_parts" else run_variant(name, step, a.steps)
+            with sdpa_kernel([SDPBackend.MATH] if name == "inductor_math_sdp" else ALL_SDPA):
+                res["rows"] += parts_report(name, step) if name == "inductor_parts" else run_variant(name, step, a.steps)
         finally:
             torch.backends.cuda.enable_cudnn_sdp(cudnn_sdp)
             losses.uniformity_loss = unif
