@@ -13,9 +13,11 @@
 # (bench runs each section in its own process and stops the one running when BENCH_S is spent; the finished ones are
 # kept). TESTS (default "tests/test_cuda.py tests/test_fast.py") picks the test files; TESTS=none skips them. BENCH_BASE=<bench_gpu.json of
 # an earlier run> with `--sections A,B --merge` re-runs sections A and B only and keeps that run's other sections.
-# What the 2026-12-04 H200 runs left open (recipes/results/bench_gpu.md), as one call of about 8 minutes:
-#   TESTS="tests/test_cuda.py -k bench" TESTS_S=200 BENCH_S=270 BENCH_BASE=recipes/results/bench_gpu.json \
-#     bash recipes/gpu_session.sh bench --sections smt_step,dmt,prefixes,train_compile --merge
+# What the 2026-12-04 H200 runs left open (recipes/results/bench_gpu.md, gpu_logs/compile_nan_probe.md), one call of
+# about 6 minutes: which Inductor kernel makes the whole-module compiled joint step's encoder gradients non-finite
+# (SDPA decomposed to math next), then the bench's train_compile section with the bf16 loss tolerance:
+#   TESTS=none PROBE_S=240 BENCH_S=150 BENCH_BASE=recipes/results/bench_gpu.json \
+#     BENCH_ARGS="--sections train_compile --merge" bash recipes/gpu_session.sh probe --variants inductor_math_sdp
 set -euo pipefail
 cd "$(dirname "$0")/.."
 part="${1:?usage: gpu_session.sh bench [args]}"; shift

@@ -21,7 +21,7 @@ import time
 import torch
 
 from .benchmark import (TrainStep, compare_compiled, count_flops, gpu_mem_peak, gpu_mem_start, gpu_mem_total,
-                        llama_decode, llama_for, md_table, measure_train, peak_flops, random_seqs, sync, timed)
+                        llama_decode, llama_for, loss_rtol, md_table, measure_train, peak_flops, random_seqs, sync, timed)
 from .cache import SMTMemoryCache
 from .fast import FastGenerator, compile_step, restore_step
 from .trainer import NonFiniteLossError
@@ -160,7 +160,7 @@ def bench_train_compile(P, device, res):
             args = training_args(mode, recurrent_step_compile=compile_mode, **kw)
             return TrainStep(student, teacher, args, seqs, device, P["autocast"])
 
-        r = compare_compiled(make, c["mode"], device, iters=c["iters"])
+        r = compare_compiled(make, c["mode"], device, iters=c["iters"], rtol=loss_rtol(P["autocast"]))
         rows.append(dict(mode=name, B=B, L=L, compile_mode=c["mode"], **r))
         print(f"  train_compile {name}: eager {r['eager_ms']:.1f} ms, compiled {r['compiled_ms']:.1f} ms "
               f"({r['ratio']:.2f}x), compile {r['compile_s']:.1f} s, max loss diff {r['max_loss_diff']:.1e}", flush=True)

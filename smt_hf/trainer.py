@@ -255,9 +255,14 @@ class SMTTrainer(Trainer):
         total = losses.combine(parts, self.module.weights(self.state.global_step))
         if not torch.isfinite(total):
             bad = {k: float(v.detach()) for k, v in parts.items() if not torch.isfinite(v)}
+            compiled = self.args.torch_compile or hasattr(model, "_orig_mod")
             raise NonFiniteLossError(
                 f"Non-finite loss at step {self.state.global_step} (mode {self.args.mode}): "
                 f"{bad or {'total': float(total)}}. Lower the learning rate or the lambda of that part."
+                + (" This step ran under torch.compile: on CUDA (torch 2.11, bf16 autocast) Inductor gave non-finite "
+                   "gradients for a joint-SMT step that eager and backend='aot_eager' computed finite "
+                   "(recipes/results/gpu_logs/compile_nan_probe.md); rerun without torch_compile to tell the two "
+                   "apart." if compiled else "")
             )
         for k, v in parts.items():
             self._parts_sum[k] = self._parts_sum.get(k, 0.0) + v.detach().float()

@@ -135,3 +135,28 @@ def test_isolated_sections_run_in_their_own_process(tmp_path):
     assert res["errors"]["dmt"].startswith("section process ended without results (stopped after 2 s")
     assert res["errors"]["prefill"] == "not run: --budget-seconds spent"
     assert "Sections that failed" in out.with_suffix(".md").read_text()
+
+
+def test_compile_nan_probe_replays_the_step_and_names_non_finite_gradients(tmp_path):
+    """recipes/compile_nan_probe.py at dry size: aot_eager runs eager's step exactly (same losses, gradient norms),
+    its Gram-matrix uniformity equals smt_hf.losses.uniformity_loss, and grad_report names a non-finite gradient."""
+    import torch
+
+    import compile_nan_probe as probe
+    from smt_hf.losses import uniformity_loss
+
+    out = tmp_path / "probe.json"
+    probe.main(["--preset", "dry", "--variants", "eager,aot_eager", "--eager-steps", "1", "--steps", "2",
+                "--out", str(out)])
+    rows = json.loads(out.read_text())["rows"]
+    eager, aot = ([r for r in rows if r["variant"] == v] for v in ("eager", "aot_eager"))
+    assert len(eager) == len(aot) == 2 and all(r["nonfinite_grads"] == 0 and r["weights_finite_after"] for r in rows)
+    assert [r["loss"] for r in eager] == [r["loss"] for r in aot]
+    assert [r["parts"] for r in eager] == [r["parts"] for r in aot]
+    m = torch.randn(3, 4, 8)
+    m[1] = m[0]  # coincident tokens (distance 0) included
+    assert torch.allclose(probe.gram_uniformity_loss(m), uniformity_loss(m), atol=1e-5)
+    lin = torch.nn.Linear(2, 2)
+    lin(torch.ones(1, 2)).sum().backward()
+    lin.weight.grad[0, 0] = float("nan")
+    assert probe.grad_report(lin)[1] == ["weight"]

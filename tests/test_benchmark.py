@@ -5,13 +5,13 @@ import pytest
 import torch
 
 from smt_hf import SMTRecurrentConfig, SMTRecurrentForCausalLM, SMTTeacherConfig, SMTTeacherModel
-from smt_hf.benchmark import TrainStep, compare_compiled, random_seqs
+from smt_hf.benchmark import TrainStep, compare_compiled, loss_rtol, random_seqs
 from smt_hf.training_args import SMTTrainingArguments
 
 CPU = torch.device("cpu")
 
 
-def make_step(tmp_path, mode="dmt", lr=1e-3):
+def make_step(tmp_path, mode="dmt", lr=1e-3, autocast=None):
     def make(recurrent_step_compile):
         torch.manual_seed(0)
         tc = SMTTeacherConfig(vocab_size=16, hidden_size=16, memory_tokens=2, num_encoder_layers=1,
@@ -22,7 +22,7 @@ def make_step(tmp_path, mode="dmt", lr=1e-3):
         kw = dict(context_length=8, rollout_length=8, dmt_stride=4) if mode == "dmt" else dict(context_length=8)
         args = SMTTrainingArguments(output_dir=str(tmp_path), mode=mode, report_to=[], use_cpu=True, learning_rate=lr, warmup_steps=0,
                                     recurrent_step_compile=recurrent_step_compile, **kw)
-        step = TrainStep(student, teacher, args, random_seqs(2, 16, 16), CPU, None)
+        step = TrainStep(student, teacher, args, random_seqs(2, 16, 16), CPU, autocast)
         step.student = student
         return step
     return make
@@ -60,6 +60,22 @@ def test_compare_compiled_rejects_different_losses(tmp_path):
 
     with pytest.raises(AssertionError, match="changed the loss at step"):
         compare_compiled(make, "none", CPU, iters=1)
+
+
+def test_compare_compiled_tolerance_follows_the_autocast_dtype(tmp_path):
+    """Two paths that differ only by bf16 rounding (one under bf16 autocast, one in fp32): loss_rtol(bfloat16) accepts
+    them, fp32's tolerance does not (the bench's train_compile section failed on an H200 with fp32's tolerance for
+    bf16 losses 0.02-0.3% apart); a different learning rate is still rejected at the bf16 tolerance."""
+    def make(c, lr=1e-3):
+        return make_step(tmp_path, "bptt", lr=lr, autocast=torch.bfloat16 if c is None else None)(c)
+
+    r = compare_compiled(make, "none", CPU, iters=2, rtol=loss_rtol(torch.bfloat16))
+    assert 0 < r["max_loss_diff"]
+    with pytest.raises(AssertionError, match="changed the loss at step"):
+        compare_compiled(make, "none", CPU, iters=2, rtol=loss_rtol(None))
+    with pytest.raises(AssertionError, match="changed the loss at step"):
+        compare_compiled(lambda c: make(c, lr=1e-3 if c is None else 3e-1), "none", CPU, iters=2,
+                         rtol=loss_rtol(torch.bfloat16))
 
 
 # ----------------------------------------------------------------------------- smt_hf.benchmark_sections

@@ -267,6 +267,20 @@ def test_non_finite_loss_names_step_and_part(tmp_path):
     trainer = SMTTrainer(model=student, teacher=teacher, args=targs(tmp_path, mode="joint"), train_dataset=data())
     with pytest.raises(NonFiniteLossError, match=r"step 0 .*'decoder'"):
         trainer.train()
+    assert "torch.compile" not in str(pytest.raises(NonFiniteLossError, trainer.train).value)
+
+
+def test_non_finite_loss_under_torch_compile_names_the_compiler(tmp_path):
+    """A compiled training module's non-finite loss says so (Inductor's NaN gradients on an H200,
+    recipes/results/gpu_logs/compile_nan_probe.md): eager is the check to run next."""
+    student, teacher = models()
+    with torch.no_grad():
+        teacher.lm_head.weight.fill_(float("nan"))
+    trainer = SMTTrainer(model=student, teacher=teacher, args=targs(tmp_path, mode="joint"), train_dataset=data())
+    batch = next(iter(trainer.get_train_dataloader()))
+    compiled = torch.compile(trainer.module, backend="eager")
+    with pytest.raises(NonFiniteLossError, match=r"'decoder'.*ran under torch.compile.*without torch_compile"):
+        trainer.compute_loss(compiled, batch)
 
 
 def test_checkpoint_folders_load_and_student_generates_alone(tmp_path):
