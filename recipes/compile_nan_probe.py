@@ -11,22 +11,28 @@ the first compiled backward gave non-finite gradients. This recipe replays that 
 
   eager                   the reference (no compilation)
   inductor                torch.compile as bench.py / `torch_compile=True` run it (the failing case)
-  aot_eager               the same captured graphs run without Inductor's code generation
+  aot_eager               AOT Autograd's captured forward/backward graphs run by eager kernels (no Inductor
+                          decompositions, rewrites or generated kernels)
   inductor_no_cudnn_sdp   Inductor with cuDNN's attention backend disabled while tracing and running
-  inductor_parts          Inductor, step 0's gradients of each loss part alone (decoder, dynamics, uniformity)
+  inductor_parts          Inductor, step 0's gradients of each loss part alone (decoder, dynamics, uniformity); one
+                          backward graph serves all parts (the others get zero gradients, and 0 x NaN is NaN), so a
+                          NaN here does not clear the part that is not backpropagated
   inductor_gram_uniformity  Inductor with the uniformity loss's squared distances from the Gram matrix (no pdist)
   inductor_no_mask        Inductor, the batch without its all-ones attention_mask (no attention mask in SDPA)
   inductor_math_sdp       Inductor with SDPA limited to its math backend while tracing and running
+  aot_eager_decomp_partition  aot_eager plus Inductor's decompositions and partitioner (no generated kernels)
 
-    python recipes/compile_nan_probe.py --out outputs/nan_probe.json           # on a GPU (~4 min on an H200)
+    python recipes/compile_nan_probe.py --out outputs/nan_probe.json           # on a GPU (1-2 min per Inductor variant)
     python recipes/compile_nan_probe.py --preset dry --out /tmp/p.json        # the same code path on CPU
 
-Prints a table and writes JSON (after each variant, so a run cut short keeps what finished).
+Inductor's caches are off (every variant compiles afresh; flags set for one variant must reach its code) and TF32 is
+on as in bench.py. Prints a table and writes JSON (after each variant, so a run cut short keeps what finished).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import os
@@ -38,7 +44,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 VARIANTS = ("eager", "inductor", "aot_eager", "inductor_no_cudnn_sdp", "inductor_parts", "inductor_gram_uniformity",
-            "inductor_no_mask", "inductor_math_sdp")
+            "inductor_no_mask", "inductor_math_sdp", "aot_eager_decomp_partition")
 
 
 def gram_uniformity_loss(memory, num_samples=512, t=2.0, generator=None):
@@ -71,7 +77,7 @@ def parts_report(name, step):
         parts[key].backward()
         norm, bad = grad_report(step.module)
         rows.append(dict(variant=name, step=f"0, {key} only", loss=float(parts[key]), grad_norm=norm,
-                         nonfinite_grads=len(bad), first_nonfinite=bad[:6]))
+                         nonfinite_grads=len(bad), nonfinite=bad))
         print(f"  {name} {key} only: {rows[-1]['loss']:.4f} grad norm {norm:.4g} non-finite grads {len(bad)} "
               f"{bad[:3]}", flush=True)
     step.module.zero_grad(set_to_none=True)
@@ -110,7 +116,7 @@ def run_variant(name, step, steps):
         step.module.zero_grad()
         tr.state.global_step += 1
         weights_finite = all(bool(torch.isfinite(p).all()) for p in step.module.parameters())
-        row.update(loss=float(loss), parts=parts, grad_norm=norm, nonfinite_grads=len(bad), first_nonfinite=bad[:6],
+        row.update(loss=float(loss), parts=parts, grad_norm=norm, nonfinite_grads=len(bad), nonfinite=bad,
                    weights_finite_after=weights_finite, seconds=round(time.perf_counter() - t0, 2))
         rows.append(row)
         print(f"  {name} step {i}: loss {row['loss']:.4f} grad norm {norm:.4g} non-finite grads {len(bad)} "
@@ -118,14 +124,46 @@ def run_variant(name, step, steps):
     return rows
 
 
-def main(argv=None):
-    from bench import DRY, PRESETS
-
+def run_variants(a, variants, res, start, student, teacher, weights, args, seqs, device, autocast):
+    """Each variant from the same `weights`: fresh dynamo state, optimizer and compile; rows into res (JSON after each)."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     from smt_hf import losses
+    from smt_hf.benchmark import TrainStep
 
-    ALL_SDPA = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.CUDNN_ATTENTION, SDPBackend.MATH]
+    for name in variants:
+        if a.budget_seconds is not None and time.perf_counter() - start > a.budget_seconds:
+            res["rows"].append(dict(variant=name, error="not run: --budget-seconds spent"))
+            continue
+        student.load_state_dict(weights[0])
+        teacher.load_state_dict(weights[1])
+        torch._dynamo.reset()
+        cudnn_sdp = torch.backends.cuda.cudnn_sdp_enabled()
+        torch.backends.cuda.enable_cudnn_sdp(name != "inductor_no_cudnn_sdp" and cudnn_sdp)
+        unif = losses.uniformity_loss
+        if name == "inductor_gram_uniformity":
+            losses.uniformity_loss = gram_uniformity_loss
+        try:
+            step = TrainStep(student, teacher, args, seqs, device, autocast)
+            step.autocast = autocast
+            if name == "inductor_no_mask":
+                step.batch = {k: v for k, v in step.batch.items() if k != "attention_mask"}
+            if name != "eager":
+                backend = name if name.startswith("aot_eager") else "inductor"
+                step.fwd = torch.compile(step.module, backend=backend)
+            with sdpa_kernel([SDPBackend.MATH]) if name == "inductor_math_sdp" else contextlib.nullcontext():
+                res["rows"] += parts_report(name, step) if name == "inductor_parts" else run_variant(name, step, a.steps)
+        finally:
+            torch.backends.cuda.enable_cudnn_sdp(cudnn_sdp)
+            losses.uniformity_loss = unif
+        with open(a.out, "w") as f:
+            json.dump(res, f, indent=1)
+
+
+def main(argv=None):
+    from torch._inductor import config as inductor_config
+
+    from bench import DRY, PRESETS
     from smt_hf.benchmark import TrainStep, random_seqs
     from smt_hf.benchmark_sections import build_models, training_args
 
@@ -142,6 +180,8 @@ def main(argv=None):
         ap.error(f"unknown variants {sorted(unknown)}; choose from {VARIANTS}")
     P = {**PRESETS["gpu"], **(DRY if a.preset == "dry" else {})}  # dry: the gpu preset with every size shrunk
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.type == "cuda":  # as bench.py
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     s, mc = P["smt"], P["model"]
     start = time.perf_counter()
     res = dict(device=torch.cuda.get_device_name() if device.type == "cuda" else "cpu", torch=torch.__version__,
@@ -156,40 +196,16 @@ def main(argv=None):
     print(f"{a.eager_steps} eager steps done ({time.perf_counter() - start:.0f} s)", flush=True)
     weights = copy.deepcopy((student.state_dict(), teacher.state_dict()))
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
-    for name in variants:
-        if a.budget_seconds is not None and time.perf_counter() - start > a.budget_seconds:
-            res["rows"].append(dict(variant=name, error="not run: --budget-seconds spent"))
-            continue
-        student.load_state_dict(weights[0])
-        teacher.load_state_dict(weights[1])
-        torch._dynamo.reset()
-        cudnn_sdp = torch.backends.cuda.cudnn_sdp_enabled()
-        torch.backends.cuda.enable_cudnn_sdp(name != "inductor_no_cudnn_sdp" and cudnn_sdp)
-        unif = losses.uniformity_loss
-        if name == "inductor_gram_uniformity":
-            losses.uniformity_loss = gram_uniformity_loss
-        try:
-            step = TrainStep(student, teacher, args, seqs, device, P["autocast"])
-            step.autocast = P["autocast"]
-            if name == "inductor_no_mask":
-                step.batch = {k: v for k, v in step.batch.items() if k != "attention_mask"}
-            if name != "eager":
-                step.fwd = torch.compile(step.module, backend="aot_eager" if name == "aot_eager" else "inductor")
-            with sdpa_kernel([SDPBackend.MATH] if name == "inductor_math_sdp" else ALL_SDPA):
-                res["rows"] += parts_report(name, step) if name == "inductor_parts" else run_variant(name, step, a.steps)
-        finally:
-            torch.backends.cuda.enable_cudnn_sdp(cudnn_sdp)
-            losses.uniformity_loss = unif
-        with open(a.out, "w") as f:
-            json.dump(res, f, indent=1)
+    with inductor_config.patch(force_disable_caches=True):  # a cached graph would ignore a variant's flags
+        run_variants(a, variants, res, start, student, teacher, weights, args, seqs, device, P["autocast"])
     res["seconds"] = round(time.perf_counter() - start, 1)
     with open(a.out, "w") as f:
         json.dump(res, f, indent=1)
     print(f"\n{res['device']}, torch {res['torch']}, {res['setting']}, {res['seconds']} s")
-    print("| variant | step | loss | grad norm | non-finite grads | first non-finite |\n|---|---|---|---|---|---|")
+    print("| variant | step | loss | grad norm | non-finite grads | first non-finite (all in the JSON) |\n|---|---|---|---|---|---|")
     for r in res["rows"]:
         print(f"| {r['variant']} | {r.get('step', '')} | {r.get('loss', '')} | {r.get('grad_norm', '')} | "
-              f"{r.get('nonfinite_grads', '')} | {', '.join(r.get('first_nonfinite', [])) or r.get('error', '')} |")
+              f"{r.get('nonfinite_grads', '')} | {', '.join(r.get('nonfinite', [])[:6]) or r.get('error', '')} |")
 
 
 if __name__ == "__main__":

@@ -14,13 +14,14 @@
 # kept). TESTS (default "tests/test_cuda.py tests/test_fast.py") picks the test files; TESTS=none skips them. BENCH_BASE=<bench_gpu.json of
 # an earlier run> with `--sections A,B --merge` re-runs sections A and B only and keeps that run's other sections.
 # What the 2026-12-04 H200 runs left open (recipes/results/bench_gpu.md, gpu_logs/compile_nan_probe.md), one call of
-# about 6 minutes: which Inductor kernel makes the whole-module compiled joint step's encoder gradients non-finite
-# (SDPA decomposed to math next), then the bench's train_compile section with the bf16 loss tolerance:
+# about 7 minutes: what in Inductor makes the whole-module compiled joint step's teacher gradients non-finite
+# (Inductor's decompositions alone, then SDPA decomposed to math), then the bench's train_compile section with the bf16 loss tolerance:
 #   TESTS=none PROBE_S=240 BENCH_S=150 BENCH_BASE=recipes/results/bench_gpu.json \
-#     BENCH_ARGS="--sections train_compile --merge" bash recipes/gpu_session.sh probe --variants inductor_math_sdp
+#     BENCH_ARGS="--sections train_compile --merge" bash recipes/gpu_session.sh probe \
+#     --variants aot_eager_decomp_partition,inductor_math_sdp
 set -euo pipefail
 cd "$(dirname "$0")/.."
-part="${1:?usage: gpu_session.sh bench [args]}"; shift
+part="${1:?usage: gpu_session.sh bench|probe [args]}"; shift
 OUT="${OUT:-outputs/gpu_session}"
 mkdir -p "$OUT"
 if compgen -G ".whl/*.whl" > /dev/null; then

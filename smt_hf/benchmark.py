@@ -138,10 +138,11 @@ class TrainStep:
 
 
 def loss_rtol(autocast: torch.dtype | None) -> float:
-    """Relative tolerance for the same training loss from two code paths (eager vs compiled): 1e-4 in fp32; 2e-2 under
-    16-bit autocast, where fused kernels round differently (bf16 keeps 8 bits: 2**-8 = 0.4% per rounding) and the
-    difference grows over optimizer steps (H200, bf16, DMT step: 0.02% at the first step, 0.3% by the third)."""
-    return 2e-2 if autocast in (torch.bfloat16, torch.float16) else 1e-4
+    """Relative tolerance for the same training loss from two code paths (eager vs compiled): 1e-4 in fp32; 1e-2 under
+    16-bit autocast, where fused kernels round differently (bf16 keeps 8 bits: 2**-8 = 0.4% per rounding) and the two
+    paths' weights part after the first optimizer step (H200, bf16, DMT step, 11 steps: 0.02% at the first, at most
+    0.26%, at the third; recipes/results/gpu_logs/run3_bench.log)."""
+    return 1e-2 if autocast in (torch.bfloat16, torch.float16) else 1e-4
 
 
 def compare_compiled(make_step: Callable[[str | None], TrainStep], compile_mode: str = "default",

@@ -146,6 +146,7 @@ def bench_train_compile(P, device, res):
     """SMTTrainer's training step per mode, eager vs `recurrent_step_compile=<mode>` (smt_hf.benchmark.compare_compiled:
     side by side in one process, alternating calls, same losses asserted). Fresh models per path, same weights."""
     c, mc, rows = P["train_compile"], P["model"], []
+    res["train_compile"] = rows  # each mode's row as it finishes: a failing mode keeps the others'
     cases = {"smt (joint)": ("joint", c["smt"]["Tc"], c["smt"]["Tc"] + c["smt"]["Tf"],
                              dict(context_length=c["smt"]["Tc"], future_length=c["smt"]["Tf"], split="last")),
              "dmt": ("dmt", c["dmt"]["Tc"], c["dmt"]["Tc"] + c["dmt"]["Td"],
@@ -164,7 +165,6 @@ def bench_train_compile(P, device, res):
         rows.append(dict(mode=name, B=B, L=L, compile_mode=c["mode"], **r))
         print(f"  train_compile {name}: eager {r['eager_ms']:.1f} ms, compiled {r['compiled_ms']:.1f} ms "
               f"({r['ratio']:.2f}x), compile {r['compile_s']:.1f} s, max loss diff {r['max_loss_diff']:.1e}", flush=True)
-    res["train_compile"] = rows
 
 
 def bench_generation(P, device, res):

@@ -123,7 +123,7 @@ def compile_module(module: nn.Module, mode: str | None = None, dynamic: bool = F
     HF Trainer. Returns the compiled wrapper; its state_dict keys gain an `_orig_mod.` prefix.
 
     Known fault: on an NVIDIA H200 (torch 2.11, bf16 autocast) the bench GPU preset's joint step compiled this way got
-    non-finite teacher-encoder gradients at its first step (Inductor's code: backend="aot_eager" stayed finite; the
+    non-finite teacher gradients at its first step (something Inductor adds: backend="aot_eager" stayed finite; the
     tiny test model was fine): recipes/results/gpu_logs/compile_nan_probe.md. `recurrent_step_compile` (the student's
     update only) stayed finite there."""
     return torch.compile(module, mode=mode, dynamic=dynamic)

@@ -137,18 +137,34 @@ def test_isolated_sections_run_in_their_own_process(tmp_path):
     assert "Sections that failed" in out.with_suffix(".md").read_text()
 
 
-def test_compile_nan_probe_replays_the_step_and_names_non_finite_gradients(tmp_path):
+def test_compile_nan_probe_replays_the_step_and_names_non_finite_gradients(tmp_path, monkeypatch):
     """recipes/compile_nan_probe.py at dry size: aot_eager runs eager's step exactly (same losses, gradient norms),
     its Gram-matrix uniformity equals smt_hf.losses.uniformity_loss, and grad_report names a non-finite gradient."""
     import torch
 
     import compile_nan_probe as probe
+    import pytest
+
+    from smt_hf import losses
     from smt_hf.losses import uniformity_loss
 
     out = tmp_path / "probe.json"
+    cudnn = torch.backends.cuda.cudnn_sdp_enabled()
+    probe.main(["--preset", "dry", "--variants", "eager,aot_eager", "--eager-steps", "1", "--budget-seconds", "0",
+                "--out", str(out)])  # budget spent before the first variant: none starts
+    assert [r["error"] for r in json.loads(out.read_text())["rows"]] == ["not run: --budget-seconds spent"] * 2
     probe.main(["--preset", "dry", "--variants", "eager,aot_eager", "--eager-steps", "1", "--steps", "2",
                 "--out", str(out)])
     rows = json.loads(out.read_text())["rows"]
+    # the flag and loss variants' set-up and undoing, without Inductor's minutes of CPU compilation
+    compile_calls = []
+    monkeypatch.setattr(probe.torch, "compile", lambda m, backend=None: compile_calls.append(backend) or m)
+    probe.main(["--preset", "dry", "--variants", "inductor_no_cudnn_sdp,inductor_gram_uniformity", "--eager-steps",
+                "1", "--steps", "1", "--out", str(tmp_path / "flags.json")])
+    assert compile_calls == ["inductor", "inductor"]
+    assert torch.backends.cuda.cudnn_sdp_enabled() == cudnn and losses.uniformity_loss is uniformity_loss
+    flags = json.loads((tmp_path / "flags.json").read_text())["rows"]
+    assert [r["loss"] for r in flags] == pytest.approx([rows[0]["loss"]] * 2, abs=1e-5)  # Gram form: same value
     eager, aot = ([r for r in rows if r["variant"] == v] for v in ("eager", "aot_eager"))
     assert len(eager) == len(aot) == 2 and all(r["nonfinite_grads"] == 0 and r["weights_finite_after"] for r in rows)
     assert [r["loss"] for r in eager] == [r["loss"] for r in aot]
@@ -156,7 +172,36 @@ def test_compile_nan_probe_replays_the_step_and_names_non_finite_gradients(tmp_p
     m = torch.randn(3, 4, 8)
     m[1] = m[0]  # coincident tokens (distance 0) included
     assert torch.allclose(probe.gram_uniformity_loss(m), uniformity_loss(m), atol=1e-5)
+    many = torch.randn(40, 8)  # more tokens than num_samples: the same subsample for the same generator seed
+    assert torch.allclose(probe.gram_uniformity_loss(many, 16, generator=torch.Generator().manual_seed(3)),
+                          uniformity_loss(many, 16, generator=torch.Generator().manual_seed(3)), atol=1e-5)
     lin = torch.nn.Linear(2, 2)
     lin(torch.ones(1, 2)).sum().backward()
     lin.weight.grad[0, 0] = float("nan")
     assert probe.grad_report(lin)[1] == ["weight"]
+
+
+def test_train_compile_keeps_finished_modes_and_uses_the_dtype_tolerance(monkeypatch):
+    """A mode whose losses differ (the H200's DMT row) keeps the modes measured before it in the results (the joint
+    row was lost there), and every comparison gets the autocast dtype's tolerance (smt_hf.benchmark.loss_rtol)."""
+    import pytest
+    import torch
+
+    import smt_hf.benchmark_sections as sections
+    from smt_hf.benchmark import loss_rtol
+
+    seen = []
+
+    def fake_compare(make, mode, device, iters, rtol):
+        seen.append(rtol)
+        if len(seen) == 2:
+            raise AssertionError("recurrent_step_compile='default' changed the loss at step(s) [0]")
+        return dict(eager_ms=2.0, compiled_ms=1.0, ratio=2.0, compile_s=0.0, max_loss_diff=0.0, losses={})
+
+    monkeypatch.setattr(sections, "compare_compiled", fake_compare)
+    res = {}
+    with pytest.raises(AssertionError, match="changed the loss"):
+        sections.bench_train_compile({**bench.PRESETS["cpu"], **bench.DRY, "autocast": torch.bfloat16},
+                                     torch.device("cpu"), res)
+    assert seen == [loss_rtol(torch.bfloat16)] * 2 == [1e-2] * 2
+    assert [r["mode"] for r in res["train_compile"]] == ["smt (joint)"]
