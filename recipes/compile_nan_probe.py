@@ -99,22 +99,21 @@ def run_variant(name, step, steps):
     for i in range(steps):
         t0 = time.perf_counter()
         row = dict(variant=name, step=i)
+        seen = {}
+
+        def inspect():  # the loss parts the trainer accumulated, and the gradients before clipping
+            seen["parts"] = {k: float(v) for k, v in tr._parts_sum.items()}
+            tr._parts_sum, tr._parts_count = {}, 0
+            seen["norm"], seen["bad"] = grad_report(step.module)
+
         try:
-            loss = tr.training_step(step.fwd, step.batch)
+            loss = step(after_backward=inspect)
         except NonFiniteLossError as e:
             row.update(loss=float("nan"), error=str(e).splitlines()[0][:200])
             rows.append(row)
             print(f"  {name} step {i}: {row['error']}", flush=True)
             break
-        parts = {k: float(v) for k, v in tr._parts_sum.items()}
-        tr._parts_sum, tr._parts_count = {}, 0
-        norm, bad = grad_report(step.module)
-        if tr.args.max_grad_norm > 0:
-            tr._clip_grad_norm(step.fwd)
-        step.opt.step()
-        tr.lr_scheduler.step()
-        step.module.zero_grad()
-        tr.state.global_step += 1
+        parts, norm, bad = seen["parts"], seen["norm"], seen["bad"]
         weights_finite = all(bool(torch.isfinite(p).all()) for p in step.module.parameters())
         row.update(loss=float(loss), parts=parts, grad_norm=norm, nonfinite_grads=len(bad), nonfinite=bad,
                    weights_finite_after=weights_finite, seconds=round(time.perf_counter() - t0, 2))
@@ -145,7 +144,6 @@ def run_variants(a, variants, res, start, student, teacher, weights, args, seqs,
             losses.uniformity_loss = gram_uniformity_loss
         try:
             step = TrainStep(student, teacher, args, seqs, device, autocast)
-            step.autocast = autocast
             if name == "inductor_no_mask":
                 step.batch = {k: v for k, v in step.batch.items() if k != "attention_mask"}
             if name != "eager":

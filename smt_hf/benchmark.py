@@ -111,7 +111,7 @@ class TrainStep:
 
     def __init__(self, student, teacher, args, seqs, device, autocast, compiled=False):
         self.trainer = tr = SMTTrainer(model=student, teacher=teacher if args.mode != "bptt" else None, args=args)
-        self.module, self.device = tr.module.train(), device
+        self.module, self.device, self.autocast = tr.module.train(), device, autocast
         self.fwd = compile_module(self.module) if compiled else self.module
         if autocast is not None:  # what accelerate's mixed precision wraps around a prepared model's forward
             tr.autocast_smart_context_manager = lambda cache_enabled=True: torch.autocast(device.type, dtype=autocast)
@@ -124,10 +124,13 @@ class TrainStep:
         with self.trainer.compute_loss_context_manager():
             return self.trainer.compute_loss(self.module if eager else self.fwd, self.batch)
 
-    def __call__(self) -> float:
-        """One optimizer step; returns its training loss (the value `Trainer.train` logs)."""
+    def __call__(self, after_backward: Callable[[], None] | None = None) -> float:
+        """One optimizer step; returns its training loss (the value `Trainer.train` logs). `after_backward()`, if
+        given, runs between the backward pass and gradient clipping (to inspect the raw gradients)."""
         tr = self.trainer
         loss = tr.training_step(self.fwd, self.batch)
+        if after_backward is not None:
+            after_backward()
         if tr.args.max_grad_norm > 0:
             tr._clip_grad_norm(self.fwd)
         self.opt.step()
