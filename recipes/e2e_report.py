@@ -70,7 +70,8 @@ def table(runs: list[dict]) -> str:
     if any(r.get("reused_from") for run in runs for r in run["rows"]):
         lines.append("\n† from another run of the same seed whose joint-SMT row is identical (`--reuse-rows`, or as noted): "
                      + ", ".join(sorted({r["reused_from"] for run in runs for r in run["rows"] if r.get("reused_from")})))
-    budgets = [f"s{run['seed']} {r['budget_seconds']:.0f} s" for run in runs for r in run["rows"] if r.get("budget_seconds")]
+    budgets = [f"s{run['seed']} {r['budget_seconds']:.0f} s" + ("" if r["run"] == ROWS[3] else f" ({r['run'].removeprefix('BPTT (')}")
+               for run in runs for r in run["rows"] if r.get("budget_seconds")]  # a row other than 1x names its multiple
     if budgets:
         lines.append("\nBPTT wall-clock budget per seed: " + ", ".join(budgets))
     return "\n".join(lines)

@@ -120,7 +120,7 @@ def test_a_bptt_only_run_refreshes_the_family_table(tmp_path):
     md = (tmp_path / "needle_e2e_T8.md").read_text()
     rows = [line for line in md.splitlines() if line.startswith("| BPTT")]
     assert [r.split(" |")[0] for r in rows] == ["| " + n.ROWS[3], "| " + n.ROWS[4]]
-    assert "BPTT wall-clock budget per seed: s0 0 s, s0 2 s" in md  # 0.5 s and 4 x 0.5 s, rounded
+    assert "BPTT wall-clock budget per seed: s0 0 s, s0 2 s (4x wall-clock)" in md  # 0.5 s and 4 x 0.5 s, rounded; 4x named
     fig = (tmp_path / "fig3_T8.md").read_text()  # a recipe-model (--task) run refreshes Fig 3 too (was: --family only)
     assert fig.count("| needle (recipe model) |") == 1
 
