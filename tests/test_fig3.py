@@ -114,6 +114,22 @@ def test_the_smt_row_names_its_mode():
     assert "| SMT (mode smt) |" in n.table([run("smt")]) and "| joint SMT |" in n.table([run("joint")])
 
 
+def test_a_row_only_some_seeds_ran_names_its_seeds_in_the_per_seed_column():
+    """A row that 1 of 3 seeds ran (an --add-full-rollout on seed 2) shows "s2: 0.66", not a bare 0.66 that reads as
+    seed 0's (was: unlabelled); a row every seed ran keeps its plain per-seed list."""
+    def run(seed, extra=()):
+        rows = [{"run": n.ROWS[1], "dmt_gradient": "one_step", "steps": 4, "seconds": 1.0, "teacher_acc": 1.0,
+                 "onestep_acc": 0.5, "student_acc": 0.2 + seed / 100, "drift_mean": 0.1}, *extra]
+        return {"seed": seed, "rows": rows, "model": n.MODEL, "seq_len": 32, "task": "needle",
+                "task_kwargs": {"vocab_size": 16}}
+
+    full = {"run": n.ROWS[2], "dmt_gradient": "full_rollout", "steps": 4, "seconds": 1.0, "teacher_acc": 1.0,
+            "onestep_acc": 0.6, "student_acc": 0.66, "drift_mean": 0.3}
+    lines = n.table([run(0), run(1), run(2, [full])]).splitlines()
+    assert next(x for x in lines if x.startswith("| " + n.ROWS[2])).endswith("| s2: 0.66 |")
+    assert next(x for x in lines if x.startswith("| " + n.ROWS[1])).endswith("| 0.20, 0.21, 0.22 |")
+
+
 def test_a_bptt_only_run_refreshes_the_family_table(tmp_path):
     """--bptt-only appends BPTT rows to a family; its table (and Fig 3) must show them (was: left stale)."""
     n.run(task="needle", seq_len=8, seed=0, out=str(tmp_path), bptt_seconds=0.5, bptt_only=True, bptt_multiples=(1, 4))
