@@ -57,20 +57,20 @@ def table(runs: list[dict]) -> str:
     extra = [r["run"] for run in runs for r in run["rows"] if r["run"] not in ROWS]
     seeds = {run.get("seed") for run in runs}
     for name in list(ROWS[:2]) + list(dict.fromkeys(extra)) + list(ROWS[2:]):
-        rs = [r for run in runs for r in run["rows"] if r["run"] == name]
-        if not rs:
+        ran = [(run.get("seed"), r) for run in runs for r in run["rows"] if r["run"] == name]
+        if not ran:
             continue
+        rs = [r for _, r in ran]
         # a row that only some seeds ran names its seeds in the per-seed column ("s2: 0.66"), not a bare value
-        ran = [run.get("seed") for run in runs for r in run["rows"] if r["run"] == name]
-        tag = (lambda s: f"s{s}: ") if len(set(ran)) < len(seeds) else (lambda s: "")  # noqa: E731
+        named = len({seed for seed, _ in ran}) < len(seeds)
         col = lambda k: [r[k] for r in rs if r.get(k) is not None]  # noqa: E731
         grad = {"one_step": "one_step (no BPTT)", "full_rollout": "full_rollout (truncated BPTT)"}.get(rs[0]["dmt_gradient"], "-")
         lines.append(f"| {row_label(name, runs[0])} | {grad} | {sum(col('steps')) / len(rs):.0f} | {sum(col('seconds')) / len(rs):.0f} | "
                      f"{flops.get(name, flops[ROWS[3] if name.startswith('BPTT') else ROWS[1]]) / 1e6:.1f} M | "
                      f"{mean_spread(col('teacher_acc'))} | {mean_spread(col('onestep_acc'))} | {mean_spread(col('student_acc'))} | "
                      f"{mean_spread(col('drift_mean'))} | "
-                     + ", ".join(tag(seed) + f"{r['student_acc']:.2f}" + ("†" if r.get("reused_from") else "")
-                                 for seed, r in zip(ran, rs) if r.get("student_acc") is not None) + " |")
+                     + ", ".join((f"s{seed}: " if named else "") + f"{r['student_acc']:.2f}" + ("†" if r.get("reused_from") else "")
+                                 for seed, r in ran if r.get("student_acc") is not None) + " |")
     if any(r.get("reused_from") for run in runs for r in run["rows"]):
         lines.append("\n† from another run of the same seed whose joint-SMT row is identical (`--reuse-rows`, or as noted): "
                      + ", ".join(sorted({r["reused_from"] for run in runs for r in run["rows"] if r.get("reused_from")})))
