@@ -10,6 +10,9 @@ import os
 import sys
 
 ROWS = ("joint SMT", "SMT -> DMT one_step", "SMT -> DMT full_rollout", "BPTT (same wall-clock)", "BPTT (4x wall-clock)")
+# the control of SMT's part in DMT (`--dmt-from-init`): DMT from the untrained student (BPTT's initialisation), the
+# run's SMT-trained teacher labelling; one_step, then full_rollout
+FROM_INIT = ("DMT one_step from init (no SMT)", "DMT full_rollout from init (no SMT)")
 METRICS = ("teacher_acc", "onestep_acc", "student_acc", "drift_mean", "drift_last")
 PHASE_BATCH = {"smt": 64, "dmt": 32, "full_rollout": 32, "bptt": 64}  # needle_e2e's batches, for JSONs without settings
 
@@ -54,9 +57,9 @@ def table(runs: list[dict]) -> str:
     flops = step_seqflops(runs[0])
     lines = ["| run | DMT gradient | steps | wall-clock s | SeqFLOPs / step | teacher acc | one-step acc | standalone acc | "
              "drift 1-R^2 mean | per seed standalone |", "|---|---|---|---|---|---|---|---|---|---|"]
-    extra = [r["run"] for run in runs for r in run["rows"] if r["run"] not in ROWS]
+    extra = [r["run"] for run in runs for r in run["rows"] if r["run"] not in ROWS + FROM_INIT]
     seeds = {run.get("seed") for run in runs}
-    for name in list(ROWS[:2]) + list(dict.fromkeys(extra)) + list(ROWS[2:]):
+    for name in list(ROWS[:2]) + list(dict.fromkeys(extra)) + list(ROWS[2:]) + list(FROM_INIT):
         ran = [(run.get("seed"), r) for run in runs for r in run["rows"] if r["run"] == name]
         if not ran:
             continue
@@ -64,9 +67,11 @@ def table(runs: list[dict]) -> str:
         # a row that only some seeds ran names its seeds in the per-seed column ("s2: 0.66"), not a bare value
         named = len({seed for seed, _ in ran}) < len(seeds)
         col = lambda k: [r[k] for r in rs if r.get(k) is not None]  # noqa: E731
+        # a row not in ROWS costs per step what the row it is a variant of costs (by its gradient)
+        like = ROWS[3] if name.startswith("BPTT") else ROWS[2] if rs[0]["dmt_gradient"] == "full_rollout" else ROWS[1]
         grad = {"one_step": "one_step (no BPTT)", "full_rollout": "full_rollout (truncated BPTT)"}.get(rs[0]["dmt_gradient"], "-")
         lines.append(f"| {row_label(name, runs[0])} | {grad} | {sum(col('steps')) / len(rs):.0f} | {sum(col('seconds')) / len(rs):.0f} | "
-                     f"{flops.get(name, flops[ROWS[3] if name.startswith('BPTT') else ROWS[1]]) / 1e6:.1f} M | "
+                     f"{flops.get(name, flops[like]) / 1e6:.1f} M | "
                      f"{mean_spread(col('teacher_acc'))} | {mean_spread(col('onestep_acc'))} | {mean_spread(col('student_acc'))} | "
                      f"{mean_spread(col('drift_mean'))} | "
                      + ", ".join((f"s{seed}: " if named else "") + f"{r['student_acc']:.2f}" + ("†" if r.get("reused_from") else "")

@@ -22,6 +22,7 @@ JSON records the command line that wrote it (a row `--continue-dmt` or `--add-fu
     python recipes/needle_e2e.py ... --out recipes/results/fig3       # write the shipped results
     python recipes/needle_e2e.py --family stack --seeds 0 --bptt-multiples 1 4 --out recipes/results/fig3
     python recipes/needle_e2e.py --family stack --seeds 0 --add-full-rollout --out recipes/results/fig3  # its missing row
+    python recipes/needle_e2e.py --seq-len 32 --seeds 0 --dmt-from-init  # after a run of seed 0 there: DMT without SMT
     python recipes/needle_e2e.py --fig3 --seq-len 32 --out recipes/results/fig3
 
 Prints one table per seed and one over all seeds found (the student's model card:
@@ -42,7 +43,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from e2e_report import (  # noqa: E402,F401  (the tables and plots over run JSONs; some names re-exported for tests)
-    FIG3_MAIN, METRICS, ROWS, bptt_row, continued_dmt, fig3, row_label, student_backbone, table, write_summary)
+    FIG3_MAIN, FROM_INIT, METRICS, ROWS, bptt_row, continued_dmt, fig3, row_label, student_backbone, table, write_summary)
 
 DEFAULT_OUT = "outputs/needle_e2e"  # not the tracked recipes/results unless --out says so
 TASKS = {"needle": dict(vocab_size=16), "parity": {}, "string_copy": {}, "stack": {}, "associative_recall": {},
@@ -97,7 +98,7 @@ def episodes(task: str, T: int, seed: int, kw: dict, train_kw: dict | None = Non
 
 def run(task="needle", seq_len=None, seed=0, smt_steps=None, dmt_steps=None, out=DEFAULT_OUT, threads=1,
         bptt=True, full_rollout=True, save_dir=None, bptt_seconds=None, bptt_only=False, continue_dmt=False,
-        add_full_rollout=False,
+        add_full_rollout=False, dmt_from_init=False,
         smt_memory_noise=0.0, dmt_stride=None, dmt_schedule=None, causal_teacher=False, dmt_matched_steps=None,
         reuse_from=None, family=None, bptt_multiples=(1,), command=None, backbone="transformer", bptt_lr=None):
     """One seed end to end (module docstring). Steps and DMT settings left None come from the family (teachers.yaml:
@@ -111,6 +112,11 @@ def run(task="needle", seq_len=None, seed=0, smt_steps=None, dmt_steps=None, out
     joint SMT is then re-trained from the same seed and must reproduce the saved joint-SMT row (steps and every
     metric; SMT is deterministic per seed on CPU on one machine), else ValueError and nothing is added;
     full-rollout DMT runs from that state and its row is appended. A run that already has the row is skipped.
+    `dmt_from_init` is the control of what SMT gives DMT: one-step and full-rollout DMT, each from the untrained
+    student (seeded as BPTT's initialisation) with the run's SMT-trained teacher (saved under `save_dir`, default
+    `out`/final_<family>_T<T>_s<seed>) labelling, as many steps as its one-step DMT row and with the settings of
+    the two SMT -> DMT rows; rows `FROM_INIT` appended (one already there: skipped). Another model, thread count or
+    step count than the saved run's: ValueError before any training.
     `backbone` is the student's updater (every row); `bptt_lr` BPTT's learning rate (None: 1e-3, the BPTT dict);
     both are recorded in the JSON (`model`, `settings`)."""
     import torch
@@ -150,8 +156,8 @@ def run(task="needle", seq_len=None, seed=0, smt_steps=None, dmt_steps=None, out
     bptt_set = BPTT if bptt_lr is None else dict(BPTT, learning_rate=bptt_lr)
     model = model if not causal_teacher else {**model, "teacher": {**model["teacher"], "encoder_causal": True}}
 
-    if sum(map(bool, (bptt_only, continue_dmt, add_full_rollout))) > 1:
-        raise ValueError("bptt_only, continue_dmt and add_full_rollout are separate runs: give one of them")
+    if sum(map(bool, (bptt_only, continue_dmt, add_full_rollout, dmt_from_init))) > 1:
+        raise ValueError("bptt_only, continue_dmt, add_full_rollout and dmt_from_init are separate runs: give one of them")
 
     def phase(name, student, teacher, settings, steps, callbacks=None, record=True):
         args = SMTTrainingArguments(output_dir="outputs/needle_e2e/tmp", max_steps=steps, **{**common, **settings})
@@ -166,7 +172,7 @@ def run(task="needle", seq_len=None, seed=0, smt_steps=None, dmt_steps=None, out
                **{k: m.get(f"eval_{k}") for k in METRICS}}
         if not record:  # a re-run whose row is only compared (add_full_rollout's joint SMT)
             return tr, row
-        if continue_dmt or add_full_rollout:  # a row appended to an earlier run's JSON: its own command line, settings
+        if continue_dmt or add_full_rollout or dmt_from_init:  # a row appended to an earlier run's JSON: its own command line, settings
             row.update({"command": command} if command else {}, settings=settings)
         rows.append(row)
         if "drift_curve" in tr.last_eval:
@@ -204,7 +210,7 @@ def run(task="needle", seq_len=None, seed=0, smt_steps=None, dmt_steps=None, out
     def save():  # written whole, then moved into place: an interrupted save leaves the earlier file
         write_json(stem + ".json", run_info)
 
-    if continue_dmt or add_full_rollout:  # rows appended to this seed's JSON in `out`; the rest of it is kept
+    if continue_dmt or add_full_rollout or dmt_from_init:  # rows appended to this seed's JSON in `out`; the rest of it is kept
         if not os.path.exists(stem + ".json"):
             raise FileNotFoundError(f"{stem}.json: no earlier run of this seed in {out} to add a row to")
         run_info.pop("command", None)  # the file's `command` stays the one that wrote it first (each row: its own)
@@ -246,6 +252,30 @@ def run(task="needle", seq_len=None, seed=0, smt_steps=None, dmt_steps=None, out
             raise ValueError(f"re-trained joint SMT {again} differs from {stem}.json's {first}: not the same SMT state "
                              "(another machine, thread count or settings?), so no full-rollout row is added")
         phase(ROWS[2], student, teacher, FULL_ROLLOUT, dmt_steps)
+        plot_drift(stem, curves, task, T, seed)
+        summarize(out, family, task, T)
+        return rows
+    if dmt_from_init:  # DMT without SMT: the untrained student, the saved (SMT-trained, frozen in DMT) teacher
+        from smt_hf import SMTTeacherModel
+
+        onestep = next((r for r in rows if r["run"] == ROWS[1]), None)
+        if onestep is None:
+            raise ValueError(f"{stem}.json has no {ROWS[1]!r} row to match")
+        wrong = [f"{k} {run_info.get(k)} (this run: {v})" for k, v in (("threads", threads), ("model", model))
+                 if run_info.get(k) != json.loads(json.dumps(v))]
+        steps = dmt_steps_given or onestep["steps"]
+        wrong += [f"dmt_steps {onestep['steps']} (this run: {steps})"] if steps != onestep["steps"] else []
+        if wrong:
+            raise ValueError(f"{stem}.json ran with " + "; ".join(wrong) + ": no DMT-from-init row is added")
+        folder = save_dir or os.path.join(out, f"final_{family or task}_T{T}_s{seed}")
+        teacher = SMTTeacherModel.from_pretrained(os.path.join(folder, "teacher"))
+        for name, settings in zip(FROM_INIT, (dmt_set, FULL_ROLLOUT)):
+            if any(r["run"] == name for r in rows):
+                print(f"[dmt-from-init] {stem}.json already has a {name!r} row: left as it is", flush=True)
+                continue
+            torch.manual_seed(seed)
+            student, _ = build_models(model, vocab, T)  # the initialisation the SMT and BPTT rows started from
+            phase(name, student, teacher, settings, steps)
         plot_drift(stem, curves, task, T, seed)
         summarize(out, family, task, T)
         return rows
@@ -406,6 +436,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="give an earlier run in --out its full-rollout DMT row: re-train its joint SMT (same flags, "
                         "threads and machine as that run: it must reproduce its row exactly) and run as many "
                         "full-rollout DMT steps as its one-step DMT row from it (seeds that have the row: skipped)")
+    p.add_argument("--dmt-from-init", action="store_true",
+                   help="the control of SMT's part: give an earlier run in --out one-step and full-rollout DMT rows "
+                        "from the untrained student (BPTT's initialisation), its saved SMT-trained teacher labelling, "
+                        "as many steps as its one-step DMT row (rows already there: skipped)")
     p.add_argument("--bptt-only", action="store_true",
                    help="run only BPTT for --bptt-multiples x --bptt-seconds (<stem>_bptt[_x<multiples>].json)")
     p.add_argument("--bptt-seconds", type=float, default=None,
@@ -435,7 +469,7 @@ def cli(argv=None):
     for s in a.seeds:
         run(a.task, a.seq_len, s, a.smt_steps, a.dmt_steps, a.out, a.threads, not a.no_bptt, not a.no_full_rollout,
             bptt_seconds=a.bptt_seconds, bptt_only=a.bptt_only, continue_dmt=a.continue_dmt,
-            add_full_rollout=a.add_full_rollout,
+            add_full_rollout=a.add_full_rollout, dmt_from_init=a.dmt_from_init,
             smt_memory_noise=a.smt_memory_noise, dmt_stride=a.dmt_stride, dmt_schedule=a.dmt_schedule,
             causal_teacher=a.causal_teacher, dmt_matched_steps=a.dmt_matched_steps,
             reuse_from=[p.replace("{seed}", str(s)) for p in a.reuse_rows] if a.reuse_rows else None,

@@ -435,3 +435,58 @@ def test_family_summary_names_the_training_episodes_kwargs(tmp_path):
     json.dump({**run, "train_task_kwargs": {"min_string_len": 1}}, open(tmp_path / "mixed_e2e_T32_s0.json", "w"))
     md = n.write_summary(str(tmp_path), "mixed", 32)
     assert 'training episodes with {"min_string_len": 1} on top of the task\'s kwargs {}' in md
+
+
+def test_dmt_from_init_starts_from_the_bptt_initialisation_with_the_smt_trained_teacher(tmp_path, monkeypatch):
+    """--dmt-from-init (the control of what SMT gives DMT) appends one-step and full-rollout DMT rows whose student
+    starts from the initialisation SMT and BPTT started from (not the SMT state) and whose teacher is the one joint SMT
+    trained; the settings, step counts and earlier rows are the run's. The table costs each row per step as the
+    SMT -> DMT row of its gradient. Rows already there are skipped; another thread or step count is refused before
+    any training."""
+    import smt_hf.trainer
+
+    starts = []  # (student, teacher) state at the start of every phase, in order
+
+    class Spy(smt_hf.trainer.SMTTrainer):
+        def __init__(self, model=None, teacher=None, **k):
+            starts.append(({a: b.clone() for a, b in model.state_dict().items()},
+                           None if teacher is None else {a: b.clone() for a, b in teacher.state_dict().items()}))
+            super().__init__(model=model, teacher=teacher, **k)
+
+    monkeypatch.setattr(smt_hf.trainer, "SMTTrainer", Spy)
+    kw = dict(task="needle", seq_len=8, seed=0, out=str(tmp_path), smt_steps=2, dmt_steps=2)
+    n.run(bptt_multiples=(1,), bptt_seconds=0.5, command="first", **kw)  # SMT, DMT one_step, full_rollout, BPTT
+    stem = tmp_path / "needle_e2e_T8_s0.json"
+    before = json.load(open(stem))
+    (init, untrained), (_, smt_teacher) = starts[0], starts[1]  # SMT's start; one-step DMT's (after SMT)
+    del starts[:]
+    n.run(dmt_from_init=True, command="second", **kw)
+    after = json.load(open(stem))
+    assert after["rows"][:4] == before["rows"] and after["command"] == "first"
+    added = after["rows"][4:]
+    assert [r["run"] for r in added] == list(n.FROM_INIT) and [r["steps"] for r in added] == [2, 2]
+    assert [r["dmt_gradient"] for r in added] == ["one_step", "full_rollout"]
+    assert [r["settings"] for r in added] == [before["settings"]["dmt"], before["settings"]["full_rollout"]]
+    assert all(r["command"] == "second" for r in added)
+    assert len(starts) == 2
+    for student, teacher in starts:
+        assert student.keys() == init.keys() and all(torch_equal(student[k], init[k]) for k in init)
+        assert all(torch_equal(teacher[k], smt_teacher[k]) for k in smt_teacher)
+        assert not all(torch_equal(teacher[k], untrained[k]) for k in untrained)  # SMT trained it
+    cells = {line.split(" | ")[0].lstrip("| "): line.split(" | ")[4] for line in
+             n.write_summary(str(tmp_path), "needle", 8).splitlines() if line.startswith("| ") and "M |" in line}
+    assert cells[n.FROM_INIT[0]] == cells[n.ROWS[1]] != cells[n.FROM_INIT[1]] == cells[n.ROWS[2]]
+    n.run(dmt_from_init=True, **kw)  # both rows there: skipped, no training
+    assert json.load(open(stem)) == after and len(starts) == 2
+    for bad, match in [(dict(threads=2), "threads 1 .this run: 2."), (dict(dmt_steps=3), "dmt_steps 2 .this run: 3.")]:
+        with pytest.raises(ValueError, match=match):
+            n.run(dmt_from_init=True, **{**kw, **bad})
+    assert len(starts) == 2
+    with pytest.raises(ValueError, match="separate runs"):
+        n.run(dmt_from_init=True, continue_dmt=True, **kw)
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return torch.equal(a, b)
