@@ -116,7 +116,8 @@ def run(task="needle", seq_len=None, seed=0, smt_steps=None, dmt_steps=None, out
     student (seeded as BPTT's initialisation) with the run's SMT-trained teacher (saved under `save_dir`, default
     `out`/final_<family>_T<T>_s<seed>) labelling, as many steps as its one-step DMT row and with the settings of
     the two SMT -> DMT rows; rows `FROM_INIT` appended (one already there: skipped). Another model, thread count or
-    step count than the saved run's: ValueError before any training.
+    step count than the saved run's: ValueError before any training. Runs that append rows to one JSON may run at
+    the same time: each save re-reads the file and keeps the rows the others appended since.
     `backbone` is the student's updater (every row); `bptt_lr` BPTT's learning rate (None: 1e-3, the BPTT dict);
     both are recorded in the JSON (`model`, `settings`)."""
     import torch
@@ -207,7 +208,15 @@ def run(task="needle", seq_len=None, seed=0, smt_steps=None, dmt_steps=None, out
                 "seq_len": T, "seed": seed, "machine": machine(), "threads": threads, "model": model,
                 "settings": phase_settings, "rows": rows, "drift": curves}
 
+    loaded = []  # in a run that appends rows: how many rows the file had when read (the rest are this run's)
+
     def save():  # written whole, then moved into place: an interrupted save leaves the earlier file
+        if loaded and os.path.exists(stem + ".json"):  # rows another run appended since we read the file are kept
+            disk, ours = json.load(open(stem + ".json")), rows[loaded[0]:]
+            mine = {json.dumps(r, sort_keys=True) for r in ours}  # (as text: JSON's lists for tuples, NaN == NaN)
+            rows[:] = [r for r in disk["rows"] if json.dumps(r, sort_keys=True) not in mine] + ours
+            loaded[0] = len(rows) - len(ours)
+            curves.update({k: tuple(c) for k, c in (disk.get("drift") or {}).items() if k not in curves})
         write_json(stem + ".json", run_info)
 
     if continue_dmt or add_full_rollout or dmt_from_init:  # rows appended to this seed's JSON in `out`; the rest of it is kept
@@ -221,6 +230,7 @@ def run(task="needle", seq_len=None, seed=0, smt_steps=None, dmt_steps=None, out
         run_info.update(saved)
         rows[:] = run_info["rows"]
         run_info["rows"] = rows
+        loaded.append(len(rows))
         # the new row's drift curve joins the earlier ones ((steps, values) pairs: JSON gave lists)
         curves.update({name: tuple(c) for name, c in (run_info.get("drift") or {}).items()})
         run_info["drift"] = curves

@@ -490,3 +490,32 @@ def torch_equal(a, b) -> bool:
     import torch
 
     return torch.equal(a, b)
+
+
+def test_a_run_appending_rows_keeps_the_rows_another_run_appended_meanwhile(tmp_path, monkeypatch):
+    """Two runs appending to one seed's JSON at once (say --add-full-rollout and --dmt-from-init, each hours long):
+    each save re-reads the file and keeps the rows and drift curves the other wrote since (a save used to write the
+    file as this run read it, plus its own rows: the other run's rows were lost)."""
+    import smt_hf.trainer
+
+    kw = dict(task="needle", seq_len=8, seed=0, out=str(tmp_path), bptt=False, full_rollout=False, dmt_steps=2)
+    n.run(smt_steps=2, command="first", **kw)
+    stem = tmp_path / "needle_e2e_T8_s0.json"
+    first = json.load(open(stem))
+    other = dict(first["rows"][1], run=n.ROWS[1] + " (+1 steps, 3 in all)", command="the other run")
+    train = smt_hf.trainer.SMTTrainer.train
+
+    def train_while_another_run_appends(self, *a, **k):
+        disk = json.load(open(stem))
+        if other not in disk["rows"]:
+            disk["rows"].append(other)
+            disk["drift"][other["run"]] = [[1, 2], [0.5, 0.6]]
+            json.dump(disk, open(stem, "w"))
+        return train(self, *a, **k)
+
+    monkeypatch.setattr(smt_hf.trainer.SMTTrainer, "train", train_while_another_run_appends)
+    n.run(dmt_from_init=True, command="second", **kw)  # two phases, two saves
+    after = json.load(open(stem))
+    assert [r["run"] for r in after["rows"]] == [n.ROWS[0], n.ROWS[1], other["run"], *n.FROM_INIT]
+    assert after["rows"][:3] == first["rows"] + [other] and after["command"] == "first"
+    assert after["drift"][other["run"]] == [[1, 2], [0.5, 0.6]] and set(n.FROM_INIT) <= set(after["drift"])
