@@ -57,9 +57,11 @@ def table(runs: list[dict]) -> str:
     flops = step_seqflops(runs[0])
     lines = ["| run | DMT gradient | steps | wall-clock s | SeqFLOPs / step | teacher acc | one-step acc | standalone acc | "
              "drift 1-R^2 mean | per seed standalone |", "|---|---|---|---|---|---|---|---|---|---|"]
-    extra = [r["run"] for run in runs for r in run["rows"] if r["run"] not in ROWS + FROM_INIT]
+    extra = list(dict.fromkeys(r["run"] for run in runs for r in run["rows"] if r["run"] not in ROWS + FROM_INIT))
+    bptt = [x for x in extra if x.startswith("BPTT")]  # other multiples of the wall-clock: beside the 1x BPTT row
     seeds = {run.get("seed") for run in runs}
-    for name in list(ROWS[:2]) + list(dict.fromkeys(extra)) + list(ROWS[2:]) + list(FROM_INIT):
+    order = [*ROWS[:2], *(x for x in extra if x not in bptt), *ROWS[2:4], *bptt, *ROWS[4:], *FROM_INIT]
+    for name in order:
         ran = [(run.get("seed"), r) for run in runs for r in run["rows"] if r["run"] == name]
         if not ran:
             continue

@@ -519,3 +519,20 @@ def test_a_run_appending_rows_keeps_the_rows_another_run_appended_meanwhile(tmp_
     assert [r["run"] for r in after["rows"]] == [n.ROWS[0], n.ROWS[1], other["run"], *n.FROM_INIT]
     assert after["rows"][:3] == first["rows"] + [other] and after["command"] == "first"
     assert after["drift"][other["run"]] == [[1, 2], [0.5, 0.6]] and set(n.FROM_INIT) <= set(after["drift"])
+
+
+def test_family_table_puts_other_bptt_multiples_beside_bptt_and_the_dmt_from_init_control_last(tmp_path):
+    """Row order of a family table: SMT, one-step DMT and its continuations, full rollout, BPTT 1x then BPTT at other
+    multiples (1.2x), 4x, then the DMT-from-init control (a 1.2x BPTT row used to sit among the DMT rows)."""
+    def row(name, grad=None):
+        return {"run": name, "dmt_gradient": grad, "steps": 10, "seconds": 1.0, "teacher_acc": 1.0,
+                "onestep_acc": 0.5, "student_acc": 0.5, "drift_mean": 0.1}
+
+    names = [n.ROWS[0], n.ROWS[1], n.bptt_row(1.2), n.ROWS[1] + " (+5 steps, 15 in all)", n.FROM_INIT[1], n.ROWS[3],
+             n.ROWS[2], n.FROM_INIT[0], n.ROWS[4]]
+    grads = {n.ROWS[1]: "one_step", n.ROWS[2]: "full_rollout", n.FROM_INIT[0]: "one_step", n.FROM_INIT[1]: "full_rollout"}
+    run = {"task": "needle", "family": None, "seq_len": 8, "seed": 0, "machine": "m", "threads": 1, "model": n.MODEL,
+           "task_kwargs": {"vocab_size": 16}, "rows": [row(x, grads.get(x)) for x in names]}
+    got = [line.split(" | ")[0].lstrip("| ") for line in n.table([run]).splitlines()[2:] if line.startswith("| ")]
+    assert got == [n.ROWS[0], n.ROWS[1], n.ROWS[1] + " (+5 steps, 15 in all)", n.ROWS[2], n.ROWS[3], "BPTT (1.2x wall-clock)",
+                   n.ROWS[4], *n.FROM_INIT]
