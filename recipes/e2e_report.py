@@ -13,6 +13,12 @@ ROWS = ("joint SMT", "SMT -> DMT one_step", "SMT -> DMT full_rollout", "BPTT (sa
 # the control of SMT's part in DMT (`--dmt-from-init`): DMT from the untrained student (BPTT's initialisation), the
 # run's SMT-trained teacher labelling; one_step, then full_rollout
 FROM_INIT = ("DMT one_step from init (no SMT)", "DMT full_rollout from init (no SMT)")
+
+
+def from_init_row(gradient: str, steps: int | None = None) -> str:
+    """Row name of the DMT-from-init control with `gradient`; `steps` other than the one-step DMT row's: in the name."""
+    name = FROM_INIT[("one_step", "full_rollout").index(gradient)]
+    return name if steps is None else f"{name[:-1]}, {steps} steps)"
 METRICS = ("teacher_acc", "onestep_acc", "student_acc", "drift_mean", "drift_last")
 PHASE_BATCH = {"smt": 64, "dmt": 32, "full_rollout": 32, "bptt": 64}  # needle_e2e's batches, for JSONs without settings
 
@@ -59,8 +65,9 @@ def table(runs: list[dict]) -> str:
              "drift 1-R^2 mean | per seed standalone |", "|---|---|---|---|---|---|---|---|---|---|"]
     extra = list(dict.fromkeys(r["run"] for run in runs for r in run["rows"] if r["run"] not in ROWS + FROM_INIT))
     bptt = [x for x in extra if x.startswith("BPTT")]  # other multiples of the wall-clock: beside the 1x BPTT row
+    init = [x for x in extra if x.startswith("DMT ")]  # the DMT-from-init control at other step counts: with it, last
     seeds = {run.get("seed") for run in runs}
-    order = [*ROWS[:2], *(x for x in extra if x not in bptt), *ROWS[2:4], *bptt, *ROWS[4:], *FROM_INIT]
+    order = [*ROWS[:2], *(x for x in extra if x not in bptt + init), *ROWS[2:4], *bptt, *ROWS[4:], *FROM_INIT, *init]
     for name in order:
         ran = [(run.get("seed"), r) for run in runs for r in run["rows"] if r["run"] == name]
         if not ran:

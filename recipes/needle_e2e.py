@@ -43,7 +43,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from e2e_report import (  # noqa: E402,F401  (the tables and plots over run JSONs; some names re-exported for tests)
-    FIG3_MAIN, FROM_INIT, METRICS, ROWS, bptt_row, continued_dmt, fig3, row_label, student_backbone, table, write_summary)
+    FIG3_MAIN, FROM_INIT, METRICS, ROWS, bptt_row, from_init_row, continued_dmt, fig3, row_label, student_backbone, table, write_summary)
 
 DEFAULT_OUT = "outputs/needle_e2e"  # not the tracked recipes/results unless --out says so
 TASKS = {"needle": dict(vocab_size=16), "parity": {}, "string_copy": {}, "stack": {}, "associative_recall": {},
@@ -112,12 +112,14 @@ def run(task="needle", seq_len=None, seed=0, smt_steps=None, dmt_steps=None, out
     joint SMT is then re-trained from the same seed and must reproduce the saved joint-SMT row (steps and every
     metric; SMT is deterministic per seed on CPU on one machine), else ValueError and nothing is added;
     full-rollout DMT runs from that state and its row is appended. A run that already has the row is skipped.
-    `dmt_from_init` is the control of what SMT gives DMT: one-step and full-rollout DMT, each from the untrained
-    student (seeded as BPTT's initialisation) with the run's SMT-trained teacher (saved under `save_dir`, default
-    `out`/final_<family>_T<T>_s<seed>) labelling, as many steps as its one-step DMT row and with the settings of
-    the two SMT -> DMT rows; rows `FROM_INIT` appended (one already there: skipped). Another model, thread count or
-    step count than the saved run's: ValueError before any training. Runs that append rows to one JSON may run at
-    the same time: each save re-reads the file and keeps the rows the others appended since.
+    `dmt_from_init` is the control of what SMT gives DMT: one-step and full-rollout DMT (True: both; or a tuple of
+    "one_step", "full_rollout"), each from the untrained student (seeded as BPTT's initialisation) with the run's
+    SMT-trained teacher (saved under `save_dir`, default `out`/final_<family>_T<T>_s<seed>) labelling, with the
+    settings of the two SMT -> DMT rows, for as many steps as the one-step DMT row (`dmt_steps` given: that many,
+    named in the row, `from_init_row`); rows appended (one already there: skipped). Another model or thread count
+    than the saved run's, or other DMT settings than its SMT -> DMT rows': ValueError before any training. Runs that
+    append rows to one JSON may run side by side: each save re-reads the file and keeps the rows the others appended
+    since (two saves in the same instant can still race: there is no lock).
     `backbone` is the student's updater (every row); `bptt_lr` BPTT's learning rate (None: 1e-3, the BPTT dict);
     both are recorded in the JSON (`model`, `settings`)."""
     import torch
@@ -274,12 +276,22 @@ def run(task="needle", seq_len=None, seed=0, smt_steps=None, dmt_steps=None, out
         wrong = [f"{k} {run_info.get(k)} (this run: {v})" for k, v in (("threads", threads), ("model", model))
                  if run_info.get(k) != json.loads(json.dumps(v))]
         steps = dmt_steps_given or onestep["steps"]
-        wrong += [f"dmt_steps {onestep['steps']} (this run: {steps})"] if steps != onestep["steps"] else []
+        grads = ("one_step", "full_rollout") if dmt_from_init is True else tuple(dmt_from_init)
+        if not set(grads) <= {"one_step", "full_rollout"}:
+            raise ValueError(f"dmt_from_init {grads}: supported gradients are one_step and full_rollout")
+        phase_of = {"one_step": ("dmt", dmt_set), "full_rollout": ("full_rollout", FULL_ROLLOUT)}
+        for grad in grads:  # the control differs from the SMT -> DMT row in its start only
+            key, ours = phase_of[grad]
+            theirs = run_info.get("settings", {}).get(key)
+            if theirs is not None and theirs != json.loads(json.dumps(ours)):
+                wrong.append(f"the settings of its {grad} DMT row {theirs} (this run: {ours})")
         if wrong:
             raise ValueError(f"{stem}.json ran with " + "; ".join(wrong) + ": no DMT-from-init row is added")
         folder = save_dir or os.path.join(out, f"final_{family or task}_T{T}_s{seed}")
         teacher = SMTTeacherModel.from_pretrained(os.path.join(folder, "teacher"))
-        for name, settings in zip(FROM_INIT, (dmt_set, FULL_ROLLOUT)):
+        for grad in grads:
+            name = from_init_row(grad, None if steps == onestep["steps"] else steps)
+            settings = phase_of[grad][1]
             if any(r["run"] == name for r in rows):
                 print(f"[dmt-from-init] {stem}.json already has a {name!r} row: left as it is", flush=True)
                 continue
@@ -446,10 +458,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="give an earlier run in --out its full-rollout DMT row: re-train its joint SMT (same flags, "
                         "threads and machine as that run: it must reproduce its row exactly) and run as many "
                         "full-rollout DMT steps as its one-step DMT row from it (seeds that have the row: skipped)")
-    p.add_argument("--dmt-from-init", action="store_true",
+    p.add_argument("--dmt-from-init", nargs="*", choices=["one_step", "full_rollout"], default=None,
+                   metavar="GRADIENT",
                    help="the control of SMT's part: give an earlier run in --out one-step and full-rollout DMT rows "
-                        "from the untrained student (BPTT's initialisation), its saved SMT-trained teacher labelling, "
-                        "as many steps as its one-step DMT row (rows already there: skipped)")
+                        "(or the gradients named: one_step, full_rollout) from the untrained student (BPTT's "
+                        "initialisation), its saved SMT-trained teacher labelling, as many steps as its one-step DMT "
+                        "row or --dmt-steps (rows already there: skipped)")
     p.add_argument("--bptt-only", action="store_true",
                    help="run only BPTT for --bptt-multiples x --bptt-seconds (<stem>_bptt[_x<multiples>].json)")
     p.add_argument("--bptt-seconds", type=float, default=None,
@@ -479,7 +493,8 @@ def cli(argv=None):
     for s in a.seeds:
         run(a.task, a.seq_len, s, a.smt_steps, a.dmt_steps, a.out, a.threads, not a.no_bptt, not a.no_full_rollout,
             bptt_seconds=a.bptt_seconds, bptt_only=a.bptt_only, continue_dmt=a.continue_dmt,
-            add_full_rollout=a.add_full_rollout, dmt_from_init=a.dmt_from_init,
+            add_full_rollout=a.add_full_rollout,
+            dmt_from_init=False if a.dmt_from_init is None else tuple(a.dmt_from_init) or True,
             smt_memory_noise=a.smt_memory_noise, dmt_stride=a.dmt_stride, dmt_schedule=a.dmt_schedule,
             causal_teacher=a.causal_teacher, dmt_matched_steps=a.dmt_matched_steps,
             reuse_from=[p.replace("{seed}", str(s)) for p in a.reuse_rows] if a.reuse_rows else None,

@@ -478,10 +478,25 @@ def test_dmt_from_init_starts_from_the_bptt_initialisation_with_the_smt_trained_
     assert cells[n.FROM_INIT[0]] == cells[n.ROWS[1]] != cells[n.FROM_INIT[1]] == cells[n.ROWS[2]]
     n.run(dmt_from_init=True, **kw)  # both rows there: skipped, no training
     assert json.load(open(stem)) == after and len(starts) == 2
-    for bad, match in [(dict(threads=2), "threads 1 .this run: 2."), (dict(dmt_steps=3), "dmt_steps 2 .this run: 3.")]:
+    for bad, match in [(dict(threads=2), "threads 1 .this run: 2."), (dict(dmt_from_init=("bptt",)), "supported"),
+                       (dict(dmt_matched_steps=2), "settings of its one_step DMT row")]:
         with pytest.raises(ValueError, match=match):
-            n.run(dmt_from_init=True, **{**kw, **bad})
+            n.run(**{"dmt_from_init": True, **kw, **bad})
     assert len(starts) == 2
+    # one gradient, another step count: named in the row, from the same initialisation
+    n.run(**{**kw, "dmt_steps": 3}, dmt_from_init=("full_rollout",))
+    longer = json.load(open(stem))["rows"][6:]
+    assert [(r["run"], r["steps"]) for r in longer] == [("DMT full_rollout from init (no SMT, 3 steps)", 3)]
+    assert len(starts) == 3 and all(torch_equal(starts[2][0][k], init[k]) for k in init)
+    assert [x for x in n.table([json.load(open(stem))]).splitlines() if x.startswith("| ")][-1].startswith(
+        "| DMT full_rollout from init (no SMT, 3 steps) |")
+    # other DMT settings than the run's SMT -> DMT rows (here: the saved file's one-step DMT): refused, nothing trained
+    saved = json.load(open(stem))
+    json.dump(dict(saved, settings=dict(saved["settings"], dmt=dict(saved["settings"]["dmt"], learning_rate=1.0))),
+              open(stem, "w"))
+    with pytest.raises(ValueError, match="settings of its one_step DMT row"):
+        n.run(**{**kw, "dmt_steps": 4}, dmt_from_init=True)
+    assert len(starts) == 3
     with pytest.raises(ValueError, match="separate runs"):
         n.run(dmt_from_init=True, continue_dmt=True, **kw)
 
