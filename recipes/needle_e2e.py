@@ -276,14 +276,17 @@ def run(task="needle", seq_len=None, seed=0, smt_steps=None, dmt_steps=None, out
         wrong = [f"{k} {run_info.get(k)} (this run: {v})" for k, v in (("threads", threads), ("model", model))
                  if run_info.get(k) != json.loads(json.dumps(v))]
         steps = dmt_steps_given or onestep["steps"]
-        grads = ("one_step", "full_rollout") if dmt_from_init is True else tuple(dmt_from_init)
+        grads = (("one_step", "full_rollout") if dmt_from_init is True else
+                 (dmt_from_init,) if isinstance(dmt_from_init, str) else tuple(dmt_from_init))
         if not set(grads) <= {"one_step", "full_rollout"}:
             raise ValueError(f"dmt_from_init {grads}: supported gradients are one_step and full_rollout")
         phase_of = {"one_step": ("dmt", dmt_set), "full_rollout": ("full_rollout", FULL_ROLLOUT)}
         for grad in grads:  # the control differs from the SMT -> DMT row in its start only
             key, ours = phase_of[grad]
             theirs = run_info.get("settings", {}).get(key)
-            if theirs is not None and theirs != json.loads(json.dumps(ours)):
+            if theirs is None:  # a JSON from before settings were recorded: nothing to check against
+                print(f"[dmt-from-init] {stem}.json records no {key} settings: this run's {ours} are used", flush=True)
+            elif theirs != json.loads(json.dumps(ours)):
                 wrong.append(f"the settings of its {grad} DMT row {theirs} (this run: {ours})")
         if wrong:
             raise ValueError(f"{stem}.json ran with " + "; ".join(wrong) + ": no DMT-from-init row is added")

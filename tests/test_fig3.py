@@ -484,7 +484,7 @@ def test_dmt_from_init_starts_from_the_bptt_initialisation_with_the_smt_trained_
             n.run(**{"dmt_from_init": True, **kw, **bad})
     assert len(starts) == 2
     # one gradient, another step count: named in the row, from the same initialisation
-    n.run(**{**kw, "dmt_steps": 3}, dmt_from_init=("full_rollout",))
+    n.run(**{**kw, "dmt_steps": 3}, dmt_from_init="full_rollout")  # one gradient as a string
     longer = json.load(open(stem))["rows"][6:]
     assert [(r["run"], r["steps"]) for r in longer] == [("DMT full_rollout from init (no SMT, 3 steps)", 3)]
     assert len(starts) == 3 and all(torch_equal(starts[2][0][k], init[k]) for k in init)
