@@ -13,14 +13,14 @@ ROWS = ("joint SMT", "SMT -> DMT one_step", "SMT -> DMT full_rollout", "BPTT (sa
 # the control of SMT's part in DMT (`--dmt-from-init`): DMT from the untrained student (BPTT's initialisation), the
 # run's SMT-trained teacher labelling; one_step, then full_rollout
 FROM_INIT = ("DMT one_step from init (no SMT)", "DMT full_rollout from init (no SMT)")
+METRICS = ("teacher_acc", "onestep_acc", "student_acc", "drift_mean", "drift_last")
+PHASE_BATCH = {"smt": 64, "dmt": 32, "full_rollout": 32, "bptt": 64}  # needle_e2e's batches, for JSONs without settings
 
 
 def from_init_row(gradient: str, steps: int | None = None) -> str:
     """Row name of the DMT-from-init control with `gradient`; `steps` other than the one-step DMT row's: in the name."""
     name = FROM_INIT[("one_step", "full_rollout").index(gradient)]
     return name if steps is None else f"{name[:-1]}, {steps} steps)"
-METRICS = ("teacher_acc", "onestep_acc", "student_acc", "drift_mean", "drift_last")
-PHASE_BATCH = {"smt": 64, "dmt": 32, "full_rollout": 32, "bptt": 64}  # needle_e2e's batches, for JSONs without settings
 
 
 def bptt_row(multiple: float) -> str:

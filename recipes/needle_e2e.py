@@ -43,7 +43,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from e2e_report import (  # noqa: E402,F401  (the tables and plots over run JSONs; some names re-exported for tests)
-    FIG3_MAIN, FROM_INIT, METRICS, ROWS, bptt_row, from_init_row, continued_dmt, fig3, row_label, student_backbone, table, write_summary)
+    FIG3_MAIN, FROM_INIT, METRICS, ROWS, bptt_row, continued_dmt, fig3, from_init_row, row_label, student_backbone,
+    table, write_summary)
 
 DEFAULT_OUT = "outputs/needle_e2e"  # not the tracked recipes/results unless --out says so
 TASKS = {"needle": dict(vocab_size=16), "parity": {}, "string_copy": {}, "stack": {}, "associative_recall": {},
@@ -175,7 +176,8 @@ def run(task="needle", seq_len=None, seed=0, smt_steps=None, dmt_steps=None, out
                **{k: m.get(f"eval_{k}") for k in METRICS}}
         if not record:  # a re-run whose row is only compared (add_full_rollout's joint SMT)
             return tr, row
-        if continue_dmt or add_full_rollout or dmt_from_init:  # a row appended to an earlier run's JSON: its own command line, settings
+        if continue_dmt or add_full_rollout or dmt_from_init:  # a row appended to an earlier run's JSON: its own
+            # command line and settings
             row.update({"command": command} if command else {}, settings=settings)
         rows.append(row)
         if "drift_curve" in tr.last_eval:
@@ -221,7 +223,7 @@ def run(task="needle", seq_len=None, seed=0, smt_steps=None, dmt_steps=None, out
             curves.update({k: tuple(c) for k, c in (disk.get("drift") or {}).items() if k not in curves})
         write_json(stem + ".json", run_info)
 
-    if continue_dmt or add_full_rollout or dmt_from_init:  # rows appended to this seed's JSON in `out`; the rest of it is kept
+    if continue_dmt or add_full_rollout or dmt_from_init:  # rows appended to this seed's JSON in `out`; the rest kept
         if not os.path.exists(stem + ".json"):
             raise FileNotFoundError(f"{stem}.json: no earlier run of this seed in {out} to add a row to")
         run_info.pop("command", None)  # the file's `command` stays the one that wrote it first (each row: its own)
