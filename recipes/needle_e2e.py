@@ -193,6 +193,7 @@ def run(task="needle", seq_len=None, seed=0, smt_steps=None, dmt_steps=None, out
         SMTTrainingArguments(output_dir="outputs/needle_e2e/tmp", **common, **settings)
     tag = "" if list(bptt_multiples) == [1] else "_x" + "_".join(f"{m:g}" for m in bptt_multiples)
     stem = os.path.join(out, f"{family or task}_e2e_T{T}_s{seed}" + (f"_bptt{tag}" if bptt_only else ""))
+    folder = save_dir or os.path.join(out, f"final_{family or task}_T{T}_s{seed}")  # the saved student/ + teacher/
     if os.path.exists(stem + ".json") and json.load(open(stem + ".json")).get("family") != family:
         raise ValueError(f"{stem}.json is a run of another family ({json.load(open(stem + '.json')).get('family')!r}, "
                          f"not {family!r}): use another --out")
@@ -292,7 +293,6 @@ def run(task="needle", seq_len=None, seed=0, smt_steps=None, dmt_steps=None, out
                 wrong.append(f"the settings of its {grad} DMT row {theirs} (this run: {ours})")
         if wrong:
             raise ValueError(f"{stem}.json ran with " + "; ".join(wrong) + ": no DMT-from-init row is added")
-        folder = save_dir or os.path.join(out, f"final_{family or task}_T{T}_s{seed}")
         teacher = SMTTeacherModel.from_pretrained(os.path.join(folder, "teacher"))
         for grad in grads:
             name = from_init_row(grad, None if steps == onestep["steps"] else steps)
@@ -309,7 +309,6 @@ def run(task="needle", seq_len=None, seed=0, smt_steps=None, dmt_steps=None, out
     if continue_dmt:  # more one-step DMT steps on the student this recipe saved, appended to its JSON as one more row
         from smt_hf import SMTRecurrentForCausalLM, SMTTeacherModel
 
-        folder = save_dir or os.path.join(out, f"final_{family or task}_T{T}_s{seed}")
         student = SMTRecurrentForCausalLM.from_pretrained(os.path.join(folder, "student"))
         teacher = SMTTeacherModel.from_pretrained(os.path.join(folder, "teacher"))
         done = sum(r["steps"] for r in rows if r["run"].startswith(ROWS[1]))
@@ -335,7 +334,7 @@ def run(task="needle", seq_len=None, seed=0, smt_steps=None, dmt_steps=None, out
     _, smt = phase(ROWS[0], student, teacher, smt_set, smt_steps)
     smt_state = copy.deepcopy(student.state_dict())
     tr, dmt = phase(ROWS[1], student, teacher, dmt_set, dmt_steps)
-    tr.save_model(save_dir or os.path.join(out, f"final_{family or task}_T{T}_s{seed}"))  # student/ + teacher/
+    tr.save_model(folder)
     if reusable and reuse_rows(reusable, rows, save):  # the same SMT state (checked, not assumed): no need to re-run
         full_rollout = False
     if full_rollout:

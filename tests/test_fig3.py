@@ -443,6 +443,8 @@ def test_dmt_from_init_starts_from_the_bptt_initialisation_with_the_smt_trained_
     trained; the settings, step counts and earlier rows are the run's. The table costs each row per step as the
     SMT -> DMT row of its gradient. Rows already there are skipped; another thread or step count is refused before
     any training."""
+    import torch
+
     import smt_hf.trainer
 
     starts = []  # (student, teacher) state at the start of every phase, in order
@@ -470,9 +472,9 @@ def test_dmt_from_init_starts_from_the_bptt_initialisation_with_the_smt_trained_
     assert all(r["command"] == "second" for r in added)
     assert len(starts) == 2
     for student, teacher in starts:
-        assert student.keys() == init.keys() and all(torch_equal(student[k], init[k]) for k in init)
-        assert all(torch_equal(teacher[k], smt_teacher[k]) for k in smt_teacher)
-        assert not all(torch_equal(teacher[k], untrained[k]) for k in untrained)  # SMT trained it
+        assert student.keys() == init.keys() and all(torch.equal(student[k], init[k]) for k in init)
+        assert all(torch.equal(teacher[k], smt_teacher[k]) for k in smt_teacher)
+        assert not all(torch.equal(teacher[k], untrained[k]) for k in untrained)  # SMT trained it
     cells = {line.split(" | ")[0].lstrip("| "): line.split(" | ")[4] for line in
              n.write_summary(str(tmp_path), "needle", 8).splitlines() if line.startswith("| ") and "M |" in line}
     assert cells[n.FROM_INIT[0]] == cells[n.ROWS[1]] != cells[n.FROM_INIT[1]] == cells[n.ROWS[2]]
@@ -487,7 +489,7 @@ def test_dmt_from_init_starts_from_the_bptt_initialisation_with_the_smt_trained_
     n.run(**{**kw, "dmt_steps": 3}, dmt_from_init="full_rollout")  # one gradient as a string
     longer = json.load(open(stem))["rows"][6:]
     assert [(r["run"], r["steps"]) for r in longer] == [("DMT full_rollout from init (no SMT, 3 steps)", 3)]
-    assert len(starts) == 3 and all(torch_equal(starts[2][0][k], init[k]) for k in init)
+    assert len(starts) == 3 and all(torch.equal(starts[2][0][k], init[k]) for k in init)
     assert [x for x in n.table([json.load(open(stem))]).splitlines() if x.startswith("| ")][-1].startswith(
         "| DMT full_rollout from init (no SMT, 3 steps) |")
     # other DMT settings than the run's SMT -> DMT rows (here: the saved file's one-step DMT): refused, nothing trained
@@ -499,12 +501,6 @@ def test_dmt_from_init_starts_from_the_bptt_initialisation_with_the_smt_trained_
     assert len(starts) == 3
     with pytest.raises(ValueError, match="separate runs"):
         n.run(dmt_from_init=True, continue_dmt=True, **kw)
-
-
-def torch_equal(a, b) -> bool:
-    import torch
-
-    return torch.equal(a, b)
 
 
 def test_a_run_appending_rows_keeps_the_rows_another_run_appended_meanwhile(tmp_path, monkeypatch):
