@@ -271,6 +271,10 @@ FIG3_COLUMNS = (("teacher", ROWS[0], "teacher_acc"), ("SMT one-step", ROWS[0], "
 # and string_copy_T64_k16_smt, whose teacher copies on 2 seeds of 3 but whose BPTT ran on 2, are settings tried).
 # parity_enc_lm_curriculum_T64_cosine: T=64's parity headline, 3 seeds with BPTT (the recipe's own model, whose teacher
 # stays at chance, is a setting tried).
+# the control of what SMT gives DMT, beside the rows it controls: (column, row), DMT from the SMT state then from init
+CONTROL_COLUMNS = (("SMT -> DMT one_step", ROWS[1]), ("DMT one_step from init (no SMT)", FROM_INIT[0]),
+                   ("SMT -> DMT full_rollout", ROWS[2]), ("DMT full_rollout from init (no SMT)", FROM_INIT[1]))
+
 FIG3_MAIN = ("needle (recipe model)", "string_copy", "parity_enc_lm_curriculum", "stack", "associative_recall_curriculum",
              "icl_modular_smt", "string_copy_T64_cosine_full", "parity_enc_lm_curriculum_T64_cosine")
 FIG3_TASK_ORDER = ("needle", "string_copy", "parity", "stack", "associative_recall", "icl_modular")  # the paper's:
@@ -282,19 +286,24 @@ def fig3(out: str, T: int) -> dict:
     half-range and per-seed values of the accuracy over the seeds that ran that row, and the wall-clock of each row
     (mean s). Writes <out>/fig3_T<T>.json (with `main`: the headline families, see FIG3_MAIN, in the paper's task
     order), .md (a table of the headline families, then one of the other settings tried) and .png (the headline
-    families: bars with half-range error bars and a dot per seed); returns the dict."""
+    families: bars with half-range error bars and a dot per seed); where runs have the DMT-from-init control, `control`
+    in the JSON, a table of it (CONTROL_COLUMNS, over the seeds that ran it) and dmt_from_init_T<T>.png; returns the
+    families' dict."""
     found = load_runs(out, f"*_e2e_T{T}_s*.json")
     runs: dict[str, dict[int, dict[str, dict]]] = {}  # family -> seed -> row name -> row
     for run in found:
         runs.setdefault(family_name(run), {}).setdefault(run["seed"], {}).update({r["run"]: r for r in run["rows"]})
-    res = {}
-    for fam, seeds in sorted(runs.items()):
-        res[fam] = {}
-        for col, row, key in FIG3_COLUMNS:
-            got = {s: rs[row] for s, rs in sorted(seeds.items()) if rs.get(row, {}).get(key) is not None}
-            xs = [r[key] for r in got.values()]
-            res[fam][col] = {"mean": sum(xs) / len(xs), "half_range": (max(xs) - min(xs)) / 2, "seeds": list(got),
-                             "values": xs, "seconds": sum(r["seconds"] for r in got.values()) / len(got)} if xs else None
+    def column(seeds: dict[int, dict[str, dict]], row: str, key: str) -> dict | None:
+        got = {s: rs[row] for s, rs in sorted(seeds.items()) if rs.get(row, {}).get(key) is not None}
+        xs = [r[key] for r in got.values()]
+        return {"mean": sum(xs) / len(xs), "half_range": (max(xs) - min(xs)) / 2, "seeds": list(got), "values": xs,
+                "seconds": sum(r["seconds"] for r in got.values()) / len(got)} if xs else None
+
+    res = {fam: {col: column(seeds, row, key) for col, row, key in FIG3_COLUMNS} for fam, seeds in sorted(runs.items())}
+    # the control over the seeds that ran it, so each of its columns averages the same seeds
+    control = {fam: {col: column({s: rs for s, rs in seeds.items() if set(FROM_INIT) & set(rs)}, row, "student_acc")
+                     for col, row in CONTROL_COLUMNS}
+               for fam, seeds in sorted(runs.items()) if any(set(FROM_INIT) & set(rs) for rs in seeds.values())}
     machines = sorted({run["machine"] for run in found})
     task = {family_name(run): run["task"] for run in found}
     backbone = {fam: ", ".join(sorted({student_backbone(run) for run in found if family_name(run) == fam})) for fam in res}
@@ -304,8 +313,8 @@ def fig3(out: str, T: int) -> dict:
                   key=lambda fam: (FIG3_TASK_ORDER.index(task[fam]) if task[fam] in FIG3_TASK_ORDER else len(FIG3_TASK_ORDER),
                                    fam not in FIG3_MAIN, fam))
     with open(os.path.join(out, f"fig3_T{T}.json"), "w") as f:
-        json.dump({"seq_len": T, "machine": machines, "student_backbone": backbone, "main": main, "families": res}, f,
-                  indent=2)
+        json.dump({"seq_len": T, "machine": machines, "student_backbone": backbone, "main": main, "families": res,
+                   "control": control}, f, indent=2)
     cell = lambda c: "-" if c is None else f"{mean_spread(c['values'])} (n={len(c['values'])}, {c['seconds']:.0f} s)"  # noqa: E731
     lines = [f"Fig 3 at T={T}: accuracy at the target positions of held-out episodes, mean ± half-range over seeds "
              f"(n = seeds, mean wall-clock of that row's training). Machine: {'; '.join(machines)}. Teacher and SMT "
@@ -315,9 +324,9 @@ def fig3(out: str, T: int) -> dict:
              + (f"{updaters[0]} (every family)." if len(updaters) == 1 else
                 "; ".join(f"{fam}: {b}" for fam, b in sorted(backbone.items())) + ".")]
 
-    def rows(fams):
-        return ["", "| family | " + " | ".join(c[0] for c in FIG3_COLUMNS) + " |", "|---" * (len(FIG3_COLUMNS) + 1) + "|",
-                *(f"| {fam} | " + " | ".join(cell(res[fam][col]) for col, _, _ in FIG3_COLUMNS) + " |" for fam in fams)]
+    def rows(fams, cols=FIG3_COLUMNS, cells=res):
+        return ["", "| family | " + " | ".join(c[0] for c in cols) + " |", "|---" * (len(cols) + 1) + "|",
+                *(f"| {fam} | " + " | ".join(cell(cells[fam][c[0]]) for c in cols) + " |" for fam in fams)]
 
     lines += rows(main)
     others = [fam for fam in res if fam not in main]
@@ -339,6 +348,25 @@ def fig3(out: str, T: int) -> dict:
                          points={c: [res[f][c]["values"] if res[f][c] else [] for f in main] for c in cols})
 
     md += _plot_link("Fig 3", plot)
+    if control:
+        md += "\n".join(["", "The control, DMT without SMT (`needle_e2e.py --dmt-from-init`): DMT from the untrained "
+                          "student (the initialisation SMT and BPTT start from), the run's SMT-trained teacher labelling, "
+                          "with the steps and settings of the SMT -> DMT rows; standalone accuracy over the seeds that "
+                          "ran the control, beside the SMT -> DMT rows of those seeds.",
+                          *rows(list(control), CONTROL_COLUMNS, control)]) + "\n"
+
+        def plot_control():
+            from smt_hf.viz import plot_bars
+
+            fams, cols = list(control), [c[0] for c in CONTROL_COLUMNS]
+            get = lambda fam, col, k: control[fam][col][k] if control[fam][col] else float("nan")  # noqa: E731
+            return plot_bars(fams, {c: [get(f, c, "mean") for f in fams] for c in cols},
+                             os.path.join(out, f"dmt_from_init_T{T}.png"), ylabel="standalone accuracy",
+                             title=f"DMT from the SMT state vs from init (no SMT), T={T}",
+                             errors={c: [get(f, c, "half_range") for f in fams] for c in cols}, missing="not run",
+                             points={c: [control[f][c]["values"] if control[f][c] else [] for f in fams] for c in cols})
+
+        md += _plot_link("DMT without SMT", plot_control)
     with open(os.path.join(out, f"fig3_T{T}.md"), "w") as f:
         f.write(md)
     return res

@@ -547,3 +547,34 @@ def test_family_table_puts_other_bptt_multiples_beside_bptt_and_the_dmt_from_ini
     got = [line.split(" | ")[0].lstrip("| ") for line in n.table([run]).splitlines()[2:] if line.startswith("| ")]
     assert got == [n.ROWS[0], n.ROWS[1], n.ROWS[1] + " (+5 steps, 15 in all)", n.ROWS[2], n.ROWS[3], "BPTT (1.2x wall-clock)",
                    n.ROWS[4], *n.FROM_INIT]
+
+
+def test_fig3_puts_the_dmt_from_init_control_beside_the_smt_dmt_rows_of_the_same_seeds(tmp_path):
+    """The control table compares DMT from init with SMT -> DMT over the seeds that ran the control only (seed 1 has
+    no control, so its SMT -> DMT rows stay out of the control's columns, not of Fig 3's)."""
+    def row(name, acc):
+        return {"run": name, "steps": 5, "seconds": 10.0, "teacher_acc": 1.0, "onestep_acc": 0.9, "student_acc": acc}
+
+    def dump(stem, fam, seed, rows):
+        json.dump({"task": "stack", "family": fam, "seq_len": 32, "seed": seed, "machine": "m", "rows": rows},
+                  open(tmp_path / f"{stem}.json", "w"))
+
+    dump("stack_e2e_T32_s0", "stack", 0, [row(n.ROWS[0], 0.3), row(n.ROWS[1], 0.9), row(n.ROWS[2], 0.8),
+                                          row(n.FROM_INIT[0], 0.1), row(n.FROM_INIT[1], 0.2),
+                                          row(n.from_init_row("full_rollout", 99), 0.7)])  # other steps: not this table's
+    dump("stack_e2e_T32_s1", "stack", 1, [row(n.ROWS[0], 0.3), row(n.ROWS[1], 0.5), row(n.ROWS[2], 0.6)])
+    dump("stack_e2e_T32_s2", "stack", 2, [row(n.ROWS[0], 0.3), row(n.ROWS[1], 0.7), row(n.FROM_INIT[0], 0.3)])
+    dump("a_wide_e2e_T32_s0", "a_wide", 0, [row(n.ROWS[0], 0.7), row(n.ROWS[1], 0.7)])  # no control: not in its table
+    res = n.fig3(str(tmp_path), 32)
+    assert res["stack"]["SMT -> DMT one_step (no BPTT)"]["values"] == [0.9, 0.5, 0.7]  # Fig 3 itself: every seed
+    got = json.load(open(tmp_path / "fig3_T32.json"))["control"]
+    assert set(got) == {"stack"}
+    st = got["stack"]
+    assert st["SMT -> DMT one_step"]["values"] == [0.9, 0.7] and st["SMT -> DMT one_step"]["seeds"] == [0, 2]
+    assert st["DMT one_step from init (no SMT)"]["values"] == [0.1, 0.3]
+    assert st["SMT -> DMT full_rollout"]["values"] == [0.8] and st["DMT full_rollout from init (no SMT)"]["values"] == [0.2]
+    md = (tmp_path / "fig3_T32.md").read_text()
+    control = md[md.index("The control, DMT without SMT"):]
+    line = next(x for x in control.splitlines() if x.startswith("| stack"))
+    assert line == "| stack | 0.80 ± 0.10 (n=2, 10 s) | 0.20 ± 0.10 (n=2, 10 s) | 0.80 (n=1, 10 s) | 0.20 (n=1, 10 s) |"
+    assert "| a_wide" not in control
