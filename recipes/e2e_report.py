@@ -272,8 +272,9 @@ FIG3_COLUMNS = (("teacher", ROWS[0], "teacher_acc"), ("SMT one-step", ROWS[0], "
 # parity_enc_lm_curriculum_T64_cosine: T=64's parity headline, 3 seeds with BPTT (the recipe's own model, whose teacher
 # stays at chance, is a setting tried).
 # the control of what SMT gives DMT, beside the rows it controls: (column, row), DMT from the SMT state then from init
-CONTROL_COLUMNS = (("SMT -> DMT one_step", ROWS[1]), ("DMT one_step from init (no SMT)", FROM_INIT[0]),
-                   ("SMT -> DMT full_rollout", ROWS[2]), ("DMT full_rollout from init (no SMT)", FROM_INIT[1]))
+CONTROL_COLUMNS = (("SMT -> DMT one_step (no BPTT)", ROWS[1]), ("DMT one_step from init (no SMT, no BPTT)", FROM_INIT[0]),
+                   ("SMT -> DMT full_rollout (truncated BPTT)", ROWS[2]),
+                   ("DMT full_rollout from init (no SMT, truncated BPTT)", FROM_INIT[1]))
 
 FIG3_MAIN = ("needle (recipe model)", "string_copy", "parity_enc_lm_curriculum", "stack", "associative_recall_curriculum",
              "icl_modular_smt", "string_copy_T64_cosine_full", "parity_enc_lm_curriculum_T64_cosine")

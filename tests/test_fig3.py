@@ -570,9 +570,12 @@ def test_fig3_puts_the_dmt_from_init_control_beside_the_smt_dmt_rows_of_the_same
     got = json.load(open(tmp_path / "fig3_T32.json"))["control"]
     assert set(got) == {"stack"}
     st = got["stack"]
-    assert st["SMT -> DMT one_step"]["values"] == [0.9, 0.7] and st["SMT -> DMT one_step"]["seeds"] == [0, 2]
-    assert st["DMT one_step from init (no SMT)"]["values"] == [0.1, 0.3]
-    assert st["SMT -> DMT full_rollout"]["values"] == [0.8] and st["DMT full_rollout from init (no SMT)"]["values"] == [0.2]
+    from e2e_report import CONTROL_COLUMNS
+
+    one, one_init, full, full_init = (c[0] for c in CONTROL_COLUMNS)
+    assert st[one]["values"] == [0.9, 0.7] and st[one]["seeds"] == [0, 2] and st[one_init]["values"] == [0.1, 0.3]
+    assert st[full]["values"] == [0.8] and st[full_init]["values"] == [0.2]
+    assert "truncated BPTT" in full and "truncated BPTT" in full_init and "no BPTT" in one_init
     md = (tmp_path / "fig3_T32.md").read_text()
     control = md[md.index("The control, DMT without SMT"):]
     line = next(x for x in control.splitlines() if x.startswith("| stack"))
