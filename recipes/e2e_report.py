@@ -349,17 +349,18 @@ def fig3(out: str, T: int) -> dict:
                          points={c: [res[f][c]["values"] if res[f][c] else [] for f in main] for c in cols})
 
     md += _plot_link("Fig 3", plot)
+    fams = [fam for fam in main + others if fam in control]  # the order of the tables above
     if control:
         md += "\n".join(["", "The control, DMT without SMT (`needle_e2e.py --dmt-from-init`): DMT from the untrained "
                           "student (the initialisation SMT and BPTT start from), the run's SMT-trained teacher labelling, "
                           "with the steps and settings of the SMT -> DMT rows; standalone accuracy over the seeds that "
                           "ran the control, beside the SMT -> DMT rows of those seeds.",
-                          *rows(list(control), CONTROL_COLUMNS, control)]) + "\n"
+                          *rows(fams, CONTROL_COLUMNS, control)]) + "\n"
 
         def plot_control():
             from smt_hf.viz import plot_bars
 
-            fams, cols = list(control), [c[0] for c in CONTROL_COLUMNS]
+            cols = [c[0] for c in CONTROL_COLUMNS]
             get = lambda fam, col, k: control[fam][col][k] if control[fam][col] else float("nan")  # noqa: E731
             return plot_bars(fams, {c: [get(f, c, "mean") for f in fams] for c in cols},
                              os.path.join(out, f"dmt_from_init_T{T}.png"), ylabel="standalone accuracy",
