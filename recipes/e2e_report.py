@@ -264,6 +264,11 @@ FIG3_COLUMNS = (("teacher", ROWS[0], "teacher_acc"), ("SMT one-step", ROWS[0], "
                 ("SMT -> DMT full_rollout (truncated BPTT)", ROWS[2], "student_acc"),
                 ("BPTT, same wall-clock", ROWS[3], "student_acc"), ("BPTT, 4x wall-clock", ROWS[4], "student_acc"))
 
+# the control of what SMT gives DMT, beside the rows it controls: (column, row), DMT from the SMT state then from init
+CONTROL_COLUMNS = (("SMT -> DMT one_step (no BPTT)", ROWS[1]), ("DMT one_step from init (no SMT, no BPTT)", FROM_INIT[0]),
+                   ("SMT -> DMT full_rollout (truncated BPTT)", ROWS[2]),
+                   ("DMT full_rollout from init (no SMT, truncated BPTT)", FROM_INIT[1]))
+
 # Fig 3's headline: one family per task, chosen by hand: the setting whose teacher learned the task
 # (recipes/results/teacher_curves.md) and that has the most rows run. Another family of a task that has its headline
 # family in the folder is listed below as a setting tried; a family of any other task stays in the headline.
@@ -271,11 +276,6 @@ FIG3_COLUMNS = (("teacher", ROWS[0], "teacher_acc"), ("SMT one-step", ROWS[0], "
 # and string_copy_T64_k16_smt, whose teacher copies on 2 seeds of 3 but whose BPTT ran on 2, are settings tried).
 # parity_enc_lm_curriculum_T64_cosine: T=64's parity headline, 3 seeds with BPTT (the recipe's own model, whose teacher
 # stays at chance, is a setting tried).
-# the control of what SMT gives DMT, beside the rows it controls: (column, row), DMT from the SMT state then from init
-CONTROL_COLUMNS = (("SMT -> DMT one_step (no BPTT)", ROWS[1]), ("DMT one_step from init (no SMT, no BPTT)", FROM_INIT[0]),
-                   ("SMT -> DMT full_rollout (truncated BPTT)", ROWS[2]),
-                   ("DMT full_rollout from init (no SMT, truncated BPTT)", FROM_INIT[1]))
-
 FIG3_MAIN = ("needle (recipe model)", "string_copy", "parity_enc_lm_curriculum", "stack", "associative_recall_curriculum",
              "icl_modular_smt", "string_copy_T64_cosine_full", "parity_enc_lm_curriculum_T64_cosine")
 FIG3_TASK_ORDER = ("needle", "string_copy", "parity", "stack", "associative_recall", "icl_modular")  # the paper's:
