@@ -336,39 +336,30 @@ def fig3(out: str, T: int) -> dict:
                   "`<family>_e2e_T<T>.md` says what differs):", *rows(others)]
     md = "\n".join(lines) + "\n"
 
-    def plot():
+    def bars(cells, fams, cols, name, **kw):  # one bar per column and family: mean, half-range, a dot per seed
         from smt_hf.viz import plot_bars
 
-        get = lambda fam, col, k: res[fam][col][k] if res[fam][col] else float("nan")  # noqa: E731
-        cols = [c[0] for c in FIG3_COLUMNS if c[0] not in ("SMT one-step", "SMT standalone")]
-        return plot_bars(main, {c: [get(f, c, "mean") for f in main] for c in cols},
-                         os.path.join(out, f"fig3_T{T}.png"), ylabel="accuracy",
-                         title=f"Synthetic families, T={T}: standalone accuracy (teacher = reference)"
-                         + (f", {updaters[0]} student" if len(updaters) == 1 else ""),
-                         errors={c: [get(f, c, "half_range") for f in main] for c in cols}, missing="not run",
-                         points={c: [res[f][c]["values"] if res[f][c] else [] for f in main] for c in cols})
+        get = lambda fam, col, k: cells[fam][col][k] if cells[fam][col] else float("nan")  # noqa: E731
+        return lambda: plot_bars(fams, {c: [get(f, c, "mean") for f in fams] for c in cols},
+                                 os.path.join(out, f"{name}_T{T}.png"), missing="not run",
+                                 errors={c: [get(f, c, "half_range") for f in fams] for c in cols},
+                                 points={c: [cells[f][c]["values"] if cells[f][c] else [] for f in fams] for c in cols},
+                                 **kw)
 
-    md += _plot_link("Fig 3", plot)
-    fams = [fam for fam in main + others if fam in control]  # the order of the tables above
+    shown = [c[0] for c in FIG3_COLUMNS if c[0] not in ("SMT one-step", "SMT standalone")]  # standalone and teacher
+    md += _plot_link("Fig 3", bars(res, main, shown, "fig3", ylabel="accuracy",
+                                   title=f"Synthetic families, T={T}: standalone accuracy (teacher = reference)"
+                                   + (f", {updaters[0]} student" if len(updaters) == 1 else "")))
     if control:
+        fams = [fam for fam in main + others if fam in control]  # the order of the tables above
         md += "\n".join(["", "The control, DMT without SMT (`needle_e2e.py --dmt-from-init`): DMT from the untrained "
                           "student (the initialisation SMT and BPTT start from), the run's SMT-trained teacher labelling, "
                           "with the steps and settings of the SMT -> DMT rows; standalone accuracy over the seeds that "
                           "ran the control, beside the SMT -> DMT rows of those seeds.",
                           *rows(fams, CONTROL_COLUMNS, control)]) + "\n"
-
-        def plot_control():
-            from smt_hf.viz import plot_bars
-
-            cols = [c[0] for c in CONTROL_COLUMNS]
-            get = lambda fam, col, k: control[fam][col][k] if control[fam][col] else float("nan")  # noqa: E731
-            return plot_bars(fams, {c: [get(f, c, "mean") for f in fams] for c in cols},
-                             os.path.join(out, f"dmt_from_init_T{T}.png"), ylabel="standalone accuracy",
-                             title=f"DMT from the SMT state vs from init (no SMT), T={T}",
-                             errors={c: [get(f, c, "half_range") for f in fams] for c in cols}, missing="not run",
-                             points={c: [control[f][c]["values"] if control[f][c] else [] for f in fams] for c in cols})
-
-        md += _plot_link("DMT without SMT", plot_control)
+        md += _plot_link("DMT without SMT", bars(control, fams, [c[0] for c in CONTROL_COLUMNS], "dmt_from_init",
+                                                 ylabel="standalone accuracy",
+                                                 title=f"DMT from the SMT state vs from init (no SMT), T={T}"))
     with open(os.path.join(out, f"fig3_T{T}.md"), "w") as f:
         f.write(md)
     return res
