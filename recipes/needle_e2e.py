@@ -60,6 +60,10 @@ BPTT = dict(mode="bptt", per_device_train_batch_size=64, learning_rate=1e-3, war
 # DMT: the package defaults (one_step, k=1, teacher transitions) plus what this recipe sets for episodes
 DMT = dict(mode="dmt", per_device_train_batch_size=32, learning_rate=3e-4, dmt_start="initial")
 FULL_ROLLOUT = dict(DMT, dmt_gradient="full_rollout", dmt_stride=8, dmt_teacher_transitions=False)
+# --dmt-from-init: how far the saved teacher's eval accuracy may sit from the joint-SMT row's (the same machine gives
+# it bit for bit; another one may flip a few of the thousands of targets; another run's teacher of the seed differed
+# by 0.002 to 0.05 in the T=64 ICL runs)
+TEACHER_ACC_TOLERANCE = 1e-3
 
 def family_settings(name: str, seq_len: int | None = None, path: str = FAMILIES) -> dict:
     """The calibrated settings of one family of teachers.yaml: {task, task_kwargs, train_task_kwargs (on top of
@@ -118,7 +122,9 @@ def run(task="needle", seq_len=None, seed=0, smt_steps=None, dmt_steps=None, out
     SMT-trained teacher (saved under `save_dir`, default `out`/final_<family>_T<T>_s<seed>) labelling, with the
     settings of the two SMT -> DMT rows, for as many steps as the one-step DMT row (`dmt_steps` given: that many,
     named in the row, `from_init_row`); rows appended (one already there: skipped). Another model or thread count
-    than the saved run's, or other DMT settings than its SMT -> DMT rows': ValueError before any training. Runs that
+    than the saved run's, other DMT settings than its SMT -> DMT rows', or a saved teacher that is not the run's
+    (its accuracy on the eval episodes more than TEACHER_ACC_TOLERANCE from the joint-SMT row's teacher_acc): ValueError
+    before any training. Runs that
     append rows to one JSON may run side by side: each save re-reads the file and keeps the rows the others appended
     since (two saves in the same instant can still race: there is no lock).
     `backbone` is the student's updater (every row); `bptt_lr` BPTT's learning rate (None: 1e-3, the BPTT dict);
@@ -294,6 +300,18 @@ def run(task="needle", seq_len=None, seed=0, smt_steps=None, dmt_steps=None, out
         if wrong:
             raise ValueError(f"{stem}.json ran with " + "; ".join(wrong) + ": no DMT-from-init row is added")
         teacher = SMTTeacherModel.from_pretrained(os.path.join(folder, "teacher"))
+        # the saved folder must hold this run's teacher (not another run's of the same seed): its accuracy on this
+        # seed's eval episodes must be the joint-SMT row's (the same machine gives it bit for bit)
+        first = next((r for r in rows if r["run"] == ROWS[0]), {})
+        if first.get("teacher_acc") is None:
+            raise ValueError(f"{stem}.json has no {ROWS[0]!r} row with a teacher_acc to check the saved teacher against")
+        check = SMTTrainingArguments(output_dir="outputs/needle_e2e/tmp", max_steps=1, **{**common, **dmt_set})
+        got = SMTTrainer(model=build_models(model, vocab, T)[0], teacher=teacher, args=check,
+                         eval_dataset=ev).evaluate()["eval_teacher_acc"]
+        if abs(got - first["teacher_acc"]) > TEACHER_ACC_TOLERANCE:
+            raise ValueError(f"the teacher saved in {folder} scores teacher_acc {got:.4f} on this seed's eval episodes, "
+                             f"{stem}.json's {ROWS[0]!r} row {first['teacher_acc']:.4f}: it is not this run's teacher "
+                             "(another run's folder?); no DMT-from-init row is added")
         for grad in grads:
             name = from_init_row(grad, None if steps == onestep["steps"] else steps)
             settings = phase_of[grad][1]

@@ -447,13 +447,17 @@ def test_dmt_from_init_starts_from_the_bptt_initialisation_with_the_smt_trained_
 
     import smt_hf.trainer
 
-    starts = []  # (student, teacher) state at the start of every phase, in order
+    starts = []  # (student, teacher) state at the start of every phase's training, in order
 
-    class Spy(smt_hf.trainer.SMTTrainer):
+    class Spy(smt_hf.trainer.SMTTrainer):  # a trainer that only evaluates (the saved teacher's check) is not a phase
         def __init__(self, model=None, teacher=None, **k):
-            starts.append(({a: b.clone() for a, b in model.state_dict().items()},
-                           None if teacher is None else {a: b.clone() for a, b in teacher.state_dict().items()}))
+            self.start = ({a: b.clone() for a, b in model.state_dict().items()},
+                          None if teacher is None else {a: b.clone() for a, b in teacher.state_dict().items()})
             super().__init__(model=model, teacher=teacher, **k)
+
+        def train(self, *a, **k):
+            starts.append(self.start)
+            return super().train(*a, **k)
 
     monkeypatch.setattr(smt_hf.trainer, "SMTTrainer", Spy)
     kw = dict(task="needle", seq_len=8, seed=0, out=str(tmp_path), smt_steps=2, dmt_steps=2)
@@ -501,6 +505,13 @@ def test_dmt_from_init_starts_from_the_bptt_initialisation_with_the_smt_trained_
     assert len(starts) == 3
     with pytest.raises(ValueError, match="separate runs"):
         n.run(dmt_from_init=True, continue_dmt=True, **kw)
+    # a saved teacher that is not the run's (its eval accuracy is not the joint-SMT row's): refused, nothing trained
+    acc = saved["rows"][0]["teacher_acc"]
+    for wrong in (acc + 0.002, acc - 0.05):
+        json.dump(dict(saved, rows=[dict(saved["rows"][0], teacher_acc=wrong), *saved["rows"][1:]]), open(stem, "w"))
+        with pytest.raises(ValueError, match="not this run's teacher"):
+            n.run(**{**kw, "dmt_steps": 5}, dmt_from_init="one_step")
+    assert len(starts) == 3
 
 
 def test_a_run_appending_rows_keeps_the_rows_another_run_appended_meanwhile(tmp_path, monkeypatch):
