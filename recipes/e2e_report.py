@@ -264,10 +264,24 @@ FIG3_COLUMNS = (("teacher", ROWS[0], "teacher_acc"), ("SMT one-step", ROWS[0], "
                 ("SMT -> DMT full_rollout (truncated BPTT)", ROWS[2], "student_acc"),
                 ("BPTT, same wall-clock", ROWS[3], "student_acc"), ("BPTT, 4x wall-clock", ROWS[4], "student_acc"))
 
-# the control of what SMT gives DMT, beside the rows it controls: (column, row), DMT from the SMT state then from init
+# the control of what SMT gives DMT, beside the rows it controls: (column, row), DMT from the SMT state then from init;
+# FROM_INIT_LONGER stands for a seed's one-step row from init with more steps than SMT -> DMT's (from_init_row(...,
+# steps)), its longest; a column no family ran is left out
+FROM_INIT_LONGER = "DMT one_step from init, more steps"
 CONTROL_COLUMNS = (("SMT -> DMT one_step (no BPTT)", ROWS[1]), ("DMT one_step from init (no SMT, no BPTT)", FROM_INIT[0]),
+                   ("DMT one_step from init, more steps (no SMT, no BPTT)", FROM_INIT_LONGER),
                    ("SMT -> DMT full_rollout (truncated BPTT)", ROWS[2]),
                    ("DMT full_rollout from init (no SMT, truncated BPTT)", FROM_INIT[1]))
+
+
+def with_longer_from_init(rows: dict[str, dict]) -> dict[str, dict]:
+    """A seed's rows by name, plus FROM_INIT_LONGER: its one-step DMT-from-init row with the most steps among those
+    run for more steps than its SMT -> DMT one-step row (named `from_init_row("one_step", steps)`), where there is
+    one."""
+    prefix, fewer = FROM_INIT[0][:-1] + ", ", rows.get(ROWS[1], {}).get("steps", 0)
+    longer = [r for name, r in rows.items() if name.startswith(prefix) and name.endswith(" steps)") and r["steps"] > fewer]
+    return {**rows, FROM_INIT_LONGER: max(longer, key=lambda r: r["steps"])} if longer else rows
+
 
 # Fig 3's headline: one family per task, chosen by hand: the setting whose teacher learned the task
 # (recipes/results/teacher_curves.md) and that has the most rows run. Another family of a task that has its headline
@@ -294,17 +308,20 @@ def fig3(out: str, T: int) -> dict:
     runs: dict[str, dict[int, dict[str, dict]]] = {}  # family -> seed -> row name -> row
     for run in found:
         runs.setdefault(family_name(run), {}).setdefault(run["seed"], {}).update({r["run"]: r for r in run["rows"]})
-    def column(seeds: dict[int, dict[str, dict]], row: str, key: str) -> dict | None:
+    def column(seeds: dict[int, dict[str, dict]], row: str, key: str, steps: bool = False) -> dict | None:
         got = {s: rs[row] for s, rs in sorted(seeds.items()) if rs.get(row, {}).get(key) is not None}
         xs = [r[key] for r in got.values()]
         return {"mean": sum(xs) / len(xs), "half_range": (max(xs) - min(xs)) / 2, "seeds": list(got), "values": xs,
-                "seconds": sum(r["seconds"] for r in got.values()) / len(got)} if xs else None
+                "seconds": sum(r["seconds"] for r in got.values()) / len(got),
+                **({"steps": [r["steps"] for r in got.values()]} if steps else {})} if xs else None
 
     res = {fam: {col: column(seeds, row, key) for col, row, key in FIG3_COLUMNS} for fam, seeds in sorted(runs.items())}
     # the control over the seeds that ran it, so each of its columns averages the same seeds
-    control = {fam: {col: column({s: rs for s, rs in seeds.items() if set(FROM_INIT) & set(rs)}, row, "student_acc")
+    control = {fam: {col: column({s: with_longer_from_init(rs) for s, rs in seeds.items() if set(FROM_INIT) & set(rs)},
+                                 row, "student_acc", steps=True)
                      for col, row in CONTROL_COLUMNS}
                for fam, seeds in sorted(runs.items()) if any(set(FROM_INIT) & set(rs) for rs in seeds.values())}
+    control_cols = [c for c in CONTROL_COLUMNS if any(cols[c[0]] for cols in control.values())]  # columns run
     machines = sorted({run["machine"] for run in found})
     task = {family_name(run): run["task"] for run in found}
     backbone = {fam: ", ".join(sorted({student_backbone(run) for run in found if family_name(run) == fam})) for fam in res}
@@ -352,12 +369,17 @@ def fig3(out: str, T: int) -> dict:
                                    + (f", {updaters[0]} student" if len(updaters) == 1 else "")))
     if control:
         fams = [fam for fam in main + others if fam in control]  # the order of the tables above
+        longer = CONTROL_COLUMNS[2][0]
         md += "\n".join(["", "The control, DMT without SMT (`needle_e2e.py --dmt-from-init`): DMT from the untrained "
                           "student (the initialisation SMT and BPTT start from), the run's SMT-trained teacher labelling, "
                           "with the steps and settings of the SMT -> DMT rows; standalone accuracy over the seeds that "
-                          "ran the control, beside the SMT -> DMT rows of those seeds.",
-                          *rows(fams, CONTROL_COLUMNS, control)]) + "\n"
-        md += _plot_link("DMT without SMT", bars(control, fams, [c[0] for c in CONTROL_COLUMNS], "dmt_from_init",
+                          "ran the control, beside the SMT -> DMT rows of those seeds."
+                          + (" 'More steps': the same DMT from init for more steps than SMT -> DMT's (per family: "
+                             + ", ".join(f"{fam} {'/'.join(map(str, sorted(set(control[fam][longer]['steps']))))}"
+                                         for fam in fams if control[fam][longer]) + " steps)."
+                             if any(c[1] == FROM_INIT_LONGER for c in control_cols) else ""),
+                          *rows(fams, control_cols, control)]) + "\n"
+        md += _plot_link("DMT without SMT", bars(control, fams, [c[0] for c in control_cols], "dmt_from_init",
                                                  ylabel="standalone accuracy",
                                                  title=f"DMT from the SMT state vs from init (no SMT), T={T}"))
     with open(os.path.join(out, f"fig3_T{T}.md"), "w") as f:

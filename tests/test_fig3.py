@@ -583,7 +583,7 @@ def test_fig3_puts_the_dmt_from_init_control_beside_the_smt_dmt_rows_of_the_same
     st = got["stack"]
     from e2e_report import CONTROL_COLUMNS
 
-    one, one_init, full, full_init = (c[0] for c in CONTROL_COLUMNS)
+    one, one_init, _, full, full_init = (c[0] for c in CONTROL_COLUMNS)
     assert st[one]["values"] == [0.9, 0.7] and st[one]["seeds"] == [0, 2] and st[one_init]["values"] == [0.1, 0.3]
     assert st[full]["values"] == [0.8] and st[full_init]["values"] == [0.2]
     assert "truncated BPTT" in full and "truncated BPTT" in full_init and "no BPTT" in one_init
@@ -598,3 +598,35 @@ def test_fig3_puts_the_dmt_from_init_control_beside_the_smt_dmt_rows_of_the_same
     md = (tmp_path / "fig3_T32.md").read_text()
     names = [x.split(" |")[0][2:] for x in md[md.index("The control"):].splitlines() if x.startswith("| ")][1:]
     assert names == ["needle (recipe model)", "string_copy", "stack"]  # Fig 3's order (the paper's task order), not the alphabet
+
+
+
+def test_fig3_control_shows_the_longest_one_step_dmt_from_init_beside_it_only_where_one_ran(tmp_path):
+    """DMT from init given more steps than SMT -> DMT (`--dmt-from-init one_step --dmt-steps N`, N above the run's):
+    a column of its own in the control table, the longest such row of each seed, its steps named above the table;
+    a row with fewer steps is not 'more steps'. No family with such a row: no such column (the table as before)."""
+    def row(name, acc, steps=5):
+        return {"run": name, "steps": steps, "seconds": 10.0 * steps / 5, "teacher_acc": 1.0, "onestep_acc": 0.9,
+                "student_acc": acc}
+
+    def dump(seed, rows):
+        json.dump({"task": "stack", "family": "stack", "seq_len": 32, "seed": seed, "machine": "m", "rows": rows},
+                  open(tmp_path / f"stack_e2e_T32_s{seed}.json", "w"))
+
+    base = [row(n.ROWS[0], 0.3), row(n.ROWS[1], 0.9), row(n.FROM_INIT[0], 0.1)]
+    dump(0, base + [row(n.from_init_row("one_step", 3), 0.05, 3)])  # fewer steps than SMT -> DMT's 5: not 'more'
+    n.fig3(str(tmp_path), 32)
+    md = (tmp_path / "fig3_T32.md").read_text()
+    assert "more steps" not in md and "| stack | 0.90 (n=1, 10 s) | 0.10 (n=1, 10 s) |" in md
+    dump(0, base + [row(n.from_init_row("one_step", 20), 0.5, 20), row(n.from_init_row("one_step", 40), 0.6, 40)])
+    dump(1, [row(n.ROWS[0], 0.3), row(n.ROWS[1], 0.7), row(n.FROM_INIT[0], 0.2), row(n.from_init_row("one_step", 40), 0.8, 40)])
+    n.fig3(str(tmp_path), 32)
+    from e2e_report import CONTROL_COLUMNS
+
+    more = json.load(open(tmp_path / "fig3_T32.json"))["control"]["stack"][CONTROL_COLUMNS[2][0]]
+    assert more["values"] == [0.6, 0.8] and more["steps"] == [40, 40] and more["seconds"] == 80.0  # the longest
+    md = (tmp_path / "fig3_T32.md").read_text()
+    assert "(per family: stack 40 steps)" in md
+    header = next(x for x in md[md.index("The control"):].splitlines() if x.startswith("| family"))
+    assert header == "| family | " + " | ".join(c[0] for c in CONTROL_COLUMNS[:3]) + " |"  # no full rollout ran: no column
+    assert "| stack | 0.80 ± 0.10 (n=2, 10 s) | 0.15 ± 0.05 (n=2, 10 s) | 0.70 ± 0.10 (n=2, 80 s) |" in md
