@@ -265,8 +265,8 @@ FIG3_COLUMNS = (("teacher", ROWS[0], "teacher_acc"), ("SMT one-step", ROWS[0], "
                 ("BPTT, same wall-clock", ROWS[3], "student_acc"), ("BPTT, 4x wall-clock", ROWS[4], "student_acc"))
 
 # the control of what SMT gives DMT, beside the rows it controls: (column, row), DMT from the SMT state then from init;
-# FROM_INIT_LONGER stands for a seed's one-step row from init with more steps than SMT -> DMT's (from_init_row(...,
-# steps)), its longest; a column no family ran is left out
+# FROM_INIT_LONGER stands for the one-step row from init run for more steps than SMT -> DMT's (`from_init_row(...,
+# steps)`, one step count per family: `longer_from_init_steps`); a column no family ran is left out
 FROM_INIT_LONGER = "DMT one_step from init, more steps"
 CONTROL_COLUMNS = (("SMT -> DMT one_step (no BPTT)", ROWS[1]), ("DMT one_step from init (no SMT, no BPTT)", FROM_INIT[0]),
                    ("DMT one_step from init, more steps (no SMT, no BPTT)", FROM_INIT_LONGER),
@@ -274,13 +274,13 @@ CONTROL_COLUMNS = (("SMT -> DMT one_step (no BPTT)", ROWS[1]), ("DMT one_step fr
                    ("DMT full_rollout from init (no SMT, truncated BPTT)", FROM_INIT[1]))
 
 
-def with_longer_from_init(rows: dict[str, dict]) -> dict[str, dict]:
-    """A seed's rows by name, plus FROM_INIT_LONGER: its one-step DMT-from-init row with the most steps among those
-    run for more steps than its SMT -> DMT one-step row (named `from_init_row("one_step", steps)`), where there is
-    one."""
-    prefix, fewer = FROM_INIT[0][:-1] + ", ", rows.get(ROWS[1], {}).get("steps", 0)
-    longer = [r for name, r in rows.items() if name.startswith(prefix) and name.endswith(" steps)") and r["steps"] > fewer]
-    return {**rows, FROM_INIT_LONGER: max(longer, key=lambda r: r["steps"])} if longer else rows
+def longer_from_init_steps(seeds: dict[int, dict[str, dict]]) -> int | None:
+    """The most steps any seed (rows by name, per seed) ran one-step DMT from init for, above that seed's SMT -> DMT
+    one-step row (rows named `from_init_row("one_step", steps)`); None if no seed did."""
+    prefix = FROM_INIT[0][:-1] + ", "
+    return max((r["steps"] for rows in seeds.values() for name, r in rows.items()
+                if name.startswith(prefix) and name.endswith(" steps)") and r["steps"] > rows.get(ROWS[1], {}).get("steps", 0)),
+               default=None)
 
 
 # Fig 3's headline: one family per task, chosen by hand: the setting whose teacher learned the task
@@ -316,11 +316,16 @@ def fig3(out: str, T: int) -> dict:
                 **({"steps": [r["steps"] for r in got.values()]} if steps else {})} if xs else None
 
     res = {fam: {col: column(seeds, row, key) for col, row, key in FIG3_COLUMNS} for fam, seeds in sorted(runs.items())}
-    # the control over the seeds that ran it, so each of its columns averages the same seeds
-    control = {fam: {col: column({s: with_longer_from_init(rs) for s, rs in seeds.items() if set(FROM_INIT) & set(rs)},
-                                 row, "student_acc", steps=True)
-                     for col, row in CONTROL_COLUMNS}
-               for fam, seeds in sorted(runs.items()) if any(set(FROM_INIT) & set(rs) for rs in seeds.values())}
+    # the control over the seeds that ran a row of it (SMT -> DMT over those seeds too; n in each cell); a family's
+    # 'more steps' column: its longest such run, over the seeds that ran that many steps
+    control = {}
+    for fam, seeds in sorted(runs.items()):
+        more = longer_from_init_steps(seeds)
+        ran = {s: {**rs, **({FROM_INIT_LONGER: rs[from_init_row("one_step", more)]}
+                            if more and from_init_row("one_step", more) in rs else {})} for s, rs in seeds.items()}
+        ran = {s: rs for s, rs in ran.items() if {*FROM_INIT, FROM_INIT_LONGER} & set(rs)}
+        if ran:
+            control[fam] = {col: column(ran, row, "student_acc", steps=True) for col, row in CONTROL_COLUMNS}
     control_cols = [c for c in CONTROL_COLUMNS if any(cols[c[0]] for cols in control.values())]  # columns run
     machines = sorted({run["machine"] for run in found})
     task = {family_name(run): run["task"] for run in found}
@@ -375,8 +380,8 @@ def fig3(out: str, T: int) -> dict:
                           "with the steps and settings of the SMT -> DMT rows; standalone accuracy over the seeds that "
                           "ran the control, beside the SMT -> DMT rows of those seeds."
                           + (" 'More steps': the same DMT from init for more steps than SMT -> DMT's (per family: "
-                             + ", ".join(f"{fam} {'/'.join(map(str, sorted(set(control[fam][longer]['steps']))))}"
-                                         for fam in fams if control[fam][longer]) + " steps)."
+                             + ", ".join(f"{fam} {control[fam][longer]['steps'][0]}" for fam in fams
+                                         if control[fam][longer]) + " steps)."
                              if any(c[1] == FROM_INIT_LONGER for c in control_cols) else ""),
                           *rows(fams, control_cols, control)]) + "\n"
         md += _plot_link("DMT without SMT", bars(control, fams, [c[0] for c in control_cols], "dmt_from_init",
