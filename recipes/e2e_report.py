@@ -302,7 +302,8 @@ def fig3(out: str, T: int) -> dict:
     (mean s). Writes <out>/fig3_T<T>.json (with `main`: the headline families, see FIG3_MAIN, in the paper's task
     order), .md (a table of the headline families, then one of the other settings tried) and .png (the headline
     families: bars with half-range error bars and a dot per seed); where runs have the DMT-from-init control, `control`
-    in the JSON, a table of it (CONTROL_COLUMNS, over the seeds that ran it) and dmt_from_init_T<T>.png; returns the
+    in the JSON (and `control_smt_dmt_seconds`: the SMT + one-step DMT wall-clock that a 'more steps' column is set
+    against), a table of it (CONTROL_COLUMNS, over the seeds that ran it) and dmt_from_init_T<T>.png; returns the
     families' dict."""
     found = load_runs(out, f"*_e2e_T{T}_s*.json")
     runs: dict[str, dict[int, dict[str, dict]]] = {}  # family -> seed -> row name -> row
@@ -318,7 +319,7 @@ def fig3(out: str, T: int) -> dict:
     res = {fam: {col: column(seeds, row, key) for col, row, key in FIG3_COLUMNS} for fam, seeds in sorted(runs.items())}
     # the control over the seeds that ran a row of it (SMT -> DMT over those seeds too; n in each cell); a family's
     # 'more steps' column: its longest such run, over the seeds that ran that many steps
-    control = {}
+    control, budget = {}, {}  # budget: a 'more steps' family's SMT + SMT -> DMT one-step wall-clock (mean s, its seeds)
     for fam, seeds in sorted(runs.items()):
         more = longer_from_init_steps(seeds)
         ran = {s: {**rs, **({FROM_INIT_LONGER: rs[from_init_row("one_step", more)]}
@@ -326,6 +327,10 @@ def fig3(out: str, T: int) -> dict:
         ran = {s: rs for s, rs in ran.items() if {*FROM_INIT, FROM_INIT_LONGER} & set(rs)}
         if ran:
             control[fam] = {col: column(ran, row, "student_acc", steps=True) for col, row in CONTROL_COLUMNS}
+            both = [rs[ROWS[0]]["seconds"] + rs[ROWS[1]]["seconds"] for rs in ran.values()
+                    if FROM_INIT_LONGER in rs and ROWS[0] in rs and ROWS[1] in rs]
+            if both:
+                budget[fam] = sum(both) / len(both)
     control_cols = [c for c in CONTROL_COLUMNS if any(cols[c[0]] for cols in control.values())]  # columns run
     machines = sorted({run["machine"] for run in found})
     task = {family_name(run): run["task"] for run in found}
@@ -337,7 +342,7 @@ def fig3(out: str, T: int) -> dict:
                                    fam not in FIG3_MAIN, fam))
     with open(os.path.join(out, f"fig3_T{T}.json"), "w") as f:
         json.dump({"seq_len": T, "machine": machines, "student_backbone": backbone, "main": main, "families": res,
-                   "control": control}, f, indent=2)
+                   "control": control, "control_smt_dmt_seconds": budget}, f, indent=2)
     cell = lambda c: "-" if c is None else f"{mean_spread(c['values'])} (n={len(c['values'])}, {c['seconds']:.0f} s)"  # noqa: E731
     lines = [f"Fig 3 at T={T}: accuracy at the target positions of held-out episodes, mean ± half-range over seeds "
              f"(n = seeds, mean wall-clock of that row's training). Machine: {'; '.join(machines)}. Teacher and SMT "
@@ -380,8 +385,9 @@ def fig3(out: str, T: int) -> dict:
                           "with the steps and settings of the SMT -> DMT rows; standalone accuracy over the seeds that "
                           "ran the control, beside the SMT -> DMT rows of those seeds."
                           + (" 'More steps': the same DMT from init for more steps than SMT -> DMT's (per family: "
-                             + ", ".join(f"{fam} {control[fam][longer]['steps'][0]}" for fam in fams
-                                         if control[fam][longer]) + " steps)."
+                             + "; ".join(f"{fam} {control[fam][longer]['steps'][0]} steps"
+                                         + (f", against SMT + SMT -> DMT one-step's {budget[fam]:.0f} s" if fam in budget
+                                            else "") for fam in fams if control[fam][longer]) + ")."
                              if any(c[1] == FROM_INIT_LONGER for c in control_cols) else ""),
                           *rows(fams, control_cols, control)]) + "\n"
         md += _plot_link("DMT without SMT", bars(control, fams, [c[0] for c in control_cols], "dmt_from_init",

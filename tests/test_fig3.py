@@ -635,7 +635,8 @@ def test_fig3_control_shows_the_longest_one_step_dmt_from_init_beside_it_only_wh
     assert more["values"] == [0.6, 0.8, 0.4] and more["steps"] == [40, 40, 40] and more["seconds"] == 80.0
     assert got[CONTROL_COLUMNS[0][0]]["seeds"] == [0, 1, 2]  # SMT -> DMT over the seeds that ran a control row
     md = (tmp_path / "fig3_T32.md").read_text()
-    assert "(per family: stack 40 steps)" in md
+    assert "(per family: stack 40 steps, against SMT + SMT -> DMT one-step's 20 s)." in md  # 10 s + 10 s, its seeds
+    assert json.load(open(tmp_path / "fig3_T32.json"))["control_smt_dmt_seconds"] == {"stack": 20.0}
     header = next(x for x in md[md.index("The control"):].splitlines() if x.startswith("| family"))
     assert header == "| family | " + " | ".join(c[0] for c in CONTROL_COLUMNS[:3]) + " |"  # no full rollout ran: no column
     assert "| stack | 0.70 ± 0.20 (n=3, 10 s) | 0.15 ± 0.05 (n=2, 10 s) | 0.60 ± 0.20 (n=3, 80 s) |" in md
