@@ -279,8 +279,8 @@ def longer_from_init_steps(seeds: dict[int, dict[str, dict]]) -> int | None:
     one-step row (rows named `from_init_row("one_step", steps)`); None if no seed did."""
     prefix = FROM_INIT[0][:-1] + ", "
     return max((r["steps"] for rows in seeds.values() for name, r in rows.items()
-                if name.startswith(prefix) and name.endswith(" steps)") and r["steps"] > rows.get(ROWS[1], {}).get("steps", 0)),
-               default=None)
+                if name.startswith(prefix) and name.endswith(" steps)")
+                and r["steps"] > rows.get(ROWS[1], {}).get("steps", 0)), default=None)
 
 
 # Fig 3's headline: one family per task, chosen by hand: the setting whose teacher learned the task

@@ -62,7 +62,7 @@ DMT = dict(mode="dmt", per_device_train_batch_size=32, learning_rate=3e-4, dmt_s
 FULL_ROLLOUT = dict(DMT, dmt_gradient="full_rollout", dmt_stride=8, dmt_teacher_transitions=False)
 # --dmt-from-init: how far the saved teacher's eval accuracy may sit from the joint-SMT row's, at least one target
 # (the same machine gives it bit for bit; another may flip a few targets; another run's teacher of the same seed
-# differed by 0.002 to 0.05 in the T=64 ICL runs, of 4096 targets)
+# differed by 0.002 to 0.05 in the T=64 ICL runs)
 TEACHER_ACC_TOLERANCE = 1e-3
 
 
