@@ -277,10 +277,9 @@ CONTROL_COLUMNS = (("SMT -> DMT one_step (no BPTT)", ROWS[1]), ("DMT one_step fr
 def longer_from_init_steps(seeds: dict[int, dict[str, dict]]) -> int | None:
     """The most steps any seed (rows by name, per seed) ran one-step DMT from init for, above that seed's SMT -> DMT
     one-step row (rows named `from_init_row("one_step", steps)`); None if no seed did."""
-    prefix = FROM_INIT[0][:-1] + ", "
     return max((r["steps"] for rows in seeds.values() for name, r in rows.items()
-                if name.startswith(prefix) and name.endswith(" steps)")
-                and r["steps"] > rows.get(ROWS[1], {}).get("steps", 0)), default=None)
+                if name == from_init_row("one_step", r["steps"]) and r["steps"] > rows.get(ROWS[1], {}).get("steps", 0)),
+               default=None)
 
 
 # Fig 3's headline: one family per task, chosen by hand: the setting whose teacher learned the task
@@ -322,8 +321,8 @@ def fig3(out: str, T: int) -> dict:
     control, budget = {}, {}  # budget: a 'more steps' family's SMT + SMT -> DMT one-step wall-clock (mean s, its seeds)
     for fam, seeds in sorted(runs.items()):
         more = longer_from_init_steps(seeds)
-        ran = {s: {**rs, **({FROM_INIT_LONGER: rs[from_init_row("one_step", more)]}
-                            if more and from_init_row("one_step", more) in rs else {})} for s, rs in seeds.items()}
+        longest = from_init_row("one_step", more) if more else None
+        ran = {s: {**rs, **({FROM_INIT_LONGER: rs[longest]} if longest in rs else {})} for s, rs in seeds.items()}
         ran = {s: rs for s, rs in ran.items() if {*FROM_INIT, FROM_INIT_LONGER} & set(rs)}
         if ran:
             control[fam] = {col: column(ran, row, "student_acc", steps=True) for col, row in CONTROL_COLUMNS}

@@ -604,7 +604,6 @@ def test_fig3_puts_the_dmt_from_init_control_beside_the_smt_dmt_rows_of_the_same
     assert names == ["needle (recipe model)", "string_copy", "stack"]  # Fig 3's order (the paper's task order), not the alphabet
 
 
-
 def test_fig3_control_shows_the_longest_one_step_dmt_from_init_beside_it_only_where_one_ran(tmp_path):
     """DMT from init given more steps than SMT -> DMT (`--dmt-from-init one_step --dmt-steps N`, N above the run's):
     a column of its own in the control table, the family's longest such run over the seeds that ran it (a seed with
