@@ -79,7 +79,10 @@ def table(runs: list[dict]) -> str:
         # a row not in ROWS costs per step what the row it is a variant of costs (by its gradient)
         like = ROWS[3] if name.startswith("BPTT") else ROWS[2] if rs[0]["dmt_gradient"] == "full_rollout" else ROWS[1]
         grad = {"one_step": "one_step (no BPTT)", "full_rollout": "full_rollout (truncated BPTT)"}.get(rs[0]["dmt_gradient"], "-")
-        lines.append(f"| {row_label(name, runs[0])} | {grad} | {sum(col('steps')) / len(rs):.0f} | {sum(col('seconds')) / len(rs):.0f} | "
+        # seeds that ran a fixed-step row for different step counts: each seed's steps and seconds, not a mean
+        mixed = not name.startswith("BPTT") and len(set(col("steps"))) > 1
+        each = lambda k: " / ".join(f"{x:.0f}" for x in col(k)) if mixed else f"{sum(col(k)) / len(rs):.0f}"  # noqa: E731
+        lines.append(f"| {row_label(name, runs[0])} | {grad} | {each('steps')} | {each('seconds')} | "
                      f"{flops.get(name, flops[like]) / 1e6:.1f} M | "
                      f"{mean_spread(col('teacher_acc'))} | {mean_spread(col('onestep_acc'))} | {mean_spread(col('student_acc'))} | "
                      f"{mean_spread(col('drift_mean'))} | "
@@ -311,6 +314,8 @@ def fig3(out: str, T: int) -> dict:
     def column(seeds: dict[int, dict[str, dict]], row: str, key: str, steps: bool = False) -> dict | None:
         got = {s: rs[row] for s, rs in sorted(seeds.items()) if rs.get(row, {}).get(key) is not None}
         xs = [r[key] for r in got.values()]
+        # a fixed-step row whose seeds ran different step counts keeps them too (its cell names them)
+        steps = steps or (not row.startswith("BPTT") and len({r["steps"] for r in got.values()}) > 1)
         return {"mean": sum(xs) / len(xs), "half_range": (max(xs) - min(xs)) / 2, "seeds": list(got), "values": xs,
                 "seconds": sum(r["seconds"] for r in got.values()) / len(got),
                 **({"steps": [r["steps"] for r in got.values()]} if steps else {})} if xs else None
@@ -342,7 +347,11 @@ def fig3(out: str, T: int) -> dict:
     with open(os.path.join(out, f"fig3_T{T}.json"), "w") as f:
         json.dump({"seq_len": T, "machine": machines, "student_backbone": backbone, "main": main, "families": res,
                    "control": control, "control_smt_dmt_seconds": budget}, f, indent=2)
-    cell = lambda c: "-" if c is None else f"{mean_spread(c['values'])} (n={len(c['values'])}, {c['seconds']:.0f} s)"  # noqa: E731
+    def cell(c):  # per-seed step counts only where the seeds of a cell ran different ones
+        mixed = len(set(c.get("steps", ()))) > 1 if c else False
+        return "-" if c is None else (f"{mean_spread(c['values'])} (n={len(c['values'])}, "
+                                      + (" / ".join(map(str, c["steps"])) + " steps, " if mixed else "")
+                                      + f"{c['seconds']:.0f} s)")
     lines = [f"Fig 3 at T={T}: accuracy at the target positions of held-out episodes, mean ± half-range over seeds "
              f"(n = seeds, mean wall-clock of that row's training). Machine: {'; '.join(machines)}. Teacher and SMT "
              "one-step read the teacher's memories (reference only); every other column is the standalone RNN. "

@@ -130,6 +130,32 @@ def test_a_row_only_some_seeds_ran_names_its_seeds_in_the_per_seed_column():
     assert next(x for x in lines if x.startswith("| " + n.ROWS[1])).endswith("| 0.20, 0.21, 0.22 |")
 
 
+def test_seeds_that_ran_a_row_for_different_step_counts_show_each_seeds_steps_not_their_mean(tmp_path):
+    """Needle T=64's full rollout ran 300 steps on seed 0 (reused) and 800 on seeds 1-2: the family table showed
+    "633 | 550" (a mean run length no seed had) and Fig 3 "(n=3, 550 s)". Now such a row lists each seed's steps and
+    seconds, and its Fig 3 cell the steps; BPTT rows (steps set by a wall-clock budget) and rows with one step count
+    keep their means."""
+    def row(name, steps, seconds, grad="full_rollout"):
+        return {"run": name, "dmt_gradient": grad, "steps": steps, "seconds": seconds, "teacher_acc": 1.0,
+                "onestep_acc": 1.0, "student_acc": 0.9, "drift_mean": 0.1}
+
+    runs = [{"seed": s, "machine": "m", "model": n.MODEL, "seq_len": 32, "task": "needle", "family": "needle",
+             "task_kwargs": {"vocab_size": 16},
+             "rows": [row(n.ROWS[1], 8, 10.0, "one_step"), row(n.ROWS[2], steps, sec), row(n.ROWS[3], bsteps, 30.0, None)]}
+            for s, steps, sec, bsteps in ((0, 300, 700.0, 50), (1, 800, 480.0, 70), (2, 800, 460.0, 90))]
+    lines = n.table(runs).splitlines()
+    assert "| 300 / 800 / 800 | 700 / 480 / 460 |" in next(x for x in lines if x.startswith("| " + n.ROWS[2]))
+    assert "| 8 | 10 |" in next(x for x in lines if x.startswith("| " + n.ROWS[1]))
+    assert "| 70 | 30 |" in next(x for x in lines if x.startswith("| " + n.ROWS[3]))
+    for run in runs:
+        json.dump(run, open(tmp_path / f"needle_e2e_T32_s{run['seed']}.json", "w"))
+    res = n.fig3(str(tmp_path), 32)["needle"]
+    assert res["SMT -> DMT full_rollout (truncated BPTT)"]["steps"] == [300, 800, 800]
+    assert "steps" not in res["SMT -> DMT one_step (no BPTT)"] and "steps" not in res["BPTT, same wall-clock"]
+    line = next(x for x in (tmp_path / "fig3_T32.md").read_text().splitlines() if x.startswith("| needle"))
+    assert "0.90 ± 0.00 (n=3, 300 / 800 / 800 steps, 547 s)" in line and "0.90 ± 0.00 (n=3, 10 s)" in line
+
+
 def test_a_bptt_only_run_refreshes_the_family_table(tmp_path):
     """--bptt-only appends BPTT rows to a family; its table (and Fig 3) must show them (was: left stale)."""
     n.run(task="needle", seq_len=8, seed=0, out=str(tmp_path), bptt_seconds=0.5, bptt_only=True, bptt_multiples=(1, 4))
