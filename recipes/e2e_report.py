@@ -59,7 +59,9 @@ def mean_spread(xs: list[float]) -> str:
 
 def table(runs: list[dict]) -> str:
     """Markdown table over runs (one per seed): mean ± half-range of each metric, per row name; SeqFLOPs per step
-    (the longest sequential chain of one training step, per sequence; smt_hf.seqflops)."""
+    (the longest sequential chain of one training step, per sequence; smt_hf.seqflops). Steps and wall-clock: the mean
+    over seeds, or each seed's ("s0 300 / s1 800") where a row's seeds ran different step counts (not BPTT, whose steps
+    a wall-clock budget sets)."""
     flops = step_seqflops(runs[0])
     lines = ["| run | DMT gradient | steps | wall-clock s | SeqFLOPs / step | teacher acc | one-step acc | standalone acc | "
              "drift 1-R^2 mean | per seed standalone |", "|---|---|---|---|---|---|---|---|---|---|"]
@@ -81,7 +83,8 @@ def table(runs: list[dict]) -> str:
         grad = {"one_step": "one_step (no BPTT)", "full_rollout": "full_rollout (truncated BPTT)"}.get(rs[0]["dmt_gradient"], "-")
         # seeds that ran a fixed-step row for different step counts: each seed's steps and seconds, not a mean
         mixed = not name.startswith("BPTT") and len(set(col("steps"))) > 1
-        each = lambda k: " / ".join(f"{x:.0f}" for x in col(k)) if mixed else f"{sum(col(k)) / len(rs):.0f}"  # noqa: E731
+        each = lambda k: (" / ".join(f"s{seed} " + ("-" if r.get(k) is None else f"{r[k]:.0f}") for seed, r in ran)  # noqa: E731
+                          if mixed else f"{sum(col(k)) / len(rs):.0f}")
         lines.append(f"| {row_label(name, runs[0])} | {grad} | {each('steps')} | {each('seconds')} | "
                      f"{flops.get(name, flops[like]) / 1e6:.1f} M | "
                      f"{mean_spread(col('teacher_acc'))} | {mean_spread(col('onestep_acc'))} | {mean_spread(col('student_acc'))} | "
@@ -315,10 +318,10 @@ def fig3(out: str, T: int) -> dict:
         got = {s: rs[row] for s, rs in sorted(seeds.items()) if rs.get(row, {}).get(key) is not None}
         xs = [r[key] for r in got.values()]
         # a fixed-step row whose seeds ran different step counts keeps them too (its cell names them)
-        steps = steps or (not row.startswith("BPTT") and len({r["steps"] for r in got.values()}) > 1)
+        keep_steps = steps or (not row.startswith("BPTT") and len({r.get("steps") for r in got.values()} - {None}) > 1)
         return {"mean": sum(xs) / len(xs), "half_range": (max(xs) - min(xs)) / 2, "seeds": list(got), "values": xs,
                 "seconds": sum(r["seconds"] for r in got.values()) / len(got),
-                **({"steps": [r["steps"] for r in got.values()]} if steps else {})} if xs else None
+                **({"steps": [r.get("steps") for r in got.values()]} if keep_steps else {})} if xs else None
 
     res = {fam: {col: column(seeds, row, key) for col, row, key in FIG3_COLUMNS} for fam, seeds in sorted(runs.items())}
     # the control over the seeds that ran a row of it (SMT -> DMT over those seeds too; n in each cell); a family's
@@ -347,11 +350,12 @@ def fig3(out: str, T: int) -> dict:
     with open(os.path.join(out, f"fig3_T{T}.json"), "w") as f:
         json.dump({"seq_len": T, "machine": machines, "student_backbone": backbone, "main": main, "families": res,
                    "control": control, "control_smt_dmt_seconds": budget}, f, indent=2)
-    def cell(c):  # per-seed step counts only where the seeds of a cell ran different ones
-        mixed = len(set(c.get("steps", ()))) > 1 if c else False
-        return "-" if c is None else (f"{mean_spread(c['values'])} (n={len(c['values'])}, "
-                                      + (" / ".join(map(str, c["steps"])) + " steps, " if mixed else "")
-                                      + f"{c['seconds']:.0f} s)")
+    def cell(c):  # each seed's step count only where the seeds of a cell ran different ones
+        if c is None:
+            return "-"
+        mixed = len(set(c.get("steps", ())) - {None}) > 1
+        steps = " / ".join(f"s{seed} {n}" for seed, n in zip(c["seeds"], c["steps"])) + " steps, " if mixed else ""
+        return f"{mean_spread(c['values'])} (n={len(c['values'])}, {steps}{c['seconds']:.0f} s)"
     lines = [f"Fig 3 at T={T}: accuracy at the target positions of held-out episodes, mean ± half-range over seeds "
              f"(n = seeds, mean wall-clock of that row's training). Machine: {'; '.join(machines)}. Teacher and SMT "
              "one-step read the teacher's memories (reference only); every other column is the standalone RNN. "

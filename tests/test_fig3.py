@@ -133,7 +133,7 @@ def test_a_row_only_some_seeds_ran_names_its_seeds_in_the_per_seed_column():
 def test_seeds_that_ran_a_row_for_different_step_counts_show_each_seeds_steps_not_their_mean(tmp_path):
     """Needle T=64's full rollout ran 300 steps on seed 0 (reused) and 800 on seeds 1-2: the family table showed
     "633 | 550" (a mean run length no seed had) and Fig 3 "(n=3, 550 s)". Now such a row lists each seed's steps and
-    seconds, and its Fig 3 cell the steps; BPTT rows (steps set by a wall-clock budget) and rows with one step count
+    seconds (a seed without a value: "-", the others still under their seed), and its Fig 3 cell the steps; BPTT rows (steps set by a wall-clock budget) and rows with one step count
     keep their means."""
     def row(name, steps, seconds, grad="full_rollout"):
         return {"run": name, "dmt_gradient": grad, "steps": steps, "seconds": seconds, "teacher_acc": 1.0,
@@ -144,16 +144,19 @@ def test_seeds_that_ran_a_row_for_different_step_counts_show_each_seeds_steps_no
              "rows": [row(n.ROWS[1], 8, 10.0, "one_step"), row(n.ROWS[2], steps, sec), row(n.ROWS[3], bsteps, 30.0, None)]}
             for s, steps, sec, bsteps in ((0, 300, 700.0, 50), (1, 800, 480.0, 70), (2, 800, 460.0, 90))]
     lines = n.table(runs).splitlines()
-    assert "| 300 / 800 / 800 | 700 / 480 / 460 |" in next(x for x in lines if x.startswith("| " + n.ROWS[2]))
+    assert "| s0 300 / s1 800 / s2 800 | s0 700 / s1 480 / s2 460 |" in next(x for x in lines if x.startswith("| " + n.ROWS[2]))
     assert "| 8 | 10 |" in next(x for x in lines if x.startswith("| " + n.ROWS[1]))
     assert "| 70 | 30 |" in next(x for x in lines if x.startswith("| " + n.ROWS[3]))
+    del runs[0]["rows"][1]["seconds"]
+    assert "| s0 300 / s1 800 / s2 800 | s0 - / s1 480 / s2 460 |" in n.table(runs)
+    runs[0]["rows"][1]["seconds"] = 700.0
     for run in runs:
         json.dump(run, open(tmp_path / f"needle_e2e_T32_s{run['seed']}.json", "w"))
     res = n.fig3(str(tmp_path), 32)["needle"]
     assert res["SMT -> DMT full_rollout (truncated BPTT)"]["steps"] == [300, 800, 800]
     assert "steps" not in res["SMT -> DMT one_step (no BPTT)"] and "steps" not in res["BPTT, same wall-clock"]
     line = next(x for x in (tmp_path / "fig3_T32.md").read_text().splitlines() if x.startswith("| needle"))
-    assert "0.90 ± 0.00 (n=3, 300 / 800 / 800 steps, 547 s)" in line and "0.90 ± 0.00 (n=3, 10 s)" in line
+    assert "0.90 ± 0.00 (n=3, s0 300 / s1 800 / s2 800 steps, 547 s)" in line and "0.90 ± 0.00 (n=3, 10 s)" in line
 
 
 def test_a_bptt_only_run_refreshes_the_family_table(tmp_path):
