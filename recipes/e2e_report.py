@@ -57,6 +57,12 @@ def mean_spread(xs: list[float]) -> str:
     return f"{sum(xs) / len(xs):.2f}" + (f" ± {(max(xs) - min(xs)) / 2:.2f}" if len(xs) > 1 else "")
 
 
+def mixed_steps(row: str, steps: list) -> bool:
+    """Whether the seeds of a fixed-step row (not BPTT, whose steps a wall-clock budget sets) ran different step
+    counts: such a row names each seed's steps instead of their mean."""
+    return not row.startswith("BPTT") and len(set(steps) - {None}) > 1
+
+
 def table(runs: list[dict]) -> str:
     """Markdown table over runs (one per seed): mean ± half-range of each metric, per row name; SeqFLOPs per step
     (the longest sequential chain of one training step, per sequence; smt_hf.seqflops). Steps and wall-clock: the mean
@@ -82,7 +88,7 @@ def table(runs: list[dict]) -> str:
         like = ROWS[3] if name.startswith("BPTT") else ROWS[2] if rs[0]["dmt_gradient"] == "full_rollout" else ROWS[1]
         grad = {"one_step": "one_step (no BPTT)", "full_rollout": "full_rollout (truncated BPTT)"}.get(rs[0]["dmt_gradient"], "-")
         # seeds that ran a fixed-step row for different step counts: each seed's steps and seconds, not a mean
-        mixed = not name.startswith("BPTT") and len(set(col("steps"))) > 1
+        mixed = mixed_steps(name, col("steps"))
         each = lambda k: (" / ".join(f"s{seed} " + ("-" if r.get(k) is None else f"{r[k]:.0f}") for seed, r in ran)  # noqa: E731
                           if mixed else f"{sum(col(k)) / len(rs):.0f}")
         lines.append(f"| {row_label(name, runs[0])} | {grad} | {each('steps')} | {each('seconds')} | "
@@ -318,7 +324,7 @@ def fig3(out: str, T: int) -> dict:
         got = {s: rs[row] for s, rs in sorted(seeds.items()) if rs.get(row, {}).get(key) is not None}
         xs = [r[key] for r in got.values()]
         # a fixed-step row whose seeds ran different step counts keeps them too (its cell names them)
-        keep_steps = steps or (not row.startswith("BPTT") and len({r.get("steps") for r in got.values()} - {None}) > 1)
+        keep_steps = steps or mixed_steps(row, [r.get("steps") for r in got.values()])
         return {"mean": sum(xs) / len(xs), "half_range": (max(xs) - min(xs)) / 2, "seeds": list(got), "values": xs,
                 "seconds": sum(r["seconds"] for r in got.values()) / len(got),
                 **({"steps": [r.get("steps") for r in got.values()]} if keep_steps else {})} if xs else None
