@@ -126,7 +126,7 @@ def check_saved_teacher(teacher, student, args, ev, run: dict, stem: str, folder
 
 def run(task="needle", seq_len=None, seed=0, smt_steps=None, dmt_steps=None, out=DEFAULT_OUT, threads=1,
         bptt=True, full_rollout=True, save_dir=None, bptt_seconds=None, bptt_only=False, continue_dmt=False,
-        add_full_rollout=False, dmt_from_init=False,
+        add_full_rollout=False, dmt_from_init=False, retrain_teacher=False,
         smt_memory_noise=0.0, dmt_stride=None, dmt_schedule=None, causal_teacher=False, dmt_matched_steps=None,
         reuse_from=None, family=None, bptt_multiples=(1,), command=None, backbone="transformer", bptt_lr=None):
     """One seed end to end (module docstring). Steps and DMT settings left None come from the family (teachers.yaml:
@@ -146,7 +146,11 @@ def run(task="needle", seq_len=None, seed=0, smt_steps=None, dmt_steps=None, out
     settings of the two SMT -> DMT rows, for as many steps as the one-step DMT row (`dmt_steps` given: that many,
     named in the row, `from_init_row`); rows appended (one already there: skipped). Another model or thread count
     than the saved run's, other DMT settings than its SMT -> DMT rows', or a saved teacher that is not the run's
-    (`check_saved_teacher`): ValueError before any training. Runs that append rows to one JSON may run side by side:
+    (`check_saved_teacher`): ValueError before any training. `retrain_teacher` (with `dmt_from_init`, for a run whose
+    teacher was not saved or is gone): joint SMT is re-trained from the seed and must reproduce the run's joint-SMT
+    row, as `add_full_rollout`'s (same checks, same ValueErrors), and that teacher is saved in `save_dir` and labels
+    the control. Both re-runs save the reproduced teacher (`save_dir`/teacher), so a control can follow an
+    `add_full_rollout` run without re-training. Runs that append rows to one JSON may run side by side:
     each save re-reads the file and keeps the rows the others appended since (two saves in the same instant can still
     race: there is no lock).
     `backbone` is the student's updater (every row); `bptt_lr` BPTT's learning rate (None: 1e-3, the BPTT dict);
@@ -190,6 +194,8 @@ def run(task="needle", seq_len=None, seed=0, smt_steps=None, dmt_steps=None, out
 
     if sum(map(bool, (bptt_only, continue_dmt, add_full_rollout, dmt_from_init))) > 1:
         raise ValueError("bptt_only, continue_dmt, add_full_rollout and dmt_from_init are separate runs: give one of them")
+    if retrain_teacher and not dmt_from_init:
+        raise ValueError("retrain_teacher re-trains the teacher of the DMT-from-init control: give it with dmt_from_init")
 
     def phase(name, student, teacher, settings, steps, callbacks=None, record=True):
         args = SMTTrainingArguments(output_dir="outputs/needle_e2e/tmp", max_steps=steps, **{**common, **settings})
@@ -252,6 +258,35 @@ def run(task="needle", seq_len=None, seed=0, smt_steps=None, dmt_steps=None, out
             curves.update({k: tuple(c) for k, c in (disk.get("drift") or {}).items() if k not in curves})
         write_json(stem + ".json", run_info)
 
+    def reproduce_smt(what: str, wrong: list[str]):
+        """Joint SMT re-trained from the seed (add_full_rollout, retrain_teacher): refused before training if the run
+        ran other threads, model, SMT settings or steps (or `wrong` names another mismatch), and after it if it does
+        not give the run's joint-SMT row (steps and every metric); then its teacher is saved. (student, teacher)."""
+        prefix = {"full-rollout": "add-full-rollout"}.get(what, what)
+        first = next((r for r in rows if r["run"] == ROWS[0]), None)
+        if first is None:
+            raise ValueError(f"{stem}.json has no {ROWS[0]!r} row to match")
+        # checked before the SMT re-run, not after it: what would make it another SMT state, or another row
+        ours = json.loads(json.dumps({"threads": threads, "model": model, "smt": smt_set, "machine": machine()}))
+        theirs = {"threads": run_info.get("threads"), "model": run_info.get("model"),
+                  "smt": run_info.get("settings", {}).get("smt", ours["smt"]), "machine": run_info.get("machine")}
+        wrong = [f"{k} {theirs[k]} (this run: {ours[k]})" for k in ("threads", "model", "smt") if theirs[k] != ours[k]
+                 ] + ([f"smt_steps {first['steps']} (this run: {smt_steps})"] if first["steps"] != smt_steps else []) + wrong
+        if wrong:
+            raise ValueError(f"{stem}.json ran with " + "; ".join(wrong) + f": no {what} row is added")
+        if theirs["machine"] != ours["machine"]:
+            print(f"[{prefix}] {stem}.json ran on {theirs['machine']}, this run on {ours['machine']}: its joint SMT may "
+                  "not be reproduced bit for bit (checked after the re-run)", flush=True)
+        torch.manual_seed(seed)
+        student, teacher = build_models(model, vocab, T)
+        _, again = phase(ROWS[0], student, teacher, smt_set, smt_steps, record=False)
+        if any(json.dumps(first.get(k)) != json.dumps(again.get(k)) for k in ("steps", *METRICS)):  # NaN == NaN
+            raise ValueError(f"re-trained joint SMT {again} differs from {stem}.json's {first}: not the same SMT state "
+                             f"(another machine, thread count or settings?), so no {what} row is added")
+        teacher.save_pretrained(os.path.join(folder, "teacher"))  # what a --dmt-from-init control loads
+        print(f"[{prefix}] joint SMT reproduced {stem}.json's row; its teacher saved in {folder}/teacher", flush=True)
+        return student, teacher
+
     if continue_dmt or add_full_rollout or dmt_from_init:  # rows appended to this seed's JSON in `out`; the rest kept
         if not os.path.exists(stem + ".json"):
             raise FileNotFoundError(f"{stem}.json: no earlier run of this seed in {out} to add a row to")
@@ -271,29 +306,12 @@ def run(task="needle", seq_len=None, seed=0, smt_steps=None, dmt_steps=None, out
         if any(r["run"] == ROWS[2] for r in rows):  # nothing to add: the other seeds of --seeds still run
             print(f"[add-full-rollout] {stem}.json already has a {ROWS[2]!r} row: seed {seed} left as it is", flush=True)
             return rows
-        first = next((r for r in rows if r["run"] == ROWS[0]), None)
         onestep = next((r for r in rows if r["run"] == ROWS[1]), None)
-        if first is None or onestep is None:
-            raise ValueError(f"{stem}.json has no {ROWS[0]!r} and {ROWS[1]!r} rows to match")
-        # checked before the SMT re-run, not after it: what would make it another SMT state, or another row
-        ours = json.loads(json.dumps({"threads": threads, "model": model, "smt": smt_set, "machine": machine()}))
-        theirs = {"threads": run_info.get("threads"), "model": run_info.get("model"),
-                  "smt": run_info.get("settings", {}).get("smt", ours["smt"]), "machine": run_info.get("machine")}
-        wrong = [f"{k} {theirs[k]} (this run: {ours[k]})" for k in ("threads", "model", "smt") if theirs[k] != ours[k]]
-        wrong += [f"smt_steps {first['steps']} (this run: {smt_steps})"] if first["steps"] != smt_steps else []
+        if onestep is None:
+            raise ValueError(f"{stem}.json has no {ROWS[1]!r} row to match")
         dmt_steps = dmt_steps_given or onestep["steps"]  # a full run gives both DMT rows the same step count
-        wrong += [f"dmt_steps {onestep['steps']} (this run: {dmt_steps})"] if onestep["steps"] != dmt_steps else []
-        if wrong:
-            raise ValueError(f"{stem}.json ran with " + "; ".join(wrong) + ": no full-rollout row is added")
-        if theirs["machine"] != ours["machine"]:
-            print(f"[add-full-rollout] {stem}.json ran on {theirs['machine']}, this run on {ours['machine']}: its "
-                  "joint SMT may not be reproduced bit for bit (checked after the re-run)", flush=True)
-        torch.manual_seed(seed)
-        student, teacher = build_models(model, vocab, T)
-        _, again = phase(ROWS[0], student, teacher, smt_set, smt_steps, record=False)
-        if any(json.dumps(first.get(k)) != json.dumps(again.get(k)) for k in ("steps", *METRICS)):  # NaN == NaN
-            raise ValueError(f"re-trained joint SMT {again} differs from {stem}.json's {first}: not the same SMT state "
-                             "(another machine, thread count or settings?), so no full-rollout row is added")
+        wrong = [f"dmt_steps {onestep['steps']} (this run: {dmt_steps})"] if onestep["steps"] != dmt_steps else []
+        student, teacher = reproduce_smt("full-rollout", wrong)
         phase(ROWS[2], student, teacher, FULL_ROLLOUT, dmt_steps)
         plot_drift(stem, curves, task, T, seed)
         summarize(out, family, task, T)
@@ -326,7 +344,9 @@ def run(task="needle", seq_len=None, seed=0, smt_steps=None, dmt_steps=None, out
             if any(r["run"] == name for r in rows):
                 print(f"[dmt-from-init] {stem}.json already has a {name!r} row: left as it is", flush=True)
                 del names[grad]
-        if names:
+        if names and retrain_teacher:
+            teacher = reproduce_smt("dmt-from-init", wrong)[1]
+        elif names:
             teacher = SMTTeacherModel.from_pretrained(os.path.join(folder, "teacher"))
             args = SMTTrainingArguments(output_dir="outputs/needle_e2e/tmp", max_steps=1, **{**common, **dmt_set})
             check_saved_teacher(teacher, build_models(model, vocab, T)[0], args, ev, run_info, stem, folder)
@@ -499,6 +519,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "(or the gradients named: one_step, full_rollout) from the untrained student (BPTT's "
                         "initialisation), its saved SMT-trained teacher labelling, as many steps as its one-step DMT "
                         "row or --dmt-steps (rows already there: skipped)")
+    p.add_argument("--retrain-teacher", action="store_true",
+                   help="with --dmt-from-init, for a run whose saved teacher is gone: re-train its joint SMT (as "
+                        "--add-full-rollout does: it must reproduce the run's row exactly), save that teacher and "
+                        "label the control with it")
     p.add_argument("--bptt-only", action="store_true",
                    help="run only BPTT for --bptt-multiples x --bptt-seconds (<stem>_bptt[_x<multiples>].json)")
     p.add_argument("--bptt-seconds", type=float, default=None,
@@ -530,6 +554,7 @@ def cli(argv=None):
             bptt_seconds=a.bptt_seconds, bptt_only=a.bptt_only, continue_dmt=a.continue_dmt,
             add_full_rollout=a.add_full_rollout,
             dmt_from_init=False if a.dmt_from_init is None else tuple(a.dmt_from_init) or True,
+            retrain_teacher=a.retrain_teacher,
             smt_memory_noise=a.smt_memory_noise, dmt_stride=a.dmt_stride, dmt_schedule=a.dmt_schedule,
             causal_teacher=a.causal_teacher, dmt_matched_steps=a.dmt_matched_steps,
             reuse_from=[p.replace("{seed}", str(s)) for p in a.reuse_rows] if a.reuse_rows else None,

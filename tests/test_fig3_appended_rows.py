@@ -321,3 +321,47 @@ def test_fig3_control_shows_the_longest_one_step_dmt_from_init_beside_it_only_wh
     header = next(x for x in md[md.index("The control"):].splitlines() if x.startswith("| family"))
     assert header == "| family | " + " | ".join(c[0] for c in CONTROL_COLUMNS[:3]) + " |"  # no full rollout ran: no column
     assert "| stack | 0.70 ± 0.20 (n=3, 10 s) | 0.15 ± 0.05 (n=2, 10 s) | 0.60 ± 0.20 (n=3, 80 s) |" in md
+
+
+def test_retrain_teacher_gives_the_control_the_saved_teachers_rows_and_saves_it(tmp_path):
+    """--dmt-from-init --retrain-teacher (a run whose saved teacher is gone): joint SMT is re-trained, checked against
+    the run's row and its teacher saved; the control's rows equal those the saved teacher gives. --add-full-rollout
+    saves its reproduced teacher too, so a control can follow it. A joint-SMT row the re-run does not reproduce is
+    refused and nothing is added; retrain_teacher without dmt_from_init is refused."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    kw = dict(task="needle", seq_len=8, seed=0, bptt=False, smt_steps=2, dmt_steps=2)
+    n.run(out=str(tmp_path / "a"), command="first", **kw)
+    name = "needle_e2e_T8_s0.json"
+    os.makedirs(tmp_path / "b")
+    shutil.copy(tmp_path / "a" / name, tmp_path / "b" / name)  # the JSON, not the saved student/teacher
+    saved_teacher = tmp_path / "a" / "final_needle_T8_s0" / "teacher" / "model.safetensors"
+    ref = load_file(saved_teacher)
+    with pytest.raises(OSError):  # no saved teacher to label with: the plain control cannot run
+        n.run(out=str(tmp_path / "b"), dmt_from_init=True, **kw)
+    n.run(out=str(tmp_path / "a"), dmt_from_init=True, **kw)
+    n.run(out=str(tmp_path / "b"), dmt_from_init=True, retrain_teacher=True, **kw)
+    a, b = (json.load(open(tmp_path / d / name)) for d in "ab")
+    assert [r["run"] for r in b["rows"]] == [r["run"] for r in a["rows"]] == [*n.ROWS[:3], *n.FROM_INIT]
+    assert [{k: r[k] for k in ("steps", *n.METRICS)} for r in b["rows"]] == \
+           [{k: r[k] for k in ("steps", *n.METRICS)} for r in a["rows"]]
+    again = load_file(tmp_path / "b" / "final_needle_T8_s0" / "teacher" / "model.safetensors")
+    assert again.keys() == ref.keys() and all(bool((again[k] == ref[k]).all()) for k in ref)
+    # --add-full-rollout saves the teacher it reproduced
+    n.run(out=str(tmp_path / "c"), full_rollout=False, **kw)
+    shutil.rmtree(tmp_path / "c" / "final_needle_T8_s0")
+    n.run(out=str(tmp_path / "c"), add_full_rollout=True, **kw)
+    again = load_file(tmp_path / "c" / "final_needle_T8_s0" / "teacher" / "model.safetensors")
+    assert all(bool((again[k] == ref[k]).all()) for k in ref)
+    # another SMT state than the re-run gives: refused, nothing added, no teacher saved
+    os.makedirs(tmp_path / "d")
+    bad = json.load(open(tmp_path / "a" / name))
+    bad["rows"] = [dict(bad["rows"][0], student_acc=bad["rows"][0]["student_acc"] + 0.01), *bad["rows"][1:3]]
+    json.dump(bad, open(tmp_path / "d" / name, "w"))
+    with pytest.raises(ValueError, match="differs .* no dmt-from-init row is added"):
+        n.run(out=str(tmp_path / "d"), dmt_from_init=True, retrain_teacher=True, **kw)
+    assert json.load(open(tmp_path / "d" / name)) == bad and not os.path.exists(tmp_path / "d" / "final_needle_T8_s0")
+    with pytest.raises(ValueError, match="with dmt_from_init"):
+        n.run(out=str(tmp_path / "a"), retrain_teacher=True, **kw)
