@@ -124,6 +124,26 @@ def check_saved_teacher(teacher, student, args, ev, run: dict, stem: str, folder
                          "it is not this run's teacher (another run's folder?); no DMT-from-init row is added")
 
 
+def save_teacher(teacher, path: str, prefix: str) -> None:
+    """A re-trained teacher saved at `path` (a from_pretrained folder) only where none is: written beside it, then
+    renamed into place (a run loading it meanwhile never reads half a file). A teacher already there is left as it
+    is: the same weights, nothing to do; others (another run's), said so and kept (the re-run still uses its own)."""
+    import torch
+
+    from smt_hf import SMTTeacherModel
+
+    if os.path.exists(path):
+        theirs, ours = SMTTeacherModel.from_pretrained(path).state_dict(), teacher.state_dict()
+        same = theirs.keys() == ours.keys() and all(torch.equal(theirs[k], ours[k]) for k in ours)
+        print(f"[{prefix}] {path} " + ("holds this teacher already" if same else "holds another teacher (another "
+              "run's?): kept, the re-trained one not saved"), flush=True)
+        return
+    tmp = path + f".tmp{os.getpid()}"
+    teacher.save_pretrained(tmp)
+    os.rename(tmp, path)
+    print(f"[{prefix}] its teacher saved in {path}", flush=True)
+
+
 def run(task="needle", seq_len=None, seed=0, smt_steps=None, dmt_steps=None, out=DEFAULT_OUT, threads=1,
         bptt=True, full_rollout=True, save_dir=None, bptt_seconds=None, bptt_only=False, continue_dmt=False,
         add_full_rollout=False, dmt_from_init=False, retrain_teacher=False,
@@ -148,9 +168,9 @@ def run(task="needle", seq_len=None, seed=0, smt_steps=None, dmt_steps=None, out
     than the saved run's, other DMT settings than its SMT -> DMT rows', or a saved teacher that is not the run's
     (`check_saved_teacher`): ValueError before any training. `retrain_teacher` (with `dmt_from_init`, for a run whose
     teacher was not saved or is gone): joint SMT is re-trained from the seed and must reproduce the run's joint-SMT
-    row, as `add_full_rollout`'s (same checks, same ValueErrors), and that teacher is saved in `save_dir` and labels
-    the control. Both re-runs save the reproduced teacher (`save_dir`/teacher), so a control can follow an
-    `add_full_rollout` run without re-training. Runs that append rows to one JSON may run side by side:
+    row, as `add_full_rollout`'s (same checks, same ValueErrors), and that teacher labels the control. Both re-runs
+    save the reproduced teacher where none is saved (`save_teacher`), so a control can follow an `add_full_rollout`
+    run without re-training. Runs that append rows to one JSON may run side by side:
     each save re-reads the file and keeps the rows the others appended since (two saves in the same instant can still
     race: there is no lock).
     `backbone` is the student's updater (every row); `bptt_lr` BPTT's learning rate (None: 1e-3, the BPTT dict);
@@ -262,7 +282,7 @@ def run(task="needle", seq_len=None, seed=0, smt_steps=None, dmt_steps=None, out
         """Joint SMT re-trained from the seed (add_full_rollout, retrain_teacher): refused before training if the run
         ran other threads, model, SMT settings or steps (or `wrong` names another mismatch), and after it if it does
         not give the run's joint-SMT row (steps and every metric); then its teacher is saved. (student, teacher)."""
-        prefix = {"full-rollout": "add-full-rollout"}.get(what, what)
+        prefix = {"full-rollout": "add-full-rollout", "DMT-from-init": "dmt-from-init"}[what]
         first = next((r for r in rows if r["run"] == ROWS[0]), None)
         if first is None:
             raise ValueError(f"{stem}.json has no {ROWS[0]!r} row to match")
@@ -283,8 +303,8 @@ def run(task="needle", seq_len=None, seed=0, smt_steps=None, dmt_steps=None, out
         if any(json.dumps(first.get(k)) != json.dumps(again.get(k)) for k in ("steps", *METRICS)):  # NaN == NaN
             raise ValueError(f"re-trained joint SMT {again} differs from {stem}.json's {first}: not the same SMT state "
                              f"(another machine, thread count or settings?), so no {what} row is added")
-        teacher.save_pretrained(os.path.join(folder, "teacher"))  # what a --dmt-from-init control loads
-        print(f"[{prefix}] joint SMT reproduced {stem}.json's row; its teacher saved in {folder}/teacher", flush=True)
+        print(f"[{prefix}] joint SMT reproduced {stem}.json's row", flush=True)
+        save_teacher(teacher, os.path.join(folder, "teacher"), prefix)
         return student, teacher
 
     if continue_dmt or add_full_rollout or dmt_from_init:  # rows appended to this seed's JSON in `out`; the rest kept
@@ -345,7 +365,7 @@ def run(task="needle", seq_len=None, seed=0, smt_steps=None, dmt_steps=None, out
                 print(f"[dmt-from-init] {stem}.json already has a {name!r} row: left as it is", flush=True)
                 del names[grad]
         if names and retrain_teacher:
-            teacher = reproduce_smt("dmt-from-init", wrong)[1]
+            teacher = reproduce_smt("DMT-from-init", wrong)[1]
         elif names:
             teacher = SMTTeacherModel.from_pretrained(os.path.join(folder, "teacher"))
             args = SMTTrainingArguments(output_dir="outputs/needle_e2e/tmp", max_steps=1, **{**common, **dmt_set})

@@ -355,12 +355,28 @@ def test_retrain_teacher_gives_the_control_the_saved_teachers_rows_and_saves_it(
     n.run(out=str(tmp_path / "c"), add_full_rollout=True, **kw)
     again = load_file(tmp_path / "c" / "final_needle_T8_s0" / "teacher" / "model.safetensors")
     assert all(bool((again[k] == ref[k]).all()) for k in ref)
+    # a folder holding another run's teacher: kept as it is (not overwritten); the control uses the reproduced one
+    os.makedirs(tmp_path / "e")
+    shutil.copy(tmp_path / "a" / name, tmp_path / "e" / name)
+    other = tmp_path / "e" / "final_needle_T8_s0" / "teacher"
+    n.run(out=str(tmp_path / "o"), **{**kw, "seed": 1})  # another seed's teacher
+    shutil.copytree(tmp_path / "o" / "final_needle_T8_s1" / "teacher", other)
+    theirs = load_file(other / "model.safetensors")
+    with open(tmp_path / "e" / name, "w") as f:  # the run's rows before its control
+        json.dump(dict(a, rows=a["rows"][:3]), f)
+    n.run(out=str(tmp_path / "e"), dmt_from_init=True, retrain_teacher=True, **kw)
+    kept = load_file(other / "model.safetensors")
+    assert all(bool((kept[k] == theirs[k]).all()) for k in theirs) and any(bool((theirs[k] != ref[k]).any()) for k in ref)
+    e = json.load(open(tmp_path / "e" / name))
+    assert [{k: r[k] for k in ("steps", *n.METRICS)} for r in e["rows"]] == \
+           [{k: r[k] for k in ("steps", *n.METRICS)} for r in a["rows"]]
     # another SMT state than the re-run gives: refused, nothing added, no teacher saved
     os.makedirs(tmp_path / "d")
     bad = json.load(open(tmp_path / "a" / name))
     bad["rows"] = [dict(bad["rows"][0], student_acc=bad["rows"][0]["student_acc"] + 0.01), *bad["rows"][1:3]]
-    json.dump(bad, open(tmp_path / "d" / name, "w"))
-    with pytest.raises(ValueError, match="differs .* no dmt-from-init row is added"):
+    with open(tmp_path / "d" / name, "w") as f:
+        json.dump(bad, f)
+    with pytest.raises(ValueError, match="differs .* no DMT-from-init row is added"):
         n.run(out=str(tmp_path / "d"), dmt_from_init=True, retrain_teacher=True, **kw)
     assert json.load(open(tmp_path / "d" / name)) == bad and not os.path.exists(tmp_path / "d" / "final_needle_T8_s0")
     with pytest.raises(ValueError, match="with dmt_from_init"):
