@@ -541,8 +541,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "row or --dmt-steps (rows already there: skipped)")
     p.add_argument("--retrain-teacher", action="store_true",
                    help="with --dmt-from-init, for a run whose saved teacher is gone: re-train its joint SMT (as "
-                        "--add-full-rollout does: it must reproduce the run's row exactly), save that teacher and "
-                        "label the control with it")
+                        "--add-full-rollout does: it must reproduce the run's row exactly), save that teacher (where "
+                        "none is saved) and label the control with it")
     p.add_argument("--bptt-only", action="store_true",
                    help="run only BPTT for --bptt-multiples x --bptt-seconds (<stem>_bptt[_x<multiples>].json)")
     p.add_argument("--bptt-seconds", type=float, default=None,
