@@ -15,7 +15,8 @@ rate. A folder holds one (backbone, BPTT lr): its tables average every seed in i
 that family from the teacher calibration (recipes/configs/calibration/teachers.yaml, recipes/teacher_curves.py), and
 its end-to-end run (SMT steps, DMT steps and one-step DMT settings: the Fig 3 runs; flags given override them); the
 student is this recipe's. `--fig3` writes the table/figure over every family found in --out (paper Fig 3). Each
-JSON records the command line that wrote it (a row `--continue-dmt` or `--add-full-rollout` appends: its own).
+JSON records the command line that wrote it (a row `--continue-dmt`, `--add-full-rollout` or
+`--dmt-from-init` appends: its own).
 
     python recipes/needle_e2e.py --seq-len 32 --seeds 0 1 2          # ~10 CPU minutes per seed, one thread
     python recipes/needle_e2e.py --task parity --seq-len 64 --seeds 0
@@ -23,6 +24,7 @@ JSON records the command line that wrote it (a row `--continue-dmt` or `--add-fu
     python recipes/needle_e2e.py --family stack --seeds 0 --bptt-multiples 1 4 --out recipes/results/fig3
     python recipes/needle_e2e.py --family stack --seeds 0 --add-full-rollout --out recipes/results/fig3  # its missing row
     python recipes/needle_e2e.py --seq-len 32 --seeds 0 --dmt-from-init  # after a run of seed 0 there: DMT without SMT
+    python recipes/needle_e2e.py --seq-len 32 --seeds 0 --dmt-from-init --retrain-teacher  # its saved teacher gone
     python recipes/needle_e2e.py --fig3 --seq-len 32 --out recipes/results/fig3
 
 Prints one table per seed and one over all seeds found (the student's model card:
