@@ -367,7 +367,7 @@ def run(task="needle", seq_len=None, seed=0, smt_steps=None, dmt_steps=None, out
                 print(f"[dmt-from-init] {stem}.json already has a {name!r} row: left as it is", flush=True)
                 del names[grad]
         if names and retrain_teacher:
-            teacher = reproduce_smt("DMT-from-init", wrong)[1]
+            teacher = reproduce_smt("DMT-from-init", [])[1]  # its mismatches were refused above
         elif names:
             teacher = SMTTeacherModel.from_pretrained(os.path.join(folder, "teacher"))
             args = SMTTrainingArguments(output_dir="outputs/needle_e2e/tmp", max_steps=1, **{**common, **dmt_set})
