@@ -31,13 +31,14 @@ def _pyplot():
 
 def _save(fig, path: str | Path, dpi: int) -> Path:
     """Write `fig` to `path` (parent folders created) and close it. The saved canvas grows to hold every artist
-    (`bbox_inches="tight"`): a legend or title wider than a narrow figure, e.g. a bar chart of one or two groups, is
-    never clipped."""
+    (`bbox_inches="tight"`, legends included even when kept out of tight_layout): a legend or title wider than a
+    narrow figure, e.g. a bar chart of one or two groups, is never clipped."""
     plt = _pyplot()
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    legends = [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]  # out of tight_layout: held here
+    fig.savefig(path, dpi=dpi, bbox_inches="tight", bbox_extra_artists=legends or None)
     plt.close(fig)
     return path
 
@@ -232,8 +233,10 @@ def plot_bars(
 
         handles.append(Line2D([], [], marker="o", linestyle="", color="black", markersize=2.5))
         names.append("one seed")
-    ax.legend(handles, names, fontsize=7, ncol=min(len(names), 3), loc="lower center", bbox_to_anchor=(0.5, 1.08))
-    return _save(fig, path, 110)
+    legend = ax.legend(handles, names, fontsize=7, ncol=min(len(names), 3), loc="lower center",
+                       bbox_to_anchor=(0.5, 1.08))
+    legend.set_in_layout(False)  # tight_layout must not shrink the axes to fit a legend wider than a few groups;
+    return _save(fig, path, 110)  # _save grows the canvas to hold it
 
 
 def plot_gradient_norms(lines: Sequence[tuple[str, str, Sequence[float]]], path: str | Path, title: str = "",

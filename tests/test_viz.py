@@ -61,6 +61,23 @@ def test_a_legend_wider_than_few_bars_is_not_clipped(tmp_path):
     assert border.min() > 0.99  # all white
 
 
+def test_a_wide_legend_does_not_squeeze_the_axes(tmp_path, figs):
+    """The T=64 control figure (three families, five long series names): tight_layout shrank the axes to a sliver
+    to fit the legend inside the figure. The legend stays out of the layout; the axes keep most of the width."""
+    names = ["SMT -> DMT one_step (no BPTT)", "DMT one_step from init (no SMT, no BPTT)",
+             "DMT one_step from init, more steps (no SMT, no BPTT)", "SMT -> DMT full_rollout (truncated BPTT)",
+             "DMT full_rollout from init (no SMT, truncated BPTT)"]
+    series = {n: [0.9, 0.7, 0.5] for n in names}
+    path = viz.plot_bars(["needle", "stack", "icl"], series, tmp_path / "control.png",
+                         points={names[0]: [[0.9], [0.7], [0.5]]})
+    assert figs[0].axes[0].get_position().width > 0.6  # a fraction of the figure's width
+    from matplotlib.image import imread
+
+    img = imread(path)[..., :3]
+    assert np.concatenate([img[0], img[-1], img[:, 0], img[:, -1]]).min() > 0.99  # the legend is saved, not clipped
+    assert img.shape[1] > figs[0].get_figwidth() * 110  # the canvas grew past the figure (110 dpi) to hold it
+
+
 def test_a_missing_last_bar_keeps_its_slot_inside_the_axes(tmp_path, figs):
     """A NaN bar is not autoscaled: when the last series of the last group is missing, its "not run" note sat on
     the axes' right edge. Every bar slot, drawn or not, lies inside the x-limits."""
