@@ -38,7 +38,8 @@ def _save(fig, path: str | Path, dpi: int) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     legends = [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]  # out of tight_layout: held here
-    fig.savefig(path, dpi=dpi, bbox_inches="tight", bbox_extra_artists=legends or None)
+    extra = fig.get_default_bbox_extra_artists() + [lg for lg in legends if not lg.get_in_layout()]  # titles too
+    fig.savefig(path, dpi=dpi, bbox_inches="tight", bbox_extra_artists=extra)
     plt.close(fig)
     return path
 

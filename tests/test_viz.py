@@ -78,6 +78,20 @@ def test_a_wide_legend_does_not_squeeze_the_axes(tmp_path, figs):
     assert img.shape[1] > figs[0].get_figwidth() * 110  # the canvas grew past the figure (110 dpi) to hold it
 
 
+def test_a_saved_figure_keeps_its_suptitle(tmp_path):
+    """_save's canvas holds the figure's own artists as well as an out-of-layout legend: a suptitle (the SeqFLOPs
+    plots') is saved, not cut off: there is dark text above the axes' top frame line."""
+    from matplotlib.image import imread
+
+    fig, (a, _) = viz._pyplot().subplots(1, 2, figsize=(6, 2.5))
+    a.plot([0, 1], [0, 1], label="x")
+    a.legend()
+    fig.suptitle("A TITLE ABOVE BOTH PANELS", fontsize=14)
+    dark = imread(viz._save(fig, tmp_path / "sup.png", 100))[..., :3].min(axis=2) < 0.5
+    frame = int(np.argmax(dark.mean(axis=1) > 0.3))  # the first row dark across a third of the width: the frame top
+    assert frame > 30  # px at 100 dpi: 60 with the title saved, 15 without (a tick label above the frame)
+
+
 def test_a_missing_last_bar_keeps_its_slot_inside_the_axes(tmp_path, figs):
     """A NaN bar is not autoscaled: when the last series of the last group is missing, its "not run" note sat on
     the axes' right edge. Every bar slot, drawn or not, lies inside the x-limits."""
