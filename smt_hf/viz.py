@@ -31,15 +31,16 @@ def _pyplot():
 
 def _save(fig, path: str | Path, dpi: int) -> Path:
     """Write `fig` to `path` (parent folders created) and close it. The saved canvas grows to hold every artist
-    (`bbox_inches="tight"`, legends included even when kept out of tight_layout): a legend or title wider than a
-    narrow figure, e.g. a bar chart of one or two groups, is never clipped."""
+    (`bbox_inches="tight"`; a legend kept out of tight_layout is put back in before saving): a legend or title wider
+    than a narrow figure, e.g. a bar chart of one or two groups, is never clipped."""
     plt = _pyplot()
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    legends = [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]  # out of tight_layout: held here
-    extra = fig.get_default_bbox_extra_artists() + [lg for lg in legends if not lg.get_in_layout()]  # titles too
-    fig.savefig(path, dpi=dpi, bbox_inches="tight", bbox_extra_artists=extra)
+    for legend in [*fig.legends, *(ax.get_legend() for ax in fig.axes)]:  # kept out of tight_layout only: the
+        if legend is not None:  # saved canvas holds them (the figure is closed below)
+            legend.set_in_layout(True)
+    fig.savefig(path, dpi=dpi, bbox_inches="tight")
     plt.close(fig)
     return path
 
