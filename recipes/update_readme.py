@@ -3,7 +3,7 @@
     python recipes/update_readme.py
 
 The section between `<!-- results:start -->` and `<!-- results:end -->` is replaced by, in order:
-Fig 3 over the families and the needle end-to-end tables (recipes/needle_e2e.py), the text tables
+Fig 3 over the families, the DMT-from-init control on re-runs, the needle end-to-end tables (recipes/needle_e2e.py), the text tables
 (recipes/text_e2e.py), the teacher calibration (recipes/teacher_curves.py), the main-job summary (recipes/smt.py), the benchmark
 tables (recipes/bench.py) and the archived paper-claims report (recipes/results/archive/RESULTS.md, written by the
 retired recipes/reproduce.py; superseded). Nothing in the section is typed by hand.
@@ -44,6 +44,30 @@ def fig3_section() -> str:
                      f"`recipes/results/fig3/<family>_e2e_T{T}.md`)\n\n"
                      + _results_links(open(path).read().strip(), "recipes/results/fig3") + "\n")
     return "### Fig 3: the synthetic families, SMT vs BPTT\n\n" + "\n".join(parts) if parts else ""
+
+
+CONTROL_START = "The control, DMT without SMT"  # where e2e_report.fig3 starts the control table in fig3_T<T>.md
+MACHINE = re.compile(r"Machine: (.+?)\. Teacher and SMT")  # the machines e2e_report.fig3 names above its tables
+
+
+def control_section() -> str:
+    """The DMT-from-init control run on re-runs of Fig 3's SMT (recipes/results/fig3/dmt_from_init/fig3_T<T>.md,
+    `needle_e2e.py --no-bptt` then `--dmt-from-init`): each T's control table and figure, without the re-runs' own
+    Fig 3 table above them. The control on the headline runs themselves is in fig3_section's tables."""
+    folder = os.path.join(RESULTS, "fig3", "dmt_from_init")
+    parts = []
+    for path in sorted(glob.glob(os.path.join(folder, "fig3_T*.md"))):
+        T = os.path.basename(path)[len("fig3_T"): -len(".md")]
+        text = open(path).read()
+        if CONTROL_START not in text:
+            continue
+        parts.append(f"#### T={T}, on re-runs of the SMT phase (`python recipes/needle_e2e.py [--family <family>] "
+                     f"--seq-len {T} --seeds <seed> --no-bptt --out <dir>`, then the same with `--dmt-from-init`; "
+                     f"what ran where: `recipes/results/fig3/dmt_from_init/README.md`)\n\n"
+                     + (f"Machine: {machine.group(1)}.\n\n" if (machine := MACHINE.search(text)) else "")
+                     + _results_links(CONTROL_START + text.split(CONTROL_START, 1)[1].rstrip(),
+                                      "recipes/results/fig3/dmt_from_init") + "\n")
+    return ("### The control: DMT without SMT, on re-runs\n\n" + "\n".join(parts)) if parts else ""
 
 
 def text_section() -> str:
@@ -134,7 +158,7 @@ def main() -> None:
     readme = open(readme_path).read()
     if START not in readme or END not in readme:
         raise SystemExit(f"README.md has no {START} ... {END} block")
-    body = "\n\n".join(p for p in (fig3_section(), text_section(), needle_section(), teacher_section(), main_job_section(), bench_section(),
+    body = "\n\n".join(p for p in (fig3_section(), control_section(), text_section(), needle_section(), teacher_section(), main_job_section(), bench_section(),
                                           paper_section()) if p)
     head, rest = readme.split(START, 1)
     _, tail = rest.split(END, 1)

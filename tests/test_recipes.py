@@ -127,3 +127,24 @@ def test_update_readme_end_to_end_section_reads_the_recipe_model_runs_from_fig3(
     assert "needle_e2e_T8 table\n\n![acc](recipes/results/fig3/x.png)" in text
     assert f"![drift]({tmp_path.name}/fig3/needle_e2e_T8_s0_drift.png)" in text
     assert "stack_e2e_T8 table" not in text and "an old copy" not in text
+
+
+def test_update_readme_control_section_shows_the_re_runs_control_tables(tmp_path, monkeypatch):
+    """The DMT-from-init control on re-runs (fig3/dmt_from_init/fig3_T<T>.md) reaches the README: its control table
+    and figure (links into that folder), not the re-runs' own Fig 3 table above it; a T without the control: none."""
+    import update_readme
+
+    folder = tmp_path / "fig3" / "dmt_from_init"
+    folder.mkdir(parents=True)
+    (folder / "fig3_T64.md").write_text("re-run fig3 table. Machine: CPU A; CPU B. Teacher and SMT one-step ...\n\n![Fig 3](fig3_T64.png)\n\nThe control, DMT without SMT "
+                                        "(x): table\n\n![DMT without SMT](dmt_from_init_T64.png)\n")
+    (folder / "fig3_T16.md").write_text("a Fig 3 table, no control\n")
+    monkeypatch.setattr(update_readme, "RESULTS", str(tmp_path))
+    text = update_readme.control_section()
+    assert text.startswith("### The control: DMT without SMT, on re-runs\n\n#### T=64, on re-runs")
+    assert "`recipes/results/fig3/dmt_from_init/README.md`)\n\nMachine: CPU A; CPU B.\n\nThe control, DMT" in text
+    assert text.endswith("The control, DMT without SMT (x): table\n\n"
+                         "![DMT without SMT](recipes/results/fig3/dmt_from_init/dmt_from_init_T64.png)\n")
+    assert "re-run fig3 table" not in text and "T=16" not in text
+    monkeypatch.setattr(update_readme, "RESULTS", str(tmp_path / "none"))
+    assert update_readme.control_section() == ""
