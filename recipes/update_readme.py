@@ -52,19 +52,27 @@ MACHINE = re.compile(r"Machine: (.+?)\. Teacher and SMT")  # the machines e2e_re
 
 def control_section() -> str:
     """The DMT-from-init control run on re-runs of Fig 3's SMT (recipes/results/fig3/dmt_from_init/fig3_T<T>.md,
-    `needle_e2e.py --no-bptt` then `--dmt-from-init`): each T's control table and figure, without the re-runs' own
-    Fig 3 table above them. The control on the headline runs themselves is in fig3_section's tables."""
+    `needle_e2e.py --no-bptt` then `--dmt-from-init`): each T's control table and figure, with the machines the
+    table's runs name, without the re-runs' own Fig 3 table above them. The control on the headline runs themselves
+    closes fig3_section's tables. Raises ValueError where a table has the control but no machine line (the wording
+    e2e_report.fig3 writes changed)."""
     folder = os.path.join(RESULTS, "fig3", "dmt_from_init")
     parts = []
-    for path in sorted(glob.glob(os.path.join(folder, "fig3_T*.md"))):
+    for path in sorted(glob.glob(os.path.join(folder, "fig3_T*.md")), key=lambda p: int(re.sub(r"\D", "", os.path.basename(p)))):
         T = os.path.basename(path)[len("fig3_T"): -len(".md")]
         text = open(path).read()
         if CONTROL_START not in text:
             continue
+        machine = MACHINE.search(text)
+        if machine is None:
+            raise ValueError(f"{path}: no 'Machine: ... . Teacher and SMT' line above the control table")
         parts.append(f"#### T={T}, on re-runs of the SMT phase (`python recipes/needle_e2e.py [--family <family>] "
-                     f"--seq-len {T} --seeds <seed> --no-bptt --out <dir>`, then the same with `--dmt-from-init`; "
-                     f"what ran where: `recipes/results/fig3/dmt_from_init/README.md`)\n\n"
-                     + (f"Machine: {machine.group(1)}.\n\n" if (machine := MACHINE.search(text)) else "")
+                     f"--seq-len {T} --seeds <seed> --no-bptt --out <dir>`, then the same with `--dmt-from-init` "
+                     f"instead of `--no-bptt`; more steps: `--dmt-from-init one_step --dmt-steps <N>`; the table: "
+                     f"`--fig3 --out <dir>`; a family named `<task> (recipe model)` ran without `--family`. Which "
+                     f"seeds, steps and machine each row had: `recipes/results/fig3/dmt_from_init/README.md`; the "
+                     f"control on the headline runs themselves, where it ran, closes the Fig 3 T={T} table above)\n\n"
+                     f"Machine: {machine.group(1)}.\n\n"
                      + _results_links(CONTROL_START + text.split(CONTROL_START, 1)[1].rstrip(),
                                       "recipes/results/fig3/dmt_from_init") + "\n")
     return ("### The control: DMT without SMT, on re-runs\n\n" + "\n".join(parts)) if parts else ""

@@ -130,21 +130,34 @@ def test_update_readme_end_to_end_section_reads_the_recipe_model_runs_from_fig3(
 
 
 def test_update_readme_control_section_shows_the_re_runs_control_tables(tmp_path, monkeypatch):
-    """The DMT-from-init control on re-runs (fig3/dmt_from_init/fig3_T<T>.md) reaches the README: its control table
-    and figure (links into that folder), not the re-runs' own Fig 3 table above it; a T without the control: none."""
+    """The DMT-from-init control on re-runs (fig3/dmt_from_init/fig3_T<T>.md, written by e2e_report.fig3) reaches the
+    README: its control table and figure (links into that folder) and the runs' machine, not the re-runs' own Fig 3
+    table above it; a T without the control: none; a control table with no machine line: refused."""
+    import pytest
+
+    import needle_e2e as n
     import update_readme
 
     folder = tmp_path / "fig3" / "dmt_from_init"
     folder.mkdir(parents=True)
-    (folder / "fig3_T64.md").write_text("re-run fig3 table. Machine: CPU A; CPU B. Teacher and SMT one-step ...\n\n![Fig 3](fig3_T64.png)\n\nThe control, DMT without SMT "
-                                        "(x): table\n\n![DMT without SMT](dmt_from_init_T64.png)\n")
-    (folder / "fig3_T16.md").write_text("a Fig 3 table, no control\n")
+
+    def row(name, acc):
+        return {"run": name, "steps": 5, "seconds": 10.0, "teacher_acc": 1.0, "onestep_acc": 0.9, "student_acc": acc}
+
+    for T, rows in ((64, [row(n.ROWS[0], 0.3), row(n.ROWS[1], 0.9), row(n.FROM_INIT[0], 0.1)]), (16, [row(n.ROWS[1], 0.9)])):
+        json.dump({"task": "stack", "family": "stack", "seq_len": T, "seed": 0, "machine": "CPU Q, 2 cores",
+                   "rows": rows}, open(folder / f"stack_e2e_T{T}_s0.json", "w"))
+        n.fig3(str(folder), T)
     monkeypatch.setattr(update_readme, "RESULTS", str(tmp_path))
     text = update_readme.control_section()
     assert text.startswith("### The control: DMT without SMT, on re-runs\n\n#### T=64, on re-runs")
-    assert "`recipes/results/fig3/dmt_from_init/README.md`)\n\nMachine: CPU A; CPU B.\n\nThe control, DMT" in text
-    assert text.endswith("The control, DMT without SMT (x): table\n\n"
-                         "![DMT without SMT](recipes/results/fig3/dmt_from_init/dmt_from_init_T64.png)\n")
-    assert "re-run fig3 table" not in text and "T=16" not in text
+    assert "T=16" not in text  # no control at T=16
+    body = text.split("Machine: CPU Q, 2 cores.\n\nThe control, DMT without SMT (", 1)[1]
+    assert "| stack | 0.90 (n=1, 10 s) | 0.10 (n=1, 10 s) |" in body
+    assert body.endswith("![DMT without SMT](recipes/results/fig3/dmt_from_init/dmt_from_init_T64.png)\n")
+    assert "| teacher |" not in text  # the re-runs' own Fig 3 table stays in the folder
+    (folder / "fig3_T64.md").write_text("a table\n\nThe control, DMT without SMT (x): table\n")
+    with pytest.raises(ValueError, match="no 'Machine"):
+        update_readme.control_section()
     monkeypatch.setattr(update_readme, "RESULTS", str(tmp_path / "none"))
     assert update_readme.control_section() == ""
