@@ -58,8 +58,11 @@ def control_section() -> str:
     e2e_report.fig3 writes changed)."""
     folder = os.path.join(RESULTS, "fig3", "dmt_from_init")
     parts = []
-    for path in sorted(glob.glob(os.path.join(folder, "fig3_T*.md")), key=lambda p: int(re.sub(r"\D", "", os.path.basename(p)))):
-        T = os.path.basename(path)[len("fig3_T"): -len(".md")]
+    def seq_len(path: str) -> int:  # fig3_T<T>.md -> T, so that T=128 sorts after T=64
+        return int(os.path.basename(path)[len("fig3_T"): -len(".md")])
+
+    for path in sorted(glob.glob(os.path.join(folder, "fig3_T*.md")), key=seq_len):
+        T = seq_len(path)
         text = open(path).read()
         if CONTROL_START not in text:
             continue

@@ -144,7 +144,8 @@ def test_update_readme_control_section_shows_the_re_runs_control_tables(tmp_path
     def row(name, acc):
         return {"run": name, "steps": 5, "seconds": 10.0, "teacher_acc": 1.0, "onestep_acc": 0.9, "student_acc": acc}
 
-    for T, rows in ((64, [row(n.ROWS[0], 0.3), row(n.ROWS[1], 0.9), row(n.FROM_INIT[0], 0.1)]), (16, [row(n.ROWS[1], 0.9)])):
+    for T, rows in ((64, [row(n.ROWS[0], 0.3), row(n.ROWS[1], 0.9), row(n.FROM_INIT[0], 0.1)]), (16, [row(n.ROWS[1], 0.9)]),
+                    (128, [row(n.ROWS[1], 0.8), row(n.FROM_INIT[0], 0.2)])):
         json.dump({"task": "stack", "family": "stack", "seq_len": T, "seed": 0, "machine": "CPU Q, 2 cores",
                    "rows": rows}, open(folder / f"stack_e2e_T{T}_s0.json", "w"))
         n.fig3(str(folder), T)
@@ -152,10 +153,13 @@ def test_update_readme_control_section_shows_the_re_runs_control_tables(tmp_path
     text = update_readme.control_section()
     assert text.startswith("### The control: DMT without SMT, on re-runs\n\n#### T=64, on re-runs")
     assert "T=16" not in text  # no control at T=16
-    body = text.split("Machine: CPU Q, 2 cores.\n\nThe control, DMT without SMT (", 1)[1]
+    assert text.index("#### T=64,") < text.index("#### T=128,")  # by T, not by the file name's characters
+    body = text.split("Machine: CPU Q, 2 cores.\n\nThe control, DMT without SMT (", 1)[1].split("#### T=128", 1)[0]
     assert "| stack | 0.90 (n=1, 10 s) | 0.10 (n=1, 10 s) |" in body
-    assert body.endswith("![DMT without SMT](recipes/results/fig3/dmt_from_init/dmt_from_init_T64.png)\n")
+    assert body.rstrip().endswith("![DMT without SMT](recipes/results/fig3/dmt_from_init/dmt_from_init_T64.png)")
+    assert text.endswith("![DMT without SMT](recipes/results/fig3/dmt_from_init/dmt_from_init_T128.png)\n")
     assert "| teacher |" not in text  # the re-runs' own Fig 3 table stays in the folder
+    (folder / "fig3_T128.md").unlink()
     (folder / "fig3_T64.md").write_text("a table\n\nThe control, DMT without SMT (x): table\n")
     with pytest.raises(ValueError, match="no 'Machine"):
         update_readme.control_section()
