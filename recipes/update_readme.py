@@ -32,11 +32,16 @@ def _results_links(markdown: str, folder: str = "recipes/results") -> str:
     return re.sub(r"!\[([^\]]*)\]\(([^/)]+\.png)\)", rf"![\1]({folder}/\2)", markdown)
 
 
+def _fig3_tables(folder: str) -> list[tuple[int, str]]:
+    """(T, path) of each fig3_T<T>.md in `folder` (e2e_report.fig3's tables), by T (T=128 after T=64)."""
+    paths = glob.glob(os.path.join(folder, "fig3_T*.md"))
+    return sorted((int(os.path.basename(p)[len("fig3_T"): -len(".md")]), p) for p in paths)
+
+
 def fig3_section() -> str:
     """Paper Fig 3 over the synthetic families (recipes/results/fig3/fig3_T<T>.md, `needle_e2e.py --fig3`)."""
     parts = []
-    for path in sorted(glob.glob(os.path.join(RESULTS, "fig3", "fig3_T*.md"))):
-        T = os.path.basename(path)[len("fig3_T"): -len(".md")]
+    for T, path in _fig3_tables(os.path.join(RESULTS, "fig3")):
         parts.append(f"#### T={T} (a family's rows: `python recipes/needle_e2e.py --family <family> --seq-len {T} "
                      f"--seeds <seeds> --bptt-multiples 1 4 --out recipes/results/fig3`, steps and DMT settings from "
                      f"the family in recipes/configs/calibration/teachers.yaml; the seeds and BPTT multiples each "
@@ -56,13 +61,8 @@ def control_section() -> str:
     table's runs name, without the re-runs' own Fig 3 table above them. The control on the headline runs themselves
     closes fig3_section's tables. Raises ValueError where a table has the control but no machine line (the wording
     e2e_report.fig3 writes changed)."""
-    folder = os.path.join(RESULTS, "fig3", "dmt_from_init")
     parts = []
-    def seq_len(path: str) -> int:  # fig3_T<T>.md -> T, so that T=128 sorts after T=64
-        return int(os.path.basename(path)[len("fig3_T"): -len(".md")])
-
-    for path in sorted(glob.glob(os.path.join(folder, "fig3_T*.md")), key=seq_len):
-        T = seq_len(path)
+    for T, path in _fig3_tables(os.path.join(RESULTS, "fig3", "dmt_from_init")):
         text = open(path).read()
         if CONTROL_START not in text:
             continue
