@@ -277,20 +277,25 @@ FIG3_COLUMNS = (("teacher", ROWS[0], "teacher_acc"), ("SMT one-step", ROWS[0], "
                 ("BPTT, same wall-clock", ROWS[3], "student_acc"), ("BPTT, 4x wall-clock", ROWS[4], "student_acc"))
 
 # the control of what SMT gives DMT, beside the rows it controls: (column, row), DMT from the SMT state then from init;
-# FROM_INIT_LONGER stands for the one-step row from init run for more steps than SMT -> DMT's (`from_init_row(...,
-# steps)`, one step count per family: `longer_from_init_steps`); a column no family ran is left out
-FROM_INIT_LONGER = "DMT one_step from init, more steps"
+# FROM_INIT_LONGER[gradient] stands for the row from init with that DMT gradient run for more steps than the SMT -> DMT
+# row with it (`from_init_row(gradient, steps)`, one step count per family: `longer_from_init_steps`); a column no
+# family ran is left out
+FROM_INIT_LONGER = {"one_step": "DMT one_step from init, more steps", "full_rollout": "DMT full_rollout from init, more steps"}
+SMT_DMT_ROW = {"one_step": ROWS[1], "full_rollout": ROWS[2]}  # the SMT -> DMT row a control row with that gradient mirrors
 CONTROL_COLUMNS = (("SMT -> DMT one_step (no BPTT)", ROWS[1]), ("DMT one_step from init (no SMT, no BPTT)", FROM_INIT[0]),
-                   ("DMT one_step from init, more steps (no SMT, no BPTT)", FROM_INIT_LONGER),
+                   ("DMT one_step from init, more steps (no SMT, no BPTT)", FROM_INIT_LONGER["one_step"]),
                    ("SMT -> DMT full_rollout (truncated BPTT)", ROWS[2]),
-                   ("DMT full_rollout from init (no SMT, truncated BPTT)", FROM_INIT[1]))
+                   ("DMT full_rollout from init (no SMT, truncated BPTT)", FROM_INIT[1]),
+                   ("DMT full_rollout from init, more steps (no SMT, truncated BPTT)", FROM_INIT_LONGER["full_rollout"]))
 
 
-def longer_from_init_steps(seeds: dict[int, dict[str, dict]]) -> int | None:
-    """The most steps any seed (rows by name, per seed) ran one-step DMT from init for, above that seed's SMT -> DMT
-    one-step row (rows named `from_init_row("one_step", steps)`); None if no seed did."""
+def longer_from_init_steps(seeds: dict[int, dict[str, dict]], gradient: str = "one_step") -> int | None:
+    """The most steps any seed (rows by name, per seed) ran DMT from init with `gradient` (one_step, full_rollout) for,
+    above that seed's SMT -> DMT row with that gradient (rows named `from_init_row(gradient, steps)`); None if no seed
+    did."""
+    mirror = SMT_DMT_ROW[gradient]
     return max((r["steps"] for rows in seeds.values() for name, r in rows.items()
-                if name == from_init_row("one_step", r["steps"]) and r["steps"] > rows.get(ROWS[1], {}).get("steps", 0)),
+                if name == from_init_row(gradient, r["steps"]) and r["steps"] > rows.get(mirror, {}).get("steps", 0)),
                default=None)
 
 
@@ -313,8 +318,8 @@ def fig3(out: str, T: int) -> dict:
     (mean s). Writes <out>/fig3_T<T>.json (with `main`: the headline families, see FIG3_MAIN, in the paper's task
     order), .md (a table of the headline families, then one of the other settings tried) and .png (the headline
     families: bars with half-range error bars and a dot per seed); where runs have the DMT-from-init control, `control`
-    in the JSON (and `control_smt_dmt_seconds`: the SMT + one-step DMT wall-clock that a 'more steps' column is set
-    against), a table of it (CONTROL_COLUMNS, over the seeds that ran it) and dmt_from_init_T<T>.png; returns the
+    in the JSON (and `control_smt_dmt_seconds`, `control_smt_full_rollout_seconds`: the SMT + SMT -> DMT one-step /
+    full-rollout wall-clock that a 'more steps' column with that gradient is set against), a table of it (CONTROL_COLUMNS, over the seeds that ran it) and dmt_from_init_T<T>.png; returns the
     families' dict."""
     found = load_runs(out, f"*_e2e_T{T}_s*.json")
     runs: dict[str, dict[int, dict[str, dict]]] = {}  # family -> seed -> row name -> row
@@ -331,19 +336,26 @@ def fig3(out: str, T: int) -> dict:
 
     res = {fam: {col: column(seeds, row, key) for col, row, key in FIG3_COLUMNS} for fam, seeds in sorted(runs.items())}
     # the control over the seeds that ran a row of it (SMT -> DMT over those seeds too; n in each cell); a family's
-    # 'more steps' column: its longest such run, over the seeds that ran that many steps
-    control, budget = {}, {}  # budget: a 'more steps' family's SMT + SMT -> DMT one-step wall-clock (mean s, its seeds)
+    # 'more steps' column per DMT gradient: its longest such run, over the seeds that ran that many steps
+    control = {}
+    budget = {g: {} for g in FROM_INIT_LONGER}  # a 'more steps' family's SMT + SMT -> DMT wall-clock (mean s, its seeds)
     for fam, seeds in sorted(runs.items()):
-        more = longer_from_init_steps(seeds)
-        longest = from_init_row("one_step", more) if more else None
-        ran = {s: {**rs, **({FROM_INIT_LONGER: rs[longest]} if longest in rs else {})} for s, rs in seeds.items()}
-        ran = {s: rs for s, rs in ran.items() if {*FROM_INIT, FROM_INIT_LONGER} & set(rs)}
+        ran = {s: dict(rs) for s, rs in seeds.items()}
+        for grad, longer in FROM_INIT_LONGER.items():
+            more = longer_from_init_steps(seeds, grad)
+            longest = from_init_row(grad, more) if more else None
+            for rs in ran.values():
+                if longest in rs:
+                    rs[longer] = rs[longest]
+        ran = {s: rs for s, rs in ran.items() if {*FROM_INIT, *FROM_INIT_LONGER.values()} & set(rs)}
         if ran:
             control[fam] = {col: column(ran, row, "student_acc", steps=True) for col, row in CONTROL_COLUMNS}
-            both = [rs[ROWS[0]]["seconds"] + rs[ROWS[1]]["seconds"] for rs in ran.values()
-                    if FROM_INIT_LONGER in rs and ROWS[0] in rs and ROWS[1] in rs]
-            if both:
-                budget[fam] = sum(both) / len(both)
+            for grad, longer in FROM_INIT_LONGER.items():
+                mirror = SMT_DMT_ROW[grad]
+                both = [rs[ROWS[0]]["seconds"] + rs[mirror]["seconds"] for rs in ran.values()
+                        if longer in rs and ROWS[0] in rs and mirror in rs]
+                if both:
+                    budget[grad][fam] = sum(both) / len(both)
     control_cols = [c for c in CONTROL_COLUMNS if any(cols[c[0]] for cols in control.values())]  # columns run
     machines = sorted({run["machine"] for run in found})
     task = {family_name(run): run["task"] for run in found}
@@ -355,7 +367,8 @@ def fig3(out: str, T: int) -> dict:
                                    fam not in FIG3_MAIN, fam))
     with open(os.path.join(out, f"fig3_T{T}.json"), "w") as f:
         json.dump({"seq_len": T, "machine": machines, "student_backbone": backbone, "main": main, "families": res,
-                   "control": control, "control_smt_dmt_seconds": budget}, f, indent=2)
+                   "control": control, "control_smt_dmt_seconds": budget["one_step"],
+                   "control_smt_full_rollout_seconds": budget["full_rollout"]}, f, indent=2)
     def cell(c):  # each seed's step count only where the seeds of a cell ran different ones
         if c is None:
             return "-"
@@ -397,16 +410,23 @@ def fig3(out: str, T: int) -> dict:
                                    + (f", {updaters[0]} student" if len(updaters) == 1 else "")))
     if control:
         fams = [fam for fam in main + others if fam in control]  # the order of the tables above
-        longer = CONTROL_COLUMNS[2][0]
+        def more_steps(grad, lead):  # the step counts of a 'more steps' column, and the wall-clock they are set against
+            longer = next(c[0] for c in CONTROL_COLUMNS if c[1] == FROM_INIT_LONGER[grad])
+            if not any(control[fam][longer] for fam in fams):
+                return ""
+            what = {"one_step": "one-step", "full_rollout": "full-rollout"}[grad]
+            return (f" {lead} (per family: " + "; ".join(
+                f"{fam} {control[fam][longer]['steps'][0]} steps"
+                + (f", against SMT + SMT -> DMT {what}'s {budget[grad][fam]:.0f} s" if fam in budget[grad] else "")
+                for fam in fams if control[fam][longer]) + ").")
+
         md += "\n".join(["", "The control, DMT without SMT (`needle_e2e.py --dmt-from-init`): DMT from the untrained "
                           "student (the initialisation SMT and BPTT start from), the run's SMT-trained teacher labelling, "
                           "with the steps and settings of the SMT -> DMT rows; standalone accuracy over the seeds that "
                           "ran the control, beside the SMT -> DMT rows of those seeds."
-                          + (" 'More steps': the same DMT from init for more steps than SMT -> DMT's (per family: "
-                             + "; ".join(f"{fam} {control[fam][longer]['steps'][0]} steps"
-                                         + (f", against SMT + SMT -> DMT one-step's {budget[fam]:.0f} s" if fam in budget
-                                            else "") for fam in fams if control[fam][longer]) + ")."
-                             if any(c[1] == FROM_INIT_LONGER for c in control_cols) else ""),
+                          + more_steps("one_step", "'More steps': the same DMT from init for more steps than SMT -> DMT's")
+                          + more_steps("full_rollout", "Full rollout, 'more steps': the same full-rollout DMT from init "
+                                                       "for more steps than SMT -> DMT full_rollout's"),
                           *rows(fams, control_cols, control)]) + "\n"
         md += _plot_link("DMT without SMT", bars(control, fams, [c[0] for c in control_cols], "dmt_from_init",
                                                  ylabel="standalone accuracy",
