@@ -291,12 +291,12 @@ CONTROL_COLUMNS = (("SMT -> DMT one_step (no BPTT)", ROWS[1]), ("DMT one_step fr
 
 def longer_from_init_steps(seeds: dict[int, dict[str, dict]], gradient: str = "one_step") -> int | None:
     """The most steps any seed (rows by name, per seed) ran DMT from init with `gradient` (one_step, full_rollout) for,
-    above that seed's SMT -> DMT row with that gradient (rows named `from_init_row(gradient, steps)`); None if no seed
-    did."""
-    mirror = SMT_DMT_ROW[gradient]
+    above that seed's SMT -> DMT row with that gradient (a seed without that row: its one-step row's steps) (rows named
+    `from_init_row(gradient, steps)`); None if no seed did."""
+    def mirror_steps(rows):
+        return (rows.get(SMT_DMT_ROW[gradient]) or rows.get(ROWS[1], {})).get("steps", 0)
     return max((r["steps"] for rows in seeds.values() for name, r in rows.items()
-                if name == from_init_row(gradient, r["steps"]) and r["steps"] > rows.get(mirror, {}).get("steps", 0)),
-               default=None)
+                if name == from_init_row(gradient, r["steps"]) and r["steps"] > mirror_steps(rows)), default=None)
 
 
 # Fig 3's headline: one family per task, chosen by hand: the setting whose teacher learned the task
@@ -319,8 +319,8 @@ def fig3(out: str, T: int) -> dict:
     order), .md (a table of the headline families, then one of the other settings tried) and .png (the headline
     families: bars with half-range error bars and a dot per seed); where runs have the DMT-from-init control, `control`
     in the JSON (and `control_smt_dmt_seconds`, `control_smt_full_rollout_seconds`: the SMT + SMT -> DMT one-step /
-    full-rollout wall-clock that a 'more steps' column with that gradient is set against), a table of it (CONTROL_COLUMNS, over the seeds that ran it) and dmt_from_init_T<T>.png; returns the
-    families' dict."""
+    full-rollout wall-clock that a 'more steps' column with that gradient is set against), a table of it
+    (CONTROL_COLUMNS, over the seeds that ran it) and dmt_from_init_T<T>.png; returns the families' dict."""
     found = load_runs(out, f"*_e2e_T{T}_s*.json")
     runs: dict[str, dict[int, dict[str, dict]]] = {}  # family -> seed -> row name -> row
     for run in found:

@@ -71,8 +71,8 @@ def control_section() -> str:
             raise ValueError(f"{path}: no 'Machine: ... . Teacher and SMT' line above the control table")
         parts.append(f"#### T={T}, on re-runs of the SMT phase (`python recipes/needle_e2e.py [--family <family>] "
                      f"--seq-len {T} --seeds <seed> --no-bptt --out <dir>`, then the same with `--dmt-from-init` "
-                     f"instead of `--no-bptt`; more steps: `--dmt-from-init one_step --dmt-steps <N>` (or `full_rollout`); the table: "
-                     f"`--fig3 --out <dir>`; a family named `<task> (recipe model)` ran without `--family`. Which "
+                     f"instead of `--no-bptt`; more steps: `--dmt-from-init one_step --dmt-steps <N>` (or "
+                     f"`full_rollout`); the table: `--fig3 --out <dir>`; a family named `<task> (recipe model)` ran without `--family`. Which "
                      f"seeds, steps and machine each row had: `recipes/results/fig3/dmt_from_init/README.md`; the "
                      f"control on the headline runs themselves, where it ran, closes the Fig 3 T={T} table above)\n\n"
                      f"Machine: {machine.group(1)}.\n\n"

@@ -327,7 +327,8 @@ def test_fig3_control_has_a_full_rollout_more_steps_column_set_against_smt_plus_
     """Full-rollout DMT from init given more steps than SMT -> DMT full_rollout (`--dmt-from-init full_rollout
     --dmt-steps N`): a column of its own after the full-rollout control, its steps named above the table against the
     SMT + SMT -> DMT full-rollout wall-clock (not the one-step one); a one-step 'more steps' run does not fill it, nor
-    it the one-step column; a full-rollout row with no more steps than SMT -> DMT full_rollout's is not 'more steps'."""
+    it the one-step column; a full-rollout row with no more steps than SMT -> DMT full_rollout's (or, in a run without
+    that row, than SMT -> DMT one-step's) is not 'more steps'."""
     def row(name, acc, steps=5, seconds=None):
         return {"run": name, "steps": steps, "seconds": seconds or 10.0 * steps / 5, "teacher_acc": 1.0,
                 "onestep_acc": 0.9, "student_acc": acc}
@@ -336,29 +337,33 @@ def test_fig3_control_has_a_full_rollout_more_steps_column_set_against_smt_plus_
         json.dump({"task": "stack", "family": "stack", "seq_len": 64, "seed": seed, "machine": "m", "rows": rows},
                   open(tmp_path / f"stack_e2e_T64_s{seed}.json", "w"))
 
-    base = [row(n.ROWS[0], 0.3, 10, 100.0), row(n.ROWS[1], 0.9, 5, 30.0), row(n.ROWS[2], 0.95, 5, 20.0),
-            row(n.FROM_INIT[0], 0.1), row(n.FROM_INIT[1], 0.2)]
+    # one-step DMT 8 steps, full rollout 5: a full-rollout run of 6 steps is 'more steps' (6 > 5), though 6 < 8
+    base = [row(n.ROWS[0], 0.3, 10, 100.0), row(n.ROWS[1], 0.9, 8, 30.0), row(n.ROWS[2], 0.95, 5, 20.0),
+            row(n.FROM_INIT[0], 0.1, 8), row(n.FROM_INIT[1], 0.2)]
     dump(0, base + [row(n.from_init_row("full_rollout", 5), 0.3)])  # no more steps than SMT -> DMT full_rollout's
+    dump(2, [row(n.ROWS[0], 0.3, 10, 100.0), row(n.ROWS[1], 0.9, 8, 30.0), row(n.FROM_INIT[0], 0.1, 8),
+             row(n.from_init_row("full_rollout", 6), 0.5, 6)])  # no full-rollout row: 6 < its one-step 8, not 'more'
     n.fig3(str(tmp_path), 64)
     assert "more steps" not in (tmp_path / "fig3_T64.md").read_text()
-    dump(0, base + [row(n.from_init_row("full_rollout", 30), 0.7, 30), row(n.from_init_row("one_step", 40), 0.4, 40)])
-    dump(1, base + [row(n.from_init_row("full_rollout", 30), 0.9, 30, 50.0)])
+    (tmp_path / "stack_e2e_T64_s2.json").unlink()
+    dump(0, base + [row(n.from_init_row("full_rollout", 6), 0.7, 6), row(n.from_init_row("one_step", 40), 0.4, 40)])
+    dump(1, base + [row(n.from_init_row("full_rollout", 6), 0.9, 6, 50.0)])
     n.fig3(str(tmp_path), 64)
     from e2e_report import CONTROL_COLUMNS
 
     got = json.load(open(tmp_path / "fig3_T64.json"))
     fr = got["control"]["stack"][CONTROL_COLUMNS[5][0]]
     assert CONTROL_COLUMNS[5][0] == "DMT full_rollout from init, more steps (no SMT, truncated BPTT)"
-    assert fr["values"] == [0.7, 0.9] and fr["steps"] == [30, 30] and fr["seconds"] == 55.0
+    assert fr["values"] == [0.7, 0.9] and fr["steps"] == [6, 6] and fr["seconds"] == 31.0 and fr["seeds"] == [0, 1]
     assert got["control"]["stack"][CONTROL_COLUMNS[2][0]]["values"] == [0.4]  # the one-step 'more steps' run only
     assert got["control_smt_full_rollout_seconds"] == {"stack": 120.0} and got["control_smt_dmt_seconds"] == {"stack": 130.0}
     md = (tmp_path / "fig3_T64.md").read_text()
     assert "(per family: stack 40 steps, against SMT + SMT -> DMT one-step's 130 s)." in md
     assert ("Full rollout, 'more steps': the same full-rollout DMT from init for more steps than SMT -> DMT "
-            "full_rollout's (per family: stack 30 steps, against SMT + SMT -> DMT full-rollout's 120 s).") in md
+            "full_rollout's (per family: stack 6 steps, against SMT + SMT -> DMT full-rollout's 120 s).") in md
     header = next(x for x in md[md.index("The control"):].splitlines() if x.startswith("| family"))
     assert header == "| family | " + " | ".join(c[0] for c in CONTROL_COLUMNS) + " |"
-    assert "| 0.20 ± 0.00 (n=2, 10 s) | 0.80 ± 0.10 (n=2, 55 s) |" in md  # full rollout from init, then more steps
+    assert "| 0.20 ± 0.00 (n=2, 10 s) | 0.80 ± 0.10 (n=2, 31 s) |" in md  # full rollout from init, then more steps
 
 
 def test_retrain_teacher_gives_the_control_the_saved_teachers_rows_and_saves_it(tmp_path):

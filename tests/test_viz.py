@@ -62,11 +62,12 @@ def test_a_legend_wider_than_few_bars_is_not_clipped(tmp_path):
 
 
 def test_a_wide_legend_does_not_squeeze_the_axes(tmp_path, figs):
-    """The T=64 control figure (three families, five long series names): tight_layout shrank the axes to a sliver
+    """The T=64 control figure (three families, six long series names): tight_layout shrank the axes to a sliver
     to fit the legend inside the figure. The legend stays out of the layout; the axes keep most of the width."""
     names = ["SMT -> DMT one_step (no BPTT)", "DMT one_step from init (no SMT, no BPTT)",
              "DMT one_step from init, more steps (no SMT, no BPTT)", "SMT -> DMT full_rollout (truncated BPTT)",
-             "DMT full_rollout from init (no SMT, truncated BPTT)"]
+             "DMT full_rollout from init (no SMT, truncated BPTT)",
+             "DMT full_rollout from init, more steps (no SMT, truncated BPTT)"]
     series = {n: [0.9, 0.7, 0.5] for n in names}
     path = viz.plot_bars(["needle", "stack", "icl"], series, tmp_path / "control.png",
                          points={names[0]: [[0.9], [0.7], [0.5]]})
