@@ -414,7 +414,7 @@ def fig3(out: str, T: int) -> dict:
             longer = next(c[0] for c in CONTROL_COLUMNS if c[1] == FROM_INIT_LONGER[grad])
             if not any(control[fam][longer] for fam in fams):
                 return ""
-            what = {"one_step": "one-step", "full_rollout": "full-rollout"}[grad]
+            what = grad.replace("_", "-")  # one-step, full-rollout
             return (f" {lead} (per family: " + "; ".join(
                 f"{fam} {control[fam][longer]['steps'][0]} steps"
                 + (f", against SMT + SMT -> DMT {what}'s {budget[grad][fam]:.0f} s" if fam in budget[grad] else "")
