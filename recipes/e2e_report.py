@@ -290,13 +290,19 @@ CONTROL_COLUMNS = (("SMT -> DMT one_step (no BPTT)", ROWS[1]), ("DMT one_step fr
 
 
 def longer_from_init_steps(seeds: dict[int, dict[str, dict]], gradient: str = "one_step") -> int | None:
-    """The most steps any seed (rows by name, per seed) ran DMT from init with `gradient` (one_step, full_rollout) for,
-    above that seed's SMT -> DMT row with that gradient (a seed without that row: its one-step row's steps) (rows named
-    `from_init_row(gradient, steps)`); None if no seed did."""
+    """The step count of a family's 'more steps' column with `gradient` (one_step, full_rollout): of the runs of DMT
+    from init with that gradient for more steps than the seed's SMT -> DMT row with it (a seed without that row: its
+    one-step row's steps) (rows named `from_init_row(gradient, steps)`; seeds: rows by name, per seed), the step count
+    the most seeds ran, the longest of those on a tie; None if no seed ran one. So a seed's extra run at another step
+    count (e.g. its own wall-clock budget) stays in its JSON and per-seed table without taking the column over."""
     def mirror_steps(rows):
         return (rows.get(SMT_DMT_ROW[gradient]) or rows.get(ROWS[1], {})).get("steps", 0)
-    return max((r["steps"] for rows in seeds.values() for name, r in rows.items()
-                if name == from_init_row(gradient, r["steps"]) and r["steps"] > mirror_steps(rows)), default=None)
+    counts: dict[int, int] = {}
+    for rows in seeds.values():
+        for steps in {r["steps"] for name, r in rows.items()
+                      if name == from_init_row(gradient, r["steps"]) and r["steps"] > mirror_steps(rows)}:
+            counts[steps] = counts.get(steps, 0) + 1
+    return max(counts, key=lambda steps: (counts[steps], steps), default=None)
 
 
 # Fig 3's headline: one family per task, chosen by hand: the setting whose teacher learned the task
@@ -336,7 +342,7 @@ def fig3(out: str, T: int) -> dict:
 
     res = {fam: {col: column(seeds, row, key) for col, row, key in FIG3_COLUMNS} for fam, seeds in sorted(runs.items())}
     # the control over the seeds that ran a row of it (SMT -> DMT over those seeds too; n in each cell); a family's
-    # 'more steps' column per DMT gradient: its longest such run, over the seeds that ran that many steps
+    # 'more steps' column per DMT gradient: the step count most seeds ran (longest on a tie), over those seeds
     control = {}
     budget = {g: {} for g in FROM_INIT_LONGER}  # a 'more steps' family's SMT + SMT -> DMT wall-clock (mean s, its seeds)
     for fam, seeds in sorted(runs.items()):

@@ -288,8 +288,8 @@ def test_fig3_puts_the_dmt_from_init_control_beside_the_smt_dmt_rows_of_the_same
 
 def test_fig3_control_shows_the_longest_one_step_dmt_from_init_beside_it_only_where_one_ran(tmp_path):
     """DMT from init given more steps than SMT -> DMT (`--dmt-from-init one_step --dmt-steps N`, N above the run's):
-    a column of its own in the control table, the family's longest such run over the seeds that ran it (a seed with
-    that row only counts too), its steps named above the table; a row with fewer steps is not 'more steps'. No
+    a column of its own in the control table, the step count most seeds ran (here the longest, too) over the seeds
+    that ran it (a seed with that row only counts too), its steps named above the table; a row with fewer steps is not 'more steps'. No
     family with such a row: no such column (the table as before)."""
     def row(name, acc, steps=5):
         return {"run": name, "steps": steps, "seconds": 10.0 * steps / 5, "teacher_acc": 1.0, "onestep_acc": 0.9,
@@ -312,7 +312,7 @@ def test_fig3_control_shows_the_longest_one_step_dmt_from_init_beside_it_only_wh
     from e2e_report import CONTROL_COLUMNS
 
     got = json.load(open(tmp_path / "fig3_T32.json"))["control"]["stack"]
-    more = got[CONTROL_COLUMNS[2][0]]  # the family's longest run (40 steps), over the seeds that ran 40 steps
+    more = got[CONTROL_COLUMNS[2][0]]  # 40 steps: 3 seeds ran it (20: 2), over those seeds
     assert more["values"] == [0.6, 0.8, 0.4] and more["steps"] == [40, 40, 40] and more["seconds"] == 80.0
     assert got[CONTROL_COLUMNS[0][0]]["seeds"] == [0, 1, 2]  # SMT -> DMT over the seeds that ran a control row
     md = (tmp_path / "fig3_T32.md").read_text()
@@ -321,6 +321,38 @@ def test_fig3_control_shows_the_longest_one_step_dmt_from_init_beside_it_only_wh
     header = next(x for x in md[md.index("The control"):].splitlines() if x.startswith("| family"))
     assert header == "| family | " + " | ".join(c[0] for c in CONTROL_COLUMNS[:3]) + " |"  # no full rollout ran: no column
     assert "| stack | 0.70 ± 0.20 (n=3, 10 s) | 0.15 ± 0.05 (n=2, 10 s) | 0.60 ± 0.20 (n=3, 80 s) |" in md
+
+
+def test_fig3_more_steps_column_is_the_step_count_most_seeds_ran_not_one_seeds_longer_extra_run(tmp_path):
+    """A seed's extra 'more steps' run at its own step count (associative recall: seed 0 at 8900 full-rollout steps,
+    seed 1 at 6100, beside all three seeds' 7400) stays in its JSON but does not take the column over: the column is
+    the step count most seeds ran, over those seeds (on a tie, the longer). Fails on 52b44f0, whose column was the
+    longest run over the one seed that ran it."""
+    def row(name, acc, steps=5):
+        return {"run": name, "steps": steps, "seconds": float(steps), "teacher_acc": 1.0, "onestep_acc": 0.9,
+                "student_acc": acc}
+
+    def dump(seed, extra):
+        rows = [row(n.ROWS[0], 0.3), row(n.ROWS[1], 0.9), row(n.ROWS[2], 0.8), row(n.FROM_INIT[1], 0.1)]
+        json.dump({"task": "stack", "family": "stack", "seq_len": 32, "seed": seed, "machine": "m",
+                   "rows": rows + [row(n.from_init_row("full_rollout", k), acc, k) for k, acc in extra]},
+                  open(tmp_path / f"stack_e2e_T32_s{seed}.json", "w"))
+
+    from e2e_report import CONTROL_COLUMNS, longer_from_init_steps
+
+    dump(0, [(74, 0.15), (89, 0.5)])
+    dump(1, [(74, 0.42), (61, 0.4)])
+    dump(2, [(74, 0.19)])
+    n.fig3(str(tmp_path), 32)
+    fr = json.load(open(tmp_path / "fig3_T32.json"))["control"]["stack"][CONTROL_COLUMNS[5][0]]
+    assert fr["values"] == [0.15, 0.42, 0.19] and fr["steps"] == [74, 74, 74] and fr["seeds"] == [0, 1, 2]
+    assert "(per family: stack 74 steps," in (tmp_path / "fig3_T32.md").read_text()
+    tie = {0: {n.ROWS[2]: row(n.ROWS[2], 0.8), n.from_init_row("full_rollout", 61): row("x", 0.4, 61)},
+           1: {n.ROWS[2]: row(n.ROWS[2], 0.8), n.from_init_row("full_rollout", 89): row("x", 0.5, 89)}}
+    for rows in tie.values():  # rows keyed by name, as fig3 holds them
+        for name, r in rows.items():
+            r["run"] = name
+    assert longer_from_init_steps(tie, "full_rollout") == 89  # one seed each: the longer
 
 
 def test_fig3_control_has_a_full_rollout_more_steps_column_set_against_smt_plus_full_rollout(tmp_path):
