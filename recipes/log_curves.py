@@ -1,0 +1,119 @@
+"""Training curves of single-phase needle_e2e.py runs, read back from their logs: loss terms vs step. (CPU, seconds.)
+
+needle_e2e.py's Trainer phases print Hugging Face Trainer's log dict every `logging_steps` (100) optimizer steps
+(`{'loss': '4.86', 'readout_loss': '2.378', ..., 'epoch': '0.96'}`), then `train_runtime` and the final
+evaluation (`eval_student_acc`, ...). The committed logs of a run that has one training phase (`--dmt-from-init`,
+`--bptt-only`, `--continue-dmt`; e.g. `recipes/results/fig3/dmt_from_init/logs/*_more_steps.log`) hold a whole
+learning curve that its JSON row (final numbers only) does not. This reads them (text only: `ast.literal_eval` of
+the dict lines, nothing executed) and writes <out>.json (per run: steps, each key's values, the final evaluation),
+<out>.md (a table of the final values) and <out>.png (one panel per key, the runs as curves).
+
+Step of the k-th logged line (k = 1, 2, ...): k * logging_steps, checked against the logged epoch (which grows in
+proportion to the step); a log whose epochs do not, or that holds more than one training phase, is refused.
+
+    python recipes/log_curves.py --keys loss readout_loss \
+        --run "seed 1, 6100 steps=recipes/results/fig3/dmt_from_init/logs/associative_recall_curriculum_e2e_T32_s1_dmt_from_init_full_rollout_own_steps.log" \
+        --run "seed 1, 7400 steps=recipes/results/fig3/dmt_from_init/logs/associative_recall_curriculum_e2e_T32_s1_dmt_from_init_full_rollout_more_steps.log" \
+        --title "associative recall T=32: full-rollout DMT from init" \
+        --out recipes/results/fig3/dmt_from_init/associative_recall_curriculum_T32_full_rollout_from_init_curves
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def read_log(path: str, logging_steps: int = 100) -> dict:
+    """One single-phase run's curve from its log: {"steps": [k * logging_steps], "<key>": [float per logged line]
+    for every key of the training log lines, "final_eval": {key: float} of the last evaluation line after training
+    (None if the log has none)}. Raises ValueError if the log has no training line, more than one training phase
+    (`train_runtime` lines), or epochs not in proportion to the step (lines missing or logging_steps wrong)."""
+    train, evals, phases = [], [], 0
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if not (line.startswith("{") and line.endswith("}")):
+                continue
+            try:
+                d = ast.literal_eval(line)
+            except (ValueError, SyntaxError):
+                continue
+            if not isinstance(d, dict):
+                continue
+            if "train_runtime" in d:
+                phases += 1
+            elif any(k.startswith("eval_") for k in d):
+                evals.append((phases, d))
+            elif "loss" in d:
+                if phases:
+                    raise ValueError(f"{path}: more than one training phase; log_curves reads single-phase logs "
+                                     "(needle_e2e --dmt-from-init / --bptt-only / --continue-dmt)")
+                train.append({k: float(v) for k, v in d.items()})
+    if not train:
+        raise ValueError(f"{path}: no training log line (a dict with 'loss')")
+    if phases > 1:
+        raise ValueError(f"{path}: {phases} training phases; log_curves reads single-phase logs")
+    e1 = train[0]["epoch"]
+    for k, d in enumerate(train, 1):
+        if abs(d["epoch"] - k * e1) > 0.02 * k * e1 + 1e-3:  # the epoch is logged to 4 significant digits
+            raise ValueError(f"{path}: logged line {k} is at epoch {d['epoch']}, not {k * e1:.4g}: lines missing, or "
+                             f"not logged every {logging_steps} steps")
+    keys = [k for k in train[0] if k not in ("epoch", "learning_rate", "grad_norm")]
+    final = [d for ph, d in evals if ph == 1]
+    return {"steps": [k * logging_steps for k in range(1, len(train) + 1)],
+            **{key: [d.get(key) for d in train] for key in keys},
+            "final_eval": {k[len("eval_"):]: float(v) for k, v in final[-1].items() if k.startswith("eval_")}
+            if final else None}
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--run", action="append", required=True, metavar="LABEL=LOG",
+                   help="a curve: its label, '=', the path of a single-phase needle_e2e log (repeat)")
+    p.add_argument("--keys", nargs="+", default=["loss"], help="logged keys to plot, one panel each (default: loss)")
+    p.add_argument("--logging-steps", type=int, default=100, help="steps between logged lines (needle_e2e: 100)")
+    p.add_argument("--title", default="", help="title over the panels")
+    p.add_argument("--out", required=True, help="output stem: writes <out>.json, .md, .png")
+    a = p.parse_args(argv)
+    runs = {}
+    for spec in a.run:
+        label, sep, path = spec.partition("=")
+        if not sep or not label or not path:
+            p.error(f"--run {spec!r}: give LABEL=LOG")
+        runs[label] = dict(read_log(path, a.logging_steps), log=os.path.relpath(path, os.path.dirname(a.out) or "."))
+    for key in a.keys:
+        missing = [label for label, r in runs.items() if key not in r]
+        if missing:
+            p.error(f"--keys {key}: not logged by {missing}; logged: {sorted(set().union(*runs.values()) - {'log'})}")
+    res = {"title": a.title, "logging_steps": a.logging_steps, "keys": a.keys, "runs": runs}
+    with open(a.out + ".json", "w") as f:
+        json.dump(res, f, indent=2)
+    head = ["run", "steps", *(f"last logged {k}" for k in a.keys), "final student_acc", "log"]
+    lines = [f"{a.title}: training curves read from the runs' logs (`recipes/log_curves.py`; the k-th logged line is "
+             f"step k x {a.logging_steps}; each logged value is the Trainer's mean over the {a.logging_steps} steps "
+             "before it). Final student_acc: the evaluation after training (held-out episodes).", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for label, r in runs.items():
+        acc = (r["final_eval"] or {}).get("student_acc")
+        lines.append(f"| {label} | {r['steps'][-1]} | " + " | ".join(f"{r[k][-1]:.3f}" for k in a.keys)
+                     + f" | {'-' if acc is None else f'{acc:.3f}'} | `{r['log']}` |")
+    sys.path.insert(0, os.path.dirname(HERE))
+    from smt_hf.viz import plot_panels
+
+    png = plot_panels([dict(curves={label: (r["steps"], r[k]) for label, r in runs.items()}, xlabel="step",
+                            ylabel=k, title=k) for k in a.keys], a.out + ".png", suptitle=a.title or None)
+    lines += ["", f"![training curves]({os.path.basename(str(png))})"]
+    with open(a.out + ".md", "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return res
+
+
+if __name__ == "__main__":
+    main()
