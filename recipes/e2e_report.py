@@ -349,10 +349,10 @@ def fig3(out: str, T: int) -> dict:
         ran = {s: dict(rs) for s, rs in seeds.items()}
         for grad, longer in FROM_INIT_LONGER.items():
             more = longer_from_init_steps(seeds, grad)
-            longest = from_init_row(grad, more) if more else None
+            chosen = from_init_row(grad, more) if more else None
             for rs in ran.values():
-                if longest in rs:
-                    rs[longer] = rs[longest]
+                if chosen in rs:
+                    rs[longer] = rs[chosen]
         ran = {s: rs for s, rs in ran.items() if {*FROM_INIT, *FROM_INIT_LONGER.values()} & set(rs)}
         if ran:
             control[fam] = {col: column(ran, row, "student_acc", steps=True) for col, row in CONTROL_COLUMNS}

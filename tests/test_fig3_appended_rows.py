@@ -286,7 +286,7 @@ def test_fig3_puts_the_dmt_from_init_control_beside_the_smt_dmt_rows_of_the_same
     assert names == ["needle (recipe model)", "string_copy", "stack"]  # Fig 3's order (the paper's task order), not the alphabet
 
 
-def test_fig3_control_shows_the_longest_one_step_dmt_from_init_beside_it_only_where_one_ran(tmp_path):
+def test_fig3_control_shows_a_longer_one_step_dmt_from_init_beside_it_only_where_one_ran(tmp_path):
     """DMT from init given more steps than SMT -> DMT (`--dmt-from-init one_step --dmt-steps N`, N above the run's):
     a column of its own in the control table, the step count most seeds ran (here the longest, too) over the seeds
     that ran it (a seed with that row only counts too), its steps named above the table; a row with fewer steps is not 'more steps'. No
@@ -324,8 +324,9 @@ def test_fig3_control_shows_the_longest_one_step_dmt_from_init_beside_it_only_wh
 
 
 def test_fig3_more_steps_column_is_the_step_count_most_seeds_ran_not_one_seeds_longer_extra_run(tmp_path):
-    """A seed's extra 'more steps' run at its own step count (associative recall: seed 0 at 8900 full-rollout steps,
-    seed 1 at 6100, beside all three seeds' 7400) stays in its JSON but does not take the column over: the column is
+    """A seed's extra 'more steps' run at its own step count (as on associative recall: seed 1 again at 6100
+    full-rollout steps beside all three seeds' 7400; here also a longer one on seed 0) stays in its JSON but does not
+    take the column over: the column is
     the step count most seeds ran, over those seeds (on a tie, the longer). Fails on 52b44f0, whose column was the
     longest run over the one seed that ran it."""
     def row(name, acc, steps=5):

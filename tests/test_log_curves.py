@@ -47,6 +47,11 @@ def test_read_log_refuses_two_phases_missing_lines_and_no_training(tmp_path):
     gap = log(tmp_path, [train_line(1, 9, 3), train_line(2, 8, 3), train_line(4, 7, 3), *DONE], "gap.log")
     with pytest.raises(ValueError, match="lines missing"):  # the 3rd line is at epoch 0.064, not 0.048
         log_curves.read_log(gap)
+    long = [train_line(k, 9, 3) for k in range(1, 61) if k != 55]  # a line missing late in a long run
+    with pytest.raises(ValueError, match="logged lines 54 and 55 are 0.032 epochs apart, not 0.016: lines missing"):
+        log_curves.read_log(log(tmp_path, [*long, *DONE], "late_gap.log"))
+    cut = log_curves.read_log(log(tmp_path, [train_line(1, 9, 3), train_line(2, 8, 3)], "cut.log"))  # no train_runtime
+    assert cut["steps"] == [100, 200] and cut["final_eval"] is None
     with pytest.raises(ValueError, match="no training log line"):
         log_curves.read_log(log(tmp_path, DONE, "none.log"))
 
@@ -60,6 +65,7 @@ def test_main_writes_the_table_json_and_refuses_a_key_not_logged(tmp_path):
                      "--title", "t", "--out", out])
     res = json.load(open(out + ".json"))
     assert res["runs"]["seed 0"]["steps"] == [100, 200] and res["runs"]["seed 1"]["final_eval"] is None
+    assert res["command"] == f"python recipes/log_curves.py --run 'seed 0={a}' --run 'seed 1={b}' --keys loss readout_loss --title t --out {out}"
     md = open(out + ".md").read()
     assert "| seed 0 | 200 | 8.000 | 2.500 | 0.241 | `a.log` |" in md and "| seed 1 | 100 | 9.500 | 3.100 | - |" in md
     assert os.path.getsize(out + ".png") > 0
