@@ -325,7 +325,7 @@ def test_fig3_control_shows_a_longer_one_step_dmt_from_init_beside_it_only_where
 
 def test_fig3_more_steps_column_is_the_step_count_most_seeds_ran_not_one_seeds_longer_extra_run(tmp_path):
     """A seed's extra 'more steps' run at its own step count (as on associative recall: seed 1 again at 6100
-    full-rollout steps beside all three seeds' 7400; here also a longer one on seed 0) stays in its JSON but does not
+    and seed 0 at 8900 full-rollout steps beside all three seeds' 7400) stays in its JSON but does not
     take the column over: the column is
     the step count most seeds ran, over those seeds (on a tie, the longer). Fails on 52b44f0, whose column was the
     longest run over the one seed that ran it."""
