@@ -8,6 +8,7 @@ import glob
 import json
 import os
 import sys
+from collections import Counter
 
 ROWS = ("joint SMT", "SMT -> DMT one_step", "SMT -> DMT full_rollout", "BPTT (same wall-clock)", "BPTT (4x wall-clock)")
 # the control of SMT's part in DMT (`--dmt-from-init`): DMT from the untrained student (BPTT's initialisation), the
@@ -297,11 +298,8 @@ def longer_from_init_steps(seeds: dict[int, dict[str, dict]], gradient: str = "o
     count (e.g. its own wall-clock budget) stays in its JSON and per-seed table without taking the column over."""
     def mirror_steps(rows):
         return (rows.get(SMT_DMT_ROW[gradient]) or rows.get(ROWS[1], {})).get("steps", 0)
-    counts: dict[int, int] = {}
-    for rows in seeds.values():
-        for steps in {r["steps"] for name, r in rows.items()
-                      if name == from_init_row(gradient, r["steps"]) and r["steps"] > mirror_steps(rows)}:
-            counts[steps] = counts.get(steps, 0) + 1
+    counts = Counter(steps for rows in seeds.values() for steps in {
+        r["steps"] for name, r in rows.items() if name == from_init_row(gradient, r["steps"]) and r["steps"] > mirror_steps(rows)})
     return max(counts, key=lambda steps: (counts[steps], steps), default=None)
 
 

@@ -325,10 +325,9 @@ def test_fig3_control_shows_a_longer_one_step_dmt_from_init_beside_it_only_where
 
 def test_fig3_more_steps_column_is_the_step_count_most_seeds_ran_not_one_seeds_longer_extra_run(tmp_path):
     """A seed's extra 'more steps' run at its own step count (as on associative recall: seed 1 again at 6100
-    and seed 0 at 8900 full-rollout steps beside all three seeds' 7400) stays in its JSON but does not
-    take the column over: the column is
-    the step count most seeds ran, over those seeds (on a tie, the longer). Fails on 52b44f0, whose column was the
-    longest run over the one seed that ran it."""
+    and seed 0 at 8900 full-rollout steps beside all three seeds' 7400) stays in its JSON but does not take the
+    column over: the column is the step count most seeds ran, over those seeds (on a tie, the longer). Fails on
+    52b44f0, whose column was the longest run over the one seed that ran it."""
     def row(name, acc, steps=5):
         return {"run": name, "steps": steps, "seconds": float(steps), "teacher_acc": 1.0, "onestep_acc": 0.9,
                 "student_acc": acc}
@@ -348,11 +347,8 @@ def test_fig3_more_steps_column_is_the_step_count_most_seeds_ran_not_one_seeds_l
     fr = json.load(open(tmp_path / "fig3_T32.json"))["control"]["stack"][CONTROL_COLUMNS[5][0]]
     assert fr["values"] == [0.15, 0.42, 0.19] and fr["steps"] == [74, 74, 74] and fr["seeds"] == [0, 1, 2]
     assert "(per family: stack 74 steps," in (tmp_path / "fig3_T32.md").read_text()
-    tie = {0: {n.ROWS[2]: row(n.ROWS[2], 0.8), n.from_init_row("full_rollout", 61): row("x", 0.4, 61)},
-           1: {n.ROWS[2]: row(n.ROWS[2], 0.8), n.from_init_row("full_rollout", 89): row("x", 0.5, 89)}}
-    for rows in tie.values():  # rows keyed by name, as fig3 holds them
-        for name, r in rows.items():
-            r["run"] = name
+    tie = {seed: {r["run"]: r for r in (row(n.ROWS[2], 0.8), row(n.from_init_row("full_rollout", k), 0.4, k))}
+           for seed, k in ((0, 61), (1, 89))}  # rows keyed by name, as fig3 holds them
     assert longer_from_init_steps(tie, "full_rollout") == 89  # one seed each: the longer
 
 
