@@ -11,7 +11,8 @@ the dict lines, nothing executed) and writes <out>.json (per run: steps, each ke
 Step of the k-th logged line (k = 1, 2, ...): k * logging_steps. The logged epochs must grow by the same amount
 from line to line (a missing line would show as a double step); that checks the lines are consecutive, not that
 logging_steps is the run's (give the run's: needle_e2e logs every 100). A log with more than one training phase is
-refused; one cut off before `train_runtime` is read, with no final evaluation.
+refused, unless `--last-phase` asks for its last one (a `--dmt-from-init --retrain-teacher` run logs its re-trained
+joint SMT before its DMT); one cut off before `train_runtime` is read, with no final evaluation.
 
     python recipes/log_curves.py --keys loss readout_loss \
         --run "seed 1, 6100 steps=recipes/results/fig3/dmt_from_init/logs/associative_recall_curriculum_e2e_T32_s1_dmt_from_init_full_rollout_own_steps.log" \
@@ -32,13 +33,15 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def read_log(path: str, logging_steps: int = 100) -> dict:
+def read_log(path: str, logging_steps: int = 100, last_phase: bool = False) -> dict:
     """One single-phase run's curve from its log: {"steps": [k * logging_steps], "<key>": [float per logged line]
     for every key of the first training log line (None where a later line lacks it), "final_eval": {key: float} of
-    the last evaluation line after training (None if the log has none, e.g. cut off)}. Raises ValueError if the log
-    has no training line, more than one training phase (`train_runtime` lines), or a step between two logged lines
-    whose epoch difference is not the first line's epoch (a line missing)."""
-    train, evals, phases = [], [], 0
+    the last evaluation line after training (None if the log has none, e.g. cut off)}. `last_phase`: the curve of the
+    log's last training phase (its steps counted from that phase's start), every earlier phase skipped. Raises
+    ValueError if the log has no training line, more than one training phase (`train_runtime` lines; with
+    `last_phase`: a phase after the last logged training line, one too short to log), or a step between two logged
+    lines whose epoch difference is not the first line's epoch (a line missing)."""
+    train, evals, phases, start = [], [], 0, 0  # start: the train_runtime lines before the phase being read
     with open(path) as f:
         for line in f:
             line = line.strip()
@@ -55,14 +58,18 @@ def read_log(path: str, logging_steps: int = 100) -> dict:
             elif any(k.startswith("eval_") for k in d):
                 evals.append((phases, d))
             elif "loss" in d:
-                if phases:
-                    raise ValueError(f"{path}: more than one training phase; log_curves reads single-phase logs "
-                                     "(needle_e2e --dmt-from-init with one gradient, --continue-dmt, ...)")
+                if phases > start:
+                    if not last_phase:
+                        raise ValueError(f"{path}: more than one training phase; log_curves reads single-phase logs "
+                                         "(needle_e2e --dmt-from-init with one gradient, --continue-dmt, ...; "
+                                         "--last-phase for the last phase of a longer log)")
+                    train, start = [], phases  # a later phase: the curve starts again
                 train.append({k: float(v) for k, v in d.items()})
     if not train:
         raise ValueError(f"{path}: no training log line (a dict with 'loss')")
-    if phases > 1:
-        raise ValueError(f"{path}: {phases} training phases; log_curves reads single-phase logs")
+    if phases > start + 1:
+        raise ValueError(f"{path}: {phases - start} training phases after its last logged training line's start; "
+                         "log_curves reads single-phase logs (or the last phase, which must log a training line)")
     e1 = train[0]["epoch"]
     for k in range(1, len(train)):
         step = train[k]["epoch"] - train[k - 1]["epoch"]
@@ -70,7 +77,7 @@ def read_log(path: str, logging_steps: int = 100) -> dict:
             raise ValueError(f"{path}: logged lines {k} and {k + 1} are {step:.4g} epochs apart, not {e1:.4g}: "
                              "lines missing")
     keys = [k for k in train[0] if k not in ("epoch", "learning_rate", "grad_norm")]
-    final = [d for ph, d in evals if ph == 1]
+    final = [d for ph, d in evals if ph == start + 1]
     return {"steps": [k * logging_steps for k in range(1, len(train) + 1)],
             **{key: [d.get(key) for d in train] for key in keys},
             "final_eval": {k[len("eval_"):]: float(v) for k, v in final[-1].items() if k.startswith("eval_")}
@@ -81,6 +88,8 @@ def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", action="append", required=True, metavar="LABEL=LOG",
                    help="a curve: its label, '=', the path of a single-phase needle_e2e log (repeat)")
+    p.add_argument("--last-phase", action="store_true",
+                   help="read each log's last training phase (a --retrain-teacher run logs its joint SMT first)")
     p.add_argument("--keys", nargs="+", default=["loss"], help="logged keys to plot, one panel each (default: loss)")
     p.add_argument("--logging-steps", type=int, default=100, help="steps between logged lines (needle_e2e: 100)")
     p.add_argument("--title", default="", help="title over the panels")
@@ -91,7 +100,7 @@ def main(argv=None) -> dict:
         label, sep, path = spec.partition("=")
         if not sep or not label or not path:
             p.error(f"--run {spec!r}: give LABEL=LOG")
-        runs[label] = dict(read_log(path, a.logging_steps), log=os.path.relpath(path, os.path.dirname(a.out) or "."))
+        runs[label] = dict(read_log(path, a.logging_steps, a.last_phase), log=os.path.relpath(path, os.path.dirname(a.out) or "."))
     for key in a.keys:
         missing = [label for label, r in runs.items() if key not in r]
         if missing:

@@ -56,6 +56,25 @@ def test_read_log_refuses_two_phases_missing_lines_and_no_training(tmp_path):
         log_curves.read_log(log(tmp_path, DONE, "none.log"))
 
 
+def test_last_phase_reads_the_dmt_phase_of_a_run_that_retrained_its_teacher_first(tmp_path):
+    smt = [f"{{'loss': '{x}', 'decoder_loss': '1.0', 'epoch': '{k * 0.032}'}}" for k, x in ((1, 6.4), (2, 4.5))]
+    path = log(tmp_path, [*smt, "{'train_runtime': '2400', 'train_loss': '5.4', 'epoch': '0.064'}",
+                          "{'eval_student_acc': '0.0019', 'eval_teacher_acc': '0.9996', 'epoch': '0.064'}",
+                          "[dmt-from-init] joint SMT reproduced its row", EVAL0,
+                          train_line(1, 18.45, 3.393), train_line(2, 11.42, 2.829), *DONE], "retrain.log")
+    with pytest.raises(ValueError, match="more than one training phase"):
+        log_curves.read_log(path)
+    got = log_curves.read_log(path, last_phase=True)
+    assert got["steps"] == [100, 200] and got["loss"] == [18.45, 11.42] and got["readout_loss"] == [3.393, 2.829]
+    assert "decoder_loss" not in got  # the SMT phase's keys are not read
+    assert got["final_eval"] == {"student_loss": 2.36, "student_acc": 0.2415, "drift_mean": 0.7035}
+    single = log(tmp_path, [train_line(1, 9, 3), train_line(2, 8, 3), *DONE], "single.log")
+    assert log_curves.read_log(single, last_phase=True) == log_curves.read_log(single)
+    short = log(tmp_path, [train_line(1, 9, 3), *DONE, *DONE], "short_last.log")  # a last phase too short to log
+    with pytest.raises(ValueError, match="2 training phases"):
+        log_curves.read_log(short, last_phase=True)
+
+
 def test_main_writes_the_table_json_and_refuses_a_key_not_logged(tmp_path):
     pytest.importorskip("matplotlib")
     a = log(tmp_path, [train_line(1, 9.0, 3.0), train_line(2, 8.0, 2.5), *DONE], "a.log")
