@@ -39,8 +39,9 @@ def read_log(path: str, logging_steps: int = 100, last_phase: bool = False) -> d
     the last evaluation line after training (None if the log has none, e.g. cut off)}. `last_phase`: the curve of the
     log's last training phase (its steps counted from that phase's start), every earlier phase skipped. Raises
     ValueError if the log has no training line, more than one training phase (`train_runtime` lines; with
-    `last_phase`: a phase after the last logged training line, one too short to log), or a step between two logged
-    lines whose epoch difference is not the first line's epoch (a line missing)."""
+    `last_phase`: a phase after the last logged training line, one too short to log; either way, a phase that starts,
+    with its step-0 evaluation, after the one read: a log cut off before that phase logged a line), or a step between
+    two logged lines whose epoch difference is not the first line's epoch (a line missing)."""
     train, evals, phases, start = [], [], 0, 0  # start: the train_runtime lines before the phase being read
     with open(path) as f:
         for line in f:
@@ -77,6 +78,9 @@ def read_log(path: str, logging_steps: int = 100, last_phase: bool = False) -> d
             raise ValueError(f"{path}: logged lines {k} and {k + 1} are {step:.4g} epochs apart, not {e1:.4g}: "
                              "lines missing")
     keys = [k for k in train[0] if k not in ("epoch", "learning_rate", "grad_norm")]
+    if any(ph == start + 1 and float(d.get("epoch", -1)) == 0 for ph, d in evals):
+        raise ValueError(f"{path}: a later phase starts (its step-0 evaluation) but logs no training line: cut off, or "
+                         "too short to log; not read as this phase's curve")
     final = [d for ph, d in evals if ph == start + 1]
     return {"steps": [k * logging_steps for k in range(1, len(train) + 1)],
             **{key: [d.get(key) for d in train] for key in keys},

@@ -73,6 +73,16 @@ def test_last_phase_reads_the_dmt_phase_of_a_run_that_retrained_its_teacher_firs
     short = log(tmp_path, [train_line(1, 9, 3), *DONE, *DONE], "short_last.log")  # a last phase too short to log
     with pytest.raises(ValueError, match="2 training phases"):
         log_curves.read_log(short, last_phase=True)
+    lines = open(path).read().splitlines()
+    cut_mid = tmp_path / "cut_mid.log"  # cut off after the DMT phase's first two logged lines: its curve, no evaluation
+    cut_mid.write_text("\n".join(lines[:-len(DONE)]) + "\n")
+    mid = log_curves.read_log(str(cut_mid), last_phase=True)
+    assert mid["steps"] == [100, 200] and mid["final_eval"] is None  # not the SMT phase's evaluation
+    cut_early = tmp_path / "cut_early.log"  # cut off before the DMT phase logged a line: refused, not the SMT curve
+    cut_early.write_text("\n".join(lines[:lines.index(EVAL0, 3) + 1]) + "\n")
+    for last in (True, False):
+        with pytest.raises(ValueError, match="a later phase starts"):
+            log_curves.read_log(str(cut_early), last_phase=last)
 
 
 def test_main_writes_the_table_json_and_refuses_a_key_not_logged(tmp_path):
