@@ -104,7 +104,8 @@ def main(argv=None) -> dict:
         label, sep, path = spec.partition("=")
         if not sep or not label or not path:
             p.error(f"--run {spec!r}: give LABEL=LOG")
-        runs[label] = dict(read_log(path, a.logging_steps, a.last_phase), log=os.path.relpath(path, os.path.dirname(a.out) or "."))
+        runs[label] = dict(read_log(path, a.logging_steps, a.last_phase),
+                           log=os.path.relpath(path, os.path.dirname(a.out) or "."))
     for key in a.keys:
         missing = [label for label, r in runs.items() if key not in r]
         if missing:
