@@ -303,6 +303,33 @@ def longer_from_init_steps(seeds: dict[int, dict[str, dict]], gradient: str = "o
     return max(counts, key=lambda steps: (counts[steps], steps), default=None)
 
 
+def matched_from_init_steps(out: str, stem: str, gradient: str = "one_step", round_to: int = 100) -> tuple[int, dict]:
+    """The step count a 'more steps' DMT-from-init run with `gradient` (one_step, full_rollout) is given: the mean over
+    the seeds in `out` that ran the 400-step-style control (a `from_init_row(gradient)` row in `<stem>_s<seed>.json`)
+    of their joint SMT + SMT -> DMT `gradient` wall-clock (s), over the mean of those control rows' seconds per step,
+    to the nearest `round_to` steps: as many DMT steps from init as fit SMT's and DMT's time, at the control's own pace
+    (fig3/dmt_from_init/README.md, 'More steps'). Returns (steps, details: seeds, budget_s, s_per_step, exact).
+    ValueError where no seed has that control row (run `needle_e2e.py --dmt-from-init <gradient>` first)."""
+    budget, pace, seeds = [], [], []
+    for path in sorted(glob.glob(os.path.join(out, f"{stem}_s[0-9]*.json"))):
+        if not os.path.basename(path)[len(stem) + 2:-5].isdigit():
+            continue  # <stem>_s<seed>_bptt*.json: BPTT only
+        run = json.load(open(path))
+        rows = {r["run"]: r for r in run["rows"]}
+        control = rows.get(from_init_row(gradient))
+        if control is None or ROWS[0] not in rows or SMT_DMT_ROW[gradient] not in rows:
+            continue
+        budget.append(rows[ROWS[0]]["seconds"] + rows[SMT_DMT_ROW[gradient]]["seconds"])
+        pace.append(control["seconds"] / control["steps"])
+        seeds.append(run["seed"])
+    if not seeds:
+        raise ValueError(f"no {stem}_s<seed>.json in {out} has a {from_init_row(gradient)!r} row with its "
+                         f"{ROWS[0]!r} and {SMT_DMT_ROW[gradient]!r} rows: run --dmt-from-init {gradient} first")
+    exact = (sum(budget) / len(budget)) / (sum(pace) / len(pace))
+    return int(round(exact / round_to) * round_to), {"seeds": seeds, "budget_s": sum(budget) / len(budget),
+                                                     "s_per_step": sum(pace) / len(pace), "exact": exact}
+
+
 # Fig 3's headline: one family per task, chosen by hand: the setting whose teacher learned the task
 # (recipes/results/teacher_curves.md) and that has the most rows run. Another family of a task that has its headline
 # family in the folder is listed below as a setting tried; a family of any other task stays in the headline.
@@ -438,3 +465,18 @@ def fig3(out: str, T: int) -> dict:
     with open(os.path.join(out, f"fig3_T{T}.md"), "w") as f:
         f.write(md)
     return res
+
+
+if __name__ == "__main__":  # python recipes/e2e_report.py --matched-steps one_step --stem stack_e2e_T32 --out <dir>
+    import argparse
+
+    p = argparse.ArgumentParser(description="print the step count of a 'more steps' DMT-from-init run "
+                                "(matched_from_init_steps), then how it was computed")
+    p.add_argument("--matched-steps", choices=["one_step", "full_rollout"], required=True, help="the DMT gradient")
+    p.add_argument("--stem", required=True, help="<family>_e2e_T<T> (the recipe model: <task>_e2e_T<T>)")
+    p.add_argument("--out", required=True, help="the folder of the run JSONs")
+    a = p.parse_args()
+    n, d = matched_from_init_steps(a.out, a.stem, a.matched_steps)
+    print(n)
+    print(f"{a.stem} {a.matched_steps}: seeds {d['seeds']}, mean SMT + SMT -> DMT {d['budget_s']:.0f} s over the "
+          f"control rows' mean {d['s_per_step']:.3f} s per step = {d['exact']:.0f} steps", file=sys.stderr)

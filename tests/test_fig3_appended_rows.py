@@ -453,3 +453,37 @@ def test_retrain_teacher_gives_the_control_the_saved_teachers_rows_and_saves_it(
     assert json.load(open(tmp_path / "d" / name)) == bad and not os.path.exists(tmp_path / "d" / "final_needle_T8_s0")
     with pytest.raises(ValueError, match="with dmt_from_init"):
         n.run(out=str(tmp_path / "a"), retrain_teacher=True, **kw)
+
+
+def test_matched_from_init_steps_is_smt_plus_dmt_time_over_the_controls_pace(tmp_path):
+    """The step count of a 'more steps' DMT-from-init run (`e2e_report.py --matched-steps`): the mean over the seeds
+    with the control row of joint SMT + SMT -> DMT (that gradient) seconds, over the mean of the control rows' seconds
+    per step, to the nearest 100. A seed without the control and a BPTT-only JSON do not count; no control: refused."""
+    import subprocess
+
+    from e2e_report import matched_from_init_steps
+
+    def row(name, steps, seconds):
+        return {"run": name, "steps": steps, "seconds": seconds, "student_acc": 0.5}
+
+    def dump(name, seed, rows):
+        json.dump({"task": "stack", "seq_len": 32, "seed": seed, "rows": rows}, open(tmp_path / name, "w"))
+
+    with pytest.raises(ValueError, match="--dmt-from-init one_step first"):
+        matched_from_init_steps(str(tmp_path), "stack_e2e_T32")
+    dump("stack_e2e_T32_s0.json", 0, [row(n.ROWS[0], 900, 300.0), row(n.ROWS[1], 400, 100.0),
+                                      row(n.ROWS[2], 400, 140.0), row(n.FROM_INIT[0], 400, 80.0),
+                                      row(n.FROM_INIT[1], 400, 120.0)])
+    dump("stack_e2e_T32_s1.json", 1, [row(n.ROWS[0], 900, 500.0), row(n.ROWS[1], 400, 100.0),
+                                      row(n.FROM_INIT[0], 400, 40.0)])
+    dump("stack_e2e_T32_s2.json", 2, [row(n.ROWS[0], 900, 9000.0), row(n.ROWS[1], 400, 9000.0)])  # no control
+    dump("stack_e2e_T32_s0_bptt_x4.json", 0, [row(n.ROWS[0], 900, 9000.0), row(n.ROWS[1], 400, 9000.0),
+                                              row(n.FROM_INIT[0], 400, 1.0)])
+    steps, d = matched_from_init_steps(str(tmp_path), "stack_e2e_T32")
+    # (400 + 600) / 2 s over (0.2 + 0.1) / 2 s per step = 3333.3 -> 3300
+    assert d["seeds"] == [0, 1] and d["budget_s"] == 500.0 and abs(d["s_per_step"] - 0.15) < 1e-12 and steps == 3300
+    assert matched_from_init_steps(str(tmp_path), "stack_e2e_T32", "full_rollout")[0] == 1500  # 440 s / 0.3 s, seed 0
+    recipes = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "recipes")
+    out = subprocess.run([sys.executable, os.path.join(recipes, "e2e_report.py"), "--matched-steps", "one_step",
+                          "--stem", "stack_e2e_T32", "--out", str(tmp_path)], capture_output=True, text=True, check=True)
+    assert out.stdout == "3300\n" and "seeds [0, 1]" in out.stderr
