@@ -303,17 +303,19 @@ def longer_from_init_steps(seeds: dict[int, dict[str, dict]], gradient: str = "o
     return max(counts, key=lambda steps: (counts[steps], steps), default=None)
 
 
-def matched_from_init_steps(out: str, stem: str, gradient: str = "one_step", round_to: int = 100) -> tuple[int, dict]:
+def matched_from_init_steps(out: str, stem: str, gradient: str = "one_step",
+                             round_to: int = 100) -> tuple[int, dict]:
     """The step count a 'more steps' DMT-from-init run with `gradient` (one_step, full_rollout) is given: the mean over
-    the seeds in `out` that ran the 400-step-style control (a `from_init_row(gradient)` row in `<stem>_s<seed>.json`)
-    of their joint SMT + SMT -> DMT `gradient` wall-clock (s), over the mean of those control rows' seconds per step,
+    the seeds in `out` that ran the control at the SMT -> DMT rows' own step count (a `from_init_row(gradient)` row
+    in `<stem>_s<seed>.json`, beside its joint SMT and SMT -> DMT `gradient` rows) of their joint SMT + SMT -> DMT
+    `gradient` wall-clock (s), over the mean of those control rows' seconds per step,
     to the nearest `round_to` steps: as many DMT steps from init as fit SMT's and DMT's time, at the control's own pace
     (fig3/dmt_from_init/README.md, 'More steps'). Returns (steps, details: seeds, budget_s, s_per_step, exact).
     ValueError where no seed has that control row (run `needle_e2e.py --dmt-from-init <gradient>` first)."""
     budget, pace, seeds = [], [], []
-    for path in sorted(glob.glob(os.path.join(out, f"{stem}_s[0-9]*.json"))):
-        if not os.path.basename(path)[len(stem) + 2:-5].isdigit():
-            continue  # <stem>_s<seed>_bptt*.json: BPTT only
+    paths = [p for p in glob.glob(os.path.join(out, f"{stem}_s[0-9]*.json"))
+             if os.path.basename(p)[len(stem) + 2:-5].isdigit()]  # not <stem>_s<seed>_bptt*.json: BPTT only
+    for path in sorted(paths, key=lambda p: int(os.path.basename(p)[len(stem) + 2:-5])):
         run = json.load(open(path))
         rows = {r["run"]: r for r in run["rows"]}
         control = rows.get(from_init_row(gradient))
@@ -476,7 +478,10 @@ if __name__ == "__main__":  # python recipes/e2e_report.py --matched-steps one_s
     p.add_argument("--stem", required=True, help="<family>_e2e_T<T> (the recipe model: <task>_e2e_T<T>)")
     p.add_argument("--out", required=True, help="the folder of the run JSONs")
     a = p.parse_args()
-    n, d = matched_from_init_steps(a.out, a.stem, a.matched_steps)
+    try:
+        n, d = matched_from_init_steps(a.out, a.stem, a.matched_steps)
+    except ValueError as e:
+        sys.exit(str(e))
     print(n)
     print(f"{a.stem} {a.matched_steps}: seeds {d['seeds']}, mean SMT + SMT -> DMT {d['budget_s']:.0f} s over the "
           f"control rows' mean {d['s_per_step']:.3f} s per step = {d['exact']:.0f} steps", file=sys.stderr)

@@ -484,6 +484,13 @@ def test_matched_from_init_steps_is_smt_plus_dmt_time_over_the_controls_pace(tmp
     assert d["seeds"] == [0, 1] and d["budget_s"] == 500.0 and abs(d["s_per_step"] - 0.15) < 1e-12 and steps == 3300
     assert matched_from_init_steps(str(tmp_path), "stack_e2e_T32", "full_rollout")[0] == 1500  # 440 s / 0.3 s, seed 0
     recipes = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "recipes")
-    out = subprocess.run([sys.executable, os.path.join(recipes, "e2e_report.py"), "--matched-steps", "one_step",
-                          "--stem", "stack_e2e_T32", "--out", str(tmp_path)], capture_output=True, text=True, check=True)
-    assert out.stdout == "3300\n" and "seeds [0, 1]" in out.stderr
+    dump("stack_e2e_T32_s10.json", 10, [row(n.ROWS[0], 900, 300.0), row(n.ROWS[1], 400, 100.0),
+                                        row(n.FROM_INIT[0], 400, 80.0)])  # 466.7 s / 0.1667 s = 2800
+    cmd = [sys.executable, os.path.join(recipes, "e2e_report.py"), "--matched-steps", "one_step", "--stem",
+           "stack_e2e_T32", "--out", str(tmp_path)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    assert out.stdout == "2800\n" and "seeds [0, 1, 10]" in out.stderr
+    cmd[3] = "full_rollout"
+    dump("stack_e2e_T32_s0.json", 0, [row(n.ROWS[0], 900, 300.0), row(n.ROWS[1], 400, 100.0)])  # no control left
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    assert out.returncode == 1 and "run --dmt-from-init full_rollout first" in out.stderr and not out.stdout
