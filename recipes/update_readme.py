@@ -74,7 +74,8 @@ def control_section() -> str:
                      f"instead of `--no-bptt`; more steps: `--dmt-from-init one_step --dmt-steps <N>` (or "
                      f"`full_rollout`; N: `python recipes/e2e_report.py --matched-steps one_step --stem "
                      f"<family>_e2e_T{T} --out <dir>`); the table: `--fig3 --out <dir>`; a family named "
-                     f"`<task> (recipe model)` ran without `--family`. Which seeds, steps and machine each row had: `recipes/results/fig3/dmt_from_init/README.md`; the "
+                     f"`<task> (recipe model)` ran without `--family`. Which seeds, steps and machine each row had: "
+                     f"`recipes/results/fig3/dmt_from_init/README.md`; the "
                      f"control on the headline runs themselves, where it ran, closes the Fig 3 T={T} table above)\n\n"
                      f"Machine: {machine.group(1)}.\n\n"
                      + _results_links(CONTROL_START + text.split(CONTROL_START, 1)[1].rstrip(),
