@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import glob
 import json
+import math
 import os
 import sys
 from collections import Counter
@@ -294,13 +295,23 @@ def longer_from_init_steps(seeds: dict[int, dict[str, dict]], gradient: str = "o
     """The step count of a family's 'more steps' column with `gradient` (one_step, full_rollout): of the runs of DMT
     from init with that gradient for more steps than the seed's SMT -> DMT row with it (a seed without that row: its
     one-step row's steps) (rows named `from_init_row(gradient, steps)`; seeds: rows by name, per seed), the step count
-    the most seeds ran, the longest of those on a tie; None if no seed ran one. So a seed's extra run at another step
-    count (e.g. its own wall-clock budget) stays in its JSON and per-seed table without taking the column over."""
+    the most seeds ran; on a tie, the one whose runs' wall-clock is nearest (as a ratio) that of their seeds' joint SMT +
+    SMT -> DMT `gradient` rows, the column's budget (so a deliberately longer run, e.g. parity T=32's 10000 full-rollout
+    steps at about 2.7x that time, beside the matched 3500 on as many seeds, does not take the column over), the
+    longest where no seed has both rows; None if no seed ran one. So a seed's extra run at another step count (e.g.
+    its own wall-clock budget) stays in its JSON and per-seed table without taking the column over."""
     def mirror_steps(rows):
         return (rows.get(SMT_DMT_ROW[gradient]) or rows.get(ROWS[1], {})).get("steps", 0)
     counts = Counter(steps for rows in seeds.values() for steps in {
         r["steps"] for name, r in rows.items() if name == from_init_row(gradient, r["steps"]) and r["steps"] > mirror_steps(rows)})
-    return max(counts, key=lambda steps: (counts[steps], steps), default=None)
+
+    def off_budget(steps):  # mean |log(a run's seconds / its seed's SMT + SMT -> DMT seconds)|; inf: no budget known
+        name, mirror = from_init_row(gradient, steps), SMT_DMT_ROW[gradient]
+        ratios = [rows[name]["seconds"] / (rows[ROWS[0]]["seconds"] + rows[mirror]["seconds"])
+                  for rows in seeds.values() if name in rows and ROWS[0] in rows and mirror in rows]
+        ratios = [x for x in ratios if x > 0]
+        return sum(abs(math.log(x)) for x in ratios) / len(ratios) if ratios else math.inf
+    return max(counts, key=lambda steps: (counts[steps], -off_budget(steps), steps), default=None)
 
 
 def matched_from_init_steps(out: str, stem: str, gradient: str = "one_step",
@@ -369,7 +380,7 @@ def fig3(out: str, T: int) -> dict:
 
     res = {fam: {col: column(seeds, row, key) for col, row, key in FIG3_COLUMNS} for fam, seeds in sorted(runs.items())}
     # the control over the seeds that ran a row of it (SMT -> DMT over those seeds too; n in each cell); a family's
-    # 'more steps' column per DMT gradient: the step count most seeds ran (longest on a tie), over those seeds
+    # 'more steps' column per DMT gradient: the step count most seeds ran (nearest the budget on a tie), over those seeds
     control = {}
     budget = {g: {} for g in FROM_INIT_LONGER}  # a 'more steps' family's SMT + SMT -> DMT wall-clock (mean s, its seeds)
     for fam, seeds in sorted(runs.items()):

@@ -326,8 +326,10 @@ def test_fig3_control_shows_a_longer_one_step_dmt_from_init_beside_it_only_where
 def test_fig3_more_steps_column_is_the_step_count_most_seeds_ran_not_one_seeds_longer_extra_run(tmp_path):
     """A seed's extra 'more steps' run at its own step count (as on associative recall: seed 1 again at 6100
     and seed 0 at 8900 full-rollout steps beside all three seeds' 7400) stays in its JSON but does not take the
-    column over: the column is the step count most seeds ran, over those seeds (on a tie, the longer). Fails on
-    52b44f0, whose column was the longest run over the one seed that ran it."""
+    column over: the column is the step count most seeds ran, over those seeds (on a tie, the one nearest the
+    seeds' SMT + SMT -> DMT wall-clock, the longer where that is unknown). Fails on 52b44f0, whose column was the
+    longest run over the one seed that ran it, and on d32fcaf, where a tie went to the longer run even when it was
+    given several times the budget."""
     def row(name, acc, steps=5):
         return {"run": name, "steps": steps, "seconds": float(steps), "teacher_acc": 1.0, "onestep_acc": 0.9,
                 "student_acc": acc}
@@ -349,7 +351,18 @@ def test_fig3_more_steps_column_is_the_step_count_most_seeds_ran_not_one_seeds_l
     assert "(per family: stack 74 steps," in (tmp_path / "fig3_T32.md").read_text()
     tie = {seed: {r["run"]: r for r in (row(n.ROWS[2], 0.8), row(n.from_init_row("full_rollout", k), 0.4, k))}
            for seed, k in ((0, 61), (1, 89))}  # rows keyed by name, as fig3 holds them
-    assert longer_from_init_steps(tie, "full_rollout") == 89  # one seed each: the longer
+    assert longer_from_init_steps(tie, "full_rollout") == 89  # one seed each, no SMT row (no budget): the longer
+    # as many seeds at each count: the count run in about the seeds' SMT + SMT -> DMT wall-clock, not a run given
+    # several times that (parity T=32's headline runs: 3500 full-rollout steps matched, 10000 at about 2.7x)
+    def timed(name, steps, seconds):
+        return dict(row(name, 0.5, steps), seconds=seconds)
+
+    for short_s, long_s, want in ((1375.0, 3827.0, 3500), (245.0, 1379.0, 10000)):
+        both = {seed: {r["run"]: r for r in (timed(n.ROWS[0], 6000, 1300.0), timed(n.ROWS[2], 400, 140.0),
+                                              timed(n.from_init_row("full_rollout", 3500), 3500, short_s),
+                                              timed(n.from_init_row("full_rollout", 10000), 10000, long_s))}
+                for seed in (0, 1)}
+        assert longer_from_init_steps(both, "full_rollout") == want
 
 
 def test_fig3_control_has_a_full_rollout_more_steps_column_set_against_smt_plus_full_rollout(tmp_path):
