@@ -297,8 +297,9 @@ def longer_from_init_steps(seeds: dict[int, dict[str, dict]], gradient: str = "o
     one-step row's steps) (rows named `from_init_row(gradient, steps)`; seeds: rows by name, per seed), the step count
     the most seeds ran; on a tie, the one whose runs' wall-clock is nearest (as a ratio) that of their seeds' joint SMT +
     SMT -> DMT `gradient` rows, the column's budget (so a deliberately longer run, e.g. parity T=32's 10000 full-rollout
-    steps at about 2.7x that time, beside the matched 3500 on as many seeds, does not take the column over), the
-    longest where no seed has both rows; None if no seed ran one. So a seed's extra run at another step count (e.g.
+    steps at about 2.7x that time, beside the matched 3500 on as many seeds, does not take the column over; a count
+    with no seed that has both rows and nonzero seconds counts as farthest, and among such counts the longest wins);
+    None if no seed ran one. So a seed's extra run at another step count (e.g.
     its own wall-clock budget) stays in its JSON and per-seed table without taking the column over."""
     def mirror_steps(rows):
         return (rows.get(SMT_DMT_ROW[gradient]) or rows.get(ROWS[1], {})).get("steps", 0)
@@ -307,9 +308,9 @@ def longer_from_init_steps(seeds: dict[int, dict[str, dict]], gradient: str = "o
 
     def off_budget(steps):  # mean |log(a run's seconds / its seed's SMT + SMT -> DMT seconds)|; inf: no budget known
         name, mirror = from_init_row(gradient, steps), SMT_DMT_ROW[gradient]
-        ratios = [rows[name]["seconds"] / (rows[ROWS[0]]["seconds"] + rows[mirror]["seconds"])
-                  for rows in seeds.values() if name in rows and ROWS[0] in rows and mirror in rows]
-        ratios = [x for x in ratios if x > 0]
+        pairs = [(rows[name]["seconds"], rows[ROWS[0]]["seconds"] + rows[mirror]["seconds"])
+                 for rows in seeds.values() if name in rows and ROWS[0] in rows and mirror in rows]
+        ratios = [ran / budget for ran, budget in pairs if ran > 0 and budget > 0]
         return sum(abs(math.log(x)) for x in ratios) / len(ratios) if ratios else math.inf
     return max(counts, key=lambda steps: (counts[steps], -off_budget(steps), steps), default=None)
 

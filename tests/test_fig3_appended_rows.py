@@ -363,6 +363,9 @@ def test_fig3_more_steps_column_is_the_step_count_most_seeds_ran_not_one_seeds_l
                                               timed(n.from_init_row("full_rollout", 10000), 10000, long_s))}
                 for seed in (0, 1)}
         assert longer_from_init_steps(both, "full_rollout") == want
+    for rows in both.values():  # rows of 0 s (e.g. rounded away): no budget known, so no ratio, and the longer
+        rows[n.ROWS[0]]["seconds"] = rows[n.ROWS[2]]["seconds"] = 0.0
+    assert longer_from_init_steps(both, "full_rollout") == 10000
 
 
 def test_fig3_control_has_a_full_rollout_more_steps_column_set_against_smt_plus_full_rollout(tmp_path):
