@@ -299,8 +299,8 @@ def longer_from_init_steps(seeds: dict[int, dict[str, dict]], gradient: str = "o
     SMT -> DMT `gradient` rows, the column's budget (so a deliberately longer run, e.g. parity T=32's 10000 full-rollout
     steps at about 2.7x that time, beside the matched 3500 on as many seeds, does not take the column over; a count
     with no seed that has both rows and nonzero seconds counts as farthest, and among such counts the longest wins);
-    None if no seed ran one. So a seed's extra run at another step count (e.g.
-    its own wall-clock budget) stays in its JSON and per-seed table without taking the column over."""
+    None if no seed ran one. So a seed's extra run at another step count (e.g. its own wall-clock budget) stays in its
+    JSON and per-seed table without taking the column over."""
     def mirror_steps(rows):
         return (rows.get(SMT_DMT_ROW[gradient]) or rows.get(ROWS[1], {})).get("steps", 0)
     counts = Counter(steps for rows in seeds.values() for steps in {
