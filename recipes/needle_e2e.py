@@ -26,6 +26,8 @@ JSON records the command line that wrote it (a row `--continue-dmt`, `--add-full
     python recipes/needle_e2e.py --seq-len 32 --seeds 0 --dmt-from-init  # after a run of seed 0 there: DMT without SMT
     python recipes/needle_e2e.py --seq-len 32 --seeds 0 --dmt-from-init --retrain-teacher  # its saved teacher gone
     python recipes/needle_e2e.py --fig3 --seq-len 32 --out recipes/results/fig3
+    python recipes/needle_e2e.py --family stack --seeds 0 --bptt-only --bptt-seconds 600 --bptt-multiples 4 \
+        --stop-after 1200    # then the same with --resume (as often as needed): 4x BPTT over several sessions
 
 Prints one table per seed and one over all seeds found (the student's model card:
 `python model_cards/generate_card.py <JSON> --e2e --model <folder>/student`); writes <out>/<family or task>_e2e_T<T>_s<seed>.json, the drift
@@ -47,6 +49,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from e2e_report import (  # noqa: E402,F401  (the tables and plots over run JSONs; some names re-exported for tests)
     FIG3_MAIN, FROM_INIT, METRICS, ROWS, bptt_row, continued_dmt, fig3, from_init_row, row_label, student_backbone,
     table, write_summary)
+from e2e_teacher import TEACHER_ACC_TOLERANCE, check_saved_teacher, save_teacher  # noqa: E402,F401
 
 DEFAULT_OUT = "outputs/needle_e2e"  # not the tracked recipes/results unless --out says so
 TASKS = {"needle": dict(vocab_size=16), "parity": {}, "string_copy": {}, "stack": {}, "associative_recall": {},
@@ -62,10 +65,6 @@ BPTT = dict(mode="bptt", per_device_train_batch_size=64, learning_rate=1e-3, war
 # DMT: the package defaults (one_step, k=1, teacher transitions) plus what this recipe sets for episodes
 DMT = dict(mode="dmt", per_device_train_batch_size=32, learning_rate=3e-4, dmt_start="initial")
 FULL_ROLLOUT = dict(DMT, dmt_gradient="full_rollout", dmt_stride=8, dmt_teacher_transitions=False)
-# --dmt-from-init: how far the saved teacher's eval accuracy may sit from the joint-SMT row's, at least one target
-# (the same machine gives it bit for bit; another may flip a few targets; another run's teacher of the same seed
-# differed by 0.002 to 0.05 in the T=64 ICL runs)
-TEACHER_ACC_TOLERANCE = 1e-3
 
 
 def family_settings(name: str, seq_len: int | None = None, path: str = FAMILIES) -> dict:
@@ -104,53 +103,12 @@ def episodes(task: str, T: int, seed: int, kw: dict, train_kw: dict | None = Non
                          "num_train": num_train, "num_eval": 512}, seed)
 
 
-def check_saved_teacher(teacher, student, args, ev, run: dict, stem: str, folder: str) -> None:
-    """--dmt-from-init: the teacher saved in `folder` must be the run's (not another SMT run's of the same seed). Its
-    accuracy on the seed's held-out episodes `ev` (`SMTTrainer.evaluate` with `args`; `student`, any, is only needed
-    by the trainer) must be the teacher_acc of the run's joint-SMT row (`run`, the JSON at `stem`), within
-    TEACHER_ACC_TOLERANCE or one target, whichever is larger (the same machine gives it bit for bit). ValueError
-    otherwise, naming both values and the machine the JSON was written on."""
-    from smt_hf.trainer import SMTTrainer
-
-    first = next((r for r in run["rows"] if r["run"] == ROWS[0]), {})
-    if first.get("teacher_acc") is None:
-        raise ValueError(f"{stem}.json has no {ROWS[0]!r} row with a teacher_acc to check the saved teacher against")
-    got = SMTTrainer(model=student, teacher=teacher, args=args, eval_dataset=ev).evaluate()["eval_teacher_acc"]
-    targets = sum(min(args.eval_positions, sum(y != -100 for y in labels[1:])) for labels in ev["labels"])
-    allowed = max(TEACHER_ACC_TOLERANCE, 1 / targets) + 1e-12  # one target: a small eval set (needle: 512)
-    print(f"[dmt-from-init] the saved teacher's teacher_acc: {got} ({stem}.json's {ROWS[0]!r} row: "
-          f"{first['teacher_acc']}; {targets} targets)", flush=True)
-    if abs(got - first["teacher_acc"]) > allowed:
-        raise ValueError(f"the teacher saved in {folder} scores teacher_acc {got:.4f} on this seed's eval episodes, "
-                         f"{stem}.json's {ROWS[0]!r} row {first['teacher_acc']:.4f} (written on {run.get('machine')}): "
-                         "it is not this run's teacher (another run's folder?); no DMT-from-init row is added")
-
-
-def save_teacher(teacher, path: str, prefix: str) -> None:
-    """A re-trained teacher saved at `path` (a from_pretrained folder) only where none is: written beside it, then
-    renamed into place (a run loading it meanwhile never reads half a file). A teacher already there is left as it
-    is: the same weights, nothing to do; others (another run's), said so and kept (the re-run still uses its own)."""
-    import torch
-
-    from smt_hf import SMTTeacherModel
-
-    if os.path.exists(path):
-        theirs, ours = SMTTeacherModel.from_pretrained(path).state_dict(), teacher.state_dict()
-        same = theirs.keys() == ours.keys() and all(torch.equal(theirs[k], ours[k]) for k in ours)
-        print(f"[{prefix}] {path} " + ("holds this teacher already" if same else "holds another teacher (another "
-              "run's?): kept, the re-trained one not saved"), flush=True)
-        return
-    tmp = path + f".tmp{os.getpid()}"
-    teacher.save_pretrained(tmp)
-    os.rename(tmp, path)
-    print(f"[{prefix}] its teacher saved in {path}", flush=True)
-
-
 def run(task="needle", seq_len=None, seed=0, smt_steps=None, dmt_steps=None, out=DEFAULT_OUT, threads=1,
         bptt=True, full_rollout=True, save_dir=None, bptt_seconds=None, bptt_only=False, continue_dmt=False,
         add_full_rollout=False, dmt_from_init=False, retrain_teacher=False,
         smt_memory_noise=0.0, dmt_stride=None, dmt_schedule=None, causal_teacher=False, dmt_matched_steps=None,
-        reuse_from=None, family=None, bptt_multiples=(1,), command=None, backbone="transformer", bptt_lr=None):
+        reuse_from=None, family=None, bptt_multiples=(1,), command=None, backbone="transformer", bptt_lr=None,
+        stop_at=None, resume=False):
     """One seed end to end (module docstring). Steps and DMT settings left None come from the family (teachers.yaml:
     `smt_steps`, `dmt_steps`, `dmt_training`), else the recipe's defaults (SMT 900 steps at T <= 32, 1400 above; DMT
     300 steps, the package's schedule); a value given here wins over the family's (`dmt_stride` also drops the
@@ -176,13 +134,19 @@ def run(task="needle", seq_len=None, seed=0, smt_steps=None, dmt_steps=None, out
     each save re-reads the file and keeps the rows the others appended since (two saves in the same instant can still
     race: there is no lock).
     `backbone` is the student's updater (every row); `bptt_lr` BPTT's learning rate (None: 1e-3, the BPTT dict);
-    both are recorded in the JSON (`model`, `settings`)."""
+    both are recorded in the JSON (`model`, `settings`).
+    `stop_at` and `resume` (with `bptt_only` only, else ValueError) run BPTT rows in segments (recipes/e2e_segments.py):
+    a row still short of its budget at `stop_at` (seconds since the epoch) saves a checkpoint and writes no row, and
+    the multiples after it wait; `resume` continues such a row from its checkpoint on the same machine and settings
+    (else ValueError), keeps the rows the JSON already has and skips their multiples."""
     import torch
 
     sys.path.insert(0, os.path.dirname(__file__))
     from smt import build_models, machine
 
-    from smt_hf.callbacks import TimeBudget
+    from e2e_segments import Segments
+
+    from smt_hf.callbacks import Deadline, TimeBudget
     from smt_hf.data import task_vocab_size
     from smt_hf.recipe import write_json
     from smt_hf.trainer import SMTTrainer
@@ -216,20 +180,34 @@ def run(task="needle", seq_len=None, seed=0, smt_steps=None, dmt_steps=None, out
 
     if sum(map(bool, (bptt_only, continue_dmt, add_full_rollout, dmt_from_init))) > 1:
         raise ValueError("bptt_only, continue_dmt, add_full_rollout and dmt_from_init are separate runs: give one of them")
+    if (stop_at is not None or resume) and not bptt_only:
+        raise ValueError("stop_at and resume run BPTT rows in segments: give them with bptt_only")
     if retrain_teacher and not dmt_from_init:
         raise ValueError("retrain_teacher re-trains the teacher of the DMT-from-init control: give it with dmt_from_init")
 
-    def phase(name, student, teacher, settings, steps, callbacks=None, record=True):
-        args = SMTTrainingArguments(output_dir="outputs/needle_e2e/tmp", max_steps=steps, **{**common, **settings})
+    def phase(name, student, teacher, settings, steps, callbacks=None, record=True, segments=None):
+        """Train, evaluate, record the row (and save the JSON); (trainer, row). With `segments` (a resumable BPTT row):
+        resumed from its checkpoint, if any; stopped by a Deadline in `callbacks` before the budget ran out: the
+        segment is recorded and no row (None)."""
+        args = SMTTrainingArguments(output_dir=segments.folder if segments else "outputs/needle_e2e/tmp",
+                                    max_steps=steps, **{**common, **settings})
         tr = SMTTrainer(model=student, teacher=teacher, args=args, train_dataset=train, eval_dataset=ev,
                         callbacks=callbacks)
         t0 = time.time()
-        tr.train()
+        tr.train(resume_from_checkpoint=segments.checkpoint if segments else None)
         seconds = time.time() - t0
+        stopped = [c for c in callbacks or () if isinstance(c, Deadline) and c.reached]
+        if segments is not None and stopped and not any(getattr(c, "exhausted", False) for c in callbacks):
+            segments.record(seconds, tr.state.global_step)
+            print(f"[stop-at] {name}: stopped at step {tr.state.global_step} after {segments.spent:.0f} s of its "
+                  f"budget (checkpoint in {segments.folder}); continue it with --resume", flush=True)
+            return tr, None
         m = tr.evaluate()
         row = {"run": name, "dmt_gradient": args.dmt_gradient if args.mode == "dmt" else None, "mode": args.mode,
                "steps": tr.state.global_step, "seconds": round(seconds, 1),
                **{k: m.get(f"eval_{k}") for k in METRICS}}
+        if segments is not None:
+            segments.finish(row, seconds)
         if not record:  # a re-run whose row is only compared (add_full_rollout's joint SMT)
             return tr, row
         if continue_dmt or add_full_rollout or dmt_from_init:  # a row appended to an earlier run's JSON: its own
@@ -395,11 +373,27 @@ def run(task="needle", seq_len=None, seed=0, smt_steps=None, dmt_steps=None, out
     torch.manual_seed(seed)
     student, teacher = build_models(model, vocab, T)
     if bptt_only:  # BPTT alone for multiples of a given budget (a run whose SMT/DMT rows were measured separately)
+        if resume and os.path.exists(stem + ".json"):  # the rows earlier calls wrote are kept, their multiples skipped
+            rows[:] = json.load(open(stem + ".json"))["rows"]
         init = copy.deepcopy(student.state_dict())
         for multiple in bptt_multiples:
+            name, budget = bptt_row(multiple), multiple * bptt_seconds
+            if any(r["run"] == name for r in rows):
+                print(f"[resume] {stem}.json already has a {name!r} row: left as it is", flush=True)
+                continue
+            segments = Segments.open(  # (a row stopped earlier is refused without `resume`; expected: what a
+                # later segment must share with this one)
+                    os.path.join(out, "checkpoints", f"{os.path.basename(stem)}_x{multiple:g}"),
+                    {"machine": machine(), "threads": threads, "task": task, "family": family, "seq_len": T,
+                     "seed": seed, "task_kwargs": kw, "train_task_kwargs": train_kw, "model": model,
+                     "bptt": bptt_set, "budget_seconds": round(budget, 1)}, resume)
             student.load_state_dict(init)
-            phase(bptt_row(multiple), student, None, bptt_set, 10**6, [TimeBudget(multiple * bptt_seconds)])
-            rows[-1]["budget_seconds"] = round(multiple * bptt_seconds, 1)
+            callbacks = [TimeBudget(budget, spent=segments.spent)]
+            _, row = phase(name, student, None, bptt_set, 10**6,
+                           callbacks + ([Deadline(stop_at)] if stop_at is not None else []), segments=segments)
+            if row is None:  # stopped before its budget ran out: the next multiples wait for it
+                break
+            row["budget_seconds"] = round(budget, 1)
             save()
         summarize(out, family, task, T)
         return rows
@@ -547,6 +541,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "none is saved) and label the control with it")
     p.add_argument("--bptt-only", action="store_true",
                    help="run only BPTT for --bptt-multiples x --bptt-seconds (<stem>_bptt[_x<multiples>].json)")
+    p.add_argument("--stop-after", type=positive_float, default=None, metavar="SECONDS",
+                   help="with --bptt-only: a BPTT row still short of its budget this many seconds after the start "
+                        "saves a checkpoint (<out>/checkpoints/) and writes no row; --resume continues it")
+    p.add_argument("--resume", action="store_true",
+                   help="with --bptt-only: continue the rows --stop-after stopped (same machine and settings), keep "
+                        "the rows the JSON has")
     p.add_argument("--bptt-seconds", type=float, default=None,
                    help="BPTT's wall-clock budget (default: the measured wall-clock of joint SMT + one-step DMT)")
     p.add_argument("--no-full-rollout", action="store_true")
@@ -562,8 +562,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cli(argv=None):
     a = build_parser().parse_args(argv)
+    stop_at = None if a.stop_after is None else time.time() + a.stop_after
     if a.bptt_only and not a.bptt_seconds:
         build_parser().error("--bptt-only needs --bptt-seconds")
+    if (a.stop_after is not None or a.resume) and not a.bptt_only:
+        build_parser().error("--stop-after and --resume run --bptt-only rows in segments: give them with --bptt-only")
     a.seq_len = a.seq_len or (family_settings(a.family)["seq_len"] if a.family else 32)
     if a.fig3:
         fig3(a.out, a.seq_len)
@@ -580,7 +583,8 @@ def cli(argv=None):
             smt_memory_noise=a.smt_memory_noise, dmt_stride=a.dmt_stride, dmt_schedule=a.dmt_schedule,
             causal_teacher=a.causal_teacher, dmt_matched_steps=a.dmt_matched_steps,
             reuse_from=[p.replace("{seed}", str(s)) for p in a.reuse_rows] if a.reuse_rows else None,
-            family=a.family, bptt_multiples=a.bptt_multiples, command=command, backbone=a.backbone, bptt_lr=a.bptt_lr)
+            family=a.family, bptt_multiples=a.bptt_multiples, command=command, backbone=a.backbone, bptt_lr=a.bptt_lr,
+            stop_at=stop_at, resume=a.resume)
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ _LAZY = {
     **dict.fromkeys(["evaluate_smt", "summarize"], ".evaluation"),
     **dict.fromkeys(["bptt_gradient_norms", "smt_gradient_norms", "complete_after_prefix", "bigram_bits",
                        "continuation_bits", "memory_spread"], ".analysis"),
-    **dict.fromkeys(["TimeBudget"], ".callbacks"),
+    **dict.fromkeys(["TimeBudget", "Deadline"], ".callbacks"),
     **dict.fromkeys(["FastGenerator", "fast_generate", "compile_step", "restore_step"], ".fast"),
     **dict.fromkeys(["export_for_hub", "load_model"], ".hub.export"),
     **dict.fromkeys(["make_model_card"], ".hub"),
