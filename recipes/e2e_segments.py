@@ -3,14 +3,18 @@
 A BPTT row runs to a wall-clock budget; at 4x it can outlast a machine session (2.7 CPU hours per seed for associative
 recall at T=32). Such a row runs in segments: a segment that reaches its deadline (`smt_hf.callbacks.Deadline`) saves
 an HF Trainer checkpoint (weights, optimizer, scheduler, RNG, step) under `<out>/checkpoints/<stem>_x<multiple>/` and
-records its wall-clock in `segments.json` there; no row is written. A later call with `--resume` continues from the
-checkpoint with the seconds already spent counted against the budget (`TimeBudget(spent=...)`), and the row it finally
-writes has `seconds` = the sum of its segments' wall-clock (each segment's own in `segments`); the folder is then
-removed. Each restart's setup (data, compile of the recurrent step, skipping the consumed batches) is inside its
-segment's wall-clock, so a segmented row gets slightly fewer steps than one uninterrupted run would.
+records its wall-clock and step in `segments.json` there; no row is written. A later call with `--resume` continues
+from that checkpoint with the seconds already spent counted against the budget (`TimeBudget(spent=...)`); the row it
+finally writes has `seconds` = the sum of its segments' wall-clock and `segments` (each one's seconds, step and git
+commit); the folder is removed once the row is saved. A segment's wall-clock is its whole `Trainer.train()` call:
+the setup before the first step (the resumed checkpoint's load, the skip over consumed batches), the compile of the
+recurrent step, and the checkpoint save at its end all count against the budget, so a segmented row gets slightly
+fewer steps than one uninterrupted run would.
 
-A resumed segment must run on the machine, thread count, model, settings, episodes and budget of the first
-(`Segments.open`: ValueError naming each difference): its seconds would otherwise not be the same budget's.
+What a resumed segment must share with the first (`Segments.open`, ValueError naming each difference): the machine
+(CPU model, cores, threads, torch version), the transformers / accelerate / datasets versions, the task, seed and
+episodes, the model, the training arguments and the budget. Not checked: the code's git commit (recorded per segment)
+and the load of the machine (the budget's wall-clock assumes the same neighbours as the run it is a multiple of).
 """
 
 from __future__ import annotations
@@ -18,72 +22,117 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import time
-
-from transformers.trainer_utils import get_last_checkpoint
 
 RECORD = "segments.json"
 
 
-class Segments:
-    """The segments of one resumable row. `folder` is its checkpoint folder (the Trainer's output_dir), `done` the
-    earlier segments ([{"seconds", "steps", "ended"}], seconds of wall-clock each), `checkpoint` the folder to resume
-    from (None: a first segment)."""
+def folder_for(out: str, stem: str, multiple: float) -> str:
+    """The checkpoint folder of the BPTT row `multiple` x the budget of the JSON at `stem` (a path without .json)."""
+    return os.path.join(out, "checkpoints", f"{os.path.basename(stem)}_x{multiple:g}")
 
-    def __init__(self, folder: str, expect: dict, done: list[dict], checkpoint: str | None):
-        self.folder, self.expect, self.done, self.checkpoint = folder, expect, done, checkpoint
+
+def versions() -> dict:
+    """The versions of the libraries a resumed run's data order and training depend on (torch: in `machine()`)."""
+    import accelerate
+    import datasets
+    import transformers
+
+    return {"transformers": transformers.__version__, "accelerate": accelerate.__version__,
+            "datasets": datasets.__version__}
+
+
+def git_commit() -> str | None:
+    """HEAD of the checkout this file is in (+ "-dirty" with uncommitted changes to tracked files); None outside one."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head.stdout.strip() + ("-dirty" if dirty else "")
+
+
+class Segments:
+    """The segments of one resumable row. `folder` is its checkpoint folder (the Trainer's output_dir), `expect` what
+    every segment must share, `done` the earlier segments ([{"seconds", "steps", "ended", "commit"}], seconds of
+    wall-clock each, steps the optimizer step it stopped at)."""
+
+    def __init__(self, folder: str, expect: dict, done: list[dict]):
+        self.folder, self.expect, self.done = folder, expect, done
 
     @property
     def spent(self) -> float:
         """Seconds of the budget used by the earlier segments."""
         return sum(s["seconds"] for s in self.done)
 
+    @property
+    def checkpoint(self) -> str | None:
+        """The checkpoint the last recorded segment saved (None: a first segment)."""
+        return os.path.join(self.folder, f"checkpoint-{self.done[-1]['steps']}") if self.done else None
+
     @classmethod
     def open(cls, folder: str, expect: dict, resume: bool) -> "Segments":
-        """The row's segments so far. `expect` (JSON-able: machine, threads, model, settings, budget ...) must equal
-        the first segment's. A folder with a record and no `resume`: ValueError (pass --resume or delete it); with
-        `resume` and no record: a first segment (a folder left without a record, by a run killed before it wrote
-        one, is removed). Raises ValueError for a record whose `expect` differs, naming each key, or that names a
-        checkpoint that is gone."""
+        """The row's segments so far. `expect` (JSON-able, with `budget_seconds`) must equal the first segment's.
+        No record in `folder`: a first segment (a folder left without one, by a run killed before it recorded its
+        first segment, is removed, `resume` or not). Raises ValueError: a record and no `resume` (pass --resume or
+        delete the folder); a recorded `expect` that differs, naming each key (keys the first segment did not record
+        are printed, not checked); a record whose checkpoint is gone; a record whose seconds already reach the
+        budget. Checkpoints other than the recorded one (saved by a segment killed before it recorded) are removed:
+        their seconds are nowhere."""
         path = os.path.join(folder, RECORD)
         expect = json.loads(json.dumps(expect))
         if not os.path.isfile(path):
             shutil.rmtree(folder, ignore_errors=True)
-            return cls(folder, expect, [], None)
+            return cls(folder, expect, [])
         saved = json.load(open(path))
-        spent = sum(s["seconds"] for s in saved["segments"])
+        ours = cls(folder, expect, saved["segments"])
+        budget = saved["expect"].get("budget_seconds")
         if not resume:
-            raise ValueError(f"{folder} holds a BPTT row stopped after {spent:.0f} s of its "
-                             f"{saved['expect'].get('budget_seconds')} s budget: pass --resume to continue it, or "
-                             "delete the folder to start it over")
-        wrong = [f"{k} {saved['expect'].get(k)!r} (this run: {expect.get(k)!r})"
-                 for k in sorted(set(expect) | set(saved["expect"])) if saved["expect"].get(k) != expect.get(k)]
+            raise ValueError(f"{folder} holds a BPTT row stopped after {ours.spent:.0f} s of its {budget} s budget: "
+                             "pass --resume to continue it, or delete the folder to start it over")
+        unrecorded = sorted(set(expect) - set(saved["expect"]))
+        if unrecorded:
+            print(f"[resume] {path} does not record {unrecorded} (written before they were): not checked", flush=True)
+        wrong = [f"{k} {saved['expect'][k]!r} (this run: {expect.get(k)!r})" for k in sorted(saved["expect"])
+                 if saved["expect"][k] != expect.get(k)]
         if wrong:
             raise ValueError(f"{folder}'s earlier segments ran with " + "; ".join(wrong) + ": a resumed segment must "
                              "run as they did (its seconds count against the same budget)")
-        checkpoint = get_last_checkpoint(folder)
-        if checkpoint is None:
-            raise ValueError(f"{folder} records {len(saved['segments'])} segment(s) but holds no checkpoint-* folder")
-        return cls(folder, expect, saved["segments"], checkpoint)
+        if not os.path.isdir(ours.checkpoint):
+            raise ValueError(f"{folder} records {len(ours.done)} segment(s) ending at {ours.checkpoint}, which is gone")
+        if ours.spent >= budget:
+            raise ValueError(f"{path}: its segments' {ours.spent} s reach the {budget} s budget, but no row was "
+                             "written; delete the folder to run the row again")
+        for name in os.listdir(folder):
+            if name.startswith("checkpoint-") and os.path.join(folder, name) != ours.checkpoint:
+                print(f"[resume] {os.path.join(folder, name)}: not a recorded segment's checkpoint, removed", flush=True)
+                shutil.rmtree(os.path.join(folder, name))
+        return ours
 
     def record(self, seconds: float, steps: int) -> None:
-        """A segment stopped at its deadline after `seconds` of wall-clock at optimizer step `steps`: recorded (written
-        whole, then moved into place), and checkpoints older than the newest removed."""
+        """A segment stopped at its deadline after `seconds` of wall-clock at optimizer step `steps` (its checkpoint
+        saved): recorded (written whole, then moved into place), then the previous segment's checkpoint removed."""
+        before = self.checkpoint
         self.done = self.done + [{"seconds": round(seconds, 1), "steps": steps,
-                                  "ended": time.strftime("%Y-%m-%d %H:%M:%S %Z")}]
+                                  "ended": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "commit": git_commit()}]
         tmp = os.path.join(self.folder, RECORD + ".tmp")
         with open(tmp, "w") as f:
             json.dump({"expect": self.expect, "segments": self.done}, f, indent=1)
         os.replace(tmp, os.path.join(self.folder, RECORD))
-        newest = get_last_checkpoint(self.folder)
-        for name in os.listdir(self.folder):
-            if name.startswith("checkpoint-") and os.path.join(self.folder, name) != newest:
-                shutil.rmtree(os.path.join(self.folder, name))
+        if before is not None and before != self.checkpoint:
+            shutil.rmtree(before, ignore_errors=True)
 
     def finish(self, row: dict, seconds: float) -> None:
-        """The last segment ran out the budget after `seconds`: `row` gets the run's total wall-clock and, for a row
-        that ran in more than one segment, each segment's; the folder is removed."""
+        """The last segment ran out the budget after `seconds`: a row that ran in more than one segment gets the sum
+        of their wall-clock as `seconds` and each one's in `segments` (the folder stays until `remove`)."""
         if self.done:
-            row["segments"] = [s["seconds"] for s in self.done] + [round(seconds, 1)]
+            last = {"seconds": round(seconds, 1), "steps": row["steps"], "commit": git_commit()}
+            row["segments"] = [{k: s[k] for k in ("seconds", "steps", "commit") if k in s} for s in self.done] + [last]
             row["seconds"] = round(self.spent + seconds, 1)
+
+    def remove(self) -> None:
+        """The row is saved: its checkpoints and record go."""
         shutil.rmtree(self.folder, ignore_errors=True)

@@ -49,6 +49,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from e2e_report import (  # noqa: E402,F401  (the tables and plots over run JSONs; some names re-exported for tests)
     FIG3_MAIN, FROM_INIT, METRICS, ROWS, bptt_row, continued_dmt, fig3, from_init_row, row_label, student_backbone,
     table, write_summary)
+from e2e_segments import Segments, folder_for, versions  # noqa: E402
 from e2e_teacher import TEACHER_ACC_TOLERANCE, check_saved_teacher, save_teacher  # noqa: E402,F401
 
 DEFAULT_OUT = "outputs/needle_e2e"  # not the tracked recipes/results unless --out says so
@@ -137,14 +138,13 @@ def run(task="needle", seq_len=None, seed=0, smt_steps=None, dmt_steps=None, out
     both are recorded in the JSON (`model`, `settings`).
     `stop_at` and `resume` (with `bptt_only` only, else ValueError) run BPTT rows in segments (recipes/e2e_segments.py):
     a row still short of its budget at `stop_at` (seconds since the epoch) saves a checkpoint and writes no row, and
-    the multiples after it wait; `resume` continues such a row from its checkpoint on the same machine and settings
-    (else ValueError), keeps the rows the JSON already has and skips their multiples."""
+    the multiples after it wait (none starts past `stop_at`); `resume` continues such a row from its checkpoint
+    (what must match: `Segments.open`, its ValueErrors raised before any row trains), keeps the rows the JSON already
+    has and skips their multiples."""
     import torch
 
     sys.path.insert(0, os.path.dirname(__file__))
     from smt import build_models, machine
-
-    from e2e_segments import Segments
 
     from smt_hf.callbacks import Deadline, TimeBudget
     from smt_hf.data import task_vocab_size
@@ -196,8 +196,9 @@ def run(task="needle", seq_len=None, seed=0, smt_steps=None, dmt_steps=None, out
         t0 = time.time()
         tr.train(resume_from_checkpoint=segments.checkpoint if segments else None)
         seconds = time.time() - t0
-        stopped = [c for c in callbacks or () if isinstance(c, Deadline) and c.reached]
-        if segments is not None and stopped and not any(getattr(c, "exhausted", False) for c in callbacks):
+        stopped = any(isinstance(c, Deadline) and c.reached for c in callbacks or ())
+        budget = next((c for c in callbacks or () if isinstance(c, TimeBudget)), None)
+        if segments is not None and stopped and not budget.exhausted and budget.spent + seconds < budget.seconds:
             segments.record(seconds, tr.state.global_step)
             print(f"[stop-at] {name}: stopped at step {tr.state.global_step} after {segments.spent:.0f} s of its "
                   f"budget (checkpoint in {segments.folder}); continue it with --resume", flush=True)
@@ -239,6 +240,21 @@ def run(task="needle", seq_len=None, seed=0, smt_steps=None, dmt_steps=None, out
             raise ValueError(f"{path} ran backbone {theirs[0]!r} with BPTT lr {theirs[1]:g}, not {backbone!r} with "
                              f"{bptt_set['learning_rate']:g}: its table would average both; use another --out")
     train_kw = fam["train_task_kwargs"] if fam else {}
+    segs = {}  # bptt_only: each row's segments, opened (and refused) before the episodes are built and any row trains
+    if bptt_only and stop_at is not None and time.time() >= stop_at:
+        print(f"[stop-at] seed {seed}: the deadline has passed, not started", flush=True)
+        return rows
+    if bptt_only and resume and os.path.exists(stem + ".json"):  # the rows earlier calls wrote are kept
+        rows[:] = json.load(open(stem + ".json"))["rows"]
+    for multiple in bptt_multiples if bptt_only else ():
+        if any(r["run"] == bptt_row(multiple) for r in rows):  # done: skipped (a folder left by a kill: removed)
+            Segments(folder_for(out, stem, multiple), {}, []).remove()
+            continue
+        training = {k: v for k, v in {**common, **bptt_set}.items() if k != "disable_tqdm"}
+        segs[multiple] = Segments.open(folder_for(out, stem, multiple), {
+            "machine": machine(), "threads": threads, "versions": versions(), "task": task, "family": family,
+            "seq_len": T, "seed": seed, "task_kwargs": kw, "train_task_kwargs": train_kw, "model": model,
+            "bptt": bptt_set, "training": training, "budget_seconds": round(multiple * bptt_seconds, 1)}, resume)
     train, ev = episodes(task, T, seed, kw, train_kw)
     os.makedirs(out, exist_ok=True)
     phase_settings = {"smt": smt_set, "dmt": dmt_set, "full_rollout": FULL_ROLLOUT, "bptt": bptt_set}
@@ -373,28 +389,20 @@ def run(task="needle", seq_len=None, seed=0, smt_steps=None, dmt_steps=None, out
     torch.manual_seed(seed)
     student, teacher = build_models(model, vocab, T)
     if bptt_only:  # BPTT alone for multiples of a given budget (a run whose SMT/DMT rows were measured separately)
-        if resume and os.path.exists(stem + ".json"):  # the rows earlier calls wrote are kept, their multiples skipped
-            rows[:] = json.load(open(stem + ".json"))["rows"]
         init = copy.deepcopy(student.state_dict())
-        for multiple in bptt_multiples:
-            name, budget = bptt_row(multiple), multiple * bptt_seconds
-            if any(r["run"] == name for r in rows):
-                print(f"[resume] {stem}.json already has a {name!r} row: left as it is", flush=True)
-                continue
-            segments = Segments.open(  # (a row stopped earlier is refused without `resume`; expected: what a
-                # later segment must share with this one)
-                    os.path.join(out, "checkpoints", f"{os.path.basename(stem)}_x{multiple:g}"),
-                    {"machine": machine(), "threads": threads, "task": task, "family": family, "seq_len": T,
-                     "seed": seed, "task_kwargs": kw, "train_task_kwargs": train_kw, "model": model,
-                     "bptt": bptt_set, "budget_seconds": round(budget, 1)}, resume)
+        for multiple, segments in segs.items():
+            if stop_at is not None and time.time() >= stop_at:
+                print(f"[stop-at] {bptt_row(multiple)}: the deadline has passed, not started", flush=True)
+                break
             student.load_state_dict(init)
-            callbacks = [TimeBudget(budget, spent=segments.spent)]
-            _, row = phase(name, student, None, bptt_set, 10**6,
+            callbacks = [TimeBudget(multiple * bptt_seconds, spent=segments.spent)]
+            _, row = phase(bptt_row(multiple), student, None, bptt_set, 10**6,
                            callbacks + ([Deadline(stop_at)] if stop_at is not None else []), segments=segments)
             if row is None:  # stopped before its budget ran out: the next multiples wait for it
                 break
-            row["budget_seconds"] = round(budget, 1)
+            row["budget_seconds"] = round(multiple * bptt_seconds, 1)
             save()
+            segments.remove()  # (after the save: a kill before it leaves the checkpoint, not a lost row)
         summarize(out, family, task, T)
         return rows
     init = copy.deepcopy(student.state_dict())
@@ -542,8 +550,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bptt-only", action="store_true",
                    help="run only BPTT for --bptt-multiples x --bptt-seconds (<stem>_bptt[_x<multiples>].json)")
     p.add_argument("--stop-after", type=positive_float, default=None, metavar="SECONDS",
-                   help="with --bptt-only: a BPTT row still short of its budget this many seconds after the start "
-                        "saves a checkpoint (<out>/checkpoints/) and writes no row; --resume continues it")
+                   help="with --bptt-only: a BPTT row still short of its budget this many seconds after this "
+                        "command started (one deadline for every seed and multiple) saves a checkpoint "
+                        "(<out>/checkpoints/) and writes no row, and no row starts after it; --resume continues it")
     p.add_argument("--resume", action="store_true",
                    help="with --bptt-only: continue the rows --stop-after stopped (same machine and settings), keep "
                         "the rows the JSON has")

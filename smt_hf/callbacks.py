@@ -46,6 +46,9 @@ class Deadline(TrainerCallback):
     wall-clock-budgeted run longer than one machine session: recipes/needle_e2e.py `--stop-after`). The checkpoint is
     `<output_dir>/checkpoint-<step>`, saved whatever `save_strategy` says.
 
+    Args:
+        at: the deadline, in seconds since the epoch (`time.time() + 3600`: an hour from now), not a duration.
+
     Attributes:
         reached: True once the deadline stopped training.
     """

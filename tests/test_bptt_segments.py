@@ -17,6 +17,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
 import needle_e2e as n  # noqa: E402
 
 X4 = n.bptt_row(4)
+FUTURE = 4e9  # a deadline not yet passed (the tests' Deadline.due counts steps instead)
 
 
 class _Clock:
@@ -51,72 +52,92 @@ def test_time_budget_counts_the_seconds_of_earlier_segments(monkeypatch):
 
 
 @pytest.mark.parametrize("compiled", [False, True])
-def test_a_bptt_trainer_stopped_by_a_deadline_resumes_to_the_uninterrupted_weights(tmp_path, monkeypatch, compiled):
-    """BPTT (the mode of the resumable rows), with and without the compiled recurrent step: a Deadline after step 3
-    saves checkpoint-3 (whatever save_strategy says) and stops; new weights resumed from it reach, at step 6, the
-    weights of 6 uninterrupted steps."""
-    monkeypatch.setattr(Deadline, "due", lambda self, state: state.global_step >= 3)
+@pytest.mark.parametrize("stop", [3, 4])
+def test_a_bptt_trainer_stopped_by_a_deadline_resumes_to_the_uninterrupted_weights(tmp_path, monkeypatch, compiled,
+                                                                                  stop):
+    """BPTT (the mode of the resumable rows), with and without the compiled recurrent step, 3 steps an epoch: a
+    Deadline after step 3 (an epoch's end) or 4 (inside the second epoch) saves checkpoint-<step> (whatever
+    save_strategy says) and stops; other weights resumed from it reach, at step 7, the weights of 7 uninterrupted
+    steps."""
+    monkeypatch.setattr(Deadline, "due", lambda self, state: state.global_step >= stop)
 
     def train(out, seed, callbacks, resume=None):
         torch.manual_seed(seed)
-        args = SMTTrainingArguments(output_dir=str(out), mode="bptt", context_length=8, max_steps=6, learning_rate=3e-3,
+        args = SMTTrainingArguments(output_dir=str(out), mode="bptt", context_length=8, max_steps=7, learning_rate=3e-3,
                                     per_device_train_batch_size=4, report_to="none", save_strategy="no",
                                     use_cpu=True, disable_tqdm=True, logging_steps=100,
                                     recurrent_step_compile="default" if compiled else None)
         tr = SMTTrainer(model=SMTRecurrentForCausalLM(tiny_student_config()), args=args,
-                        train_dataset=make_task("needle", 64, 8, 0, vocab_size=16), callbacks=callbacks)
+                        train_dataset=make_task("needle", 12, 8, 0, vocab_size=16), callbacks=callbacks)
         tr.train(resume_from_checkpoint=resume)
         return tr
 
     whole = train(tmp_path / "whole", 0, []).model.state_dict()
-    stop = Deadline(at=0.0)
-    first = train(tmp_path / "split", 0, [stop])
-    assert stop.reached and first.state.global_step == 3 and os.listdir(tmp_path / "split") == ["checkpoint-3"]
-    resumed = train(tmp_path / "resumed", 123, [], resume=str(tmp_path / "split" / "checkpoint-3"))
-    assert resumed.state.global_step == 6
+    deadline = Deadline(at=0.0)
+    first = train(tmp_path / "split", 0, [deadline])
+    assert deadline.reached and first.state.global_step == stop
+    assert os.listdir(tmp_path / "split") == [f"checkpoint-{stop}"]
+    at_stop = {k: v.clone() for k, v in first.model.state_dict().items()}
+    resumed = train(tmp_path / "resumed", 123, [], resume=str(tmp_path / "split" / f"checkpoint-{stop}"))
+    assert resumed.state.global_step == 7
     got = resumed.model.state_dict()
-    at3 = first.model.state_dict()
-    assert any(not torch.equal(got[k], v) for k, v in at3.items())  # it trained on from step 3
+    assert any(not torch.equal(got[k], v) for k, v in at_stop.items())  # it trained on from the checkpoint
     assert all(torch.allclose(got[k], v, rtol=1e-5, atol=1e-7) for k, v in whole.items()), \
         [k for k, v in whole.items() if not torch.allclose(got[k], v, rtol=1e-5, atol=1e-7)]
 
 
 def _by_steps(monkeypatch, budget_steps, stop_step):
-    """The time budget and the deadline counted in optimizer steps, so runs stop at the same step."""
+    """The time budget and the deadline counted in optimizer steps, so runs stop at the same step; returns the
+    `spent` of every TimeBudget made."""
+    spent, init = [], TimeBudget.__init__
+
+    def budget_init(self, seconds, spent_=0.0, **kw):
+        init(self, seconds, kw.get("spent", spent_))
+        spent.append(self.spent)
+
     def budget_end(self, args, state, control, **kw):
         if state.global_step >= budget_steps:
             control.should_training_stop = self.exhausted = True
 
+    monkeypatch.setattr(TimeBudget, "__init__", budget_init)
     monkeypatch.setattr(TimeBudget, "on_step_end", budget_end)
     monkeypatch.setattr(Deadline, "due", lambda self, state: state.global_step >= stop_step)
+    return spent
 
 
-def _run(out, **kw):
-    return n.run(task="needle", seq_len=8, seed=0, out=str(out), bptt_seconds=1000.0, bptt_only=True,
+def _run(out, seconds=1000.0, **kw):
+    return n.run(task="needle", seq_len=8, seed=0, out=str(out), bptt_seconds=seconds, bptt_only=True,
                  bptt_multiples=(1, 4), **kw)
+
+
+FOLDER = ("checkpoints", "needle_e2e_T8_s0_bptt_x1_4_x1")
 
 
 def test_a_bptt_row_stopped_and_resumed_ends_as_the_uninterrupted_row(tmp_path, monkeypatch):
     """Stopped after step 2 of 4 (checkpoint: weights, optimizer, scheduler, RNG, data position), then resumed: the
-    row's metrics equal the uninterrupted run's, its seconds are its segments' sum, the checkpoints are removed."""
+    row's metrics equal the uninterrupted run's, the resumed TimeBudget counts the first segment's seconds, the row's
+    seconds are its segments' sum, the checkpoints are removed."""
     _by_steps(monkeypatch, budget_steps=4, stop_step=2)
     whole = _run(tmp_path / "whole")
     assert [r["steps"] for r in whole] == [4, 4]
     split = tmp_path / "split"
-    first = _run(split, stop_at=0.0)  # the 1x row: 2 steps, stopped; the 4x row waits for it
+    first = _run(split, stop_at=FUTURE)  # the 1x row: 2 steps, stopped; the 4x row waits for it
     assert first == [] and not os.path.exists(split / "needle_e2e_T8_s0_bptt_x1_4.json")
-    folder = split / "checkpoints" / "needle_e2e_T8_s0_bptt_x1_4_x1"
+    folder = split.joinpath(*FOLDER)
     record = json.loads((folder / "segments.json").read_text())
     assert [s["steps"] for s in record["segments"]] == [2]
     assert sorted(os.listdir(folder)) == ["checkpoint-2", "segments.json"]
     with pytest.raises(ValueError, match="pass --resume"):
         _run(split)  # the stopped row is not started over silently
-    _by_steps(monkeypatch, budget_steps=4, stop_step=10**9)
+    spent = _by_steps(monkeypatch, budget_steps=4, stop_step=10**9)
+    (folder / "checkpoint-3").mkdir()  # a checkpoint no record names (a segment killed before recording): not used
     rows = _run(split, resume=True)
+    assert spent == [record["segments"][0]["seconds"], 0.0]  # the 1x row resumed, the 4x row from the start
     assert [r["run"] for r in rows] == [n.ROWS[3], X4] and [r["steps"] for r in rows] == [4, 4]
     for a, b in zip(whole, rows):
         assert {k: a[k] for k in n.METRICS} == {k: b[k] for k in n.METRICS}  # NaN-free here: == is exact
-    assert len(rows[0]["segments"]) == 2 and rows[0]["seconds"] == pytest.approx(sum(rows[0]["segments"]), abs=0.11)
+    assert [s["steps"] for s in rows[0]["segments"]] == [2, 4]
+    assert rows[0]["seconds"] == pytest.approx(sum(s["seconds"] for s in rows[0]["segments"]), abs=0.11)
     assert "segments" not in rows[1]  # one segment: as an uninterrupted row
     assert not os.path.exists(folder) and not os.listdir(split / "checkpoints")
     saved = json.loads((split / "needle_e2e_T8_s0_bptt_x1_4.json").read_text())
@@ -125,22 +146,64 @@ def test_a_bptt_row_stopped_and_resumed_ends_as_the_uninterrupted_row(tmp_path, 
     assert again == saved["rows"]
 
 
+def test_a_deadline_that_comes_with_the_budget_writes_the_row(tmp_path, monkeypatch):
+    """The deadline on the budget's last step, or past the budget once the segments' setup and save are counted:
+    the row is written (was: recorded as a segment that no --resume could continue), and no checkpoint is left."""
+    _by_steps(monkeypatch, budget_steps=2, stop_step=2)
+    rows = _run(tmp_path / "same_step", stop_at=FUTURE)
+    assert [r["steps"] for r in rows] == [2, 2]
+    _by_steps(monkeypatch, budget_steps=10**9, stop_step=2)
+    rows = _run(tmp_path / "past", seconds=1e-6, stop_at=FUTURE)  # stopped at step 2, but 1e-6 s were spent long since
+    assert [r["steps"] for r in rows] == [2, 2]
+    for out in ("same_step", "past"):
+        assert not os.listdir(tmp_path / out / "checkpoints")
+
+
 def test_a_resumed_segment_must_run_the_first_ones_budget_and_settings(tmp_path, monkeypatch):
     _by_steps(monkeypatch, budget_steps=4, stop_step=1)
-    _run(tmp_path, stop_at=0.0)
+    _run(tmp_path, stop_at=FUTURE)
+    monkeypatch.setattr(n, "episodes", lambda *a, **k: pytest.fail("built the episodes before refusing"))
     with pytest.raises(ValueError, match=r"budget_seconds 1000\.0 \(this run: 2000\.0\)"):
-        n.run(task="needle", seq_len=8, seed=0, out=str(tmp_path), bptt_seconds=2000.0, bptt_only=True,
-              bptt_multiples=(1, 4), resume=True)
+        _run(tmp_path, seconds=2000.0, resume=True)
     with pytest.raises(ValueError, match="learning_rate"):
         _run(tmp_path, resume=True, bptt_lr=3e-3)
-    # the record is untouched by the refusals
-    assert len(json.loads((tmp_path / "checkpoints" / "needle_e2e_T8_s0_bptt_x1_4_x1" / "segments.json")
-                          .read_text())["segments"]) == 1
+    folder = tmp_path.joinpath(*FOLDER)
+    assert len(json.loads((folder / "segments.json").read_text())["segments"]) == 1  # untouched by the refusals
+    os.rename(folder / "checkpoint-1", folder / "gone")
+    with pytest.raises(ValueError, match="checkpoint-1, which is gone"):
+        _run(tmp_path, resume=True)
 
 
-def test_segments_are_refused_outside_a_bptt_only_run(tmp_path):
+def test_a_stopped_row_is_refused_before_the_rows_ahead_of_it_train(tmp_path, monkeypatch):
+    """1x ran out its budget (a step a 1000 s), 4x was stopped at step 2: the same command without --resume is
+    refused before the episodes are built (was: the 1x row trained again, overwrote the JSON, then the refusal)."""
+    _by_steps(monkeypatch, budget_steps=10**9, stop_step=2)
+    monkeypatch.setattr(TimeBudget, "on_step_end", lambda self, args, state, control, **kw: setattr(
+        control, "should_training_stop", state.global_step >= self.seconds / 1000) or setattr(
+        self, "exhausted", control.should_training_stop))
+    assert [r["steps"] for r in _run(tmp_path, stop_at=FUTURE)] == [1]
+    monkeypatch.setattr(n, "episodes", lambda *a, **k: pytest.fail("built the episodes before refusing"))
+    with pytest.raises(ValueError, match="pass --resume"):
+        _run(tmp_path)
+
+
+def test_no_row_starts_past_the_deadline_and_a_folder_without_a_record_is_removed(tmp_path, monkeypatch):
+    _by_steps(monkeypatch, budget_steps=4, stop_step=10**9)
+    stale = tmp_path.joinpath(*FOLDER) / "checkpoint-7"
+    stale.mkdir(parents=True)  # a first segment killed before it recorded
+    monkeypatch.setattr(n, "episodes", lambda *a, **k: pytest.fail("built the episodes past the deadline"))
+    assert _run(tmp_path, stop_at=1.0, resume=True) == []  # 1.0 (seconds since the epoch): long past
+    assert stale.exists()
+    monkeypatch.undo()
+    _by_steps(monkeypatch, budget_steps=1, stop_step=10**9)
+    assert [r["steps"] for r in _run(tmp_path, resume=True)] == [1, 1]
+    assert not os.listdir(tmp_path / "checkpoints")
+
+
+def test_segments_are_refused_outside_a_bptt_only_run(tmp_path, capsys):
     with pytest.raises(ValueError, match="give them with bptt_only"):
-        n.run(task="needle", seq_len=8, seed=0, out=str(tmp_path), stop_at=0.0)
+        n.run(task="needle", seq_len=8, seed=0, out=str(tmp_path), stop_at=1.0)
     with pytest.raises(SystemExit):
         n.cli(["--seq-len", "8", "--resume", "--out", str(tmp_path)])
+    assert "give them with --bptt-only" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
