@@ -102,8 +102,12 @@ def table(runs: list[dict]) -> str:
     if any(r.get("reused_from") for run in runs for r in run["rows"]):
         lines.append("\n† from another run of the same seed whose joint-SMT row is identical (`--reuse-rows`, or as noted): "
                      + ", ".join(sorted({r["reused_from"] for run in runs for r in run["rows"] if r.get("reused_from")})))
+    def segments(r):  # a row run in segments (needle_e2e --stop-after / --resume): each one's wall-clock
+        return (f" [{len(r['segments'])} segments: " + " + ".join(f"{s['seconds']:.0f}" for s in r["segments"])
+                + " s]") if r.get("segments") else ""
+
     budgets = [f"s{run['seed']} {r['budget_seconds']:.0f} s" + ("" if r["run"] == ROWS[3] else f" ({r['run'].removeprefix('BPTT (')}")
-               for run in runs for r in run["rows"] if r.get("budget_seconds")]  # a row other than 1x names its multiple
+               + segments(r) for run in runs for r in run["rows"] if r.get("budget_seconds")]  # a row other than 1x names its multiple
     if budgets:
         lines.append("\nBPTT wall-clock budget per seed: " + ", ".join(budgets))
     return "\n".join(lines)

@@ -140,6 +140,9 @@ def test_a_bptt_row_stopped_and_resumed_ends_as_the_uninterrupted_row(tmp_path, 
     assert rows[0]["seconds"] == pytest.approx(sum(s["seconds"] for s in rows[0]["segments"]), abs=0.11)
     assert "segments" not in rows[1]  # one segment: as an uninterrupted row
     assert not os.path.exists(folder) and not os.listdir(split / "checkpoints")
+    first, second = (s["seconds"] for s in rows[0]["segments"])
+    assert f"s0 1000 s [2 segments: {first:.0f} + {second:.0f} s], s0 4000 s (4x wall-clock)" in \
+        (split / "needle_e2e_T8.md").read_text()  # the table says how the row ran
     saved = json.loads((split / "needle_e2e_T8_s0_bptt_x1_4.json").read_text())
     assert [r["run"] for r in saved["rows"]] == [n.ROWS[3], X4]
     again = _run(split, resume=True)  # both rows there: nothing re-runs
