@@ -9,7 +9,8 @@ finally writes has `seconds` = the sum of its segments' wall-clock and `segments
 commit); the folder is removed once the row is saved. A segment's wall-clock is its whole `Trainer.train()` call:
 the setup before the first step (the resumed checkpoint's load, the skip over consumed batches), the compile of the
 recurrent step, and the checkpoint save at its end all count against the budget, so a segmented row gets slightly
-fewer steps than one uninterrupted run would.
+fewer steps than one uninterrupted run would, and its seconds can pass the budget by a resumed segment's first step
+(each row's last step may end past its budget: `TimeBudget`).
 
 What a resumed segment must share with the first (`Segments.open`, ValueError naming each difference): the machine
 (CPU model, cores, threads, torch version), the transformers / accelerate / datasets versions, the task, seed and
@@ -19,6 +20,7 @@ and the load of the machine (the budget's wall-clock assumes the same neighbours
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
@@ -26,6 +28,49 @@ import subprocess
 import time
 
 RECORD = "segments.json"
+
+
+def open_rows(out: str, stem: str, multiples, bptt_seconds: float, expect: dict, resume: bool, row_name):
+    """Before a --bptt-only seed builds its episodes: (the rows of `stem`.json it keeps, {multiple: Segments} of the
+    rows it runs, the JSON's first command line or None). `expect` is what every segment of a row shares, without
+    its budget (`multiple * bptt_seconds`, added here); `row_name(multiple)` a row's name (`e2e_report.bptt_row`).
+    Without `resume` nothing is kept, and a JSON with a row run in segments (hours over sessions) is refused rather
+    than overwritten; with it, the JSON's rows are kept if it ran on `expect`'s machine, threads and BPTT settings and
+    each kept row of `multiples` had `multiple * bptt_seconds` as its budget (else ValueError), and a row kept is not
+    run again (a checkpoint folder left beside it by a kill is removed). Each other row: `Segments.open` (its
+    ValueErrors)."""
+    rows, command, path = [], None, stem + ".json"
+    if os.path.exists(path):
+        saved = _load(path)
+        if not resume and any(r.get("segments") for r in saved["rows"]):
+            raise ValueError(f"{path} has rows run in segments over sessions: pass --resume to keep them (and finish "
+                             "the stopped ones), or move the file away to start over")
+        if resume:
+            ours = {"machine": expect["machine"], "threads": expect["threads"], "bptt": expect["bptt"]}
+            theirs = {"machine": saved.get("machine"), "threads": saved.get("threads"),
+                      "bptt": saved.get("settings", {}).get("bptt")}
+            wrong = [f"{k} {theirs[k]!r} (this run: {ours[k]!r})" for k in ours if theirs[k] != ours[k]]
+            wrong += [f"a {r['run']!r} row with a {r.get('budget_seconds')} s budget (this run: "
+                      f"{round(m * bptt_seconds, 1)} s)" for m in multiples for r in saved["rows"]
+                      if r["run"] == row_name(m) and r.get("budget_seconds") != round(m * bptt_seconds, 1)]
+            if wrong:
+                raise ValueError(f"{path} ran with " + "; ".join(wrong) + ": --resume keeps its rows only for the "
+                                 "same run (use its settings, or another --out)")
+            rows, command = saved["rows"], saved.get("command")
+    segs = {}
+    for m in multiples:
+        if any(r["run"] == row_name(m) for r in rows):
+            Segments(folder_for(out, stem, m), {}, []).remove()
+        else:
+            segs[m] = Segments.open(folder_for(out, stem, m), {**expect, "budget_seconds": m * bptt_seconds}, resume)
+    return rows, segs, command
+
+
+def _load(path: str) -> dict:
+    try:
+        return json.load(open(path))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON ({e}): move it away to start over") from e
 
 
 def folder_for(out: str, stem: str, multiple: float) -> str:
@@ -86,8 +131,13 @@ class Segments:
         expect = json.loads(json.dumps(expect))
         if not os.path.isfile(path):
             shutil.rmtree(folder, ignore_errors=True)
+            others = sorted(os.path.dirname(p) for p in glob.glob(os.path.join(os.path.dirname(folder), "*", RECORD)))
+            if resume:
+                print(f"[resume] {folder}: nothing stopped there, the row starts afresh" + (
+                    f" (stopped rows in {os.path.dirname(folder)}: {[os.path.basename(p) for p in others]}, "
+                    "another command's: other --bptt-multiples or --seeds?)" if others else ""), flush=True)
             return cls(folder, expect, [])
-        saved = json.load(open(path))
+        saved = _load(path)
         ours = cls(folder, expect, saved["segments"])
         budget = saved["expect"].get("budget_seconds")
         if not resume:
@@ -102,7 +152,8 @@ class Segments:
             raise ValueError(f"{folder}'s earlier segments ran with " + "; ".join(wrong) + ": a resumed segment must "
                              "run as they did (its seconds count against the same budget)")
         if not os.path.isdir(ours.checkpoint):
-            raise ValueError(f"{folder} records {len(ours.done)} segment(s) ending at {ours.checkpoint}, which is gone")
+            raise ValueError(f"{folder} records {len(ours.done)} segment(s) ending at {ours.checkpoint}, which is gone: "
+                             "delete the folder to start the row over")
         if ours.spent >= budget:
             raise ValueError(f"{path}: its segments' {ours.spent} s reach the {budget} s budget, but no row was "
                              "written; delete the folder to run the row again")
@@ -116,7 +167,7 @@ class Segments:
         """A segment stopped at its deadline after `seconds` of wall-clock at optimizer step `steps` (its checkpoint
         saved): recorded (written whole, then moved into place), then the previous segment's checkpoint removed."""
         before = self.checkpoint
-        self.done = self.done + [{"seconds": round(seconds, 1), "steps": steps,
+        self.done = self.done + [{"seconds": seconds, "steps": steps,  # (unrounded: `phase` compared this sum)
                                   "ended": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "commit": git_commit()}]
         tmp = os.path.join(self.folder, RECORD + ".tmp")
         with open(tmp, "w") as f:
@@ -130,9 +181,14 @@ class Segments:
         of their wall-clock as `seconds` and each one's in `segments` (the folder stays until `remove`)."""
         if self.done:
             last = {"seconds": round(seconds, 1), "steps": row["steps"], "commit": git_commit()}
-            row["segments"] = [{k: s[k] for k in ("seconds", "steps", "commit") if k in s} for s in self.done] + [last]
+            row["segments"] = [{**{k: s[k] for k in ("steps", "commit") if k in s}, "seconds": round(s["seconds"], 1)}
+                               for s in self.done] + [last]
             row["seconds"] = round(self.spent + seconds, 1)
 
     def remove(self) -> None:
-        """The row is saved: its checkpoints and record go."""
+        """The row is saved: its checkpoints and record go (and <out>/checkpoints/ once empty)."""
         shutil.rmtree(self.folder, ignore_errors=True)
+        try:
+            os.rmdir(os.path.dirname(self.folder))
+        except OSError:  # other rows' folders there, or none at all
+            pass

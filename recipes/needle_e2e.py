@@ -49,7 +49,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from e2e_report import (  # noqa: E402,F401  (the tables and plots over run JSONs; some names re-exported for tests)
     FIG3_MAIN, FROM_INIT, METRICS, ROWS, bptt_row, continued_dmt, fig3, from_init_row, row_label, student_backbone,
     table, write_summary)
-from e2e_segments import Segments, folder_for, versions  # noqa: E402
+from e2e_segments import open_rows, versions  # noqa: E402
 from e2e_teacher import TEACHER_ACC_TOLERANCE, check_saved_teacher, save_teacher  # noqa: E402,F401
 
 DEFAULT_OUT = "outputs/needle_e2e"  # not the tracked recipes/results unless --out says so
@@ -211,7 +211,7 @@ def run(task="needle", seq_len=None, seed=0, smt_steps=None, dmt_steps=None, out
             segments.finish(row, seconds)
         if not record:  # a re-run whose row is only compared (add_full_rollout's joint SMT)
             return tr, row
-        if continue_dmt or add_full_rollout or dmt_from_init:  # a row appended to an earlier run's JSON: its own
+        if continue_dmt or add_full_rollout or dmt_from_init or resume:  # a row appended to an earlier JSON: its own
             # command line and settings
             row.update({"command": command} if command else {}, settings=settings)
         rows.append(row)
@@ -240,26 +240,22 @@ def run(task="needle", seq_len=None, seed=0, smt_steps=None, dmt_steps=None, out
             raise ValueError(f"{path} ran backbone {theirs[0]!r} with BPTT lr {theirs[1]:g}, not {backbone!r} with "
                              f"{bptt_set['learning_rate']:g}: its table would average both; use another --out")
     train_kw = fam["train_task_kwargs"] if fam else {}
-    segs = {}  # bptt_only: each row's segments, opened (and refused) before the episodes are built and any row trains
+    segs, kept_command = {}, None  # bptt_only: the rows kept and run, checked before the episodes are built
     if bptt_only and stop_at is not None and time.time() >= stop_at:
         print(f"[stop-at] seed {seed}: the deadline has passed, not started", flush=True)
         return rows
-    if bptt_only and resume and os.path.exists(stem + ".json"):  # the rows earlier calls wrote are kept
-        rows[:] = json.load(open(stem + ".json"))["rows"]
-    for multiple in bptt_multiples if bptt_only else ():
-        if any(r["run"] == bptt_row(multiple) for r in rows):  # done: skipped (a folder left by a kill: removed)
-            Segments(folder_for(out, stem, multiple), {}, []).remove()
-            continue
+    if bptt_only:
         training = {k: v for k, v in {**common, **bptt_set}.items() if k != "disable_tqdm"}
-        segs[multiple] = Segments.open(folder_for(out, stem, multiple), {
+        kept, segs, kept_command = open_rows(out, stem, bptt_multiples, bptt_seconds, {
             "machine": machine(), "threads": threads, "versions": versions(), "task": task, "family": family,
             "seq_len": T, "seed": seed, "task_kwargs": kw, "train_task_kwargs": train_kw, "model": model,
-            "bptt": bptt_set, "training": training, "budget_seconds": round(multiple * bptt_seconds, 1)}, resume)
+            "bptt": bptt_set, "training": training}, resume, bptt_row)
+        rows[:] = kept
     train, ev = episodes(task, T, seed, kw, train_kw)
     os.makedirs(out, exist_ok=True)
     phase_settings = {"smt": smt_set, "dmt": dmt_set, "full_rollout": FULL_ROLLOUT, "bptt": bptt_set}
-    run_info = {**({"command": command} if command else {}), "task": task, "family": family, "task_kwargs": kw,
-                **({"train_task_kwargs": train_kw} if train_kw else {}),
+    run_info = {**({"command": kept_command or command} if kept_command or command else {}), "task": task,
+                "family": family, "task_kwargs": kw, **({"train_task_kwargs": train_kw} if train_kw else {}),
                 "seq_len": T, "seed": seed, "machine": machine(), "threads": threads, "model": model,
                 "settings": phase_settings, "rows": rows, "drift": curves}
 
@@ -506,7 +502,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", default="needle", choices=sorted(TASKS))
     p.add_argument("--family", default=None, help=f"a family of {os.path.relpath(FAMILIES)}: its task, teacher and SMT "
                    "settings (overrides --task)")
-    p.add_argument("--bptt-multiples", type=float, nargs="+", default=[1.0],
+    p.add_argument("--bptt-multiples", type=positive_float, nargs="+", default=[1.0],
                    help="BPTT runs, each given this multiple of the SMT + DMT wall-clock (e.g. 1 4)")
     p.add_argument("--fig3", action="store_true", help="only write fig3_T<seq-len>.{json,md,png} over the runs in --out")
     p.add_argument("--seq-len", type=int, default=None, help="default: the family's seq_len, else 32")
@@ -556,7 +552,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true",
                    help="with --bptt-only: continue the rows --stop-after stopped (same machine and settings), keep "
                         "the rows the JSON has")
-    p.add_argument("--bptt-seconds", type=float, default=None,
+    p.add_argument("--bptt-seconds", type=positive_float, default=None,
                    help="BPTT's wall-clock budget (default: the measured wall-clock of joint SMT + one-step DMT)")
     p.add_argument("--no-full-rollout", action="store_true")
     # smt_hf's BACKBONES, copied: --help imports no torch (tests/test_recipe_config.py)

@@ -15,6 +15,7 @@ from smt_hf.callbacks import Deadline, TimeBudget
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "recipes"))
 import needle_e2e as n  # noqa: E402
+from e2e_segments import Segments  # noqa: E402
 
 X4 = n.bptt_row(4)
 FUTURE = 4e9  # a deadline not yet passed (the tests' Deadline.due counts steps instead)
@@ -105,9 +106,9 @@ def _by_steps(monkeypatch, budget_steps, stop_step):
     return spent
 
 
-def _run(out, seconds=1000.0, **kw):
+def _run(out, seconds=1000.0, bptt_multiples=(1, 4), **kw):
     return n.run(task="needle", seq_len=8, seed=0, out=str(out), bptt_seconds=seconds, bptt_only=True,
-                 bptt_multiples=(1, 4), **kw)
+                 bptt_multiples=bptt_multiples, **kw)
 
 
 FOLDER = ("checkpoints", "needle_e2e_T8_s0_bptt_x1_4_x1")
@@ -131,7 +132,8 @@ def test_a_bptt_row_stopped_and_resumed_ends_as_the_uninterrupted_row(tmp_path, 
         _run(split)  # the stopped row is not started over silently
     spent = _by_steps(monkeypatch, budget_steps=4, stop_step=10**9)
     (folder / "checkpoint-3").mkdir()  # a checkpoint no record names (a segment killed before recording): not used
-    rows = _run(split, resume=True)
+    rows = _run(split, resume=True, command="python second --resume")
+    assert rows[0]["command"] == rows[1]["command"] == "python second --resume"  # each appended row: its own
     assert spent == [record["segments"][0]["seconds"], 0.0]  # the 1x row resumed, the 4x row from the start
     assert [r["run"] for r in rows] == [n.ROWS[3], X4] and [r["steps"] for r in rows] == [4, 4]
     for a, b in zip(whole, rows):
@@ -139,14 +141,42 @@ def test_a_bptt_row_stopped_and_resumed_ends_as_the_uninterrupted_row(tmp_path, 
     assert [s["steps"] for s in rows[0]["segments"]] == [2, 4]
     assert rows[0]["seconds"] == pytest.approx(sum(s["seconds"] for s in rows[0]["segments"]), abs=0.11)
     assert "segments" not in rows[1]  # one segment: as an uninterrupted row
-    assert not os.path.exists(folder) and not os.listdir(split / "checkpoints")
+    assert not os.path.exists(split / "checkpoints")  # (emptied, then removed)
     first, second = (s["seconds"] for s in rows[0]["segments"])
     assert f"s0 1000 s [2 segments: {first:.0f} + {second:.0f} s], s0 4000 s (4x wall-clock)" in \
         (split / "needle_e2e_T8.md").read_text()  # the table says how the row ran
     saved = json.loads((split / "needle_e2e_T8_s0_bptt_x1_4.json").read_text())
     assert [r["run"] for r in saved["rows"]] == [n.ROWS[3], X4]
-    again = _run(split, resume=True)  # both rows there: nothing re-runs
+    again = _run(split, resume=True, command="python third --resume")  # both rows there: nothing re-runs
     assert again == saved["rows"]
+    assert json.loads((split / "needle_e2e_T8_s0_bptt_x1_4.json").read_text()) == saved  # (its command kept too)
+    with pytest.raises(ValueError, match="rows run in segments over sessions: pass --resume"):
+        _run(split)  # a plain re-run would overwrite the rows of two sessions
+
+
+def test_a_resume_keeps_only_rows_of_the_same_budget(tmp_path, monkeypatch):
+    """1x done, 4x stopped before it started (the deadline): a --resume with another --bptt-seconds would have kept
+    the 1x row of the old budget beside a 4x row of the new one (was: silently); refused before any work."""
+    _by_steps(monkeypatch, budget_steps=2, stop_step=10**9)
+    _run(tmp_path, bptt_multiples=(1,))
+    os.rename(tmp_path / "needle_e2e_T8_s0_bptt.json", tmp_path / "needle_e2e_T8_s0_bptt_x1_4.json")
+    monkeypatch.setattr(n, "episodes", lambda *a, **k: pytest.fail("built the episodes before refusing"))
+    with pytest.raises(ValueError, match=r"row with a 1000\.0 s budget \(this run: 2000\.0 s\)"):
+        _run(tmp_path, seconds=2000.0, resume=True)
+
+
+def test_a_record_just_under_the_budget_resumes(tmp_path, capsys):
+    """Seconds are recorded unrounded: 15.96 s of a 16 s budget is not 'the budget reached' (was: rounded to 16.0,
+    a row no --resume could finish)."""
+    folder = tmp_path / "checkpoints" / "row"
+    first = Segments.open(str(folder), {"budget_seconds": 16.0}, resume=False)
+    (folder / "checkpoint-5").mkdir(parents=True)  # (as the Deadline's save)
+    first.record(15.96, 5)
+    again = Segments.open(str(folder), {"budget_seconds": 16.0}, resume=True)
+    assert again.spent == 15.96 and again.checkpoint == str(folder / "checkpoint-5")
+    Segments.open(str(tmp_path / "checkpoints" / "other"), {"budget_seconds": 16.0}, resume=True)
+    out = capsys.readouterr().out
+    assert "other: nothing stopped there" in out and "stopped rows in" in out and "['row']" in out
 
 
 def test_a_deadline_that_comes_with_the_budget_writes_the_row(tmp_path, monkeypatch):
@@ -159,7 +189,7 @@ def test_a_deadline_that_comes_with_the_budget_writes_the_row(tmp_path, monkeypa
     rows = _run(tmp_path / "past", seconds=1e-6, stop_at=FUTURE)  # stopped at step 2, but 1e-6 s were spent long since
     assert [r["steps"] for r in rows] == [2, 2]
     for out in ("same_step", "past"):
-        assert not os.listdir(tmp_path / out / "checkpoints")
+        assert not os.path.exists(tmp_path / out / "checkpoints")
 
 
 def test_a_resumed_segment_must_run_the_first_ones_budget_and_settings(tmp_path, monkeypatch):
@@ -200,7 +230,7 @@ def test_no_row_starts_past_the_deadline_and_a_folder_without_a_record_is_remove
     monkeypatch.undo()
     _by_steps(monkeypatch, budget_steps=1, stop_step=10**9)
     assert [r["steps"] for r in _run(tmp_path, resume=True)] == [1, 1]
-    assert not os.listdir(tmp_path / "checkpoints")
+    assert not os.path.exists(tmp_path / "checkpoints")
 
 
 def test_segments_are_refused_outside_a_bptt_only_run(tmp_path, capsys):
