@@ -6,16 +6,17 @@ an HF Trainer checkpoint (weights, optimizer, scheduler, RNG, step) under `<out>
 records its wall-clock and step in `segments.json` there; no row is written. A later call with `--resume` continues
 from that checkpoint with the seconds already spent counted against the budget (`TimeBudget(spent=...)`); the row it
 finally writes has `seconds` = the sum of its segments' wall-clock and `segments` (each one's seconds, step and git
-commit); the folder is removed once the row is saved. A segment's wall-clock is its whole `Trainer.train()` call:
-the setup before the first step (the resumed checkpoint's load, the skip over consumed batches), the compile of the
-recurrent step, and the checkpoint save at its end all count against the budget, so a segmented row gets slightly
-fewer steps than one uninterrupted run would, and its seconds can pass the budget by a resumed segment's first step
-(each row's last step may end past its budget: `TimeBudget`).
+commit); the folder is removed once the row is saved. A segment's wall-clock is its whole `Trainer.train()` call: the
+setup before the first step (the resumed checkpoint's load, the skip over consumed batches), the compile of the
+recurrent step, and the checkpoint save at its end all count in the row's seconds, so a segmented row gets slightly
+fewer steps than one uninterrupted run would; the last segment's `TimeBudget` starts at its first step's start, so
+its setup can take the row's seconds a little past the budget (as its last step may: `TimeBudget`).
 
-What a resumed segment must share with the first (`Segments.open`, ValueError naming each difference): the machine
-(CPU model, cores, threads, torch version), the transformers / accelerate / datasets versions, the task, seed and
-episodes, the model, the training arguments and the budget. Not checked: the code's git commit (recorded per segment)
-and the load of the machine (the budget's wall-clock assumes the same neighbours as the run it is a multiple of).
+What a resumed segment must share with the segments before it (`Segments.open`, ValueError naming each difference):
+the machine (CPU model, cores, threads, torch version), the transformers / accelerate / datasets versions, the task,
+seed and episodes, the model, the training arguments and the budget. Not checked: the code's git commit and the
+command line (both recorded per segment) and the load of the machine (the budget's wall-clock assumes the same
+neighbours as the run it is a multiple of).
 """
 
 from __future__ import annotations
@@ -102,11 +103,12 @@ def git_commit() -> str | None:
 
 class Segments:
     """The segments of one resumable row. `folder` is its checkpoint folder (the Trainer's output_dir), `expect` what
-    every segment must share, `done` the earlier segments ([{"seconds", "steps", "ended", "commit"}], seconds of
-    wall-clock each, steps the optimizer step it stopped at)."""
+    every segment must share, `done` the earlier segments ([{"seconds", "steps", "ended", "commit", "command"}],
+    seconds of wall-clock each, steps the optimizer step it stopped at)."""
 
     def __init__(self, folder: str, expect: dict, done: list[dict]):
         self.folder, self.expect, self.done = folder, expect, done
+        self.command = None  # the command line running this segment (recorded with it; needle_e2e sets it)
 
     @property
     def spent(self) -> float:
@@ -120,16 +122,22 @@ class Segments:
 
     @classmethod
     def open(cls, folder: str, expect: dict, resume: bool) -> "Segments":
-        """The row's segments so far. `expect` (JSON-able, with `budget_seconds`) must equal the first segment's.
-        No record in `folder`: a first segment (a folder left without one, by a run killed before it recorded its
-        first segment, is removed, `resume` or not). Raises ValueError: a record and no `resume` (pass --resume or
-        delete the folder); a recorded `expect` that differs, naming each key (keys the first segment did not record
-        are printed, not checked); a record whose checkpoint is gone; a record whose seconds already reach the
-        budget. Checkpoints other than the recorded one (saved by a segment killed before it recorded) are removed:
+        """The row's segments so far. `expect` (JSON-able, with `budget_seconds`) must equal the last record's
+        (`budget_seconds` within 0.05 s: older records rounded it). No record and no checkpoint in `folder`: a first
+        segment (an empty folder left by a kill is removed). Raises ValueError: checkpoints without a record (a first
+        segment killed between its checkpoint and its record: its seconds are unknown, the folder is kept for the
+        user to delete); a record and no `resume` (pass --resume or delete the folder); a recorded `expect` that
+        differs, naming each key (keys the record does not have, written before they were checked, are printed and
+        not checked); a record whose checkpoint is gone; a record whose seconds already reach the budget.
+        Checkpoints other than the recorded one (saved by a later segment killed before it recorded) are removed:
         their seconds are nowhere."""
         path = os.path.join(folder, RECORD)
         expect = json.loads(json.dumps(expect))
         if not os.path.isfile(path):
+            if glob.glob(os.path.join(folder, "checkpoint-*")):
+                raise ValueError(f"{folder} holds checkpoints but no {RECORD}: a first segment was killed after its "
+                                 "checkpoint and before it recorded its seconds, so its budget cannot be counted; "
+                                 "delete the folder to start the row over")
             shutil.rmtree(folder, ignore_errors=True)
             others = sorted(os.path.dirname(p) for p in glob.glob(os.path.join(os.path.dirname(folder), "*", RECORD)))
             if resume:
@@ -146,8 +154,12 @@ class Segments:
         unrecorded = sorted(set(expect) - set(saved["expect"]))
         if unrecorded:
             print(f"[resume] {path} does not record {unrecorded} (written before they were): not checked", flush=True)
+        def same(k):
+            a, b = saved["expect"][k], expect.get(k)
+            return abs(a - b) <= 0.05 if k == "budget_seconds" and None not in (a, b) else a == b
+
         wrong = [f"{k} {saved['expect'][k]!r} (this run: {expect.get(k)!r})" for k in sorted(saved["expect"])
-                 if saved["expect"][k] != expect.get(k)]
+                 if not same(k)]
         if wrong:
             raise ValueError(f"{folder}'s earlier segments ran with " + "; ".join(wrong) + ": a resumed segment must "
                              "run as they did (its seconds count against the same budget)")
@@ -168,7 +180,8 @@ class Segments:
         saved): recorded (written whole, then moved into place), then the previous segment's checkpoint removed."""
         before = self.checkpoint
         self.done = self.done + [{"seconds": seconds, "steps": steps,  # (unrounded: `phase` compared this sum)
-                                  "ended": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "commit": git_commit()}]
+                                  "ended": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "commit": git_commit(),
+                                  "command": self.command}]
         tmp = os.path.join(self.folder, RECORD + ".tmp")
         with open(tmp, "w") as f:
             json.dump({"expect": self.expect, "segments": self.done}, f, indent=1)
@@ -180,9 +193,9 @@ class Segments:
         """The last segment ran out the budget after `seconds`: a row that ran in more than one segment gets the sum
         of their wall-clock as `seconds` and each one's in `segments` (the folder stays until `remove`)."""
         if self.done:
-            last = {"seconds": round(seconds, 1), "steps": row["steps"], "commit": git_commit()}
-            row["segments"] = [{**{k: s[k] for k in ("steps", "commit") if k in s}, "seconds": round(s["seconds"], 1)}
-                               for s in self.done] + [last]
+            last = {"seconds": round(seconds, 1), "steps": row["steps"], "commit": git_commit(), "command": self.command}
+            row["segments"] = [{**{k: s[k] for k in ("steps", "commit", "command") if k in s},
+                                "seconds": round(s["seconds"], 1)} for s in self.done] + [last]
             row["seconds"] = round(self.spent + seconds, 1)
 
     def remove(self) -> None:

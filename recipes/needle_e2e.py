@@ -15,8 +15,8 @@ rate. A folder holds one (backbone, BPTT lr): its tables average every seed in i
 that family from the teacher calibration (recipes/configs/calibration/teachers.yaml, recipes/teacher_curves.py), and
 its end-to-end run (SMT steps, DMT steps and one-step DMT settings: the Fig 3 runs; flags given override them); the
 student is this recipe's. `--fig3` writes the table/figure over every family found in --out (paper Fig 3). Each
-JSON records the command line that wrote it (a row `--continue-dmt`, `--add-full-rollout` or
-`--dmt-from-init` appends: its own).
+JSON records the command line that wrote it (a row `--continue-dmt`, `--add-full-rollout`, `--dmt-from-init` or
+`--resume` appends: its own; a row run in segments: each segment's).
 
     python recipes/needle_e2e.py --seq-len 32 --seeds 0 1 2          # ~10 CPU minutes per seed, one thread
     python recipes/needle_e2e.py --task parity --seq-len 64 --seeds 0
@@ -139,8 +139,8 @@ def run(task="needle", seq_len=None, seed=0, smt_steps=None, dmt_steps=None, out
     `stop_at` and `resume` (with `bptt_only` only, else ValueError) run BPTT rows in segments (recipes/e2e_segments.py):
     a row still short of its budget at `stop_at` (seconds since the epoch) saves a checkpoint and writes no row, and
     the multiples after it wait (none starts past `stop_at`); `resume` continues such a row from its checkpoint
-    (what must match: `Segments.open`, its ValueErrors raised before any row trains), keeps the rows the JSON already
-    has and skips their multiples."""
+    (what must match: `Segments.open`, its ValueErrors raised before this seed's episodes are built and any of its
+    rows trains), keeps the rows the JSON already has and skips their multiples."""
     import torch
 
     sys.path.insert(0, os.path.dirname(__file__))
@@ -198,6 +198,8 @@ def run(task="needle", seq_len=None, seed=0, smt_steps=None, dmt_steps=None, out
         seconds = time.time() - t0
         stopped = any(isinstance(c, Deadline) and c.reached for c in callbacks or ())
         budget = next((c for c in callbacks or () if isinstance(c, TimeBudget)), None)
+        if segments is not None:
+            segments.command = command
         if segments is not None and stopped and not budget.exhausted and budget.spent + seconds < budget.seconds:
             segments.record(seconds, tr.state.global_step)
             print(f"[stop-at] {name}: stopped at step {tr.state.global_step} after {segments.spent:.0f} s of its "
@@ -207,6 +209,8 @@ def run(task="needle", seq_len=None, seed=0, smt_steps=None, dmt_steps=None, out
         row = {"run": name, "dmt_gradient": args.dmt_gradient if args.mode == "dmt" else None, "mode": args.mode,
                "steps": tr.state.global_step, "seconds": round(seconds, 1),
                **{k: m.get(f"eval_{k}") for k in METRICS}}
+        if budget is not None:  # a BPTT row: its wall-clock budget (saved with the row)
+            row["budget_seconds"] = round(budget.seconds, 1)
         if segments is not None:
             segments.finish(row, seconds)
         if not record:  # a re-run whose row is only compared (add_full_rollout's joint SMT)
@@ -396,8 +400,6 @@ def run(task="needle", seq_len=None, seed=0, smt_steps=None, dmt_steps=None, out
                            callbacks + ([Deadline(stop_at)] if stop_at is not None else []), segments=segments)
             if row is None:  # stopped before its budget ran out: the next multiples wait for it
                 break
-            row["budget_seconds"] = round(multiple * bptt_seconds, 1)
-            save()
             segments.remove()  # (after the save: a kill before it leaves the checkpoint, not a lost row)
         summarize(out, family, task, T)
         return rows
@@ -415,8 +417,6 @@ def run(task="needle", seq_len=None, seed=0, smt_steps=None, dmt_steps=None, out
         student.load_state_dict(init)
         budget = multiple * (smt["seconds"] + dmt["seconds"] if bptt_seconds is None else bptt_seconds)
         phase(bptt_row(multiple), student, None, bptt_set, 10**6, [TimeBudget(budget)])
-        rows[-1]["budget_seconds"] = round(budget, 1)
-        save()
     plot_drift(stem, curves, task, T, seed)
     print(f"\n{task}, T={T}, seed {seed}, {machine()}\n{table([run_info])}")
     summarize(out, family, task, T)

@@ -220,17 +220,78 @@ def test_a_stopped_row_is_refused_before_the_rows_ahead_of_it_train(tmp_path, mo
         _run(tmp_path)
 
 
-def test_no_row_starts_past_the_deadline_and_a_folder_without_a_record_is_removed(tmp_path, monkeypatch):
-    _by_steps(monkeypatch, budget_steps=4, stop_step=10**9)
-    stale = tmp_path.joinpath(*FOLDER) / "checkpoint-7"
-    stale.mkdir(parents=True)  # a first segment killed before it recorded
+def test_no_seed_starts_past_the_deadline(tmp_path, monkeypatch):
     monkeypatch.setattr(n, "episodes", lambda *a, **k: pytest.fail("built the episodes past the deadline"))
     assert _run(tmp_path, stop_at=1.0, resume=True) == []  # 1.0 (seconds since the epoch): long past
-    assert stale.exists()
+    assert not list(tmp_path.iterdir())
+
+
+def test_no_row_starts_past_the_deadline(tmp_path, monkeypatch):
+    """The 1x row ran out its budget (step 1); the clock then passes the deadline: the 4x row is not started (no
+    checkpoint folder, no row), and a --resume later runs it."""
+    late = []
+    _by_steps(monkeypatch, budget_steps=1, stop_step=10**9)
+    done = TimeBudget.on_step_end
+    monkeypatch.setattr(TimeBudget, "on_step_end", lambda self, *a, **k: done(self, *a, **k) or late.append(1))
+    real = n.time.time
+    monkeypatch.setattr(n.time, "time", lambda: real() + (1e10 if late else 0.0))
+    assert [r["run"] for r in _run(tmp_path, stop_at=real() + 3600)] == [n.ROWS[3]]
+    assert not os.path.exists(tmp_path / "checkpoints")
     monkeypatch.undo()
     _by_steps(monkeypatch, budget_steps=1, stop_step=10**9)
-    assert [r["steps"] for r in _run(tmp_path, resume=True)] == [1, 1]
-    assert not os.path.exists(tmp_path / "checkpoints")
+    assert [r["run"] for r in _run(tmp_path, resume=True)] == [n.ROWS[3], X4]
+
+
+def test_a_checkpoint_without_a_record_is_refused_not_deleted(tmp_path, monkeypatch):
+    """A first segment killed after its checkpoint and before its record: its seconds are unknown, so the row is
+    refused, with or without --resume, and the checkpoint kept (was: deleted without a word)."""
+    stale = tmp_path.joinpath(*FOLDER) / "checkpoint-7"
+    stale.mkdir(parents=True)
+    monkeypatch.setattr(n, "episodes", lambda *a, **k: pytest.fail("built the episodes before refusing"))
+    for resume in (False, True):
+        with pytest.raises(ValueError, match="holds checkpoints but no segments.json"):
+            _run(tmp_path, resume=resume)
+    assert stale.is_dir()
+    stale.rmdir()  # an empty folder left by a kill: removed, the row starts
+    monkeypatch.undo()
+    _by_steps(monkeypatch, budget_steps=1, stop_step=10**9)
+    assert [r["steps"] for r in _run(tmp_path)] == [1, 1]
+
+
+def test_a_record_of_the_first_version_resumes(tmp_path, monkeypatch, capsys):
+    """The two rows stopped by 09aa415's code: no `versions` / `training` in the record, seconds and budget rounded,
+    no commit or command per segment. --resume continues them, counting the recorded seconds, and says what it
+    could not check."""
+    _by_steps(monkeypatch, budget_steps=4, stop_step=2)
+    _run(tmp_path, seconds=2470.4, bptt_multiples=(4,), stop_at=FUTURE)
+    folder = tmp_path / "checkpoints" / "needle_e2e_T8_s0_bptt_x4_x4"
+    record = json.loads((folder / "segments.json").read_text())
+    for k in ("versions", "training"):
+        del record["expect"][k]
+    record["expect"]["budget_seconds"] = 9881.6
+    record["segments"] = [{"seconds": 7600.3, "steps": 2, "ended": "2026-12-07 06:45:01 UTC"}]
+    (folder / "segments.json").write_text(json.dumps(record))
+    spent = _by_steps(monkeypatch, budget_steps=4, stop_step=10**9)
+    rows = _run(tmp_path, seconds=2470.4, bptt_multiples=(4,), resume=True, command="python b --resume")
+    assert "does not record ['training', 'versions']" in capsys.readouterr().out
+    assert spent == [7600.3] and [r["steps"] for r in rows] == [4]
+    assert [s.get("command") for s in rows[0]["segments"]] == [None, "python b --resume"]
+    assert rows[0]["seconds"] == pytest.approx(7600.3 + rows[0]["segments"][1]["seconds"], abs=0.11)
+    assert rows[0]["budget_seconds"] == 9881.6
+
+
+def test_a_resume_keeps_the_json_first_command_and_each_segment_its_own(tmp_path, monkeypatch):
+    _by_steps(monkeypatch, budget_steps=10**9, stop_step=2)
+    monkeypatch.setattr(TimeBudget, "on_step_end", lambda self, args, state, control, **kw: setattr(
+        control, "should_training_stop", state.global_step >= self.seconds / 1000) or setattr(
+        self, "exhausted", control.should_training_stop))
+    _run(tmp_path, stop_at=FUTURE, command="python a --stop-after 9")  # 1x: a row; 4x: stopped at step 2
+    rows = _run(tmp_path, resume=True, command="python b --resume")
+    saved = json.loads((tmp_path / "needle_e2e_T8_s0_bptt_x1_4.json").read_text())
+    assert saved["command"] == "python a --stop-after 9" and rows == saved["rows"]
+    assert rows[0].get("command") is None and rows[1]["command"] == "python b --resume"  # the 1x row: the file's
+    assert [s["command"] for s in rows[1]["segments"]] == ["python a --stop-after 9", "python b --resume"]
+    assert [s["steps"] for s in rows[1]["segments"]] == [2, 4] and rows[1]["budget_seconds"] == 4000.0
 
 
 def test_segments_are_refused_outside_a_bptt_only_run(tmp_path, capsys):
