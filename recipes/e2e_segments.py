@@ -28,6 +28,8 @@ import shutil
 import subprocess
 import time
 
+from smt_hf.recipe import write_json
+
 RECORD = "segments.json"
 
 
@@ -182,10 +184,7 @@ class Segments:
         self.done = self.done + [{"seconds": seconds, "steps": steps,  # (unrounded: `phase` compared this sum)
                                   "ended": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "commit": git_commit(),
                                   "command": self.command}]
-        tmp = os.path.join(self.folder, RECORD + ".tmp")
-        with open(tmp, "w") as f:
-            json.dump({"expect": self.expect, "segments": self.done}, f, indent=1)
-        os.replace(tmp, os.path.join(self.folder, RECORD))
+        write_json(os.path.join(self.folder, RECORD), {"expect": self.expect, "segments": self.done})
         if before is not None and before != self.checkpoint:
             shutil.rmtree(before, ignore_errors=True)
 
