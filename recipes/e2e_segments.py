@@ -28,7 +28,6 @@ import shutil
 import subprocess
 import time
 
-from smt_hf.recipe import write_json
 
 RECORD = "segments.json"
 
@@ -184,6 +183,8 @@ class Segments:
         self.done = self.done + [{"seconds": seconds, "steps": steps,  # (unrounded: `phase` compared this sum)
                                   "ended": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "commit": git_commit(),
                                   "command": self.command}]
+        from smt_hf.recipe import write_json  # here, not at the top: `needle_e2e.py --help` imports no torch
+
         write_json(os.path.join(self.folder, RECORD), {"expect": self.expect, "segments": self.done})
         if before is not None and before != self.checkpoint:
             shutil.rmtree(before, ignore_errors=True)
