@@ -104,12 +104,15 @@ def git_commit() -> str | None:
 
 class Segments:
     """The segments of one resumable row. `folder` is its checkpoint folder (the Trainer's output_dir), `expect` what
-    every segment must share, `done` the earlier segments ([{"seconds", "steps", "ended", "commit", "command"}],
-    seconds of wall-clock each, steps the optimizer step it stopped at)."""
+    every segment must share, `done` the earlier segments ([{"seconds", "steps", "started", "ended", "commit",
+    "command"}], seconds of wall-clock each, steps the optimizer step it stopped at, started / ended local times, commit
+    the checkout's HEAD when it started)."""
 
     def __init__(self, folder: str, expect: dict, done: list[dict]):
         self.folder, self.expect, self.done = folder, expect, done
         self.command = None  # the command line running this segment (recorded with it; needle_e2e sets it)
+        self.commit = git_commit()  # the code this segment runs: HEAD when it starts, not when it ends
+        self.started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
 
     @property
     def spent(self) -> float:
@@ -181,7 +184,8 @@ class Segments:
         saved): recorded (written whole, then moved into place), then the previous segment's checkpoint removed."""
         before = self.checkpoint
         self.done = self.done + [{"seconds": seconds, "steps": steps,  # (unrounded: `phase` compared this sum)
-                                  "ended": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "commit": git_commit(),
+                                  "started": self.started, "ended": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+                                  "commit": self.commit,
                                   "command": self.command}]
         from smt_hf.recipe import write_json  # here, not at the top: `needle_e2e.py --help` imports no torch
 
@@ -193,8 +197,9 @@ class Segments:
         """The last segment ran out the budget after `seconds`: a row that ran in more than one segment gets the sum
         of their wall-clock as `seconds` and each one's in `segments` (the folder stays until `remove`)."""
         if self.done:
-            last = {"seconds": round(seconds, 1), "steps": row["steps"], "commit": git_commit(), "command": self.command}
-            row["segments"] = [{**{k: s[k] for k in ("steps", "commit", "command") if k in s},
+            last = {"seconds": round(seconds, 1), "steps": row["steps"], "started": self.started,
+                    "ended": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "commit": self.commit, "command": self.command}
+            row["segments"] = [{**{k: s[k] for k in ("steps", "started", "ended", "commit", "command") if k in s},
                                 "seconds": round(s["seconds"], 1)} for s in self.done] + [last]
             row["seconds"] = round(self.spent + seconds, 1)
 

@@ -301,3 +301,25 @@ def test_segments_are_refused_outside_a_bptt_only_run(tmp_path, capsys):
         n.cli(["--seq-len", "8", "--resume", "--out", str(tmp_path)])
     assert "give them with --bptt-only" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
+
+
+def test_a_segment_records_the_commit_it_started_on(tmp_path, monkeypatch):
+    """A segment's commit is the checkout's HEAD when it started, not when it ended (was: read at the end, so a
+    commit made while it ran was named as its code), and its start and end times are recorded and kept in the row."""
+    import e2e_segments
+
+    head = {"now": "a" * 40}  # the checkout's HEAD, moved by commits made while a segment runs
+    monkeypatch.setattr(e2e_segments, "git_commit", lambda: head["now"])
+    folder = tmp_path / "checkpoints" / "row"
+    first = Segments.open(str(folder), {"budget_seconds": 16.0}, resume=False)  # starts on a...
+    (folder / "checkpoint-5").mkdir(parents=True)
+    head["now"] = "b" * 40
+    first.record(10.0, 5)  # ...and ends after b was committed
+    second = Segments.open(str(folder), {"budget_seconds": 16.0}, resume=True)  # starts on b...
+    head["now"] = "c" * 40
+    row = {"steps": 8}
+    second.finish(row, 6.0)  # ...and ends after c
+    assert [s["commit"] for s in row["segments"]] == ["a" * 40, "b" * 40]
+    assert all(s["started"] <= s["ended"] for s in row["segments"]) and row["seconds"] == 16.0
+    with open(folder / "segments.json") as f:
+        assert json.load(f)["segments"][0]["commit"] == "a" * 40
