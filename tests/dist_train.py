@@ -50,9 +50,14 @@ if trainer.is_world_process_zero():
     saved = SMTRecurrentForCausalLM.from_pretrained(os.path.join(final, "student")).eval()
     with torch.no_grad():  # the saved standalone student's predictions from m_0 on a fixed input
         logits = saved(torch.arange(12).remainder(16)[None]).logits[0, :, :4].flatten().tolist()
-    json.dump({"losses": losses, "world": world, "saved_logits": logits, "eval": metrics,
-               "fsdp": bool(getattr(trainer, "is_fsdp_enabled", False))}, open(out, "w"))
-json.dump(metrics, open(f"{out}.eval{trainer.args.process_index}", "w"))  # every rank's metrics
+    with open(out, "w") as f:
+        json.dump({"losses": losses, "world": world, "saved_logits": logits, "eval": metrics,
+                   "fsdp": bool(getattr(trainer, "is_fsdp_enabled", False))}, f)
+with open(f"{out}.eval{trainer.args.process_index}", "w") as f:  # every rank's metrics
+    json.dump(metrics, f)
 if torch.distributed.is_available() and torch.distributed.is_initialized():  # every rank done, then torn down
     torch.distributed.barrier()
     torch.distributed.destroy_process_group()
+sys.stdout.flush()
+sys.stderr.flush()
+os._exit(0)  # no interpreter finalization: gloo's threads have aborted a rank there under load (see fsdp_trainer.py)

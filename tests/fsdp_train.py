@@ -66,9 +66,12 @@ for step in range(3):
         value /= world
     losses.append(float(value))
 if rank == 0:
-    json.dump({"losses": losses, "world": world, "sharded": sharded,
-               "checkpointing": student.is_activation_checkpointing and teacher.is_activation_checkpointing},
-              open(out, "w"))
+    with open(out, "w") as f:
+        json.dump({"losses": losses, "world": world, "sharded": sharded,
+                   "checkpointing": student.is_activation_checkpointing and teacher.is_activation_checkpointing}, f)
 if world > 1:
     dist.barrier()  # every rank done with its collectives before teardown (a rank torn down mid-way aborted once)
     dist.destroy_process_group()
+sys.stdout.flush()
+sys.stderr.flush()
+os._exit(0)  # no interpreter finalization: gloo's threads have aborted a rank there under load (see fsdp_trainer.py)

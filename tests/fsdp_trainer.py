@@ -43,13 +43,25 @@ world = int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def teardown() -> None:
-    """Every rank done with its collectives, then the process group destroyed, before exit: a rank that left while the
-    other still worked aborted in C++ ("terminate called without an active exception") under load."""
+    """Every rank done with its collectives, then the process group destroyed, then the process ended with
+    `os._exit(0)`: a rank that left while the other still worked aborted in C++ ("terminate called without an active
+    exception") under load, and one has still aborted so at exit after the barrier and the destroy (a loaded CI run,
+    twice in a row), where gloo's threads meet the interpreter's finalization (pytorch/pytorch#179291). Everything
+    this script reports is written and closed before; nothing is left to finalize."""
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+def write(obj: dict) -> None:
+    """The report (rank 0), written and closed (`teardown` ends the process without finalizing open files)."""
+    with open(out, "w") as f:
+        json.dump(obj, f)
 
 rank = int(os.environ.get("RANK", "0"))
 
@@ -113,11 +125,10 @@ if resume:
     got = saved_state(resumed, os.path.join(here, "resumed.final"))
     if resumed.is_world_process_zero():
         diff = {k: float((got[k] - v).abs().max()) for k, v in ref.items()} if got.keys() == ref.keys() else None
-        json.dump({"world": world, "fsdp": bool(resumed.is_fsdp_enabled), "losses": logged_losses(full),
-                   "resume_losses": logged_losses(resumed), "resume_max_diff": diff,
-                   "resumed_step": resumed.state.global_step}, open(out, "w"))
+        write({"world": world, "fsdp": bool(resumed.is_fsdp_enabled), "losses": logged_losses(full),
+               "resume_losses": logged_losses(resumed), "resume_max_diff": diff,
+               "resumed_step": resumed.state.global_step})
     teardown()
-    sys.exit(0)
 
 trainer = build(os.path.join(here, "run"))
 trainer.train()
@@ -138,7 +149,7 @@ if trainer.is_world_process_zero():
         readout_is_teachers = dst.keys() == src.keys() and all(torch.equal(dst[k], src[k]) for k in src)
         m0_is_teachers = torch.equal(saved.model.initial_state, saved_teacher.empty_memory(1)[0])
         logits = saved(torch.arange(12).remainder(16)[None]).logits[0, :, :4].flatten().tolist()
-    json.dump({"losses": losses, "world": world, "eval": metrics, "sharded": sharded,
-               "fsdp": bool(trainer.is_fsdp_enabled), "readout_is_teachers": readout_is_teachers,
-               "m0_is_teachers": m0_is_teachers, "saved_logits": logits}, open(out, "w"))
+    write({"losses": losses, "world": world, "eval": metrics, "sharded": sharded,
+           "fsdp": bool(trainer.is_fsdp_enabled), "readout_is_teachers": readout_is_teachers,
+           "m0_is_teachers": m0_is_teachers, "saved_logits": logits})
 teardown()
