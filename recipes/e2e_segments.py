@@ -28,8 +28,12 @@ import shutil
 import subprocess
 import time
 
-
 RECORD = "segments.json"
+
+
+def _now() -> str:
+    """This machine's local time, as the segments record it."""
+    return time.strftime("%Y-%m-%d %H:%M:%S %Z")
 
 
 def open_rows(out: str, stem: str, multiples, bptt_seconds: float, expect: dict, resume: bool, row_name):
@@ -112,7 +116,7 @@ class Segments:
         self.folder, self.expect, self.done = folder, expect, done
         self.command = None  # the command line running this segment (recorded with it; needle_e2e sets it)
         self.commit = git_commit()  # the code this segment runs: HEAD when it starts, not when it ends
-        self.started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+        self.started = _now()
 
     @property
     def spent(self) -> float:
@@ -184,7 +188,7 @@ class Segments:
         saved): recorded (written whole, then moved into place), then the previous segment's checkpoint removed."""
         before = self.checkpoint
         self.done = self.done + [{"seconds": seconds, "steps": steps,  # (unrounded: `phase` compared this sum)
-                                  "started": self.started, "ended": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+                                  "started": self.started, "ended": _now(),
                                   "commit": self.commit,
                                   "command": self.command}]
         from smt_hf.recipe import write_json  # here, not at the top: `needle_e2e.py --help` imports no torch
@@ -198,7 +202,7 @@ class Segments:
         of their wall-clock as `seconds` and each one's in `segments` (the folder stays until `remove`)."""
         if self.done:
             last = {"seconds": round(seconds, 1), "steps": row["steps"], "started": self.started,
-                    "ended": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "commit": self.commit, "command": self.command}
+                    "ended": _now(), "commit": self.commit, "command": self.command}
             row["segments"] = [{**{k: s[k] for k in ("steps", "started", "ended", "commit", "command") if k in s},
                                 "seconds": round(s["seconds"], 1)} for s in self.done] + [last]
             row["seconds"] = round(self.spent + seconds, 1)

@@ -72,3 +72,21 @@ def load_generate_card():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def end_launch() -> None:
+    """The end of a test launch script (fsdp_trainer.py, fsdp_train.py, dist_train.py): every rank done with its
+    collectives (a rank that left while the other still worked aborted in C++, "terminate called without an active
+    exception", under load), the process group destroyed, then the process ended with `os._exit(0)`: one has still
+    aborted so at exit after the barrier and the destroy (a loaded CI run, twice in a row), where gloo's threads meet
+    the interpreter's finalization (pytorch/pytorch#179291). The caller writes and closes its report before."""
+    import sys
+
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

@@ -14,7 +14,7 @@ import sys
 import torch
 
 torch.set_num_threads(1)
-from conftest import tiny_teacher_config  # noqa: E402
+from conftest import end_launch, tiny_teacher_config  # noqa: E402
 
 from smt_hf import SMTRecurrentConfig, SMTRecurrentForCausalLM, SMTTeacherModel  # noqa: E402
 from smt_hf.data import stream_windows  # noqa: E402
@@ -55,9 +55,4 @@ if trainer.is_world_process_zero():
                    "fsdp": bool(getattr(trainer, "is_fsdp_enabled", False))}, f)
 with open(f"{out}.eval{trainer.args.process_index}", "w") as f:  # every rank's metrics
     json.dump(metrics, f)
-if torch.distributed.is_available() and torch.distributed.is_initialized():  # every rank done, then torn down
-    torch.distributed.barrier()
-    torch.distributed.destroy_process_group()
-sys.stdout.flush()
-sys.stderr.flush()
-os._exit(0)  # no interpreter finalization: gloo's threads have aborted a rank there under load (see fsdp_trainer.py)
+end_launch()  # every rank done, torn down, ended without finalization

@@ -16,7 +16,7 @@ import torch
 import torch.distributed as dist
 
 torch.set_num_threads(1)
-from conftest import tiny_teacher_config  # noqa: E402
+from conftest import end_launch, tiny_teacher_config  # noqa: E402
 
 from smt_hf import SMTRecurrentConfig, SMTRecurrentForCausalLM, SMTTeacherModel  # noqa: E402
 from smt_hf.modeling_layers import Block  # noqa: E402
@@ -69,9 +69,4 @@ if rank == 0:
     with open(out, "w") as f:
         json.dump({"losses": losses, "world": world, "sharded": sharded,
                    "checkpointing": student.is_activation_checkpointing and teacher.is_activation_checkpointing}, f)
-if world > 1:
-    dist.barrier()  # every rank done with its collectives before teardown (a rank torn down mid-way aborted once)
-    dist.destroy_process_group()
-sys.stdout.flush()
-sys.stderr.flush()
-os._exit(0)  # no interpreter finalization: gloo's threads have aborted a rank there under load (see fsdp_trainer.py)
+end_launch()  # every rank done, torn down, ended without finalization

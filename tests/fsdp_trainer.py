@@ -29,7 +29,7 @@ import torch
 torch.set_num_threads(1)
 from accelerate.state import AcceleratorState, PartialState  # noqa: E402
 from accelerate.utils import DistributedType  # noqa: E402
-from conftest import tiny_teacher_config  # noqa: E402
+from conftest import end_launch, tiny_teacher_config  # noqa: E402
 
 from smt_hf import SMTRecurrentConfig, SMTRecurrentForCausalLM, SMTTeacherModel  # noqa: E402
 from smt_hf.data import stream_windows  # noqa: E402
@@ -42,26 +42,11 @@ resume = "resume" in sys.argv[3:]
 world = int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def teardown() -> None:
-    """Every rank done with its collectives, then the process group destroyed, then the process ended with
-    `os._exit(0)`: a rank that left while the other still worked aborted in C++ ("terminate called without an active
-    exception") under load, and one has still aborted so at exit after the barrier and the destroy (a loaded CI run,
-    twice in a row), where gloo's threads meet the interpreter's finalization (pytorch/pytorch#179291). Everything
-    this script reports is written and closed before; nothing is left to finalize."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
-
-
 def write(obj: dict) -> None:
-    """The report (rank 0), written and closed (`teardown` ends the process without finalizing open files)."""
+    """The report (rank 0), written and closed (`end_launch` ends the process without finalizing open files)."""
     with open(out, "w") as f:
         json.dump(obj, f)
+
 
 rank = int(os.environ.get("RANK", "0"))
 
@@ -128,7 +113,7 @@ if resume:
         write({"world": world, "fsdp": bool(resumed.is_fsdp_enabled), "losses": logged_losses(full),
                "resume_losses": logged_losses(resumed), "resume_max_diff": diff,
                "resumed_step": resumed.state.global_step})
-    teardown()
+    end_launch()
 
 trainer = build(os.path.join(here, "run"))
 trainer.train()
@@ -152,4 +137,4 @@ if trainer.is_world_process_zero():
     write({"losses": losses, "world": world, "eval": metrics, "sharded": sharded,
            "fsdp": bool(trainer.is_fsdp_enabled), "readout_is_teachers": readout_is_teachers,
            "m0_is_teachers": m0_is_teachers, "saved_logits": logits})
-teardown()
+end_launch()
