@@ -20,7 +20,8 @@ class SMTMemoryCache(Cache):
     """Holds `memory` (B, K, d) and `seen_tokens`, the number of positions read so far (padding included).
 
     `get_seq_length()` returns `seen_tokens` so that `generate()` passes only the new tokens when a user
-    continues from a returned cache with the full sequence; the memory itself stays (B, K, d).
+    continues from a returned cache with the full sequence (or with only the new tokens and an attention_mask
+    covering the whole sequence, transformers' two conventions); the memory itself stays (B, K, d).
     """
 
     is_compileable = False

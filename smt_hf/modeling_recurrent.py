@@ -367,17 +367,28 @@ class SMTRecurrentForCausalLM(SMTRecurrentPreTrainedModel, GenerationMixin):
         return fast_sample(self, *args, **kwargs)
 
     def prepare_inputs_for_generation(self, input_ids, next_sequence_length=None, inputs_embeds=None, **kwargs):
-        """As GenerationMixin's, except when `generate()` is handed a cache that has already read >= the tokens
-        given: HF slices `input_ids[:, -0:]` (the whole prompt, read twice) or with a negative length. Here 0 new
-        tokens means none (the next logits come from the cached state), and a cache that has read more than
-        `input_ids` holds means `input_ids` are the new tokens."""
+        """As GenerationMixin's, with transformers' convention for a cache handed to `generate()`: `input_ids` are the
+        whole sequence (the tokens the cache has read, then the new ones), or only the new tokens together with an
+        `attention_mask` that covers the whole sequence. When the cache has read exactly `input_ids`, there are 0 new
+        tokens (HF would slice `input_ids[:, -0:]`, reading the prompt twice): the next logits come from the cached
+        state. Raises ValueError when `input_ids` (with a mask of their own length, or none) are shorter than what
+        the cache has read: they cannot be the whole sequence. New tokens alone, without the whole-sequence mask,
+        are read as the whole sequence (as in transformers), so pass the mask with them."""
         if kwargs.get("use_cache") is False and self.prefill_mode(kwargs.get("prefill")) == "parallel":
             raise ValueError("generate() with prefill='parallel' needs use_cache=True: without a cache every step would "
                              "re-encode the last prefill_encoder.context_length tokens instead of running the recurrence. Pass "
                              "use_cache=True, or prefill='recurrent' to recompute the recurrence from m_0 at every step.")
-        if next_sequence_length is not None and next_sequence_length <= 0:
-            input_ids = input_ids[:, :0] if next_sequence_length == 0 else input_ids
-            next_sequence_length = None
+        if next_sequence_length is not None and next_sequence_length < 0:
+            name, given = ("inputs_embeds", inputs_embeds) if inputs_embeds is not None else ("input_ids", input_ids)
+            seen = given.shape[1] - next_sequence_length
+            raise ValueError(
+                f"generate() got a cache that has read {seen} tokens and {name} of {given.shape[1]} tokens (with "
+                f"an attention_mask of that length, or none): {name} must be the whole sequence (the tokens the cache "
+                "has read, then the new ones), as in transformers. Pass torch.cat([tokens_read, new_tokens], dim=1), or "
+                "only the new tokens with an attention_mask covering the whole sequence "
+                f"(shape (batch, {seen} + new tokens)).")
+        if next_sequence_length == 0:
+            input_ids, next_sequence_length = input_ids[:, :0], None
         inputs = super().prepare_inputs_for_generation(input_ids, next_sequence_length=next_sequence_length,
                                                        inputs_embeds=inputs_embeds, **kwargs)
         if inputs.get("cache") is not None:

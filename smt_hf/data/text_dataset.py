@@ -6,8 +6,8 @@
 
 The corpus is read with `datasets.load_dataset(path, name, data_files=..., split=...)` (a hub id, a local
 folder, or a builder such as "text" / "json" / "parquet" with `data_files`). Every example's `text_column` is
-tokenised without special tokens, the tokenizer's EOS (when it has one) is appended as a document separator,
-and the ids are concatenated and cut into windows of `seq_len` tokens. This runs as ONE batched `.map`
+tokenised without special tokens, a document separator is appended (the tokenizer's EOS; for a tokenizer
+without one, such as `SMTByteTokenizer`, the tokens of `separator`, a line break by default), and the ids are concatenated and cut into windows of `seq_len` tokens. This runs as ONE batched `.map`
 (`batch_size` documents per call; the tail of each call that does not fill a window is dropped), which
 `datasets` caches next to the corpus (fingerprinted by the function, the tokenizer and the arguments), so a
 second run with the same settings reads the windows from disk. `streaming=True` applies the same `.map`
@@ -31,7 +31,8 @@ logger = logging.getLogger("smt_hf.data")
 BYTE_TOKENIZER_NAMES = ("bytes", "byte", "smt_bytes")
 WINDOW_FEATURES = Features({"input_ids": List(Value("int32"))})
 
-__all__ = ["TokenizedText", "load_text_dataset", "load_tokenizer", "tokenizer_model_fields", "pack_function"]
+__all__ = ["TokenizedText", "load_text_dataset", "load_tokenizer", "tokenizer_model_fields", "pack_function",
+           "document_separator"]
 
 
 def load_tokenizer(name_or_path, **kwargs):
@@ -72,14 +73,25 @@ def tokenizer_model_fields(tokenizer) -> dict[str, int | None]:
     }
 
 
-def pack_function(tokenizer, text_column: str, seq_len: int, add_eos: bool = True):
+def document_separator(tokenizer, add_eos: bool = True, separator: str | None = "\n") -> list[int]:
+    """The ids put after every document: [eos_token_id] when the tokenizer has an EOS; otherwise the tokens of
+    `separator` (default "\n": the line break the "text" builder strips from each line, so byte-level windows
+    read as the original text); [] when `add_eos` is False or `separator` is None / ""."""
+    if not add_eos:
+        return []
+    if tokenizer.eos_token_id is not None:
+        return [tokenizer.eos_token_id]
+    return list(tokenizer(separator, add_special_tokens=False)["input_ids"]) if separator else []
+
+
+def pack_function(tokenizer, text_column: str, seq_len: int, add_eos: bool = True, separator: str | None = "\n"):
     """The batched `.map` function: {text_column: [B docs]} -> {"input_ids": [n windows of seq_len]}.
 
-    Each document is tokenised without special tokens, followed by the EOS id (when `add_eos` and the
-    tokenizer has one); empty documents are skipped; the concatenation is cut into whole windows and the
-    remainder (< seq_len tokens) dropped.
+    Each document is tokenised without special tokens, followed by `document_separator(tokenizer, add_eos,
+    separator)` (the EOS id, else the tokens of `separator`); empty documents are skipped; the concatenation is
+    cut into whole windows and the remainder (< seq_len tokens) dropped.
     """
-    eos = [tokenizer.eos_token_id] if add_eos and tokenizer.eos_token_id is not None else []
+    eos = document_separator(tokenizer, add_eos, separator)
 
     def pack(batch: dict[str, list]) -> dict[str, list]:
         docs = [t for t in batch[text_column] if t]
@@ -106,12 +118,12 @@ class TokenizedText:
         return tokenizer_model_fields(self.tokenizer)
 
 
-def _windows(ds, tokenizer, text_column, seq_len, add_eos, batch_size, num_proc, streaming, where):
+def _windows(ds, tokenizer, text_column, seq_len, add_eos, separator, batch_size, num_proc, streaming, where):
     columns = ds.column_names
     if columns is not None and text_column not in columns:
         raise ValueError(f"{where} has no column {text_column!r} (columns: {columns}); set data.text_column.")
     ds = ds.select_columns([text_column])
-    fn = pack_function(tokenizer, text_column, seq_len, add_eos)
+    fn = pack_function(tokenizer, text_column, seq_len, add_eos, separator)
     if streaming:
         return ds.map(fn, batched=True, batch_size=batch_size, remove_columns=[text_column], features=WINDOW_FEATURES)
     return ds.map(fn, batched=True, batch_size=batch_size, remove_columns=[text_column], features=WINDOW_FEATURES,
@@ -139,6 +151,7 @@ def load_text_dataset(
     num_eval: int = 256,
     seed: int = 0,
     add_eos: bool = True,
+    separator: str | None = "\n",
     batch_size: int = 1000,
     num_proc: int | None = None,
     shuffle_buffer: int | None = None,
@@ -161,7 +174,9 @@ def load_text_dataset(
         num_train: keep this many train windows (None: all); num_eval: eval windows (materialised).
         seed, shuffle_buffer: streaming only: shuffle train windows in a buffer of this size (None: in order;
             map-style train sets are shuffled by the Trainer's sampler).
-        add_eos: append the tokenizer's EOS after every document (a separator).
+        add_eos, separator: put a separator after every document: the tokenizer's EOS, or for a tokenizer
+            without one (e.g. "bytes") the tokens of `separator` (default "\n"; None or "": nothing, so documents
+            run together); `add_eos=False`: no separator at all.
         batch_size, num_proc: of the batched `.map` (documents per call; processes, not for streaming).
     Returns:
         `TokenizedText` (train, eval, tokenizer, description); examples are {"input_ids": seq_len int32}.
@@ -180,7 +195,7 @@ def load_text_dataset(
 
     def windows(which: str):
         ds = load_dataset(path, split=which, **kw)
-        return _windows(ds, tokenizer, text_column, int(seq_len), add_eos, int(batch_size), num_proc,
+        return _windows(ds, tokenizer, text_column, int(seq_len), add_eos, separator, int(batch_size), num_proc,
                         bool(streaming), f"{path} [{which}]")
 
     packed = windows(split)
