@@ -366,29 +366,48 @@ class SMTRecurrentForCausalLM(SMTRecurrentPreTrainedModel, GenerationMixin):
 
         return fast_sample(self, *args, **kwargs)
 
+    def _prefill(self, input_ids, generation_config, model_kwargs, is_first_iteration: bool = True):
+        """GenerationMixin's prefill, refusing `prefill_chunk_size`: HF's chunked prefill slices the inputs itself
+        (bypassing the cache handling of `prepare_inputs_for_generation`: new tokens went unread, a fully read prompt
+        was read twice), and the recurrence already reads a prompt of any length at constant memory."""
+        if generation_config.prefill_chunk_size is not None:
+            raise ValueError(
+                f"prefill_chunk_size={generation_config.prefill_chunk_size} is not supported by "
+                f"{type(self).__name__}: its prefill is the recurrence over the prompt, whose memory is constant in the "
+                "prompt's length (no KV cache grows), so chunking saves nothing. Unset prefill_chunk_size.")
+        return super()._prefill(input_ids, generation_config, model_kwargs, is_first_iteration=is_first_iteration)
+
     def prepare_inputs_for_generation(self, input_ids, next_sequence_length=None, inputs_embeds=None, **kwargs):
         """As GenerationMixin's, with transformers' convention for a cache handed to `generate()`: `input_ids` are the
         whole sequence (the tokens the cache has read, then the new ones), or only the new tokens together with an
         `attention_mask` that covers the whole sequence. When the cache has read exactly `input_ids`, there are 0 new
         tokens (HF would slice `input_ids[:, -0:]`, reading the prompt twice): the next logits come from the cached
-        state. Raises ValueError when `input_ids` (with a mask of their own length, or none) are shorter than what
-        the cache has read: they cannot be the whole sequence. New tokens alone, without the whole-sequence mask,
-        are read as the whole sequence (as in transformers), so pass the mask with them."""
+        state (the same for `inputs_embeds`, which transformers always reads as the whole sequence). Raises
+        ValueError when `input_ids` (with a mask of their own length, or none) or `inputs_embeds` are shorter than
+        what the cache has read: they cannot be the whole sequence. New tokens alone, without the whole-sequence
+        mask, are read as the whole sequence (as in transformers), so pass the mask with them."""
         if kwargs.get("use_cache") is False and self.prefill_mode(kwargs.get("prefill")) == "parallel":
             raise ValueError("generate() with prefill='parallel' needs use_cache=True: without a cache every step would "
                              "re-encode the last prefill_encoder.context_length tokens instead of running the recurrence. Pass "
                              "use_cache=True, or prefill='recurrent' to recompute the recurrence from m_0 at every step.")
         if next_sequence_length is not None and next_sequence_length < 0:
-            name, given = ("inputs_embeds", inputs_embeds) if inputs_embeds is not None else ("input_ids", input_ids)
-            seen = given.shape[1] - next_sequence_length
+            if inputs_embeds is not None:  # transformers reads inputs_embeds as the whole sequence, mask or not
+                seen = inputs_embeds.shape[1] - next_sequence_length
+                raise ValueError(
+                    f"generate() got a cache that has read {seen} positions and inputs_embeds of "
+                    f"{inputs_embeds.shape[1]}: with a cache, inputs_embeds must be the whole sequence (the embeddings "
+                    "the cache has read, then the new ones), as in transformers. Pass torch.cat([read, new], dim=1).")
+            seen = input_ids.shape[1] - next_sequence_length
             raise ValueError(
-                f"generate() got a cache that has read {seen} tokens and {name} of {given.shape[1]} tokens (with "
-                f"an attention_mask of that length, or none): {name} must be the whole sequence (the tokens the cache "
+                f"generate() got a cache that has read {seen} tokens and input_ids of {input_ids.shape[1]} tokens (with "
+                "an attention_mask of that length, or none): input_ids must be the whole sequence (the tokens the cache "
                 "has read, then the new ones), as in transformers. Pass torch.cat([tokens_read, new_tokens], dim=1), or "
                 "only the new tokens with an attention_mask covering the whole sequence "
                 f"(shape (batch, {seen} + new tokens)).")
         if next_sequence_length == 0:
             input_ids, next_sequence_length = input_ids[:, :0], None
+            if inputs_embeds is not None:
+                inputs_embeds = inputs_embeds[:, :0]
         inputs = super().prepare_inputs_for_generation(input_ids, next_sequence_length=next_sequence_length,
                                                        inputs_embeds=inputs_embeds, **kwargs)
         if inputs.get("cache") is not None:

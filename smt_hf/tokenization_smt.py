@@ -15,7 +15,9 @@ class SMTByteTokenizer(PreTrainedTokenizer):
     Added tokens (`add_tokens`, `add_special_tokens`, e.g. an EOS "<|eos|>") take ids 256, 257, ...: `len(tokenizer)`
     and `get_vocab()` count them (resize the model with `model.resize_token_embeddings(len(tokenizer))`), and
     `decode` writes them out as their text (unless `skip_special_tokens=True` and they are special), as
-    transformers' `ByT5Tokenizer` does.
+    transformers' `ByT5Tokenizer` does. A one-character ASCII token (e.g. "\n" as EOS) is that byte's id; one
+    character in U+0080-U+00FF raises ValueError (it would name byte ord(c), while text holds it as two UTF-8
+    bytes: "é" is [195, 169]).
     """
 
     model_input_names = ["input_ids", "attention_mask"]
@@ -28,6 +30,16 @@ class SMTByteTokenizer(PreTrainedTokenizer):
     @property
     def vocab_size(self) -> int:
         return 256
+
+    def _add_tokens(self, new_tokens, special_tokens: bool = False) -> int:
+        for token in new_tokens:
+            text = str(token)
+            if len(text) == 1 and 128 <= ord(text) < 256:
+                raise ValueError(
+                    f"SMTByteTokenizer cannot add the one-character token {text!r}: its tokens are UTF-8 bytes, and "
+                    f"{text!r} would name byte {ord(text)}, while text holds it as the bytes "
+                    f"{list(text.encode('utf-8'))}. Add a token of several characters (e.g. '<{ord(text):02x}>').")
+        return super()._add_tokens(new_tokens, special_tokens=special_tokens)
 
     def get_vocab(self) -> dict[str, int]:
         """The 256 bytes (as one-character strings) and the added tokens, with their ids."""

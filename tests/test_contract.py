@@ -238,8 +238,9 @@ def test_memory_of_another_dtype_is_cast_to_the_model_dtype(model, teacher):
     assert torch.equal(model.readout(m), model.readout(mb))
     assert torch.equal(model.readout(m[:, None]), model.readout(mb[:, None]))
     assert torch.equal(model(x[:, 4:], memory=m).logits, model(x[:, 4:], memory=mb).logits)
-    a = model.generate(x[:, 4:], cache=SMTMemoryCache(m, 4), max_new_tokens=3, do_sample=False)
-    b = model.generate(x[:, 4:], cache=SMTMemoryCache(mb, 4), max_new_tokens=3, do_sample=False)
+    mask = torch.ones_like(x)  # the whole sequence: x[:, 4:] are the new tokens after the 4 the caches have read
+    a = model.generate(x[:, 4:], cache=SMTMemoryCache(m, 4), attention_mask=mask, max_new_tokens=3, do_sample=False)
+    b = model.generate(x[:, 4:], cache=SMTMemoryCache(mb, 4), attention_mask=mask, max_new_tokens=3, do_sample=False)
     assert torch.equal(a, b)
     from smt_hf import evaluate_smt
 

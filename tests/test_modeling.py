@@ -168,6 +168,23 @@ def test_generate_from_a_cache_that_read_the_whole_prompt(student):
     assert torch.equal(got, ref) and cache.seen_tokens == 6 + 4
 
 
+@torch.no_grad()
+def test_generate_inputs_embeds_with_a_cache_and_refused_chunked_prefill(student):
+    """inputs_embeds the cache has read whole: 0 new positions, the next token from the cached state (the prompt was
+    read twice); fewer embeddings than read, and HF's prefill_chunk_size (which sliced the inputs past the cache
+    handling: new tokens unread, a read prompt read again) raise ValueError naming the fix."""
+    ids = torch.randint(0, 16, (2, 9))
+    emb = student.get_input_embeddings()(ids)
+    ref = student.generate(ids, max_new_tokens=4, do_sample=False)[:, 9:]
+    cache = student(ids).cache
+    assert torch.equal(student.generate(inputs_embeds=emb, cache=cache, max_new_tokens=4, do_sample=False)[:, -4:], ref)
+    assert cache.seen_tokens == 9 + 3
+    with pytest.raises(ValueError, match="read 9 positions and inputs_embeds of 3.*whole sequence"):
+        student.generate(inputs_embeds=emb[:, :3], cache=student(ids).cache, max_new_tokens=2)
+    with pytest.raises(ValueError, match="prefill_chunk_size=2 is not supported"):
+        student.generate(ids, cache=student(ids[:, :6]).cache, max_new_tokens=2, prefill_chunk_size=2)
+
+
 @pytest.mark.parametrize("n_read,n_new", [(6, 3), (3, 3), (3, 8)])
 def test_generate_new_tokens_only_with_a_whole_sequence_mask(student, n_read, n_new):
     """transformers' other convention: only the new tokens, with an attention_mask over the whole sequence, continue

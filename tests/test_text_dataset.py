@@ -135,6 +135,10 @@ def test_byte_tokenizer_added_tokens_are_counted_resized_and_decoded():
     student.resize_token_embeddings(len(tok))
     assert student.config.vocab_size == 257
     assert student(torch.tensor([ids])).logits.shape == (1, 5, 257)
+    assert tok.add_tokens(["\n"]) == 0 and tok("a\n")["input_ids"] == [97, 10]  # an ASCII character is its byte
+    with pytest.raises(ValueError, match=r"one-character token 'é'.*\[195, 169\]"):
+        tok.add_tokens(["é"])  # it would take byte 233's id; text holds é as two bytes
+    assert tok("é")["input_ids"] == [195, 169] and len(tok) == 257
 
 
 def test_student_from_teacher_carries_special_ids():

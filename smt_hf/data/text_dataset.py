@@ -75,8 +75,8 @@ def tokenizer_model_fields(tokenizer) -> dict[str, int | None]:
 
 def document_separator(tokenizer, add_eos: bool = True, separator: str | None = "\n") -> list[int]:
     """The ids put after every document: [eos_token_id] when the tokenizer has an EOS; otherwise the tokens of
-    `separator` (default "\n": the line break the "text" builder strips from each line, so byte-level windows
-    read as the original text); [] when `add_eos` is False or `separator` is None / ""."""
+    `separator` (default "\n": the line break the "text" builder strips from each line; empty documents, such as
+    its blank lines, are skipped, so a blank line between paragraphs is not kept); [] when `add_eos` is False or `separator` is None / ""."""
     if not add_eos:
         return []
     if tokenizer.eos_token_id is not None:
