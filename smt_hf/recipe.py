@@ -142,6 +142,13 @@ def phase_arguments(config: dict, seq_len: int, teacher_max_context: int) -> lis
             args = SMTTrainingArguments(**kw)
         except (TypeError, ValueError) as e:
             raise ConfigError(f"phases.{i}: {e}") from None
+        from transformers.integrations import get_reporting_integration_callbacks
+
+        try:  # an unknown or uninstalled logger fails here, not when its phase's trainer is built
+            for callback in get_reporting_integration_callbacks(args.report_to):
+                callback()
+        except (ImportError, RuntimeError, ValueError) as e:
+            raise ConfigError(f"phases.{i}: report_to={args.report_to}: {e}") from None
         if args.mode != "bptt" and args.context_length > teacher_max_context:
             raise ConfigError(
                 f"phases.{i}: context_length={args.context_length} exceeds teacher.max_context_length="

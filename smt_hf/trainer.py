@@ -293,6 +293,13 @@ class SMTTrainer(Trainer):
         return torch.stack([n.float() for n in norms]).norm() if norms else torch.zeros(())
 
     # ------------------------------------------------------------------ eval
+    def predict(self, test_dataset, ignore_keys=None, metric_key_prefix: str = "test"):
+        """Refused: `Trainer.predict` would return per-batch loss parts as "predictions". Raises ValueError naming
+        `evaluate()` (accuracy / bits of the standalone student) and `model.generate()` / `model(...)` (outputs)."""
+        raise ValueError("SMTTrainer.predict is not supported (its batches give loss parts, not predictions): use "
+                         "trainer.evaluate(dataset) for the standalone student's metrics, or the student's "
+                         "model(input_ids).logits / model.generate(...) for its outputs.")
+
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
         """Teacher first-step loss/accuracy, the student's one-step accuracy from teacher memories, the
         standalone student's teacher-forced loss and accuracy, and rollout drift 1-R^2 (`smt_hf.evaluation`).

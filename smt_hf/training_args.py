@@ -325,6 +325,22 @@ class SMTTrainingArguments(TrainingArguments):
                 raise ValueError(f"`{name}` must be >= 0, got {getattr(self, name)}.")
         if not 0 < self.gamma <= 1:
             raise ValueError(f"`gamma` must be in (0, 1], got {self.gamma}.")
+        if self.gradient_accumulation_steps < 1:
+            raise ValueError(f"`gradient_accumulation_steps` must be >= 1, got {self.gradient_accumulation_steps}.")
+        if self.gradient_accumulation_steps > 1 and self.mode in ("smt", "joint"):
+            raise ValueError(
+                f"gradient_accumulation_steps={self.gradient_accumulation_steps} is not supported in mode "
+                f"{self.mode!r}: the decoder loss is a mean over each micro-batch's targets, whose number depends on "
+                "the split points drawn in the step (a micro-batch with no target counts as much as one with many), so "
+                "accumulated micro-batches would not equal one larger batch. Raise per_device_train_batch_size instead; "
+                "modes 'dmt' and 'bptt' take gradient accumulation.")
+        if self.load_best_model_at_end:
+            raise ValueError("load_best_model_at_end is not supported by SMTTrainer; pick a checkpoint folder instead.")
+        for name, off in (("label_smoothing_factor", 0.0), ("neftune_noise_alpha", None)):
+            if getattr(self, name) != off:
+                raise ValueError(
+                    f"`{name}` is not supported by SMTTrainer: its losses are its own (smt_hf/losses.py, weighted by "
+                    f"the lambda_* arguments), not the model's token cross-entropy; leave {name}={off}.")
         self.remove_unused_columns = False
         super().__post_init__()
 

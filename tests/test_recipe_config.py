@@ -84,6 +84,20 @@ def test_phase_value_rejected_by_the_arguments_fails_before_training(tmp_path):
     assert not (tmp_path / "final").exists()  # phase 0 did not run either
 
 
+@pytest.mark.parametrize("override, message", [
+    ("phases.1.report_to=wandbb", r"phases\.1: report_to=\['wandbb'\]: wandbb is not supported"),
+    ("phases.1.label_smoothing_factor=0.1", r"phases\.1: `label_smoothing_factor` is not supported by SMTTrainer"),
+    ("phases.0.gradient_accumulation_steps=2", r"phases\.0: gradient_accumulation_steps=2 is not supported in mode"),
+])
+def test_a_later_phase_flag_the_trainer_cannot_honour_fails_before_training(tmp_path, override, message):
+    """These failed only when their phase's trainer was built (an unknown logger) or at its first step, after the
+    earlier phases had trained, or silently trained differently (gradient accumulation in joint)."""
+    config = load(override, f"output_dir={tmp_path}", "data.num_train=8", "data.num_eval=8")
+    with pytest.raises(ConfigError, match=message):
+        recipe.main(config)
+    assert not (tmp_path / "final").exists()
+
+
 def test_library_context_error_names_the_fix():
     import torch  # noqa: F401
 

@@ -247,6 +247,42 @@ def test_bptt_runs_without_teacher_and_needs_one_otherwise(tmp_path):
         SMTTrainer(model=student, args=targs(tmp_path, mode="joint"), train_dataset=data())
 
 
+def test_refused_trainer_flags_name_what_works(tmp_path):
+    """Flags SMTTrainer cannot honour are refused when the arguments are built (a recipe builds every phase's first):
+    label smoothing and NEFTune (an AttributeError in Trainer.__init__), gradient accumulation in smt/joint
+    (micro-batches weighted by count, not by target: one SGD step moved the weights by up to 0.25), and predict()
+    (per-batch loss parts returned as predictions)."""
+    for kw, match in (({"label_smoothing_factor": 0.1}, "`label_smoothing_factor` is not supported"),
+                      ({"neftune_noise_alpha": 5.0}, "`neftune_noise_alpha` is not supported"),
+                      ({"mode": "joint", "gradient_accumulation_steps": 2},
+                       "not supported in mode 'joint'.*per_device_train_batch_size"),
+                      ({"mode": "smt", "gradient_accumulation_steps": 2}, "not supported in mode 'smt'"),
+                      ({"gradient_accumulation_steps": 0}, "must be >= 1"),
+                      ({"load_best_model_at_end": True}, "load_best_model_at_end is not supported")):
+        with pytest.raises(ValueError, match=match):
+            targs(tmp_path, **kw)
+    student, teacher = models()
+    trainer = SMTTrainer(model=student, teacher=teacher, args=targs(tmp_path, mode="joint"), train_dataset=data())
+    with pytest.raises(ValueError, match="predict is not supported.*evaluate"):
+        trainer.predict(data(8))
+
+
+@pytest.mark.parametrize("mode", ["dmt", "bptt"])
+def test_gradient_accumulation_equals_the_larger_batch(tmp_path, mode):
+    """dmt and bptt take gradient accumulation: one SGD step over 2 micro-batches of 4 gives the weights of one step
+    over the batch of 8 they make up."""
+    weights = []
+    for ga, bs in ((1, 8), (2, 4)):
+        student, teacher = models()
+        args = targs(tmp_path / f"ga{ga}", mode=mode, dmt_start="initial", max_steps=1, per_device_train_batch_size=bs,
+                     gradient_accumulation_steps=ga, optim="sgd", learning_rate=0.1, warmup_steps=0,
+                     lr_scheduler_type="constant", weight_decay=0.0, max_grad_norm=1e9)
+        SMTTrainer(model=student, teacher=teacher if mode == "dmt" else None, args=args, train_dataset=data()).train()
+        weights.append(torch.cat([p.detach().flatten() for p in student.parameters()]))
+    assert not torch.equal(weights[0], torch.cat([p.detach().flatten() for p in models()[0].parameters()]))
+    torch.testing.assert_close(weights[1], weights[0], rtol=0, atol=1e-6)
+
+
 def test_invalid_arguments_name_the_fix(tmp_path):
     with pytest.raises(ValueError, match="must divide `rollout_length`"):
         targs(tmp_path, rollout_length=10, dmt_stride=4)
