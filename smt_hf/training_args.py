@@ -325,15 +325,7 @@ class SMTTrainingArguments(TrainingArguments):
                 raise ValueError(f"`{name}` must be >= 0, got {getattr(self, name)}.")
         if not 0 < self.gamma <= 1:
             raise ValueError(f"`gamma` must be in (0, 1], got {self.gamma}.")
-        if self.gradient_accumulation_steps < 1:
-            raise ValueError(f"`gradient_accumulation_steps` must be >= 1, got {self.gradient_accumulation_steps}.")
-        if self.gradient_accumulation_steps > 1 and self.mode in ("smt", "joint"):
-            raise ValueError(
-                f"gradient_accumulation_steps={self.gradient_accumulation_steps} is not supported in mode "
-                f"{self.mode!r}: the decoder loss is a mean over each micro-batch's targets, whose number depends on "
-                "the split points drawn in the step (a micro-batch with no target counts as much as one with many), so "
-                "accumulated micro-batches would not equal one larger batch. Raise per_device_train_batch_size instead; "
-                "modes 'dmt' and 'bptt' take gradient accumulation.")
+        check_gradient_accumulation(self.gradient_accumulation_steps, self.mode, self.dmt_buffer_size)
         if self.load_best_model_at_end:
             raise ValueError("load_best_model_at_end is not supported by SMTTrainer; pick a checkpoint folder instead.")
         for name, off in (("label_smoothing_factor", 0.0), ("neftune_noise_alpha", None)):
@@ -354,4 +346,26 @@ class SMTTrainingArguments(TrainingArguments):
         return 2
 
 
-__all__ = ["SMTTrainingArguments", "MODES"]
+def check_gradient_accumulation(steps, mode: str, dmt_buffer_size: int = 0) -> None:
+    """Raise ValueError unless `steps` micro-batches per optimizer step can stand for one larger batch here.
+
+    Every loss part is a mean over its own micro-batch (HF divides each by `steps`), so accumulation equals the
+    larger batch only when every micro-batch holds as many targets: in dmt/bptt on fixed-length episodes with the
+    same labels per row. Refused: smt/joint (the decoder loss's target count depends on the split points drawn in
+    the step, and the uniformity loss is over the whole batch) and dmt with `dmt_buffer_size` > 0 (a later
+    micro-batch replays transitions an earlier one of the same step added)."""
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"`gradient_accumulation_steps` must be an int >= 1, got {steps!r}.")
+    if steps > 1 and mode in ("smt", "joint"):
+        raise ValueError(
+            f"gradient_accumulation_steps={steps} is not supported in mode {mode!r}: the decoder loss is a mean over "
+            "each micro-batch's targets, whose number depends on the split points drawn in the step (a micro-batch "
+            "with no target counts as much as one with many), and the uniformity loss is over the whole batch, so "
+            "accumulated micro-batches would not equal one larger batch. Raise per_device_train_batch_size instead.")
+    if steps > 1 and mode == "dmt" and dmt_buffer_size > 0:
+        raise ValueError(f"gradient_accumulation_steps={steps} with dmt_buffer_size={dmt_buffer_size} is not supported: "
+                         "a later micro-batch would replay the transitions an earlier one of the same step added. Raise "
+                         "per_device_train_batch_size instead, or set dmt_buffer_size=0.")
+
+
+__all__ = ["SMTTrainingArguments", "MODES", "check_gradient_accumulation"]

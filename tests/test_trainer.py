@@ -257,7 +257,9 @@ def test_refused_trainer_flags_name_what_works(tmp_path):
                       ({"mode": "joint", "gradient_accumulation_steps": 2},
                        "not supported in mode 'joint'.*per_device_train_batch_size"),
                       ({"mode": "smt", "gradient_accumulation_steps": 2}, "not supported in mode 'smt'"),
-                      ({"gradient_accumulation_steps": 0}, "must be >= 1"),
+                      ({"gradient_accumulation_steps": 0}, "must be an int >= 1"),
+                      ({"mode": "dmt", "gradient_accumulation_steps": 2, "dmt_buffer_size": 64},
+                       "with dmt_buffer_size=64 is not supported"),
                       ({"load_best_model_at_end": True}, "load_best_model_at_end is not supported")):
         with pytest.raises(ValueError, match=match):
             targs(tmp_path, **kw)
@@ -265,12 +267,17 @@ def test_refused_trainer_flags_name_what_works(tmp_path):
     trainer = SMTTrainer(model=student, teacher=teacher, args=targs(tmp_path, mode="joint"), train_dataset=data())
     with pytest.raises(ValueError, match="predict is not supported.*evaluate"):
         trainer.predict(data(8))
+    accumulate = {"gradient_accumulation_kwargs": {"num_steps": 2}}  # reaches args only inside Trainer.__init__
+    with pytest.raises(ValueError, match="gradient_accumulation_steps=2 is not supported in mode 'joint'"):
+        SMTTrainer(model=student, teacher=teacher, args=targs(tmp_path, mode="joint", accelerator_config=accumulate),
+                   train_dataset=data())
 
 
 @pytest.mark.parametrize("mode", ["dmt", "bptt"])
 def test_gradient_accumulation_equals_the_larger_batch(tmp_path, mode):
-    """dmt and bptt take gradient accumulation: one SGD step over 2 micro-batches of 4 gives the weights of one step
-    over the batch of 8 they make up."""
+    """dmt and bptt take gradient accumulation: on fixed-length episodes with one target per row (every micro-batch
+    holds as many targets), one SGD step over 2 micro-batches of 4 gives the weights of one step over the batch of 8
+    they make up."""
     weights = []
     for ga, bs in ((1, 8), (2, 4)):
         student, teacher = models()
