@@ -76,11 +76,17 @@ def run_info_from_e2e(run: dict, png: str | None = None) -> dict:
     smt = next(r for r in run["rows"] if r["run"] == "joint SMT")
     bptt = next((r for r in run["rows"] if r["run"] == "BPTT (same wall-clock)"), None)
     dmt_settings = {k: v for k, v in run.get("settings", {}).get("dmt", {}).items() if k != "mode"}
+    smt_mode = run.get("settings", {}).get("smt", {}).get("mode", "joint")  # the recipe's default phase: joint
+    smt_name = "joint SMT" if smt_mode == "joint" else f"SMT (mode '{smt_mode}': stop-gradient teacher memories)"
+    student, teacher = run.get("model", {}).get("student", {}), run.get("model", {}).get("teacher", {})
+    backbone = student.get("backbone", "transformer")
+    config = {**student, "backbone": backbone, **{k: teacher[k] for k in ("memory_tokens", "hidden_size") if k in teacher}}
     return {
-        "model_name": f"smt-{task.replace('_', '-')}-T{T}-transformer",
+        "model_name": f"smt-{task.replace('_', '-')}-T{T}-{backbone}",
         "kind": "student",
-        "description": f"A tiny transformer-backbone RNN trained on {task} (T={T}, task options {run['task_kwargs']}) "
-                       f"with joint SMT then one-step DMT (dmt_gradient='one_step': no backpropagation through time; "
+        "config": config,
+        "description": f"A tiny {backbone}-backbone RNN trained on {task} (T={T}, task options {run['task_kwargs']}) "
+                       f"with {smt_name} then one-step DMT (dmt_gradient='one_step': no backpropagation through time; "
                        f"DMT settings {dmt_settings}) by `recipes/needle_e2e.py`. Its standalone accuracy at the "
                        f"targets is {dmt['student_acc']:.3f}"
                        + (f"; the same student trained with BPTT for the same wall-clock reached {bptt['student_acc']:.3f}."
@@ -88,12 +94,12 @@ def run_info_from_e2e(run: dict, png: str | None = None) -> dict:
         "dataset": {"name": f"{task} (synthetic)", "source": f"smt_hf.data.make_task('{task}', ...)",
                     "split": f"512 held-out episodes (seed {10**6 + run['seed']})"},
         "training": {"mode": "smt+dmt", "steps": smt["steps"] + dmt["steps"],
-                     "stages": [{"mode": "joint", "steps": smt["steps"]},
+                     "stages": [{"mode": smt_mode, "steps": smt["steps"]},
                                 {"mode": "dmt", "dmt_gradient": "one_step", "steps": dmt["steps"]}],
                      "wall_time": f"{smt['seconds'] + dmt['seconds']:.0f} s", "context_length": T, "future_length": T},
         "hardware": run["machine"],
         "eval": {k: dmt[k] for k in ("teacher_acc", "onestep_acc", "student_acc", "drift_mean") if dmt.get(k) is not None},
-        "plots": [{"path": png, "caption": "rollout drift 1-R^2 per step, after joint SMT, one-step DMT and "
+        "plots": [{"path": png, "caption": f"rollout drift 1-R^2 per step, after {smt_name}, one-step DMT and "
                                            "full-rollout DMT"}] if png else [],
         "limitations": ["A toy model: it solves one synthetic task at one length; it is evidence for the method, "
                         "not a model to use."],

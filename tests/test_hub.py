@@ -248,3 +248,20 @@ def test_card_of_an_e2e_run_names_its_rows_settings_and_plot(tmp_path):
     assert gc.main([str(tmp_path / "run.json"), "--e2e", "-o", str(out)]) == 0
     text = out.read_text()
     assert "0.875" in text and "](../run_drift.png)" in text
+    assert "(transformer updater)" in text and "joint SMT then one-step DMT" in text
+
+
+def test_card_of_an_e2e_run_names_its_smt_mode_and_student():
+    """A run whose SMT phase ran detached (mode 'smt', as several Fig 3 families) with a GRU student: the card said
+    "joint SMT", "-transformer" and, without --model, "(None updater) ... K tokens of width d"."""
+    gc = load_generate_card()
+    run = {"task": "parity", "task_kwargs": {}, "seq_len": 32, "seed": 0, "machine": "cpu x",
+           "model": {"teacher": {"hidden_size": 64, "memory_tokens": 8}, "student": {"backbone": "gru"}},
+           "settings": {"smt": {"mode": "smt"}, "dmt": {"mode": "dmt"}},
+           "rows": [{"run": "joint SMT", "steps": 100, "seconds": 60.0, "student_acc": 0.3},
+                    {"run": "SMT -> DMT one_step", "steps": 40, "seconds": 30.4, "student_acc": 0.875}]}
+    info = gc.run_info_from_e2e(run)
+    assert info["model_name"] == "smt-parity-T32-gru" and info["training"]["stages"][0] == {"mode": "smt", "steps": 100}
+    assert "with SMT (mode 'smt'" in info["description"] and "joint" not in info["description"]
+    text = make_model_card(info).text
+    assert "(gru updater)" in text and "a memory of 8 tokens of width 64" in text

@@ -40,6 +40,8 @@ def test_bits_per_byte(metrics):
     assert two_bytes["bits_per_token"] == pytest.approx(1.0) and two_bytes["bits_per_byte"] == pytest.approx(0.5)
     with pytest.raises(ValueError, match="bytes_per_token"):
         metrics["bits_per_byte"].compute(nll=[1.0], bytes_per_token=0)
+    diverged = metrics["bits_per_byte"].compute(nll=[1000.0])  # math.exp raised OverflowError
+    assert diverged["perplexity"] == math.inf and diverged["bits_per_byte"] == pytest.approx(1000.0 / math.log(2))
 
 
 def test_bits_per_byte_matches_cross_entropy(metrics):

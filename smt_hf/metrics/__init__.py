@@ -33,7 +33,8 @@ def bits_per_token(nats: float) -> float:
 
 
 def perplexity(nats: float) -> float:
-    return math.exp(nats)
+    """exp(nats); inf where that overflows a float (a mean NLL above about 709 nats)."""
+    return math.exp(nats) if nats < 709.0 else float("inf")
 
 
 METRIC_MODULES = ("bits_per_byte", "target_accuracy", "rollout_drift")
