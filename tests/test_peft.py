@@ -8,10 +8,10 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 torch.set_num_threads(1)  # tiny ops: one thread is ~100x faster than two on a loaded 2-core box
-from conftest import BACKBONES, tiny_student_config  # noqa: E402
+from conftest import BACKBONES, tiny_student_config, tiny_teacher_config  # noqa: E402
 from peft import PeftModel, PeftModelForCausalLM, get_peft_model  # noqa: E402
 
-from smt_hf import SMTMemoryCache, SMTRecurrentForCausalLM  # noqa: E402
+from smt_hf import SMTMemoryCache, SMTRecurrentForCausalLM, SMTTeacherModel  # noqa: E402
 from smt_hf.backbones import LORA_TARGET_MODULES  # noqa: E402
 from smt_hf.peft_utils import lora_config_for, lora_target_names  # noqa: E402
 
@@ -89,6 +89,26 @@ def test_adapter_save_and_reload_identical(backbone, tmp_path):
             reloaded.generate(input_ids=prompt, max_new_tokens=5, do_sample=False),
             peft_model.generate(input_ids=prompt, max_new_tokens=5, do_sample=False),
         )
+
+
+@torch.no_grad()
+def test_lora_on_the_teacher_saves_reloads_and_merges(tmp_path):
+    """The README's teacher recipe: the transformer names, task_type=None (the teacher has no generate())."""
+    from peft import LoraConfig
+
+    def teacher():
+        torch.manual_seed(0)
+        return SMTTeacherModel(tiny_teacher_config()).eval()
+
+    config = LoraConfig(r=4, target_modules=list(LORA_TARGET_MODULES["transformer"]), init_lora_weights=False)
+    model = get_peft_model(teacher(), config).eval()
+    x, fut = torch.randint(0, 16, (2, 6)), torch.randint(0, 16, (2, 4))
+    out = model(input_ids=x, future_ids=fut).logits
+    assert not torch.allclose(out, teacher()(x, future_ids=fut).logits)
+    model.save_pretrained(tmp_path)
+    reloaded = PeftModel.from_pretrained(teacher(), tmp_path).eval()
+    assert torch.equal(reloaded(input_ids=x, future_ids=fut).logits, out)
+    torch.testing.assert_close(reloaded.merge_and_unload()(x, future_ids=fut).logits, out, rtol=1e-5, atol=1e-5)
 
 
 def test_lora_config_errors():
