@@ -94,6 +94,8 @@ def _plan(model, input_ids, logits_processor, stopping_criteria, generation_conf
         raise _Unsupported("return_dict_in_generate=True")
     if getattr(generation_config, "is_assistant", False):
         raise _Unsupported("use as an assistant model")
+    if getattr(generation_config, "prefill_chunk_size", None) is not None:  # the standard loop refuses it
+        raise _Unsupported("prefill_chunk_size")
     for key, value in model_kwargs.items():
         if key not in _MODEL_KWARGS and value is not None:
             raise _Unsupported(f"the model input `{key}`" + (" (a cache passed in)" if key == "cache" else ""))

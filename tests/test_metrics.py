@@ -42,6 +42,9 @@ def test_bits_per_byte(metrics):
         metrics["bits_per_byte"].compute(nll=[1.0], bytes_per_token=0)
     diverged = metrics["bits_per_byte"].compute(nll=[1000.0])  # math.exp raised OverflowError
     assert diverged["perplexity"] == math.inf and diverged["bits_per_byte"] == pytest.approx(1000.0 / math.log(2))
+    from smt_hf.metrics import perplexity
+
+    assert math.isnan(perplexity(math.nan)) and math.isfinite(perplexity(709.5))  # a NaN loss is not divergence
 
 
 def test_bits_per_byte_matches_cross_entropy(metrics):

@@ -14,7 +14,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast, pipeline  # noqa: E402
 
-from smt_hf import SMTRecurrentConfig, SMTRecurrentForCausalLM, SMTTeacherConfig  # noqa: E402
+from smt_hf import SMTByteTokenizer, SMTRecurrentConfig, SMTRecurrentForCausalLM, SMTTeacherConfig  # noqa: E402
 from smt_hf.data import load_text_dataset, load_tokenizer, tokenizer_model_fields  # noqa: E402
 
 torch.set_num_threads(1)
@@ -139,6 +139,8 @@ def test_byte_tokenizer_added_tokens_are_counted_resized_and_decoded():
     with pytest.raises(ValueError, match=r"one-character token 'é'.*\[195, 169\]"):
         tok.add_tokens(["é"])  # it would take byte 233's id; text holds é as two bytes
     assert tok("é")["input_ids"] == [195, 169] and len(tok) == 257
+    custom = load_tokenizer(SMTByteTokenizer(pad_token="<pad>"))  # a pad that names byte 0 takes no id of its own
+    assert len(custom) == 256 and custom.add_tokens(["<x>"]) == 1 and custom.convert_tokens_to_ids("<x>") == 256
 
 
 def test_student_from_teacher_carries_special_ids():

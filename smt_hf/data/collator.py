@@ -27,7 +27,7 @@ def _as_long(v: Any, what: str) -> torch.Tensor:
     if t.dim() > 1:
         raise ValueError(f"SMTDataCollator: {what} of shape {tuple(t.shape)}; each feature holds one sequence (L,): "
                          "split a batch into one feature per row")
-    if t.is_floating_point() or t.is_complex():
+    if t.numel() and (t.is_floating_point() or t.is_complex()):  # ([] is float32: left to the emptiness check)
         raise ValueError(f"SMTDataCollator: {what} must be integer token ids, got dtype {t.dtype}")
     t = t.to(torch.long).view(-1)  # (L,)
     if t.numel() == 0:

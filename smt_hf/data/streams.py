@@ -114,7 +114,7 @@ def stream_windows(tokens, window: int, num_windows: int, seed: int) -> Dataset:
     elif isinstance(tokens, str):
         raise ValueError("stream_windows: tokens is a str; pass token ids (e.g. text.encode('utf-8') for bytes)")
     t = np.asarray(tokens)
-    if t.ndim != 1 or not np.issubdtype(t.dtype, np.integer):
+    if t.ndim != 1 or (t.size and not np.issubdtype(t.dtype, np.integer)):  # ([] is float64: fewer than window)
         raise ValueError(f"stream_windows: tokens must be a 1-D stream of integer ids, got shape {t.shape} and dtype "
                          f"{t.dtype}")
     if isinstance(window, bool) or not isinstance(window, (int, np.integer)) or isinstance(num_windows, bool) or not \

@@ -33,8 +33,11 @@ def bits_per_token(nats: float) -> float:
 
 
 def perplexity(nats: float) -> float:
-    """exp(nats); inf where that overflows a float (a mean NLL above about 709 nats)."""
-    return math.exp(nats) if nats < 709.0 else float("inf")
+    """exp(nats); inf where that overflows a float (a mean NLL above about 709.78 nats), nan for nan."""
+    try:
+        return math.exp(nats)
+    except OverflowError:
+        return math.inf
 
 
 METRIC_MODULES = ("bits_per_byte", "target_accuracy", "rollout_drift")
