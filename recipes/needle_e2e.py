@@ -236,6 +236,10 @@ def run(task="needle", seq_len=None, seed=0, smt_steps=None, dmt_steps=None, out
     if os.path.exists(stem + ".json") and json.load(open(stem + ".json")).get("family") != family:
         raise ValueError(f"{stem}.json is a run of another family ({json.load(open(stem + '.json')).get('family')!r}, "
                          f"not {family!r}): use another --out")
+    if not (bptt_only or continue_dmt or add_full_rollout or dmt_from_init) and os.path.exists(stem + ".json"):
+        raise FileExistsError(f"{stem}.json holds an earlier run of seed {seed}: a new run would replace its rows (and "
+                              "leave its _bptt*.json rows, budgeted from that run, beside it); use another --out or "
+                              "move the files (to add rows to it: --continue-dmt, --add-full-rollout, --dmt-from-init)")
     for path in glob.glob(os.path.join(out, f"{family or task}_e2e_T{T}_s*.json")):  # its tables average these
         other = json.load(open(path))
         theirs = (student_backbone(other),

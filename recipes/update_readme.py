@@ -1,6 +1,7 @@
 """Regenerate README.md's Results section from the files the recipes wrote under recipes/results/.
 
-    python recipes/update_readme.py
+    python recipes/update_readme.py            # rewrite README.md's Results section
+    python recipes/update_readme.py --check    # only say whether it is up to date (exit 1 if not); writes nothing
 
 The section between `<!-- results:start -->` and `<!-- results:end -->` is replaced by, in order:
 Fig 3 over the families, the DMT-from-init control on re-runs, the needle end-to-end tables (recipes/needle_e2e.py), the text tables
@@ -166,18 +167,29 @@ def paper_section() -> str:
             "[recipes/results/archive/README.md](recipes/results/archive/README.md))\n\n" + _demote(text, 1))
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--check", action="store_true",
+                        help="write nothing; exit 1 when the section differs from what the results give")
+    args = parser.parse_args(argv)
     readme_path = os.path.join(ROOT, "README.md")
     readme = open(readme_path).read()
     if START not in readme or END not in readme:
         raise SystemExit(f"README.md has no {START} ... {END} block")
-    body = "\n\n".join(p for p in (fig3_section(), control_section(), text_section(), needle_section(), teacher_section(), main_job_section(), bench_section(),
-                                          paper_section()) if p)
+    body = "\n\n".join(p for p in (fig3_section(), control_section(), text_section(), needle_section(), teacher_section(),
+                                    main_job_section(), bench_section(), paper_section()) if p)
     head, rest = readme.split(START, 1)
     _, tail = rest.split(END, 1)
-    open(readme_path, "w").write(f"{head}{START}\n{body}\n{END}{tail}")
+    new = f"{head}{START}\n{body}\n{END}{tail}"
+    if args.check:
+        print("README.md Results section: " + ("up to date" if new == readme else "out of date (run without --check)"))
+        return int(new != readme)
+    open(readme_path, "w").write(new)
     print(f"README.md Results section: {len(body.splitlines())} lines")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

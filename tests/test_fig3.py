@@ -103,6 +103,15 @@ def test_family_length_is_used_and_a_run_of_another_family_is_not_overwritten(tm
         n.run(seq_len=32, seed=0, out=str(tmp_path), family="needle")
 
 
+def test_a_new_run_of_a_seed_never_replaces_the_seeds_earlier_run(tmp_path):
+    """Re-running seed 0 into a folder that has its JSON replaced the rows (DMT-from-init rows lost) and set the
+    new rows beside BPTT rows budgeted from the old run's time; it is refused before any work."""
+    json.dump({"task": "needle", "family": None, "rows": [{"run": "joint SMT"}]}, open(tmp_path / "needle_e2e_T32_s0.json", "w"))
+    with pytest.raises(FileExistsError, match="needle_e2e_T32_s0.json holds an earlier run of seed 0.*another --out"):
+        n.run(seq_len=32, seed=0, out=str(tmp_path), smt_steps=2, dmt_steps=2, bptt=False, full_rollout=False)
+    assert json.load(open(tmp_path / "needle_e2e_T32_s0.json"))["rows"] == [{"run": "joint SMT"}]
+
+
 def test_the_smt_row_names_its_mode():
     def run(mode):
         return {"seed": 0, "settings": {"smt": {"mode": mode}}, "rows": [

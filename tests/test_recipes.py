@@ -85,6 +85,23 @@ def test_update_readme_shows_the_archived_report_as_superseded(tmp_path, monkeyp
         "intro\n\n#### 1. x\n\n![s](recipes/results/archive/repro_s.png) [r](recipes/results/archive/README.md)")
 
 
+def test_update_readme_check_writes_nothing_and_the_shipped_readme_is_up_to_date(tmp_path, monkeypatch):
+    """`--check` (and `--help`) wrote README.md before: any call rewrote it. Now --check only compares: the
+    shipped README's Results section is what the committed results give (exit 0), a stale one exits 1, untouched."""
+    import update_readme
+
+    assert update_readme.main(["--check"]) == 0
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\n{update_readme.START}\nstale\n{update_readme.END}\n")
+    monkeypatch.setattr(update_readme, "ROOT", str(tmp_path))
+    assert update_readme.main(["--check"]) == 1 and "stale" in readme.read_text()
+    try:
+        update_readme.main(["--help"])
+    except SystemExit as e:  # argparse's --help
+        assert e.code == 0
+    assert "stale" in readme.read_text()
+
+
 def test_update_readme_points_result_images_into_recipes_results():
     import update_readme
 
