@@ -45,6 +45,16 @@ PRESET_NAMES = ("cpu", "gpu")  # recipes/configs/bench/<name>.yaml (loaded below
 DEFAULT_OUT = "outputs/bench"  # not the tracked recipes/results unless --out says so
 
 
+SECTION_NAMES = ("smt_step", "train_sweep", "dmt", "generation", "prefill", "prefixes", "train_compile")
+
+
+def _sections(text: str) -> str:
+    bad = [s for s in text.split(",") if s not in SECTION_NAMES]
+    if bad:
+        raise argparse.ArgumentTypeError(f"unknown section(s) {bad}; choose from {','.join(SECTION_NAMES)}")
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", choices=PRESET_NAMES, default="cpu")
@@ -52,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--dry-run", action="store_true", help="shrink every size (checks the code path, e.g. GPU preset on CPU)")
     ap.add_argument("--no-compile", action="store_true")
     ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--sections", default="smt_step,train_sweep,dmt,generation,prefill,prefixes,train_compile")
+    ap.add_argument("--sections", default=",".join(SECTION_NAMES), type=_sections,
+                    help=f"comma-separated, from {','.join(SECTION_NAMES)}")
     ap.add_argument("--no-plot", action="store_true")
     ap.add_argument("--report-only", action="store_true", help="rewrite the .md and plot from an existing --out JSON (also a .partial.json left by a killed run)")
     ap.add_argument("--isolate", action=argparse.BooleanOptionalAction, default=None,
@@ -184,6 +195,12 @@ def main(argv=None):
                     train_compile=bench_train_compile, generation=bench_generation,
                     prefill=bench_prefill, prefixes=bench_prefixes)
     out = Path(a.out or f"{DEFAULT_OUT}/bench_{a.preset}{'_dry' if a.dry_run else ''}.json")
+    if a.merge and out.is_file():  # refuse before measuring: the kept sections must come from the same settings
+        old = json.loads(out.read_text())
+        if (old.get("preset"), bool(old.get("dry_run"))) != (a.preset, bool(a.dry_run)):
+            raise SystemExit(f"bench.py: --merge into {out}, a run of preset {old.get('preset')!r} dry_run="
+                             f"{bool(old.get('dry_run'))}, with preset {a.preset!r} dry_run={a.dry_run}: its kept "
+                             "sections would be labelled with this run's settings; use another --out")
     partial = out.with_suffix(".partial.json")  # each finished section, in case the run is killed (device time limit)
     partial.parent.mkdir(parents=True, exist_ok=True)
 

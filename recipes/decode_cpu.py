@@ -44,6 +44,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--out", help="also write the rows as JSON here (e.g. recipes/results/decode_cpu.json)")
     ap.add_argument("--no-baselines", dest="baselines", action="store_false", help="skip the HF generate() rows")
     a = ap.parse_args(argv)
+    if a.new < 1:  # the per-token time is (t(N + 1) - t(1)) / N
+        ap.error(f"--new must be >= 1, got {a.new}")
     torch.set_num_threads(1)
     _, student = build_models(load_preset(BENCH_CPU)["model"], 16, torch.device("cpu"))
     student.eval()
@@ -87,6 +89,7 @@ def main(argv=None) -> dict:
                   f"eager, first call {first:.0f} s", flush=True)
     result = {"machine": describe_machine(), "torch": torch.__version__, "new_tokens": N, "prompt": 64, "rows": rows}
     if a.out:
+        os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
         with open(a.out, "w") as f:
             json.dump(result, f, indent=2)
     return result

@@ -112,6 +112,7 @@ def main(argv=None) -> dict:
             p.error(f"--keys {key}: not logged by {missing}; logged: {sorted(set().union(*runs.values()) - {'log'})}")
     command = "python recipes/log_curves.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     res = {"title": a.title, "logging_steps": a.logging_steps, "keys": a.keys, "command": command, "runs": runs}
+    os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
     with open(a.out + ".json", "w") as f:
         json.dump(res, f, indent=2)
     head = ["run", "steps", *(f"last logged {k}" for k in a.keys), "final student_acc", "log"]

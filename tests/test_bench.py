@@ -5,6 +5,8 @@ import json
 import os
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "recipes"))
 
@@ -30,6 +32,12 @@ def test_prefill_section_and_merge(tmp_path):
     md = out.with_suffix(".md").read_text()
     assert "Time to first token" in md and "transitions per second" in md and "come from an earlier run" in md and "## DMT training step" in md
     assert json.loads(out.read_text())["merged"]["sections"] == ["dmt"]
+    before = out.read_text()  # a merge with other settings kept the old sections under this run's labels
+    with pytest.raises(SystemExit, match="preset 'cpu' dry_run=True, with preset 'cpu' dry_run=False"):
+        bench.main(["--preset", "cpu", "--sections", "prefill", "--merge", "--out", str(out), "--no-plot"])
+    assert out.read_text() == before
+    with pytest.raises(SystemExit):  # an unknown section was an empty run with rc 0
+        bench.build_parser().parse_args(["--sections", "dmt,bogus"])
 
 
 def test_figure_panels_follow_the_results(tmp_path):
