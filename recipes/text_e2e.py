@@ -142,6 +142,13 @@ def load_final(folder: str):
             SMTRecurrentForCausalLM.from_pretrained(os.path.join(folder, "student")))
 
 
+def work_dir(out: str, *parts: str) -> str:
+    """Where a run's checkpoints go: outputs/text_runs/<--out as a name>/..., so jobs with other --out folders never
+    load each other's models, and no checkpoint lands in --out (e.g. recipes/results/text)."""
+    name = os.path.abspath(out).strip(os.sep).replace(os.sep, "_") or "root"
+    return os.path.join("outputs", "text_runs", name, *parts)
+
+
 def diagnose(names: list[str], steps: int, seed: int, out: str, **data) -> dict:
     from smt_hf.recipe import machine, run_config
 
@@ -150,7 +157,7 @@ def diagnose(names: list[str], steps: int, seed: int, out: str, **data) -> dict:
     result.update(machine=machine(), steps=steps, seed=seed, preset=os.path.relpath(PRESET), settings=SETTINGS)
     held_out = None
     for name in names:
-        cfg = config(SETTINGS[name], steps, seed, os.path.join("outputs", "text_diagnosis", name), **data)
+        cfg = config(SETTINGS[name], steps, seed, work_dir(out, "text_diagnosis", name), **data)
         held_out = held_out or eval_data(cfg)  # the same windows for every setting
         t0 = time.time()
         summary = run_config(cfg)
@@ -202,7 +209,7 @@ def compare(name: str, smt_steps: int, dmt_steps: int, seed: int, out: str, **da
     from smt_hf.recipe import build_data, build_models, machine, phase_arguments
     from smt_hf.trainer import SMTTrainer
 
-    cfg = config(SETTINGS[name], smt_steps, seed, os.path.join("outputs", "text_e2e", f"{name}_s{seed}"),
+    cfg = config(SETTINGS[name], smt_steps, seed, work_dir(out, "text_e2e", f"{name}_s{seed}"),
                  [dict(DMT, max_steps=dmt_steps)], **data)
     cfg["phases"].append(dict(BPTT, max_steps=10**6))  # BPTT stops at its wall-clock budget
     torch.set_num_threads(int(cfg.get("threads") or 1))

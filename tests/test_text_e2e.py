@@ -26,7 +26,8 @@ def test_text_recipe_numbers_are_the_models_numbers(tmp_path, monkeypatch):
     diag = json.load(open(out / "text_diagnosis.json"))["runs"]["joint_dyn1"]
     cfg = te.config(te.SETTINGS["joint_dyn1"], 2, 0, "unused", source="fixture", eval_windows=4)
     x = torch.tensor(build_data(cfg["data"])[1]["input_ids"])  # (4, 128)
-    teacher, student = te.load_final(os.path.join("outputs", "text_diagnosis", "joint_dyn1", "final"))
+    teacher, student = te.load_final(os.path.join(te.work_dir(str(out), "text_diagnosis", "joint_dyn1"), "final"))
+    assert te.work_dir("a/x", "d") != te.work_dir("b/x", "d")  # two --out folders never share checkpoints
     teacher.eval(), student.eval()
     # teacher first-step bits: its memory of x[t-64:t] alone predicts x[t], t = 64, 68, ..., 124
     nll, n = 0.0, 0
