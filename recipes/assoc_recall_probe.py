@@ -117,6 +117,10 @@ def write(out: str, runs: list[dict]) -> str:
              "| variant | encoder blocks | K | reached 0.99 at step | final acc | steps | wall-clock s |",
              "|---|---|---|---|---|---|---|"]
     for r in runs:
+        if not r["curve"]:  # the budget ended before the first evaluation
+            lines.append(f"| {r['variant']} | {r['layers']} | {'-' if r['variant'] == 'lm' else r['K']} | not reached | "
+                         "- (no evaluation within the budget) | - | - |")
+            continue
         c = r["curve"][-1]
         lines.append(f"| {r['variant']} | {r['layers']} | {'-' if r['variant'] == 'lm' else r['K']} | "
                      f"{r['reached_at_step'] or 'not reached'} | {c[2]:.3f} | {c[0]} | {c[1]:.0f} |")
@@ -143,7 +147,11 @@ def main(argv=None) -> None:
     p.add_argument("--seconds", type=float, default=300, help="wall-clock budget per variant")
     p.add_argument("--out", default="outputs/assoc_recall_probe")
     a = p.parse_args(argv)
-    runs = [run(v, int(n), seconds=a.seconds) for v, n in (s.split(":") for s in a.variants)]
+    pairs = [s.split(":") for s in a.variants]
+    if any(len(x) != 2 or x[0] not in VARIANTS or not x[1].isdigit() or int(x[1]) < 1 for x in pairs):
+        p.error(f"--variants takes variant:encoder_blocks pairs such as lookup:2, variants from {', '.join(VARIANTS)}; "
+                f"got {a.variants}")
+    runs = [run(v, int(n), seconds=a.seconds) for v, n in pairs]
     print(write(a.out, runs))
 
 

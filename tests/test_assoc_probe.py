@@ -26,3 +26,8 @@ def test_unknown_variant_is_refused_and_a_short_run_writes_its_row(tmp_path):
     md = probe.write(str(tmp_path), [r])
     row = next(x for x in md.splitlines() if x.startswith("| lookup_deep "))
     assert row.startswith(f"| lookup_deep | 2 | 2 | not reached | {r['curve'][-1][2]:.3f} |")
+    early = dict(r, variant="lookup", curve=[])  # a budget spent before the first evaluation (an IndexError)
+    md = probe.write(str(tmp_path), [early, r])
+    assert "| lookup | 2 | 2 | not reached | - (no evaluation within the budget) |" in md
+    with pytest.raises(SystemExit):  # "lookup" without ":blocks" was an unpack ValueError
+        probe.main(["--variants", "lookup", "--out", str(tmp_path)])
