@@ -135,6 +135,9 @@ def cli(argv=None):
     p.add_argument("--out", default="outputs/dmt_ablation")
     p.add_argument("--report", nargs="+", metavar="JSON", help="only merge these runs' JSON into <out>/dmt_ablation.md")
     a = p.parse_args(argv)
+    for name in ("smt_steps", "dmt_steps", "threads"):  # 0 would be read as "not given" (max_steps=0: the epoch count instead)
+        if getattr(a, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(a, name)}")
     if a.report:
         loaded = [json.load(open(path)) for path in a.report]  # a run, or a list of runs (an earlier --report)
         runs = [r for x in loaded for r in (x if isinstance(x, list) else [x])]

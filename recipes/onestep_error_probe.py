@@ -120,6 +120,10 @@ def main(argv=None) -> None:
     res = {}
     for s in a.seeds:
         folder = os.path.join(a.out, f"final_{a.family}_T{T}_s{s}")
+        if not (os.path.isdir(os.path.join(folder, "student")) and os.path.isdir(os.path.join(folder, "teacher"))):
+            raise SystemExit(f"onestep_error_probe.py: no saved models in {folder}/{{student,teacher}}: they are written by "
+                             f"`needle_e2e.py --family {a.family} --seeds {s} --out {a.out}` (not committed: train them "
+                             "first, into the same --out)")
         student = SMTRecurrentForCausalLM.from_pretrained(os.path.join(folder, "student"))
         teacher = SMTTeacherModel.from_pretrained(os.path.join(folder, "teacher"))
         train, ev = episodes(fam["task"], T, s, fam["task_kwargs"], fam["train_task_kwargs"])  # the run's own episodes

@@ -313,6 +313,9 @@ def cli(argv=None):
     p.add_argument("--train-windows", type=int, default=None, help="training windows (default: the preset's)")
     p.add_argument("--out", default="outputs/text")
     a = p.parse_args(argv)
+    for name in ("steps", "smt_steps", "dmt_steps"):  # 0 would be read as "not given" (max_steps=0: the epoch count instead)
+        if getattr(a, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(a, name)}")
     os.makedirs(a.out, exist_ok=True)
     if a.diagnose is not None:
         bad = [n for n in a.diagnose if n not in SETTINGS]
