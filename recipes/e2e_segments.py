@@ -31,6 +31,19 @@ import time
 RECORD = "segments.json"
 
 
+def refuse_existing_runs(out: str, name: str, T: int, seeds) -> None:
+    """A new run of a seed writes `<out>/<name>_e2e_T<T>_s<seed>.json` whole: raise FileExistsError (before any seed
+    trains) when one of them exists, since it would replace that run's rows (appended rows included) and leave its
+    `_bptt*.json` rows, budgeted from that run, beside the new one."""
+    found = [p for s in seeds if os.path.exists(p := os.path.join(out, f"{name}_e2e_T{T}_s{s}.json"))]
+    if found:
+        raise FileExistsError(
+            f"{', '.join(found)} already hold(s) a run of this seed: a new run would replace its rows. Run into an --out "
+            "without that seed's JSON (then copy the files), or move them; to add rows to that run instead: "
+            "--bptt-only, --dmt-from-init [--retrain-teacher], --add-full-rollout, --continue-dmt (the last needs the "
+            "run's saved student)")
+
+
 def _now() -> str:
     """This machine's local time, as the segments record it."""
     return time.strftime("%Y-%m-%d %H:%M:%S %Z")

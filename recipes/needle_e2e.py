@@ -20,8 +20,8 @@ JSON records the command line that wrote it (a row `--continue-dmt`, `--add-full
 
     python recipes/needle_e2e.py --seq-len 32 --seeds 0 1 2          # ~10 CPU minutes per seed, one thread
     python recipes/needle_e2e.py --task parity --seq-len 64 --seeds 0
-    python recipes/needle_e2e.py ... --out recipes/results/fig3       # write the shipped results
-    python recipes/needle_e2e.py --family stack --seeds 0 --bptt-multiples 1 4 --out recipes/results/fig3
+    python recipes/needle_e2e.py ... --out recipes/results/fig3       # write the shipped results (a new seed only)
+    python recipes/needle_e2e.py --family stack --seeds 0 --bptt-multiples 1 4 --out outputs/fig3  # seed 0 anew
     python recipes/needle_e2e.py --family stack --seeds 0 --add-full-rollout --out recipes/results/fig3  # its missing row
     python recipes/needle_e2e.py --seq-len 32 --seeds 0 --dmt-from-init  # after a run of seed 0 there: DMT without SMT
     python recipes/needle_e2e.py --seq-len 32 --seeds 0 --dmt-from-init --retrain-teacher  # its saved teacher gone
@@ -49,7 +49,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from e2e_report import (  # noqa: E402,F401  (the tables and plots over run JSONs; some names re-exported for tests)
     FIG3_MAIN, FROM_INIT, METRICS, ROWS, bptt_row, continued_dmt, fig3, from_init_row, row_label, student_backbone,
     table, write_summary)
-from e2e_segments import open_rows, versions  # noqa: E402
+from e2e_segments import open_rows, refuse_existing_runs, versions  # noqa: E402
 from e2e_teacher import TEACHER_ACC_TOLERANCE, check_saved_teacher, save_teacher  # noqa: E402,F401
 
 DEFAULT_OUT = "outputs/needle_e2e"  # not the tracked recipes/results unless --out says so
@@ -236,10 +236,8 @@ def run(task="needle", seq_len=None, seed=0, smt_steps=None, dmt_steps=None, out
     if os.path.exists(stem + ".json") and json.load(open(stem + ".json")).get("family") != family:
         raise ValueError(f"{stem}.json is a run of another family ({json.load(open(stem + '.json')).get('family')!r}, "
                          f"not {family!r}): use another --out")
-    if not (bptt_only or continue_dmt or add_full_rollout or dmt_from_init) and os.path.exists(stem + ".json"):
-        raise FileExistsError(f"{stem}.json holds an earlier run of seed {seed}: a new run would replace its rows (and "
-                              "leave its _bptt*.json rows, budgeted from that run, beside it); use another --out or "
-                              "move the files (to add rows to it: --continue-dmt, --add-full-rollout, --dmt-from-init)")
+    if not (bptt_only or continue_dmt or add_full_rollout or dmt_from_init):
+        refuse_existing_runs(out, family or task, T, [seed])
     for path in glob.glob(os.path.join(out, f"{family or task}_e2e_T{T}_s*.json")):  # its tables average these
         other = json.load(open(path))
         theirs = (student_backbone(other),
@@ -446,8 +444,8 @@ def summarize(out: str, family: str | None, task: str, T: int) -> None:
 
 
 def load_reusable(paths: list[str], task: str, seq_len: int, seed: int, model: dict) -> list[tuple[str, dict]]:
-    """The earlier runs (JSON paths) whose full-rollout row may be reused: read before this run writes anything (so a
-    path equal to this run's own output still holds the earlier rows). Missing files are skipped with a line; a run of
+    """The earlier runs (JSON paths) whose full-rollout row may be reused (a run of the seed into another --out: a
+    seed's own JSON in --out is refused, `refuse_existing_runs`). Missing files are skipped with a line; a run of
     another task, length, seed or model raises ValueError."""
     found = []
     for path in paths:
@@ -565,7 +563,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bptt-lr", type=positive_float, default=None,
                    help=f"BPTT learning rate (default {BPTT['learning_rate']:g})")
     p.add_argument("--out", default=DEFAULT_OUT, help=f"folder for JSON, plots, tables (default {DEFAULT_OUT}; "
-                   "`--out recipes/results/fig3` updates the shipped results)")
+                   "a seed whose JSON is there is refused unless a row is added to it)")
     return p
 
 
@@ -583,6 +581,8 @@ def cli(argv=None):
         return
     args = sys.argv[1:] if argv is None else list(argv)
     command = "python " + " ".join(shlex.quote(x) for x in [os.path.relpath(__file__)] + args)
+    if not (a.bptt_only or a.continue_dmt or a.add_full_rollout or a.dmt_from_init is not None):  # every seed, first
+        refuse_existing_runs(a.out, a.family or a.task, a.seq_len, a.seeds)
     for s in a.seeds:
         run(a.task, a.seq_len, s, a.smt_steps, a.dmt_steps, a.out, a.threads, not a.no_bptt, not a.no_full_rollout,
             bptt_seconds=a.bptt_seconds, bptt_only=a.bptt_only, continue_dmt=a.continue_dmt,

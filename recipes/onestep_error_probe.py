@@ -21,9 +21,10 @@ the directions that carry the answer.
 of each): teacher and one-step accuracy per position t, as a table and a plot (<stem>_by_position.{json,md,png}).
 It tells where in the episode a teacher's memory stops carrying the answer (string copy: which characters).
 
-    python recipes/onestep_error_probe.py --family associative_recall_curriculum --seeds 0 1 --out recipes/results/fig3
+    python recipes/needle_e2e.py --family associative_recall_curriculum --seeds 0 1 --no-bptt --out outputs/probe
+    python recipes/onestep_error_probe.py --family associative_recall_curriculum --seeds 0 1 --out outputs/probe
     python recipes/onestep_error_probe.py --family string_copy_T64_k16_smt --seeds 0 1 2 --by-position \
-        --out recipes/results/fig3
+        --out outputs/probe    # after needle_e2e.py of that family and those seeds into outputs/probe
 """
 
 from __future__ import annotations
@@ -122,8 +123,8 @@ def main(argv=None) -> None:
         folder = os.path.join(a.out, f"final_{a.family}_T{T}_s{s}")
         if not (os.path.isdir(os.path.join(folder, "student")) and os.path.isdir(os.path.join(folder, "teacher"))):
             raise SystemExit(f"onestep_error_probe.py: no saved models in {folder}/{{student,teacher}}: they are written by "
-                             f"`needle_e2e.py --family {a.family} --seeds {s} --out {a.out}` (not committed: train them "
-                             "first, into the same --out)")
+                             f"`needle_e2e.py --family {a.family} --seeds {s} --out {a.out}` into an --out without that "
+                             "seed's JSON (not committed: train them first, then probe with the same --out)")
         student = SMTRecurrentForCausalLM.from_pretrained(os.path.join(folder, "student"))
         teacher = SMTTeacherModel.from_pretrained(os.path.join(folder, "teacher"))
         train, ev = episodes(fam["task"], T, s, fam["task_kwargs"], fam["train_task_kwargs"])  # the run's own episodes

@@ -107,8 +107,11 @@ def test_a_new_run_of_a_seed_never_replaces_the_seeds_earlier_run(tmp_path):
     """Re-running seed 0 into a folder that has its JSON replaced the rows (DMT-from-init rows lost) and set the
     new rows beside BPTT rows budgeted from the old run's time; it is refused before any work."""
     json.dump({"task": "needle", "family": None, "rows": [{"run": "joint SMT"}]}, open(tmp_path / "needle_e2e_T32_s0.json", "w"))
-    with pytest.raises(FileExistsError, match="needle_e2e_T32_s0.json holds an earlier run of seed 0.*another --out"):
+    with pytest.raises(FileExistsError, match="needle_e2e_T32_s0.json already hold.*Run into an --out without"):
         n.run(seq_len=32, seed=0, out=str(tmp_path), smt_steps=2, dmt_steps=2, bptt=False, full_rollout=False)
+    with pytest.raises(FileExistsError, match="needle_e2e_T32_s0.json"):  # seed 1 first: refused before it trains
+        n.cli(["--seeds", "1", "0", "--smt-steps", "2", "--dmt-steps", "2", "--no-bptt", "--out", str(tmp_path)])
+    assert not (tmp_path / "needle_e2e_T32_s1.json").exists()
     assert json.load(open(tmp_path / "needle_e2e_T32_s0.json"))["rows"] == [{"run": "joint SMT"}]
 
 
