@@ -34,7 +34,7 @@ from . import hub
 from .modeling_recurrent import SMTRecurrentForCausalLM, empty_context_memory
 from .modeling_utils import is_dtensor
 from .modeling_teacher import SMTTeacherModel
-from .training_args import ONESTEP_READOUT_FSDP, SMTTrainingArguments, check_gradient_accumulation
+from .training_args import ONESTEP_READOUT_FSDP, SMTTrainingArguments, check_trainer_flags
 from .training_module import SMTTrainingModule, mask_labels_from
 
 STUDENT_DIR, TEACHER_DIR = "student", "teacher"
@@ -191,8 +191,6 @@ class SMTTrainer(Trainer):
                     f"pass SMTTrainingArguments(context_length={tc.max_context_length}) or less (the default is 256), or "
                     f"build the teacher with SMTTeacherConfig(max_context_length={args.context_length})."
                 )
-        if args.load_best_model_at_end:
-            raise ValueError("load_best_model_at_end is not supported by SMTTrainer; pick a checkpoint folder instead.")
         for name, ds in (("train_dataset", train_dataset), ("eval_dataset", eval_dataset)):
             length = _first_length(ds) if ds is not None else None
             if length is not None and name == "train_dataset" and length < args.min_sequence_length():
@@ -223,8 +221,7 @@ class SMTTrainer(Trainer):
         _refuse_fsdp1(_fsdp_version(self))  # (also an FSDP1 plugin from `accelerate launch`'s config)
         if args.lambda_onestep_readout > 0 and _fsdp_version(self) is not None:  # FSDP from accelerate's config
             raise ValueError(ONESTEP_READOUT_FSDP)
-        # (again: an accelerator_config's gradient_accumulation_kwargs or a later edit of args can set it)
-        check_gradient_accumulation(self.args.gradient_accumulation_steps, args.mode, args.dmt_buffer_size)
+        check_trainer_flags(self.args)  # again: an accelerator_config or a later edit of args can set them
         self.model_accepts_loss_kwargs = False
         self._parts_sum: dict[str, torch.Tensor] = {}
         self._parts_count = 0

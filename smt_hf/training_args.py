@@ -325,14 +325,7 @@ class SMTTrainingArguments(TrainingArguments):
                 raise ValueError(f"`{name}` must be >= 0, got {getattr(self, name)}.")
         if not 0 < self.gamma <= 1:
             raise ValueError(f"`gamma` must be in (0, 1], got {self.gamma}.")
-        check_gradient_accumulation(self.gradient_accumulation_steps, self.mode, self.dmt_buffer_size)
-        if self.load_best_model_at_end:
-            raise ValueError("load_best_model_at_end is not supported by SMTTrainer; pick a checkpoint folder instead.")
-        for name, off in (("label_smoothing_factor", 0.0), ("neftune_noise_alpha", None)):
-            if getattr(self, name) != off:
-                raise ValueError(
-                    f"`{name}` is not supported by SMTTrainer: its losses are its own (smt_hf/losses.py, weighted by "
-                    f"the lambda_* arguments), not the model's token cross-entropy; leave {name}={off}.")
+        check_trainer_flags(self)
         self.remove_unused_columns = False
         super().__post_init__()
 
@@ -344,6 +337,19 @@ class SMTTrainingArguments(TrainingArguments):
             start = self.context_length if self.dmt_start == "teacher" else 0
             return start + self.rollout_length
         return 2
+
+
+def check_trainer_flags(args) -> None:
+    """Raise ValueError for the `TrainingArguments` flags SMTTrainer cannot honour (README, Training modes): run when
+    the arguments are built and again when SMTTrainer is (an accelerator_config or a later edit can set them)."""
+    check_gradient_accumulation(args.gradient_accumulation_steps, args.mode, args.dmt_buffer_size)
+    if args.load_best_model_at_end:
+        raise ValueError("load_best_model_at_end is not supported by SMTTrainer; pick a checkpoint folder instead.")
+    for name, off in (("label_smoothing_factor", 0.0), ("neftune_noise_alpha", None)):
+        if getattr(args, name) != off:
+            raise ValueError(
+                f"`{name}` is not supported by SMTTrainer: its losses are its own (smt_hf/losses.py, weighted by "
+                f"the lambda_* arguments), not the model's token cross-entropy; leave {name}={off}.")
 
 
 def check_gradient_accumulation(steps, mode: str, dmt_buffer_size: int = 0) -> None:
@@ -368,4 +374,4 @@ def check_gradient_accumulation(steps, mode: str, dmt_buffer_size: int = 0) -> N
                          "per_device_train_batch_size instead, or set dmt_buffer_size=0.")
 
 
-__all__ = ["SMTTrainingArguments", "MODES", "check_gradient_accumulation"]
+__all__ = ["SMTTrainingArguments", "MODES", "check_gradient_accumulation", "check_trainer_flags"]

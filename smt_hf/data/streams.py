@@ -117,8 +117,7 @@ def stream_windows(tokens, window: int, num_windows: int, seed: int) -> Dataset:
     if t.ndim != 1 or (t.size and not np.issubdtype(t.dtype, np.integer)):  # ([] is float64: fewer than window)
         raise ValueError(f"stream_windows: tokens must be a 1-D stream of integer ids, got shape {t.shape} and dtype "
                          f"{t.dtype}")
-    if isinstance(window, bool) or not isinstance(window, (int, np.integer)) or isinstance(num_windows, bool) or not \
-            isinstance(num_windows, (int, np.integer)):
+    if any(isinstance(n, bool) or not isinstance(n, (int, np.integer)) for n in (window, num_windows)):
         raise ValueError(f"stream_windows: window and num_windows must be ints, got {window!r}, {num_windows!r}")
     if window < 1 or num_windows < 1:
         raise ValueError(f"stream_windows: window and num_windows must be >= 1, got {window}, {num_windows}")

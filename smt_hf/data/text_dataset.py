@@ -7,7 +7,8 @@
 The corpus is read with `datasets.load_dataset(path, name, data_files=..., split=...)` (a hub id, a local
 folder, or a builder such as "text" / "json" / "parquet" with `data_files`). Every example's `text_column` is
 tokenised without special tokens, a document separator is appended (the tokenizer's EOS; for a tokenizer
-without one, such as `SMTByteTokenizer`, the tokens of `separator`, a line break by default), and the ids are concatenated and cut into windows of `seq_len` tokens. This runs as ONE batched `.map`
+without one, such as `SMTByteTokenizer`, the tokens of `separator`, a line break by default), and the ids are
+concatenated and cut into windows of `seq_len` tokens. This runs as ONE batched `.map`
 (`batch_size` documents per call; the tail of each call that does not fill a window is dropped), which
 `datasets` caches next to the corpus (fingerprinted by the function, the tokenizer and the arguments), so a
 second run with the same settings reads the windows from disk. `streaming=True` applies the same `.map`
@@ -76,7 +77,8 @@ def tokenizer_model_fields(tokenizer) -> dict[str, int | None]:
 def document_separator(tokenizer, add_eos: bool = True, separator: str | None = "\n") -> list[int]:
     """The ids put after every document: [eos_token_id] when the tokenizer has an EOS; otherwise the tokens of
     `separator` (default "\n": the line break the "text" builder strips from each line; empty documents, such as
-    its blank lines, are skipped, so a blank line between paragraphs is not kept); [] when `add_eos` is False or `separator` is None / ""."""
+    its blank lines, are skipped, so a blank line between paragraphs is not kept); [] when `add_eos` is False or
+    `separator` is None / ""."""
     if not add_eos:
         return []
     if tokenizer.eos_token_id is not None:
