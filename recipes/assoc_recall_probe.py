@@ -26,6 +26,9 @@ import os
 import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # sibling recipe modules (cli_types)
+from cli_types import positive_float  # noqa: E402
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 VARIANTS = ("lm", "copy", "lookup", "lookup_deep")
 
@@ -144,8 +147,9 @@ def main(argv=None) -> None:
     p.add_argument("--variants", nargs="+", default=[f"{v}:{n}" for v, n in
                                                      (("lm", 2), ("copy", 2), ("lookup", 2), ("lookup_deep", 3))],
                    help="variant:encoder_blocks pairs, variants from " + ", ".join(VARIANTS))
-    p.add_argument("--seconds", type=float, default=300, help="wall-clock budget per variant")
-    p.add_argument("--out", default="outputs/assoc_recall_probe")
+    p.add_argument("--seconds", type=positive_float, default=300, help="wall-clock budget per variant")
+    p.add_argument("--out", default="outputs/assoc_recall_probe",
+                   help="folder for the JSON, table and plot (default %(default)s)")
     a = p.parse_args(argv)
     pairs = [s.split(":") for s in a.variants]
     if any(len(x) != 2 or x[0] not in VARIANTS or not x[1].isdigit() or int(x[1]) < 1 for x in pairs):

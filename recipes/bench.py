@@ -41,6 +41,9 @@ import time
 import traceback
 from pathlib import Path
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # sibling recipe modules (cli_types)
+from cli_types import positive_float, positive_int  # noqa: E402
+
 PRESET_NAMES = ("cpu", "gpu")  # recipes/configs/bench/<name>.yaml (loaded below the torch import), plus dry.yaml
 DEFAULT_OUT = "outputs/bench"  # not the tracked recipes/results unless --out says so
 
@@ -57,19 +60,24 @@ def _sections(text: str) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--preset", choices=PRESET_NAMES, default="cpu")
+    ap.add_argument("--preset", choices=PRESET_NAMES, default="cpu",
+                    help="model sizes and sections of recipes/configs/bench/<preset>.yaml (default %(default)s)")
     ap.add_argument("--out", default=None, help=f"JSON path (default {DEFAULT_OUT}/bench_<preset>.json)")
-    ap.add_argument("--dry-run", action="store_true", help="shrink every size (checks the code path, e.g. GPU preset on CPU)")
-    ap.add_argument("--no-compile", action="store_true")
-    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--dry-run", action="store_true",
+                    help="shrink every size (checks the code path, e.g. GPU preset on CPU)")
+    ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile rows (eager only)")
+    ap.add_argument("--threads", type=positive_int, default=None,
+                    help="CPU threads (default: the preset's, else torch's)")
     ap.add_argument("--sections", default=",".join(SECTION_NAMES), type=_sections,
                     help=f"comma-separated, from {','.join(SECTION_NAMES)}")
-    ap.add_argument("--no-plot", action="store_true")
-    ap.add_argument("--report-only", action="store_true", help="rewrite the .md and plot from an existing --out JSON (also a .partial.json left by a killed run)")
+    ap.add_argument("--no-plot", action="store_true", help="write the JSON and table only")
+    ap.add_argument("--report-only", action="store_true",
+                    help="rewrite the .md and plot from an existing --out JSON (also a .partial.json left by a "
+                    "killed run)")
     ap.add_argument("--isolate", action=argparse.BooleanOptionalAction, default=None,
                     help="run each section in its own Python process (default: on a GPU), so an out-of-memory error, "
                          "a leak or a crash in one section cannot spill into the next; the numbers are merged into one run")
-    ap.add_argument("--budget-seconds", type=float, default=None,
+    ap.add_argument("--budget-seconds", type=positive_float, default=None,
                     help="wall-clock cap of the whole run: with --isolate, a section still running when it is spent is "
                          "stopped and recorded as an error (the finished sections are kept)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)  # one isolated section: no report printed
@@ -197,10 +205,15 @@ def main(argv=None):
     out = Path(a.out or f"{DEFAULT_OUT}/bench_{a.preset}{'_dry' if a.dry_run else ''}.json")
     if a.merge and out.is_file():  # refuse before measuring: the kept sections must come from the same settings
         old = json.loads(out.read_text())
-        if (old.get("preset"), bool(old.get("dry_run"))) != (a.preset, bool(a.dry_run)):
-            raise SystemExit(f"bench.py: --merge into {out}, a run of preset {old.get('preset')!r} dry_run="
-                             f"{bool(old.get('dry_run'))}, with preset {a.preset!r} dry_run={a.dry_run}: its kept "
-                             "sections would be labelled with this run's settings; use another --out")
+        ours = dict(preset=a.preset, dry_run=bool(a.dry_run), threads=res["machine"]["threads"],
+                    compile=res["config"]["compile"])
+        theirs = dict(preset=old.get("preset"), dry_run=bool(old.get("dry_run")),
+                      threads=old.get("machine", {}).get("threads"), compile=old.get("config", {}).get("compile"))
+        wrong = [k for k in ours if theirs[k] != ours[k] and (theirs[k] is not None or k == "preset")]
+        if wrong:
+            raise SystemExit(f"bench.py: --merge into {out}, a run of " + " ".join(f"{k}={theirs[k]!r}" for k in wrong)
+                             + ", with " + " ".join(f"{k}={ours[k]!r}" for k in wrong) + ": its kept sections would "
+                             "be labelled with this run's settings; use another --out (or the same flags)")
     partial = out.with_suffix(".partial.json")  # each finished section, in case the run is killed (device time limit)
     partial.parent.mkdir(parents=True, exist_ok=True)
 

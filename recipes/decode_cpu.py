@@ -21,6 +21,9 @@ import os
 import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # sibling recipe modules (cli_types)
+from cli_types import positive_int  # noqa: E402
+
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the package, also not pip-installed
@@ -37,15 +40,15 @@ BENCH_CPU = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", 
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("chunks", nargs="*", type=int, default=[8], help="decode_chunk values to compile")
-    ap.add_argument("--new", type=int, default=64, help="new tokens per decode")
-    ap.add_argument("--batches", type=int, nargs="+", default=[1, 16])
-    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("chunks", nargs="*", type=positive_int, default=[8], help="decode_chunk values to compile")
+    ap.add_argument("--new", type=positive_int, default=64, help="new tokens per decode")
+    ap.add_argument("--batches", type=positive_int, nargs="+", default=[1, 16],
+                    help="batch sizes (default %(default)s)")
+    ap.add_argument("--repeats", type=positive_int, default=7,
+                    help="timed repeats per row, median reported (default %(default)s)")
     ap.add_argument("--out", help="also write the rows as JSON here (e.g. recipes/results/decode_cpu.json)")
     ap.add_argument("--no-baselines", dest="baselines", action="store_false", help="skip the HF generate() rows")
     a = ap.parse_args(argv)
-    if a.new < 1:  # the per-token time is (t(N + 1) - t(1)) / N
-        ap.error(f"--new must be >= 1, got {a.new}")
     torch.set_num_threads(1)
     _, student = build_models(load_preset(BENCH_CPU)["model"], 16, torch.device("cpu"))
     student.eval()

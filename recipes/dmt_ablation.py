@@ -19,6 +19,9 @@ import os
 import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # sibling recipe modules (cli_types)
+from cli_types import positive_float, positive_int  # noqa: E402
+
 # DMT variants: name -> SMTTrainingArguments overrides (on top of the shared DMT settings below)
 VARIANTS = {
     "one_step, k=8 (old default)": dict(dmt_gradient="one_step", dmt_stride=8, dmt_teacher_transitions=False),
@@ -124,20 +127,18 @@ def _render_group(runs: list[dict]) -> str:
 
 def cli(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--seq-len", type=int, default=32)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--smt-steps", type=int, default=900)
-    p.add_argument("--dmt-steps", type=int, default=300)
-    p.add_argument("--dmt-lr", type=float, default=3e-4)
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--seq-len", type=positive_int, default=32, help="needle episode length T (default %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the models and data (default %(default)s)")
+    p.add_argument("--smt-steps", type=positive_int, default=900,
+                   help="joint SMT steps, the shared start (default %(default)s)")
+    p.add_argument("--dmt-steps", type=positive_int, default=300, help="DMT steps per variant (default %(default)s)")
+    p.add_argument("--dmt-lr", type=positive_float, default=3e-4, help="DMT learning rate (default %(default)s)")
+    p.add_argument("--threads", type=positive_int, default=1, help="CPU threads (default %(default)s)")
     p.add_argument("--only", nargs="*", help=f"run only these DMT variants (exact names: {list(VARIANTS)})")
     p.add_argument("--smt-only", nargs="*", help=f"run only these SMT variants (exact names: {list(SMT_VARIANTS)})")
-    p.add_argument("--out", default="outputs/dmt_ablation")
+    p.add_argument("--out", default="outputs/dmt_ablation", help="folder for JSON and table (default %(default)s)")
     p.add_argument("--report", nargs="+", metavar="JSON", help="only merge these runs' JSON into <out>/dmt_ablation.md")
     a = p.parse_args(argv)
-    for name in ("smt_steps", "dmt_steps", "threads"):  # 0 would be read as "not given" (max_steps=0: the epoch count instead)
-        if getattr(a, name) < 1:
-            p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(a, name)}")
     if a.report:
         loaded = [json.load(open(path)) for path in a.report]  # a run, or a list of runs (an earlier --report)
         runs = [r for x in loaded for r in (x if isinstance(x, list) else [x])]

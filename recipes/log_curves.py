@@ -30,6 +30,9 @@ import os
 import shlex
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # sibling recipe modules (cli_types)
+from cli_types import positive_int  # noqa: E402
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -95,7 +98,8 @@ def main(argv=None) -> dict:
     p.add_argument("--last-phase", action="store_true",
                    help="read each log's last training phase (a --retrain-teacher run logs its joint SMT first)")
     p.add_argument("--keys", nargs="+", default=["loss"], help="logged keys to plot, one panel each (default: loss)")
-    p.add_argument("--logging-steps", type=int, default=100, help="steps between logged lines (needle_e2e: 100)")
+    p.add_argument("--logging-steps", type=positive_int, default=100,
+                   help="steps between logged lines (needle_e2e: 100)")
     p.add_argument("--title", default="", help="title over the panels")
     p.add_argument("--out", required=True, help="output stem: writes <out>.json, .md, .png")
     a = p.parse_args(argv)

@@ -49,6 +49,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from e2e_report import (  # noqa: E402,F401  (the tables and plots over run JSONs; some names re-exported for tests)
     FIG3_MAIN, FROM_INIT, METRICS, ROWS, bptt_row, continued_dmt, fig3, from_init_row, row_label, student_backbone,
     table, write_summary)
+from cli_types import nonnegative_int, positive_float, positive_int  # noqa: E402
 from e2e_segments import open_rows, refuse_existing_runs, versions  # noqa: E402
 from e2e_teacher import TEACHER_ACC_TOLERANCE, check_saved_teacher, save_teacher  # noqa: E402,F401
 
@@ -483,41 +484,27 @@ def reuse_rows(found: list[tuple[str, dict]], rows: list[dict], save) -> bool:
     return any(x["run"] == ROWS[2] for x in rows)
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an int >= 1 (a step count or stride of 0 would be read as "not given")."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not a positive integer")
-    return value
-
-
-def positive_float(text: str) -> float:
-    """argparse type: a finite float > 0 (a learning rate)."""
-    value = float(text)
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"{text} is not a positive number")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--task", default="needle", choices=sorted(TASKS))
+    p.add_argument("--task", default="needle", choices=sorted(TASKS),
+                   help="without --family: this task, the recipe's model")
     p.add_argument("--family", default=None, help=f"a family of {os.path.relpath(FAMILIES)}: its task, teacher and SMT "
                    "settings (overrides --task)")
     p.add_argument("--bptt-multiples", type=positive_float, nargs="+", default=[1.0],
                    help="BPTT runs, each given this multiple of the SMT + DMT wall-clock (e.g. 1 4)")
-    p.add_argument("--fig3", action="store_true", help="only write fig3_T<seq-len>.{json,md,png} over the runs in --out")
-    p.add_argument("--seq-len", type=int, default=None, help="default: the family's seq_len, else 32")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--fig3", action="store_true",
+                   help="only write fig3_T<seq-len>.{json,md,png} over the runs in --out")
+    p.add_argument("--seq-len", type=positive_int, default=None, help="default: the family's seq_len, else 32")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="one run per seed, in turn (default %(default)s)")
     p.add_argument("--smt-steps", type=positive_int, default=None,
                    help="default: the family's smt_steps, else 900 at T<=32, 1400 above")
     p.add_argument("--dmt-steps", type=positive_int, default=None, help="default: the family's dmt_steps, else 300")
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--threads", type=positive_int, default=1, help="CPU threads (default %(default)s)")
     p.add_argument("--smt-memory-noise", type=float, default=0.0,
                    help="std of the Gaussian noise added to the input memory of each SMT transition (DART-style)")
     p.add_argument("--dmt-stride", type=positive_int, default=None,
                    help="k of one-step DMT: match every k-th transition (drops the family's dmt_matched_steps)")
-    p.add_argument("--dmt-matched-steps", type=int, default=None,
+    p.add_argument("--dmt-matched-steps", type=nonnegative_int, default=None,
                    help="one-step DMT matches this many random transitions per sequence (dmt_matched_steps; "
                         "default: the family's dmt_training, else every transition; 0: every transition)")
     p.add_argument("--reuse-rows", nargs="+", default=None, metavar="JSON",
@@ -528,7 +515,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--causal-teacher", action="store_true",
                    help="causal-context teacher (encoder_causal) and SMT on every transition of each episode "
                         "(smt_all_prefixes)")
-    p.add_argument("--no-bptt", action="store_true")
+    p.add_argument("--no-bptt", action="store_true", help="skip the BPTT rows")
     p.add_argument("--continue-dmt", action="store_true",
                    help="run --dmt-steps more one-step DMT steps on the saved student of an earlier run (a row is appended)")
     p.add_argument("--add-full-rollout", action="store_true",
@@ -556,7 +543,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "the rows the JSON has")
     p.add_argument("--bptt-seconds", type=positive_float, default=None,
                    help="BPTT's wall-clock budget (default: the measured wall-clock of joint SMT + one-step DMT)")
-    p.add_argument("--no-full-rollout", action="store_true")
+    p.add_argument("--no-full-rollout", action="store_true", help="skip the full-rollout DMT row")
     # smt_hf's BACKBONES, copied: --help imports no torch (tests/test_recipe_config.py)
     p.add_argument("--backbone", default="transformer", choices=["transformer", "mlp", "gru"],
                    help="the student's updater, every row (default transformer)")
@@ -574,6 +561,11 @@ def cli(argv=None):
         build_parser().error("--bptt-only needs --bptt-seconds")
     if (a.stop_after is not None or a.resume) and not a.bptt_only:
         build_parser().error("--stop-after and --resume run --bptt-only rows in segments: give them with --bptt-only")
+    if sum(map(bool, (a.bptt_only, a.continue_dmt, a.add_full_rollout, a.dmt_from_init is not None))) > 1:
+        build_parser().error("--bptt-only, --continue-dmt, --add-full-rollout and --dmt-from-init are separate runs: "
+                             "give one of them")
+    if a.retrain_teacher and a.dmt_from_init is None:
+        build_parser().error("--retrain-teacher re-trains the teacher of the --dmt-from-init control: give both")
     a.seq_len = a.seq_len or (family_settings(a.family)["seq_len"] if a.family else 32)
     if a.fig3:
         fig3(a.out, a.seq_len)

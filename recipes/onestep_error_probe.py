@@ -101,8 +101,9 @@ def write_by_position(stem: str, family: str, T: int, res: dict, machine: str) -
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--family", required=True)
-    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--family", required=True, help="a family of recipes/configs/calibration/teachers.yaml")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0],
+                   help="seeds whose saved models to probe (default %(default)s)")
     p.add_argument("--out", default="outputs/needle_e2e", help="the --out of the needle_e2e.py run")
     p.add_argument("--by-position", action="store_true", help="accuracy at every target position (module docstring)")
     a = p.parse_args(argv)

@@ -21,7 +21,8 @@ import sys
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default=os.path.join(os.path.dirname(__file__), "configs", "needle_cpu.yaml"))
+    parser.add_argument("--config", default=os.path.join(os.path.dirname(__file__), "configs", "needle_cpu.yaml"),
+                        help="a recipe YAML (recipes/configs/*.yaml; default: the needle CPU job)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config entry, e.g. phases.0.max_steps=100, common.learning_rate=3e-4, "
                              "output_dir=/tmp/x (every key is checked before training starts)")

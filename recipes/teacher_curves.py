@@ -26,6 +26,8 @@ import os
 import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # sibling recipe modules (cli_types)
+from cli_types import positive_float, positive_int  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_CONFIG = os.path.join(HERE, "configs", "calibration", "teachers.yaml")
@@ -275,17 +277,18 @@ def plot(runs: list[dict], path: str) -> str:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default=DEFAULT_CONFIG)
+    p.add_argument("--config", default=DEFAULT_CONFIG,
+                   help="the families' YAML (default: recipes/configs/calibration/teachers.yaml)")
     p.add_argument("--only", nargs="+", default=None, help="family names of the YAML's `families` to run")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0])
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--out", default="outputs/teacher_curves")
-    p.add_argument("--budget-seconds", type=float, default=None,
+    p.add_argument("--seeds", type=int, nargs="+", default=[0],
+                   help="one run per family and seed (default %(default)s)")
+    p.add_argument("--threads", type=positive_int, default=1, help="CPU threads (default %(default)s)")
+    p.add_argument("--out", default="outputs/teacher_curves",
+                   help="folder for JSON, table and plot (default %(default)s)")
+    p.add_argument("--budget-seconds", type=positive_float, default=None,
                    help="wall-clock budget of every run, instead of the family's `budget_seconds` (recorded in its "
                         "settings); a run that hits it keeps the curve so far")
     a = p.parse_args(argv)
-    if a.budget_seconds is not None and not a.budget_seconds > 0:  # (nan too)
-        p.error(f"--budget-seconds must be > 0, got {a.budget_seconds}")
     budget = None if a.budget_seconds is None else int(a.budget_seconds) if a.budget_seconds.is_integer() else a.budget_seconds
     from smt_hf.recipe_config import load_preset  # (after --help: no torch for it)
 

@@ -28,6 +28,9 @@ import os
 import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # sibling recipe modules (cli_types)
+from cli_types import positive_int  # noqa: E402
+
 PRESET = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "text_cpu.yaml")
 SMT_BASE = {"mode": "joint", "learning_rate": 1e-3}
 # SMT settings compared by --diagnose (each a list of phases: SMTTrainingArguments overrides; steps split evenly)
@@ -302,20 +305,17 @@ def write_compare(out: str) -> list[dict]:
 def cli(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--diagnose", nargs="*", metavar="SETTING", help=f"settings to run (default all: {list(SETTINGS)})")
-    p.add_argument("--compare", choices=sorted(SETTINGS))
-    p.add_argument("--steps", type=int, default=1000, help="SMT steps per setting (--diagnose)")
-    p.add_argument("--smt-steps", type=int, default=4000)
-    p.add_argument("--dmt-steps", type=int, default=300)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--compare", choices=sorted(SETTINGS), help="SMT with this setting, then DMT, vs BPTT")
+    p.add_argument("--steps", type=positive_int, default=1000, help="SMT steps per setting (--diagnose)")
+    p.add_argument("--smt-steps", type=positive_int, default=4000, help="SMT steps (--compare) (default %(default)s)")
+    p.add_argument("--dmt-steps", type=positive_int, default=300, help="DMT steps (--compare) (default %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the models (default %(default)s)")
     p.add_argument("--source", default="shakespeare", help="text source (smt_hf.data.load_text): shakespeare, "
                    "tinystories, fixture or a file path")
-    p.add_argument("--eval-windows", type=int, default=256, help="held-out windows of 128 bytes")
-    p.add_argument("--train-windows", type=int, default=None, help="training windows (default: the preset's)")
-    p.add_argument("--out", default="outputs/text")
+    p.add_argument("--eval-windows", type=positive_int, default=256, help="held-out windows of 128 bytes")
+    p.add_argument("--train-windows", type=positive_int, default=None, help="training windows (default: the preset's)")
+    p.add_argument("--out", default="outputs/text", help="folder for JSON, tables and plots (default %(default)s)")
     a = p.parse_args(argv)
-    for name in ("steps", "smt_steps", "dmt_steps"):  # 0 would be read as "not given" (max_steps=0: the epoch count instead)
-        if getattr(a, name) < 1:
-            p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(a, name)}")
     os.makedirs(a.out, exist_ok=True)
     if a.diagnose is not None:
         bad = [n for n in a.diagnose if n not in SETTINGS]

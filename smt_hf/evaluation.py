@@ -4,6 +4,7 @@
     teacher_loss / teacher_acc  the teacher's first-step prediction D(E(x[:t]))[0] at target positions
     onestep_acc                 the student one step from the teacher: readout(f(E(x[:t-1]), x[t-1]))
     drift                       1 - R^2 between the student's own memories and E(x[:t]) every `stride` steps
+                                (nan at a step where E(x[:t]) is the same for every sequence: collapsed memory)
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from .data.windows import left_windows, prefix_contexts
-from .metrics import target_accuracy
+from .metrics import drift_ratio, target_accuracy
 
 
 def _target_positions(labels: torch.Tensor, per_row: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -132,7 +133,7 @@ def summarize(batches: list[dict]) -> dict[str, float]:
         for t in steps:
             err, y_sum, yy, n = stats[t]
             var = yy - float(y_sum.pow(2).sum()) / n  # sum_b ||m_b - mean m||^2
-            curve.append(err / max(var, 1e-12))
+            curve.append(float(drift_ratio(*torch.tensor([err, var, yy], dtype=torch.float64))))  # nan: constant m
         metrics["drift_mean"] = sum(curve) / len(curve)
         metrics["drift_last"] = curve[-1]
         metrics["drift_curve"] = curve

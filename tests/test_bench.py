@@ -6,6 +6,7 @@ import os
 import sys
 
 import pytest
+import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "recipes"))
@@ -33,8 +34,20 @@ def test_prefill_section_and_merge(tmp_path):
     assert "Time to first token" in md and "transitions per second" in md and "come from an earlier run" in md and "## DMT training step" in md
     assert json.loads(out.read_text())["merged"]["sections"] == ["dmt"]
     before = out.read_text()  # a merge with other settings kept the old sections under this run's labels
-    with pytest.raises(SystemExit, match="preset 'cpu' dry_run=True, with preset 'cpu' dry_run=False"):
+    with pytest.raises(SystemExit, match="a run of dry_run=True, with dry_run=False"):
         bench.main(["--preset", "cpu", "--sections", "prefill", "--merge", "--out", str(out), "--no-plot"])
+    # other threads or compile settings: the kept sections were measured otherwise (they were merged silently)
+    threads = first["machine"]["threads"]
+    try:
+        with pytest.raises(SystemExit, match=f"a run of threads={threads}, with threads={threads + 1}"):
+            bench.main(["--preset", "cpu", "--dry-run", "--threads", str(threads + 1), "--sections", "prefill",
+                        "--merge", "--out", str(out), "--no-plot"])
+    finally:
+        torch.set_num_threads(threads)  # bench.main set this process's threads
+    if first["config"]["compile"]:
+        with pytest.raises(SystemExit, match="compile=False"):
+            bench.main(["--preset", "cpu", "--dry-run", "--no-compile", "--sections", "prefill", "--merge",
+                        "--out", str(out), "--no-plot"])
     assert out.read_text() == before
     with pytest.raises(SystemExit):  # an unknown section was an empty run with rc 0
         bench.build_parser().parse_args(["--sections", "dmt,bogus"])
@@ -158,7 +171,7 @@ def test_compile_nan_probe_replays_the_step_and_names_non_finite_gradients(tmp_p
 
     out = tmp_path / "probe.json"
     cudnn = torch.backends.cuda.cudnn_sdp_enabled()
-    probe.main(["--preset", "dry", "--variants", "eager,aot_eager", "--eager-steps", "1", "--budget-seconds", "0",
+    probe.main(["--preset", "dry", "--variants", "eager,aot_eager", "--eager-steps", "1", "--budget-seconds", "1e-9",
                 "--out", str(out)])  # budget spent before the first variant: none starts
     assert [r["error"] for r in json.loads(out.read_text())["rows"]] == ["not run: --budget-seconds spent"] * 2
     probe.main(["--preset", "dry", "--variants", "eager,aot_eager", "--eager-steps", "1", "--steps", "2",

@@ -303,10 +303,16 @@ def test_list_tasks_and_vocab_sizes():
         (lambda: make_task("icl_modular", 2, 9, 0), "must be even"),
         (lambda: make_task("needle", 2, 3, 0), "seq_len must be >= 4"),
         (lambda: make_task("parity", 0, 8, 0), "num_examples must be >= 1"),
+        # int() used to cut these silently; "copy" took reverse=True and became reversed copy
+        (lambda: make_task("needle", 2, 32.5, 0), "seq_len must be an int, got 32.5"),
+        (lambda: make_task("stack", 2.0, 32, 0), "num_examples must be an int, got 2.0"),
+        (lambda: make_task("parity", True, 8, 0), "num_examples must be an int, got True"),
+        (lambda: make_task("copy", 2, 21, 0, reverse=True), "'copy' fixes reverse=False: use 'string_copy'"),
     ],
     ids=["unknown", "unknown-vocab", "bad-kwarg", "string-too-long", "min-len-above", "min-len-zero",
          "min-len-float", "keys-dont-fit", "too-many-keys",
-         "too-many-queries", "odd-icl", "short-needle", "no-examples"],
+         "too-many-queries", "odd-icl", "short-needle", "no-examples", "float-seq-len", "float-examples",
+         "bool-examples", "copy-reverse"],
 )
 def test_impossible_settings_raise(call, match):
     with pytest.raises(ValueError, match=match):

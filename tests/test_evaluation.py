@@ -2,6 +2,7 @@
 padded rows; the standalone readout during training; dict eval datasets; parallel-prefill students."""
 
 import copy
+import math
 
 import pytest
 import torch
@@ -125,3 +126,22 @@ def test_trainer_evaluate_runs_the_hf_eval_loader_and_equals_evaluation_over_its
     ref = run(student, teacher, [data[:5], data[5:10], data[10:]])
     assert got == {f"eval_a_{k}": v for k, v in ref.items() if not isinstance(v, list)}
     assert alone == {f"eval_{k}": v for k, v in ref.items() if not isinstance(v, list)}
+
+
+def test_drift_is_nan_where_teacher_memories_do_not_vary():
+    """summarize's 1 - R^2 where every sequence's teacher memory is the same (a collapsed memory) is nan (0.0 where the
+    student matches it); it divided by 1e-12 (about 1e10). A varying step matches rollout_drift."""
+    torch.manual_seed(0)
+    y = torch.randn(1, 6).expand(3, 6)  # 3 rows, one constant memory of size 6
+
+    def stats(pred, ref):  # what evaluate_smt records per step: sum err, sum m, sum ||m||^2, rows
+        return float((pred - ref).pow(2).sum()), ref.sum(0), float(ref.pow(2).sum()), float(len(ref))
+
+    var_y = torch.randn(3, 6)
+    got = summarize([{"drift_stats": {4: stats(y + 0.5, y), 8: stats(y, y), 12: stats(var_y + 0.1, var_y)}}])
+    assert math.isnan(got["drift_curve"][0]) and got["drift_curve"][1] == 0.0
+    # elsewhere the very value it gave before (needle_e2e --add-full-rollout re-checks saved rows bit for bit)
+    err, y_sum, yy, n = stats(var_y + 0.1, var_y)
+    assert got["drift_curve"][2] == err / (yy - float(y_sum.pow(2).sum()) / n)
+    assert got["drift_curve"][2] == pytest.approx(float(rollout_drift((var_y + 0.1)[:, None], var_y[:, None])[0]),
+                                                  rel=1e-5)

@@ -88,6 +88,17 @@ def test_rollout_drift_identities():
     assert torch.allclose(rollout_drift(mean, target), torch.ones(4), atol=1e-6)
 
 
+def test_rollout_drift_undefined_for_constant_references():
+    """Teacher memories equal across the batch (a collapsed memory): 1 - R^2 divides by a zero variance, so it is nan
+    (0.0 where the prediction is exact too); it was err / 1e-12, about 1e10. A step that varies stays finite."""
+    torch.manual_seed(0)
+    target = torch.randn(1, 3, 2, 4).expand(5, 3, 2, 4).clone()  # (B, T, K, d), every row the same
+    assert torch.equal(rollout_drift(target, target), torch.zeros(3))
+    target[:, 2] += torch.randn(5, 2, 4)
+    drift = rollout_drift(target + 0.1, target)
+    assert torch.isnan(drift[:2]).all() and torch.isfinite(drift[2]) and drift[2] < 1
+
+
 def test_target_accuracy_counts():
     logits = torch.tensor([[[0.0, 1.0], [1.0, 0.0], [0.0, 1.0]]])
     labels = torch.tensor([[1, 1, -100]])

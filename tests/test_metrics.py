@@ -68,6 +68,8 @@ def test_target_accuracy(metrics):
     assert (out["correct"], out["total"]) == (correct, total)
     with pytest.raises(ValueError, match="pad labels with -100"):
         acc.compute(predictions=[[1, 2]], references=[[1]])
+    with pytest.raises(ValueError, match="no rows"):  # an IndexError inside evaluate before
+        acc.compute(predictions=[], references=[])
 
 
 def test_rollout_drift(metrics):
@@ -85,6 +87,9 @@ def test_rollout_drift(metrics):
     assert drift.compute(predictions=noisy.tolist(), references=flat)["drift"] == pytest.approx(expected.tolist(), rel=1e-5)
     with pytest.raises(ValueError, match="at least 2 sequences"):
         drift.compute(predictions=flat[:1], references=flat[:1])
+    same = [flat[0], flat[0]]  # references that do not vary: undefined (nan), not err / 1e-12
+    shifted = (torch.tensor(same) + 1).tolist()
+    assert all(math.isnan(v) for v in drift.compute(predictions=shifted, references=same)["drift"])
 
 
 def test_unknown_metric_names_the_choices():

@@ -140,6 +140,36 @@ def test_help_answers_before_torch_is_imported(script):
     assert "usage:" in out.stdout and out.stdout.rstrip().endswith("HEAVY []"), out.stdout[-500:] + out.stderr[-2000:]
 
 
+@pytest.mark.parametrize("script,argv,message", [
+    ("needle_e2e.py", ["--threads", "0"], "argument --threads: 0 is not a positive integer"),
+    ("needle_e2e.py", ["--seq-len", "0"], "argument --seq-len: 0 is not a positive integer"),
+    ("needle_e2e.py", ["--dmt-matched-steps", "-1"], "argument --dmt-matched-steps: -1 is negative"),
+    ("needle_e2e.py", ["--continue-dmt", "--dmt-from-init"], "are separate runs: give one of them"),
+    ("needle_e2e.py", ["--retrain-teacher"], "--retrain-teacher re-trains the teacher of the --dmt-from-init control"),
+    ("teacher_curves.py", ["--threads", "0"], "argument --threads: 0 is not a positive integer"),
+    ("teacher_curves.py", ["--budget-seconds", "nan"], "argument --budget-seconds: nan is not a positive number"),
+    ("dmt_ablation.py", ["--threads", "0"], "argument --threads: 0 is not a positive integer"),
+    ("text_e2e.py", ["--smt-steps", "0"], "argument --smt-steps: 0 is not a positive integer"),
+    ("decode_cpu.py", ["--repeats", "0"], "argument --repeats: 0 is not a positive integer"),
+    ("bench.py", ["--threads", "0"], "argument --threads: 0 is not a positive integer"),
+    ("compile_nan_probe.py", ["--steps", "0"], "argument --steps: 0 is not a positive integer"),
+    ("assoc_recall_probe.py", ["--seconds", "0"], "argument --seconds: 0 is not a positive number"),
+    ("log_curves.py", ["--logging-steps", "0"], "argument --logging-steps: 0 is not a positive integer"),
+    ("data_samples.py", ["--n", "x"], "argument --n: 'x' is not an integer"),
+])
+def test_cli_refuses_impossible_counts_with_a_usage_error(script, argv, message, monkeypatch, capsys):
+    """A count, step number or budget of 0 (or a flag combination that cannot run) is an argparse usage error (exit
+    2, before any work): it was a traceback later (torch.set_num_threads(0), conflicting needle_e2e flags) or, for
+    --repeats 0 / --threads 0 in some recipes, a run that started anyway."""
+    import runpy
+
+    monkeypatch.setattr(sys, "argv", [script, *argv])
+    with pytest.raises(SystemExit) as exit_:
+        runpy.run_path(os.path.join(RECIPES, script), run_name="__main__")
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "usage:" in err and message in err, err[-1500:]
+
+
 def test_recipes_write_under_outputs_by_default():
     import data_samples
     import needle_e2e

@@ -79,6 +79,9 @@ def _rng(seed: int) -> np.random.Generator:
 
 
 def _check_common(name: str, num_examples: int, seq_len: int, min_len: int) -> None:
+    for what, v in (("num_examples", num_examples), ("seq_len", seq_len)):  # int() would cut 32.5 to 32 silently
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+            raise ValueError(f"{name}: {what} must be an int, got {v!r}")
     if int(num_examples) < 1:
         raise ValueError(f"{name}: num_examples must be >= 1, got {num_examples}")
     if int(seq_len) < min_len:
@@ -447,10 +450,13 @@ def _lookup(name: str, kw: dict) -> tuple[Callable[..., Dataset], Callable[..., 
     if name not in _TASKS:
         raise ValueError(f"unknown task {name!r}; valid names: {', '.join(list_tasks())}")
     fn, vocab = _TASKS[name]
-    params = [p for p in inspect.signature(fn).parameters if p not in _POSITIONAL]
+    bound = fn.keywords if isinstance(fn, partial) else {}  # "copy" fixes reverse=False: not an argument of its own
+    params = [p for p in inspect.signature(fn).parameters if p not in _POSITIONAL and p not in bound]
     bad = sorted(set(kw) - set(params))
     if bad:
-        raise ValueError(f"task {name!r} got unknown argument(s) {bad}; valid: {params}")
+        fixed = [f"{k}={bound[k]!r}" for k in bad if k in bound]
+        raise ValueError(f"task {name!r} got unknown argument(s) {bad}; valid: {params}"
+                         + (f" ({name!r} fixes {', '.join(fixed)}: use 'string_copy' to set it)" if fixed else ""))
     return fn, vocab
 
 

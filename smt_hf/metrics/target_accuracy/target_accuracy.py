@@ -43,6 +43,14 @@ class TargetAccuracy(evaluate.Metric):
             ],
         )
 
+    def add_batch(self, *, predictions=None, references=None, **kwargs):
+        """Add a batch of (predictions, references); an empty one raises ValueError."""
+        # evaluate infers the input format from the first row: an empty batch failed inside it with an IndexError
+        if predictions is not None and references is not None and len(predictions) == 0 and len(references) == 0:
+            raise ValueError("target_accuracy got no rows: pass at least one (predictions, references) pair "
+                             "(the accuracy of no targets is undefined).")
+        super().add_batch(predictions=predictions, references=references, **kwargs)
+
     def _compute(self, predictions, references):
         pred, ref = [], []
         for i, (p, r) in enumerate(zip(predictions, references)):
