@@ -205,10 +205,12 @@ def main(argv=None):
     out = Path(a.out or f"{DEFAULT_OUT}/bench_{a.preset}{'_dry' if a.dry_run else ''}.json")
     if a.merge and out.is_file():  # refuse before measuring: the kept sections must come from the same settings
         old = json.loads(out.read_text())
-        ours = dict(preset=a.preset, dry_run=bool(a.dry_run), threads=res["machine"]["threads"],
+        cpu = device.type == "cpu" and old.get("machine", {}).get("device", "cpu") == "cpu"  # --threads: CPU only
+        ours = dict(preset=a.preset, dry_run=bool(a.dry_run), threads=res["machine"]["threads"] if cpu else None,
                     compile=res["config"]["compile"])
         theirs = dict(preset=old.get("preset"), dry_run=bool(old.get("dry_run")),
-                      threads=old.get("machine", {}).get("threads"), compile=old.get("config", {}).get("compile"))
+                      threads=old.get("machine", {}).get("threads") if cpu else None,
+                      compile=old.get("config", {}).get("compile"))
         wrong = [k for k in ours if theirs[k] != ours[k] and (theirs[k] is not None or k == "preset")]
         if wrong:
             raise SystemExit(f"bench.py: --merge into {out}, a run of " + " ".join(f"{k}={theirs[k]!r}" for k in wrong)

@@ -56,6 +56,8 @@ def mean_spread(xs: list[float]) -> str:
     """"mean ± half-range" of per-seed values (2 decimals; the value alone for one seed, "-" for none)."""
     if not xs:
         return "-"
+    if any(x != x for x in xs):  # an undefined value (nan drift: a collapsed memory); max/min would depend on order
+        return "nan"
     return f"{sum(xs) / len(xs):.2f}" + (f" ± {(max(xs) - min(xs)) / 2:.2f}" if len(xs) > 1 else "")
 
 

@@ -474,7 +474,7 @@ def reuse_rows(found: list[tuple[str, dict]], rows: list[dict], save) -> bool:
         if r is None or any(x["run"] == ROWS[2] for x in rows):
             continue
         first = next((x for x in old["rows"] if x["run"] == ROWS[0]), None)
-        if first is None or any(first.get(k) != new.get(k) for k in ("steps", *METRICS)):
+        if first is None or any(json.dumps(first.get(k)) != json.dumps(new.get(k)) for k in ("steps", *METRICS)):
             raise ValueError(f"{path}: its joint-SMT row {first} differs from this run's {new}: not the same "
                              "SMT state, so its full_rollout row cannot be reused.")
         if old.get("settings", {}).get("full_rollout") != json.loads(json.dumps(FULL_ROLLOUT)):

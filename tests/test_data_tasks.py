@@ -277,6 +277,10 @@ def test_same_seed_same_data_different_seed_different(name):
     assert a["input_ids"] != c["input_ids"]
 
 
+def test_copy_accepts_its_own_reverse_value():
+    assert make_task("copy", 3, 21, 0, reverse=False)[:] == make_task("copy", 3, 21, 0)[:]
+
+
 def test_list_tasks_and_vocab_sizes():
     assert set(list_tasks()) == {"needle", "string_copy", "copy", "stack", "parity", "associative_recall", "icl_modular",
                                 "stack_interleaved", "parity_interleaved"}
@@ -307,7 +311,8 @@ def test_list_tasks_and_vocab_sizes():
         (lambda: make_task("needle", 2, 32.5, 0), "seq_len must be an int, got 32.5"),
         (lambda: make_task("stack", 2.0, 32, 0), "num_examples must be an int, got 2.0"),
         (lambda: make_task("parity", True, 8, 0), "num_examples must be an int, got True"),
-        (lambda: make_task("copy", 2, 21, 0, reverse=True), "'copy' fixes reverse=False: use 'string_copy'"),
+        (lambda: make_task("copy", 2, 21, 0, reverse=True), "'copy' fixes reverse=False: use 'string_copy'"),  # the
+        # same value is harmless: test_copy_accepts_its_own_reverse_value
     ],
     ids=["unknown", "unknown-vocab", "bad-kwarg", "string-too-long", "min-len-above", "min-len-zero",
          "min-len-float", "keys-dont-fit", "too-many-keys",

@@ -140,6 +140,11 @@ def test_drift_is_nan_where_teacher_memories_do_not_vary():
     var_y = torch.randn(3, 6)
     got = summarize([{"drift_stats": {4: stats(y + 0.5, y), 8: stats(y, y), 12: stats(var_y + 0.1, var_y)}}])
     assert math.isnan(got["drift_curve"][0]) and got["drift_curve"][1] == 0.0
+    assert math.isnan(got["drift_mean"])  # undefined at one step: undefined mean, not a number that hides it
+    # where rounding leaves the spread unresolved, a wrong prediction is nan, never a perfect-looking 0.0
+    tiny = y + 1e-4 * torch.randn(3, 6)
+    near = summarize([{"drift_stats": {4: stats(tiny.mean(0, keepdim=True).expand(3, 6), tiny)}}])["drift_curve"][0]
+    assert math.isnan(near) or near == pytest.approx(1.0, abs=0.2)
     # elsewhere the very value it gave before (needle_e2e --add-full-rollout re-checks saved rows bit for bit)
     err, y_sum, yy, n = stats(var_y + 0.1, var_y)
     assert got["drift_curve"][2] == err / (yy - float(y_sum.pow(2).sum()) / n)

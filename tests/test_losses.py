@@ -97,6 +97,15 @@ def test_rollout_drift_undefined_for_constant_references():
     target[:, 2] += torch.randn(5, 2, 4)
     drift = rollout_drift(target + 0.1, target)
     assert torch.isnan(drift[:2]).all() and torch.isfinite(drift[2]) and drift[2] < 1
+    # a small but real spread (0.3% of the memory's size) is measured, not taken for a constant: the batch mean
+    # scores 1, a prediction off by the spread about 1 + 1
+    base = torch.randn(1, 2, 4, 8)
+    tiny = base + 0.003 * base.norm() / 8 * torch.randn(6, 2, 4, 8)
+    mean = tiny.mean(0, keepdim=True).expand_as(tiny)
+    assert torch.allclose(rollout_drift(mean, tiny), torch.ones(2), atol=1e-3)
+    shifted = tiny + (tiny - mean).roll(1, 0)
+    ref = ((shifted - tiny).double().pow(2).sum((0, 2, 3)) / (tiny - mean).double().pow(2).sum((0, 2, 3))).float()
+    assert torch.allclose(rollout_drift(shifted, tiny), ref, rtol=1e-3)
 
 
 def test_target_accuracy_counts():

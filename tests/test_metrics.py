@@ -70,6 +70,9 @@ def test_target_accuracy(metrics):
         acc.compute(predictions=[[1, 2]], references=[[1]])
     with pytest.raises(ValueError, match="no rows"):  # an IndexError inside evaluate before
         acc.compute(predictions=[], references=[])
+    acc.add_batch(predictions=[[1, 2]], references=[[1, 3]])
+    acc.add_batch(predictions=[], references=[])  # an empty batch after a first one adds nothing, as before
+    assert acc.compute()["accuracy"] == 0.5
 
 
 def test_rollout_drift(metrics):

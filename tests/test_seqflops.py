@@ -109,6 +109,10 @@ def test_needle_e2e_reuses_rows_only_from_the_same_smt_state(tmp_path):
     assert rows[2]["student_acc"] == 1.0 and rows[2]["reused_from"].endswith("old.json")
     with pytest.raises(ValueError, match="not the same SMT state"):
         n.reuse_rows(found, [dict(smt, student_acc=0.6)], lambda: None)
+    nan_smt = dict(smt, drift_mean=float("nan"))  # an undefined drift (collapsed memory) in both: the same row
+    path.write_text(json.dumps({**old, "rows": [nan_smt, *old["rows"][1:]]}))
+    assert n.reuse_rows(n.load_reusable([str(path)], "needle", 16, 1, n.MODEL), [dict(nan_smt)], lambda: None)
+    path.write_text(json.dumps(old))
     for args in (("needle", 16, 2, n.MODEL), ("needle", 32, 1, n.MODEL), ("parity", 16, 1, n.MODEL),
                  ("needle", 16, 1, {**n.MODEL, "student": {"backbone": "gru"}})):
         with pytest.raises(ValueError, match="cannot be reused"):

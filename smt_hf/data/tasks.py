@@ -452,7 +452,7 @@ def _lookup(name: str, kw: dict) -> tuple[Callable[..., Dataset], Callable[..., 
     fn, vocab = _TASKS[name]
     bound = fn.keywords if isinstance(fn, partial) else {}  # "copy" fixes reverse=False: not an argument of its own
     params = [p for p in inspect.signature(fn).parameters if p not in _POSITIONAL and p not in bound]
-    bad = sorted(set(kw) - set(params))
+    bad = sorted(k for k in set(kw) - set(params) if not (k in bound and kw[k] == bound[k]))
     if bad:
         fixed = [f"{k}={bound[k]!r}" for k in bad if k in bound]
         raise ValueError(f"task {name!r} got unknown argument(s) {bad}; valid: {params}"

@@ -44,9 +44,10 @@ class TargetAccuracy(evaluate.Metric):
         )
 
     def add_batch(self, *, predictions=None, references=None, **kwargs):
-        """Add a batch of (predictions, references); an empty one raises ValueError."""
-        # evaluate infers the input format from the first row: an empty batch failed inside it with an IndexError
-        if predictions is not None and references is not None and len(predictions) == 0 and len(references) == 0:
+        """Add a batch of (predictions, references); an empty first batch raises ValueError."""
+        # evaluate infers the input format from the first row: an empty first batch failed inside it (IndexError)
+        empty = predictions is not None and references is not None and len(predictions) == len(references) == 0
+        if empty and self.selected_feature_format is None:
             raise ValueError("target_accuracy got no rows: pass at least one (predictions, references) pair "
                              "(the accuracy of no targets is undefined).")
         super().add_batch(predictions=predictions, references=references, **kwargs)
