@@ -94,7 +94,8 @@ class SMTMemoryCache(Cache):
 
     def crop(self, tokens_to_remove: int) -> None:
         raise NotImplementedError(
-            "A recurrent memory cannot be cropped (the state before those tokens is gone); re-run the prompt instead."
+            "A recurrent memory cannot be cropped (the state before those tokens is gone); re-run the prompt instead. "
+            "(So an SMT student cannot be the assistant_model of assisted generation, which crops its draft's cache.)"
         )
 
 

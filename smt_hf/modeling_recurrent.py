@@ -377,6 +377,15 @@ class SMTRecurrentForCausalLM(SMTRecurrentPreTrainedModel, GenerationMixin):
                 "prompt's length (no KV cache grows), so chunking saves nothing. Unset prefill_chunk_size.")
         return super()._prefill(input_ids, generation_config, model_kwargs, is_first_iteration=is_first_iteration)
 
+    def _assisted_decoding(self, *args, **kwargs):
+        """Refused: assisted generation (`assistant_model`, `prompt_lookup_num_tokens`, `assistant_early_exit`) checks
+        draft tokens and rolls the state back past the rejected ones, and a recurrent memory cannot be rolled back (it
+        failed inside transformers with "Assisted decoding requires a cache")."""
+        raise ValueError(
+            f"Assisted generation (assistant_model / prompt_lookup_num_tokens / assistant_early_exit) is not supported "
+            f"by {type(self).__name__}: it undoes the rejected draft tokens, and a recurrent memory cannot be rolled "
+            "back. Use greedy or sampling (do_sample) or beam search (num_beams).")
+
     def prepare_inputs_for_generation(self, input_ids, next_sequence_length=None, inputs_embeds=None, **kwargs):
         """As GenerationMixin's, with transformers' convention for a cache handed to `generate()`: `input_ids` are the
         whole sequence (the tokens the cache has read, then the new ones), or only the new tokens together with an

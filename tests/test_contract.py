@@ -4,6 +4,8 @@ Each standard `PreTrainedModel` / `GenerationMixin` flag either behaves as in tr
 clear error. Tiny config as transformers' own recurrent-model tests: vocab 99, width 32, K 2, 4 heads, 1 layer.
 """
 
+import copy
+
 import pytest
 import torch
 from conftest import BACKBONES
@@ -88,6 +90,15 @@ def test_output_attentions_is_refused(model):
         model(x, output_attentions=True)
     with pytest.raises(ValueError, match="output_attentions is not supported"):
         model.generate(x, max_new_tokens=2, return_dict_in_generate=True, output_attentions=True)
+
+
+def test_assisted_generation_is_refused(model):
+    """assistant_model / prompt_lookup_num_tokens roll the state back past rejected drafts: refused by name (it failed
+    inside transformers with "Assisted decoding requires a cache", though the model has one)."""
+    x = ids_()
+    for kwargs in ({"prompt_lookup_num_tokens": 2}, {"assistant_model": copy.deepcopy(model)}):
+        with pytest.raises(ValueError, match="Assisted generation .* is not supported .* cannot be rolled back"):
+            model.generate(x, max_new_tokens=4, **kwargs)
 
 
 # ---------------------------------------------------------------- 2. return_dict=False
