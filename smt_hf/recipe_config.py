@@ -254,6 +254,10 @@ def _check_phase(prefix: str, phase, fields: dict) -> dict:
         if k == "output_dir":
             raise ConfigError(f"{prefix}.output_dir: each phase writes to <output_dir>/phase<i>_<mode>; "
                               "set the top-level output_dir instead (--set output_dir=...)")
+        if k == "resume_from_checkpoint":  # (was accepted, then every phase trained from its start)
+            raise ConfigError(f"{prefix}.resume_from_checkpoint: recipes/smt.py runs every phase from its start and "
+                              "does not resume; resume a phase in Python with SMTTrainer(...).train("
+                              "resume_from_checkpoint=<output_dir>/phase<i>_<mode>/checkpoint-<step>)")
         if k not in fields:
             raise _unknown(f"{prefix}.{k}", fields, "(not an SMTTrainingArguments field; the SMT ones are: "
                            + ", ".join(smt_training_fields()) + "; the rest are transformers.TrainingArguments)")

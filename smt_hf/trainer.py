@@ -19,12 +19,14 @@ user observes the student - a callback, an `evaluate()`, a checkpoint on disk, t
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 
 import safetensors.torch
 import torch
 from accelerate.utils import gather_object
 from transformers import Trainer, TrainerCallback
+from transformers.utils import logging
 
 from . import losses
 from .callbacks import SeqLenCurriculumCheck
@@ -36,6 +38,8 @@ from .modeling_utils import is_dtensor
 from .modeling_teacher import SMTTeacherModel
 from .training_args import ONESTEP_READOUT_FSDP, SMTTrainingArguments, check_trainer_flags
 from .training_module import SMTTrainingModule, mask_labels_from
+
+logger = logging.get_logger(__name__)
 
 STUDENT_DIR, TEACHER_DIR = "student", "teacher"
 
@@ -399,12 +403,32 @@ class SMTTrainer(Trainer):
                 safetensors.torch.save_file(self.module.replay.state_dict(), self._replay_path(folder))
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        """Both models' weights (and the DMT replay buffer) from a checkpoint folder. Raises ValueError for a missing
+        folder, a checkpoint of another mode (its optimizer state would not fit: start a new phase from its
+        `student/` / `teacher/` with `from_pretrained` instead), or one without the `teacher/` this trainer has; warns
+        for a `save_only_model=True` checkpoint (no optimizer, scheduler or RNG state: not an exact resume)."""
+        if not os.path.isdir(resume_from_checkpoint):
+            raise ValueError(f"resume_from_checkpoint={resume_from_checkpoint!r}: no such folder.")
+        args_file = os.path.join(resume_from_checkpoint, "smt_training_args.json")
+        mode = json.load(open(args_file)).get("mode") if os.path.isfile(args_file) else None
+        if mode is not None and mode != self.args.mode:
+            raise ValueError(f"{resume_from_checkpoint} is a checkpoint of mode {mode!r}, this trainer's is "
+                             f"{self.args.mode!r}: resuming needs the same mode. To start a {self.args.mode} phase from "
+                             "it, load its student/ (and teacher/) with from_pretrained and train without "
+                             "resume_from_checkpoint.")
+        if not os.path.isfile(os.path.join(resume_from_checkpoint, "optimizer.pt")):
+            logger.warning(f"{resume_from_checkpoint} has no optimizer state (saved with save_only_model=True?): "
+                           "training goes on from its weights with a fresh optimizer, scheduler and RNG, which is "
+                           "not the run it was saved from.")
         for sub, folder in ((self.student, STUDENT_DIR), (self.teacher, TEACHER_DIR)):
             if sub is None:
                 continue
             path = os.path.join(resume_from_checkpoint, folder, "model.safetensors")
             if not os.path.isfile(path):
-                raise ValueError(f"Can't find {path}: not an SMTTrainer checkpoint folder.")
+                raise ValueError(f"Can't find {path}: not an SMTTrainer checkpoint folder" + (
+                    " with a teacher (its run had none: build this trainer without one to resume it)."
+                    if folder == TEACHER_DIR and os.path.isdir(os.path.join(resume_from_checkpoint, STUDENT_DIR))
+                    else "."))
             state = safetensors.torch.load_file(path, device="cpu")
             if any(is_dtensor(p) for p in sub.parameters()):
                 # FSDP2: the Trainer loads after wrapping, the parameters are DTensor shards; every process reads the

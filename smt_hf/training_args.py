@@ -344,7 +344,9 @@ def check_trainer_flags(args) -> None:
     the arguments are built and again when SMTTrainer is (an accelerator_config or a later edit can set them)."""
     check_gradient_accumulation(args.gradient_accumulation_steps, args.mode, args.dmt_buffer_size)
     if args.load_best_model_at_end:
-        raise ValueError("load_best_model_at_end is not supported by SMTTrainer; pick a checkpoint folder instead.")
+        raise ValueError("load_best_model_at_end is not supported by SMTTrainer; pick a checkpoint folder instead "
+                         "(save_strategy='best' with metric_for_best_model='student_loss' keeps the best one: "
+                         "trainer.state.best_model_checkpoint).")
     for name, off in (("label_smoothing_factor", 0.0), ("neftune_noise_alpha", None)):
         if getattr(args, name) != off:
             raise ValueError(

@@ -1,0 +1,59 @@
+"""Resuming from a checkpoint that cannot give the run it was saved from: a missing folder, another mode's checkpoint,
+a checkpoint without the teacher this trainer has, and a save_only_model=True checkpoint (warned: no optimizer state);
+the recipe config's resume_from_checkpoint key (it was accepted, then every phase trained from its start)."""
+
+import logging
+import os
+
+import pytest
+from test_trainer import data, models, targs
+
+from smt_hf.recipe_config import ConfigError, validate_config
+from smt_hf.trainer import SMTTrainer
+
+
+def checkpoint(tmp_path, name, teacher=True, **kw):
+    """A 2-step run's checkpoint-2 folder."""
+    student, t = models()
+    args = targs(tmp_path / name, max_steps=2, save_strategy="steps", save_steps=2, dmt_start="initial", **kw)
+    SMTTrainer(model=student, teacher=t if teacher else None, args=args, train_dataset=data()).train()
+    return os.path.join(args.output_dir, "checkpoint-2")
+
+
+def resume(tmp_path, folder, teacher=True, **kw):
+    student, t = models(seed=1)
+    args = targs(tmp_path / "resumed", max_steps=4, dmt_start="initial", **kw)
+    SMTTrainer(model=student, teacher=t if teacher else None, args=args, train_dataset=data()).train(
+        resume_from_checkpoint=folder)
+
+
+def test_resume_names_what_does_not_fit(tmp_path):
+    with pytest.raises(ValueError, match="no such folder"):  # was: "not an SMTTrainer checkpoint folder"
+        resume(tmp_path, str(tmp_path / "nope"), mode="joint")
+    joint = checkpoint(tmp_path, "joint", mode="joint")
+    with pytest.raises(ValueError, match="checkpoint of mode 'joint', this trainer's is 'dmt'.*from_pretrained"):
+        resume(tmp_path, joint, mode="dmt")  # was torch's "parameter group that doesn't match" after loading weights
+    alone = checkpoint(tmp_path, "bptt", teacher=False, mode="bptt")
+    with pytest.raises(ValueError, match="its run had none: build this trainer without one"):
+        resume(tmp_path, alone, mode="bptt")
+    resume(tmp_path, alone, teacher=False, mode="bptt")  # the same checkpoint, resumed as it was saved
+
+
+def test_resume_from_a_weights_only_checkpoint_warns(tmp_path, caplog):
+    folder = checkpoint(tmp_path, "only", mode="bptt", save_only_model=True)
+    assert not os.path.exists(os.path.join(folder, "optimizer.pt"))
+    with caplog.at_level(logging.WARNING, logger="smt_hf.trainer"):
+        resume(tmp_path, folder, mode="bptt")
+    assert "has no optimizer state (saved with save_only_model=True?)" in caplog.text
+
+
+@pytest.mark.parametrize("where", ["common", "phases.0"])
+def test_recipe_config_refuses_resume_from_checkpoint(where):
+    config = {"data": {"task": "needle", "seq_len": 16}, "phases": [{"mode": "joint"}]}
+    if where == "common":
+        config["common"] = {"resume_from_checkpoint": "out/phase0_joint/checkpoint-2"}
+    else:
+        config["phases"][0]["resume_from_checkpoint"] = "out/phase0_joint/checkpoint-2"
+    with pytest.raises(ConfigError, match=f"{where}.resume_from_checkpoint: recipes/smt.py runs every phase from its "
+                                          "start and does not resume"):
+        validate_config(config)
