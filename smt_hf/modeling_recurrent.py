@@ -112,7 +112,7 @@ def resolve_cache(cache: SMTMemoryCache | None, kwargs: dict) -> SMTMemoryCache 
 class SMTRecurrentPreTrainedModel(SMTPreTrainedModel):
     config_class = SMTRecurrentConfig
     config: SMTRecurrentConfig
-    _is_stateful = True
+    _is_stateful = True  # (read by older transformers; in 5.x the _assisted_decoding override below refuses)
 
     def _init_extra(self, module, std):
         if isinstance(module, SMTRecurrentModel):
@@ -378,11 +378,13 @@ class SMTRecurrentForCausalLM(SMTRecurrentPreTrainedModel, GenerationMixin):
         return super()._prefill(input_ids, generation_config, model_kwargs, is_first_iteration=is_first_iteration)
 
     def _assisted_decoding(self, *args, **kwargs):
-        """Refused: assisted generation (`assistant_model`, `prompt_lookup_num_tokens`, `assistant_early_exit`) checks
-        draft tokens and rolls the state back past the rejected ones, and a recurrent memory cannot be rolled back (it
-        failed inside transformers with "Assisted decoding requires a cache")."""
+        """Refused: assisted generation (`assistant_model`, `prompt_lookup_num_tokens`, `assistant_early_exit`,
+        `use_mtp`, `speculation_type`) checks draft tokens and rolls the state back past the rejected ones, and a
+        recurrent memory cannot be rolled back (it failed inside transformers with "Assisted decoding requires a
+        cache"). With num_beams > 1 transformers ignores the assistant itself (a warning)."""
         raise ValueError(
-            f"Assisted generation (assistant_model / prompt_lookup_num_tokens / assistant_early_exit) is not supported "
+            "Assisted generation (assistant_model / prompt_lookup_num_tokens / assistant_early_exit / use_mtp / "
+            f"speculation_type) is not supported "
             f"by {type(self).__name__}: it undoes the rejected draft tokens, and a recurrent memory cannot be rolled "
             "back. Use greedy or sampling (do_sample) or beam search (num_beams).")
 

@@ -405,18 +405,27 @@ class SMTTrainer(Trainer):
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
         """Both models' weights (and the DMT replay buffer) from a checkpoint folder. Raises ValueError for a missing
         folder, a checkpoint of another mode (its optimizer state would not fit: start a new phase from its
-        `student/` / `teacher/` with `from_pretrained` instead), or one without the `teacher/` this trainer has; warns
-        for a `save_only_model=True` checkpoint (no optimizer, scheduler or RNG state: not an exact resume)."""
+        `student/` / `teacher/` with `from_pretrained` instead), or one whose `teacher/` this trainer lacks or has;
+        warns for a `save_only_model=True` checkpoint (no optimizer, scheduler or RNG state: not an exact resume).
+        (Under FSDP, transformers reads the folder's trainer_state.json first: a missing folder fails there.)"""
         if not os.path.isdir(resume_from_checkpoint):
             raise ValueError(f"resume_from_checkpoint={resume_from_checkpoint!r}: no such folder.")
         args_file = os.path.join(resume_from_checkpoint, "smt_training_args.json")
-        mode = json.load(open(args_file)).get("mode") if os.path.isfile(args_file) else None
+        mode = None
+        if os.path.isfile(args_file):  # written into every checkpoint by _save (older ones: not checked)
+            with open(args_file) as f:
+                mode = json.load(f).get("mode")
         if mode is not None and mode != self.args.mode:
             raise ValueError(f"{resume_from_checkpoint} is a checkpoint of mode {mode!r}, this trainer's is "
-                             f"{self.args.mode!r}: resuming needs the same mode. To start a {self.args.mode} phase from "
-                             "it, load its student/ (and teacher/) with from_pretrained and train without "
+                             f"{self.args.mode!r}: resuming needs the same mode. To start a {self.args.mode} phase "
+                             "from it, load its student/ (and teacher/) with from_pretrained and train without "
                              "resume_from_checkpoint.")
-        if not os.path.isfile(os.path.join(resume_from_checkpoint, "optimizer.pt")):
+        if self.teacher is None and os.path.isdir(os.path.join(resume_from_checkpoint, TEACHER_DIR)):
+            raise ValueError(f"{resume_from_checkpoint} holds a teacher/ (its run had one): build this trainer with "
+                             "that teacher to resume it (SMTTeacherModel.from_pretrained(<checkpoint>/teacher)).")
+        # what transformers' _load_optimizer_and_scheduler reads: optimizer.pt, FSDP's optimizer.bin or optimizer_0/
+        has_optimizer = any(name.startswith("optimizer") for name in os.listdir(resume_from_checkpoint))
+        if not has_optimizer and self.is_world_process_zero():
             logger.warning(f"{resume_from_checkpoint} has no optimizer state (saved with save_only_model=True?): "
                            "training goes on from its weights with a fresh optimizer, scheduler and RNG, which is "
                            "not the run it was saved from.")
@@ -425,10 +434,10 @@ class SMTTrainer(Trainer):
                 continue
             path = os.path.join(resume_from_checkpoint, folder, "model.safetensors")
             if not os.path.isfile(path):
+                no_teacher = folder == TEACHER_DIR and os.path.isdir(os.path.join(resume_from_checkpoint, STUDENT_DIR))
                 raise ValueError(f"Can't find {path}: not an SMTTrainer checkpoint folder" + (
                     " with a teacher (its run had none: build this trainer without one to resume it)."
-                    if folder == TEACHER_DIR and os.path.isdir(os.path.join(resume_from_checkpoint, STUDENT_DIR))
-                    else "."))
+                    if no_teacher else "."))
             state = safetensors.torch.load_file(path, device="cpu")
             if any(is_dtensor(p) for p in sub.parameters()):
                 # FSDP2: the Trainer loads after wrapping, the parameters are DTensor shards; every process reads the

@@ -37,6 +37,9 @@ def test_resume_names_what_does_not_fit(tmp_path):
     with pytest.raises(ValueError, match="its run had none: build this trainer without one"):
         resume(tmp_path, alone, mode="bptt")
     resume(tmp_path, alone, teacher=False, mode="bptt")  # the same checkpoint, resumed as it was saved
+    with_teacher = checkpoint(tmp_path, "bptt_teacher", mode="bptt")
+    with pytest.raises(ValueError, match="holds a teacher/ .*build this trainer with that teacher"):
+        resume(tmp_path, with_teacher, teacher=False, mode="bptt")  # was torch's optimizer-group error
 
 
 def test_resume_from_a_weights_only_checkpoint_warns(tmp_path, caplog):
@@ -45,6 +48,10 @@ def test_resume_from_a_weights_only_checkpoint_warns(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="smt_hf.trainer"):
         resume(tmp_path, folder, mode="bptt")
     assert "has no optimizer state (saved with save_only_model=True?)" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="smt_hf.trainer"):  # a full checkpoint: no warning
+        resume(tmp_path, checkpoint(tmp_path, "full", mode="bptt"), mode="bptt")
+    assert "optimizer state" not in caplog.text
 
 
 @pytest.mark.parametrize("where", ["common", "phases.0"])

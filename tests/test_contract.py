@@ -96,7 +96,8 @@ def test_assisted_generation_is_refused(model):
     """assistant_model / prompt_lookup_num_tokens roll the state back past rejected drafts: refused by name (it failed
     inside transformers with "Assisted decoding requires a cache", though the model has one)."""
     x = ids_()
-    for kwargs in ({"prompt_lookup_num_tokens": 2}, {"assistant_model": copy.deepcopy(model)}):
+    for kwargs in ({"prompt_lookup_num_tokens": 2}, {"assistant_model": copy.deepcopy(model)},
+                   {"assistant_early_exit": 1}):
         with pytest.raises(ValueError, match="Assisted generation .* is not supported .* cannot be rolled back"):
             model.generate(x, max_new_tokens=4, **kwargs)
 

@@ -49,7 +49,7 @@ def run(tmp_path, script, name, nproc, extra=()):
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, f"first launch:\n{first}\n\nrelaunch:\n{proc.stderr[-3000:]}"
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.load(open(out))
+    return {**json.load(open(out)), "stderr": proc.stderr}
 
 
 def test_ddp_two_processes_match_one(tmp_path):
@@ -99,6 +99,7 @@ def test_fsdp2_trainer_resume_matches_uninterrupted(tmp_path):
     parameters."""
     got = run(tmp_path, "fsdp_trainer.py", "fsdp", 2, ("joint", "fsdp", "resume"))
     assert got["world"] == 2 and got["fsdp"] and got["resumed_step"] == 4
+    assert "has no optimizer state" not in got["stderr"]  # FSDP saves optimizer.bin, not optimizer.pt: no warning
     # the resumed run's log: steps 1-2 from the checkpoint's trainer_state, steps 3-4 trained after the resume
     assert len(got["losses"]) == len(got["resume_losses"]) == 4
     assert got["resume_losses"][2:] == pytest.approx(got["losses"][2:], rel=1e-6)
