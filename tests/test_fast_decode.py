@@ -129,10 +129,17 @@ def test_parallel_prefill_on_the_fast_path():
     mask = torch.ones_like(ids)
     mask[0, :5] = 0
     ref = model.generate(ids, attention_mask=mask, max_new_tokens=8, do_sample=False)
+    with pytest.raises(ValueError, match="a torch.compile mode"):  # a typo failed in the next generate()
+        model.enable_fast_decode(compile="nonsense")
     model.enable_fast_decode(compile=False, strict=True)
     assert torch.equal(model.generate(ids, attention_mask=mask, max_new_tokens=8, do_sample=False), ref)
     assert torch.equal(model.generate(ids, attention_mask=mask, max_new_tokens=8, prefill="recurrent"),
                        standard(model, ids, attention_mask=mask, max_new_tokens=8, prefill="recurrent"))
+    # the default changed after a first call: the fast path follows config.prefill (it kept the first call's)
+    for default in ("recurrent", "parallel"):
+        model.config.prefill = default
+        assert torch.equal(model.generate(ids, attention_mask=mask, max_new_tokens=8),
+                           standard(model, ids, attention_mask=mask, max_new_tokens=8))
 
 
 # ---------------------------------------------------------------- outside the supported set: the standard loop

@@ -174,6 +174,10 @@ def test_card_documents_the_carried_prefill_encoder():
     assert 'model.generate(ids, prefill="parallel", ...)' in text and "last\n24 tokens in one parallel pass" in text
     assert "{{" not in text and "{%" not in text
     assert "| `prefill_encoder.context_length` | `24` |" in text  # the sub-config's fields, one row each
+    # the card's default and limits follow the model (it said recurrent and "no parallel prefill" regardless)
+    assert 'default is `prefill="recurrent"`' in text and "no parallel prefill" not in text
+    student.config.prefill = "parallel"
+    assert 'default is `prefill="parallel"`' in make_model_card({}, model=student).text
     # a run summary written before the sub-config (flat prefill_* keys) gives the same card section
     old = {"config": {"prefill_layers": 2, "prefill_context_length": 24, "prefill_causal": False}}
     assert "last\n24 tokens in one parallel pass" in make_model_card(old, kind="student").text
@@ -188,6 +192,11 @@ def test_export_copies_plots(tmp_path):
     assert "![loss](plots/loss.png)" in (out / "README.md").read_text()
     with pytest.raises(FileNotFoundError, match="run_dir"):
         export_for_hub(_student("gru"), tmp_path / "out2", run_info={"plots": ["missing.png"]})
+    assert not (tmp_path / "out2").exists()  # checked before anything is written (it left a half export)
+    (tmp_path / "escaped.png").write_bytes(b"\x89PNG fake")  # '..' was copied outside the export, linked from the card
+    with pytest.raises(ValueError, match="leaves the export folder"):
+        export_for_hub(_student("gru"), tmp_path / "out3", run_info={"run_dir": str(tmp_path / "run"),
+                                                                     "plots": ["../escaped.png"]})
 
 
 def test_trainer_push_to_hub_uploads_standalone_student_and_teacher(hub, tmp_path):

@@ -256,6 +256,7 @@ def make_model_card(
         memory_tokens=config.get("memory_tokens", "K"),
         hidden_size=config.get("hidden_size", "d"),
         prefill_context_length=_prefill_context_length(config),
+        prefill_default=config.get("prefill") or "recurrent",
         config_rows=_config_rows(config),
         data_text=_data_text(dataset),
         training_text=training_text,
@@ -264,7 +265,8 @@ def make_model_card(
         eval_rows=eval_rows,
         samples=samples,
         plots=_plot_links(run_info.get("plots")),
-        limitations=(STUDENT_LIMITS if kind == "student" else TEACHER_LIMITS) + list(run_info.get("limitations") or []),
+        limitations=([x for x in STUDENT_LIMITS if not (_prefill_context_length(config) and "parallel prefill" in x)]
+                     if kind == "student" else TEACHER_LIMITS) + list(run_info.get("limitations") or []),
         package_version=_version(),
     )
 

@@ -195,16 +195,27 @@ def _remove_previous_export(out: Path) -> None:
         (out / name).unlink(missing_ok=True)
 
 
-def _copy_plots(run_info: dict, out: Path) -> None:
-    """Copy the run's plot files into the export: relative paths (to `run_info["run_dir"]`, else the current
-    folder) keep their relative location, absolute ones go to `plots/`. A missing file raises FileNotFoundError."""
-    base = Path(run_info.get("run_dir") or ".")
+def _plot_files(run_info: dict, out: Path) -> list[tuple[Path, Path]]:
+    """(source, destination) of the run's plot files, checked before anything is written: relative paths (to
+    `run_info["run_dir"]`, else the current folder) keep their relative location, absolute ones go to `plots/`.
+    A missing file raises FileNotFoundError; a relative path leaving the export folder ('..') raises ValueError (it
+    was copied outside it, and the card linked a file the Hub repo would not have)."""
+    base, files = Path(run_info.get("run_dir") or "."), []
     for plot in run_info.get("plots") or []:
         rel = Path(plot["path"] if isinstance(plot, dict) else plot)
         src = rel if rel.is_absolute() else base / rel
         dst = out / "plots" / rel.name if rel.is_absolute() else out / rel
+        if not rel.is_absolute() and ".." in rel.parts:
+            raise ValueError(f"Plot path {rel} leaves the export folder: give it without '..' (relative to "
+                             "run_info['run_dir']) or as an absolute path (copied to plots/).")
         if not src.is_file():
             raise FileNotFoundError(f"Plot {src} does not exist; fix run_info['plots'] or set run_info['run_dir'].")
+        files.append((src, dst))
+    return files
+
+
+def _copy_plots(files: list[tuple[Path, Path]]) -> None:
+    for src, dst in files:
         if src.resolve() != dst.resolve():
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(src, dst)
@@ -245,6 +256,7 @@ def export_for_hub(
     out = Path(save_directory)
     if out.exists() and not out.is_dir():
         raise ValueError(f"{out} exists and is not a folder.")
+    plots = _plot_files(run_info or {}, out)  # before anything is written: no half export
     out.mkdir(parents=True, exist_ok=True)
     _remove_previous_export(out)
 
@@ -275,7 +287,7 @@ def export_for_hub(
         (out / name).write_text(text, encoding="utf-8")
 
     # 4. model card (+ the plot files it links to)
-    _copy_plots(run_info or {}, out)
+    _copy_plots(plots)
     card = make_model_card(run_info or {}, model=model, kind=kind, has_tokenizer=tokenizer is not None)
     card.save(str(out / "README.md"))
 
@@ -352,8 +364,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", required=True,
                         help="folder written by save_pretrained, or an SMTTrainer output folder such as <output_dir>/final "
                              "(its student/ sub-folder is exported; --part teacher for the teacher)")
-    parser.add_argument("--part", choices=("student", "teacher"), default="student",
-                        help="which model of an SMTTrainer output folder to export (default: student)")
+    parser.add_argument("--part", choices=("student", "teacher"), default=None,
+                        help="which model of an SMTTrainer output folder to export (default: student); with a "
+                             "save_pretrained folder, it must name that folder's model")
     parser.add_argument("--out", required=True, help="folder to write the Hub export to")
     parser.add_argument("--run-info", help="run summary JSON for the model card (see model_cards/examples/)")
     parser.add_argument("--no-tokenizer", action="store_true", help="ship no tokenizer")
@@ -361,18 +374,37 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repo-id", help="Hub repository for --push, e.g. user/smt-student")
     parser.add_argument("--private", action="store_true", help="create the repository as private")
     args = parser.parse_args(argv)
+    if args.push and not args.repo_id:
+        parser.error("--push needs --repo-id (e.g. user/smt-student)")
+    if args.private and not args.push:
+        parser.error("--private sets the visibility of the repository --push creates: give it with --push")
+    if not args.out.strip():
+        parser.error("--out must name a folder")
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        parser.error(f"--out {args.out} exists and is not a folder")
+    run_info = None
+    if args.run_info:
+        try:
+            run_info = json.loads(Path(args.run_info).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            parser.error(f"--run-info {args.run_info}: {e}")
+        if not isinstance(run_info, dict):
+            parser.error(f"--run-info {args.run_info}: a JSON object is expected (see model_cards/examples/)")
 
     from transformers import AutoTokenizer
 
-    try:
-        folder = model_folder(args.model, args.part)
+    part = args.part or "student"
+    try:  # an explicit --part names the sub-folder even where the folder itself was exported into
+        folder = Path(args.model) / part if args.part and (Path(args.model) / part / "config.json").is_file() \
+            else model_folder(args.model, part)
     except FileNotFoundError as e:
         parser.error(str(e))
     model = load_model(folder)
+    if args.part and model_kind(model) != args.part:
+        parser.error(f"--model {folder} holds the {model_kind(model)}, not the {args.part} that --part names")
     tokenizer = False if args.no_tokenizer else None
     if tokenizer is None and (folder / "tokenizer_config.json").is_file():
         tokenizer = AutoTokenizer.from_pretrained(folder)
-    run_info = json.loads(Path(args.run_info).read_text(encoding="utf-8")) if args.run_info else None
     result = export_for_hub(
         model, args.out, tokenizer=tokenizer, run_info=run_info, push_to_hub=args.push, repo_id=args.repo_id,
         private=args.private or None,
