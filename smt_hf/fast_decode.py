@@ -71,7 +71,9 @@ def enable_fast_decode(model, compile: bool | str = "default", decode_chunk: int
     strict: raise ValueError for a call the fast path cannot run exactly, instead of running the standard loop.
     Generators are kept on the model per setting (do_sample, temperature, top_k, eos, pad, prefill) and reused.
     """
-    modes = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # torch.compile's
+    from torch._inductor import list_mode_options
+
+    modes = tuple(list_mode_options())  # torch.compile's modes (default, reduce-overhead, max-autotune, ...)
     if not (compile is False or compile is True or compile in modes):  # (a typo failed in the next generate())
         raise ValueError(f"`compile` must be False, True or a torch.compile mode {modes}, got {compile!r}.")
     if decode_chunk is not None and int(decode_chunk) < 1:

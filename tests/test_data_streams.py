@@ -50,6 +50,8 @@ def test_text_from_path_and_errors(tmp_path):
         load_text("nope")
     with pytest.raises(ValueError, match="text source 'typo.txt': no such file"):  # was "unknown text source"
         load_text("typo.txt")
+    with pytest.raises(ValueError, match="text source 'data/corpus': no such file .*'tinystories'"):
+        load_text(Path("data/corpus"))  # (a Path without a suffix: a TypeError in the first version of this check)
     with pytest.raises(ValueError, match="split='dev' must be one of"):
         load_text("fixture", "dev")
 

@@ -267,10 +267,11 @@ def test_cli_refuses_a_part_or_flags_that_do_not_fit(tmp_path, capsys):
     teacher.save_pretrained(tmp_path / "final" / "teacher")
     (tmp_path / "file").write_text("x")
     (tmp_path / "list.json").write_text("[1]")
-    cases = [(["--model", str(tmp_path / "final" / "student"), "--part", "teacher"], "holds the student, not the teacher"),
+    cases = [(["--model", str(tmp_path / "final" / "student"), "--part", "teacher"],
+              "holds the student, not the teacher"),
              (["--model", str(tmp_path / "final" / "teacher")], None),  # no --part: the folder's own model
              (["--push"], "--push needs --repo-id"), (["--private"], "--private sets the visibility"),
-             (["--run-info", str(tmp_path / "missing.json")], "--run-info"),
+             (["--run-info", str(tmp_path / "missing.json")], "No such file"),
              (["--run-info", str(tmp_path / "list.json")], "a JSON object is expected")]
     for extra, message in cases:
         argv = ["--model", str(tmp_path / "final"), "--out", str(tmp_path / "x")] + extra

@@ -176,6 +176,7 @@ def test_card_documents_the_carried_prefill_encoder():
     assert "| `prefill_encoder.context_length` | `24` |" in text  # the sub-config's fields, one row each
     # the card's default and limits follow the model (it said recurrent and "no parallel prefill" regardless)
     assert 'default is `prefill="recurrent"`' in text and "no parallel prefill" not in text
+    assert "the parallel prefill reads only the prompt's last" in text
     student.config.prefill = "parallel"
     assert 'default is `prefill="parallel"`' in make_model_card({}, model=student).text
     # a run summary written before the sub-config (flat prefill_* keys) gives the same card section
@@ -194,6 +195,8 @@ def test_export_copies_plots(tmp_path):
         export_for_hub(_student("gru"), tmp_path / "out2", run_info={"plots": ["missing.png"]})
     assert not (tmp_path / "out2").exists()  # checked before anything is written (it left a half export)
     (tmp_path / "escaped.png").write_bytes(b"\x89PNG fake")  # '..' was copied outside the export, linked from the card
+    with pytest.raises(ValueError, match="not a URL"):  # ("does not exist" for the URL read as a path)
+        export_for_hub(_student("gru"), tmp_path / "out4", run_info={"plots": ["https://x.org/a.png"]})
     with pytest.raises(ValueError, match="leaves the export folder"):
         export_for_hub(_student("gru"), tmp_path / "out3", run_info={"run_dir": str(tmp_path / "run"),
                                                                      "plots": ["../escaped.png"]})

@@ -123,7 +123,7 @@ def stream_windows(tokens, window: int, num_windows: int, seed: int) -> Dataset:
         raise ValueError(f"stream_windows: window and num_windows must be >= 1, got {window}, {num_windows}")
     if t.size < window:
         raise ValueError(f"stream_windows: stream has {t.size} tokens, fewer than window={window}; lower window")
-    if t.size and t.min() < 0:
+    if t.size and np.issubdtype(t.dtype, np.signedinteger) and t.min() < 0:
         raise ValueError(f"stream_windows: token ids must be >= 0, got {int(t.min())}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:  # int() cut 1.7 to 1
         raise ValueError(f"stream_windows: seed must be an int >= 0, got {seed!r}")
@@ -266,8 +266,9 @@ def load_text(source: str = "auto", split: str = "train", max_documents: int | N
         got.source = f"fixture {FIXTURE_TEXT.name}"
     elif Path(source).is_file():
         got = _load_text_file(Path(source), split)
-    elif Path(source).suffix or "/" in source or os.sep in source:  # meant as a path
-        raise ValueError(f"text source {source!r}: no such file")
+    elif Path(source).suffix or "/" in os.fspath(source) or os.sep in os.fspath(source):  # meant as a path
+        raise ValueError(f"text source {os.fspath(source)!r}: no such file (or use 'auto', 'tinystories', "
+                         "'shakespeare' or 'fixture')")
     else:
         raise ValueError(
             f"unknown text source {source!r}; use 'auto', 'tinystories', 'shakespeare', 'fixture' or a file path"

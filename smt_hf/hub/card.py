@@ -57,6 +57,8 @@ STUDENT_LIMITS = [
     "sequences longer than those seen in training is not guaranteed.",
     "Generation is one recurrent step per token (no parallel prefill without the teacher encoder).",
 ]
+PREFILL_LIMIT = ("Generation is one recurrent step per token; the parallel prefill reads only the prompt's last "
+                 "context-length tokens (earlier ones are dropped).")
 TEACHER_LIMITS = [
     "A training-time model: it encodes at most `max_context_length` tokens into a memory and decodes a "
     "short future from it; it is not a `generate()` language model.",
@@ -265,8 +267,9 @@ def make_model_card(
         eval_rows=eval_rows,
         samples=samples,
         plots=_plot_links(run_info.get("plots")),
-        limitations=([x for x in STUDENT_LIMITS if not (_prefill_context_length(config) and "parallel prefill" in x)]
-                     if kind == "student" else TEACHER_LIMITS) + list(run_info.get("limitations") or []),
+        limitations=([x if not (_prefill_context_length(config) and "parallel prefill" in x) else PREFILL_LIMIT
+                      for x in STUDENT_LIMITS] if kind == "student" else TEACHER_LIMITS)
+        + list(run_info.get("limitations") or []),
         package_version=_version(),
     )
 

@@ -202,6 +202,8 @@ def _plot_files(run_info: dict, out: Path) -> list[tuple[Path, Path]]:
     was copied outside it, and the card linked a file the Hub repo would not have)."""
     base, files = Path(run_info.get("run_dir") or "."), []
     for plot in run_info.get("plots") or []:
+        if "://" in str(plot["path"] if isinstance(plot, dict) else plot):
+            raise ValueError(f"Plot {plot!r}: give a local file (copied into the export), not a URL.")
         rel = Path(plot["path"] if isinstance(plot, dict) else plot)
         src = rel if rel.is_absolute() else base / rel
         dst = out / "plots" / rel.name if rel.is_absolute() else out / rel
