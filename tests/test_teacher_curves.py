@@ -145,7 +145,7 @@ def test_budget_seconds_flag_overrides_every_familys_budget(tmp_path, capsys):
     for bad in ("0", "-3", "nan"):
         with pytest.raises(SystemExit):
             teacher_curves.main(["--config", str(cfg), "--out", str(tmp_path), "--budget-seconds", bad])
-        assert "--budget-seconds must be > 0" in capsys.readouterr().err
+        assert f"argument --budget-seconds: {bad} is not a positive number" in capsys.readouterr().err
     teacher_curves.main(["--config", str(cfg), "--out", str(tmp_path), "--budget-seconds", "2"])
     (r,) = json.load(open(tmp_path / "teacher_curves.json"))  # the same family/T/seed: replaced
     assert r["settings"]["budget_seconds"] == 2 and isinstance(r["settings"]["budget_seconds"], int)
