@@ -384,7 +384,7 @@ class SMTRecurrentForCausalLM(SMTRecurrentPreTrainedModel, GenerationMixin):
         cache"). With num_beams > 1 transformers ignores the assistant itself (a warning)."""
         raise ValueError(
             "Assisted generation (assistant_model / prompt_lookup_num_tokens / assistant_early_exit / use_mtp / "
-            f"speculation_type) is not supported "
+            "speculation_type) is not supported "
             f"by {type(self).__name__}: it undoes the rejected draft tokens, and a recurrent memory cannot be rolled "
             "back. Use greedy or sampling (do_sample) or beam search (num_beams).")
 
