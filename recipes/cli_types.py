@@ -8,26 +8,24 @@ import argparse
 import math
 
 
-def positive_int(text: str) -> int:
-    """An int >= 1 (steps, threads, sequence length, counts)."""
+def _int_at_least(text: str, low: int, below: str) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not a positive integer")
+    if value < low:
+        raise argparse.ArgumentTypeError(f"{value} {below}")
     return value
+
+
+def positive_int(text: str) -> int:
+    """An int >= 1 (steps, threads, sequence length, counts)."""
+    return _int_at_least(text, 1, "is not a positive integer")
 
 
 def nonnegative_int(text: str) -> int:
     """An int >= 0 (where 0 has a meaning of its own, e.g. --dmt-matched-steps 0: every transition)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} is negative")
-    return value
+    return _int_at_least(text, 0, "is negative")
 
 
 def positive_float(text: str) -> float:
