@@ -69,7 +69,8 @@ def enable_fast_decode(model, compile: bool | str = "default", decode_chunk: int
         size compiles once, ~40 s on the bench CPU model). compile=False runs the eager generator (sampling can
         then use the fast path too, with decode_chunk 1).
     strict: raise ValueError for a call the fast path cannot run exactly, instead of running the standard loop.
-    Generators are kept on the model per setting (do_sample, temperature, top_k, eos, pad, prefill) and reused.
+    Generators are kept on the model per setting (do_sample, temperature, top_k, eos, pad, prefill) and reused (at most
+    `MAX_KEPT_GENERATORS`, the least recently used dropped first).
     """
     from torch._inductor import list_mode_options
 
@@ -144,11 +145,15 @@ def _plan(model, input_ids, logits_processor, stopping_criteria, generation_conf
                 n_min=max(n_min, 0))
 
 
+MAX_KEPT_GENERATORS = 8  # settings kept at once; the least recently used is dropped (one per eos/pad/temperature grew)
+
+
 def _generator(model, plan: dict, generation_config) -> FastGenerator:
-    """The kept FastGenerator for these settings (built once: its compiled functions are reused)."""
+    """The kept FastGenerator for these settings (built once: its compiled functions are reused); at most
+    MAX_KEPT_GENERATORS are kept, the least recently used dropped first."""
     opts = model._fast_decode
     key = tuple(plan[k] for k in ("do_sample", "temperature", "top_k", "eos", "pad", "prefill"))
-    gen = opts["generators"].get(key)
+    gen = opts["generators"].pop(key, None)  # re-inserted below: the dict's order is the order of use
     if gen is None:
         try:
             gen = FastGenerator(model, do_sample=plan["do_sample"], temperature=plan["temperature"], top_k=plan["top_k"],
@@ -158,7 +163,9 @@ def _generator(model, plan: dict, generation_config) -> FastGenerator:
                                 sampler="multinomial" if plan["do_sample"] else None)
         except ValueError as err:
             raise _Unsupported(str(err)) from err
-        opts["generators"][key] = gen
+        while len(opts["generators"]) >= MAX_KEPT_GENERATORS:
+            opts["generators"].pop(next(iter(opts["generators"])))
+    opts["generators"][key] = gen
     if plan["do_sample"] and (gen.compiled or gen.cuda_graph or gen.decode_chunk != 1):
         raise _Unsupported("sampling with a compiled, CUDA-graphed or chunked decode (its random draws differ from "
                            "generate()'s); enable_fast_decode(compile=False) samples on the fast path")

@@ -142,6 +142,28 @@ def test_parallel_prefill_on_the_fast_path():
                            standard(model, ids, attention_mask=mask, max_new_tokens=8))
 
 
+def test_kept_generators_are_bounded_and_reused(fast_calls):
+    """One generator per (eos, pad, temperature, ...) setting was kept without bound: at most MAX_KEPT_GENERATORS now,
+    the least recently used dropped first; a kept one is reused (same object), and every call equals generate()."""
+    from smt_hf.fast_decode import MAX_KEPT_GENERATORS
+
+    model = model_for()
+    model.enable_fast_decode(compile=False, strict=True)
+    ids = torch.randint(1, 16, (2, 6))
+    kept = model._fast_decode["generators"]
+    for eos in range(1, MAX_KEPT_GENERATORS + 3):
+        assert torch.equal(model.generate(ids, max_new_tokens=5, eos_token_id=eos, pad_token_id=0),
+                           standard(model, ids, max_new_tokens=5, eos_token_id=eos, pad_token_id=0))
+        if eos == 3:
+            third = next(g for k, g in kept.items() if k[3] == (3,))
+            model.generate(ids, max_new_tokens=5, eos_token_id=1, pad_token_id=0)  # eos 1: used again, kept
+    assert len(kept) == MAX_KEPT_GENERATORS and len(fast_calls) == MAX_KEPT_GENERATORS + 3
+    assert {k[3] for k in kept} == {(1,)} | {(e,) for e in range(4, MAX_KEPT_GENERATORS + 3)}  # 2 and 3 dropped
+    model.generate(ids, max_new_tokens=5, eos_token_id=4, pad_token_id=0)
+    assert next(reversed(kept))[3] == (4,)  # the most recently used last
+    assert third not in kept.values()
+
+
 # ---------------------------------------------------------------- outside the supported set: the standard loop
 class Collect(BaseStreamer):
     def __init__(self):
