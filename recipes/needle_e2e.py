@@ -561,7 +561,8 @@ def cli(argv=None):
         build_parser().error("--bptt-only needs --bptt-seconds")
     if (a.stop_after is not None or a.resume) and not a.bptt_only:
         build_parser().error("--stop-after and --resume run --bptt-only rows in segments: give them with --bptt-only")
-    if sum(map(bool, (a.bptt_only, a.continue_dmt, a.add_full_rollout, a.dmt_from_init is not None))) > 1:
+    adds_rows = [a.bptt_only, a.continue_dmt, a.add_full_rollout, a.dmt_from_init is not None]  # to a run in --out
+    if sum(adds_rows) > 1:  # (run() raises the same ValueError; here it is a usage error before any seed runs)
         build_parser().error("--bptt-only, --continue-dmt, --add-full-rollout and --dmt-from-init are separate runs: "
                              "give one of them")
     if a.retrain_teacher and a.dmt_from_init is None:
@@ -573,7 +574,7 @@ def cli(argv=None):
         return
     args = sys.argv[1:] if argv is None else list(argv)
     command = "python " + " ".join(shlex.quote(x) for x in [os.path.relpath(__file__)] + args)
-    if not (a.bptt_only or a.continue_dmt or a.add_full_rollout or a.dmt_from_init is not None):  # every seed, first
+    if not any(adds_rows):  # every seed, first
         refuse_existing_runs(a.out, a.family or a.task, a.seq_len, a.seeds)
     for s in a.seeds:
         run(a.task, a.seq_len, s, a.smt_steps, a.dmt_steps, a.out, a.threads, not a.no_bptt, not a.no_full_rollout,
