@@ -3,6 +3,8 @@ validators whose errors name the fix. The student imports this module, never the
 
 from __future__ import annotations
 
+import os
+
 import torch
 from torch import nn
 from transformers import PreTrainedModel
@@ -45,6 +47,34 @@ class SMTPreTrainedModel(PreTrainedModel):
     supports_gradient_checkpointing = True
     _no_split_modules = ["Block"]
     _supports_sdpa = True
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, use_safetensors=None, **kwargs):
+        """`PreTrainedModel.from_pretrained`, safetensors only: smt-hf never unpickles a checkpoint, so a folder or
+        repo with only `pytorch_model.bin` is refused (transformers would read it with `torch.load`).
+
+        Raises:
+            ValueError: `use_safetensors=False`.
+            OSError: no `model.safetensors` (or sharded safetensors index) in the folder or repo; for a local folder
+                that holds only pickled weights the message names them and the conversion."""
+        if use_safetensors is False:
+            raise ValueError(
+                "smt-hf loads safetensors checkpoints only (it never unpickles weights): use_safetensors=False is not "
+                "supported; leave it unset"
+            )
+        path = os.fspath(pretrained_model_name_or_path) if pretrained_model_name_or_path is not None else None
+        if path is not None and os.path.isdir(path):
+            sub = os.path.join(path, kwargs.get("subfolder") or "")
+            names = os.listdir(sub) if os.path.isdir(sub) else []
+            pickled = sorted(n for n in names if n.endswith((".bin", ".pt", ".pth", ".ckpt")))
+            if pickled and not any(n.endswith(".safetensors") or n.endswith(".safetensors.index.json")
+                                   for n in names):
+                raise OSError(
+                    f"{sub} holds pickled weights only ({', '.join(pickled)}) and no model.safetensors: smt-hf loads "
+                    "safetensors checkpoints only (it never unpickles weights). If you trust the file, convert it "
+                    "once yourself (load its state dict, model.load_state_dict(...), model.save_pretrained(folder))"
+                )
+        return super().from_pretrained(pretrained_model_name_or_path, *model_args, use_safetensors=True, **kwargs)
 
     def _init_weights(self, module):
         std = self.config.initializer_range

@@ -13,6 +13,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 from transformers import AutoConfig
 
+from conftest import tiny_student_config, tiny_teacher_config
 from smt_hf import SMTMemoryEncoderConfig, SMTRecurrentConfig, SMTRecurrentForCausalLM, SMTTeacherModel
 
 FIXTURE = Path(__file__).parent / "fixtures" / "checkpoint_v0"
@@ -90,3 +91,53 @@ def test_old_flat_prefill_keys_as_a_literal_dict():
         SMTRecurrentConfig(**base, prefill_layers=2)
     with pytest.raises(ValueError, match="context_length"):  # as a config.json dict, through from_dict
         SMTRecurrentConfig.from_dict({**base, "model_type": "smt_recurrent", "prefill_layers": 2})
+
+
+def _pickled_only_folder(model, folder):
+    model.save_pretrained(folder)
+    (folder / "model.safetensors").unlink()
+    torch.save(model.state_dict(), folder / "pytorch_model.bin")  # what another library might have written
+    return folder
+
+
+@pytest.mark.parametrize("auto", [False, True])
+def test_pickled_only_checkpoints_are_refused_never_unpickled(tmp_path, monkeypatch, auto):
+    from transformers import AutoModel, AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    student = SMTRecurrentForCausalLM(tiny_student_config()).eval()
+    teacher = SMTTeacherModel(tiny_teacher_config()).eval()
+    s_dir = _pickled_only_folder(student, tmp_path / "student")
+    t_dir = _pickled_only_folder(teacher, tmp_path / "teacher")
+
+    def no_unpickling(*args, **kwargs):
+        raise AssertionError("torch.load was called on a user file")
+
+    monkeypatch.setattr(torch, "load", no_unpickling)
+    s_cls, t_cls = (AutoModelForCausalLM, AutoModel) if auto else (SMTRecurrentForCausalLM, SMTTeacherModel)
+    for cls, folder in ((s_cls, s_dir), (t_cls, t_dir)):
+        with pytest.raises(OSError, match=r"pickled weights only \(pytorch_model.bin\).*safetensors checkpoints only"):
+            cls.from_pretrained(folder)
+        with pytest.raises(ValueError, match="use_safetensors=False is not supported"):
+            cls.from_pretrained(folder, use_safetensors=False)
+    # a folder with safetensors still loads, bit-exact, and explicitly asking for safetensors is fine
+    student.save_pretrained(tmp_path / "ok")
+    back = s_cls.from_pretrained(tmp_path / "ok", use_safetensors=True)
+    for (name, a), (_, b) in zip(student.state_dict().items(), back.state_dict().items()):
+        assert torch.equal(a, b), name
+
+
+def test_hub_repos_are_read_as_safetensors_only(monkeypatch):
+    """A repo id (not a local folder) goes to transformers with use_safetensors=True: its error for a repo without
+    model.safetensors is transformers' own, and a pytorch_model.bin is never downloaded and unpickled."""
+    from transformers import PreTrainedModel
+
+    seen = {}
+
+    def record(cls, name, *args, **kwargs):
+        seen.update(kwargs, name=name)
+        return "loaded"
+
+    monkeypatch.setattr(PreTrainedModel, "from_pretrained", classmethod(record))
+    assert SMTRecurrentForCausalLM.from_pretrained("org/smt-gru-tinystories", revision="main") == "loaded"
+    assert seen == {"name": "org/smt-gru-tinystories", "revision": "main", "use_safetensors": True}
