@@ -260,19 +260,23 @@ def test_cli_exports_from_a_trainer_output_folder(tmp_path, capsys):
 
 def test_cli_refuses_a_part_or_flags_that_do_not_fit(tmp_path, capsys):
     """--part naming the other model of a save_pretrained folder was ignored (the folder's model was exported, rc 0);
-    --push without --repo-id, --private without --push, --out naming a file, and a --run-info that is missing or not a
-    JSON object were tracebacks or silent: usage errors now, before anything is written."""
+    --push without --repo-id, --private without --push, --out naming a file, and a --run-info that is missing, not a
+    JSON object or of another format (no key the card reads: an empty card) were tracebacks or silent: usage errors
+    now, before anything is written."""
     student, teacher = _student("transformer"), _teacher()
     student.save_pretrained(tmp_path / "final" / "student")
     teacher.save_pretrained(tmp_path / "final" / "teacher")
     (tmp_path / "file").write_text("x")
     (tmp_path / "list.json").write_text("[1]")
+    (tmp_path / "e2e.json").write_text('{"task": "needle", "rows": []}')  # another format: its card was empty
     cases = [(["--model", str(tmp_path / "final" / "student"), "--part", "teacher"],
               "holds the student, not the teacher"),
              (["--model", str(tmp_path / "final" / "teacher")], None),  # no --part: the folder's own model
              (["--push"], "--push needs --repo-id"), (["--private"], "--private sets the visibility"),
              (["--run-info", str(tmp_path / "missing.json")], "No such file"),
-             (["--run-info", str(tmp_path / "list.json")], "a JSON object is expected")]
+             (["--run-info", str(tmp_path / "list.json")], "a JSON object is expected"),
+             (["--run-info", str(tmp_path / "e2e.json")], "none of the run-summary keys the model card reads"),
+             (["--run-info", str(tmp_path / "e2e.json")], "generate_card.py JSON --e2e")]
     for extra, message in cases:
         argv = ["--model", str(tmp_path / "final"), "--out", str(tmp_path / "x")] + extra
         if message is None:

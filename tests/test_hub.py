@@ -10,6 +10,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 
 import json  # noqa: E402
 import shutil  # noqa: E402
+import warnings  # noqa: E402
 from pathlib import Path  # noqa: E402
 from types import SimpleNamespace  # noqa: E402
 
@@ -145,6 +146,18 @@ def test_card_renders_and_metadata_round_trips(tmp_path):
     ):
         assert expected in text, expected
     assert "{{" not in text and "{%" not in text
+
+
+def test_card_warns_about_run_info_keys_it_does_not_read():
+    """A misspelt or foreign key was dropped from the card without a word; the example summary has none."""
+    with pytest.warns(UserWarning, match=r"does not read: evaluation, hardwear \(it reads: config, dataset"):
+        card = make_model_card({"evaluation": {"acc": 1.0}, "hardwear": "1x H200", "eval": {"student_acc": 0.5}},
+                               kind="student")
+    assert "0.5" in card.text and "1x H200" not in card.text
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        make_model_card(json.loads(EXAMPLE.read_text()))
+        make_model_card({"run_dir": ".", "plots": []}, kind="teacher")
 
 
 def test_card_cli_and_templates_in_sync(tmp_path):

@@ -31,7 +31,14 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from pathlib import Path
+
+# The run-summary keys the card reads (the table above, plus `run_dir`: where relative plot paths are found).
+RUN_INFO_KEYS = frozenset({
+    "model_name", "repo_id", "kind", "description", "config", "dataset", "training", "hardware", "eval", "samples",
+    "plots", "limitations", "license", "tags", "language", "log_history", "run_dir",
+})
 
 # What each model class is, for cards and exports (matched by class name, so remote-code copies count too).
 MODEL_KINDS = {"SMTRecurrentForCausalLM": "student", "SMTTeacherModel": "teacher"}
@@ -194,11 +201,17 @@ def make_model_card(
 ):
     """A `huggingface_hub.ModelCard` from a run summary (see the module docstring) and, optionally, the model.
 
-    Raises ValueError for an unknown `kind` or a plot given as a URL.
+    Raises ValueError for an unknown `kind` or a plot given as a URL. Warns (UserWarning) naming the keys of
+    `run_info` the card does not read (`RUN_INFO_KEYS` are the ones it does), so a misspelt or foreign summary is
+    not silently dropped.
     """
     from huggingface_hub import ModelCard, ModelCardData
 
     run_info = dict(run_info or {})
+    unused = sorted(set(run_info) - RUN_INFO_KEYS)
+    if unused:
+        warnings.warn(f"run_info keys the model card does not read: {', '.join(map(str, unused))} (it reads: "
+                      f"{', '.join(sorted(RUN_INFO_KEYS))}; see smt_hf.hub.card)", UserWarning, stacklevel=2)
     if model is not None:
         kind = model_kind(model)
     kind = kind or run_info.get("kind", "student")
@@ -321,4 +334,4 @@ def save_summary(trainer, path: str, **extra) -> None:
         json.dump({"eval": trainer.last_eval, "log_history": trainer.state.log_history, **extra}, f, indent=2, default=str)
 
 
-__all__ = ["make_model_card", "eval_results", "model_kind", "trainer_run_info", "save_summary", "TEMPLATE_PATH", "METRIC_NAMES", "MODEL_KINDS"]
+__all__ = ["make_model_card", "RUN_INFO_KEYS", "eval_results", "model_kind", "trainer_run_info", "save_summary", "TEMPLATE_PATH", "METRIC_NAMES", "MODEL_KINDS"]

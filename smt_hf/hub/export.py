@@ -32,7 +32,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from .card import MODEL_KINDS, _version, make_model_card, model_kind  # noqa: F401  (re-exported)
+from .card import MODEL_KINDS, RUN_INFO_KEYS, _version, make_model_card, model_kind  # noqa: F401  (re-exported)
 from .push import push_folder
 
 logger = logging.getLogger(__name__)
@@ -392,6 +392,11 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--run-info {args.run_info}: {e}")
         if not isinstance(run_info, dict):
             parser.error(f"--run-info {args.run_info}: a JSON object is expected (see model_cards/examples/)")
+        if run_info and not set(run_info) & RUN_INFO_KEYS:
+            hint = (" (an e2e recipe JSON: its card is `python model_cards/generate_card.py JSON --e2e --model ...`)"
+                    if "rows" in run_info else "")
+            parser.error(f"--run-info {args.run_info} has none of the run-summary keys the model card reads "
+                         f"({', '.join(sorted(RUN_INFO_KEYS))}){hint}; see model_cards/examples/")
 
     from transformers import AutoTokenizer
 
