@@ -64,3 +64,23 @@ def test_recipe_config_refuses_resume_from_checkpoint(where):
     with pytest.raises(ConfigError, match=f"{where}.resume_from_checkpoint: recipes/smt.py runs every phase from its "
                                           "start and does not resume"):
         validate_config(config)
+
+
+def test_smt_export_card_names_the_training_of_a_trainer_folder(tmp_path, capsys):
+    """`smt-export --model <checkpoint>` without --run-info wrote a card with 'Mode: not recorded'; it now reads the
+    folder's smt_training_args.json and trainer_state.json (the DMT gradient setting named), from the folder or its
+    student/ sub-folder, and a given --run-info still wins."""
+    from smt_hf.export import main
+
+    folder = checkpoint(tmp_path, "dmt", mode="dmt", dmt_gradient="one_step", learning_rate=2e-3)
+    for model in (folder, os.path.join(folder, "student")):
+        out = tmp_path / f"export_{len(os.listdir(tmp_path))}"
+        assert main(["--model", model, "--out", str(out)]) == 0
+        assert "training settings from" in capsys.readouterr().out
+        card = (out / "README.md").read_text()
+        for line in ("- **Mode:** dmt", "- **Steps:** 2", "- **learning rate:** 0.002", "- **dmt gradient:** one_step"):
+            assert line in card, line
+    (tmp_path / "info.json").write_text('{"training": {"mode": "smt+dmt"}}')
+    assert main(["--model", folder, "--out", str(tmp_path / "given"), "--run-info", str(tmp_path / "info.json")]) == 0
+    card = (tmp_path / "given" / "README.md").read_text()
+    assert "- **Mode:** smt+dmt" in card and "dmt gradient" not in card

@@ -40,6 +40,10 @@ RUN_INFO_KEYS = frozenset({
     "plots", "limitations", "license", "tags", "language", "log_history", "run_dir",
 })
 
+# The SMTTrainingArguments fields `training_summary` reads.
+TRAINING_KEYS = ("mode", "learning_rate", "per_device_train_batch_size", "context_length", "future_length",
+                 "dmt_gradient", "dmt_stride", "rollout_length", "dmt_matched_steps")
+
 # What each model class is, for cards and exports (matched by class name, so remote-code copies count too).
 MODEL_KINDS = {"SMTRecurrentForCausalLM": "student", "SMTTeacherModel": "teacher"}
 TEMPLATE_PATH = Path(__file__).resolve().parent / "model_card.md"
@@ -310,21 +314,51 @@ def model_kind(model) -> str:
     )
 
 
+def training_summary(args: dict, steps: int | None = None, world_size: int | None = None) -> dict:
+    """The card's `training` entry from `SMTTrainingArguments` as a dict (`args.to_dict()`, or the
+    `smt_training_args.json` an `SMTTrainer` writes with each checkpoint and `save_model`).
+
+    `batch_size` is the global one when `world_size` is known, else the entry is `per_device_batch_size`. In `dmt` it
+    names the gradient setting: one_step (no BPTT) or full_rollout (truncated BPTT)."""
+    a = dict(args)
+    info = {"mode": a.get("mode"), "steps": steps, "learning_rate": a.get("learning_rate")}
+    if world_size is None:
+        info["per_device_batch_size"] = a.get("per_device_train_batch_size")
+    else:
+        info["batch_size"] = a.get("per_device_train_batch_size") * world_size
+    info.update(context_length=a.get("context_length"), future_length=a.get("future_length"))
+    if a.get("mode") == "dmt":
+        info.update({k: a.get(k) for k in ("dmt_gradient", "dmt_stride", "rollout_length", "dmt_matched_steps")})
+    return info
+
+
 def trainer_run_info(trainer, **extra) -> dict:
     """A run summary for `make_model_card` from an `SMTTrainer`: its last evaluation, log history and training
-    settings, updated with `extra`."""
+    settings (`training_summary`), updated with `extra`."""
     a = trainer.args
     info = {
         "eval": dict(trainer.last_eval),
         "log_history": trainer.state.log_history,
-        "training": {"mode": a.mode, "steps": trainer.state.global_step, "learning_rate": a.learning_rate,
-                     "batch_size": a.per_device_train_batch_size * a.world_size,
-                     "context_length": a.context_length, "future_length": a.future_length},
+        "training": training_summary({k: getattr(a, k) for k in TRAINING_KEYS}, trainer.state.global_step,
+                                     a.world_size),
     }
-    if a.mode == "dmt":  # the card names the gradient setting: one_step (no BPTT) or full_rollout (truncated BPTT)
-        info["training"].update(dmt_gradient=a.dmt_gradient, dmt_stride=a.dmt_stride, rollout_length=a.rollout_length,
-                                dmt_matched_steps=a.dmt_matched_steps)
     info.update(extra)
+    return info
+
+
+def folder_run_info(folder: str | Path) -> dict | None:
+    """A run summary from an `SMTTrainer` output folder (a `checkpoint-N`, or a `save_model` folder such as
+    `<output_dir>/final`): `training` from its `smt_training_args.json`, `log_history` and the step from its
+    `trainer_state.json` (checkpoints have one). None when the folder has no `smt_training_args.json`."""
+    folder = Path(folder)
+    args_file, state_file = folder / "smt_training_args.json", folder / "trainer_state.json"
+    if not args_file.is_file():
+        return None
+    args = json.loads(args_file.read_text(encoding="utf-8"))
+    state = json.loads(state_file.read_text(encoding="utf-8")) if state_file.is_file() else {}
+    info = {"training": training_summary(args, state.get("global_step"))}
+    if state.get("log_history"):
+        info["log_history"] = state["log_history"]
     return info
 
 
@@ -334,4 +368,5 @@ def save_summary(trainer, path: str, **extra) -> None:
         json.dump({"eval": trainer.last_eval, "log_history": trainer.state.log_history, **extra}, f, indent=2, default=str)
 
 
-__all__ = ["make_model_card", "RUN_INFO_KEYS", "eval_results", "model_kind", "trainer_run_info", "save_summary", "TEMPLATE_PATH", "METRIC_NAMES", "MODEL_KINDS"]
+__all__ = ["make_model_card", "RUN_INFO_KEYS", "eval_results", "model_kind", "trainer_run_info", "training_summary",
+           "folder_run_info", "save_summary", "TEMPLATE_PATH", "METRIC_NAMES", "MODEL_KINDS"]

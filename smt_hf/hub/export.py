@@ -32,7 +32,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from .card import MODEL_KINDS, RUN_INFO_KEYS, _version, make_model_card, model_kind  # noqa: F401  (re-exported)
+from .card import MODEL_KINDS, RUN_INFO_KEYS, _version, folder_run_info, make_model_card, model_kind  # noqa: F401  (re-exported)
 from .push import push_folder
 
 logger = logging.getLogger(__name__)
@@ -370,7 +370,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="which model of an SMTTrainer output folder to export (default: student); with a "
                              "save_pretrained folder, it must name that folder's model")
     parser.add_argument("--out", required=True, help="folder to write the Hub export to")
-    parser.add_argument("--run-info", help="run summary JSON for the model card (see model_cards/examples/)")
+    parser.add_argument("--run-info", help="run summary JSON for the model card (see model_cards/examples/); default: "
+                        "the training settings (and a checkpoint's log history) of an SMTTrainer output folder")
     parser.add_argument("--no-tokenizer", action="store_true", help="ship no tokenizer")
     parser.add_argument("--push", action="store_true", help="upload the folder after writing it")
     parser.add_argument("--repo-id", help="Hub repository for --push, e.g. user/smt-student")
@@ -409,6 +410,11 @@ def main(argv: list[str] | None = None) -> int:
     model = load_model(folder)
     if args.part and model_kind(model) != args.part:
         parser.error(f"--model {folder} holds the {model_kind(model)}, not the {args.part} that --part names")
+    if run_info is None:  # an SMTTrainer output folder (or its student/ or teacher/): the card names its training
+        run_dir = folder.parent if folder.name in ("student", "teacher") else folder
+        run_info = folder_run_info(run_dir)
+        if run_info is not None:
+            print(f"model card: training settings from {run_dir / 'smt_training_args.json'}")
     tokenizer = False if args.no_tokenizer else None
     if tokenizer is None and (folder / "tokenizer_config.json").is_file():
         tokenizer = AutoTokenizer.from_pretrained(folder)
