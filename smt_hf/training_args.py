@@ -347,6 +347,9 @@ def check_trainer_flags(args) -> None:
         raise ValueError("load_best_model_at_end is not supported by SMTTrainer; pick a checkpoint folder instead "
                          "(save_strategy='best' with metric_for_best_model='student_loss' keeps the best one: "
                          "trainer.state.best_model_checkpoint).")
+    if args.fp16 and args.device.type == "cpu":  # accelerate has no fp16 autocast on CPU
+        raise ValueError("fp16=True on CPU trains in float32 (accelerate applies fp16 mixed precision on GPUs only): "
+                         "use bf16=True for mixed precision on CPU, or neither.")
     for name, off in (("label_smoothing_factor", 0.0), ("neftune_noise_alpha", None)):
         if getattr(args, name) != off:
             raise ValueError(

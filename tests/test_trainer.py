@@ -271,6 +271,15 @@ def test_refused_trainer_flags_name_what_works(tmp_path):
     with pytest.raises(ValueError, match="gradient_accumulation_steps=2 is not supported in mode 'joint'"):
         SMTTrainer(model=student, teacher=teacher, args=targs(tmp_path, mode="joint", accelerator_config=accumulate),
                    train_dataset=data())
+    # fp16 on CPU trained in float32 without a word (the same losses as without it); bf16 is CPU mixed precision
+    with pytest.raises(ValueError, match="fp16=True on CPU trains in float32.*bf16=True"):
+        targs(tmp_path, mode="dmt", fp16=True)
+    half = targs(tmp_path, mode="dmt", dmt_start="initial")
+    half.fp16 = True  # set after the arguments were built: the trainer checks again
+    with pytest.raises(ValueError, match="fp16=True on CPU trains in float32"):
+        SMTTrainer(model=student, teacher=teacher, args=half, train_dataset=data())
+    bf16 = targs(tmp_path, mode="dmt", dmt_start="initial", bf16=True)
+    assert SMTTrainer(model=student, teacher=teacher, args=bf16, train_dataset=data()).accelerator.mixed_precision == "bf16"
 
 
 @pytest.mark.parametrize("mode", ["dmt", "bptt"])
