@@ -47,6 +47,15 @@ def _check_heads(hidden_size: int, num_attention_heads: int) -> None:
         )
 
 
+def _check_weights_file(kwargs: dict) -> None:
+    """A config.json's `transformers_weights` names the weights file `from_pretrained` reads; only safetensors are
+    read (smt-hf never unpickles weights), so a pickled file named there is refused before any is downloaded."""
+    name = kwargs.get("transformers_weights")
+    if name is not None and not str(name).endswith((".safetensors", ".safetensors.index.json")):
+        raise ValueError(f"transformers_weights={name!r} names a pickled weights file: smt-hf loads safetensors "
+                         "checkpoints only (it never unpickles weights); name a .safetensors file or drop the key.")
+
+
 def _check_dropout(dropout: float) -> None:
     if not 0.0 <= float(dropout) < 1.0:
         raise ValueError(f"`dropout` must be in [0, 1), got {dropout}.")
@@ -121,6 +130,7 @@ class SMTTeacherConfig(PreTrainedConfig):
         if self.intermediate_size is None:
             self.intermediate_size = 4 * self.hidden_size
         _check_positive("intermediate_size", self.intermediate_size)
+        _check_weights_file(kwargs)
         super().__post_init__(**kwargs)
 
 
@@ -153,6 +163,7 @@ class SMTMemoryEncoderConfig(PreTrainedConfig):
         _check_positive("context_length", self.context_length)
         if self.intermediate_size is not None:
             _check_positive("intermediate_size", self.intermediate_size)
+        _check_weights_file(kwargs)
         super().__post_init__(**kwargs)
 
     @classmethod
@@ -281,6 +292,7 @@ class SMTRecurrentConfig(PreTrainedConfig):
         if self.prefill == "parallel" and self.prefill_encoder is None:
             raise ValueError("prefill='parallel' needs a prefill encoder: call `student.add_prefill_encoder(teacher)` "
                              "(or set `prefill_encoder`), or use prefill='recurrent'.")
+        _check_weights_file(kwargs)
         super().__post_init__(**kwargs)
 
     @property

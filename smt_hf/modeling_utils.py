@@ -64,16 +64,20 @@ class SMTPreTrainedModel(PreTrainedModel):
             )
         path = os.fspath(pretrained_model_name_or_path) if pretrained_model_name_or_path is not None else None
         if path is not None and os.path.isdir(path):
-            sub = os.path.join(path, kwargs.get("subfolder") or "")
+            sub = os.path.join(path, kwargs["subfolder"]) if kwargs.get("subfolder") else path
             names = os.listdir(sub) if os.path.isdir(sub) else []
-            pickled = sorted(n for n in names if n.endswith((".bin", ".pt", ".pth", ".ckpt")))
-            if pickled and not any(n.endswith(".safetensors") or n.endswith(".safetensors.index.json")
+            pickled = sorted(n for n in names if n.startswith("pytorch_model") and n.endswith((".bin", ".bin.index.json")))
+            if pickled and not any(n.startswith("model") and n.endswith((".safetensors", ".safetensors.index.json"))
                                    for n in names):
                 raise OSError(
                     f"{sub} holds pickled weights only ({', '.join(pickled)}) and no model.safetensors: smt-hf loads "
                     "safetensors checkpoints only (it never unpickles weights). If you trust the file, convert it "
                     "once yourself (load its state dict, model.load_state_dict(...), model.save_pretrained(folder))"
                 )
+            parts = [n for n in ("student", "teacher") if os.path.isfile(os.path.join(sub, n, "config.json"))]
+            if parts and not os.path.isfile(os.path.join(sub, "config.json")):
+                raise OSError(f"{sub} is an SMTTrainer checkpoint or output folder: load its "
+                              f"{' or '.join(os.path.join(sub, n) for n in parts)} sub-folder.")
         return super().from_pretrained(pretrained_model_name_or_path, *model_args, use_safetensors=True, **kwargs)
 
     def _init_weights(self, module):

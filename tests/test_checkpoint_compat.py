@@ -120,6 +120,14 @@ def test_pickled_only_checkpoints_are_refused_never_unpickled(tmp_path, monkeypa
             cls.from_pretrained(folder)
         with pytest.raises(ValueError, match="use_safetensors=False is not supported"):
             cls.from_pretrained(folder, use_safetensors=False)
+    # a config.json naming a pickled weights file (transformers reads the file it names, even with use_safetensors)
+    student.save_pretrained(tmp_path / "named")
+    torch.save(student.state_dict(), tmp_path / "named" / "weights.bin")
+    config = json.loads((tmp_path / "named" / "config.json").read_text())
+    (tmp_path / "named" / "config.json").write_text(json.dumps({**config, "transformers_weights": "weights.bin"}))
+    with pytest.raises(ValueError, match="transformers_weights='weights.bin' names a pickled weights file"):
+        s_cls.from_pretrained(tmp_path / "named")
+    assert tiny_teacher_config(transformers_weights="model.safetensors").transformers_weights == "model.safetensors"
     # a folder with safetensors still loads, bit-exact, and explicitly asking for safetensors is fine
     student.save_pretrained(tmp_path / "ok")
     back = s_cls.from_pretrained(tmp_path / "ok", use_safetensors=True)

@@ -70,9 +70,13 @@ def test_smt_export_card_names_the_training_of_a_trainer_folder(tmp_path, capsys
     """`smt-export --model <checkpoint>` without --run-info wrote a card with 'Mode: not recorded'; it now reads the
     folder's smt_training_args.json and trainer_state.json (the DMT gradient setting named), from the folder or its
     student/ sub-folder, and a given --run-info still wins."""
+    from smt_hf import SMTRecurrentForCausalLM
     from smt_hf.export import main
 
     folder = checkpoint(tmp_path, "dmt", mode="dmt", dmt_gradient="one_step", learning_rate=2e-3)
+    # the checkpoint folder itself is not a model folder: its optimizer.pt / rng_state.pth are not weights
+    with pytest.raises(OSError, match=r"an SMTTrainer checkpoint or output folder: load its .*student or .*teacher"):
+        SMTRecurrentForCausalLM.from_pretrained(folder)
     for model in (folder, os.path.join(folder, "student")):
         out = tmp_path / f"export_{len(os.listdir(tmp_path))}"
         assert main(["--model", model, "--out", str(out)]) == 0
@@ -84,3 +88,16 @@ def test_smt_export_card_names_the_training_of_a_trainer_folder(tmp_path, capsys
     assert main(["--model", folder, "--out", str(tmp_path / "given"), "--run-info", str(tmp_path / "info.json")]) == 0
     card = (tmp_path / "given" / "README.md").read_text()
     assert "- **Mode:** smt+dmt" in card and "dmt gradient" not in card
+    # an older args file without some settings: they are left out (not 'None'); a broken one is a usage error
+    args_file = os.path.join(folder, "smt_training_args.json")
+    with open(args_file, "w") as f:
+        f.write('{"mode": "joint", "learning_rate": 0.001}')
+    assert main(["--model", folder, "--out", str(tmp_path / "old")]) == 0
+    card = (tmp_path / "old" / "README.md").read_text()
+    assert "- **Mode:** joint" in card and "None" not in card.split("## Training")[1].split("##")[0]
+    for text, message in (('{"mode": ', "is not valid JSON"), ("[1]", "holds a JSON list, not an object")):
+        with open(args_file, "w") as f:
+            f.write(text)
+        with pytest.raises(SystemExit) as e:
+            main(["--model", folder, "--out", str(tmp_path / "bad")])
+        assert e.value.code == 2 and message in capsys.readouterr().err and not (tmp_path / "bad").exists()

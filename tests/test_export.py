@@ -269,6 +269,8 @@ def test_cli_refuses_a_part_or_flags_that_do_not_fit(tmp_path, capsys):
     (tmp_path / "file").write_text("x")
     (tmp_path / "list.json").write_text("[1]")
     (tmp_path / "e2e.json").write_text('{"task": "needle", "rows": []}')  # another format: its card was empty
+    (tmp_path / "summary.json").write_text('{"config": {}, "phases": []}')  # recipes/smt.py's (config: the model's)
+    (tmp_path / "text.json").write_text('{"rows": []}')  # recipes/text_e2e.py's: no --e2e hint (its card fails)
     cases = [(["--model", str(tmp_path / "final" / "student"), "--part", "teacher"],
               "holds the student, not the teacher"),
              (["--model", str(tmp_path / "final" / "teacher")], None),  # no --part: the folder's own model
@@ -276,7 +278,9 @@ def test_cli_refuses_a_part_or_flags_that_do_not_fit(tmp_path, capsys):
              (["--run-info", str(tmp_path / "missing.json")], "No such file"),
              (["--run-info", str(tmp_path / "list.json")], "a JSON object is expected"),
              (["--run-info", str(tmp_path / "e2e.json")], "none of the run-summary keys the model card reads"),
-             (["--run-info", str(tmp_path / "e2e.json")], "generate_card.py JSON --e2e")]
+             (["--run-info", str(tmp_path / "e2e.json")], "generate_card.py JSON --e2e"),
+             (["--run-info", str(tmp_path / "summary.json")], "--summary SUMMARY --run-info-out"),
+             (["--run-info", str(tmp_path / "text.json")], "reads for a model (dataset, description, eval,")]
     for extra, message in cases:
         argv = ["--model", str(tmp_path / "final"), "--out", str(tmp_path / "x")] + extra
         if message is None:
@@ -285,6 +289,9 @@ def test_cli_refuses_a_part_or_flags_that_do_not_fit(tmp_path, capsys):
         with pytest.raises(SystemExit) as e:
             main(argv)
         assert e.value.code == 2 and message in capsys.readouterr().err, extra
+    with pytest.raises(SystemExit):
+        main(["--model", str(tmp_path / "final"), "--out", str(tmp_path / "text"), "--run-info", str(tmp_path / "text.json")])
+    assert "--e2e" not in capsys.readouterr().err  # text_e2e JSONs have rows but no task: generate_card --e2e fails on them
     with pytest.raises(SystemExit):
         main(["--model", str(tmp_path / "final"), "--out", str(tmp_path / "file")])
     assert "exists and is not a folder" in capsys.readouterr().err

@@ -349,17 +349,29 @@ def trainer_run_info(trainer, **extra) -> dict:
 def folder_run_info(folder: str | Path) -> dict | None:
     """A run summary from an `SMTTrainer` output folder (a `checkpoint-N`, or a `save_model` folder such as
     `<output_dir>/final`): `training` from its `smt_training_args.json`, `log_history` and the step from its
-    `trainer_state.json` (checkpoints have one). None when the folder has no `smt_training_args.json`."""
+    `trainer_state.json` (checkpoints have one); settings missing from an older file are left out. None when the
+    folder has no `smt_training_args.json`; ValueError naming a file that is not a JSON object."""
     folder = Path(folder)
     args_file, state_file = folder / "smt_training_args.json", folder / "trainer_state.json"
     if not args_file.is_file():
         return None
-    args = json.loads(args_file.read_text(encoding="utf-8"))
-    state = json.loads(state_file.read_text(encoding="utf-8")) if state_file.is_file() else {}
-    info = {"training": training_summary(args, state.get("global_step"))}
-    if state.get("log_history"):
+    args, state = (_json_object(f) if f.is_file() else {} for f in (args_file, state_file))
+    training = {k: v for k, v in training_summary(args, state.get("global_step")).items() if v is not None}
+    info = {"training": training}
+    if isinstance(state.get("log_history"), list) and state["log_history"]:
         info["log_history"] = state["log_history"]
     return info
+
+
+def _json_object(path: Path) -> dict:
+    """The JSON object in `path`; ValueError naming the file for anything else."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as e:
+        raise ValueError(f"{path} is not valid JSON ({e}): fix or remove it") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} holds a JSON {type(data).__name__}, not an object: fix or remove it")
+    return data
 
 
 def save_summary(trainer, path: str, **extra) -> None:

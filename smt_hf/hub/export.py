@@ -393,11 +393,16 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--run-info {args.run_info}: {e}")
         if not isinstance(run_info, dict):
             parser.error(f"--run-info {args.run_info}: a JSON object is expected (see model_cards/examples/)")
-        if run_info and not set(run_info) & RUN_INFO_KEYS:
-            hint = (" (an e2e recipe JSON: its card is `python model_cards/generate_card.py JSON --e2e --model ...`)"
-                    if "rows" in run_info else "")
-            parser.error(f"--run-info {args.run_info} has none of the run-summary keys the model card reads "
-                         f"({', '.join(sorted(RUN_INFO_KEYS))}){hint}; see model_cards/examples/")
+        read = RUN_INFO_KEYS - {"config", "kind"}  # (the exported model's own config and kind are used)
+        if run_info and not set(run_info) & read:
+            hint = ""
+            if "rows" in run_info and "task" in run_info:
+                hint = " (a recipes/needle_e2e.py JSON: its card is `python model_cards/generate_card.py JSON --e2e`)"
+            elif "phases" in run_info:
+                hint = (" (a recipes/smt.py summary.json: merge it into a run summary with `python "
+                        "model_cards/generate_card.py CARD.json --summary SUMMARY --run-info-out RUN_INFO.json`)")
+            parser.error(f"--run-info {args.run_info} has none of the run-summary keys the model card reads for a "
+                         f"model ({', '.join(sorted(read))}){hint}; see model_cards/examples/")
 
     from transformers import AutoTokenizer
 
@@ -412,7 +417,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--model {folder} holds the {model_kind(model)}, not the {args.part} that --part names")
     if run_info is None:  # an SMTTrainer output folder (or its student/ or teacher/): the card names its training
         run_dir = folder.parent if folder.name in ("student", "teacher") else folder
-        run_info = folder_run_info(run_dir)
+        try:
+            run_info = folder_run_info(run_dir)
+        except ValueError as e:
+            parser.error(str(e))
         if run_info is not None:
             print(f"model card: training settings from {run_dir / 'smt_training_args.json'}")
     tokenizer = False if args.no_tokenizer else None
