@@ -62,6 +62,20 @@ def _backbone(model) -> str:
     return backbone
 
 
+def is_peft_model(model) -> bool:
+    """True for a PEFT wrapper (`get_peft_model(...)`'s result, `PeftModel.from_pretrained(...)`'s)."""
+    return hasattr(model, "peft_config") and hasattr(model, "get_base_model")
+
+
+def has_adapter_layers(model) -> bool:
+    """True when PEFT tuner layers (LoRA, ...) are injected into `model`'s modules: a PEFT wrapper, or the model
+    `get_base_model()` returns from one. Such a model's `save_pretrained` writes the adapter-wrapped keys
+    (`...base_layer.weight`, `...lora_A...`), which a plain `from_pretrained` does not load."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    return any(isinstance(m, BaseTunerLayer) for m in model.modules())
+
+
 def lora_config_for(model, r: int = 8, alpha: int = 16, include_readout: bool = False, **kwargs):
     """A `peft.LoraConfig` targeting the student's updater (and the readout when `include_readout`).
 
@@ -85,4 +99,4 @@ def lora_config_for(model, r: int = 8, alpha: int = 16, include_readout: bool = 
     return LoraConfig(r=r, lora_alpha=alpha, target_modules=regex, **kwargs)
 
 
-__all__ = ["lora_config_for", "lora_target_regex", "lora_target_names"]
+__all__ = ["lora_config_for", "lora_target_regex", "lora_target_names", "is_peft_model", "has_adapter_layers"]

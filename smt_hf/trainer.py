@@ -35,6 +35,7 @@ from .evaluation import evaluate_smt, summarize
 from . import hub
 from .modeling_recurrent import SMTRecurrentForCausalLM, empty_context_memory
 from .modeling_utils import is_dtensor
+from .peft_utils import has_adapter_layers, is_peft_model
 from .modeling_teacher import SMTTeacherModel
 from .training_args import ONESTEP_READOUT_FSDP, SMTTrainingArguments, check_trainer_flags
 from .training_module import SMTTrainingModule, mask_labels_from
@@ -160,6 +161,35 @@ class ReadoutFromTeacher(TrainerCallback):
         self.sync()
 
 
+def _check_peft_student(args) -> None:
+    """ValueError where a PEFT student cannot be trained and saved as an adapter."""
+    if args.mode in ("smt", "joint"):
+        raise ValueError(f"A PEFT student is trained in mode 'dmt' or 'bptt', not {args.mode!r}: in smt/joint the "
+                         "student's readout and m_0 are copied from the teacher at every step, outside the adapter "
+                         "its checkpoints would hold. Run SMT on the full student (merge_and_unload() first), then "
+                         "adapt it with DMT or BPTT.")
+    if args.fsdp:
+        raise ValueError("A PEFT student under FSDP is not supported by SMTTrainer; train the adapter on one "
+                         "process (or DDP), or the full student under FSDP.")
+
+
+def _load_adapter(peft_model, path: str) -> None:
+    """A checkpoint's student adapter into `peft_model` (strict: every adapter weight, no other key)."""
+    from peft import get_peft_model_state_dict, set_peft_model_state_dict
+
+    if not os.path.isfile(path):
+        raise ValueError(f"Can't find {path}: this trainer's student is a PeftModel, so its checkpoint holds the "
+                         "adapter; this one does not (a checkpoint of the full student? load it with "
+                         "from_pretrained and train without resume_from_checkpoint).")
+    state = safetensors.torch.load_file(path, device="cpu")
+    expected = set(get_peft_model_state_dict(peft_model))
+    if set(state) != expected:
+        raise ValueError(f"{path} does not fit this PeftModel's adapter (missing: {sorted(expected - set(state))[:3]}, "
+                         f"unexpected: {sorted(set(state) - expected)[:3]}): build it with the adapter config the "
+                         "checkpoint was trained with.")
+    set_peft_model_state_dict(peft_model, state)
+
+
 class SMTTrainer(Trainer):
     loss_is_scaled_for_ga = False  # compute_loss returns per-batch means
 
@@ -177,8 +207,22 @@ class SMTTrainer(Trainer):
             args = SMTTrainingArguments(output_dir="smt_output")
         if not isinstance(args, SMTTrainingArguments):
             raise TypeError("SMTTrainer needs `args=SMTTrainingArguments(...)`.")
+        peft_student = None
+        if is_peft_model(model):  # LoRA etc. on the student: trained and saved as an adapter (dmt/bptt)
+            _check_peft_student(args)
+            peft_student, model = model, model.get_base_model()
+        elif isinstance(model, torch.nn.Module) and has_adapter_layers(model):
+            raise ValueError("`model` has PEFT adapter layers but is not the PeftModel: pass the PeftModel itself "
+                             "(get_peft_model's result, not its get_base_model()), so the checkpoints hold the "
+                             "adapter (saved as it is, this model's keys do not load back into a student).")
         if not isinstance(model, SMTRecurrentForCausalLM):
-            raise TypeError(f"`model` must be an SMTRecurrentForCausalLM (the student), got {type(model).__name__}.")
+            raise TypeError(f"`model` must be an SMTRecurrentForCausalLM (the student), or a PeftModel wrapping one, "
+                            f"got {type(model).__name__}.")
+        if teacher is not None and has_adapter_layers(teacher):
+            raise ValueError("The teacher has PEFT adapter layers: pass `teacher.merge_and_unload()` (a plain "
+                             "SMTTeacherModel; SMTTrainer saves the teacher as a from_pretrained folder, and a "
+                             "frozen DMT teacher loses nothing by merging). Adapters are trained on the student, "
+                             "in dmt or bptt.")
         if teacher is None and args.mode != "bptt":
             raise ValueError(f"mode={args.mode!r} needs a teacher: pass `teacher=SMTTeacherModel(...)` (only 'bptt' runs without).")
         if teacher is not None:
@@ -213,6 +257,7 @@ class SMTTrainer(Trainer):
             mode = None if args.recurrent_step_compile == "none" else args.recurrent_step_compile
             step_fn = compile_step(model, mode=mode, install=False)
         self.student, self.teacher = model, teacher
+        self.peft_student = peft_student  # the PeftModel wrapping self.student, or None
         self.module = SMTTrainingModule(model, teacher, args, step_fn=step_fn)
         self.readout_from_teacher = None
         if args.mode in ("smt", "joint"):  # the student's readout and m_0 are the teacher's (ReadoutFromTeacher)
@@ -380,6 +425,9 @@ class SMTTrainer(Trainer):
         for prefix, sub, folder in (("student.", self.student, STUDENT_DIR), ("teacher.", self.teacher, TEACHER_DIR)):
             if sub is None:
                 continue
+            if sub is self.student and self.peft_student is not None:  # the adapter (adapter_model.safetensors)
+                self.peft_student.save_pretrained(os.path.join(output_dir, folder))
+                continue
             sd = None
             if state_dict is not None and not (sub is self.teacher and self.args.mode == "dmt"):
                 # (a frozen DMT teacher is not part of the module's state_dict: it is saved as it is)
@@ -432,7 +480,15 @@ class SMTTrainer(Trainer):
         for sub, folder in ((self.student, STUDENT_DIR), (self.teacher, TEACHER_DIR)):
             if sub is None:
                 continue
+            adapter = os.path.join(resume_from_checkpoint, folder, "adapter_model.safetensors")
+            if sub is self.student and self.peft_student is not None:
+                _load_adapter(self.peft_student, adapter)
+                continue
             path = os.path.join(resume_from_checkpoint, folder, "model.safetensors")
+            if not os.path.isfile(path) and sub is self.student and os.path.isfile(adapter):
+                raise ValueError(f"{resume_from_checkpoint} holds a PEFT adapter for the student, not its weights: "
+                                 "pass the PeftModel it was trained with (same base student and adapter config) as "
+                                 "`model` to resume it.")
             if not os.path.isfile(path):
                 no_teacher = folder == TEACHER_DIR and os.path.isdir(os.path.join(resume_from_checkpoint, STUDENT_DIR))
                 raise ValueError(f"Can't find {path}: not an SMTTrainer checkpoint folder" + (

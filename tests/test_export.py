@@ -220,8 +220,10 @@ def test_bad_inputs_raise_with_fix(tmp_path):
     student = _student("gru")
     with pytest.raises(ValueError, match="merge_and_unload"):
         export_for_hub(get_peft_model(student, lora_config_for(student)), tmp_path)
-    with pytest.raises(ValueError, match="SMTRecurrentForCausalLM"):
+    with pytest.raises(ValueError, match="PEFT adapter layers in it"):  # get_peft_model injected them in place
         export_for_hub(student.model, tmp_path)
+    with pytest.raises(ValueError, match="SMTRecurrentForCausalLM"):
+        export_for_hub(_student("gru").model, tmp_path)
     with pytest.raises(ValueError, match="repo_id"):
         export_for_hub(_teacher(), tmp_path, push_to_hub=True)
 

@@ -117,3 +117,69 @@ def test_lora_config_errors():
         lora_config_for(student.model)
     with pytest.raises(ValueError, match="sets `target_modules` itself"):
         lora_config_for(student, target_modules=["x"])
+
+
+def _peft_trainer_models():
+    from test_trainer import models
+
+    student, teacher = models()
+    torch.manual_seed(1)  # random non-zero lora_B: the adapter changes outputs from the first step
+    return get_peft_model(student, lora_config_for(student, r=4, init_lora_weights=False)), teacher
+
+
+def test_trainer_trains_a_lora_student_and_checkpoints_the_adapter(tmp_path):
+    """SMTTrainer refused a PeftModel (TypeError), and its get_base_model() trained but was saved with the adapter's
+    keys (...base_layer.weight, ...lora_A...), which from_pretrained loaded as a student with random updater weights.
+    Now a PeftModel student trains in dmt (only the adapter), its checkpoints hold the adapter, which reloads onto the
+    base student bit-exact, and resuming from one equals the uninterrupted run."""
+    from test_trainer import data, models, targs
+
+    from smt_hf.trainer import SMTTrainer
+
+    peft_model, teacher = _peft_trainer_models()
+    frozen = {k: v.clone() for k, v in peft_model.get_base_model().state_dict().items() if "lora_" not in k}
+    args = targs(tmp_path / "a", mode="dmt", dmt_start="initial", max_steps=4, save_strategy="steps", save_steps=2)
+    SMTTrainer(model=peft_model, teacher=teacher, args=args, train_dataset=data()).train()
+    after = peft_model.get_base_model().state_dict()
+    assert all(torch.equal(after[k], v) for k, v in frozen.items())  # only the adapter trained
+    checkpoint = tmp_path / "a" / "out" / "checkpoint-2"
+    files = set(os.listdir(checkpoint / "student"))
+    assert {"adapter_model.safetensors", "adapter_config.json"} <= files and "model.safetensors" not in files
+    reloaded = PeftModel.from_pretrained(models()[0], tmp_path / "a" / "out" / "checkpoint-4" / "student").eval()
+    x = torch.randint(0, 16, (3, 7))
+    with torch.no_grad():
+        assert torch.equal(reloaded(input_ids=x).logits, peft_model.eval()(input_ids=x).logits)
+
+    resumed, teacher = _peft_trainer_models()
+    SMTTrainer(model=resumed, teacher=teacher, args=targs(tmp_path / "b", mode="dmt", dmt_start="initial", max_steps=4),
+               train_dataset=data()).train(resume_from_checkpoint=str(checkpoint))
+    assert resumed.state_dict().keys() == peft_model.state_dict().keys()
+    assert all(torch.equal(a, b) for a, b in zip(resumed.state_dict().values(), peft_model.state_dict().values()))
+
+    plain, teacher = models()
+    with pytest.raises(ValueError, match="holds a PEFT adapter for the student.*pass the PeftModel"):
+        SMTTrainer(model=plain, teacher=teacher, args=targs(tmp_path / "c", mode="dmt", dmt_start="initial"),
+                   train_dataset=data()).train(resume_from_checkpoint=str(checkpoint))
+
+
+def test_trainer_refuses_peft_setups_it_would_save_wrong(tmp_path):
+    from peft import LoraConfig
+    from test_trainer import data, targs
+
+    from smt_hf.export import export_for_hub
+    from smt_hf.trainer import SMTTrainer
+
+    peft_model, teacher = _peft_trainer_models()
+    dmt = targs(tmp_path, mode="dmt", dmt_start="initial")
+    with pytest.raises(ValueError, match="pass the PeftModel itself"):
+        SMTTrainer(model=peft_model.get_base_model(), teacher=teacher, args=dmt, train_dataset=data())
+    with pytest.raises(ValueError, match="PEFT student is trained in mode 'dmt' or 'bptt', not 'joint'"):
+        SMTTrainer(model=peft_model, teacher=teacher, args=targs(tmp_path, mode="joint"), train_dataset=data())
+    lora_teacher = get_peft_model(teacher, LoraConfig(r=4, target_modules=list(LORA_TARGET_MODULES["transformer"])))
+    with pytest.raises(ValueError, match=r"teacher has PEFT adapter layers: pass `teacher.merge_and_unload\(\)`"):
+        SMTTrainer(model=peft_model, teacher=lora_teacher, args=dmt, train_dataset=data())
+    with pytest.raises(ValueError, match="PEFT adapter layers in it.*merge_and_unload"):
+        export_for_hub(peft_model.get_base_model(), tmp_path / "export")
+    trainer = SMTTrainer(model=peft_model, teacher=lora_teacher.merge_and_unload(), args=dmt, train_dataset=data())
+    with pytest.raises(ValueError, match="student is a PeftModel: push the adapter"):
+        trainer.push_to_hub("user/name")

@@ -305,6 +305,13 @@ def model_kind(model) -> str:
             "export_for_hub got a PEFT model: call `model = model.merge_and_unload()` first (the exported folder "
             "holds plain weights), or save the adapter alone with `model.save_pretrained(dir)`."
         )
+    from ..peft_utils import has_adapter_layers
+
+    if hasattr(model, "modules") and has_adapter_layers(model):
+        raise ValueError(
+            "export_for_hub got a model with PEFT adapter layers in it (a PeftModel's get_base_model()?): export "
+            "`peft_model.merge_and_unload()` (plain weights), or push the adapter alone with "
+            "`peft_model.push_to_hub(...)`.")
     for cls in type(model).__mro__:
         if cls.__name__ in MODEL_KINDS:
             return MODEL_KINDS[cls.__name__]

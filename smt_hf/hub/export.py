@@ -307,6 +307,10 @@ def push_trainer(trainer, repo_id: str | None = None, commit_message: str = "End
     The folders are written under `<output_dir>/hub_export/{student,teacher}` first. `repo_id` defaults to
     `args.hub_model_id`; neither raises ValueError. Returns the student's `CommitInfo`."""
     student_dir, teacher_dir = "student", "teacher"  # as SMTTrainer's checkpoint folders
+    if getattr(trainer, "peft_student", None) is not None:
+        raise ValueError("This trainer's student is a PeftModel: push the adapter with "
+                         "`trainer.peft_student.push_to_hub(repo_id)`, or the merged student with "
+                         "`export_for_hub(trainer.peft_student.merge_and_unload(), folder, push_to_hub=True, ...)`.")
     repo_id = repo_id or trainer.args.hub_model_id
     if not repo_id:
         raise ValueError("push_to_hub needs `repo_id` or `SMTTrainingArguments(hub_model_id=...)`.")
