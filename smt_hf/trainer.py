@@ -223,6 +223,14 @@ class SMTTrainer(Trainer):
                              "SMTTeacherModel; SMTTrainer saves the teacher as a from_pretrained folder, and a "
                              "frozen DMT teacher loses nothing by merging). Adapters are trained on the student, "
                              "in dmt or bptt.")
+        for name in ("compute_metrics", "preprocess_logits_for_metrics"):
+            if kwargs.get(name) is not None:
+                raise ValueError(
+                    f"`{name}` is not used by SMTTrainer: evaluate() reports the package's metrics of the standalone "
+                    "student, teacher and rollout drift (eval_student_loss, eval_student_acc, eval_teacher_acc, "
+                    "eval_onestep_acc, eval_drift_mean, ...; smt_hf/evaluation.py), not a Trainer prediction loop. "
+                    "Compute your own from the student's model(input_ids).logits or generate(), or from "
+                    "smt_hf.evaluation.evaluate_smt.")
         if teacher is None and args.mode != "bptt":
             raise ValueError(f"mode={args.mode!r} needs a teacher: pass `teacher=SMTTeacherModel(...)` (only 'bptt' runs without).")
         if teacher is not None:

@@ -267,6 +267,10 @@ def test_refused_trainer_flags_name_what_works(tmp_path):
     trainer = SMTTrainer(model=student, teacher=teacher, args=targs(tmp_path, mode="joint"), train_dataset=data())
     with pytest.raises(ValueError, match="predict is not supported.*evaluate"):
         trainer.predict(data(8))
+    for name in ("compute_metrics", "preprocess_logits_for_metrics"):  # were never called (no key, no error)
+        with pytest.raises(ValueError, match=f"`{name}` is not used by SMTTrainer: evaluate.. reports"):
+            SMTTrainer(model=student, teacher=teacher, args=targs(tmp_path, mode="joint"), train_dataset=data(),
+                       **{name: lambda *a: {"mine": 1.0}})
     accumulate = {"gradient_accumulation_kwargs": {"num_steps": 2}}  # reaches args only inside Trainer.__init__
     with pytest.raises(ValueError, match="gradient_accumulation_steps=2 is not supported in mode 'joint'"):
         SMTTrainer(model=student, teacher=teacher, args=targs(tmp_path, mode="joint", accelerator_config=accumulate),
