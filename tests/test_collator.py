@@ -196,3 +196,20 @@ def test_prefix_contexts_equals_left_windows_per_row():
         rows = x[b:b + 1].expand(len(ends), -1)  # (n, L): row b once per end
         row_ids, row_mask = left_windows(rows, torch.tensor(ends), 4, -1, am[b:b + 1].expand(len(ends), -1))
         assert torch.equal(ids[b], row_ids) and torch.equal(mask[b], row_mask)
+
+
+def test_pre_padded_features_keep_only_their_tokens():
+    """A tokenizer's padding (left or right) with its attention_mask: the pads were read as context and trained on as
+    targets (labels [0, 0, ..., 267, ...]); now such a feature is its tokens, as if it had not been padded."""
+    collate = SMTDataCollator(pad_token_id=0)
+    plain = [{"input_ids": [5, 6, 7]}, {"input_ids": [8, 9]}, {"input_ids": [3, 4], "labels": [-100, 4]}]
+    padded = [{"input_ids": [0, 0, 5, 6, 7], "attention_mask": [0, 0, 1, 1, 1]},  # left
+              {"input_ids": [8, 9, 0, 0, 0], "attention_mask": [True, True, False, False, False]},  # right, bool
+              {"input_ids": [3, 4], "labels": [-100, 4], "attention_mask": [1, 1]}]  # none
+    want, got = collate(plain), collate(padded)
+    assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
+    assert got["labels"].tolist() == [[5, 6, 7], [8, 9, -100], [-100, 4, -100]]
+    for mask, match in (([1, 0, 1], "not one block of 1s"), ([0, 0, 0], "all-zero attention_mask"),
+                        ([1, 1], "an attention_mask of 2"), ([1, 2, 1], "not one block of 1s")):
+        with pytest.raises(ValueError, match=match):
+            collate([{"input_ids": [1, 2, 3], "attention_mask": mask}])

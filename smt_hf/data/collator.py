@@ -35,9 +35,27 @@ def _as_long(v: Any, what: str) -> torch.Tensor:
     return t
 
 
+def _unpad(x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The tokens of a left- or right-padded feature: the positions where `mask` (L,) is 1, which must be one block."""
+    if mask.numel() != x.numel():
+        raise ValueError(f"SMTDataCollator: feature {i} has {x.numel()} input_ids but an attention_mask of "
+                         f"{mask.numel()}")
+    keep = mask.nonzero().view(-1)
+    if keep.numel() == 0:
+        raise ValueError(f"SMTDataCollator: feature {i} has an all-zero attention_mask (no token to train on)")
+    first, last = int(keep[0]), int(keep[-1])
+    if last - first + 1 != keep.numel() or not bool((mask[first:last + 1] == 1).all()):
+        raise ValueError(f"SMTDataCollator: feature {i}'s attention_mask is not one block of 1s (left or right "
+                         "padding only): a recurrent model reads every token of its sequence in order")
+    return x[first:last + 1], y[first:last + 1]
+
+
 @dataclass
 class SMTDataCollator:
-    """Right-pad a list of ``{"input_ids", "labels"?}`` features to (B, L_max).
+    """Right-pad a list of ``{"input_ids", "labels"?, "attention_mask"?}`` features to (B, L_max).
+
+    A feature with an ``attention_mask`` (e.g. from a tokenizer's ``padding=...``) keeps only its tokens: the
+    positions where the mask is 1, one block (left or right padding), before the batch is padded again.
 
     Args:
         mode: ``"eval"`` (default), ``"dmt"`` or ``"bptt"``: the same padded sequences (the name documents the use).
@@ -48,7 +66,8 @@ class SMTDataCollator:
     Raises:
         ValueError: mode "smt"/"joint" (split points are drawn in the training step: pass sequence batches to
             `SMTTrainer`, or build split-point windows with `smt_hf.data.windows.smt_windows`), an unknown mode,
-            an empty list, a feature without ``input_ids`` or with labels of another length.
+            an empty list, a feature without ``input_ids`` or with labels of another length, an attention_mask of
+            another length, all zero, or not one block of 1s.
     """
 
     mode: str = "eval"
@@ -79,6 +98,8 @@ class SMTDataCollator:
                     f"SMTDataCollator: feature {i} has {x.numel()} input_ids but {y.numel()} labels; "
                     "labels must be aligned with input_ids (use -100 where there is no target)"
                 )
+            if f.get("attention_mask") is not None:  # a pre-padded feature (a tokenizer's padding=...): its tokens
+                x, y = _unpad(x, y, _as_long(f["attention_mask"], "attention_mask"), i)
             xs.append(x)
             ys.append(y)
         lengths = torch.tensor([x.numel() for x in xs], dtype=torch.long)  # (B,)
