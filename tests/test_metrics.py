@@ -73,6 +73,9 @@ def test_target_accuracy(metrics):
     acc.add_batch(predictions=[[1, 2]], references=[[1, 3]])
     acc.add_batch(predictions=[], references=[])  # an empty batch after a first one adds nothing, as before
     assert acc.compute()["accuracy"] == 0.5
+    # ids of a large vocabulary: compared directly (a (tokens, max id + 1) one-hot was built: 2**40 ids failed)
+    big = 2**40
+    assert acc.compute(predictions=[[big, 3]], references=[[big, 2]]) == {"accuracy": 0.5, "correct": 1, "total": 2}
 
 
 def test_rollout_drift(metrics):

@@ -34,8 +34,13 @@ def rollout_drift(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor
 def target_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[int, int]:
     """Correct argmax predictions at target positions: aligned logits (..., V) and labels (...), -100 ignored.
     Returns (correct, total) so callers can sum over batches."""
+    return target_accuracy_ids(logits.argmax(-1), labels)
+
+
+def target_accuracy_ids(predictions: torch.Tensor, labels: torch.Tensor) -> tuple[int, int]:
+    """`target_accuracy` for predicted token ids (...) aligned with labels (...), -100 ignored: (correct, total)."""
     mask = labels != -100
-    correct = (logits.argmax(-1) == labels) & mask
+    correct = (predictions == labels) & mask
     return int(correct.sum()), int(mask.sum())
 
 
@@ -72,5 +77,5 @@ def load_metric(name: str, **kwargs):
     return evaluate.load(metric_path(name), **kwargs)
 
 
-__all__ = ["rollout_drift", "drift_ratio", "target_accuracy", "bits_per_token", "perplexity", "load_metric",
+__all__ = ["rollout_drift", "drift_ratio", "target_accuracy", "target_accuracy_ids", "bits_per_token", "perplexity", "load_metric",
            "metric_path", "METRIC_MODULES"]

@@ -8,7 +8,7 @@ import datasets
 import evaluate
 import torch
 
-from smt_hf.metrics import target_accuracy
+from smt_hf.metrics import target_accuracy_ids
 
 _DESCRIPTION = """Fraction of target positions where the predicted token id equals the label; positions whose
 label is -100 (no target, as in SMT episodes and transformers' loss convention) are ignored."""
@@ -63,8 +63,5 @@ class TargetAccuracy(evaluate.Metric):
         pred, ref = torch.tensor(pred, dtype=torch.long), torch.tensor(ref, dtype=torch.long)
         if bool((pred < 0).any()):
             raise ValueError("predictions must be token ids >= 0 (argmax of the logits), not -100.")
-        # the pure function takes logits: a one-hot row has its argmax at the predicted id
-        vocab = max([0] + pred.tolist() + ref.tolist()) + 1
-        logits = torch.nn.functional.one_hot(pred, vocab).float()
-        correct, total = target_accuracy(logits, ref)
+        correct, total = target_accuracy_ids(pred, ref)  # (ids compared directly: no (N, vocab) one-hot)
         return {"accuracy": correct / total if total else float("nan"), "correct": correct, "total": total}
