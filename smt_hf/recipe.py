@@ -184,7 +184,9 @@ def run_config(config: dict) -> dict:
     seq_len = len(next(iter(train))["input_ids"])  # (iter: a streamed dataset has no [0])
     student, teacher = build_models(config, vocab, seq_len)
     all_args = phase_arguments(config, seq_len, teacher.config.max_context_length)
-    tokenizer = vocab if not isinstance(vocab, int) else SMTByteTokenizer() if vocab == 256 else None
+    # the byte tokenizer for byte text only (not for pixels, nor a synthetic task that happens to have 256 tokens)
+    byte_text = isinstance(vocab, int) and config["data"]["task"] == "text"
+    tokenizer = SMTByteTokenizer() if byte_text else None if isinstance(vocab, int) else vocab
     n_train = len(train) if hasattr(train, "__len__") else "streamed"
     print(f"[smt] data: {data_desc}; train {n_train} / eval {len(ev)} sequences of {seq_len} tokens")
     print(f"[smt] student ({student.config.backbone}): {student.num_parameters():,} params; teacher: {teacher.num_parameters():,}")

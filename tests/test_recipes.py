@@ -182,3 +182,15 @@ def test_update_readme_control_section_shows_the_re_runs_control_tables(tmp_path
         update_readme.control_section()
     monkeypatch.setattr(update_readme, "RESULTS", str(tmp_path / "none"))
     assert update_readme.control_section() == ""
+
+
+def test_a_synthetic_task_of_256_tokens_gets_no_byte_tokenizer(tmp_path):
+    """Any run with 256 tokens was treated as byte text: needle with vocab_size=256 saved a byte tokenizer with its
+    student and printed its sample as bytes. Only task 'text' is byte text."""
+    config = tiny_config(tmp_path)
+    config["data"]["vocab_size"] = 256
+    config["phases"] = config["phases"][:1]
+    summary = recipe.main(config)
+    assert SMTRecurrentForCausalLM.from_pretrained(tmp_path / "final" / "student").config.vocab_size == 256
+    assert not (tmp_path / "final" / "student" / "tokenizer_config.json").exists()
+    assert "prompt_text" not in summary["sample"] and "continuation_text" not in summary["sample"]
