@@ -192,3 +192,19 @@ def test_recipe_trains_on_local_corpus_and_saved_student_generates_with_its_toke
     batched = generator(prompts, do_sample=False, max_new_tokens=5, batch_size=2, eos_token_id=None)
     single = [generator(p, do_sample=False, max_new_tokens=5, eos_token_id=None)[0] for p in prompts]
     assert [b[0]["generated_text"] for b in batched] == [s["generated_text"] for s in single]
+
+
+def test_a_separator_the_tokenizer_drops_is_refused(tmp_path):
+    """A tokenizer without EOS whose pre-tokenizer drops whitespace turned the default separator "\\n" into no token:
+    documents ran together ("tree and ." then "a to a on") without a word. Now refused, naming the ways out."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    from smt_hf.data.text_dataset import document_separator
+
+    words = Tokenizer(models.WordLevel({"[UNK]": 0, "a": 1, "tree": 2, "|": 3}, unk_token="[UNK]"))
+    words.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok = PreTrainedTokenizerFast(tokenizer_object=words, unk_token="[UNK]")
+    with pytest.raises(ValueError, match=r"separator '\\n' encodes to no token.*separator=None"):
+        document_separator(tok)
+    assert document_separator(tok, separator="|") == [3] and document_separator(tok, separator=None) == []
+    assert document_separator(tok, add_eos=False) == []

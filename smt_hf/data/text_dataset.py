@@ -78,12 +78,19 @@ def document_separator(tokenizer, add_eos: bool = True, separator: str | None = 
     """The ids put after every document: [eos_token_id] when the tokenizer has an EOS; otherwise the tokens of
     `separator` (default "\n": the line break the "text" builder strips from each line; empty documents, such as
     its blank lines, are skipped, so a blank line between paragraphs is not kept); [] when `add_eos` is False or
-    `separator` is None / ""."""
+    `separator` is None / "". Raises ValueError when `separator` encodes to no token (a tokenizer whose
+    pre-tokenizer drops whitespace): documents would run together without a word."""
     if not add_eos:
         return []
     if tokenizer.eos_token_id is not None:
         return [tokenizer.eos_token_id]
-    return list(tokenizer(separator, add_special_tokens=False)["input_ids"]) if separator else []
+    ids = list(tokenizer(separator, add_special_tokens=False)["input_ids"]) if separator else []
+    if separator and not ids:
+        raise ValueError(f"The document separator {separator!r} encodes to no token with this tokenizer (it has no "
+                         "EOS either), so documents would run together: give a separator it keeps (e.g. a word "
+                         "of its vocabulary), give the tokenizer an eos_token, or pass separator=None to join "
+                         "documents with nothing.")
+    return ids
 
 
 def pack_function(tokenizer, text_column: str, seq_len: int, add_eos: bool = True, separator: str | None = "\n"):
