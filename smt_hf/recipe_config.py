@@ -203,7 +203,11 @@ def check_value(key: str, value, hint, what: str):
     elif isinstance(value, (dict, list)) and type(value) in kinds:
         return value
     names = " or ".join(sorted(("None" if k is type(None) else k.__name__) for k in kinds))
-    raise ConfigError(f"{key}={value!r} ({type(value).__name__}): {what} expects {names}")
+    hint = ""
+    if isinstance(value, bool) and str in kinds:  # YAML 1.1 reads an unquoted no / off / yes / on as a bool
+        hint = (f"; YAML reads an unquoted no, off, yes or on as {value}: quote it (e.g. {key.rsplit('.', 1)[-1]}: "
+                f"\"{'no' if value is False else 'yes'}\")")
+    raise ConfigError(f"{key}={value!r} ({type(value).__name__}): {what} expects {names}{hint}")
 
 
 def _unknown(key: str, valid, where: str, extra: str = "") -> ConfigError:

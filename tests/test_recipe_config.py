@@ -29,6 +29,9 @@ def load(*overrides):
     ("phases.2.max_steps=30", r"phases has 2 entries \(valid indices 0\.\.1\)"),
     ("phases.x.max_steps=30", r"phases is a list; index it with 0\.\.1"),
     ("common.save_strategy=sometimes", r"common\.save_strategy='sometimes'.*choose one of \['no', 'steps', 'epoch'"),
+    # YAML reads an unquoted `no` as False: the message said only "expects str"
+    ("common.save_strategy=no", r"save_strategy=False \(bool\).*expects str; YAML reads an unquoted no.*"
+                                r"save_strategy: \"no\""),
     ("teacher.hidden_sise=32", r"unknown key 'teacher\.hidden_sise'; did you mean 'hidden_size'"),
     ("student.hidden_size=32", r"student copies hidden_size from the teacher; set teacher\.hidden_size"),
     ("data.vocab=3", r"task 'needle' got unknown argument\(s\) \['vocab'\]; valid: \['vocab_size'\]"),
