@@ -74,6 +74,10 @@ class SMTPreTrainedModel(PreTrainedModel):
                     "safetensors checkpoints only (it never unpickles weights). If you trust the file, convert it "
                     "once yourself (load its state dict, model.load_state_dict(...), model.save_pretrained(folder))"
                 )
+            if "adapter_config.json" in names and "config.json" not in names:
+                raise OSError(f"{sub} holds a PEFT adapter, not a model: load it onto its base student, "
+                              "`PeftModel.from_pretrained(SMTRecurrentForCausalLM.from_pretrained(base), folder)`, "
+                              "and `merge_and_unload()` it for a plain student.")
             parts = [n for n in ("student", "teacher") if os.path.isfile(os.path.join(sub, n, "config.json"))]
             if parts and not os.path.isfile(os.path.join(sub, "config.json")):
                 raise OSError(f"{sub} is an SMTTrainer checkpoint or output folder: load its "

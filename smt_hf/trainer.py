@@ -37,7 +37,7 @@ from .modeling_recurrent import SMTRecurrentForCausalLM, empty_context_memory
 from .modeling_utils import is_dtensor
 from .peft_utils import has_adapter_layers, is_peft_model
 from .modeling_teacher import SMTTeacherModel
-from .training_args import ONESTEP_READOUT_FSDP, SMTTrainingArguments, check_trainer_flags
+from .training_args import ONESTEP_READOUT_FSDP, SMTTrainingArguments, check_fp16_device, check_trainer_flags
 from .training_module import SMTTrainingModule, mask_labels_from
 
 logger = logging.get_logger(__name__)
@@ -161,16 +161,23 @@ class ReadoutFromTeacher(TrainerCallback):
         self.sync()
 
 
-def _check_peft_student(args) -> None:
+def _check_peft_student(peft_model, args) -> None:
     """ValueError where a PEFT student cannot be trained and saved as an adapter."""
+    if list(peft_model.peft_config) != ["default"]:
+        raise ValueError(f"SMTTrainer trains a PeftModel with one adapter named 'default' (get_peft_model's), which "
+                         f"its checkpoints hold in student/; this one has {list(peft_model.peft_config)}. Build it "
+                         "with get_peft_model(student, config) and no other adapter.")
+    if args.push_to_hub:
+        raise ValueError("push_to_hub=True with a PEFT student: SMTTrainer pushes whole students; push the adapter "
+                         "after training with trainer.peft_student.push_to_hub(repo_id).")
     if args.mode in ("smt", "joint"):
         raise ValueError(f"A PEFT student is trained in mode 'dmt' or 'bptt', not {args.mode!r}: in smt/joint the "
                          "student's readout and m_0 are copied from the teacher at every step, outside the adapter "
                          "its checkpoints would hold. Run SMT on the full student (merge_and_unload() first), then "
                          "adapt it with DMT or BPTT.")
-    if args.fsdp:
-        raise ValueError("A PEFT student under FSDP is not supported by SMTTrainer; train the adapter on one "
-                         "process (or DDP), or the full student under FSDP.")
+    if args.fsdp or args.deepspeed:
+        raise ValueError("A PEFT student under FSDP or DeepSpeed is not supported by SMTTrainer: train the adapter "
+                         "on one process (or DDP), or the full student.")
 
 
 def _load_adapter(peft_model, path: str) -> None:
@@ -209,7 +216,7 @@ class SMTTrainer(Trainer):
             raise TypeError("SMTTrainer needs `args=SMTTrainingArguments(...)`.")
         peft_student = None
         if is_peft_model(model):  # LoRA etc. on the student: trained and saved as an adapter (dmt/bptt)
-            _check_peft_student(args)
+            _check_peft_student(model, args)
             peft_student, model = model, model.get_base_model()
         elif isinstance(model, torch.nn.Module) and has_adapter_layers(model):
             raise ValueError("`model` has PEFT adapter layers but is not the PeftModel: pass the PeftModel itself "
@@ -279,6 +286,10 @@ class SMTTrainer(Trainer):
         if args.lambda_onestep_readout > 0 and _fsdp_version(self) is not None:  # FSDP from accelerate's config
             raise ValueError(ONESTEP_READOUT_FSDP)
         check_trainer_flags(self.args)  # again: an accelerator_config or a later edit of args can set them
+        check_fp16_device(self.args)
+        if peft_student is not None and (_fsdp_version(self) is not None or self.is_deepspeed_enabled):
+            raise ValueError("A PEFT student under FSDP or DeepSpeed (here from accelerate's config) is not supported "
+                             "by SMTTrainer: train the adapter on one process (or DDP), or the full student.")
         self.model_accepts_loss_kwargs = False
         self._parts_sum: dict[str, torch.Tensor] = {}
         self._parts_count = 0

@@ -328,6 +328,7 @@ class SMTTrainingArguments(TrainingArguments):
         check_trainer_flags(self)
         self.remove_unused_columns = False
         super().__post_init__()
+        check_fp16_device(self)  # after transformers' device set-up (it must see accelerator_config first)
 
     def min_sequence_length(self) -> int:
         """Shortest dataset sequence this mode can use (checked by the trainer against the data)."""
@@ -347,14 +348,19 @@ def check_trainer_flags(args) -> None:
         raise ValueError("load_best_model_at_end is not supported by SMTTrainer; pick a checkpoint folder instead "
                          "(save_strategy='best' with metric_for_best_model='student_loss' keeps the best one: "
                          "trainer.state.best_model_checkpoint).")
-    if args.fp16 and args.device.type == "cpu":  # accelerate has no fp16 autocast on CPU
-        raise ValueError("fp16=True on CPU trains in float32 (accelerate applies fp16 mixed precision on GPUs only): "
-                         "use bf16=True for mixed precision on CPU, or neither.")
     for name, off in (("label_smoothing_factor", 0.0), ("neftune_noise_alpha", None)):
         if getattr(args, name) != off:
             raise ValueError(
                 f"`{name}` is not supported by SMTTrainer: its losses are its own (smt_hf/losses.py, weighted by "
                 f"the lambda_* arguments), not the model's token cross-entropy; leave {name}={off}.")
+
+
+def check_fp16_device(args) -> None:
+    """ValueError for fp16=True on CPU: accelerate has no fp16 autocast there, so it trained in float32. Run after
+    `TrainingArguments.__post_init__` (reading `args.device` sets the device up)."""
+    if args.fp16 and args.device.type == "cpu":
+        raise ValueError("fp16=True on CPU trains in float32 (accelerate applies fp16 mixed precision on GPUs only): "
+                         "use bf16=True for mixed precision on CPU, or neither.")
 
 
 def check_gradient_accumulation(steps, mode: str, dmt_buffer_size: int = 0) -> None:
@@ -379,4 +385,4 @@ def check_gradient_accumulation(steps, mode: str, dmt_buffer_size: int = 0) -> N
                          "per_device_train_batch_size instead, or set dmt_buffer_size=0.")
 
 
-__all__ = ["SMTTrainingArguments", "MODES", "check_gradient_accumulation", "check_trainer_flags"]
+__all__ = ["SMTTrainingArguments", "MODES", "check_gradient_accumulation", "check_trainer_flags", "check_fp16_device"]

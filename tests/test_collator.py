@@ -209,7 +209,9 @@ def test_pre_padded_features_keep_only_their_tokens():
     want, got = collate(plain), collate(padded)
     assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
     assert got["labels"].tolist() == [[5, 6, 7], [8, 9, -100], [-100, 4, -100]]
+    float_mask = collate([{"input_ids": [0, 5, 6], "attention_mask": [0.0, 1.0, 1.0]}])
+    assert float_mask["input_ids"].tolist() == [[5, 6]]
     for mask, match in (([1, 0, 1], "not one block of 1s"), ([0, 0, 0], "all-zero attention_mask"),
-                        ([1, 1], "an attention_mask of 2"), ([1, 2, 1], "not one block of 1s")):
+                        ([1, 1], "an attention_mask of 2"), ([1, 2, 1], "of 0/1 values"), ([0.5, 1, 1], "of 0/1")):
         with pytest.raises(ValueError, match=match):
             collate([{"input_ids": [1, 2, 3], "attention_mask": mask}])

@@ -127,7 +127,8 @@ def _peft_trainer_models():
     return get_peft_model(student, lora_config_for(student, r=4, init_lora_weights=False)), teacher
 
 
-def test_trainer_trains_a_lora_student_and_checkpoints_the_adapter(tmp_path):
+@pytest.mark.parametrize("mode", ["dmt", "bptt"])
+def test_trainer_trains_a_lora_student_and_checkpoints_the_adapter(tmp_path, mode):
     """SMTTrainer refused a PeftModel (TypeError), and its get_base_model() trained but was saved with the adapter's
     keys (...base_layer.weight, ...lora_A...), which from_pretrained loaded as a student with random updater weights.
     Now a PeftModel student trains in dmt (only the adapter), its checkpoints hold the adapter, which reloads onto the
@@ -137,9 +138,12 @@ def test_trainer_trains_a_lora_student_and_checkpoints_the_adapter(tmp_path):
     from smt_hf.trainer import SMTTrainer
 
     peft_model, teacher = _peft_trainer_models()
+    teacher = teacher if mode == "dmt" else None
     frozen = {k: v.clone() for k, v in peft_model.get_base_model().state_dict().items() if "lora_" not in k}
-    args = targs(tmp_path / "a", mode="dmt", dmt_start="initial", max_steps=4, save_strategy="steps", save_steps=2)
+    lora = {k: v.clone() for k, v in peft_model.state_dict().items() if "lora_" in k}
+    args = targs(tmp_path / "a", mode=mode, dmt_start="initial", max_steps=4, save_strategy="steps", save_steps=2)
     SMTTrainer(model=peft_model, teacher=teacher, args=args, train_dataset=data()).train()
+    assert not all(torch.equal(peft_model.state_dict()[k], v) for k, v in lora.items())  # the adapter trained
     after = peft_model.get_base_model().state_dict()
     assert all(torch.equal(after[k], v) for k, v in frozen.items())  # only the adapter trained
     checkpoint = tmp_path / "a" / "out" / "checkpoint-2"
@@ -151,15 +155,24 @@ def test_trainer_trains_a_lora_student_and_checkpoints_the_adapter(tmp_path):
         assert torch.equal(reloaded(input_ids=x).logits, peft_model.eval()(input_ids=x).logits)
 
     resumed, teacher = _peft_trainer_models()
-    SMTTrainer(model=resumed, teacher=teacher, args=targs(tmp_path / "b", mode="dmt", dmt_start="initial", max_steps=4),
+    teacher = teacher if mode == "dmt" else None
+    SMTTrainer(model=resumed, teacher=teacher, args=targs(tmp_path / "b", mode=mode, dmt_start="initial", max_steps=4),
                train_dataset=data()).train(resume_from_checkpoint=str(checkpoint))
     assert resumed.state_dict().keys() == peft_model.state_dict().keys()
     assert all(torch.equal(a, b) for a, b in zip(resumed.state_dict().values(), peft_model.state_dict().values()))
 
     plain, teacher = models()
+    teacher = teacher if mode == "dmt" else None
     with pytest.raises(ValueError, match="holds a PEFT adapter for the student.*pass the PeftModel"):
-        SMTTrainer(model=plain, teacher=teacher, args=targs(tmp_path / "c", mode="dmt", dmt_start="initial"),
+        SMTTrainer(model=plain, teacher=teacher, args=targs(tmp_path / "c", mode=mode, dmt_start="initial"),
                    train_dataset=data()).train(resume_from_checkpoint=str(checkpoint))
+    # the adapter folder is not a model folder: from_pretrained and smt-export say what it is
+    from smt_hf.export import main
+
+    with pytest.raises(OSError, match="holds a PEFT adapter, not a model.*merge_and_unload"):
+        SMTRecurrentForCausalLM.from_pretrained(checkpoint / "student")
+    with pytest.raises(SystemExit):
+        main(["--model", str(checkpoint), "--out", str(tmp_path / "export")])
 
 
 def test_trainer_refuses_peft_setups_it_would_save_wrong(tmp_path):
@@ -180,6 +193,22 @@ def test_trainer_refuses_peft_setups_it_would_save_wrong(tmp_path):
         SMTTrainer(model=peft_model, teacher=lora_teacher, args=dmt, train_dataset=data())
     with pytest.raises(ValueError, match="PEFT adapter layers in it.*merge_and_unload"):
         export_for_hub(peft_model.get_base_model(), tmp_path / "export")
-    trainer = SMTTrainer(model=peft_model, teacher=lora_teacher.merge_and_unload(), args=dmt, train_dataset=data())
+    teacher = lora_teacher.merge_and_unload()
+    with pytest.raises(ValueError, match="push_to_hub=True with a PEFT student"):  # raised after training before
+        SMTTrainer(model=peft_model, teacher=teacher, args=targs(tmp_path, mode="dmt", dmt_start="initial",
+                                                                 push_to_hub=True, hub_model_id="u/n"),
+                   train_dataset=data())
+    trainer = SMTTrainer(model=peft_model, teacher=teacher, args=dmt, train_dataset=data())
     with pytest.raises(ValueError, match="student is a PeftModel: push the adapter"):
         trainer.push_to_hub("user/name")
+    # another adapter name, or two adapters: the checkpoint's student/ would not hold the trained one
+    from test_trainer import models
+
+    base = models()[0]
+    named = get_peft_model(base, lora_config_for(base, r=4), adapter_name="mine")
+    with pytest.raises(ValueError, match=r"one adapter named 'default'.*this one has \['mine'\]"):
+        SMTTrainer(model=named, teacher=teacher, args=dmt, train_dataset=data())
+    two, _ = _peft_trainer_models()
+    two.add_adapter("other", lora_config_for(models()[0], r=4))
+    with pytest.raises(ValueError, match=r"this one has \['default', 'other'\]"):
+        SMTTrainer(model=two, teacher=teacher, args=dmt, train_dataset=data())

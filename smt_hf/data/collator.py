@@ -35,6 +35,15 @@ def _as_long(v: Any, what: str) -> torch.Tensor:
     return t
 
 
+def _mask(v: Any, i: int) -> torch.Tensor:
+    """An attention_mask (L,) of 0/1 values (ints, bools or floats) as long; ValueError for any other value."""
+    t = torch.as_tensor(v)
+    if t.dim() != 1 or not bool(((t == 0) | (t == 1)).all()):
+        raise ValueError(f"SMTDataCollator: feature {i}'s attention_mask must be one sequence (L,) of 0/1 values "
+                         "(1 = token, 0 = padding)")
+    return t.to(torch.long)
+
+
 def _unpad(x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, i: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The tokens of a left- or right-padded feature: the positions where `mask` (L,) is 1, which must be one block."""
     if mask.numel() != x.numel():
@@ -99,7 +108,7 @@ class SMTDataCollator:
                     "labels must be aligned with input_ids (use -100 where there is no target)"
                 )
             if f.get("attention_mask") is not None:  # a pre-padded feature (a tokenizer's padding=...): its tokens
-                x, y = _unpad(x, y, _as_long(f["attention_mask"], "attention_mask"), i)
+                x, y = _unpad(x, y, _mask(f["attention_mask"], i), i)
             xs.append(x)
             ys.append(y)
         lengths = torch.tensor([x.numel() for x in xs], dtype=torch.long)  # (B,)

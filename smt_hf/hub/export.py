@@ -338,6 +338,12 @@ def model_folder(path: str | Path, part: str = "student") -> Path:
         return path
     if (path / part / "config.json").is_file():
         return path / part
+    for adapter in (path / "adapter_config.json", path / part / "adapter_config.json"):
+        if adapter.is_file():
+            raise FileNotFoundError(
+                f"{adapter.parent} holds a PEFT adapter (a PEFT student's checkpoint), not a model: merge it first, "
+                "`PeftModel.from_pretrained(SMTRecurrentForCausalLM.from_pretrained(base), folder).merge_and_unload()"
+                ".save_pretrained(merged)`, and export the merged folder.")
     found = [str(p.parent) for p in sorted(path.glob("*/config.json"))] if path.is_dir() else []
     raise FileNotFoundError(
         f"{path} has no config.json{' and no ' + part + '/config.json' if path.is_dir() else ' (no such folder)'}: "
