@@ -10,6 +10,7 @@ A memory ``m`` is a tensor of shape (B, K, d), each of its K tokens RMS-normalis
 from __future__ import annotations
 
 import copy
+import math
 from typing import Any
 
 from huggingface_hub.dataclasses import strict
@@ -57,8 +58,26 @@ def _check_weights_file(kwargs: dict) -> None:
 
 
 def _check_dropout(dropout: float) -> None:
-    if not 0.0 <= float(dropout) < 1.0:
-        raise ValueError(f"`dropout` must be in [0, 1), got {dropout}.")
+    if not _is_number(dropout) or not 0.0 <= dropout < 1.0:
+        raise ValueError(f"`dropout` must be a number in [0, 1), got {dropout!r}.")
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_fields(config, bools: tuple[str, ...] = (), positive: tuple[str, ...] = ()) -> None:
+    """ValueError naming the field for a flag that is not a bool (a "false" string was truthy: it switched the
+    feature on) or a float setting that is not a finite number > 0 (a string failed deep in torch at build time,
+    a negative eps gave nan logits)."""
+    for name in bools:
+        value = getattr(config, name)
+        if not isinstance(value, bool):
+            raise ValueError(f"`{name}` must be True or False, got {value!r} ({type(value).__name__}).")
+    for name in positive:
+        value = getattr(config, name)
+        if not _is_number(value) or value <= 0:
+            raise ValueError(f"`{name}` must be a finite number > 0, got {value!r} ({type(value).__name__}).")
 
 
 @strict(accept_kwargs=True)
@@ -130,6 +149,8 @@ class SMTTeacherConfig(PreTrainedConfig):
         if self.intermediate_size is None:
             self.intermediate_size = 4 * self.hidden_size
         _check_positive("intermediate_size", self.intermediate_size)
+        _check_fields(self, bools=("encoder_causal", "use_cache", "tie_word_embeddings"),
+                      positive=("rope_theta", "initializer_range", "rms_norm_eps"))
         _check_weights_file(kwargs)
         super().__post_init__(**kwargs)
 
@@ -163,6 +184,7 @@ class SMTMemoryEncoderConfig(PreTrainedConfig):
         _check_positive("context_length", self.context_length)
         if self.intermediate_size is not None:
             _check_positive("intermediate_size", self.intermediate_size)
+        _check_fields(self, bools=("causal",))
         _check_weights_file(kwargs)
         super().__post_init__(**kwargs)
 
@@ -282,8 +304,13 @@ class SMTRecurrentConfig(PreTrainedConfig):
                 raise ValueError(f"Got both `prefill_encoder` and the old flat keys {sorted(legacy)}: they describe the "
                                  "same encoder; pass `prefill_encoder` only.")
             self.prefill_encoder = _legacy_prefill_encoder(legacy)
+        _check_fields(self, bools=("use_cache", "tie_word_embeddings"),
+                      positive=("rope_theta", "initializer_range", "rms_norm_eps"))
         if isinstance(self.prefill_encoder, dict):
             self.prefill_encoder = SMTMemoryEncoderConfig(**self.prefill_encoder)
+        elif self.prefill_encoder is not None and not isinstance(self.prefill_encoder, SMTMemoryEncoderConfig):
+            raise ValueError(f"`prefill_encoder` must be an SMTMemoryEncoderConfig, a dict of its fields or None, got "
+                             f"{type(self.prefill_encoder).__name__}; student.add_prefill_encoder(teacher) sets it.")
         elif self.prefill_encoder is not None:  # a copy: the defaults below must not write into the caller's object
             self.prefill_encoder = copy.deepcopy(self.prefill_encoder)
         if self.prefill_encoder is not None and self.prefill_encoder.intermediate_size is None:

@@ -181,6 +181,11 @@ class SMTRecurrentModel(SMTRecurrentPreTrainedModel):
         `compile_step(model, install=False)` returns, which the training module passes in BPTT).
         """
         cache = resolve_cache(cache, kwargs)
+        for flag in ("output_attentions", "output_hidden_states"):  # (they were accepted and ignored)
+            if kwargs.get(flag):
+                raise ValueError(f"{flag}=True is not supported by SMTRecurrentModel: its output's `memories` (B, T, K, "
+                                 "d) is the state after each token read (there is no attention over tokens); "
+                                 "SMTRecurrentForCausalLM takes output_hidden_states=True.")
         return_dict = self.config.return_dict if return_dict is None else return_dict
         # 0. the token embeddings: from ids, or given (soft prompts, PEFT prompt tuning)
         if (input_ids is None) == (inputs_embeds is None):
@@ -493,7 +498,7 @@ class SMTRecurrentForCausalLM(SMTRecurrentPreTrainedModel, GenerationMixin):
         labels: torch.LongTensor | None = None,
         memory: torch.Tensor | None = None,
         output_memories: bool = False,
-        logits_to_keep: int = 0,
+        logits_to_keep: int | torch.Tensor = 0,
         prefill: str | None = None,
         return_dict: bool | None = None,
         inputs_embeds: torch.Tensor | None = None,
@@ -508,8 +513,9 @@ class SMTRecurrentForCausalLM(SMTRecurrentPreTrainedModel, GenerationMixin):
         prefill ("recurrent" | "parallel", default `config.prefill`): with "parallel", a call that starts from no
         cache and no memory builds the state with the carried teacher encoder in one pass and returns the last
         position's logits only, (B, 1, V) (what `generate()` needs); later calls (a cache is given) recur as usual.
-        With T = 0 and `logits_to_keep` > 0 the logits are the starting memory's prediction, (B, 1, V) (an empty
-        prompt generates from m_0). output_hidden_states: see `SMTRecurrentCausalLMOutput.hidden_states`;
+        logits_to_keep: an int keeps the last positions' logits (0: all), a 1-D tensor the positions it names (as
+        transformers' causal LMs). With T = 0 and `logits_to_keep` > 0 the logits are the starting memory's
+        prediction, (B, 1, V) (an empty prompt generates from m_0). output_hidden_states: see `SMTRecurrentCausalLMOutput.hidden_states`;
         output_attentions=True raises ValueError (no attention over tokens); return_dict=False returns a tuple.
         step_fn: the transition to run instead of the model's own (see `SMTRecurrentModel.forward`).
         """
@@ -545,11 +551,18 @@ class SMTRecurrentForCausalLM(SMTRecurrentPreTrainedModel, GenerationMixin):
         out = self.model(input_ids, attention_mask=attention_mask, cache=cache, use_cache=use_cache, memory=memory,
                          inputs_embeds=inputs_embeds, return_dict=True, step_fn=step_fn)
         memories = out.memories  # (B, T, K, d)
-        # 3. readout logits of the kept positions
-        kept = memories[:, -logits_to_keep:] if logits_to_keep else memories
+        # 3. readout logits of the kept positions: the last `logits_to_keep` (int), or the positions a 1-D tensor names
+        positions = isinstance(logits_to_keep, torch.Tensor)
+        if positions and logits_to_keep.dim() != 1:
+            raise ValueError(f"logits_to_keep as a tensor is a 1-D tensor of positions, got shape "
+                             f"{tuple(logits_to_keep.shape)}.")
+        if positions:
+            kept = memories[:, logits_to_keep]
+        else:
+            kept = memories[:, -logits_to_keep:] if logits_to_keep else memories
         if kept.shape[1] > 0:
             logits = self.readout(kept)
-        elif logits_to_keep:
+        elif not positions and logits_to_keep:
             # no new token and the last prediction asked for: the one from the current state (an empty prompt, or
             # generate() after a cache that has read the whole prompt)
             logits = self.readout(out.last_memory)[:, None]  # (B, 1, V)

@@ -90,6 +90,21 @@ def test_output_attentions_is_refused(model):
         model(x, output_attentions=True)
     with pytest.raises(ValueError, match="output_attentions is not supported"):
         model.generate(x, max_new_tokens=2, return_dict_in_generate=True, output_attentions=True)
+    for flag in ("output_attentions", "output_hidden_states"):  # the base model accepted both and ignored them
+        with pytest.raises(ValueError, match=f"{flag}=True is not supported by SMTRecurrentModel.*`memories`"):
+            model.model(x, **{flag: True})
+    assert model.model(x, output_hidden_states=False).memories.shape[:2] == x.shape
+
+
+def test_logits_to_keep_takes_positions_as_a_tensor(model):
+    """As transformers' causal LMs: an int keeps the last positions, a 1-D tensor the positions it names (it was a
+    "Boolean value of Tensor ... is ambiguous" RuntimeError)."""
+    x = ids_()
+    full = model(x).logits
+    assert torch.equal(model(x, logits_to_keep=torch.tensor([0, 2])).logits, full[:, [0, 2]])
+    assert torch.equal(model(x, logits_to_keep=2).logits, full[:, -2:])
+    with pytest.raises(ValueError, match="1-D tensor of positions"):
+        model(x, logits_to_keep=torch.tensor([[0]]))
 
 
 def test_assisted_generation_is_refused(model):

@@ -251,8 +251,18 @@ def test_wrong_memory_shape_raises(student, teacher):
         (dict(hidden_size=30, num_attention_heads=4), "divisible by `num_attention_heads`"),
         (dict(memory_tokens=0), "memory_tokens"),
         (dict(dropout=1.5), "dropout"),
+        # strings and bad numbers were accepted: "false" is truthy (tied the head), "0.1" failed at build time, a
+        # negative eps gave nan logits, an int prefill_encoder an AttributeError
+        (dict(tie_word_embeddings="false"), r"`tie_word_embeddings` must be True or False, got 'false' \(str\)"),
+        (dict(use_cache="False"), "`use_cache` must be True or False"),
+        (dict(dropout="0.1"), r"`dropout` must be a number in \[0, 1\), got '0.1'"),
+        (dict(rms_norm_eps=-1.0), "`rms_norm_eps` must be a finite number > 0, got -1.0"),
+        (dict(rope_theta="1e4"), "`rope_theta` must be a finite number > 0"),
+        (dict(initializer_range=0.0), "`initializer_range` must be a finite number > 0"),
+        (dict(prefill_encoder=5), "`prefill_encoder` must be an SMTMemoryEncoderConfig, a dict of its fields or None"),
     ],
-    ids=["unknown-backbone", "heads-not-dividing", "K<1", "dropout"],
+    ids=["unknown-backbone", "heads-not-dividing", "K<1", "dropout", "tie-str", "use_cache-str", "dropout-str",
+         "eps<0", "theta-str", "init-0", "prefill-int"],
 )
 def test_invalid_student_config_raises(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -264,6 +274,13 @@ def test_invalid_teacher_config_raises():
         tiny_teacher_config(memory_tokens=0)
     with pytest.raises(ValueError, match="divisible"):
         tiny_teacher_config(hidden_size=30)
+    with pytest.raises(ValueError, match="`encoder_causal` must be True or False, got 'false'"):  # built causal before
+        tiny_teacher_config(encoder_causal="false")
+    with pytest.raises(ValueError, match="`rms_norm_eps` must be a finite number > 0"):
+        tiny_teacher_config(rms_norm_eps=float("nan"))
+    with pytest.raises(ValueError, match="`causal` must be True or False"):
+        SMTMemoryEncoderConfig(causal=1)
+    assert tiny_teacher_config(rope_theta=500, initializer_range=1).rope_theta == 500  # ints are numbers
     teacher = SMTTeacherModel(tiny_teacher_config(max_context_length=8))
     with pytest.raises(ValueError, match="max_context_length=8"):
         teacher.encode(torch.zeros(1, 9, dtype=torch.long))
