@@ -514,7 +514,7 @@ class SMTRecurrentForCausalLM(SMTRecurrentPreTrainedModel, GenerationMixin):
         cache and no memory builds the state with the carried teacher encoder in one pass and returns the last
         position's logits only, (B, 1, V) (what `generate()` needs); later calls (a cache is given) recur as usual.
         logits_to_keep: an int keeps the last positions' logits (0: all), a 1-D tensor the positions it names (as
-        transformers' causal LMs). With T = 0 and `logits_to_keep` > 0 the logits are the starting memory's
+        transformers' causal LMs; their 2-D per-row positions or masks are refused). With T = 0 and `logits_to_keep` > 0 the logits are the starting memory's
         prediction, (B, 1, V) (an empty prompt generates from m_0). output_hidden_states: see `SMTRecurrentCausalLMOutput.hidden_states`;
         output_attentions=True raises ValueError (no attention over tokens); return_dict=False returns a tuple.
         step_fn: the transition to run instead of the model's own (see `SMTRecurrentModel.forward`).
@@ -554,8 +554,8 @@ class SMTRecurrentForCausalLM(SMTRecurrentPreTrainedModel, GenerationMixin):
         # 3. readout logits of the kept positions: the last `logits_to_keep` (int), or the positions a 1-D tensor names
         positions = isinstance(logits_to_keep, torch.Tensor)
         if positions and logits_to_keep.dim() != 1:
-            raise ValueError(f"logits_to_keep as a tensor is a 1-D tensor of positions, got shape "
-                             f"{tuple(logits_to_keep.shape)}.")
+            raise ValueError(f"logits_to_keep as a tensor is a 1-D tensor of positions (per-row 2-D positions or masks "
+                             f"are not supported), got shape {tuple(logits_to_keep.shape)}.")
         if positions:
             kept = memories[:, logits_to_keep]
         else:

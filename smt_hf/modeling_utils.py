@@ -36,6 +36,17 @@ def check_memory(memory: torch.Tensor, memory_tokens: int, hidden_size: int) -> 
         )
 
 
+def _adapter_base(folder: str):
+    """The `base_model_name_or_path` of a PEFT adapter folder's adapter_config.json (None when unset)."""
+    import json
+
+    try:
+        with open(os.path.join(folder, "adapter_config.json"), encoding="utf-8") as f:
+            return json.load(f).get("base_model_name_or_path")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 class SMTPreTrainedModel(PreTrainedModel):
     """Weight init shared by teacher and student (all of it here, with `torch.nn.init`).
 
@@ -74,8 +85,9 @@ class SMTPreTrainedModel(PreTrainedModel):
                     "safetensors checkpoints only (it never unpickles weights). If you trust the file, convert it "
                     "once yourself (load its state dict, model.load_state_dict(...), model.save_pretrained(folder))"
                 )
-            if "adapter_config.json" in names and "config.json" not in names:
-                raise OSError(f"{sub} holds a PEFT adapter, not a model: load it onto its base student, "
+            if "adapter_config.json" in names and "config.json" not in names and not _adapter_base(sub):
+                # (transformers loads an adapter folder that names its base model; an SMTTrainer checkpoint's does not)
+                raise OSError(f"{sub} holds a PEFT adapter that names no base model: load it onto its base student, "
                               "`PeftModel.from_pretrained(SMTRecurrentForCausalLM.from_pretrained(base), folder)`, "
                               "and `merge_and_unload()` it for a plain student.")
             parts = [n for n in ("student", "teacher") if os.path.isfile(os.path.join(sub, n, "config.json"))]

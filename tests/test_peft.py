@@ -169,7 +169,7 @@ def test_trainer_trains_a_lora_student_and_checkpoints_the_adapter(tmp_path, mod
     # the adapter folder is not a model folder: from_pretrained and smt-export say what it is
     from smt_hf.export import main
 
-    with pytest.raises(OSError, match="holds a PEFT adapter, not a model.*merge_and_unload"):
+    with pytest.raises(OSError, match="holds a PEFT adapter that names no base model.*merge_and_unload"):
         SMTRecurrentForCausalLM.from_pretrained(checkpoint / "student")
     with pytest.raises(SystemExit):
         main(["--model", str(checkpoint), "--out", str(tmp_path / "export")])
@@ -212,3 +212,17 @@ def test_trainer_refuses_peft_setups_it_would_save_wrong(tmp_path):
     two.add_adapter("other", lora_config_for(models()[0], r=4))
     with pytest.raises(ValueError, match=r"this one has \['default', 'other'\]"):
         SMTTrainer(model=two, teacher=teacher, args=dmt, train_dataset=data())
+
+
+def test_an_adapter_folder_that_names_its_base_loads_through_from_pretrained(tmp_path):
+    """transformers loads an adapter folder whose adapter_config names the base model (the base, then the adapter);
+    only a folder naming none (an SMTTrainer checkpoint's student/) is refused."""
+    _student("gru").save_pretrained(tmp_path / "base")
+    base = SMTRecurrentForCausalLM.from_pretrained(tmp_path / "base")
+    torch.manual_seed(1)
+    peft_model = get_peft_model(base, lora_config_for(base, r=4, init_lora_weights=False)).eval()
+    peft_model.save_pretrained(tmp_path / "adapter")
+    loaded = SMTRecurrentForCausalLM.from_pretrained(tmp_path / "adapter").eval()
+    x = torch.randint(0, 16, (2, 5))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(input_ids=x).logits, peft_model(input_ids=x).logits)
