@@ -1,4 +1,5 @@
-"""LoRA on the recurrent student with PEFT.
+"""LoRA on the recurrent student with PEFT (and what `SMTTrainer` needs to train a PEFT student: `is_peft_model`,
+`has_adapter_layers`, `check_peft_student`, `load_adapter_checkpoint`).
 
 PEFT has no default target mapping for `smt_recurrent`, so the target modules are given explicitly: a
 regex (PEFT full-matches a string `target_modules` against module names) restricted to the updater
@@ -17,6 +18,7 @@ layer names come from `smt_hf.backbones.LORA_TARGET_MODULES`.
 
 from __future__ import annotations
 
+import os
 import re
 
 from torch import nn
@@ -99,4 +101,44 @@ def lora_config_for(model, r: int = 8, alpha: int = 16, include_readout: bool = 
     return LoraConfig(r=r, lora_alpha=alpha, target_modules=regex, **kwargs)
 
 
-__all__ = ["lora_config_for", "lora_target_regex", "lora_target_names", "is_peft_model", "has_adapter_layers"]
+def check_peft_student(peft_model, args) -> None:
+    """ValueError where `SMTTrainer` cannot train a PEFT student and save it as an adapter (`args`: its
+    `SMTTrainingArguments`; FSDP / DeepSpeed from accelerate's config are checked by the trainer once built)."""
+    if list(peft_model.peft_config) != ["default"]:
+        raise ValueError(f"SMTTrainer trains a PeftModel with one adapter named 'default' (get_peft_model's), which "
+                         f"its checkpoints hold in student/; this one has {list(peft_model.peft_config)}. Build it "
+                         "with get_peft_model(student, config) and no other adapter.")
+    if args.push_to_hub:
+        raise ValueError("push_to_hub=True with a PEFT student: SMTTrainer pushes whole students; push the adapter "
+                         "after training with trainer.peft_student.push_to_hub(repo_id).")
+    if args.mode in ("smt", "joint"):
+        raise ValueError(f"A PEFT student is trained in mode 'dmt' or 'bptt', not {args.mode!r}: in smt/joint the "
+                         "student's readout and m_0 are copied from the teacher at every step, outside the adapter "
+                         "its checkpoints would hold. Run SMT on the full student (merge_and_unload() first), then "
+                         "adapt it with DMT or BPTT.")
+    if args.fsdp or args.deepspeed:
+        raise ValueError("A PEFT student under FSDP or DeepSpeed is not supported by SMTTrainer: train the adapter "
+                         "on one process (or DDP), or the full student.")
+
+
+def load_adapter_checkpoint(peft_model, path: str) -> None:
+    """An SMTTrainer checkpoint's student adapter (`<checkpoint>/student/adapter_model.safetensors`) into
+    `peft_model` (strict: every adapter weight, no other key); ValueError naming what does not fit."""
+    import safetensors.torch
+    from peft import get_peft_model_state_dict, set_peft_model_state_dict
+
+    if not os.path.isfile(path):
+        raise ValueError(f"Can't find {path}: this trainer's student is a PeftModel, so its checkpoint holds the "
+                         "adapter; this one does not (a checkpoint of the full student? load it with "
+                         "from_pretrained and train without resume_from_checkpoint).")
+    state = safetensors.torch.load_file(path, device="cpu")
+    expected = set(get_peft_model_state_dict(peft_model))
+    if set(state) != expected:
+        raise ValueError(f"{path} does not fit this PeftModel's adapter (missing: {sorted(expected - set(state))[:3]}, "
+                         f"unexpected: {sorted(set(state) - expected)[:3]}): build it with the adapter config the "
+                         "checkpoint was trained with.")
+    set_peft_model_state_dict(peft_model, state)
+
+
+__all__ = ["lora_config_for", "lora_target_regex", "lora_target_names", "is_peft_model", "has_adapter_layers",
+           "check_peft_student", "load_adapter_checkpoint"]

@@ -35,7 +35,7 @@ from .evaluation import evaluate_smt, summarize
 from . import hub
 from .modeling_recurrent import SMTRecurrentForCausalLM, empty_context_memory
 from .modeling_utils import is_dtensor
-from .peft_utils import has_adapter_layers, is_peft_model
+from .peft_utils import check_peft_student, has_adapter_layers, is_peft_model, load_adapter_checkpoint
 from .modeling_teacher import SMTTeacherModel
 from .training_args import ONESTEP_READOUT_FSDP, SMTTrainingArguments, check_fp16_device, check_trainer_flags
 from .training_module import SMTTrainingModule, mask_labels_from
@@ -161,42 +161,6 @@ class ReadoutFromTeacher(TrainerCallback):
         self.sync()
 
 
-def _check_peft_student(peft_model, args) -> None:
-    """ValueError where a PEFT student cannot be trained and saved as an adapter."""
-    if list(peft_model.peft_config) != ["default"]:
-        raise ValueError(f"SMTTrainer trains a PeftModel with one adapter named 'default' (get_peft_model's), which "
-                         f"its checkpoints hold in student/; this one has {list(peft_model.peft_config)}. Build it "
-                         "with get_peft_model(student, config) and no other adapter.")
-    if args.push_to_hub:
-        raise ValueError("push_to_hub=True with a PEFT student: SMTTrainer pushes whole students; push the adapter "
-                         "after training with trainer.peft_student.push_to_hub(repo_id).")
-    if args.mode in ("smt", "joint"):
-        raise ValueError(f"A PEFT student is trained in mode 'dmt' or 'bptt', not {args.mode!r}: in smt/joint the "
-                         "student's readout and m_0 are copied from the teacher at every step, outside the adapter "
-                         "its checkpoints would hold. Run SMT on the full student (merge_and_unload() first), then "
-                         "adapt it with DMT or BPTT.")
-    if args.fsdp or args.deepspeed:
-        raise ValueError("A PEFT student under FSDP or DeepSpeed is not supported by SMTTrainer: train the adapter "
-                         "on one process (or DDP), or the full student.")
-
-
-def _load_adapter(peft_model, path: str) -> None:
-    """A checkpoint's student adapter into `peft_model` (strict: every adapter weight, no other key)."""
-    from peft import get_peft_model_state_dict, set_peft_model_state_dict
-
-    if not os.path.isfile(path):
-        raise ValueError(f"Can't find {path}: this trainer's student is a PeftModel, so its checkpoint holds the "
-                         "adapter; this one does not (a checkpoint of the full student? load it with "
-                         "from_pretrained and train without resume_from_checkpoint).")
-    state = safetensors.torch.load_file(path, device="cpu")
-    expected = set(get_peft_model_state_dict(peft_model))
-    if set(state) != expected:
-        raise ValueError(f"{path} does not fit this PeftModel's adapter (missing: {sorted(expected - set(state))[:3]}, "
-                         f"unexpected: {sorted(set(state) - expected)[:3]}): build it with the adapter config the "
-                         "checkpoint was trained with.")
-    set_peft_model_state_dict(peft_model, state)
-
-
 class SMTTrainer(Trainer):
     loss_is_scaled_for_ga = False  # compute_loss returns per-batch means
 
@@ -216,7 +180,7 @@ class SMTTrainer(Trainer):
             raise TypeError("SMTTrainer needs `args=SMTTrainingArguments(...)`.")
         peft_student = None
         if is_peft_model(model):  # LoRA etc. on the student: trained and saved as an adapter (dmt/bptt)
-            _check_peft_student(model, args)
+            check_peft_student(model, args)
             peft_student, model = model, model.get_base_model()
         elif isinstance(model, torch.nn.Module) and has_adapter_layers(model):
             raise ValueError("`model` has PEFT adapter layers but is not the PeftModel: pass the PeftModel itself "
@@ -501,7 +465,7 @@ class SMTTrainer(Trainer):
                 continue
             adapter = os.path.join(resume_from_checkpoint, folder, "adapter_model.safetensors")
             if sub is self.student and self.peft_student is not None:
-                _load_adapter(self.peft_student, adapter)
+                load_adapter_checkpoint(self.peft_student, adapter)
                 continue
             path = os.path.join(resume_from_checkpoint, folder, "model.safetensors")
             if not os.path.isfile(path) and sub is self.student and os.path.isfile(adapter):
