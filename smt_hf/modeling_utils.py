@@ -47,6 +47,30 @@ def _adapter_base(folder: str):
         return None
 
 
+def _check_local_folder(path: str, subfolder: str | None) -> None:
+    """OSError naming the fix for a local folder `from_pretrained` cannot (or must not) load: pickled weights only
+    (`pytorch_model*.bin`, never unpickled), a PEFT adapter that names no base model (an SMTTrainer checkpoint's
+    `student/`; transformers loads one that names its base), or an SMTTrainer checkpoint / output folder itself."""
+    sub = os.path.join(path, subfolder) if subfolder else path
+    names = os.listdir(sub) if os.path.isdir(sub) else []
+    pickled = sorted(n for n in names if n.startswith("pytorch_model") and n.endswith((".bin", ".bin.index.json")))
+    if pickled and not any(n.startswith("model") and n.endswith((".safetensors", ".safetensors.index.json"))
+                           for n in names):
+        raise OSError(
+            f"{sub} holds pickled weights only ({', '.join(pickled)}) and no model.safetensors: smt-hf loads "
+            "safetensors checkpoints only (it never unpickles weights). If you trust the file, convert it "
+            "once yourself (load its state dict, model.load_state_dict(...), model.save_pretrained(folder))"
+        )
+    if "adapter_config.json" in names and "config.json" not in names and not _adapter_base(sub):
+        raise OSError(f"{sub} holds a PEFT adapter that names no base model: load it onto its base student, "
+                      "`PeftModel.from_pretrained(SMTRecurrentForCausalLM.from_pretrained(base), folder)`, "
+                      "and `merge_and_unload()` it for a plain student.")
+    parts = [n for n in ("student", "teacher") if os.path.isfile(os.path.join(sub, n, "config.json"))]
+    if parts and "config.json" not in names:
+        raise OSError(f"{sub} is an SMTTrainer checkpoint or output folder: load its "
+                      f"{' or '.join(os.path.join(sub, n) for n in parts)} sub-folder.")
+
+
 class SMTPreTrainedModel(PreTrainedModel):
     """Weight init shared by teacher and student (all of it here, with `torch.nn.init`).
 
@@ -66,34 +90,15 @@ class SMTPreTrainedModel(PreTrainedModel):
 
         Raises:
             ValueError: `use_safetensors=False`.
-            OSError: no `model.safetensors` (or sharded safetensors index) in the folder or repo; for a local folder
-                that holds only pickled weights the message names them and the conversion."""
+            OSError: no `model.safetensors` (or sharded safetensors index) in the folder or repo; for a local folder,
+                see `_check_local_folder` (pickled weights only, an adapter naming no base, a checkpoint folder)."""
         if use_safetensors is False:
             raise ValueError(
                 "smt-hf loads safetensors checkpoints only (it never unpickles weights): use_safetensors=False is not "
                 "supported; leave it unset"
             )
-        path = os.fspath(pretrained_model_name_or_path) if pretrained_model_name_or_path is not None else None
-        if path is not None and os.path.isdir(path):
-            sub = os.path.join(path, kwargs["subfolder"]) if kwargs.get("subfolder") else path
-            names = os.listdir(sub) if os.path.isdir(sub) else []
-            pickled = sorted(n for n in names if n.startswith("pytorch_model") and n.endswith((".bin", ".bin.index.json")))
-            if pickled and not any(n.startswith("model") and n.endswith((".safetensors", ".safetensors.index.json"))
-                                   for n in names):
-                raise OSError(
-                    f"{sub} holds pickled weights only ({', '.join(pickled)}) and no model.safetensors: smt-hf loads "
-                    "safetensors checkpoints only (it never unpickles weights). If you trust the file, convert it "
-                    "once yourself (load its state dict, model.load_state_dict(...), model.save_pretrained(folder))"
-                )
-            if "adapter_config.json" in names and "config.json" not in names and not _adapter_base(sub):
-                # (transformers loads an adapter folder that names its base model; an SMTTrainer checkpoint's does not)
-                raise OSError(f"{sub} holds a PEFT adapter that names no base model: load it onto its base student, "
-                              "`PeftModel.from_pretrained(SMTRecurrentForCausalLM.from_pretrained(base), folder)`, "
-                              "and `merge_and_unload()` it for a plain student.")
-            parts = [n for n in ("student", "teacher") if os.path.isfile(os.path.join(sub, n, "config.json"))]
-            if parts and not os.path.isfile(os.path.join(sub, "config.json")):
-                raise OSError(f"{sub} is an SMTTrainer checkpoint or output folder: load its "
-                              f"{' or '.join(os.path.join(sub, n) for n in parts)} sub-folder.")
+        if pretrained_model_name_or_path is not None and os.path.isdir(os.fspath(pretrained_model_name_or_path)):
+            _check_local_folder(os.fspath(pretrained_model_name_or_path), kwargs.get("subfolder"))
         return super().from_pretrained(pretrained_model_name_or_path, *model_args, use_safetensors=True, **kwargs)
 
     def _init_weights(self, module):
