@@ -7,8 +7,6 @@ Notation used across the package:
 A memory ``m`` is a tensor of shape (B, K, d), each of its K tokens RMS-normalised (no gain).
 """
 
-from __future__ import annotations
-
 import copy
 import math
 from typing import Any
@@ -63,18 +61,17 @@ def _check_dropout(dropout: float) -> None:
 
 
 def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    try:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        return False
 
 
-def _check_fields(config, bools: tuple[str, ...] = (), positive: tuple[str, ...] = ()) -> None:
-    """ValueError naming the field for a flag that is not a bool (a "false" string was truthy: it switched the
-    feature on) or a float setting that is not a finite number > 0 (a string failed deep in torch at build time,
-    a negative eps gave nan logits)."""
-    for name in bools:
-        value = getattr(config, name)
-        if not isinstance(value, bool):
-            raise ValueError(f"`{name}` must be True or False, got {value!r} ({type(value).__name__}).")
-    for name in positive:
+def _check_positive_numbers(config, *names: str) -> None:
+    """ValueError naming the field for a float setting that is not a finite number > 0 (a negative eps gave nan
+    logits). The types of all fields are checked by `@strict` (huggingface_hub), at construction and on assignment:
+    a "false" string for a bool flag was truthy and switched the feature on."""
+    for name in names:
         value = getattr(config, name)
         if not _is_number(value) or value <= 0:
             raise ValueError(f"`{name}` must be a finite number > 0, got {value!r} ({type(value).__name__}).")
@@ -123,17 +120,17 @@ class SMTTeacherConfig(PreTrainedConfig):
     num_decoder_layers: int = 4
     num_attention_heads: int = 8
     intermediate_size: int | None = None
-    rope_theta: float = 10000.0
+    rope_theta: float | int = 10000.0
     max_context_length: int = 256
     encoder_causal: bool = False
-    dropout: float = 0.0
-    initializer_range: float | None = None
-    rms_norm_eps: float = 1e-6
+    dropout: float | int = 0.0
+    initializer_range: float | int | None = None
+    rms_norm_eps: float | int = 1e-6
     use_cache: bool = False
     tie_word_embeddings: bool = False
     pad_token_id: int | None = None
     bos_token_id: int | None = None
-    eos_token_id: int | None = None
+    eos_token_id: int | list[int] | None = None
 
     def __post_init__(self, **kwargs):
         _check_positive("vocab_size", self.vocab_size, 2)
@@ -149,8 +146,7 @@ class SMTTeacherConfig(PreTrainedConfig):
         if self.intermediate_size is None:
             self.intermediate_size = 4 * self.hidden_size
         _check_positive("intermediate_size", self.intermediate_size)
-        _check_fields(self, bools=("encoder_causal", "use_cache", "tie_word_embeddings"),
-                      positive=("rope_theta", "initializer_range", "rms_norm_eps"))
+        _check_positive_numbers(self, "rope_theta", "initializer_range", "rms_norm_eps")
         _check_weights_file(kwargs)
         super().__post_init__(**kwargs)
 
@@ -184,7 +180,6 @@ class SMTMemoryEncoderConfig(PreTrainedConfig):
         _check_positive("context_length", self.context_length)
         if self.intermediate_size is not None:
             _check_positive("intermediate_size", self.intermediate_size)
-        _check_fields(self, bools=("causal",))
         _check_weights_file(kwargs)
         super().__post_init__(**kwargs)
 
@@ -268,17 +263,17 @@ class SMTRecurrentConfig(PreTrainedConfig):
     updater_intermediate_size: int | None = None
     readout_layers: int = 4
     readout_intermediate_size: int | None = None
-    rope_theta: float = 10000.0
-    dropout: float = 0.0
-    initializer_range: float | None = None
-    rms_norm_eps: float = 1e-6
+    rope_theta: float | int = 10000.0
+    dropout: float | int = 0.0
+    initializer_range: float | int | None = None
+    rms_norm_eps: float | int = 1e-6
     use_cache: bool = True
     prefill: str = "recurrent"
     prefill_encoder: SMTMemoryEncoderConfig | dict[str, Any] | None = None
     tie_word_embeddings: bool = False
     pad_token_id: int | None = None
     bos_token_id: int | None = None
-    eos_token_id: int | None = None
+    eos_token_id: int | list[int] | None = None
 
     def __post_init__(self, **kwargs):
         if self.backbone not in BACKBONES:
@@ -304,13 +299,9 @@ class SMTRecurrentConfig(PreTrainedConfig):
                 raise ValueError(f"Got both `prefill_encoder` and the old flat keys {sorted(legacy)}: they describe the "
                                  "same encoder; pass `prefill_encoder` only.")
             self.prefill_encoder = _legacy_prefill_encoder(legacy)
-        _check_fields(self, bools=("use_cache", "tie_word_embeddings"),
-                      positive=("rope_theta", "initializer_range", "rms_norm_eps"))
+        _check_positive_numbers(self, "rope_theta", "initializer_range", "rms_norm_eps")
         if isinstance(self.prefill_encoder, dict):
             self.prefill_encoder = SMTMemoryEncoderConfig(**self.prefill_encoder)
-        elif self.prefill_encoder is not None and not isinstance(self.prefill_encoder, SMTMemoryEncoderConfig):
-            raise ValueError(f"`prefill_encoder` must be an SMTMemoryEncoderConfig, a dict of its fields or None, got "
-                             f"{type(self.prefill_encoder).__name__}; student.add_prefill_encoder(teacher) sets it.")
         elif self.prefill_encoder is not None:  # a copy: the defaults below must not write into the caller's object
             self.prefill_encoder = copy.deepcopy(self.prefill_encoder)
         if self.prefill_encoder is not None and self.prefill_encoder.intermediate_size is None:

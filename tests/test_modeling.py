@@ -3,6 +3,7 @@
 import pytest
 import torch
 from conftest import BACKBONES, tiny_student_config, tiny_teacher_config
+from huggingface_hub.errors import StrictDataclassFieldValidationError
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
 
 import smt_hf  # noqa: F401  (registers the Auto classes)
@@ -253,19 +254,20 @@ def test_wrong_memory_shape_raises(student, teacher):
         (dict(dropout=1.5), "dropout"),
         # strings and bad numbers were accepted: "false" is truthy (tied the head), "0.1" failed at build time, a
         # negative eps gave nan logits, an int prefill_encoder an AttributeError
-        (dict(tie_word_embeddings="false"), r"`tie_word_embeddings` must be True or False, got 'false' \(str\)"),
-        (dict(use_cache="False"), "`use_cache` must be True or False"),
-        (dict(dropout="0.1"), r"`dropout` must be a number in \[0, 1\), got '0.1'"),
+        (dict(tie_word_embeddings="false"), r"Field 'tie_word_embeddings' expected bool, got str"),
+        (dict(use_cache="False"), "Field 'use_cache' expected bool"),
+        (dict(dropout="0.1"), r"Field 'dropout' with value '0.1' doesn't match"),
         (dict(rms_norm_eps=-1.0), "`rms_norm_eps` must be a finite number > 0, got -1.0"),
-        (dict(rope_theta="1e4"), "`rope_theta` must be a finite number > 0"),
+        (dict(rope_theta="1e4"), "Field 'rope_theta'"),
         (dict(initializer_range=0.0), "`initializer_range` must be a finite number > 0"),
-        (dict(prefill_encoder=5), "`prefill_encoder` must be an SMTMemoryEncoderConfig, a dict of its fields or None"),
+        (dict(prefill_encoder=5), "Field 'prefill_encoder' with value 5 doesn't match"),
     ],
     ids=["unknown-backbone", "heads-not-dividing", "K<1", "dropout", "tie-str", "use_cache-str", "dropout-str",
          "eps<0", "theta-str", "init-0", "prefill-int"],
 )
 def test_invalid_student_config_raises(kwargs, match):
-    with pytest.raises(ValueError, match=match):
+    # a wrong type: huggingface_hub's @strict error (as transformers' own configs); a wrong value: our ValueError
+    with pytest.raises((ValueError, StrictDataclassFieldValidationError), match=match):
         SMTRecurrentConfig(**kwargs)
 
 
@@ -274,13 +276,28 @@ def test_invalid_teacher_config_raises():
         tiny_teacher_config(memory_tokens=0)
     with pytest.raises(ValueError, match="divisible"):
         tiny_teacher_config(hidden_size=30)
-    with pytest.raises(ValueError, match="`encoder_causal` must be True or False, got 'false'"):  # built causal before
+    with pytest.raises(StrictDataclassFieldValidationError, match="Field 'encoder_causal' expected bool, got str"):  # built causal before
         tiny_teacher_config(encoder_causal="false")
     with pytest.raises(ValueError, match="`rms_norm_eps` must be a finite number > 0"):
         tiny_teacher_config(rms_norm_eps=float("nan"))
-    with pytest.raises(ValueError, match="`causal` must be True or False"):
+    with pytest.raises(ValueError, match="`rope_theta` must be a finite number > 0"):
+        tiny_teacher_config(rope_theta=10**400)
+    with pytest.raises(StrictDataclassFieldValidationError, match="Field 'causal' expected bool"):
         SMTMemoryEncoderConfig(causal=1)
-    assert tiny_teacher_config(rope_theta=500, initializer_range=1).rope_theta == 500  # ints are numbers
+    config = tiny_teacher_config(rope_theta=500, initializer_range=1, eos_token_id=[1, 2])  # ints are numbers
+    assert config.rope_theta == 500 and config.eos_token_id == [1, 2]
+    # types are checked on assignment too, and so on the keyword arguments from_pretrained sets after construction
+    with pytest.raises(StrictDataclassFieldValidationError, match="Field 'use_cache' expected bool"):
+        config.use_cache = "false"
+
+
+def test_from_pretrained_keyword_arguments_are_type_checked(tmp_path):
+    from transformers import AutoConfig
+
+    tiny_teacher_config().save_pretrained(tmp_path)
+    assert AutoConfig.from_pretrained(tmp_path, tie_word_embeddings=True).tie_word_embeddings is True
+    with pytest.raises(StrictDataclassFieldValidationError, match="Field 'tie_word_embeddings' expected bool"):  # it was kept as 'false'
+        AutoConfig.from_pretrained(tmp_path, tie_word_embeddings="false")
     teacher = SMTTeacherModel(tiny_teacher_config(max_context_length=8))
     with pytest.raises(ValueError, match="max_context_length=8"):
         teacher.encode(torch.zeros(1, 9, dtype=torch.long))
