@@ -107,8 +107,9 @@ class SMTTeacherConfig(PreTrainedConfig):
             (`SMTTrainingArguments.smt_all_prefixes`). Measured, not the default: see the README.
         use_cache (`bool`, defaults to False): unused by the teacher (it keeps no state between calls); kept for the
             `PreTrainedConfig` interface.
-        pad_token_id, bos_token_id, eos_token_id (`int`, *optional*): special token ids, set from a tokenizer
-            (the byte tokenizer pads with byte 0 and adds no bos/eos); `SMTRecurrentConfig.from_teacher` carries them over.
+        pad_token_id, bos_token_id, eos_token_id (`int`, *optional*; eos may be a list of ints): special token ids,
+            set from a tokenizer (the byte tokenizer pads with byte 0 and adds no bos/eos);
+            `SMTRecurrentConfig.from_teacher` carries them over.
     """
 
     model_type = "smt_teacher"
@@ -247,8 +248,9 @@ class SMTRecurrentConfig(PreTrainedConfig):
             existed holds the flat keys `prefill_layers`, `prefill_context_length`, `prefill_intermediate_size` and
             `prefill_causal` instead; they load into it (`prefill_layers=0`: None).
         tie_word_embeddings (`bool`, defaults to False): tie the readout head to the token embedding.
-        pad_token_id, bos_token_id, eos_token_id (`int`, *optional*): special token ids, set from a tokenizer
-            (the byte tokenizer pads with byte 0 and adds no bos/eos); `from_teacher` copies the teacher's.
+        pad_token_id, bos_token_id, eos_token_id (`int`, *optional*; eos may be a list of ints): special token ids,
+            set from a tokenizer (the byte tokenizer pads with byte 0 and adds no bos/eos); `from_teacher` copies the
+            teacher's.
     """
 
     model_type = "smt_recurrent"
