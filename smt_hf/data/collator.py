@@ -53,7 +53,7 @@ def _unpad(x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, i: int) -> tupl
     if keep.numel() == 0:
         raise ValueError(f"SMTDataCollator: feature {i} has an all-zero attention_mask (no token to train on)")
     first, last = int(keep[0]), int(keep[-1])
-    if last - first + 1 != keep.numel() or not bool((mask[first:last + 1] == 1).all()):
+    if last - first + 1 != keep.numel():  # (`_mask` allows 0/1 only: contiguous 1s are the one block)
         raise ValueError(f"SMTDataCollator: feature {i}'s attention_mask is not one block of 1s (left or right "
                          "padding only): a recurrent model reads every token of its sequence in order")
     return x[first:last + 1], y[first:last + 1]

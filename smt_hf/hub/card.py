@@ -40,9 +40,10 @@ RUN_INFO_KEYS = frozenset({
     "plots", "limitations", "license", "tags", "language", "log_history", "run_dir",
 })
 
-# The SMTTrainingArguments fields `training_summary` reads.
+# The SMTTrainingArguments fields `training_summary` reads (the DMT ones only in mode "dmt").
+DMT_TRAINING_KEYS = ("dmt_gradient", "dmt_stride", "rollout_length", "dmt_matched_steps")
 TRAINING_KEYS = ("mode", "learning_rate", "per_device_train_batch_size", "context_length", "future_length",
-                 "dmt_gradient", "dmt_stride", "rollout_length", "dmt_matched_steps")
+                 *DMT_TRAINING_KEYS)
 
 # What each model class is, for cards and exports (matched by class name, so remote-code copies count too).
 MODEL_KINDS = {"SMTRecurrentForCausalLM": "student", "SMTTeacherModel": "teacher"}
@@ -300,13 +301,13 @@ def _version() -> str:
 
 def model_kind(model) -> str:
     """"student" or "teacher"; raises a ValueError naming the fix for anything else (PEFT wrappers included)."""
-    if hasattr(model, "merge_and_unload") and hasattr(model, "peft_config"):
+    from ..peft_utils import has_adapter_layers, is_peft_model
+
+    if is_peft_model(model):
         raise ValueError(
             "export_for_hub got a PEFT model: call `model = model.merge_and_unload()` first (the exported folder "
             "holds plain weights), or save the adapter alone with `model.save_pretrained(dir)`."
         )
-    from ..peft_utils import has_adapter_layers
-
     if hasattr(model, "modules") and has_adapter_layers(model):
         raise ValueError(
             "export_for_hub got a model with PEFT adapter layers in it (a PeftModel's get_base_model()?): export "
@@ -335,7 +336,7 @@ def training_summary(args: dict, steps: int | None = None, world_size: int | Non
         info["batch_size"] = a.get("per_device_train_batch_size") * world_size
     info.update(context_length=a.get("context_length"), future_length=a.get("future_length"))
     if a.get("mode") == "dmt":
-        info.update({k: a.get(k) for k in ("dmt_gradient", "dmt_stride", "rollout_length", "dmt_matched_steps")})
+        info.update({k: a.get(k) for k in DMT_TRAINING_KEYS})
     return info
 
 
