@@ -105,6 +105,10 @@ def evaluate_smt(
     return out
 
 
+STUDENT_METRICS = ("student_loss", "student_bits", "student_acc")  # student_acc: episodes with task targets
+TEACHER_METRICS = ("teacher_loss", "teacher_acc", "onestep_acc", "drift_mean", "drift_last")  # with a teacher
+
+
 def summarize(batches: list[dict]) -> dict[str, float]:
     """Combine per-batch results of `evaluate_smt` into the reported metrics."""
     s = lambda k: sum(b.get(k, 0) for b in batches)  # noqa: E731
@@ -142,4 +146,4 @@ def summarize(batches: list[dict]) -> dict[str, float]:
     return metrics
 
 
-__all__ = ["evaluate_smt", "summarize"]
+__all__ = ["evaluate_smt", "summarize", "STUDENT_METRICS", "TEACHER_METRICS"]

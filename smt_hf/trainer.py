@@ -20,18 +20,22 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
+import time
 
 import safetensors.torch
 import torch
 from accelerate.utils import gather_object
 from transformers import Trainer, TrainerCallback
+from transformers.trainer_utils import HubStrategy, SaveStrategy, speed_metrics
+from transformers.utils.hub import PushInProgress
 from transformers.utils import logging
 
 from . import losses
 from .callbacks import SeqLenCurriculumCheck
 from .data.collator import SMTDataCollator
-from .evaluation import evaluate_smt, summarize
+from .evaluation import STUDENT_METRICS, TEACHER_METRICS, evaluate_smt, summarize
 from . import hub
 from .modeling_recurrent import SMTRecurrentForCausalLM, empty_context_memory
 from .modeling_utils import is_dtensor
@@ -65,6 +69,27 @@ def _first_length(dataset) -> int | None:
         return len(dataset[0]["input_ids"])
     except Exception:  # iterable datasets, custom containers
         return None
+
+
+FSDP_PUSH = ("push_to_hub under FSDP is not supported by SMTTrainer (the export runs on one process, outside the "
+             "sharded models): leave push_to_hub=False, save with trainer.save_model(folder) and push that folder: "
+             "`smt-export --model <folder> --out <dir> --push --repo-id user/name` (smt_hf.hub.export_for_hub).")
+
+
+def _check_best_metric(metric: str | None, has_teacher: bool, eval_dataset) -> None:
+    """ValueError unless `metric_for_best_model` (save_strategy='best', reduce_lr_on_plateau, early stopping) names a
+    metric evaluate() reports (`smt_hf.evaluation`), with or without 'eval_' and, for a dict of eval datasets, its
+    '<name>_' prefix: HF finds out only at the first evaluation (a KeyError mid-training)."""
+    if metric is None:
+        return
+    names = STUDENT_METRICS + (TEACHER_METRICS if has_teacher else ())
+    datasets = [f"{k}_" for k in eval_dataset] if isinstance(eval_dataset, dict) else [""]
+    if metric.removeprefix("eval_") in {d + n for d in datasets for n in names}:
+        return
+    raise ValueError(f"metric_for_best_model={metric!r} is not a metric SMTTrainer's evaluate() reports"
+                     f"{'' if has_teacher else ' without a teacher'}: use one of {[d + n for d in datasets for n in names]} "
+                     "(eval_ prefix optional; student_acc needs episodes with task targets) and set greater_is_better "
+                     "to match (lr_scheduler_type='reduce_lr_on_plateau' sets 'loss': pass e.g. 'student_loss').")
 
 
 def _fsdp_version(trainer: Trainer) -> int | None:
@@ -226,6 +251,9 @@ class SMTTrainer(Trainer):
                     "(see context_length / rollout_length / split); use longer sequences or smaller lengths."
                 )
         _refuse_fsdp1(int((args.fsdp_config or {}).get("version", 2)) if args.fsdp else None)
+        if args.push_to_hub and args.fsdp:  # (before Trainer creates the Hub repo)
+            raise ValueError(FSDP_PUSH)
+        _check_best_metric(args.metric_for_best_model, teacher is not None, eval_dataset)
         if data_collator is None:
             # sequence batches for every mode; smt/joint split points are drawn inside the training step
             data_collator = SMTDataCollator(mode="eval")
@@ -249,6 +277,8 @@ class SMTTrainer(Trainer):
         _refuse_fsdp1(_fsdp_version(self))  # (also an FSDP1 plugin from `accelerate launch`'s config)
         if args.lambda_onestep_readout > 0 and _fsdp_version(self) is not None:  # FSDP from accelerate's config
             raise ValueError(ONESTEP_READOUT_FSDP)
+        if self.args.push_to_hub and _fsdp_version(self) is not None:
+            raise ValueError(FSDP_PUSH)
         check_trainer_flags(self.args)  # again: an accelerator_config or a later edit of args can set them
         check_fp16_device(self.args)
         if peft_student is not None and (_fsdp_version(self) is not None or self.is_deepspeed_enabled):
@@ -349,6 +379,8 @@ class SMTTrainer(Trainer):
             for name, ds in dataset.items():
                 metrics.update(self.evaluate(ds if override else name, ignore_keys, f"{metric_key_prefix}_{name}"))
             return metrics
+        self._memory_tracker.start()
+        start = time.time()
         self.sync_readout()  # (a teacher edited since the last optimizer step)
         with root_unsharded(self.model):  # FSDP2: the models run outside the root's forward
             results = self._evaluate_batches(dataset)
@@ -357,12 +389,17 @@ class SMTTrainer(Trainer):
         summary = summarize(results)
         self.last_eval = summary
         metrics = {f"{metric_key_prefix}_{k}": v for k, v in summary.items() if not isinstance(v, list)}
+        n = sum(r["rows"] for r in results)  # as HF: runtime, samples and steps per second; memory when tracked
+        metrics.update(speed_metrics(metric_key_prefix, start, num_samples=n,
+                                     num_steps=math.ceil(n / (self.args.eval_batch_size * self.args.world_size))))
+        self._memory_tracker.stop_and_update_metrics(metrics)
         self.log(metrics)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
         return metrics
 
     def _evaluate_batches(self, dataset) -> list[dict]:
-        """`evaluate_smt` sums of this process's eval batches (the repeats that pad its last batch left out). Under
+        """`evaluate_smt` sums of this process's eval batches (the repeats that pad its last batch left out), each
+        with its number of `rows`. Under
         FSDP2 every forward is a collective (each Block gathers its shards), so a batch of repeats only is still run
         (and its result dropped) to keep the processes in step."""
         sharded = any(is_dtensor(p) for p in self.model.parameters())
@@ -377,7 +414,7 @@ class SMTTrainer(Trainer):
                                   self.args.context_length, eval_positions=self.args.eval_positions,
                                   drift_stride=self.args.dmt_stride, attention_mask=batch.get("attention_mask"))
             if n:
-                results.append(result)
+                results.append({**result, "rows": n})
         return results
 
     def _rows_to_evaluate(self, batch_size: int) -> int:
@@ -501,12 +538,50 @@ class SMTTrainer(Trainer):
         """A run summary for model cards: `smt_hf.hub.trainer_run_info(self, **extra)`."""
         return hub.trainer_run_info(self, **extra)
 
-    def push_to_hub(self, repo_id: str | None = None, commit_message: str = "End of training", private=None,
-                    token=None, push_teacher: bool = False, run_info: dict | None = None, **kwargs):
+    def push_to_hub(self, repo_id: str | None = None, commit_message: str | None = "End of training",
+                    blocking: bool = True, token: str | None = None, revision: str | None = None,
+                    private: bool | None = None, push_teacher: bool = False, run_info: dict | None = None, **kwargs):
         """Push the standalone student as a self-contained Hub repo, and optionally the teacher to
-        `<repo_id>-teacher`: `smt_hf.hub.push_trainer` (see there)."""
+        `<repo_id>-teacher`: `smt_hf.hub.push_trainer` (see there; `token` / `private` / `revision` default to
+        `hub_token` / `hub_private_repo` / `hub_revision`, as the HF Trainer's). The model card comes from the run
+        (`run_info()`, updated with `run_info`), not from Trainer's `create_model_card` keywords: any other keyword
+        raises TypeError. Waits for an earlier upload (`push_to_hub=True` pushes at each save) before exporting
+        again. Process zero pushes; the others return None. ValueError under FSDP2 (sharded models)."""
+        if kwargs:
+            raise TypeError(
+                f"SMTTrainer.push_to_hub() got unsupported keyword(s) {sorted(kwargs)}: it takes repo_id, commit_message, "
+                "blocking, token, revision, private, push_teacher and run_info; the model card is built from the run "
+                "(smt_hf.hub.make_model_card: pass card fields in run_info), not from Trainer.create_model_card.")
+        if any(is_dtensor(p) for p in self.model.parameters()):
+            raise ValueError(FSDP_PUSH)
+        self.callback_handler.on_push_begin(self.args, self.state, self.control)
+        self._finish_current_push()  # the export folder is rewritten below: an earlier upload reads it
+        if not self.is_world_process_zero():
+            return None
         return hub.push_trainer(self, repo_id, commit_message=commit_message, private=private, token=token,
-                                push_teacher=push_teacher, run_info=run_info)
+                                push_teacher=push_teacher, run_info=run_info, revision=revision, blocking=blocking)
+
+    def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
+        """`push_to_hub=True`, at each save (HF's hook; `hub_strategy` every_save, checkpoint, all_checkpoints): push
+        the checkpoint's student exported as `push_to_hub()` does (HF copies a top-level model.safetensors, which an
+        SMT checkpoint keeps in student/), in the background, skipped while an earlier push is uploading unless
+        `hub_always_push`; the 'checkpoint' strategies also upload the checkpoint folder (as HF)."""
+        a = self.args
+        if not self.is_world_process_zero() or a.hub_strategy == HubStrategy.END:
+            return
+        if not a.hub_always_push and self.push_in_progress is not None and not self.push_in_progress.is_done():
+            return
+        self._finish_current_push()
+        self.callback_handler.on_push_begin(a, self.state, self.control)
+        message = (f"Training in progress, step {self.state.global_step}" if a.save_strategy == SaveStrategy.STEPS
+                   else f"Training in progress, epoch {int(self.state.epoch or 0)}")
+        student = hub.load_model(checkpoint_folder, "student")
+        jobs = [hub.push_trainer(self, self.hub_model_id, commit_message=message, blocking=False, student=student)]
+        if a.hub_strategy in (HubStrategy.CHECKPOINT, HubStrategy.ALL_CHECKPOINTS):
+            path = "last-checkpoint" if a.hub_strategy == HubStrategy.CHECKPOINT else os.path.basename(checkpoint_folder)
+            jobs.append(hub.commit_folder(checkpoint_folder, self.hub_model_id, path_in_repo=path, token=a.hub_token,
+                                          commit_message=message + ", checkpoint", revision=a.hub_revision, blocking=False))
+        self.push_in_progress = PushInProgress(jobs)
 
     def save_summary(self, path: str, **extra) -> None:
         """Write the last evaluation and the run's log history as JSON: `smt_hf.hub.save_summary(self, path, **extra)`."""

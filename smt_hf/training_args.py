@@ -214,6 +214,8 @@ class SMTTrainingArguments(TrainingArguments):
     remove_unused_columns: bool = field(default=False, metadata={"help": "Kept False: the collator reads all columns."})
 
     def __post_init__(self):
+        if self.greater_is_better is None and str(self.metric_for_best_model).endswith(("_bits", "drift_mean", "drift_last")):
+            self.greater_is_better = False  # lower is better; HF's default is False only for names ending in "loss"
         if self.mode not in MODES:
             raise ValueError(f"`mode` must be one of {list(MODES)}, got {self.mode!r}.")
         for name in ("context_length", "future_length", "rollout_length", "dmt_stride", "splits_per_sequence"):
@@ -348,6 +350,11 @@ def check_trainer_flags(args) -> None:
         raise ValueError("load_best_model_at_end is not supported by SMTTrainer; pick a checkpoint folder instead "
                          "(save_strategy='best' with metric_for_best_model='student_loss' keeps the best one: "
                          "trainer.state.best_model_checkpoint).")
+    for name in ("bf16_full_eval", "fp16_full_eval"):
+        if getattr(args, name):
+            raise ValueError(f"{name}=True is not supported by SMTTrainer: evaluate() runs the student and teacher in "
+                             "their parameters' dtype (float32 unless you cast them). Cast them yourself for a "
+                             "half-precision evaluation (e.g. trainer.student.to(torch.bfloat16)), or leave it False.")
     for name, off in (("label_smoothing_factor", 0.0), ("neftune_noise_alpha", None)):
         if getattr(args, name) != off:
             raise ValueError(

@@ -124,6 +124,9 @@ def test_trainer_evaluate_runs_the_hf_eval_loader_and_equals_evaluation_over_its
     assert got.pop("epoch") == alone.pop("epoch") == 0  # (added by HF's `log`)
     assert asked == ["a", data]  # the name of the dict entry (HF's loader key), then the dataset itself
     ref = run(student, teacher, [data[:5], data[5:10], data[10:]])
+    for metrics, prefix in ((got, "eval_a"), (alone, "eval")):  # HF's speed metrics: 13 samples, 3 batches
+        speed = {k: metrics.pop(f"{prefix}_{k}") for k in ("runtime", "samples_per_second", "steps_per_second")}
+        assert speed["samples_per_second"] / speed["steps_per_second"] == pytest.approx(13 / 3, rel=1e-2)
     assert got == {f"eval_a_{k}": v for k, v in ref.items() if not isinstance(v, list)}
     assert alone == {f"eval_{k}": v for k, v in ref.items() if not isinstance(v, list)}
 

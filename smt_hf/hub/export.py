@@ -234,6 +234,8 @@ def export_for_hub(
     private: bool | None = None,
     token: str | bool | None = None,
     commit_message: str | None = None,
+    revision: str | None = None,
+    blocking: bool = True,
 ) -> ExportedFolder:
     """Write a folder that loads with `trust_remote_code=True` and no `smt_hf` (and optionally push it).
 
@@ -245,8 +247,8 @@ def export_for_hub(
             nothing otherwise; `False` ships none. An `SMTByteTokenizer` also ships its code and `auto_map`.
         generation_config: a `GenerationConfig` to write instead of the model's own (students only).
         run_info: a run summary dict (see `model_cards/examples/`) for the model card; a minimal card otherwise.
-        push_to_hub, repo_id, private, token, commit_message: upload the folder with
-            one `huggingface_hub.HfApi.create_commit` after writing it (`repo_id` is required).
+        push_to_hub, repo_id, private, token, commit_message, revision, blocking: upload the folder with one
+            `huggingface_hub.HfApi.create_commit` after writing it (`repo_id` is required; `push_folder`).
     Returns:
         An [`ExportedFolder`] (path-like): the folder, kind, code files and the commit info when pushed.
     """
@@ -295,35 +297,44 @@ def export_for_hub(
 
     result = ExportedFolder(path=out, kind=kind, code_files=sorted(code))
     if push_to_hub:
-        result.commit = push_folder(out, repo_id, private=private, token=token, commit_message=commit_message)
+        result.commit = push_folder(out, repo_id, private=private, token=token, commit_message=commit_message,
+                                    revision=revision, blocking=blocking)
     return result
 
 
 def push_trainer(trainer, repo_id: str | None = None, commit_message: str = "End of training", private=None,
-                 token=None, push_teacher: bool = False, run_info: dict | None = None):
+                 token=None, push_teacher: bool = False, run_info: dict | None = None, revision: str | None = None,
+                 blocking: bool = True, student=None):
     """Push an `SMTTrainer`'s standalone student as a self-contained Hub repo (config with `auto_map`, safetensors,
     code, tokenizer, generation config and a model card), and optionally the teacher to `<repo_id>-teacher`.
 
-    The folders are written under `<output_dir>/hub_export/{student,teacher}` first. `repo_id` defaults to
-    `args.hub_model_id`; neither raises ValueError. Returns the student's `CommitInfo`."""
+    The folders are written under `<output_dir>/hub_export/{student,teacher}` first. As the HF Trainer's
+    `push_to_hub`: `token`, `private` and `revision` default to the arguments' `hub_token`, `hub_private_repo` and
+    `hub_revision`, and `repo_id` to `hub_model_id`, else the repo `Trainer` created for `push_to_hub=True`
+    (`trainer.hub_model_id`); none raises ValueError. `blocking=False` returns the student's upload as a `Future`
+    (the teacher's, with `push_teacher`, is done first). `student`: export this model instead of `trainer.student`
+    (a checkpoint's, loaded from disk, whose readout is already synced). Returns the student's `CommitInfo`."""
     student_dir, teacher_dir = "student", "teacher"  # as SMTTrainer's checkpoint folders
     if getattr(trainer, "peft_student", None) is not None:
         raise ValueError("This trainer's student is a PeftModel: push the adapter with "
                          "`trainer.peft_student.push_to_hub(repo_id)`, or the merged student with "
                          "`export_for_hub(trainer.peft_student.merge_and_unload(), folder, push_to_hub=True, ...)`.")
-    repo_id = repo_id or trainer.args.hub_model_id
+    a = trainer.args
+    repo_id = repo_id or a.hub_model_id or getattr(trainer, "hub_model_id", None)
     if not repo_id:
         raise ValueError("push_to_hub needs `repo_id` or `SMTTrainingArguments(hub_model_id=...)`.")
-    trainer.sync_readout()  # smt/joint: the student's readout and m_0 are the current teacher's
+    hub = dict(private=a.hub_private_repo if private is None else private, token=a.hub_token if token is None else token,
+               revision=a.hub_revision if revision is None else revision, commit_message=commit_message)
+    if student is None:
+        trainer.sync_readout()  # smt/joint: the student's readout and m_0 are the current teacher's
+        student = trainer.student
     info = trainer.run_info(**(run_info or {}))
-    folder = os.path.join(trainer.args.output_dir, "hub_export")
-    out = export_for_hub(trainer.student, os.path.join(folder, student_dir), tokenizer=trainer.processing_class,
-                         run_info=info, push_to_hub=True, repo_id=repo_id, private=private, token=token,
-                         commit_message=commit_message)
+    folder = os.path.join(a.output_dir, "hub_export")
     if push_teacher and trainer.teacher is not None:
         export_for_hub(trainer.teacher, os.path.join(folder, teacher_dir), tokenizer=False, run_info=info,
-                       push_to_hub=True, repo_id=f"{repo_id}-teacher", private=private, token=token,
-                       commit_message=commit_message)
+                       push_to_hub=True, repo_id=f"{repo_id}-teacher", **hub)
+    out = export_for_hub(student, os.path.join(folder, student_dir), tokenizer=trainer.processing_class,
+                         run_info=info, push_to_hub=True, repo_id=repo_id, blocking=blocking, **hub)
     return out.commit
 
 
