@@ -35,13 +35,14 @@ from transformers.utils import logging
 from . import losses
 from .callbacks import SeqLenCurriculumCheck
 from .data.collator import SMTDataCollator
-from .evaluation import STUDENT_METRICS, TEACHER_METRICS, evaluate_smt, summarize
+from .evaluation import evaluate_smt, summarize
 from . import hub
 from .modeling_recurrent import SMTRecurrentForCausalLM, empty_context_memory
 from .modeling_utils import is_dtensor
 from .peft_utils import check_peft_student, has_adapter_layers, is_peft_model, load_adapter_checkpoint
 from .modeling_teacher import SMTTeacherModel
-from .training_args import ONESTEP_READOUT_FSDP, SMTTrainingArguments, check_fp16_device, check_trainer_flags
+from .training_args import (FSDP_PUSH, ONESTEP_READOUT_FSDP, SMTTrainingArguments, check_best_metric, check_fp16_device,
+                            check_trainer_flags)
 from .training_module import SMTTrainingModule, mask_labels_from
 
 logger = logging.get_logger(__name__)
@@ -69,27 +70,6 @@ def _first_length(dataset) -> int | None:
         return len(dataset[0]["input_ids"])
     except Exception:  # iterable datasets, custom containers
         return None
-
-
-FSDP_PUSH = ("push_to_hub under FSDP is not supported by SMTTrainer (the export runs on one process, outside the "
-             "sharded models): leave push_to_hub=False, save with trainer.save_model(folder) and push that folder: "
-             "`smt-export --model <folder> --out <dir> --push --repo-id user/name` (smt_hf.hub.export_for_hub).")
-
-
-def _check_best_metric(metric: str | None, has_teacher: bool, eval_dataset) -> None:
-    """ValueError unless `metric_for_best_model` (save_strategy='best', reduce_lr_on_plateau, early stopping) names a
-    metric evaluate() reports (`smt_hf.evaluation`), with or without 'eval_' and, for a dict of eval datasets, its
-    '<name>_' prefix: HF finds out only at the first evaluation (a KeyError mid-training)."""
-    if metric is None:
-        return
-    names = STUDENT_METRICS + (TEACHER_METRICS if has_teacher else ())
-    datasets = [f"{k}_" for k in eval_dataset] if isinstance(eval_dataset, dict) else [""]
-    if metric.removeprefix("eval_") in {d + n for d in datasets for n in names}:
-        return
-    raise ValueError(f"metric_for_best_model={metric!r} is not a metric SMTTrainer's evaluate() reports"
-                     f"{'' if has_teacher else ' without a teacher'}: use one of {[d + n for d in datasets for n in names]} "
-                     "(eval_ prefix optional; student_acc needs episodes with task targets) and set greater_is_better "
-                     "to match (lr_scheduler_type='reduce_lr_on_plateau' sets 'loss': pass e.g. 'student_loss').")
 
 
 def _fsdp_version(trainer: Trainer) -> int | None:
@@ -253,7 +233,7 @@ class SMTTrainer(Trainer):
         _refuse_fsdp1(int((args.fsdp_config or {}).get("version", 2)) if args.fsdp else None)
         if args.push_to_hub and args.fsdp:  # (before Trainer creates the Hub repo)
             raise ValueError(FSDP_PUSH)
-        _check_best_metric(args.metric_for_best_model, teacher is not None, eval_dataset)
+        check_best_metric(args.metric_for_best_model, teacher is not None, eval_dataset)
         if data_collator is None:
             # sequence batches for every mode; smt/joint split points are drawn inside the training step
             data_collator = SMTDataCollator(mode="eval")

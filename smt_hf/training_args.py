@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
+from .evaluation import STUDENT_METRICS, TEACHER_METRICS
+
 MODES = ("smt", "joint", "dmt", "bptt")
 # raised here for `fsdp=...` and by SMTTrainer for FSDP from accelerate's config
 ONESTEP_READOUT_FSDP = ("`lambda_onestep_readout` holds the read-out's weights constant with torch.func.functional_call, "
@@ -362,6 +364,27 @@ def check_trainer_flags(args) -> None:
                 f"the lambda_* arguments), not the model's token cross-entropy; leave {name}={off}.")
 
 
+FSDP_PUSH = ("push_to_hub under FSDP is not supported by SMTTrainer (the export runs on one process, outside the "
+             "sharded models): leave push_to_hub=False, save with trainer.save_model(folder) and push that folder: "
+             "`smt-export --model <folder> --out <dir> --push --repo-id user/name` (smt_hf.hub.export_for_hub).")
+
+
+def check_best_metric(metric: str | None, has_teacher: bool, eval_dataset) -> None:
+    """ValueError unless `metric_for_best_model` (save_strategy='best', reduce_lr_on_plateau, early stopping) names a
+    metric evaluate() reports (`smt_hf.evaluation`), with or without 'eval_' and, for a dict of eval datasets, its
+    '<name>_' prefix: HF finds out only at the first evaluation (a KeyError mid-training)."""
+    if metric is None:
+        return
+    names = STUDENT_METRICS + (TEACHER_METRICS if has_teacher else ())
+    datasets = [f"{k}_" for k in eval_dataset] if isinstance(eval_dataset, dict) else [""]
+    if metric.removeprefix("eval_") in {d + n for d in datasets for n in names}:
+        return
+    raise ValueError(f"metric_for_best_model={metric!r} is not a metric SMTTrainer's evaluate() reports"
+                     f"{'' if has_teacher else ' without a teacher'}: use one of {[d + n for d in datasets for n in names]} "
+                     "(eval_ prefix optional; student_acc needs episodes with task targets) and set greater_is_better "
+                     "to match (lr_scheduler_type='reduce_lr_on_plateau' sets 'loss': pass e.g. 'student_loss').")
+
+
 def check_fp16_device(args) -> None:
     """ValueError for fp16=True on CPU: accelerate has no fp16 autocast there, so it trained in float32. Run after
     `TrainingArguments.__post_init__` (reading `args.device` sets the device up)."""
@@ -392,4 +415,5 @@ def check_gradient_accumulation(steps, mode: str, dmt_buffer_size: int = 0) -> N
                          "per_device_train_batch_size instead, or set dmt_buffer_size=0.")
 
 
-__all__ = ["SMTTrainingArguments", "MODES", "check_gradient_accumulation", "check_trainer_flags", "check_fp16_device"]
+__all__ = ["SMTTrainingArguments", "MODES", "check_gradient_accumulation", "check_trainer_flags", "check_fp16_device",
+           "check_best_metric"]
