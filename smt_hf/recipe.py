@@ -124,8 +124,8 @@ def machine() -> str:
 def phase_arguments(config: dict, seq_len: int, teacher_max_context: int) -> list:
     """SMTTrainingArguments for every phase, built (and checked) before any of them trains.
 
-    Raises ConfigError naming the phase and the fix (a value SMTTrainingArguments rejects, or a
-    context_length longer than the teacher reads)."""
+    Raises ConfigError naming the phase and the fix (a value SMTTrainingArguments rejects, a context_length longer
+    than the teacher reads, sequences shorter than the phase's mode needs, a streamed dataset without max_steps)."""
     from .training_args import SMTTrainingArguments
 
     out_dir = config.get("output_dir", "outputs/smt")
@@ -149,6 +149,14 @@ def phase_arguments(config: dict, seq_len: int, teacher_max_context: int) -> lis
                 callback()
         except (ImportError, RuntimeError, ValueError) as e:
             raise ConfigError(f"phases.{i}: report_to={args.report_to}: {e}") from None
+        if seq_len < args.min_sequence_length():  # (SMTTrainer checks it too: after the earlier phases trained)
+            raise ConfigError(
+                f"phases.{i}: mode={args.mode!r} needs sequences of >= {args.min_sequence_length()} tokens (context_length "
+                f"{args.context_length}, rollout_length {args.rollout_length}, dmt_start {args.dmt_start!r}, split "
+                f"{args.split!r}), the data has {seq_len}: raise data.seq_len or lower those lengths")
+        if config.get("data", {}).get("streaming") and args.max_steps <= 0:
+            raise ConfigError(f"phases.{i}: a streamed dataset has no length, so the phase needs max_steps > 0 "
+                              f"(got {args.max_steps}); set --set phases.{i}.max_steps=N")
         if args.mode != "bptt" and args.context_length > teacher_max_context:
             raise ConfigError(
                 f"phases.{i}: context_length={args.context_length} exceeds teacher.max_context_length="
@@ -180,9 +188,15 @@ def run_config(config: dict) -> dict:
         torch.set_num_threads(int(config["threads"]))
     torch.manual_seed(seed)
     print(announce_source(config["data"]), flush=True)
-    train, ev, vocab, data_desc = build_data(config["data"])
+    try:  # a file, column, tokenizer or size that cannot work: a usage error naming the section, not a traceback
+        train, ev, vocab, data_desc = build_data(config["data"])
+    except (ValueError, OSError) as e:
+        raise ConfigError(f"data: {e}") from None
     seq_len = len(next(iter(train))["input_ids"])  # (iter: a streamed dataset has no [0])
-    student, teacher = build_models(config, vocab, seq_len)
+    try:
+        student, teacher = build_models(config, vocab, seq_len)
+    except ValueError as e:
+        raise ConfigError(f"teacher / student: {e}") from None
     all_args = phase_arguments(config, seq_len, teacher.config.max_context_length)
     # the byte tokenizer for byte text only (not for pixels, nor a synthetic task that happens to have 256 tokens)
     byte_text = isinstance(vocab, int) and config["data"]["task"] == "text"

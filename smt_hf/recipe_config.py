@@ -66,7 +66,8 @@ def shipped_configs() -> list[str]:
 
 
 def load_config(path: str | None, overrides: list[str] | None = None) -> dict:
-    """The YAML at `path` (None: empty) with each `KEY=VALUE` override applied, validated.
+    """The YAML at `path` (None: empty) with each `KEY=VALUE` override applied, validated. `common.K=V` sets K in
+    every phase: in `common` and in each phase that sets K itself (in the YAML a phase's own value wins over common's).
 
     Raises:
         ConfigError: a missing file, a YAML that is not a mapping, a malformed override, or any key / value
@@ -77,6 +78,12 @@ def load_config(path: str | None, overrides: list[str] | None = None) -> dict:
     config = read_yaml(path, "output_dir:, data:, phases:, ...") if path else {}
     for item in overrides or []:
         apply_override(config, item)
+        key = item.partition("=")[0].strip().split(".")
+        if len(key) == 2 and key[0] == "common" and isinstance(config.get("phases"), list):
+            # `--set common.K=V` sets every phase: also where a phase of the file sets K itself (it would win)
+            for i, phase in enumerate(config["phases"]):
+                if isinstance(phase, dict) and key[1] in phase:
+                    apply_override(config, f"phases.{i}.{item.strip()[len('common.'):]}")
     return validate_config(config)
 
 

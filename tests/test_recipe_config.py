@@ -2,6 +2,7 @@
 fast --help of the recipes, and where recipes write by default (issue 17)."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -12,6 +13,7 @@ RECIPES = os.path.join(ROOT, "recipes")
 sys.path.insert(0, RECIPES)
 
 import smt as recipe  # noqa: E402
+from smt_hf import recipe as recipe_module  # noqa: E402
 from smt_hf.recipe_config import ConfigError  # noqa: E402
 
 NEEDLE = os.path.join(RECIPES, "configs", "needle_cpu.yaml")
@@ -66,10 +68,44 @@ def test_good_overrides_are_applied_and_typed():
     assert config["phases"][1]["lambda_dyn"] == 2.0 and isinstance(config["phases"][1]["lambda_dyn"], float)
 
 
+def test_common_override_sets_every_phase_even_where_the_file_sets_it_per_phase():
+    """`--set common.K=V` sets every phase (as the docs say): needle_cpu.yaml sets max_steps and learning_rate per
+    phase, whose values won over common's, so the override was silently ignored (1200 + 300 steps, lr 1e-3 / 3e-4).
+    Overrides apply in order: a later phases.<i>.K wins."""
+    config = load("common.max_steps=2", "common.learning_rate=5e-4", "phases.1.max_steps=3")
+    assert [p["max_steps"] for p in config["phases"]] == [2, 3]
+    assert [p["learning_rate"] for p in config["phases"]] == [5e-4, 5e-4] == [config["common"]["learning_rate"]] * 2
+    args = recipe_module.phase_arguments(config, 32, 32)
+    assert [(a.max_steps, a.learning_rate) for a in args] == [(2, 5e-4), (3, 5e-4)]
+    assert load("common.logging_steps=7")["phases"][0].get("logging_steps") is None  # not set per phase: common's
+
+
 def test_cli_reports_config_errors_as_usage_errors(capsys):
     with pytest.raises(SystemExit) as e:
         recipe.cli(["--config", NEEDLE, "--set", "phases.0.max_steps=abc"])
     assert e.value.code == 2 and "phases.0.max_steps='abc'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("override, message", [
+    ("teacher.hidden_size=30", r"error: teacher / student: .*hidden_size"),
+    ("data.vocab_size=1", r"error: data: needle: vocab_size must be >= 2"),
+])
+def test_cli_reports_data_and_model_errors_as_usage_errors(capsys, tmp_path, override, message):
+    """A value only the data or model builder can reject ended in a traceback; now the usage-error line."""
+    with pytest.raises(SystemExit) as e:
+        recipe.cli(["--config", NEEDLE, "--set", override, "--set", f"output_dir={tmp_path}", "--set", "data.num_train=8",
+                    "--set", "data.num_eval=8"])
+    assert e.value.code == 2
+    assert re.search(message, capsys.readouterr().err)
+
+
+def test_a_missing_tokenizer_folder_is_named():
+    """A relative or absolute folder that does not exist was read as a hub id ("Repo id must be in the form...")."""
+    from smt_hf.data import load_tokenizer
+
+    for name in ("./missing_tok", "/tmp/no/such/tok", "missing_tok/"):
+        with pytest.raises(FileNotFoundError, match=f"tokenizer folder {re.escape(repr(name))} not found"):
+            load_tokenizer(name)
 
 
 def test_teacher_too_small_for_the_context_says_what_to_set(tmp_path):
@@ -78,6 +114,15 @@ def test_teacher_too_small_for_the_context_says_what_to_set(tmp_path):
                                           r"set --set teacher\.max_context_length=32"):
         recipe.main(config)
     assert not (tmp_path / "final").exists()  # nothing trained
+
+
+def test_streamed_data_needs_max_steps_in_every_phase_before_training():
+    """A streamed dataset has no length: transformers raised for a phase without max_steps once it was built, after
+    the earlier phases had trained."""
+    config = load("phases.1.max_steps=-1")
+    config["data"]["streaming"] = True  # (the needle task does not stream; phase_arguments reads only the flag)
+    with pytest.raises(ConfigError, match=r"phases\.1: a streamed dataset has no length.*max_steps > 0 \(got -1\)"):
+        recipe_module.phase_arguments(config, 32, 32)
 
 
 def test_phase_value_rejected_by_the_arguments_fails_before_training(tmp_path):
@@ -91,6 +136,7 @@ def test_phase_value_rejected_by_the_arguments_fails_before_training(tmp_path):
     ("phases.1.report_to=wandbb", r"phases\.1: report_to=\['wandbb'\]: wandbb is not supported"),
     ("phases.1.label_smoothing_factor=0.1", r"phases\.1: `label_smoothing_factor` is not supported by SMTTrainer"),
     ("phases.0.gradient_accumulation_steps=2", r"phases\.0: gradient_accumulation_steps=2 is not supported in mode"),
+    ("phases.1.dmt_start=teacher", r"phases\.1: mode='dmt' needs sequences of >= 64 tokens.*the data has 32"),
 ])
 def test_a_later_phase_flag_the_trainer_cannot_honour_fails_before_training(tmp_path, override, message):
     """These failed only when their phase's trainer was built (an unknown logger) or at its first step, after the

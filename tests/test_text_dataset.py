@@ -51,6 +51,27 @@ def _data(corpus, tok_dir, tmp_path, **kw):
     return block
 
 
+def test_a_pre_tokenized_column_is_packed_as_it_is(corpus_and_tokenizer, tmp_path):
+    """A column of token-id lists (e.g. `input_ids` from an earlier tokenisation) is packed without tokenising
+    again: it failed inside the tokenizer ("text input must be of type `str`"). Same windows as from the text."""
+    import json
+
+    corpus, tok_dir = corpus_and_tokenizer
+    tok = AutoTokenizer.from_pretrained(tok_dir)
+    lines = [line for line in corpus.read_text(encoding="utf-8").splitlines() if line]
+    pretok = tmp_path / "pretok.jsonl"
+    pretok.write_text("".join(json.dumps({"input_ids": tok(line, add_special_tokens=False).input_ids}) + "\n"
+                              for line in lines))
+    from_ids = load_text_dataset(**_data(pretok, tok_dir, tmp_path, path="json", text_column="input_ids"))
+    from_text = load_text_dataset(**_data(corpus, tok_dir, tmp_path))
+    assert from_ids.train["input_ids"] == from_text.train["input_ids"] and len(from_ids.train) > 4
+    assert from_ids.eval["input_ids"] == from_text.eval["input_ids"]
+    floats = tmp_path / "floats.jsonl"
+    floats.write_text('{"x": 1.5}\n' * 50)
+    with pytest.raises(ValueError, match=r"column 'x' holds \['float'\]: expected text \(str\) or pre-tokenized"):
+        load_text_dataset(**_data(floats, tok_dir, tmp_path, path="json", text_column="x"))
+
+
 def test_windows_are_the_tokenised_documents_joined_by_eos(corpus_and_tokenizer, tmp_path):
     corpus, tok_dir = corpus_and_tokenizer
     got = load_text_dataset(**_data(corpus, tok_dir, tmp_path))

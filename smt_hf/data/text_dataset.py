@@ -22,6 +22,7 @@ text stays `load_text` (+ `stream_windows`); `tokenizer="bytes"` here uses `SMTB
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,13 +37,19 @@ __all__ = ["TokenizedText", "load_text_dataset", "load_tokenizer", "tokenizer_mo
            "document_separator"]
 
 
+def _names_a_folder(name: str) -> bool:
+    """Whether `name` can only be a path, not a hub id (`user/name` or `name`)."""
+    return name.startswith((".", "/", "~")) or name.endswith("/") or name.count("/") > 1
+
+
 def load_tokenizer(name_or_path, **kwargs):
     """A tokenizer from a hub id or a local folder (`AutoTokenizer.from_pretrained`), or `SMTByteTokenizer`
     for "bytes"; an already built tokenizer is returned as is.
 
     Generation-ready: a tokenizer without a pad token gets its EOS as pad token, and padding goes on the left
     (batched prompts then end where generation starts, as with `SMTByteTokenizer`).
-    Raises ValueError when the name is empty.
+    Raises ValueError when the name is empty, FileNotFoundError for a missing folder (a name that reads as a path:
+    './x', '/x', '~/x', 'x/', or more than one '/'; transformers read it as a malformed hub id).
     """
     if name_or_path is None or name_or_path == "":
         raise ValueError("data.tokenizer is required for task: dataset: a hub id, a folder, or 'bytes'.")
@@ -52,6 +59,9 @@ def load_tokenizer(name_or_path, **kwargs):
         from ..tokenization_smt import SMTByteTokenizer
 
         tokenizer = SMTByteTokenizer()
+    elif _names_a_folder(name_or_path) and not os.path.isdir(os.path.expanduser(name_or_path)):
+        raise FileNotFoundError(f"tokenizer folder {name_or_path!r} not found (from {os.getcwd()}): pass an existing "
+                                "folder written by save_pretrained, a hub id (user/name), or 'bytes'.")
     else:
         from transformers import AutoTokenizer
 
@@ -96,15 +106,23 @@ def document_separator(tokenizer, add_eos: bool = True, separator: str | None = 
 def pack_function(tokenizer, text_column: str, seq_len: int, add_eos: bool = True, separator: str | None = "\n"):
     """The batched `.map` function: {text_column: [B docs]} -> {"input_ids": [n windows of seq_len]}.
 
-    Each document is tokenised without special tokens, followed by `document_separator(tokenizer, add_eos,
-    separator)` (the EOS id, else the tokens of `separator`); empty documents are skipped; the concatenation is
-    cut into whole windows and the remainder (< seq_len tokens) dropped.
+    Each document is tokenised without special tokens (a pre-tokenized column, lists of token ids, is taken as it
+    is), followed by `document_separator(tokenizer, add_eos, separator)` (the EOS id, else the tokens of
+    `separator`); empty documents are skipped; the concatenation is cut into whole windows and the remainder
+    (< seq_len tokens) dropped. ValueError for a column of anything else (the values' type named).
     """
     eos = document_separator(tokenizer, add_eos, separator)
 
     def pack(batch: dict[str, list]) -> dict[str, list]:
-        docs = [t for t in batch[text_column] if t]
-        ids = tokenizer(docs, add_special_tokens=False)["input_ids"] if docs else []
+        docs = [t for t in batch[text_column] if t is not None and not (isinstance(t, (str, list, tuple)) and not t)]
+        if all(isinstance(t, str) for t in docs):
+            ids = tokenizer(docs, add_special_tokens=False)["input_ids"] if docs else []
+        elif all(isinstance(t, (list, tuple)) and all(isinstance(i, int) for i in t) for t in docs):
+            ids = [list(t) for t in docs]  # pre-tokenized (e.g. an input_ids column): the tokenizer's ids, as they are
+        else:
+            kinds = sorted({type(t).__name__ for t in docs})
+            raise ValueError(f"column {text_column!r} holds {kinds}: expected text (str) or pre-tokenized lists of "
+                             "token ids; set data.text_column to such a column.")
         flat = [i for doc in ids for i in (doc + eos)]
         n = len(flat) // seq_len
         return {"input_ids": [flat[k * seq_len:(k + 1) * seq_len] for k in range(n)]}

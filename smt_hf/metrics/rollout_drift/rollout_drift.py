@@ -22,7 +22,7 @@ Args:
 Returns:
     drift (list of T floats, one per step), drift_mean (float), drift_last (float).
 Examples:
-    >>> metric = evaluate.load("smt_hf/metrics/rollout_drift")
+    >>> metric = evaluate.load(smt_hf.metrics.metric_path("rollout_drift"))  # any folder; or load_metric("rollout_drift")
     >>> refs = [[[1.0, 0.0]], [[-1.0, 0.0]]]                 # B=2, T=1, Z=2
     >>> metric.compute(predictions=refs, references=refs)["drift"]
     [0.0]

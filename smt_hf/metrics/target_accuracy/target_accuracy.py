@@ -20,7 +20,7 @@ Args:
 Returns:
     accuracy (float), correct (int), total (int, the number of non -100 labels).
 Examples:
-    >>> metric = evaluate.load("smt_hf/metrics/target_accuracy")
+    >>> metric = evaluate.load(smt_hf.metrics.metric_path("target_accuracy"))  # any folder; or load_metric("target_accuracy")
     >>> metric.compute(predictions=[[1, 2, 3], [4, 5]], references=[[1, -100, 3], [0, -100]])["accuracy"]
     0.6666666666666666
 """
