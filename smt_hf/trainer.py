@@ -372,9 +372,9 @@ class SMTTrainer(Trainer):
         n = sum(r["rows"] for r in results)  # as HF: runtime, samples and steps per second; memory when tracked
         metrics.update(speed_metrics(metric_key_prefix, start, num_samples=n,
                                      num_steps=math.ceil(n / (self.args.eval_batch_size * self.args.world_size))))
-        self._memory_tracker.stop_and_update_metrics(metrics)
         self.log(metrics)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        self._memory_tracker.stop_and_update_metrics(metrics)  # (returned, not logged: as HF)
         return metrics
 
     def _evaluate_batches(self, dataset) -> list[dict]:
@@ -523,10 +523,11 @@ class SMTTrainer(Trainer):
                     private: bool | None = None, push_teacher: bool = False, run_info: dict | None = None, **kwargs):
         """Push the standalone student as a self-contained Hub repo, and optionally the teacher to
         `<repo_id>-teacher`: `smt_hf.hub.push_trainer` (see there; `token` / `private` / `revision` default to
-        `hub_token` / `hub_private_repo` / `hub_revision`, as the HF Trainer's). The model card comes from the run
-        (`run_info()`, updated with `run_info`), not from Trainer's `create_model_card` keywords: any other keyword
-        raises TypeError. Waits for an earlier upload (`push_to_hub=True` pushes at each save) before exporting
-        again. Process zero pushes; the others return None. ValueError under FSDP2 (sharded models)."""
+        `hub_token` / `hub_private_repo` / `hub_revision`, as the HF Trainer's). Unlike HF's, the first argument is
+        the repo id (HF's is the commit message). The model card comes from the run (`run_info()`, updated with
+        `run_info`), not from Trainer's `create_model_card` keywords: any other keyword raises TypeError. An earlier
+        upload (`blocking=False`, or `push_to_hub=True`'s at a save) is waited for before the export folder is
+        written again. Process zero pushes; the others check the same and return None. ValueError under FSDP2."""
         if kwargs:
             raise TypeError(
                 f"SMTTrainer.push_to_hub() got unsupported keyword(s) {sorted(kwargs)}: it takes repo_id, commit_message, "
@@ -534,18 +535,24 @@ class SMTTrainer(Trainer):
                 "(smt_hf.hub.make_model_card: pass card fields in run_info), not from Trainer.create_model_card.")
         if any(is_dtensor(p) for p in self.model.parameters()):
             raise ValueError(FSDP_PUSH)
+        hub.push_target(self, repo_id)  # (its ValueErrors on every process, not on process zero only)
         self.callback_handler.on_push_begin(self.args, self.state, self.control)
-        self._finish_current_push()  # the export folder is rewritten below: an earlier upload reads it
+        self._finish_current_push()
         if not self.is_world_process_zero():
             return None
-        return hub.push_trainer(self, repo_id, commit_message=commit_message, private=private, token=token,
-                                push_teacher=push_teacher, run_info=run_info, revision=revision, blocking=blocking)
+        commit = hub.push_trainer(self, repo_id, commit_message=commit_message, private=private, token=token,
+                                  push_teacher=push_teacher, run_info=run_info, revision=revision, blocking=blocking)
+        if not blocking:
+            self.push_in_progress = PushInProgress([commit])
+        return commit
 
     def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
-        """`push_to_hub=True`, at each save (HF's hook; `hub_strategy` every_save, checkpoint, all_checkpoints): push
-        the checkpoint's student exported as `push_to_hub()` does (HF copies a top-level model.safetensors, which an
-        SMT checkpoint keeps in student/), in the background, skipped while an earlier push is uploading unless
-        `hub_always_push`; the 'checkpoint' strategies also upload the checkpoint folder (as HF)."""
+        """`push_to_hub=True`, at each save (HF's hook; `hub_strategy` every_save, checkpoint, all_checkpoints): the
+        checkpoint's student, exported as `push_to_hub()` exports it (HF copies a top-level model.safetensors, which
+        an SMT checkpoint keeps in student/), to the repo `Trainer` made at the start, plus the checkpoint folder for
+        the 'checkpoint' strategies (as HF); never the teacher. The export runs here, on the training thread; the
+        uploads run in the background (in order), and a save while they run skips its push unless `hub_always_push`,
+        which waits for them instead (the export folder is rewritten)."""
         a = self.args
         if not self.is_world_process_zero() or a.hub_strategy == HubStrategy.END:
             return
@@ -555,12 +562,15 @@ class SMTTrainer(Trainer):
         self.callback_handler.on_push_begin(a, self.state, self.control)
         message = (f"Training in progress, step {self.state.global_step}" if a.save_strategy == SaveStrategy.STEPS
                    else f"Training in progress, epoch {int(self.state.epoch or 0)}")
-        student = hub.load_model(checkpoint_folder, "student")
-        jobs = [hub.push_trainer(self, self.hub_model_id, commit_message=message, blocking=False, student=student)]
+        folder = hub.export_for_hub(hub.load_model(checkpoint_folder, "student"),
+                                    os.path.join(a.output_dir, "hub_export", "student"),
+                                    tokenizer=self.processing_class, run_info=self.run_info())
+        push = dict(token=a.hub_token, revision=a.hub_revision, blocking=False)
+        jobs = [hub.commit_folder(folder.path, self.hub_model_id, commit_message=message, **push)]
         if a.hub_strategy in (HubStrategy.CHECKPOINT, HubStrategy.ALL_CHECKPOINTS):
             path = "last-checkpoint" if a.hub_strategy == HubStrategy.CHECKPOINT else os.path.basename(checkpoint_folder)
-            jobs.append(hub.commit_folder(checkpoint_folder, self.hub_model_id, path_in_repo=path, token=a.hub_token,
-                                          commit_message=message + ", checkpoint", revision=a.hub_revision, blocking=False))
+            jobs.append(hub.commit_folder(checkpoint_folder, self.hub_model_id, path_in_repo=path,
+                                          commit_message=message + ", checkpoint", **push))
         self.push_in_progress = PushInProgress(jobs)
 
     def save_summary(self, path: str, **extra) -> None:

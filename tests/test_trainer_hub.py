@@ -10,6 +10,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import concurrent.futures
 import shutil
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -27,14 +28,17 @@ torch.set_num_threads(1)
 
 @pytest.fixture
 def hub(monkeypatch, tmp_path):
-    """Fake Hub: records create_repo / create_commit keywords; committed files land in `hub.repos[repo_id]`."""
+    """Fake Hub: records create_repo / create_commit keywords; committed files land in `hub.repos[repo_id]`. As the
+    real upload, a `run_as_future` commit runs on one worker thread and reads its files later (after 0.2 s)."""
     state = SimpleNamespace(repos={}, created=[], commits=[])
+    worker = concurrent.futures.ThreadPoolExecutor(max_workers=1)
 
     def create_repo(self, repo_id, *args, **kwargs):
         state.created.append((repo_id, kwargs))
         return SimpleNamespace(repo_id=repo_id)
 
-    def create_commit(self, repo_id, operations, commit_message=None, run_as_future=False, **kwargs):
+    def commit(repo_id, operations, commit_message, kwargs, delay):
+        time.sleep(delay)
         dest = state.repos.setdefault(repo_id, tmp_path / "hub" / repo_id.replace("/", "__"))
         for op in operations:
             target = dest / op.path_in_repo
@@ -43,16 +47,17 @@ def hub(monkeypatch, tmp_path):
                 shutil.copyfileobj(src, dst)
         state.commits.append(dict(repo_id=repo_id, message=commit_message, files=sorted(o.path_in_repo for o in operations),
                                   **kwargs))
-        info = SimpleNamespace(commit_url=f"https://huggingface.co/{repo_id}/commit/0", oid="0" * 40)
-        if not run_as_future:
-            return info
-        done = concurrent.futures.Future()
-        done.set_result(info)
-        return done
+        return SimpleNamespace(commit_url=f"https://huggingface.co/{repo_id}/commit/0", oid="0" * 40)
+
+    def create_commit(self, repo_id, operations, commit_message=None, run_as_future=False, **kwargs):
+        if run_as_future:
+            return worker.submit(commit, repo_id, operations, commit_message, kwargs, 0.2)
+        return commit(repo_id, operations, commit_message, kwargs, 0)
 
     monkeypatch.setattr(HfApi, "create_repo", create_repo)
     monkeypatch.setattr(HfApi, "create_commit", create_commit)
-    return state
+    yield state
+    worker.shutdown(wait=True)
 
 
 def _trainer(tmp_path, eval_dataset=None, **kw):
@@ -80,14 +85,14 @@ def test_push_to_hub_takes_token_private_revision_from_the_arguments(hub, tmp_pa
     assert len(hub.commits) == n  # nothing pushed
 
 
-@pytest.mark.parametrize("strategy", ["every_save", "checkpoint"])
+@pytest.mark.parametrize("strategy", ["every_save", "checkpoint", "all_checkpoints"])
 def test_push_to_hub_true_pushes_the_saved_student_at_each_save(hub, tmp_path, strategy):
     """push_to_hub=True: each save pushes the checkpoint's student as a loadable standalone model (HF copied only a
     top-level model.safetensors, which an SMT checkpoint keeps in student/: the repo got training_args.bin only);
     hub_strategy='checkpoint' also uploads the checkpoint folder, as HF."""
     trainer = _trainer(tmp_path, max_steps=4, push_to_hub=True, hub_model_id="me/smt-live", save_strategy="steps",
                        save_steps=2, hub_strategy=strategy, hub_revision="dev",
-                       hub_always_push=True)  # (else a save while the last upload runs skips its push, as HF)
+                       hub_always_push=True)  # (else a save while the last upload runs skips its push, as HF: below)
     trainer.train()
     trainer._finish_current_push()
     student_pushes = [c for c in hub.commits if "model.safetensors" in c["files"]]
@@ -99,6 +104,35 @@ def test_push_to_hub_true_pushes_the_saved_student_at_each_save(hub, tmp_path, s
     x = torch.randint(0, 16, (2, 6))
     assert torch.equal(pushed(x).logits, saved(x).logits)
     assert (repo / "last-checkpoint" / "student" / "model.safetensors").is_file() == (strategy == "checkpoint")
+    assert (repo / "checkpoint-4" / "student" / "model.safetensors").is_file() == (strategy == "all_checkpoints")
+    assert [r for r, _ in hub.created] == ["me/smt-live"]  # by Trainer at the start: no create_repo at a save
+
+
+def test_a_save_while_an_upload_runs_skips_its_push_as_hf(hub, tmp_path):
+    """Without hub_always_push a save whose predecessor is still uploading pushes nothing (HF's rule); the uploads
+    that run are all awaited by the end of train()."""
+    trainer = _trainer(tmp_path, max_steps=4, push_to_hub=True, hub_model_id="me/smt-live", save_strategy="steps",
+                       save_steps=1)
+    trainer.train()  # saves 0.2 s or less apart, uploads take 0.2 s each
+    pushed = [c["message"] for c in hub.commits]
+    assert pushed[0] == "Training in progress, step 1" and len(pushed) < 4
+    assert trainer.push_in_progress.is_done()
+
+
+def test_a_background_push_is_awaited_before_the_export_folder_is_rewritten(hub, tmp_path):
+    """push_to_hub(blocking=False) returns a Future and is tracked: the next push waits for it before exporting into
+    the same folder (untracked, the first repo received the second push's weights)."""
+    trainer = _trainer(tmp_path, max_steps=1)
+    trainer.train()
+    first = {k: v.clone() for k, v in trainer.student.state_dict().items()}
+    future = trainer.push_to_hub("me/first", blocking=False)
+    assert isinstance(future, concurrent.futures.Future) and not future.done()
+    with torch.no_grad():  # a weight the readout sync leaves alone
+        next(p for n, p in trainer.student.named_parameters() if "updater" in n or "layers" in n).add_(1.0)
+    trainer.push_to_hub("me/second")
+    assert future.done()
+    got = AutoModelForCausalLM.from_pretrained(hub.repos["me/first"]).state_dict()
+    assert all(torch.equal(got[k], first[k]) for k in first if k in got) and len(got) > 0
 
 
 def test_push_to_hub_true_under_fsdp_is_refused_before_a_repo_is_made(hub, tmp_path):

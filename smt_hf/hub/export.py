@@ -302,38 +302,42 @@ def export_for_hub(
     return result
 
 
+def push_target(trainer, repo_id: str | None = None) -> str:
+    """The repo `push_trainer` pushes to: `repo_id`, else `args.hub_model_id`, else the repo `Trainer` created for
+    `push_to_hub=True` (`trainer.hub_model_id`). ValueError for a PEFT student or when there is none (every process
+    can check this: it reads no file and calls no collective)."""
+    if getattr(trainer, "peft_student", None) is not None:
+        raise ValueError("This trainer's student is a PeftModel: push the adapter with "
+                         "`trainer.peft_student.push_to_hub(repo_id)`, or the merged student with "
+                         "`export_for_hub(trainer.peft_student.merge_and_unload(), folder, push_to_hub=True, ...)`.")
+    repo_id = repo_id or trainer.args.hub_model_id or getattr(trainer, "hub_model_id", None)
+    if not repo_id:
+        raise ValueError("push_to_hub needs `repo_id` or `SMTTrainingArguments(hub_model_id=...)`.")
+    return repo_id
+
+
 def push_trainer(trainer, repo_id: str | None = None, commit_message: str = "End of training", private=None,
                  token=None, push_teacher: bool = False, run_info: dict | None = None, revision: str | None = None,
-                 blocking: bool = True, student=None):
+                 blocking: bool = True):
     """Push an `SMTTrainer`'s standalone student as a self-contained Hub repo (config with `auto_map`, safetensors,
     code, tokenizer, generation config and a model card), and optionally the teacher to `<repo_id>-teacher`.
 
     The folders are written under `<output_dir>/hub_export/{student,teacher}` first. As the HF Trainer's
     `push_to_hub`: `token`, `private` and `revision` default to the arguments' `hub_token`, `hub_private_repo` and
-    `hub_revision`, and `repo_id` to `hub_model_id`, else the repo `Trainer` created for `push_to_hub=True`
-    (`trainer.hub_model_id`); none raises ValueError. `blocking=False` returns the student's upload as a `Future`
-    (the teacher's, with `push_teacher`, is done first). `student`: export this model instead of `trainer.student`
-    (a checkpoint's, loaded from disk, whose readout is already synced). Returns the student's `CommitInfo`."""
-    student_dir, teacher_dir = "student", "teacher"  # as SMTTrainer's checkpoint folders
-    if getattr(trainer, "peft_student", None) is not None:
-        raise ValueError("This trainer's student is a PeftModel: push the adapter with "
-                         "`trainer.peft_student.push_to_hub(repo_id)`, or the merged student with "
-                         "`export_for_hub(trainer.peft_student.merge_and_unload(), folder, push_to_hub=True, ...)`.")
+    `hub_revision`; `repo_id` as `push_target` says (ValueError there). `blocking=False` returns the student's upload
+    as a `Future` (it reads the export folder while it runs; the teacher's, with `push_teacher`, is done first).
+    Returns the student's `CommitInfo`."""
+    repo_id = push_target(trainer, repo_id)
     a = trainer.args
-    repo_id = repo_id or a.hub_model_id or getattr(trainer, "hub_model_id", None)
-    if not repo_id:
-        raise ValueError("push_to_hub needs `repo_id` or `SMTTrainingArguments(hub_model_id=...)`.")
     hub = dict(private=a.hub_private_repo if private is None else private, token=a.hub_token if token is None else token,
                revision=a.hub_revision if revision is None else revision, commit_message=commit_message)
-    if student is None:
-        trainer.sync_readout()  # smt/joint: the student's readout and m_0 are the current teacher's
-        student = trainer.student
+    trainer.sync_readout()  # smt/joint: the student's readout and m_0 are the current teacher's
     info = trainer.run_info(**(run_info or {}))
     folder = os.path.join(a.output_dir, "hub_export")
     if push_teacher and trainer.teacher is not None:
-        export_for_hub(trainer.teacher, os.path.join(folder, teacher_dir), tokenizer=False, run_info=info,
+        export_for_hub(trainer.teacher, os.path.join(folder, "teacher"), tokenizer=False, run_info=info,
                        push_to_hub=True, repo_id=f"{repo_id}-teacher", **hub)
-    out = export_for_hub(student, os.path.join(folder, student_dir), tokenizer=trainer.processing_class,
+    out = export_for_hub(trainer.student, os.path.join(folder, "student"), tokenizer=trainer.processing_class,
                          run_info=info, push_to_hub=True, repo_id=repo_id, blocking=blocking, **hub)
     return out.commit
 
