@@ -373,6 +373,8 @@ def fig3(out: str, T: int) -> dict:
     full-rollout wall-clock that a 'more steps' column with that gradient is set against), a table of it
     (CONTROL_COLUMNS, over the seeds that ran it) and dmt_from_init_T<T>.png; returns the families' dict."""
     found = load_runs(out, f"*_e2e_T{T}_s*.json")
+    if not found:  # (a header-only table, or a traceback for a missing folder, before)
+        raise FileNotFoundError(f"no *_e2e_T{T}_s*.json in {out}: give the --out and --seq-len of the runs")
     runs: dict[str, dict[int, dict[str, dict]]] = {}  # family -> seed -> row name -> row
     for run in found:
         runs.setdefault(family_name(run), {}).setdefault(run["seed"], {}).update({r["run"]: r for r in run["rows"]})

@@ -227,7 +227,11 @@ def run(task="needle", seq_len=None, seed=0, smt_steps=None, dmt_steps=None, out
         return tr, row
 
     reusable = load_reusable(reuse_from, task, T, seed, model) if reuse_from else []
-    phases = [dict(dmt_set, max_steps=dmt_steps), FULL_ROLLOUT, bptt_set] + (
+    if (full_rollout or add_full_rollout) and T % FULL_ROLLOUT["dmt_stride"]:
+        raise ValueError(f"seq_len {T}: full-rollout DMT matches every {FULL_ROLLOUT['dmt_stride']}th step, so the "
+                         "length must be a multiple of it; or skip that row (--no-full-rollout)")
+    phases = [dict(dmt_set, max_steps=dmt_steps), bptt_set] + ([FULL_ROLLOUT] if full_rollout or add_full_rollout
+                                                               else []) + (
         [] if bptt_only or continue_dmt else [dict(smt_set, max_steps=smt_steps)])
     for settings in phases:  # refuse bad settings now, not after the SMT phase (nor after building the data)
         SMTTrainingArguments(output_dir="outputs/needle_e2e/tmp", **common, **settings)
@@ -567,11 +571,13 @@ def cli(argv=None):
                              "give one of them")
     if a.retrain_teacher and a.dmt_from_init is None:
         build_parser().error("--retrain-teacher re-trains the teacher of the --dmt-from-init control: give both")
-    a.seq_len = a.seq_len or (family_settings(a.family)["seq_len"] if a.family else 32)
-    if a.fig3:
-        fig3(a.out, a.seq_len)
-        print(open(os.path.join(a.out, f"fig3_T{a.seq_len}.md")).read())
-        return
+    try:  # an unknown family, or --fig3 over a folder with no runs of this length: usage errors
+        a.seq_len = a.seq_len or (family_settings(a.family)["seq_len"] if a.family else 32)
+        if a.fig3:
+            fig3(a.out, a.seq_len)
+            return print(open(os.path.join(a.out, f"fig3_T{a.seq_len}.md")).read())
+    except (KeyError, FileNotFoundError) as e:
+        build_parser().error(str(e.args[0] if isinstance(e, KeyError) else e))
     args = sys.argv[1:] if argv is None else list(argv)
     command = "python " + " ".join(shlex.quote(x) for x in [os.path.relpath(__file__)] + args)
     if not any(adds_rows):  # every seed, first

@@ -367,3 +367,19 @@ def test_family_summary_names_the_training_episodes_kwargs(tmp_path):
     json.dump({**run, "train_task_kwargs": {"min_string_len": 1}}, open(tmp_path / "mixed_e2e_T32_s0.json", "w"))
     md = n.write_summary(str(tmp_path), "mixed", 32)
     assert 'training episodes with {"min_string_len": 1} on top of the task\'s kwargs {}' in md
+
+
+def test_usage_errors_before_anything_runs(tmp_path, capsys):
+    """An unknown family (a KeyError traceback), --fig3 over a folder without runs of that length (a header-only
+    table written, or a traceback for a missing folder) and a length full-rollout DMT cannot use (its stride-8
+    check failed for every run, --no-full-rollout too) are usage errors naming the fix."""
+    for argv, message in ((["--family", "nope"], "family 'nope' is not in"),
+                          (["--fig3", "--out", str(tmp_path / "missing")], "no \\*_e2e_T32_s\\*.json in"),
+                          (["--fig3", "--out", str(tmp_path)], "no \\*_e2e_T32_s\\*.json in")):
+        with pytest.raises(SystemExit) as e:
+            n.cli(argv)
+        assert e.value.code == 2
+        assert __import__("re").search(message, capsys.readouterr().err)
+    assert not list(tmp_path.iterdir())  # nothing written
+    with pytest.raises(ValueError, match="seq_len 12: full-rollout DMT matches every 8th step.*--no-full-rollout"):
+        n.run("parity", 12, 0, 1, 1, out=str(tmp_path), bptt=False)
