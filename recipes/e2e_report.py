@@ -363,7 +363,7 @@ FIG3_TASK_ORDER = ("needle", "string_copy", "parity", "stack", "associative_reca
 # retrieval, copying, state tracking (x2), associative recall, in-context learning
 
 
-def fig3(out: str, T: int) -> dict:
+def fig3(out: str, T: int, require_runs: bool = False) -> dict:
     """Paper Fig 3 over the families run into `out` at length T: per family and column (FIG3_COLUMNS) the mean,
     half-range and per-seed values of the accuracy over the seeds that ran that row, and the wall-clock of each row
     (mean s). Writes <out>/fig3_T<T>.json (with `main`: the headline families, see FIG3_MAIN, in the paper's task
@@ -371,9 +371,10 @@ def fig3(out: str, T: int) -> dict:
     families: bars with half-range error bars and a dot per seed); where runs have the DMT-from-init control, `control`
     in the JSON (and `control_smt_dmt_seconds`, `control_smt_full_rollout_seconds`: the SMT + SMT -> DMT one-step /
     full-rollout wall-clock that a 'more steps' column with that gradient is set against), a table of it
-    (CONTROL_COLUMNS, over the seeds that ran it) and dmt_from_init_T<T>.png; returns the families' dict."""
+    (CONTROL_COLUMNS, over the seeds that ran it) and dmt_from_init_T<T>.png; returns the families' dict.
+    `require_runs`: FileNotFoundError when `out` holds no run of length T (else the tables are empty)."""
     found = load_runs(out, f"*_e2e_T{T}_s*.json")
-    if not found:  # (a header-only table, or a traceback for a missing folder, before)
+    if not found and require_runs:  # (--fig3: a header-only table, or a traceback for a missing folder, before)
         raise FileNotFoundError(f"no *_e2e_T{T}_s*.json in {out}: give the --out and --seq-len of the runs")
     runs: dict[str, dict[int, dict[str, dict]]] = {}  # family -> seed -> row name -> row
     for run in found:

@@ -227,11 +227,13 @@ def run(task="needle", seq_len=None, seed=0, smt_steps=None, dmt_steps=None, out
         return tr, row
 
     reusable = load_reusable(reuse_from, task, T, seed, model) if reuse_from else []
-    if (full_rollout or add_full_rollout) and T % FULL_ROLLOUT["dmt_stride"]:
+    grads = (() if not dmt_from_init else ("one_step", "full_rollout") if dmt_from_init is True else
+             (dmt_from_init,) if isinstance(dmt_from_init, str) else tuple(dmt_from_init))  # the control's gradients
+    runs_full = add_full_rollout or "full_rollout" in grads or (full_rollout and not (bptt_only or continue_dmt or grads))
+    if runs_full and T % FULL_ROLLOUT["dmt_stride"]:
         raise ValueError(f"seq_len {T}: full-rollout DMT matches every {FULL_ROLLOUT['dmt_stride']}th step, so the "
-                         "length must be a multiple of it; or skip that row (--no-full-rollout)")
-    phases = [dict(dmt_set, max_steps=dmt_steps), bptt_set] + ([FULL_ROLLOUT] if full_rollout or add_full_rollout
-                                                               else []) + (
+                         "length must be a multiple of it; or run no full-rollout row (--no-full-rollout)")
+    phases = [dict(dmt_set, max_steps=dmt_steps), bptt_set] + [FULL_ROLLOUT] * runs_full + (
         [] if bptt_only or continue_dmt else [dict(smt_set, max_steps=smt_steps)])
     for settings in phases:  # refuse bad settings now, not after the SMT phase (nor after building the data)
         SMTTrainingArguments(output_dir="outputs/needle_e2e/tmp", **common, **settings)
@@ -348,8 +350,6 @@ def run(task="needle", seq_len=None, seed=0, smt_steps=None, dmt_steps=None, out
         wrong = [f"{k} {run_info.get(k)} (this run: {v})" for k, v in (("threads", threads), ("model", model))
                  if run_info.get(k) != json.loads(json.dumps(v))]
         steps = dmt_steps_given or onestep["steps"]
-        grads = (("one_step", "full_rollout") if dmt_from_init is True else
-                 (dmt_from_init,) if isinstance(dmt_from_init, str) else tuple(dmt_from_init))
         if not set(grads) <= {"one_step", "full_rollout"}:
             raise ValueError(f"dmt_from_init {grads}: supported gradients are one_step and full_rollout")
         phase_of = {"one_step": ("dmt", dmt_set), "full_rollout": ("full_rollout", FULL_ROLLOUT)}
@@ -574,7 +574,7 @@ def cli(argv=None):
     try:  # an unknown family, or --fig3 over a folder with no runs of this length: usage errors
         a.seq_len = a.seq_len or (family_settings(a.family)["seq_len"] if a.family else 32)
         if a.fig3:
-            fig3(a.out, a.seq_len)
+            fig3(a.out, a.seq_len, require_runs=True)
             return print(open(os.path.join(a.out, f"fig3_T{a.seq_len}.md")).read())
     except (KeyError, FileNotFoundError) as e:
         build_parser().error(str(e.args[0] if isinstance(e, KeyError) else e))

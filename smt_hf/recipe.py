@@ -191,12 +191,12 @@ def run_config(config: dict) -> dict:
     try:  # a file, column, tokenizer or size that cannot work: a usage error naming the section, not a traceback
         train, ev, vocab, data_desc = build_data(config["data"])
     except (ValueError, OSError) as e:
-        raise ConfigError(f"data: {e}") from None
+        raise ConfigError(f"data: {e}") from e
     seq_len = len(next(iter(train))["input_ids"])  # (iter: a streamed dataset has no [0])
     try:
         student, teacher = build_models(config, vocab, seq_len)
     except ValueError as e:
-        raise ConfigError(f"teacher / student: {e}") from None
+        raise ConfigError(f"teacher / student: {e}") from e
     all_args = phase_arguments(config, seq_len, teacher.config.max_context_length)
     # the byte tokenizer for byte text only (not for pixels, nor a synthetic task that happens to have 256 tokens)
     byte_text = isinstance(vocab, int) and config["data"]["task"] == "text"

@@ -212,8 +212,9 @@ def check_value(key: str, value, hint, what: str):
     names = " or ".join(sorted(("None" if k is type(None) else k.__name__) for k in kinds))
     hint = ""
     if isinstance(value, bool) and str in kinds:  # YAML 1.1 reads an unquoted no / off / yes / on as a bool
+        word = "no" if value is False else "yes"
         hint = (f"; YAML reads an unquoted no, off, yes or on as {value}: quote it (e.g. {key.rsplit('.', 1)[-1]}: "
-                f"\"{'no' if value is False else 'yes'}\")")
+                f"\"{word}\" in the file, --set '{key}=\"{word}\"' on the command line)")
     raise ConfigError(f"{key}={value!r} ({type(value).__name__}): {what} expects {names}{hint}")
 
 

@@ -33,7 +33,7 @@ def load(*overrides):
     ("common.save_strategy=sometimes", r"common\.save_strategy='sometimes'.*choose one of \['no', 'steps', 'epoch'"),
     # YAML reads an unquoted `no` as False: the message said only "expects str"
     ("common.save_strategy=no", r"save_strategy=False \(bool\).*expects str; YAML reads an unquoted no.*"
-                                r"save_strategy: \"no\""),
+                                r"save_strategy: \"no\" in the file, --set 'common\.save_strategy=\"no\"' on the command line"),
     ("teacher.hidden_sise=32", r"unknown key 'teacher\.hidden_sise'; did you mean 'hidden_size'"),
     ("student.hidden_size=32", r"student copies hidden_size from the teacher; set teacher\.hidden_size"),
     ("data.vocab=3", r"task 'needle' got unknown argument\(s\) \['vocab'\]; valid: \['vocab_size'\]"),

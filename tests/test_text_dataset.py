@@ -229,3 +229,15 @@ def test_a_separator_the_tokenizer_drops_is_refused(tmp_path):
         document_separator(tok)
     assert document_separator(tok, separator="|") == [3] and document_separator(tok, separator=None) == []
     assert document_separator(tok, add_eos=False) == []
+
+
+def test_pre_tokenized_ids_outside_the_tokenizer_are_refused(corpus_and_tokenizer, tmp_path):
+    """Ids the tokenizer does not have (or bools) packed silently and failed later inside the embedding."""
+    corpus, tok_dir = corpus_and_tokenizer
+    for rows, message in (([[1, 2, 9999]] * 40, r"holds token id 9999, outside the tokenizer's 0\.\.\d+"),
+                          ([[1, -5, 3]] * 40, r"holds token id -5"),
+                          ([[True, False]] * 40, r"holds \['list', 'list of bool'\]")):
+        path = tmp_path / "ids.jsonl"
+        path.write_text("".join(__import__("json").dumps({"ids": r}) + "\n" for r in rows))
+        with pytest.raises(ValueError, match=message):
+            load_text_dataset(**_data(path, tok_dir, tmp_path / "c", path="json", text_column="ids"))

@@ -29,8 +29,8 @@ torch.set_num_threads(1)
 @pytest.fixture
 def hub(monkeypatch, tmp_path):
     """Fake Hub: records create_repo / create_commit keywords; committed files land in `hub.repos[repo_id]`. As the
-    real upload, a `run_as_future` commit runs on one worker thread and reads its files later (after 0.2 s)."""
-    state = SimpleNamespace(repos={}, created=[], commits=[])
+    real upload, a `run_as_future` commit runs on one worker thread and reads its files later (after `hub.delay` s)."""
+    state = SimpleNamespace(repos={}, created=[], commits=[], delay=0.2)
     worker = concurrent.futures.ThreadPoolExecutor(max_workers=1)
 
     def create_repo(self, repo_id, *args, **kwargs):
@@ -51,7 +51,7 @@ def hub(monkeypatch, tmp_path):
 
     def create_commit(self, repo_id, operations, commit_message=None, run_as_future=False, **kwargs):
         if run_as_future:
-            return worker.submit(commit, repo_id, operations, commit_message, kwargs, 0.2)
+            return worker.submit(commit, repo_id, operations, commit_message, kwargs, state.delay)
         return commit(repo_id, operations, commit_message, kwargs, 0)
 
     monkeypatch.setattr(HfApi, "create_repo", create_repo)
@@ -113,7 +113,8 @@ def test_a_save_while_an_upload_runs_skips_its_push_as_hf(hub, tmp_path):
     that run are all awaited by the end of train()."""
     trainer = _trainer(tmp_path, max_steps=4, push_to_hub=True, hub_model_id="me/smt-live", save_strategy="steps",
                        save_steps=1)
-    trainer.train()  # saves 0.2 s or less apart, uploads take 0.2 s each
+    hub.delay = 3.0  # each upload outlasts the next save (4 tiny steps, a save after each)
+    trainer.train()
     pushed = [c["message"] for c in hub.commits]
     assert pushed[0] == "Training in progress, step 1" and len(pushed) < 4
     assert trainer.push_in_progress.is_done()

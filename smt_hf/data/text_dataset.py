@@ -22,6 +22,7 @@ text stays `load_text` (+ `stream_windows`); `tokenizer="bytes"` here uses `SMTB
 from __future__ import annotations
 
 import logging
+import numbers
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -65,7 +66,7 @@ def load_tokenizer(name_or_path, **kwargs):
     else:
         from transformers import AutoTokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained(name_or_path, **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(os.path.expanduser(name_or_path), **kwargs)
     if tokenizer.pad_token is None and tokenizer.eos_token is not None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
@@ -103,6 +104,11 @@ def document_separator(tokenizer, add_eos: bool = True, separator: str | None = 
     return ids
 
 
+def _is_id(x) -> bool:
+    """An integer token id (Python or numpy int; not a bool)."""
+    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
+
+
 def pack_function(tokenizer, text_column: str, seq_len: int, add_eos: bool = True, separator: str | None = "\n"):
     """The batched `.map` function: {text_column: [B docs]} -> {"input_ids": [n windows of seq_len]}.
 
@@ -117,12 +123,17 @@ def pack_function(tokenizer, text_column: str, seq_len: int, add_eos: bool = Tru
         docs = [t for t in batch[text_column] if t is not None and not (isinstance(t, (str, list, tuple)) and not t)]
         if all(isinstance(t, str) for t in docs):
             ids = tokenizer(docs, add_special_tokens=False)["input_ids"] if docs else []
-        elif all(isinstance(t, (list, tuple)) and all(isinstance(i, int) for i in t) for t in docs):
-            ids = [list(t) for t in docs]  # pre-tokenized (e.g. an input_ids column): the tokenizer's ids, as they are
+        elif all(isinstance(t, (list, tuple)) and all(_is_id(i) for i in t) for t in docs):
+            ids = [[int(i) for i in t] for t in docs]  # pre-tokenized (e.g. input_ids): the tokenizer's ids as they are
+            bad = next((i for t in ids for i in t if not 0 <= i < len(tokenizer)), None)
+            if bad is not None:
+                raise ValueError(f"column {text_column!r} holds token id {bad}, outside the tokenizer's 0..{len(tokenizer) - 1}"
+                                 ": pre-tokenized columns must come from this tokenizer.")
         else:
-            kinds = sorted({type(t).__name__ for t in docs})
+            kinds = sorted({type(t).__name__ for t in docs} | {f"{type(t).__name__} of {type(i).__name__}" for t in docs
+                                                               if isinstance(t, (list, tuple)) for i in t if not _is_id(i)})
             raise ValueError(f"column {text_column!r} holds {kinds}: expected text (str) or pre-tokenized lists of "
-                             "token ids; set data.text_column to such a column.")
+                             "integer token ids; set data.text_column to such a column.")
         flat = [i for doc in ids for i in (doc + eos)]
         n = len(flat) // seq_len
         return {"input_ids": [flat[k * seq_len:(k + 1) * seq_len] for k in range(n)]}

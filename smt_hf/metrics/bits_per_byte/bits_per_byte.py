@@ -21,7 +21,9 @@ Args:
 Returns:
     nats_per_token, bits_per_token, bits_per_byte, perplexity (floats), num_tokens (int).
 Examples:
-    >>> metric = evaluate.load(smt_hf.metrics.metric_path("bits_per_byte"))  # any folder; or load_metric("bits_per_byte")
+    >>> import evaluate
+    >>> from smt_hf.metrics import metric_path
+    >>> metric = evaluate.load(metric_path("bits_per_byte"))  # from any folder; or smt_hf.metrics.load_metric("bits_per_byte")
     >>> metric.compute(nll=[0.5, 1.0, 1.5])["bits_per_byte"]   # 1.0 / ln 2
     1.4426950408889634
 """

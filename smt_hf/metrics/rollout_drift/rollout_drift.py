@@ -22,7 +22,9 @@ Args:
 Returns:
     drift (list of T floats, one per step), drift_mean (float), drift_last (float).
 Examples:
-    >>> metric = evaluate.load(smt_hf.metrics.metric_path("rollout_drift"))  # any folder; or load_metric("rollout_drift")
+    >>> import evaluate
+    >>> from smt_hf.metrics import metric_path
+    >>> metric = evaluate.load(metric_path("rollout_drift"))  # from any folder; or smt_hf.metrics.load_metric("rollout_drift")
     >>> refs = [[[1.0, 0.0]], [[-1.0, 0.0]]]                 # B=2, T=1, Z=2
     >>> metric.compute(predictions=refs, references=refs)["drift"]
     [0.0]

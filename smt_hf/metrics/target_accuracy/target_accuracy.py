@@ -20,7 +20,9 @@ Args:
 Returns:
     accuracy (float), correct (int), total (int, the number of non -100 labels).
 Examples:
-    >>> metric = evaluate.load(smt_hf.metrics.metric_path("target_accuracy"))  # any folder; or load_metric("target_accuracy")
+    >>> import evaluate
+    >>> from smt_hf.metrics import metric_path
+    >>> metric = evaluate.load(metric_path("target_accuracy"))  # from any folder; or smt_hf.metrics.load_metric("target_accuracy")
     >>> metric.compute(predictions=[[1, 2, 3], [4, 5]], references=[[1, -100, 3], [0, -100]])["accuracy"]
     0.6666666666666666
 """
