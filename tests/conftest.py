@@ -1,11 +1,16 @@
 """Tiny configs shared by the tests (CPU, milliseconds per forward). Tests never reach the hub."""
 
+import concurrent.futures
 import os
+import shutil
+import time
+from types import SimpleNamespace
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import huggingface_hub  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
@@ -90,3 +95,38 @@ def end_launch() -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
+
+
+@pytest.fixture
+def hub(monkeypatch, tmp_path):
+    """Fake Hub, no network: `HfApi.create_repo` / `create_commit` (which transformers' PushToHubMixin, `upload_folder`
+    and `smt_hf.hub` call) record their keywords; committed files land in `hub.repos[repo_id]`. As the
+    real upload, a `run_as_future` commit runs on one worker thread and reads its files later (after `hub.delay` s)."""
+    state = SimpleNamespace(repos={}, created=[], commits=[], delay=0.2)
+    worker = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+
+    def create_repo(self, repo_id, *args, **kwargs):
+        state.created.append((repo_id, kwargs))
+        return SimpleNamespace(repo_id=repo_id)
+
+    def commit(repo_id, operations, commit_message, kwargs, delay):
+        time.sleep(delay)
+        dest = state.repos.setdefault(repo_id, tmp_path / "hub" / repo_id.replace("/", "__"))
+        for op in operations:
+            target = dest / op.path_in_repo
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with op.as_file() as src, open(target, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+        state.commits.append(dict(repo_id=repo_id, message=commit_message, files=sorted(o.path_in_repo for o in operations),
+                                  **kwargs))
+        return SimpleNamespace(commit_url=f"https://huggingface.co/{repo_id}/commit/0", oid="0" * 40)
+
+    def create_commit(self, repo_id, operations, commit_message=None, run_as_future=False, **kwargs):
+        if run_as_future:
+            return worker.submit(commit, repo_id, operations, commit_message, kwargs, state.delay)
+        return commit(repo_id, operations, commit_message, kwargs, 0)
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", create_repo)
+    monkeypatch.setattr(huggingface_hub.HfApi, "create_commit", create_commit)
+    yield state
+    worker.shutdown(wait=True)

@@ -1,7 +1,7 @@
 """push_to_hub (model.push_to_hub and export_for_hub(push_to_hub=True)) up to the upload, and model cards.
 
 No network: `HfApi.create_repo` and `HfApi.create_commit` (the calls transformers' PushToHubMixin and
-smt_hf.hub.push_folder make) are replaced by fakes that copy the committed files to a folder.
+smt_hf.hub.push_folder make) are replaced by fakes that copy the committed files to a folder (conftest's `hub`).
 """
 
 import os
@@ -9,17 +9,15 @@ import os
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 import json  # noqa: E402
-import shutil  # noqa: E402
 import warnings  # noqa: E402
 from pathlib import Path  # noqa: E402
-from types import SimpleNamespace  # noqa: E402
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
 torch.set_num_threads(1)  # tiny ops: one thread is ~100x faster than two on a loaded 2-core box
 from conftest import load_generate_card, tiny_student_config, tiny_teacher_config  # noqa: E402
-from huggingface_hub import HfApi, ModelCard, metadata_load  # noqa: E402
+from huggingface_hub import ModelCard, metadata_load  # noqa: E402
 from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer, GenerationConfig  # noqa: E402
 
 from smt_hf import SMTByteTokenizer, SMTRecurrentForCausalLM, SMTTeacherModel  # noqa: E402
@@ -28,30 +26,6 @@ from smt_hf.hub import TEMPLATE_PATH, make_model_card  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "model_cards" / "examples" / "run_info_tinystories_gru.json"
-
-
-@pytest.fixture
-def hub(monkeypatch, tmp_path):
-    """Fake Hub: records create_repo calls and copies every committed file into `hub.repos[repo_id]`."""
-    state = SimpleNamespace(repos={}, created=[], commits=[])
-
-    def create_repo(self, repo_id, *args, **kwargs):
-        state.created.append((repo_id, kwargs.get("private")))
-        return SimpleNamespace(repo_id=repo_id)
-
-    def create_commit(self, repo_id, operations, commit_message=None, **kwargs):
-        dest = state.repos.setdefault(repo_id, tmp_path / "hub" / repo_id.replace("/", "__"))
-        for op in operations:
-            target = dest / op.path_in_repo
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with op.as_file() as src, open(target, "wb") as dst:
-                shutil.copyfileobj(src, dst)
-        state.commits.append((repo_id, commit_message, sorted(op.path_in_repo for op in operations)))
-        return SimpleNamespace(commit_url=f"https://huggingface.co/{repo_id}/commit/0", oid="0" * 40)
-
-    monkeypatch.setattr(HfApi, "create_repo", create_repo)
-    monkeypatch.setattr(HfApi, "create_commit", create_commit)
-    return state
 
 
 def _student(backbone="gru"):
@@ -63,7 +37,8 @@ def test_model_push_to_hub_uploads_loadable_weights(hub):
     student = _student("transformer")
     student.push_to_hub("me/smt-student", commit_message="test push")
     folder = hub.repos["me/smt-student"]
-    assert hub.created == [("me/smt-student", None)] and hub.commits[0][1] == "test push"
+    assert [(r, kw.get("private")) for r, kw in hub.created] == [("me/smt-student", None)]
+    assert hub.commits[0]["message"] == "test push"
     assert {"config.json", "model.safetensors", "generation_config.json", "README.md"} <= {p.name for p in folder.iterdir()}
     assert ModelCard.load(folder / "README.md").data.library_name == "transformers"
     loaded = AutoModelForCausalLM.from_pretrained(folder).eval()
@@ -87,11 +62,11 @@ def test_export_push_contains_everything_and_reloads(hub, tmp_path):
         student, tmp_path / "export", tokenizer=SMTByteTokenizer(), generation_config=gen, run_info=run_info,
         push_to_hub=True, repo_id="me/smt-gru", private=True,
     )
-    assert hub.created == [("me/smt-gru", True)] and result.commit.oid == "0" * 40
+    assert [(r, kw.get("private")) for r, kw in hub.created] == [("me/smt-gru", True)] and result.commit.oid == "0" * 40
     folder = hub.repos["me/smt-gru"]
     pushed = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
     local = sorted(p.relative_to(result.path).as_posix() for p in result.path.rglob("*") if p.is_file())
-    assert pushed == local == hub.commits[0][2]
+    assert pushed == local == hub.commits[0]["files"]
     assert {"config.json", "model.safetensors", "generation_config.json", "tokenizer_config.json", "README.md",
             "modeling_recurrent.py", "backbones_gru.py", "tokenization_smt.py"} <= set(pushed)
     # weights, tokenizer and generation config round-trip from the pushed files

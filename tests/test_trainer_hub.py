@@ -2,20 +2,16 @@
 each save, metric_for_best_model checked at construction, evaluate()'s speed and memory metrics.
 
 No network: `HfApi.create_repo` and `HfApi.create_commit` (which `upload_folder` calls too) are replaced by a
-recorder that copies committed files into a folder per repo.
+recorder that copies committed files into a folder per repo (conftest's `hub`).
 """
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import concurrent.futures
-import shutil
-import time
-from types import SimpleNamespace
 
 import pytest
 import torch
-from huggingface_hub import HfApi
 from test_trainer import data, models, targs
 from transformers import AutoModelForCausalLM
 
@@ -24,40 +20,6 @@ from smt_hf.hub import load_model
 from smt_hf.trainer import SMTTrainer
 
 torch.set_num_threads(1)
-
-
-@pytest.fixture
-def hub(monkeypatch, tmp_path):
-    """Fake Hub: records create_repo / create_commit keywords; committed files land in `hub.repos[repo_id]`. As the
-    real upload, a `run_as_future` commit runs on one worker thread and reads its files later (after `hub.delay` s)."""
-    state = SimpleNamespace(repos={}, created=[], commits=[], delay=0.2)
-    worker = concurrent.futures.ThreadPoolExecutor(max_workers=1)
-
-    def create_repo(self, repo_id, *args, **kwargs):
-        state.created.append((repo_id, kwargs))
-        return SimpleNamespace(repo_id=repo_id)
-
-    def commit(repo_id, operations, commit_message, kwargs, delay):
-        time.sleep(delay)
-        dest = state.repos.setdefault(repo_id, tmp_path / "hub" / repo_id.replace("/", "__"))
-        for op in operations:
-            target = dest / op.path_in_repo
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with op.as_file() as src, open(target, "wb") as dst:
-                shutil.copyfileobj(src, dst)
-        state.commits.append(dict(repo_id=repo_id, message=commit_message, files=sorted(o.path_in_repo for o in operations),
-                                  **kwargs))
-        return SimpleNamespace(commit_url=f"https://huggingface.co/{repo_id}/commit/0", oid="0" * 40)
-
-    def create_commit(self, repo_id, operations, commit_message=None, run_as_future=False, **kwargs):
-        if run_as_future:
-            return worker.submit(commit, repo_id, operations, commit_message, kwargs, state.delay)
-        return commit(repo_id, operations, commit_message, kwargs, 0)
-
-    monkeypatch.setattr(HfApi, "create_repo", create_repo)
-    monkeypatch.setattr(HfApi, "create_commit", create_commit)
-    yield state
-    worker.shutdown(wait=True)
 
 
 def _trainer(tmp_path, eval_dataset=None, **kw):
