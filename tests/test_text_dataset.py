@@ -241,3 +241,16 @@ def test_pre_tokenized_ids_outside_the_tokenizer_are_refused(corpus_and_tokenize
         path.write_text("".join(__import__("json").dumps({"ids": r}) + "\n" for r in rows))
         with pytest.raises(ValueError, match=message):
             load_text_dataset(**_data(path, tok_dir, tmp_path / "c", path="json", text_column="ids"))
+
+
+def test_a_small_eval_split_is_evaluated_whole_and_said_so(corpus_and_tokenizer, tmp_path, caplog):
+    """num_eval above what eval_split holds gave fewer windows without a word, and the description named only the
+    train split."""
+    corpus, tok_dir = corpus_and_tokenizer
+    files = {"train": str(corpus), "validation": str(corpus)}
+    with caplog.at_level("WARNING", logger="smt_hf.data"):
+        got = load_text_dataset(**_data(corpus, tok_dir, tmp_path, data_files=files, eval_split="validation",
+                                        num_eval=100000))
+    assert 0 < len(got.eval) < 100000 and len(got.eval) == len(got.train)  # the same file: every window
+    assert "fewer than num_eval=100000: evaluating all of them" in caplog.text
+    assert "[train / eval: validation]" in got.description and f"{len(got.eval)} eval windows" in got.description

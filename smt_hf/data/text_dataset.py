@@ -239,6 +239,9 @@ def load_text_dataset(
     packed = windows(split)
     if eval_split is not None:
         ev, train = _head(windows(eval_split), int(num_eval)), packed
+        if 0 < len(ev) < int(num_eval):  # (a small validation split: all of it is evaluated, and said so)
+            logger.warning("smt_hf.data: %s [%s] gives %d windows of %d tokens, fewer than num_eval=%d: evaluating all "
+                           "of them", path, eval_split, len(ev), int(seq_len), int(num_eval))
     else:
         ev = _head(packed, int(num_eval))
         if len(ev) < int(num_eval):
@@ -260,7 +263,8 @@ def load_text_dataset(
         if num_train is not None:
             train = train.select(range(min(int(num_train), len(train))))
     size = "streamed" if streaming else f"{len(train):,}"
-    desc = (f"{path}{f' ({name})' if name else ''} [{split}] column {text_column!r}, tokenizer "
+    desc = (f"{path}{f' ({name})' if name else ''} [{split}{f' / eval: {eval_split}' if eval_split else ''}] column "
+            f"{text_column!r}, tokenizer "
             f"{getattr(tokenizer, 'name_or_path', '') or type(tokenizer).__name__} (vocab {len(tokenizer)}), "
             f"{size} train / {len(ev)} eval windows of {seq_len} tokens")
     logger.info("smt_hf.data: %s", desc)
