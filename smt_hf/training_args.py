@@ -221,6 +221,8 @@ class SMTTrainingArguments(TrainingArguments):
         if self.mode not in MODES:
             raise ValueError(f"`mode` must be one of {list(MODES)}, got {self.mode!r}.")
         for name in ("context_length", "future_length", "rollout_length", "dmt_stride", "splits_per_sequence"):
+            if not isinstance(getattr(self, name), int) or isinstance(getattr(self, name), bool):
+                raise TypeError(f"`{name}` must be an int, got {getattr(self, name)!r} ({type(getattr(self, name)).__name__}).")
             if getattr(self, name) < 1:
                 raise ValueError(f"`{name}` must be >= 1, got {getattr(self, name)}; e.g. set `{name}=1`.")
         if self.rollout_length % self.dmt_stride != 0:

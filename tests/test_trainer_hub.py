@@ -124,6 +124,13 @@ def test_metric_for_best_model_is_checked_when_the_trainer_is_built(tmp_path):
     assert targs(tmp_path, metric_for_best_model="student_acc").greater_is_better is True
 
 
+def test_length_arguments_of_the_wrong_type_name_the_field(tmp_path):
+    """context_length="32" failed with "'<' not supported between 'str' and 'int'", naming no field."""
+    for name, value in (("context_length", "32"), ("rollout_length", 8.0), ("dmt_stride", True)):
+        with pytest.raises(TypeError, match=f"`{name}` must be an int, got {value!r}"):
+            targs(tmp_path, **{name: value})
+
+
 def test_half_precision_full_eval_is_refused(tmp_path):
     """bf16_full_eval / fp16_full_eval were accepted and evaluate() ran in float32 (identical metrics)."""
     for name in ("bf16_full_eval", "fp16_full_eval"):
