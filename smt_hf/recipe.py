@@ -221,7 +221,8 @@ def run_config(config: dict) -> dict:
              "eval": {k: v for k, v in trainer.last_eval.items()}}
         )
         print(f"[smt] phase {i} ({args.mode}): {trainer.state.global_step} steps in {seconds:.0f}s; "
-              + ", ".join(f"{k[5:]}={v:.3f}" for k, v in metrics.items() if isinstance(v, float) and k != "epoch"))
+              + ", ".join(f"{k[5:]}={v:.3f}" for k, v in metrics.items() if isinstance(v, float) and k != "epoch"
+                         and not k.endswith(("_runtime", "_per_second"))))
         trainer.save_model(os.path.join(out_dir, "final"))
     # the standalone student, reloaded from disk with no teacher
     final = os.path.join(out_dir, "final", "student")
