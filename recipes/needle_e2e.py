@@ -232,7 +232,8 @@ def run(task="needle", seq_len=None, seed=0, smt_steps=None, dmt_steps=None, out
     runs_full = add_full_rollout or "full_rollout" in grads or (full_rollout and not (bptt_only or continue_dmt or grads))
     if runs_full and T % FULL_ROLLOUT["dmt_stride"]:
         raise ValueError(f"seq_len {T}: full-rollout DMT matches every {FULL_ROLLOUT['dmt_stride']}th step, so the "
-                         "length must be a multiple of it; or run no full-rollout row (--no-full-rollout)")
+                         "length must be a multiple of it; or run no full-rollout row (" + ("--add-full-rollout adds "
+                         "one" if add_full_rollout else "--dmt-from-init one_step" if grads else "--no-full-rollout") + ")")
     phases = [dict(dmt_set, max_steps=dmt_steps), bptt_set] + [FULL_ROLLOUT] * runs_full + (
         [] if bptt_only or continue_dmt else [dict(smt_set, max_steps=smt_steps)])
     for settings in phases:  # refuse bad settings now, not after the SMT phase (nor after building the data)

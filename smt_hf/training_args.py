@@ -8,6 +8,7 @@ needle retrieval here (README Results): one-step gradient, k = 1, teacher transi
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
@@ -221,8 +222,10 @@ class SMTTrainingArguments(TrainingArguments):
         if self.mode not in MODES:
             raise ValueError(f"`mode` must be one of {list(MODES)}, got {self.mode!r}.")
         for name in ("context_length", "future_length", "rollout_length", "dmt_stride", "splits_per_sequence"):
-            if not isinstance(getattr(self, name), int) or isinstance(getattr(self, name), bool):
-                raise TypeError(f"`{name}` must be an int, got {getattr(self, name)!r} ({type(getattr(self, name)).__name__}).")
+            value = getattr(self, name)
+            if not isinstance(value, numbers.Integral) or isinstance(value, bool):
+                raise TypeError(f"`{name}` must be an int, got {value!r} ({type(value).__name__}).")
+            setattr(self, name, int(value))  # (a numpy int: a plain int, as the saved arguments' JSON needs)
             if getattr(self, name) < 1:
                 raise ValueError(f"`{name}` must be >= 1, got {getattr(self, name)}; e.g. set `{name}=1`.")
         if self.rollout_length % self.dmt_stride != 0:

@@ -102,7 +102,7 @@ def hub(monkeypatch, tmp_path):
     """Fake Hub, no network: `HfApi.create_repo` / `create_commit` (which transformers' PushToHubMixin, `upload_folder`
     and `smt_hf.hub` call) record their keywords; committed files land in `hub.repos[repo_id]`. As the
     real upload, a `run_as_future` commit runs on one worker thread and reads its files later (after `hub.delay` s)."""
-    state = SimpleNamespace(repos={}, created=[], commits=[], delay=0.2)
+    state = SimpleNamespace(repos={}, created=[], commits=[], delay=0.2, futures=[])
     worker = concurrent.futures.ThreadPoolExecutor(max_workers=1)
 
     def create_repo(self, repo_id, *args, **kwargs):
@@ -123,10 +123,12 @@ def hub(monkeypatch, tmp_path):
 
     def create_commit(self, repo_id, operations, commit_message=None, run_as_future=False, **kwargs):
         if run_as_future:
-            return worker.submit(commit, repo_id, operations, commit_message, kwargs, state.delay)
+            state.futures.append(worker.submit(commit, repo_id, operations, commit_message, kwargs, state.delay))
+            return state.futures[-1]
         return commit(repo_id, operations, commit_message, kwargs, 0)
 
     monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", create_repo)
     monkeypatch.setattr(huggingface_hub.HfApi, "create_commit", create_commit)
     yield state
     worker.shutdown(wait=True)
+    assert [f.exception() for f in state.futures] == [None] * len(state.futures)  # a background commit that failed

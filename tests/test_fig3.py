@@ -381,6 +381,7 @@ def test_usage_errors_before_anything_runs(tmp_path, capsys):
         assert e.value.code == 2
         assert __import__("re").search(message, capsys.readouterr().err)
     assert not list(tmp_path.iterdir())  # nothing written
-    for kw in (dict(), dict(full_rollout=False, dmt_from_init=("full_rollout",))):  # (the control's row, too)
-        with pytest.raises(ValueError, match="seq_len 12: full-rollout DMT matches every 8th step.*--no-full-rollout"):
+    for kw, fix in ((dict(), "--no-full-rollout"), (dict(full_rollout=False, dmt_from_init=("full_rollout",)),
+                                                     "--dmt-from-init one_step")):  # (the control's row, too)
+        with pytest.raises(ValueError, match=f"seq_len 12: full-rollout DMT matches every 8th step.*{fix}"):
             n.run("parity", 12, 0, 1, 1, out=str(tmp_path), bptt=False, **kw)

@@ -122,5 +122,6 @@ def test_docstring_examples_run_from_any_folder(name, tmp_path):
               "print(r.failed, r.attempted, len(test.examples))\n")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(Path(M.__file__).resolve().parents[2])}
     out = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
     failed, attempted, examples = map(int, out.stdout.split()[-3:])
     assert (failed, attempted) == (0, examples) and examples >= 3, out.stdout[-2000:] + out.stderr[-2000:]

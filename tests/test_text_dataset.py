@@ -254,3 +254,23 @@ def test_a_small_eval_split_is_evaluated_whole_and_said_so(corpus_and_tokenizer,
     assert 0 < len(got.eval) < 100000 and len(got.eval) == len(got.train)  # the same file: every window
     assert "fewer than num_eval=100000: evaluating all of them" in caplog.text
     assert "[train / eval: validation]" in got.description and f"{len(got.eval)} eval windows" in got.description
+
+
+def test_pre_tokenized_numpy_rows_and_a_home_folder(corpus_and_tokenizer, tmp_path, monkeypatch):
+    """Rows as numpy arrays (a `with_format("numpy")` column) pack as their lists; a '~/' tokenizer folder is expanded
+    (it reached from_pretrained as '~/...', a malformed hub id)."""
+    import shutil
+
+    import numpy as np
+
+    from smt_hf.data.text_dataset import pack_function
+
+    corpus, tok_dir = corpus_and_tokenizer
+    monkeypatch.setenv("HOME", str(tmp_path))
+    shutil.copytree(tok_dir, tmp_path / "tok")
+    tok = load_tokenizer("~/tok")
+    assert len(tok) == len(AutoTokenizer.from_pretrained(tok_dir))
+    pack = pack_function(tok, "ids", 4, add_eos=True)
+    rows = [[5, 6, 7], [8, 9]]
+    # 5 6 7 eos 8 9 eos: one whole window of 4, the rest dropped
+    assert pack({"ids": [np.array(r) for r in rows]}) == pack({"ids": rows}) == {"input_ids": [[5, 6, 7, tok.eos_token_id]]}

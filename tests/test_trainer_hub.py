@@ -129,6 +129,8 @@ def test_length_arguments_of_the_wrong_type_name_the_field(tmp_path):
     for name, value in (("context_length", "32"), ("rollout_length", 8.0), ("dmt_stride", True)):
         with pytest.raises(TypeError, match=f"`{name}` must be an int, got {value!r}"):
             targs(tmp_path, **{name: value})
+    args = targs(tmp_path, context_length=__import__("numpy").int64(16))  # numpy ints are ints (as before), stored plain
+    assert args.context_length == 16 and type(args.context_length) is int
 
 
 def test_half_precision_full_eval_is_refused(tmp_path):

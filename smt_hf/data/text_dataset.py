@@ -112,20 +112,22 @@ def _is_id(x) -> bool:
 def pack_function(tokenizer, text_column: str, seq_len: int, add_eos: bool = True, separator: str | None = "\n"):
     """The batched `.map` function: {text_column: [B docs]} -> {"input_ids": [n windows of seq_len]}.
 
-    Each document is tokenised without special tokens (a pre-tokenized column, lists of token ids, is taken as it
-    is), followed by `document_separator(tokenizer, add_eos, separator)` (the EOS id, else the tokens of
+    Each document is tokenised without special tokens (a pre-tokenized column, lists or 1-D arrays of token ids, is
+    taken as it is), followed by `document_separator(tokenizer, add_eos, separator)` (the EOS id, else the tokens of
     `separator`); empty documents are skipped; the concatenation is cut into whole windows and the remainder
     (< seq_len tokens) dropped. ValueError for a column of anything else (the values' type named).
     """
     eos = document_separator(tokenizer, add_eos, separator)
 
     def pack(batch: dict[str, list]) -> dict[str, list]:
-        docs = [t for t in batch[text_column] if t is not None and not (isinstance(t, (str, list, tuple)) and not t)]
+        docs = [t.tolist() if hasattr(t, "tolist") else t for t in batch[text_column]]  # numpy / torch rows: lists
+        docs = [t for t in docs if t is not None and not (isinstance(t, (str, list, tuple)) and not t)]
         if all(isinstance(t, str) for t in docs):
             ids = tokenizer(docs, add_special_tokens=False)["input_ids"] if docs else []
         elif all(isinstance(t, (list, tuple)) and all(_is_id(i) for i in t) for t in docs):
             ids = [[int(i) for i in t] for t in docs]  # pre-tokenized (e.g. input_ids): the tokenizer's ids as they are
-            bad = next((i for t in ids for i in t if not 0 <= i < len(tokenizer)), None)
+            vocab = len(tokenizer)
+            bad = next((i for t in ids for i in t if not 0 <= i < vocab), None)
             if bad is not None:
                 raise ValueError(f"column {text_column!r} holds token id {bad}, outside the tokenizer's 0..{len(tokenizer) - 1}"
                                  ": pre-tokenized columns must come from this tokenizer.")
@@ -219,7 +221,8 @@ def load_text_dataset(
     Returns:
         `TokenizedText` (train, eval, tokenizer, description); examples are {"input_ids": seq_len int32}.
     Raises:
-        ValueError: missing text column, bad lengths, or too few windows for `num_eval` (+ 1 to train on).
+        ValueError: missing text column, bad lengths, or too few windows of `split` for `num_eval` (+ 1 to train on)
+            when no `eval_split` is given (an `eval_split` with fewer is evaluated whole, with a warning).
     """
     from datasets import load_dataset
 
