@@ -79,11 +79,13 @@ def load_config(path: str | None, overrides: list[str] | None = None) -> dict:
     for item in overrides or []:
         apply_override(config, item)
         key = item.partition("=")[0].strip().split(".")
-        if len(key) == 2 and key[0] == "common" and isinstance(config.get("phases"), list):
-            # `--set common.K=V` sets every phase: also where a phase of the file sets K itself (it would win)
-            for i, phase in enumerate(config["phases"]):
-                if isinstance(phase, dict) and key[1] in phase:
-                    apply_override(config, f"phases.{i}.{item.strip()[len('common.'):]}")
+        common = config.get("common")
+        if key[0] == "common" and len(key) <= 2 and isinstance(common, dict) and isinstance(config.get("phases"), list):
+            # `--set common.K=V` (or common={K: V, ...}) sets every phase: also where a phase of the file sets K itself
+            for name in key[1:] or list(common):
+                for phase in config["phases"]:
+                    if isinstance(phase, dict) and name in phase and name in common:
+                        phase[name] = common[name]
     return validate_config(config)
 
 

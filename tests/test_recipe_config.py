@@ -78,6 +78,8 @@ def test_common_override_sets_every_phase_even_where_the_file_sets_it_per_phase(
     args = recipe_module.phase_arguments(config, 32, 32)
     assert [(a.max_steps, a.learning_rate) for a in args] == [(2, 5e-4), (3, 5e-4)]
     assert load("common.logging_steps=7")["phases"][0].get("logging_steps") is None  # not set per phase: common's
+    whole = load("common={max_steps: 4, learning_rate: 2.0e-4, use_cpu: true}")  # the whole section, the same way
+    assert [(p["max_steps"], p["learning_rate"]) for p in whole["phases"]] == [(4, 2e-4), (4, 2e-4)]
 
 
 def test_cli_reports_config_errors_as_usage_errors(capsys):
