@@ -214,15 +214,14 @@ def run_config(config: dict) -> dict:
         t0 = time.time()
         trainer.train()
         seconds = time.time() - t0
-        metrics = trainer.evaluate()
+        trainer.evaluate()  # (sets trainer.last_eval: the metrics without the eval_ prefix)
         summary["phases"].append(
             {"mode": args.mode, "dmt_gradient": args.dmt_gradient if args.mode == "dmt" else None,
              "steps": trainer.state.global_step, "seconds": round(seconds, 1),
              "eval": {k: v for k, v in trainer.last_eval.items()}}
         )
         print(f"[smt] phase {i} ({args.mode}): {trainer.state.global_step} steps in {seconds:.0f}s; "
-              + ", ".join(f"{k[5:]}={v:.3f}" for k, v in metrics.items() if isinstance(v, float) and k != "epoch"
-                         and not k.endswith(("_runtime", "_per_second"))))
+              + ", ".join(f"{k}={v:.3f}" for k, v in trainer.last_eval.items() if isinstance(v, float)))
         trainer.save_model(os.path.join(out_dir, "final"))
     # the standalone student, reloaded from disk with no teacher
     final = os.path.join(out_dir, "final", "student")

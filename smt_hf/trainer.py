@@ -562,8 +562,7 @@ class SMTTrainer(Trainer):
         self.callback_handler.on_push_begin(a, self.state, self.control)
         message = (f"Training in progress, step {self.state.global_step}" if a.save_strategy == SaveStrategy.STEPS
                    else f"Training in progress, epoch {int(self.state.epoch or 0)}")
-        folder = hub.export_for_hub(hub.load_model(checkpoint_folder, "student"),
-                                    os.path.join(a.output_dir, "hub_export", "student"),
+        folder = hub.export_for_hub(hub.load_model(checkpoint_folder, "student"), hub.export_dir(self),
                                     tokenizer=self.processing_class, run_info=self.run_info())
         push = dict(token=a.hub_token, revision=a.hub_revision, blocking=False)
         jobs = [hub.commit_folder(folder.path, self.hub_model_id, commit_message=message, **push)]

@@ -226,8 +226,8 @@ class SMTTrainingArguments(TrainingArguments):
             if not isinstance(value, numbers.Integral) or isinstance(value, bool):
                 raise TypeError(f"`{name}` must be an int, got {value!r} ({type(value).__name__}).")
             setattr(self, name, int(value))  # (a numpy int: a plain int, as the saved arguments' JSON needs)
-            if getattr(self, name) < 1:
-                raise ValueError(f"`{name}` must be >= 1, got {getattr(self, name)}; e.g. set `{name}=1`.")
+            if value < 1:
+                raise ValueError(f"`{name}` must be >= 1, got {value}; e.g. set `{name}=1`.")
         if self.rollout_length % self.dmt_stride != 0:
             raise ValueError(
                 f"`dmt_stride` ({self.dmt_stride}) must divide `rollout_length` ({self.rollout_length}); e.g. set "

@@ -12,11 +12,11 @@ module as `smt_hf.hub.export` (kept as an import path).
 
 from .card import (MODEL_KINDS, METRIC_NAMES, RUN_INFO_KEYS, TEMPLATE_PATH, _version, eval_results,  # noqa: F401
                    folder_run_info, make_model_card, model_kind, save_summary, trainer_run_info, training_summary)
-from .export import ExportedFolder, export_for_hub, load_model, model_folder, push_target, push_trainer
+from .export import ExportedFolder, export_dir, export_for_hub, load_model, model_folder, push_target, push_trainer
 from .push import commit_folder, hub_api, push_folder
 
 __all__ = [
     "make_model_card", "eval_results", "model_kind", "trainer_run_info", "save_summary", "TEMPLATE_PATH", "METRIC_NAMES",
     "MODEL_KINDS", "RUN_INFO_KEYS", "push_folder", "commit_folder", "export_for_hub", "ExportedFolder", "load_model", "model_folder",
-    "push_trainer", "push_target", "hub_api", "folder_run_info", "training_summary",
+    "push_trainer", "push_target", "export_dir", "hub_api", "folder_run_info", "training_summary",
 ]

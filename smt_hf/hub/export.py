@@ -302,6 +302,11 @@ def export_for_hub(
     return result
 
 
+def export_dir(trainer, part: str = "student") -> str:
+    """Where a trainer's pushes write the exported `part` before uploading it: `<output_dir>/hub_export/<part>`."""
+    return os.path.join(trainer.args.output_dir, "hub_export", part)
+
+
 def push_target(trainer, repo_id: str | None = None) -> str:
     """The repo `push_trainer` pushes to: `repo_id`, else `args.hub_model_id`, else the repo `Trainer` created for
     `push_to_hub=True` (`trainer.hub_model_id`). ValueError for a PEFT student or when there is none (every process
@@ -333,11 +338,10 @@ def push_trainer(trainer, repo_id: str | None = None, commit_message: str = "End
                revision=a.hub_revision if revision is None else revision, commit_message=commit_message)
     trainer.sync_readout()  # smt/joint: the student's readout and m_0 are the current teacher's
     info = trainer.run_info(**(run_info or {}))
-    folder = os.path.join(a.output_dir, "hub_export")
     if push_teacher and trainer.teacher is not None:
-        export_for_hub(trainer.teacher, os.path.join(folder, "teacher"), tokenizer=False, run_info=info,
+        export_for_hub(trainer.teacher, export_dir(trainer, "teacher"), tokenizer=False, run_info=info,
                        push_to_hub=True, repo_id=f"{repo_id}-teacher", **hub)
-    out = export_for_hub(trainer.student, os.path.join(folder, "student"), tokenizer=trainer.processing_class,
+    out = export_for_hub(trainer.student, export_dir(trainer, "student"), tokenizer=trainer.processing_class,
                          run_info=info, push_to_hub=True, repo_id=repo_id, blocking=blocking, **hub)
     return out.commit
 
