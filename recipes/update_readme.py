@@ -101,12 +101,15 @@ def text_section() -> str:
 def needle_section() -> str:
     """The no-BPTT end-to-end tables of the recipe's own model (recipes/needle_e2e.py --task, over seeds; read from
     recipes/results/fig3, where the Fig 3 table reads them too) and the DMT lever ablation."""
-    parts = []
+    parts, family_plots = [], []
     for path in sorted(glob.glob(os.path.join(RESULTS, "fig3", "*_e2e_T*.md"))):
         name = os.path.basename(path)[: -len(".md")]  # <task>_e2e_T<T>
         task, T = name.split("_e2e_T")
         seeds = sorted(glob.glob(os.path.join(RESULTS, "fig3", f"{name}_s[0-9].json")))
         if not seeds or json.load(open(seeds[0])).get("family") is not None:
+            png = os.path.join(RESULTS, "fig3", f"{name}_seqflops.png")
+            if seeds and os.path.exists(png):
+                family_plots.append(f"[{task}, T={T}]({os.path.relpath(png, ROOT)})")
             continue  # a --family run: its table is linked from Fig 3; here only the recipe's own model (--task)
         pngs = sorted(glob.glob(os.path.join(RESULTS, "fig3", f"{name}_s*_drift.png")))
         plot = f"\n![drift]({os.path.relpath(pngs[0], ROOT)})\n" if pngs else ""
@@ -114,7 +117,10 @@ def needle_section() -> str:
                      f"{_results_links(open(path).read().strip(), 'recipes/results/fig3')}\n{plot}")
     for path in sorted(glob.glob(os.path.join(RESULTS, "dmt_ablation*.md"))):
         parts.append("#### What closes the drift without BPTT (`python recipes/dmt_ablation.py`)\n\n" + open(path).read().strip() + "\n")
-    return "### SMT -> one-step DMT vs BPTT, end to end\n\n" + "\n".join(parts) if parts else ""
+    intro = ("The recipe's own models (`--task`): needle, and parity with the reference teacher, which stays at chance "
+             "(it is not the headline parity of Fig 3, `parity_enc_lm_curriculum`). Accuracy vs SeqFLOPs and tokens for "
+             "the families of Fig 3: " + ", ".join(family_plots) + ".\n\n") if family_plots else ""
+    return "### SMT -> one-step DMT vs BPTT, end to end\n\n" + intro + "\n".join(parts) if parts else ""
 
 
 def teacher_section() -> str:
