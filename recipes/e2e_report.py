@@ -8,6 +8,7 @@ import glob
 import json
 import math
 import os
+import re
 import sys
 from collections import Counter
 
@@ -378,7 +379,8 @@ def fig3(out: str, T: int, require_runs: bool = False) -> dict:
         raise FileNotFoundError(f"no *_e2e_T{T}_s*.json in {out}: give the --out and --seq-len of the runs")
     runs: dict[str, dict[int, dict[str, dict]]] = {}  # family -> seed -> row name -> row
     for run in found:
-        runs.setdefault(family_name(run), {}).setdefault(run["seed"], {}).update({r["run"]: r for r in run["rows"]})
+        runs.setdefault(family_name(run), {}).setdefault(run["seed"], {}).update(
+            {r["run"]: {**r, "machine": run["machine"]} for r in run["rows"]})
     def column(seeds: dict[int, dict[str, dict]], row: str, key: str, steps: bool = False) -> dict | None:
         got = {s: rs[row] for s, rs in sorted(seeds.items()) if rs.get(row, {}).get(key) is not None}
         xs = [r[key] for r in got.values()]
@@ -388,10 +390,15 @@ def fig3(out: str, T: int, require_runs: bool = False) -> dict:
                 "seconds": sum(r["seconds"] for r in got.values()) / len(got),
                 **({"steps": [r.get("steps") for r in got.values()]} if keep_steps else {})} if xs else None
 
+    def where(seeds: dict[int, dict[str, dict]], row: str, key: str) -> str:  # the machine(s) a cell's seeds ran on
+        short = lambda m: " ".join(re.sub(r"\((R|TM)\)| Processor", "", m.split(",")[0].removeprefix("CPU ")).split())  # noqa: E731
+        return " / ".join(sorted({short(rs[row]["machine"]) for rs in seeds.values() if rs.get(row, {}).get(key) is not None}))
+
     res = {fam: {col: column(seeds, row, key) for col, row, key in FIG3_COLUMNS} for fam, seeds in sorted(runs.items())}
+    places = {fam: {col: where(seeds, row, key) for col, row, key in FIG3_COLUMNS} for fam, seeds in runs.items()}
     # the control over the seeds that ran a row of it (SMT -> DMT over those seeds too; n in each cell); a family's
     # 'more steps' column per DMT gradient: the step count most seeds ran (nearest the budget on a tie), over those seeds
-    control = {}
+    control, control_places = {}, {}
     budget = {g: {} for g in FROM_INIT_LONGER}  # a 'more steps' family's SMT + SMT -> DMT wall-clock (mean s, its seeds)
     for fam, seeds in sorted(runs.items()):
         ran = {s: dict(rs) for s, rs in seeds.items()}
@@ -404,6 +411,7 @@ def fig3(out: str, T: int, require_runs: bool = False) -> dict:
         ran = {s: rs for s, rs in ran.items() if {*FROM_INIT, *FROM_INIT_LONGER.values()} & set(rs)}
         if ran:
             control[fam] = {col: column(ran, row, "student_acc", steps=True) for col, row in CONTROL_COLUMNS}
+            control_places[fam] = {col: where(ran, row, "student_acc") for col, row in CONTROL_COLUMNS}
             for grad, longer in FROM_INIT_LONGER.items():
                 mirror = SMT_DMT_ROW[grad]
                 both = [rs[ROWS[0]]["seconds"] + rs[mirror]["seconds"] for rs in ran.values()
@@ -423,23 +431,27 @@ def fig3(out: str, T: int, require_runs: bool = False) -> dict:
         json.dump({"seq_len": T, "machine": machines, "student_backbone": backbone, "main": main, "families": res,
                    "control": control, "control_smt_dmt_seconds": budget["one_step"],
                    "control_smt_full_rollout_seconds": budget["full_rollout"]}, f, indent=2)
-    def cell(c):  # each seed's step count only where the seeds of a cell ran different ones
-        if c is None:
+    def cell(c, place):  # each seed's step count only where the seeds of a cell ran different ones; the machine
+        if c is None:    # only where the table's runs ran on more than one
             return "-"
         mixed = len(set(c.get("steps", ())) - {None}) > 1
         steps = " / ".join(f"s{seed} {n}" for seed, n in zip(c["seeds"], c["steps"])) + " steps, " if mixed else ""
-        return f"{mean_spread(c['values'])} (n={len(c['values'])}, {steps}{c['seconds']:.0f} s)"
+        where = f", {place}" if len(machines) > 1 else ""
+        return f"{mean_spread(c['values'])} (n={len(c['values'])}, {steps}{c['seconds']:.0f} s{where})"
     lines = [f"Fig 3 at T={T}: accuracy at the target positions of held-out episodes, mean ± half-range over seeds "
              f"(n = seeds, mean wall-clock of that row's training). Machine: {'; '.join(machines)}. Teacher and SMT "
-             "one-step read the teacher's memories (reference only); every other column is the standalone RNN. "
+             "one-step read the teacher's memories (reference only); every other column is the standalone RNN. The figure "
+             "shows every column but SMT one-step and SMT standalone. "
+             + ("Each cell names the machine its seeds ran on. " if len(machines) > 1 else "") +
              "Per-family settings: each `<family>_e2e_T<T>.md` here; a family named `<task> (recipe model)` ran without "
              "--family (the recipe's own MODEL and SMT settings, in its JSON). Student updater: "
              + (f"{updaters[0]} (every family)." if len(updaters) == 1 else
                 "; ".join(f"{fam}: {b}" for fam, b in sorted(backbone.items())) + ".")]
 
-    def rows(fams, cols=FIG3_COLUMNS, cells=res):
+    def rows(fams, cols=FIG3_COLUMNS, cells=res, where=places):
         return ["", "| family | " + " | ".join(c[0] for c in cols) + " |", "|---" * (len(cols) + 1) + "|",
-                *(f"| {fam} | " + " | ".join(cell(cells[fam][c[0]]) for c in cols) + " |" for fam in fams)]
+                *(f"| {fam} | " + " | ".join(cell(cells[fam][c[0]], where[fam][c[0]]) for c in cols) + " |"
+                  for fam in fams)]
 
     lines += rows(main)
     others = [fam for fam in res if fam not in main]
@@ -481,7 +493,7 @@ def fig3(out: str, T: int, require_runs: bool = False) -> dict:
                           + more_steps("one_step", "'More steps': the same DMT from init for more steps than SMT -> DMT's")
                           + more_steps("full_rollout", "Full rollout, 'more steps': the same full-rollout DMT from init "
                                                        "for more steps than SMT -> DMT full_rollout's"),
-                          *rows(fams, control_cols, control)]) + "\n"
+                          *rows(fams, control_cols, control, control_places)]) + "\n"
         md += _plot_link("DMT without SMT", bars(control, fams, [c[0] for c in control_cols], "dmt_from_init",
                                                  ylabel="standalone accuracy",
                                                  title=f"DMT from the SMT state vs from init (no SMT), T={T}"))

@@ -385,3 +385,26 @@ def test_usage_errors_before_anything_runs(tmp_path, capsys):
                                                      "--dmt-from-init one_step")):  # (the control's row, too)
         with pytest.raises(ValueError, match=f"seq_len 12: full-rollout DMT matches every 8th step.*{fix}"):
             n.run("parity", 12, 0, 1, 1, out=str(tmp_path), bptt=False, **kw)
+
+
+def test_fig3_cells_name_their_machine_when_runs_ran_on_several(tmp_path):
+    """A table over runs from two machines names, in each cell, the machine its seeds ran on (the caption listed both
+    machines, and a row whose 4x BPTT ran on another machine than its 1x looked like one machine's numbers)."""
+    def dump(stem, seed, machine, rows):
+        json.dump({"task": "stack", "family": "stack", "seq_len": 32, "seed": seed, "machine": machine,
+                   "rows": [{"run": r, "steps": 5, "seconds": 10.0, "teacher_acc": 0.9, "onestep_acc": 0.9,
+                             "student_acc": 0.5} for r in rows]}, open(tmp_path / f"{stem}.json", "w"))
+
+    dump("stack_e2e_T32_s0", 0, "CPU Intel(R) Xeon(R) Processor, 2 cores", [n.ROWS[0], n.ROWS[1], n.ROWS[3]])
+    dump("stack_e2e_T32_s1", 1, "CPU AMD EPYC, 2 cores", [n.ROWS[0], n.ROWS[1], n.ROWS[3]])
+    dump("stack_e2e_T32_s0_bptt_x4", 0, "CPU AMD EPYC, 2 cores", [n.ROWS[4]])
+    n.fig3(str(tmp_path), 32)
+    line = next(x for x in (tmp_path / "fig3_T32.md").read_text().splitlines() if x.startswith("| stack"))
+    cells = [c.strip() for c in line.split("|")[2:-1]]
+    assert cells[0] == "0.90 ± 0.00 (n=2, 10 s, AMD EPYC / Intel Xeon)"  # teacher: both seeds
+    assert cells[-1] == "0.50 (n=1, 10 s, AMD EPYC)"  # 4x BPTT: seed 0's, on the EPYC
+    (tmp_path / "stack_e2e_T32_s1.json").unlink()
+    (tmp_path / "stack_e2e_T32_s0_bptt_x4.json").unlink()
+    n.fig3(str(tmp_path), 32)  # one machine: no cell names it
+    line = next(x for x in (tmp_path / "fig3_T32.md").read_text().splitlines() if x.startswith("| stack"))
+    assert "Xeon" not in line and "(n=1, 10 s)" in line
