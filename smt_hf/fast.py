@@ -27,7 +27,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .backbones import transition
-from .modeling_utils import check_memory, check_token_ids
+from .fast_settings import generation_setting, unsupported_settings
+from .modeling_utils import check_attention_mask, check_memory, check_token_ids
 
 __all__ = [
     "compile_step",
@@ -53,6 +54,12 @@ def recurrent_core(model: nn.Module) -> nn.Module:
     if not hasattr(core, "updater") or not hasattr(core, "embed_tokens"):
         raise TypeError(f"Expected an SMTRecurrentForCausalLM / SMTRecurrentModel, got {type(model).__name__}.")
     return core
+
+
+def _parts(model: nn.Module) -> tuple[nn.Module, ...]:
+    """The modules a FastGenerator's fused functions call: embedding, updater, read-out, output head."""
+    base, core = _base(model), recurrent_core(model)
+    return core.embed_tokens, core.updater, base.readout_head, base.get_output_embeddings()
 
 
 def _eager_step(core: nn.Module) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
@@ -130,45 +137,6 @@ def compile_module(module: nn.Module, mode: str | None = None, dynamic: bool = F
 
 
 # ----------------------------------------------------------------------------- token choice
-def _generation_setting(gen, name: str, value):
-    """An explicit value, else the model's generation config, else transformers' default (temperature 1.0,
-    top_k 50): what `model.generate(do_sample=True)` uses."""
-    if value is not None:
-        return value
-    value = getattr(gen, name, None)
-    if value is not None:
-        return value
-    try:
-        from transformers import GenerationConfig
-
-        return GenerationConfig._get_default_generation_params()[name]
-    except (AttributeError, KeyError):  # older transformers: its documented defaults
-        return {"temperature": 1.0, "top_k": 50}[name]
-
-
-# generation-config settings that change `model.generate`'s tokens and are not implemented here, with their no-op
-# values: (greedy and sampling) and (sampling only)
-_UNSUPPORTED_ALWAYS = {"repetition_penalty": (1.0,), "encoder_repetition_penalty": (1.0,), "no_repeat_ngram_size": (0,),
-                       "encoder_no_repeat_ngram_size": (0,), "bad_words_ids": (), "suppress_tokens": (), "begin_suppress_tokens": (),
-                       "forced_bos_token_id": (), "forced_eos_token_id": (), "sequence_bias": (),
-                       "exponential_decay_length_penalty": ()}
-_UNSUPPORTED_SAMPLING = {"top_p": (1.0,), "typical_p": (1.0,), "min_p": (0.0,), "epsilon_cutoff": (0.0,),
-                         "eta_cutoff": (0.0,)}
-
-
-def _unsupported_settings(gen, do_sample: bool) -> list[str]:
-    """`name=value` for each setting of the generation config `gen` that would make `model.generate` pick other
-    tokens than FastGenerator (which implements temperature, top_k, eos, min_new_tokens and min_length only)."""
-    names = {**_UNSUPPORTED_ALWAYS, **(_UNSUPPORTED_SAMPLING if do_sample else {})}
-    bad = []
-    for name, noop in names.items():
-        value = getattr(gen, name, None)
-        if value is None or value in noop or (isinstance(value, (list, dict, tuple)) and not value):
-            continue
-        bad.append(f"{name}={value!r}")
-    return bad
-
-
 def _filter_logits(logits: torch.Tensor, temperature: float, top_k: int | None) -> torch.Tensor:
     """HF order: temperature, then top-k (-inf below the k-th largest). logits (B, V) float32."""
     if temperature != 1.0:
@@ -287,8 +255,10 @@ class FastGenerator:
         model: the student (or a PEFT-wrapped student); put it in eval mode.
         do_sample, temperature, top_k: as `model.generate` (temperature then top-k, HF order); None takes the
             model's generation config, else transformers' defaults (temperature 1.0, top_k 50), as `generate` does.
-            A generation config with settings not implemented here (top_p < 1 when sampling; repetition_penalty,
-            no_repeat_ngram_size, suppress_tokens, ... always) is refused: its tokens would differ.
+            A generation config with settings not implemented here (top_p < 1 when sampling; num_beams,
+            repetition_penalty, guidance_scale, ... always: smt_hf/fast_settings.py) is refused: its tokens would
+            differ. Eos / pad ids outside the vocabulary are refused; so is a call after the model's embedding,
+            updater or head was replaced (`stale`).
         min_new_tokens: eos is banned until this many new tokens (default: the generation config's, and its
             `min_length` counting the prompt), as `model.generate`'s min-length logits processors; needs an eos.
         generation_config: the config the defaults above come from and that is checked (default the model's;
@@ -343,13 +313,14 @@ class FastGenerator:
         self.config = self.base.config
         gen = generation_config if generation_config is not None else getattr(self.base, "generation_config", None)
         # sampling settings as model.generate resolves them: argument, else generation config, else HF's defaults
-        temperature, top_k = _generation_setting(gen, "temperature", temperature), _generation_setting(gen, "top_k", top_k)
+        temperature, top_k = generation_setting(gen, "temperature", temperature), generation_setting(gen, "top_k", top_k)
         if do_sample and temperature <= 0:
             raise ValueError(f"`temperature` must be > 0 when sampling, got {temperature}.")
-        bad = _unsupported_settings(gen, do_sample)
+        bad = unsupported_settings(gen, do_sample)
         if bad:
             raise ValueError(f"The generation config sets {', '.join(bad)}, which FastGenerator does not implement "
-                             "(temperature, top_k and eos only): its tokens would differ from `model.generate`'s. Use "
+                             "(temperature, top_k, eos / pad and min-length only): its tokens would differ from "
+                             "`model.generate`'s. Use "
                              "`model.generate`, or unset them on `model.generation_config` (e.g. `top_p = 1.0`, "
                              "`repetition_penalty = None`).")
         self.do_sample, self.temperature, self.top_k = do_sample, float(temperature), top_k
@@ -360,6 +331,13 @@ class FastGenerator:
         self.eos = None if eos is None else torch.as_tensor(eos, device=self.device).view(-1)  # (E,)
         pad = pad_token_id if pad_token_id is not None else getattr(gen, "pad_token_id", None)
         self.pad = pad if pad is not None else (None if self.eos is None else int(self.eos[0]))
+        V = self.config.vocab_size
+        for name, ids in (("eos_token_id", [] if self.eos is None else self.eos.tolist()), ("pad_token_id", [self.pad])):
+            if any(i is not None and not 0 <= i < V for i in ids):  # (an IndexError inside the loop, before)
+                raise ValueError(f"{name}={ids if len(ids) > 1 else ids[0]} is outside the model's vocabulary [0, {V - 1}]: "
+                                 "FastGenerator needs token ids the model can emit and read: use the matching "
+                                 "tokenizer's ids.")
+        self._parts = _parts(model)  # the modules the fused functions call (checked before each use: `stale`)
         self.min_new_tokens = int(min_new_tokens if min_new_tokens is not None else getattr(gen, "min_new_tokens", None) or 0)
         self.min_length = int(getattr(gen, "min_length", None) or 0) if min_new_tokens is None else 0  # counts the prompt
         self.autocast_dtype = autocast_dtype
@@ -398,6 +376,24 @@ class FastGenerator:
     def _use_noise(self) -> bool:
         return self.do_sample and self.sampler == "exponential"
 
+    @property
+    def stale(self) -> bool:
+        """True once the model's embedding, updater, read-out or output head was replaced (`set_input_embeddings`,
+        `resize_token_embeddings`, ...) after this generator was built: its fused functions call the old modules."""
+        return any(a is not b for a, b in zip(self._parts, _parts(self.model)))
+
+    def _check(self, memory: torch.Tensor | None = None, batch: int | None = None) -> torch.Tensor | None:
+        """Refuse a stale generator; check a given memory (B, K, d) (and its batch) and cast it to the model's dtype."""
+        if self.stale:
+            raise ValueError("The model's embedding, updater, read-out or output head was replaced after this "
+                             "FastGenerator was built; it would run the old modules. Build a new FastGenerator.")
+        if memory is None:
+            return None
+        check_memory(memory, self.config.memory_tokens, self.config.hidden_size)
+        if batch is not None and memory.shape[0] != batch:
+            raise ValueError(f"`memory` holds {memory.shape[0]} sequences but input_ids has {batch} rows.")
+        return memory.to(self.base.model.initial_state.dtype)
+
     # -- prefill
     @torch.no_grad()
     def prefill(self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None = None,
@@ -409,6 +405,9 @@ class FastGenerator:
             raise ValueError(f"`input_ids` must be (batch, length), got shape {tuple(input_ids.shape)}.")
         check_token_ids(input_ids, self.config.vocab_size)  # once, before the loop
         B, T = input_ids.shape
+        memory = self._check(memory, B)
+        if attention_mask is not None:
+            check_attention_mask(attention_mask, B, T)
         if self.prefill_mode == "parallel" and memory is None and T > 0:  # the carried encoder, one pass
             with self._autocast():
                 m = self.base.prefill_memory(input_ids.to(self.device),
@@ -487,7 +486,7 @@ class FastGenerator:
         B, N = memory.shape[0], int(max_new_tokens)
         n_min = self.min_new_tokens if min_new_tokens is None else int(min_new_tokens)
         n_min = n_min if (self.eos is not None and n_min > 0) else 0
-        check_memory(memory, self.config.memory_tokens, self.config.hidden_size)
+        memory = self._check(memory)
         if self._chunk_fn is not None and N > 0:
             return self._decode_chunked(memory, N, n_min)
         key = ("decode", B, N, memory.dtype, n_min > 0)

@@ -34,6 +34,8 @@ recipes/decode_cpu.py); sampling never runs compiled here.
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from transformers import GenerationMixin
 from transformers.generation.logits_process import (
@@ -154,12 +156,16 @@ def _generator(model, plan: dict, generation_config) -> FastGenerator:
     opts = model._fast_decode
     key = tuple(plan[k] for k in ("do_sample", "temperature", "top_k", "eos", "pad", "prefill"))
     gen = opts["generators"].pop(key, None)  # re-inserted below: the dict's order is the order of use
+    if gen is not None and gen.stale:  # a module it calls was replaced (set_input_embeddings, resize, ...): rebuild
+        gen = None
     if gen is None:
+        config = copy.copy(generation_config)
+        config.num_return_sequences = 1  # generate() has already repeated the prompts
         try:
             gen = FastGenerator(model, do_sample=plan["do_sample"], temperature=plan["temperature"], top_k=plan["top_k"],
                                 compile=opts["compile"], eos_token_id=None if plan["eos"] is None else list(plan["eos"]),
                                 pad_token_id=plan["pad"], prefill=plan["prefill"], decode_chunk=opts["decode_chunk"],
-                                min_new_tokens=0, generation_config=generation_config,
+                                min_new_tokens=0, generation_config=config,
                                 sampler="multinomial" if plan["do_sample"] else None)
         except ValueError as err:
             raise _Unsupported(str(err)) from err

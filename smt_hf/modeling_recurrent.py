@@ -43,6 +43,7 @@ from .modeling_prefill import SMTPrefillEncoder
 from .modeling_utils import (
     SMTPreTrainedModel,
     call_with_constant_weights,
+    check_attention_mask,
     check_memory,
     check_token_ids,
     copy_full_,
@@ -211,13 +212,12 @@ class SMTRecurrentModel(SMTRecurrentPreTrainedModel):
                         if B % memory.shape[0] == 0 else "")
                 raise ValueError(f"The cache holds {memory.shape[0]} sequences but input_ids has {B} rows.{hint}")
         memory = self.initial_memory(B) if memory is None else self.as_state(memory)
+        if memory.shape[0] != B:
+            raise ValueError(f"`memory` holds {memory.shape[0]} sequences but input_ids has {B} rows.")
         # 2. which positions update the memory (no data-dependent branch: compile/export trace one graph)
         keep = None
         if attention_mask is not None:
-            if attention_mask.dim() != 2 or attention_mask.shape[0] != B or attention_mask.shape[1] < T:
-                raise ValueError(
-                    f"`attention_mask` must be (batch, >= length) = ({B}, >={T}), got {tuple(attention_mask.shape)}."
-                )
+            check_attention_mask(attention_mask, B, T)
             keep = attention_mask[:, attention_mask.shape[1] - T:].to(torch.bool)  # (B, T)
         # 3. the recurrence, one token at a time
         step = self._step if step_fn is None else step_fn
@@ -380,7 +380,15 @@ class SMTRecurrentForCausalLM(SMTRecurrentPreTrainedModel, GenerationMixin):
                 f"prefill_chunk_size={generation_config.prefill_chunk_size} is not supported by "
                 f"{type(self).__name__}: its prefill is the recurrence over the prompt, whose memory is constant in the "
                 "prompt's length (no KV cache grows), so chunking saves nothing. Unset prefill_chunk_size.")
-        return super()._prefill(input_ids, generation_config, model_kwargs, is_first_iteration=is_first_iteration)
+        memory, cache = model_kwargs.get("memory"), model_kwargs.get("cache")
+        if memory is None or model_kwargs.get("use_cache") is False:  # (without a cache each step reads from `memory`)
+            return super()._prefill(input_ids, generation_config, model_kwargs, is_first_iteration=is_first_iteration)
+        if cache is not None and cache.is_initialized:
+            raise ValueError("generate() got both `memory` and a cache holding a memory: pass one (the state to start "
+                             "from), e.g. cache=SMTMemoryCache(memory).")
+        out = super()._prefill(input_ids, generation_config, model_kwargs, is_first_iteration=is_first_iteration)
+        model_kwargs.pop("memory")  # read into the cache: the next steps go on from it (they restarted from `memory`)
+        return out
 
     def _assisted_decoding(self, *args, **kwargs):
         """Refused: assisted generation (`assistant_model`, `prompt_lookup_num_tokens`, `assistant_early_exit`,

@@ -28,6 +28,13 @@ def check_token_ids(input_ids: torch.Tensor, vocab_size: int, name: str = "input
         )
 
 
+def check_attention_mask(attention_mask: torch.Tensor, batch: int, length: int) -> None:
+    """An attention mask must be (batch, >= length): its last `length` columns cover the tokens read."""
+    if attention_mask.dim() != 2 or attention_mask.shape[0] != batch or attention_mask.shape[1] < length:
+        raise ValueError(f"`attention_mask` must be (batch, >= length) = ({batch}, >={length}), got "
+                         f"{tuple(attention_mask.shape)}.")
+
+
 def check_memory(memory: torch.Tensor, memory_tokens: int, hidden_size: int) -> None:
     if memory.dim() != 3 or memory.shape[1:] != (memory_tokens, hidden_size):
         raise ValueError(
