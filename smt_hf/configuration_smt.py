@@ -134,6 +134,18 @@ class SMTTeacherConfig(PreTrainedConfig):
     eos_token_id: int | list[int] | None = None
 
     def __post_init__(self, **kwargs):
+        self.validate_architecture()
+        if self.initializer_range is None:
+            self.initializer_range = self.hidden_size**-0.5
+        if self.intermediate_size is None:
+            self.intermediate_size = 4 * self.hidden_size
+        _check_weights_file(kwargs)
+        super().__post_init__(**kwargs)
+
+    def validate_architecture(self):
+        """ValueError naming the field for a value the model cannot be built with. Runs at construction, in
+        `validate()` and `save_pretrained`, and when a model is built from the config (a value set later:
+        `from_pretrained(..., key=value)`, assignment)."""
         _check_positive("vocab_size", self.vocab_size, 2)
         _check_positive("hidden_size", self.hidden_size)
         _check_positive("memory_tokens", self.memory_tokens)
@@ -142,14 +154,10 @@ class SMTTeacherConfig(PreTrainedConfig):
         _check_positive("max_context_length", self.max_context_length)
         _check_heads(self.hidden_size, self.num_attention_heads)
         _check_dropout(self.dropout)
-        if self.initializer_range is None:
-            self.initializer_range = self.hidden_size**-0.5
-        if self.intermediate_size is None:
-            self.intermediate_size = 4 * self.hidden_size
-        _check_positive("intermediate_size", self.intermediate_size)
-        _check_positive_numbers(self, "rope_theta", "initializer_range", "rms_norm_eps")
-        _check_weights_file(kwargs)
-        super().__post_init__(**kwargs)
+        if self.intermediate_size is not None:
+            _check_positive("intermediate_size", self.intermediate_size)
+        _check_positive_numbers(self, "rope_theta", "rms_norm_eps",
+                                *(("initializer_range",) if self.initializer_range is not None else ()))
 
 
 @strict(accept_kwargs=True)
@@ -177,12 +185,16 @@ class SMTMemoryEncoderConfig(PreTrainedConfig):
     causal: bool = False
 
     def __post_init__(self, **kwargs):
+        self.validate_architecture()
+        _check_weights_file(kwargs)
+        super().__post_init__(**kwargs)
+
+    def validate_architecture(self):
+        """As `SMTTeacherConfig.validate_architecture`."""
         _check_positive("num_layers", self.num_layers)
         _check_positive("context_length", self.context_length)
         if self.intermediate_size is not None:
             _check_positive("intermediate_size", self.intermediate_size)
-        _check_weights_file(kwargs)
-        super().__post_init__(**kwargs)
 
     @classmethod
     def from_teacher(cls, teacher_config: SMTTeacherConfig, context_length: int | None = None) -> "SMTMemoryEncoderConfig":
@@ -278,6 +290,30 @@ class SMTRecurrentConfig(PreTrainedConfig):
     eos_token_id: int | list[int] | None = None
 
     def __post_init__(self, **kwargs):
+        legacy = {key: kwargs.pop(key) for key in LEGACY_PREFILL_KEYS if key in kwargs}
+        if legacy:
+            if self.prefill_encoder is not None:
+                raise ValueError(f"Got both `prefill_encoder` and the old flat keys {sorted(legacy)}: they describe the "
+                                 "same encoder; pass `prefill_encoder` only.")
+            self.prefill_encoder = _legacy_prefill_encoder(legacy)
+        if isinstance(self.prefill_encoder, dict):
+            self.prefill_encoder = SMTMemoryEncoderConfig(**self.prefill_encoder)
+        elif self.prefill_encoder is not None:  # a copy: the defaults below must not write into the caller's object
+            self.prefill_encoder = copy.deepcopy(self.prefill_encoder)
+        self.validate_architecture()
+        if self.initializer_range is None:
+            self.initializer_range = self.hidden_size**-0.5
+        if self.updater_intermediate_size is None:
+            self.updater_intermediate_size = 4 * self.hidden_size
+        if self.readout_intermediate_size is None:
+            self.readout_intermediate_size = 4 * self.hidden_size
+        if self.prefill_encoder is not None and self.prefill_encoder.intermediate_size is None:
+            self.prefill_encoder.intermediate_size = 4 * self.hidden_size
+        _check_weights_file(kwargs)
+        super().__post_init__(**kwargs)
+
+    def validate_architecture(self):
+        """As `SMTTeacherConfig.validate_architecture` (the prefill encoder's config included)."""
         if self.backbone not in BACKBONES:
             raise ValueError(f"Unknown backbone {self.backbone!r}; choose one of {list(BACKBONES)}.")
         _check_positive("vocab_size", self.vocab_size, 2)
@@ -287,33 +323,17 @@ class SMTRecurrentConfig(PreTrainedConfig):
         _check_positive("readout_layers", self.readout_layers)
         _check_heads(self.hidden_size, self.num_attention_heads)
         _check_dropout(self.dropout)
-        if self.initializer_range is None:
-            self.initializer_range = self.hidden_size**-0.5
-        if self.updater_intermediate_size is None:
-            self.updater_intermediate_size = 4 * self.hidden_size
-        if self.readout_intermediate_size is None:
-            self.readout_intermediate_size = 4 * self.hidden_size
-        _check_positive("updater_intermediate_size", self.updater_intermediate_size)
-        _check_positive("readout_intermediate_size", self.readout_intermediate_size)
-        legacy = {key: kwargs.pop(key) for key in LEGACY_PREFILL_KEYS if key in kwargs}
-        if legacy:
-            if self.prefill_encoder is not None:
-                raise ValueError(f"Got both `prefill_encoder` and the old flat keys {sorted(legacy)}: they describe the "
-                                 "same encoder; pass `prefill_encoder` only.")
-            self.prefill_encoder = _legacy_prefill_encoder(legacy)
-        _check_positive_numbers(self, "rope_theta", "initializer_range", "rms_norm_eps")
-        if isinstance(self.prefill_encoder, dict):
-            self.prefill_encoder = SMTMemoryEncoderConfig(**self.prefill_encoder)
-        elif self.prefill_encoder is not None:  # a copy: the defaults below must not write into the caller's object
-            self.prefill_encoder = copy.deepcopy(self.prefill_encoder)
-        if self.prefill_encoder is not None and self.prefill_encoder.intermediate_size is None:
-            self.prefill_encoder.intermediate_size = 4 * self.hidden_size
+        for name in ("updater_intermediate_size", "readout_intermediate_size"):
+            if getattr(self, name) is not None:
+                _check_positive(name, getattr(self, name))
+        _check_positive_numbers(self, "rope_theta", "rms_norm_eps",
+                                *(("initializer_range",) if self.initializer_range is not None else ()))
         check_prefill(self.prefill)
+        if isinstance(self.prefill_encoder, SMTMemoryEncoderConfig):
+            self.prefill_encoder.validate_architecture()
         if self.prefill == "parallel" and self.prefill_encoder is None:
             raise ValueError("prefill='parallel' needs a prefill encoder: call `student.add_prefill_encoder(teacher)` "
                              "(or set `prefill_encoder`), or use prefill='recurrent'.")
-        _check_weights_file(kwargs)
-        super().__post_init__(**kwargs)
 
     @property
     def memory_size(self) -> int:

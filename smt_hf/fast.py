@@ -9,7 +9,7 @@
     compile_module(module)                        torch.compile an `SMTTrainingModule` (whole training forward)
 
 Generation here is greedy/sampling decoding with a preallocated (B, N) output buffer. One decode step is
-readout + pick + update fused in one static-shaped function (optionally compiled); on CUDA the whole step,
+readout + pick + update fused in one static-shaped function (`fast_core.py`; optionally compiled); on CUDA the whole step,
 including the write of the token into the output buffer at a device-side position counter, is captured
 in one CUDA graph and replayed N times: no `.item()`, no host-device sync, no allocation inside the loop.
 The prompt is read by the recurrence without storing the (B, T, K, d) memory stack, so prefill memory is
@@ -23,10 +23,18 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from .backbones import transition
+from .fast_core import (
+    CPU_DECODE_OPTIONS,
+    base_model,
+    eager_step,
+    make_chunk,
+    make_core,
+    module_parts,
+    recurrent_core,
+    same_parts,
+)
 from .fast_settings import generation_setting, unsupported_settings
 from .modeling_utils import check_attention_mask, check_memory, check_token_ids
 
@@ -41,38 +49,6 @@ __all__ = [
 
 
 # ----------------------------------------------------------------------------- helpers
-def _base(model: nn.Module) -> nn.Module:
-    """The `SMTRecurrentForCausalLM` under a PEFT wrapper (or the model itself)."""
-    get = getattr(model, "get_base_model", None)
-    return get() if callable(get) else model
-
-
-def recurrent_core(model: nn.Module) -> nn.Module:
-    """The `SMTRecurrentModel` (embedding + updater + m_0) of a student, a PEFT-wrapped student, or itself."""
-    base = _base(model)
-    core = getattr(base, "model", base)
-    if not hasattr(core, "updater") or not hasattr(core, "embed_tokens"):
-        raise TypeError(f"Expected an SMTRecurrentForCausalLM / SMTRecurrentModel, got {type(model).__name__}.")
-    return core
-
-
-def _parts(model: nn.Module) -> tuple[nn.Module, ...]:
-    """The modules a FastGenerator's fused functions call: embedding, updater, read-out, output head."""
-    base, core = _base(model), recurrent_core(model)
-    return core.embed_tokens, core.updater, base.readout_head, base.get_output_embeddings()
-
-
-def _eager_step(core: nn.Module) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """The class-level (never the installed) transition: (B, K, d), (B, d) -> (B, K, d)."""
-    eps = core.config.rms_norm_eps
-    updater = core.updater
-
-    def step(memory: torch.Tensor, token_embedding: torch.Tensor) -> torch.Tensor:
-        return transition(updater, memory, token_embedding, eps)  # (B, K, d), as SMTRecurrentModel._step
-
-    return step
-
-
 def compile_step(
     model: nn.Module,
     mode: str | None = "reduce-overhead",
@@ -100,7 +76,7 @@ def compile_step(
     Returns the (compiled) step function. `restore_step(model)` undoes the installation.
     """
     core = recurrent_core(model)
-    fn = _eager_step(core)
+    fn = eager_step(core)
     if mode is not None:
         fn = torch.compile(fn, mode=mode, dynamic=dynamic, fullgraph=fullgraph)
     if install:
@@ -137,96 +113,6 @@ def compile_module(module: nn.Module, mode: str | None = None, dynamic: bool = F
 
 
 # ----------------------------------------------------------------------------- token choice
-def _filter_logits(logits: torch.Tensor, temperature: float, top_k: int | None) -> torch.Tensor:
-    """HF order: temperature, then top-k (-inf below the k-th largest). logits (B, V) float32."""
-    if temperature != 1.0:
-        logits = logits / temperature
-    if top_k is not None and top_k > 0:
-        k = min(int(top_k), logits.shape[-1])
-        kth = torch.topk(logits, k)[0][..., -1, None]  # (B, 1)
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    return logits
-
-
-def _make_core(model: nn.Module, do_sample: bool, temperature: float, top_k: int | None):
-    """The fused static-shaped functions of one decode step and one prefill step.
-
-    decode(memory (B, K, d), noise (B, V) or None, done (B,) bool or None, pad (,) or None, ban (V,) bool or None)
-        -> (next memory (B, K, d), token (B,))
-        logits = g(m), -inf where `ban` (the eos ids before min_new_tokens, as HF's min-length processors);
-        token = argmax (greedy) | multinomial (noise None) | argmax(p / noise) (noise ~ Exp(1),
-        the exponential race: same distribution as multinomial, but graph/compile-safe); rows already `done`
-        (met eos) take the `pad` token, as in HF generate; m' = f(m, token).
-    prefill(memory (B, K, d), ids (B,), keep (B,) bool) -> memory (B, K, d): one masked update.
-    """
-    base = _base(model)
-    core = recurrent_core(model)
-    step = _eager_step(core)
-    embed, head = core.embed_tokens, base.readout_head
-
-    def decode(memory: torch.Tensor, noise: torch.Tensor | None = None, done: torch.Tensor | None = None,
-               pad: torch.Tensor | None = None, ban: torch.Tensor | None = None):
-        logits = head(memory).float()  # (B, V)
-        if ban is not None:
-            logits = logits.masked_fill(ban, float("-inf"))  # (B, V)
-        if do_sample:
-            probs = F.softmax(_filter_logits(logits, temperature, top_k), dim=-1)  # (B, V)
-            if noise is None:
-                tok = torch.multinomial(probs, num_samples=1).squeeze(1)  # (B,)
-            else:
-                tok = (probs / noise).argmax(-1)  # (B,)
-        else:
-            tok = logits.argmax(-1)  # (B,)
-        if done is not None:
-            tok = torch.where(done, pad, tok)  # finished rows read the pad token they emit
-        return step(memory, embed(tok)).to(memory.dtype), tok
-
-    def prefill(memory: torch.Tensor, ids: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-        new = step(memory, embed(ids)).to(memory.dtype)  # (B, K, d)
-        return torch.where(keep[:, None, None], new, memory)
-
-    return decode, prefill
-
-
-# inductor options for the CPU decode chunk: the C++ wrapper calls kernels and GEMMs from C++ (the default Python
-# wrapper spends more time per step than the kernels of a small model do)
-CPU_DECODE_OPTIONS = {"cpp_wrapper": True}
-
-
-def _make_chunk(decode: Callable, steps: int):
-    """`steps` decode steps in one static-shaped function (compiled as one graph on CPU: one Python call, one
-    guard check and one wrapper per `steps` tokens instead of per token).
-
-    chunk(memory, m_cut (B, K, d), done (B,) bool, pad (,) long, limit (1,) long, noise (steps, B, V) or None,
-          eos (E,) long or None, eos_mask (V,) bool or None, min_left (1,) long or None)
-        -> (memory, m_cut, done, tokens (B, steps), all_done (steps,) bool or None)
-    Step i runs only when i < limit (the memory, m_cut and done of later steps are left unchanged, their tokens
-    are to be dropped), so one compiled function also serves the last, shorter chunk. With eos: rows that met
-    eos take the pad token, `all_done[i]` = every row has finished after step i, and m_cut = the memory after
-    the last step at which some row was still running (as `FastGenerator._decode_body`). With eos_mask: step i
-    bans the eos ids while i < min_left (min_new_tokens not yet reached).
-    """
-
-    def chunk(memory, m_cut, done, pad, limit, noise=None, eos=None, eos_mask=None, min_left=None):
-        tokens, finished = [], []
-        for i in range(steps):
-            live = limit > i  # (1,) bool
-            if eos is None:
-                new_m, tok = decode(memory, None if noise is None else noise[i])
-            else:
-                all_before = done.all()
-                ban = None if eos_mask is None else eos_mask & (min_left > i)  # (V,)
-                new_m, tok = decode(memory, None if noise is None else noise[i], done, pad, ban)
-                done = torch.where(live, done | (tok[:, None] == eos[None, :]).any(-1), done)  # (B,)
-                finished.append(done.all())
-                m_cut = torch.where(live.view(1, 1, 1) & ~all_before, new_m, m_cut)
-            memory = torch.where(live.view(1, 1, 1), new_m, memory)  # (B, K, d)
-            tokens.append(tok)
-        return memory, m_cut, done, torch.stack(tokens, 1), (torch.stack(finished) if finished else None)
-
-    return chunk
-
-
 class _Graph:
     """One CUDA graph of `body()`, which reads and writes only preallocated (static) tensors."""
 
@@ -309,7 +195,7 @@ class FastGenerator:
         if sampler not in (None, "multinomial", "exponential"):
             raise ValueError(f"`sampler` must be None, 'multinomial' or 'exponential', got {sampler!r}.")
         self.model = model
-        self.base = _base(model)
+        self.base = base_model(model)
         self.config = self.base.config
         gen = generation_config if generation_config is not None else getattr(self.base, "generation_config", None)
         # sampling settings as model.generate resolves them: argument, else generation config, else HF's defaults
@@ -337,11 +223,11 @@ class FastGenerator:
                 raise ValueError(f"{name}={ids if len(ids) > 1 else ids[0]} is outside the model's vocabulary [0, {V - 1}]: "
                                  "FastGenerator needs token ids the model can emit and read: use the matching "
                                  "tokenizer's ids.")
-        self._parts = _parts(model)  # the modules the fused functions call (checked before each use: `stale`)
+        self._parts = module_parts(model)  # the modules the fused functions call (checked before each use: `stale`)
         self.min_new_tokens = int(min_new_tokens if min_new_tokens is not None else getattr(gen, "min_new_tokens", None) or 0)
         self.min_length = int(getattr(gen, "min_length", None) or 0) if min_new_tokens is None else 0  # counts the prompt
         self.autocast_dtype = autocast_dtype
-        decode, prefill = _make_core(model, do_sample, self.temperature, top_k)
+        decode, prefill = make_core(model, do_sample, self.temperature, top_k)
         # CPU: decode in chunks of several steps (see _make_chunk), compiled as one graph when `compile`
         cpu_compiled = bool(compile) and self.device.type == "cpu"
         self.decode_chunk = int(decode_chunk if decode_chunk is not None else (8 if cpu_compiled else 1))
@@ -349,7 +235,7 @@ class FastGenerator:
             raise ValueError(f"`decode_chunk` must be >= 1, got {decode_chunk}.")
         self._chunk_fn = None
         if self.device.type == "cpu" and (cpu_compiled or self.decode_chunk > 1):
-            chunk = _make_chunk(decode, self.decode_chunk)
+            chunk = make_chunk(decode, self.decode_chunk)
             self._chunk_fn = torch.compile(chunk, dynamic=False, options=CPU_DECODE_OPTIONS) if cpu_compiled else chunk
         if compile:
             mode = "default" if compile is True else compile
@@ -378,20 +264,21 @@ class FastGenerator:
 
     @property
     def stale(self) -> bool:
-        """True once the model's embedding, updater, read-out or output head was replaced (`set_input_embeddings`,
-        `resize_token_embeddings`, ...) after this generator was built: its fused functions call the old modules."""
-        return any(a is not b for a, b in zip(self._parts, _parts(self.model)))
+        """True once a module or parameter storage of the model's embedding, updater, read-out or output head changed
+        after this generator was built (`fast_core.module_parts`): its fused functions would run the old ones."""
+        return not same_parts(self._parts, module_parts(self.model))
 
     def _check(self, memory: torch.Tensor | None = None, batch: int | None = None) -> torch.Tensor | None:
         """Refuse a stale generator; check a given memory (B, K, d) (and its batch) and cast it to the model's dtype."""
         if self.stale:
-            raise ValueError("The model's embedding, updater, read-out or output head was replaced after this "
-                             "FastGenerator was built; it would run the old modules. Build a new FastGenerator.")
+            raise ValueError("The model's embedding, updater, read-out or output head changed (a module replaced or "
+                             "added, e.g. LoRA, or weights moved) after this FastGenerator was built; it would run the "
+                             "old ones. Build a new FastGenerator.")
         if memory is None:
             return None
         check_memory(memory, self.config.memory_tokens, self.config.hidden_size)
         if batch is not None and memory.shape[0] != batch:
-            raise ValueError(f"`memory` holds {memory.shape[0]} sequences but input_ids has {batch} rows.")
+            raise ValueError(f"`memory` holds {memory.shape[0]} sequences but the input has {batch} rows.")
         return memory.to(self.base.model.initial_state.dtype)
 
     # -- prefill

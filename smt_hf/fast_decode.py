@@ -22,8 +22,9 @@ The fast path runs when the call is (the "supported set"):
     attention_mask (left padding; the prompt's pad ids masked as generate() infers them); prefill;
     num_return_sequences; no cache passed in; returns the sequences tensor (B, T + N').
 Anything else (return_dict_in_generate, a streamer, any other logits processor or stopping criterion -
-repetition_penalty, top_p, bad_words_ids, stop_strings, max_time, ... -, inputs_embeds, a cache passed in,
-use_cache=False, synced_gpus) runs the standard loop unchanged, and the reason is logged once
+repetition_penalty, top_p, bad_words_ids, stop_strings, max_time, ... -, any other generation setting that
+changes the tokens (`smt_hf/fast_settings.py`), eos / pad ids outside the vocabulary, inputs_embeds, a `memory`
+to start from, a cache passed in, use_cache=False, synced_gpus) runs the standard loop unchanged, and the reason is logged once
 (`enable_fast_decode(strict=True)`: a ValueError naming it instead).
 
 Exactness: the uncompiled generator gives the standard loop's tokens bit for bit (tests/test_fast_decode.py).
@@ -48,6 +49,7 @@ from transformers.generation.stopping_criteria import EosTokenCriteria, MaxLengt
 from transformers.utils import logging
 
 from .fast import FastGenerator
+from .fast_settings import unsupported_settings
 
 logger = logging.get_logger(__name__)
 
@@ -155,20 +157,23 @@ def _generator(model, plan: dict, generation_config) -> FastGenerator:
     MAX_KEPT_GENERATORS are kept, the least recently used dropped first."""
     opts = model._fast_decode
     key = tuple(plan[k] for k in ("do_sample", "temperature", "top_k", "eos", "pad", "prefill"))
+    config = copy.copy(generation_config)
+    config.num_return_sequences = 1  # generate() has already repeated the prompts
+    bad = unsupported_settings(config, plan["do_sample"])  # every call: a kept generator was checked when built
+    if bad:
+        raise _Unsupported(f"the generation setting{'s' if len(bad) > 1 else ''} {', '.join(bad)}")
     gen = opts["generators"].pop(key, None)  # re-inserted below: the dict's order is the order of use
-    if gen is not None and gen.stale:  # a module it calls was replaced (set_input_embeddings, resize, ...): rebuild
+    if gen is not None and gen.stale:  # a module or weight it calls changed (set_input_embeddings, LoRA, ...): rebuild
         gen = None
     if gen is None:
-        config = copy.copy(generation_config)
-        config.num_return_sequences = 1  # generate() has already repeated the prompts
         try:
             gen = FastGenerator(model, do_sample=plan["do_sample"], temperature=plan["temperature"], top_k=plan["top_k"],
                                 compile=opts["compile"], eos_token_id=None if plan["eos"] is None else list(plan["eos"]),
                                 pad_token_id=plan["pad"], prefill=plan["prefill"], decode_chunk=opts["decode_chunk"],
                                 min_new_tokens=0, generation_config=config,
                                 sampler="multinomial" if plan["do_sample"] else None)
-        except ValueError as err:
-            raise _Unsupported(str(err)) from err
+        except ValueError as err:  # (e.g. an eos / pad id outside the vocabulary)
+            raise _Unsupported(f"settings FastGenerator refuses ({err})") from err
         while len(opts["generators"]) >= MAX_KEPT_GENERATORS:
             opts["generators"].pop(next(iter(opts["generators"])))
     opts["generators"][key] = gen

@@ -29,7 +29,7 @@ NO_OP = {"top_p": 1.0, "typical_p": 1.0, "min_p": 0.0, "epsilon_cutoff": 0.0, "e
          "repetition_penalty": 1.0, "encoder_repetition_penalty": 1.0, "no_repeat_ngram_size": 0,
          "encoder_no_repeat_ngram_size": 0, "num_beams": 1, "num_beam_groups": 1, "diversity_penalty": 0.0,
          "num_return_sequences": 1, "guidance_scale": 1.0, "token_healing": False, "is_assistant": False,
-         "use_mtp": False, "remove_invalid_values": False}
+         "use_mtp": False, "remove_invalid_values": False, "penalty_alpha": 0.0}
 
 
 def generation_setting(gen, name: str, value):
@@ -52,13 +52,18 @@ def unsupported_settings(gen, do_sample: bool) -> list[str]:
     """`name=value` for each setting of the generation config `gen` (None: none) that would make `model.generate`
     return other tokens, or another number of rows, than FastGenerator: every setting that differs from
     transformers' defaults except those in IMPLEMENTED and NO_EFFECT, the sampling ones in greedy decoding, and
-    no-op values (NO_OP, None, empty)."""
+    no-op values (NO_OP, None, empty). Keys that `GenerationConfig` does not define (a Hub generation_config.json's
+    `chat_format`, ...) are skipped: transformers ignores them too."""
     if gen is None:
         return []
+    from transformers import GenerationConfig
+
+    known = set(GenerationConfig().to_dict())
     diff = gen.to_diff_dict() if hasattr(gen, "to_diff_dict") else dict(vars(gen))
     bad = []
     for name, value in sorted(diff.items()):
-        if name in IMPLEMENTED or name in NO_EFFECT or name.startswith("_") or (name in SAMPLING_ONLY and not do_sample):
+        if (name not in known or name in IMPLEMENTED or name in NO_EFFECT or name.startswith("_")
+                or (name in SAMPLING_ONLY and not do_sample)):
             continue
         if value is None or (isinstance(value, (list, dict, tuple)) and not value) or value == NO_OP.get(name, ...):
             continue

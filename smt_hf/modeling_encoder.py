@@ -71,20 +71,31 @@ class MemoryEncoder(nn.Module):
         """E(x): input_ids/attention_mask (B, Tc) (mask 1 = token, 0 = padding; Tc may be 0) -> memory (B, K, d).
 
         Bidirectional, or causal-context when `self.causal`. No validation here: the teacher's `encode` checks
-        ids, shapes and the context length first."""
+        ids, shapes and the context length first.
+
+        Rotary positions: the registers sit at Tc..Tc+K-1 and a row's tokens right before them, in order, wherever
+        its padding is: left padding keeps positions 0..Tc-1 (bit for bit the unmasked layout), and a right-padded
+        row or one with holes gets the memory of its tokens alone (it got another memory before: the registers'
+        distance to the tokens grew with the padding)."""
         B, Tc = input_ids.shape
         K = self.registers.shape[0]
         x = self.embed_tokens(input_ids)  # (B, Tc, d)
         regs = self.registers.unsqueeze(0).expand(B, K, -1).to(x.dtype)  # (B, K, d)
         x = torch.cat([x, regs], dim=1)  # (B, Tc+K, d)
+        positions = None
+        if attention_mask is not None:
+            kept = attention_mask.to(torch.long)  # (B, Tc)
+            tokens = Tc - kept.sum(1, keepdim=True) + kept.cumsum(1) - 1  # (B, Tc): the n tokens at Tc-n..Tc-1
+            positions = torch.cat([tokens, torch.arange(Tc, Tc + K, device=x.device).expand(B, K)], 1)  # (B, Tc+K)
         if self.causal:
-            h = self.encoder(x, attn_mask=causal_context_mask(Tc, K, attention_mask, x.device))  # (B, Tc+K, d)
+            h = self.encoder(x, attn_mask=causal_context_mask(Tc, K, attention_mask, x.device),
+                             positions=positions)  # (B, Tc+K, d)
             return rms_normalize(h[:, Tc:], self.eps)
         key_mask = None
         if attention_mask is not None:
             ones = torch.ones(B, K, dtype=torch.bool, device=x.device)
             key_mask = torch.cat([attention_mask.to(torch.bool), ones], dim=1)  # (B, Tc+K)
-        h = self.encoder(x, key_mask=key_mask)  # (B, Tc+K, d)
+        h = self.encoder(x, key_mask=key_mask, positions=positions)  # (B, Tc+K, d)
         return rms_normalize(h[:, Tc:], self.eps)  # (B, K, d)
 
     def encode_prefixes(self, input_ids: torch.LongTensor) -> torch.Tensor:

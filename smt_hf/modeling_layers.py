@@ -45,12 +45,15 @@ class RotaryEmbedding(nn.Module):
         self.head_size, self.theta = head_size, theta
 
     def forward(self, num_positions: int, device, dtype, positions: torch.Tensor | None = None):
-        """cos, sin (L, hs) for positions 0..L-1, or for the given `positions` (L,)."""
+        """cos, sin (L, hs) for positions 0..L-1, or for the given `positions` (L,); (B, 1, L, hs) for per-row
+        `positions` (B, L)."""
         exponent = torch.arange(0, self.head_size, 2, device=device, dtype=torch.float32) / self.head_size
         inv_freq = 1.0 / (self.theta**exponent)  # (hs/2,)
         pos = torch.arange(num_positions, device=device, dtype=torch.float32) if positions is None else positions.float()
-        freqs = torch.outer(pos, inv_freq)  # (L, hs/2)
-        emb = torch.cat([freqs, freqs], dim=-1)  # (L, hs)
+        freqs = pos[..., None] * inv_freq  # (L, hs/2) or (B, L, hs/2)
+        emb = torch.cat([freqs, freqs], dim=-1)  # (L, hs) or (B, L, hs)
+        if emb.dim() == 3:
+            emb = emb[:, None]  # (B, 1, L, hs): broadcast over heads
         return emb.cos().to(dtype), emb.sin().to(dtype)
 
 
@@ -60,7 +63,7 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """x: (B, H, L, hs); cos/sin: (L, hs)."""
+    """x: (B, H, L, hs); cos/sin: (L, hs) or (B, 1, L, hs)."""
     return x * cos + _rotate_half(x) * sin
 
 
@@ -114,8 +117,8 @@ class TransformerStack(nn.Module):
 
     forward(x (B, L, d), key_mask (B, L) bool or None, causal, attn_mask, positions) -> (B, L, d).
     ``key_mask`` marks the positions that may be attended to (False = padding); ``attn_mask`` (B or 1, 1, L, L)
-    bool is a full query-key mask instead (True = may attend); ``positions`` (L,) are the rotary positions
-    (default 0..L-1).
+    bool is a full query-key mask instead (True = may attend); ``positions`` (L,) or (B, L) are the rotary
+    positions (default 0..L-1).
     """
 
     def __init__(self, dim, depth, num_heads, hidden, dropout=0.0, eps=1e-6, rope_theta=10000.0):

@@ -213,7 +213,7 @@ class SMTRecurrentModel(SMTRecurrentPreTrainedModel):
                 raise ValueError(f"The cache holds {memory.shape[0]} sequences but input_ids has {B} rows.{hint}")
         memory = self.initial_memory(B) if memory is None else self.as_state(memory)
         if memory.shape[0] != B:
-            raise ValueError(f"`memory` holds {memory.shape[0]} sequences but input_ids has {B} rows.")
+            raise ValueError(f"`memory` holds {memory.shape[0]} sequences but the input has {B} rows.")
         # 2. which positions update the memory (no data-dependent branch: compile/export trace one graph)
         keep = None
         if attention_mask is not None:
@@ -343,6 +343,8 @@ class SMTRecurrentForCausalLM(SMTRecurrentPreTrainedModel, GenerationMixin):
         if input_ids.dim() != 2:
             raise ValueError(f"`input_ids` must be (batch, length), got shape {tuple(input_ids.shape)}.")
         check_token_ids(input_ids, self.config.vocab_size)
+        if attention_mask is not None:
+            check_attention_mask(attention_mask, *input_ids.shape)
         return self.prefill_encoder(input_ids, attention_mask)
 
     # -- generate() on the fast path (fast_decode.py) -------------------------------------------------

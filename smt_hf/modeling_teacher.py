@@ -72,8 +72,9 @@ class SMTTeacherModel(SMTPreTrainedModel, MemoryEncoder):
     def encode(self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Compress a (left-padded) context into a memory.
 
-        input_ids: (B, Tc) context tokens; attention_mask: (B, Tc), 1 = token, 0 = padding. A row of all
-        padding (or Tc = 0) is the empty context and gives the empty-context memory. Returns (B, K, d).
+        input_ids: (B, Tc) context tokens; attention_mask: (B, Tc), 1 = token, 0 = padding (left or right padding
+        or holes: the memory of the row's tokens alone). A row of all padding (or Tc = 0) is the empty context and
+        gives the empty-context memory. Returns (B, K, d).
         """
         if input_ids.dim() != 2:
             raise ValueError(f"`input_ids` must be (batch, context_length), got shape {tuple(input_ids.shape)}.")
@@ -121,9 +122,14 @@ class SMTTeacherModel(SMTPreTrainedModel, MemoryEncoder):
         check_memory(memory, self.config.memory_tokens, self.config.hidden_size)
         K = self.config.memory_tokens
         memory = memory.to(self.embed_tokens.weight.dtype)  # e.g. an fp32 memory into a bf16 teacher
-        if future_ids is None or future_ids.shape[1] == 0:
+        if future_ids is not None and future_ids.dim() == 2 and future_ids.shape[1] == 0:
+            future_ids = None
+        if future_ids is None:
             h = self.decoder(memory, causal=True)  # (B, K, d)
             return self.lm_head(h[:, K - 1 : K])  # (B, 1, V)
+        if future_ids.dim() != 2 or future_ids.shape[0] != memory.shape[0]:
+            raise ValueError(f"`future_ids` must be (batch, Tf) with the memory's batch size {memory.shape[0]}, got "
+                             f"shape {tuple(future_ids.shape)}.")
         check_token_ids(future_ids, self.config.vocab_size, "future_ids")
         Tf = future_ids.shape[1]
         x = torch.cat([memory, self.embed_tokens(future_ids[:, :-1])], dim=1)
@@ -158,8 +164,12 @@ class SMTTeacherModel(SMTPreTrainedModel, MemoryEncoder):
         return_dict=False (or `config.return_dict=False`) returns a tuple of the non-None fields. Attention weights
         and per-layer hidden states are not returned (the attention runs in SDPA kernels): `output_attentions` /
         `output_hidden_states` raise ValueError; the memory is `output.memory`.
+        `num_items_in_batch` (what transformers' Trainer passes under gradient accumulation): the loss is the sum
+        over the labelled targets divided by it, instead of their mean.
         Raises ValueError (naming the fix) without `input_ids` (`inputs_embeds` is not supported), for `future_ids`
-        of another batch size, and for `labels` not shaped (B, Tf) (B, 1 without `future_ids`).
+        of another batch size, and for `labels` not shaped (B, Tf) (B, 1 without `future_ids`); TypeError for any
+        other argument (`decoder_input_ids`, `position_ids`, `inputs_embeds` beside `input_ids`, a misspelling: they
+        were ignored), except an all-zero `token_type_ids` (one segment, as a tokenizer gives for one text).
         """
         if input_ids is None:
             raise ValueError("SMTTeacherModel.forward needs `input_ids` (batch, Tc): the encoder reads token ids"
@@ -172,6 +182,15 @@ class SMTTeacherModel(SMTPreTrainedModel, MemoryEncoder):
             if kwargs.get(flag) or (kwargs.get(flag) is None and getattr(self.config, flag)):
                 raise ValueError(f"{flag} is not supported by SMTTeacherModel (attention runs in SDPA kernels and the "
                                  "layers' outputs are not kept); the encoded memory is `output.memory` (B, K, d).")
+        num_items = kwargs.pop("num_items_in_batch", None)
+        other = {k: v for k, v in kwargs.items() if v is not None and k not in ("output_attentions", "output_hidden_states")}
+        if torch.is_tensor(other.get("token_type_ids")) and not bool(other["token_type_ids"].any()):
+            other.pop("token_type_ids")
+        if other:
+            hint = (" (the future to decode goes in `future_ids`, its targets in `labels`)"
+                    if {"decoder_input_ids", "decoder_attention_mask"} & set(other) else "")
+            raise TypeError(f"SMTTeacherModel.forward got unsupported argument(s) {', '.join(sorted(other))}{hint}: it "
+                            "takes input_ids, attention_mask, future_ids, labels and return_dict.")
         return_dict = self.config.return_dict if return_dict is None else return_dict
         memory = self.encode(input_ids, attention_mask)
         logits = self.decode(memory, future_ids)
@@ -182,7 +201,11 @@ class SMTTeacherModel(SMTPreTrainedModel, MemoryEncoder):
                     f"`labels` must have shape (batch, Tf) = {tuple(logits.shape[:2])}, one target per decoder output "
                     f"(Tf = future_ids' length, 1 without future_ids; labels[:, j] is predicted by logits[:, j]); got "
                     f"{tuple(labels.shape)}.")
-            loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100)
+            if num_items is None:
+                loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100)
+            else:
+                loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100,
+                                       reduction="sum") / num_items
         out = SMTTeacherOutput(loss=loss, logits=logits, memory=memory)
         return out if return_dict else out.to_tuple()
 

@@ -54,7 +54,7 @@ def _adapter_base(folder: str):
         return None
 
 
-def _check_local_folder(path: str, subfolder: str | None) -> None:
+def _check_local_folder(path: str, subfolder: str | None, model_class: str = "SMTRecurrentForCausalLM") -> None:
     """OSError naming the fix for a local folder `from_pretrained` cannot (or must not) load: pickled weights only
     (`pytorch_model*.bin`, never unpickled), a PEFT adapter that names no base model (an SMTTrainer checkpoint's
     `student/`; transformers loads one that names its base), or an SMTTrainer checkpoint / output folder itself."""
@@ -69,9 +69,9 @@ def _check_local_folder(path: str, subfolder: str | None) -> None:
             "once yourself (load its state dict, model.load_state_dict(...), model.save_pretrained(folder))"
         )
     if "adapter_config.json" in names and "config.json" not in names and not _adapter_base(sub):
-        raise OSError(f"{sub} holds a PEFT adapter that names no base model: load it onto its base student, "
-                      "`PeftModel.from_pretrained(SMTRecurrentForCausalLM.from_pretrained(base), folder)`, "
-                      "and `merge_and_unload()` it for a plain student.")
+        raise OSError(f"{sub} holds a PEFT adapter that names no base model: load it onto its base model, "
+                      f"`PeftModel.from_pretrained({model_class}.from_pretrained(base), folder)`, "
+                      "and `merge_and_unload()` it for a plain model.")
     parts = [n for n in ("student", "teacher") if os.path.isfile(os.path.join(sub, n, "config.json"))]
     if parts and "config.json" not in names:
         raise OSError(f"{sub} is an SMTTrainer checkpoint or output folder: load its "
@@ -90,6 +90,12 @@ class SMTPreTrainedModel(PreTrainedModel):
     _no_split_modules = ["Block"]
     _supports_sdpa = True
 
+    def __init__(self, config, *inputs, **kwargs):
+        # the config's value checks again: a value set after it was built (`from_pretrained(path, key=value)`,
+        # assignment) bypassed them (nan memories from rms_norm_eps=-1, a reshape error from 5 heads)
+        getattr(config, "validate_architecture", lambda: None)()
+        super().__init__(config, *inputs, **kwargs)
+
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, use_safetensors=None, **kwargs):
         """`PreTrainedModel.from_pretrained`, safetensors only: smt-hf never unpickles a checkpoint, so a folder or
@@ -105,8 +111,16 @@ class SMTPreTrainedModel(PreTrainedModel):
                 "supported; leave it unset"
             )
         if pretrained_model_name_or_path is not None and os.path.isdir(os.fspath(pretrained_model_name_or_path)):
-            _check_local_folder(os.fspath(pretrained_model_name_or_path), kwargs.get("subfolder"))
+            _check_local_folder(os.fspath(pretrained_model_name_or_path), kwargs.get("subfolder"), cls.__name__)
         return super().from_pretrained(pretrained_model_name_or_path, *model_args, use_safetensors=True, **kwargs)
+
+    def _check_and_adjust_attn_implementation(self, attn_implementation, is_init_check=False, allow_all_kernels=False):
+        """As PreTrainedModel's, refusing "eager" (it was recorded and ignored): attention runs in torch's SDPA only."""
+        if attn_implementation in ("eager", "paged|eager"):
+            raise ValueError(f"attn_implementation={attn_implementation!r} is not supported by {type(self).__name__}: "
+                             "its attention runs in torch's scaled_dot_product_attention only (attention weights are "
+                             "not returned). Use attn_implementation='sdpa' (the default).")
+        return super()._check_and_adjust_attn_implementation(attn_implementation, is_init_check, allow_all_kernels)
 
     def _init_weights(self, module):
         std = self.config.initializer_range

@@ -125,9 +125,9 @@ def test_memories_are_cast_and_checked_on_every_path():
     assert torch.equal(toks, greedy_from(model, memory.to(torch.bfloat16), ids[:, :0], 3))
     with pytest.raises(ValueError, match="memory_tokens=2"):
         gen.prefill(ids, memory=torch.randn(2, 3, 16, dtype=torch.bfloat16))
-    with pytest.raises(ValueError, match="`memory` holds 1 sequences but input_ids has 2 rows"):
+    with pytest.raises(ValueError, match="`memory` holds 1 sequences but the input has 2 rows"):
         gen.prefill(ids, memory=memory[:1])
-    with pytest.raises(ValueError, match="`memory` holds 1 sequences but input_ids has 2 rows"):
+    with pytest.raises(ValueError, match="`memory` holds 1 sequences but the input has 2 rows"):
         model(ids, memory=model.initial_memory(1))
 
 
@@ -142,3 +142,45 @@ def test_special_ids_outside_the_vocabulary():
         FastGenerator(model, eos_token_id=40)
     with pytest.raises(ValueError, match=r"pad_token_id=40 is outside"):
         FastGenerator(model, eos_token_id=3, pad_token_id=40)
+
+
+def test_settings_transformers_ignores_or_that_change_nothing_keep_the_fast_path():
+    """A key GenerationConfig does not define (a Hub generation_config.json's `chat_format`) and no-op values
+    (`penalty_alpha=0.0`) are not refused; the settings are checked on every call, not only when a kept generator
+    is built (a refused call ran fast after an ordinary one)."""
+    model, ids = student(), prompt()
+    model.generation_config.chat_format = "chatml"
+    ref = model.generate(ids, max_new_tokens=4)
+    FastGenerator(model)
+    model.enable_fast_decode(compile=False, strict=True)
+    assert torch.equal(model.generate(ids, max_new_tokens=4), ref)
+    assert torch.equal(model.generate(ids, max_new_tokens=4, penalty_alpha=0.0), ref)
+    with pytest.raises(ValueError, match="Guidance"):  # (caught by the prepared call before the settings check)
+        model.generate(ids, max_new_tokens=4, guidance_scale=3.0)
+
+
+def test_a_generator_notices_lora_injected_inside_the_updater():
+    """LoRA layers added inside the updater leave the top-level modules in place; a held generator (on a GPU: CUDA
+    graphs of the old kernels) must still count as stale."""
+    from peft import get_peft_model
+
+    from smt_hf.peft_utils import lora_config_for
+
+    model, ids = student("transformer"), prompt()
+    held = FastGenerator(model)
+    peft_model = get_peft_model(model, lora_config_for(model, r=2, init_lora_weights=False))
+    assert held.stale
+    with pytest.raises(ValueError, match="Build a new FastGenerator"):
+        held.generate(ids, 4)
+    assert torch.equal(FastGenerator(peft_model).generate(ids, 6), peft_model.generate(input_ids=ids, max_new_tokens=6))
+
+
+def test_parallel_prefill_checks_the_attention_mask_shape():
+    from smt_hf import SMTTeacherConfig, SMTTeacherModel
+
+    model, ids = student("transformer"), prompt()
+    teacher = SMTTeacherModel(SMTTeacherConfig(vocab_size=32, hidden_size=16, memory_tokens=2, num_attention_heads=2,
+                                               num_encoder_layers=1, num_decoder_layers=1, max_context_length=8))
+    model.add_prefill_encoder(teacher, context_length=8)
+    with pytest.raises(ValueError, match=r"= \(2, >=6\), got \(1, 6\)"):
+        model(ids, attention_mask=torch.ones(1, 6, dtype=torch.long), prefill="parallel")
