@@ -135,17 +135,23 @@ class SMTTeacherConfig(PreTrainedConfig):
 
     def __post_init__(self, **kwargs):
         self.validate_architecture()
+        self.fill_defaults()
+        _check_weights_file(kwargs)
+        super().__post_init__(**kwargs)
+
+    def fill_defaults(self):
+        """The sizes left None take their defaults (at construction, and when a model is built from the config)."""
         if self.initializer_range is None:
             self.initializer_range = self.hidden_size**-0.5
         if self.intermediate_size is None:
             self.intermediate_size = 4 * self.hidden_size
-        _check_weights_file(kwargs)
-        super().__post_init__(**kwargs)
 
     def validate_architecture(self):
-        """ValueError naming the field for a value the model cannot be built with. Runs at construction, in
-        `validate()` and `save_pretrained`, and when a model is built from the config (a value set later:
-        `from_pretrained(..., key=value)`, assignment)."""
+        """ValueError naming the field for a value the model cannot be built with (None: a default, see
+        `fill_defaults`). Runs at construction, when a model is built from the config (a value set later:
+        `from_pretrained(..., key=value)`, assignment), and in `validate()` / `save_pretrained`, which raise it
+        wrapped in huggingface_hub's StrictDataclassClassValidationError."""
+        super().validate_architecture()
         _check_positive("vocab_size", self.vocab_size, 2)
         _check_positive("hidden_size", self.hidden_size)
         _check_positive("memory_tokens", self.memory_tokens)
@@ -191,6 +197,7 @@ class SMTMemoryEncoderConfig(PreTrainedConfig):
 
     def validate_architecture(self):
         """As `SMTTeacherConfig.validate_architecture`."""
+        super().validate_architecture()
         _check_positive("num_layers", self.num_layers)
         _check_positive("context_length", self.context_length)
         if self.intermediate_size is not None:
@@ -301,19 +308,24 @@ class SMTRecurrentConfig(PreTrainedConfig):
         elif self.prefill_encoder is not None:  # a copy: the defaults below must not write into the caller's object
             self.prefill_encoder = copy.deepcopy(self.prefill_encoder)
         self.validate_architecture()
+        self.fill_defaults()
+        _check_weights_file(kwargs)
+        super().__post_init__(**kwargs)
+
+    def fill_defaults(self):
+        """As `SMTTeacherConfig.fill_defaults` (the prefill encoder's FFN width included)."""
         if self.initializer_range is None:
             self.initializer_range = self.hidden_size**-0.5
         if self.updater_intermediate_size is None:
             self.updater_intermediate_size = 4 * self.hidden_size
         if self.readout_intermediate_size is None:
             self.readout_intermediate_size = 4 * self.hidden_size
-        if self.prefill_encoder is not None and self.prefill_encoder.intermediate_size is None:
+        if isinstance(self.prefill_encoder, SMTMemoryEncoderConfig) and self.prefill_encoder.intermediate_size is None:
             self.prefill_encoder.intermediate_size = 4 * self.hidden_size
-        _check_weights_file(kwargs)
-        super().__post_init__(**kwargs)
 
     def validate_architecture(self):
         """As `SMTTeacherConfig.validate_architecture` (the prefill encoder's config included)."""
+        super().validate_architecture()
         if self.backbone not in BACKBONES:
             raise ValueError(f"Unknown backbone {self.backbone!r}; choose one of {list(BACKBONES)}.")
         _check_positive("vocab_size", self.vocab_size, 2)

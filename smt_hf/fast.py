@@ -228,7 +228,7 @@ class FastGenerator:
         self.min_length = int(getattr(gen, "min_length", None) or 0) if min_new_tokens is None else 0  # counts the prompt
         self.autocast_dtype = autocast_dtype
         decode, prefill = make_core(model, do_sample, self.temperature, top_k)
-        # CPU: decode in chunks of several steps (see _make_chunk), compiled as one graph when `compile`
+        # CPU: decode in chunks of several steps (see make_chunk), compiled as one graph when `compile`
         cpu_compiled = bool(compile) and self.device.type == "cpu"
         self.decode_chunk = int(decode_chunk if decode_chunk is not None else (8 if cpu_compiled else 1))
         if self.decode_chunk < 1:

@@ -13,7 +13,8 @@ from torch import nn
 
 from .backbones import transition
 
-__all__ = ["recurrent_core", "make_core", "make_chunk", "module_parts", "same_parts", "CPU_DECODE_OPTIONS"]
+__all__ = ["base_model", "recurrent_core", "eager_step", "make_core", "make_chunk", "module_parts", "same_parts",
+           "CPU_DECODE_OPTIONS"]
 
 
 def base_model(model: nn.Module) -> nn.Module:
@@ -33,18 +34,23 @@ def recurrent_core(model: nn.Module) -> nn.Module:
 
 def module_parts(model: nn.Module) -> tuple:
     """What a generator's fused functions call: every module and parameter storage of the embedding, updater,
-    read-out and output head. A generator built on other parts is stale: `set_input_embeddings`,
-    `resize_token_embeddings`, LoRA injected inside the updater, weights loaded with `assign=True` or a dtype change
-    (compiled functions would run, and CUDA graphs replay, what was there before)."""
+    read-out and output head, and their train/eval and adapter state. A generator built on other parts is stale:
+    `set_input_embeddings`, `resize_token_embeddings`, LoRA injected inside the updater, an adapter disabled, switched
+    or merged, weights loaded with `assign=True` or a dtype change (compiled functions would run, and CUDA graphs
+    replay, what was there before)."""
     base, core = base_model(model), recurrent_core(model)
     parts = (core.embed_tokens, core.updater, base.readout_head, base.get_output_embeddings())
-    return (tuple(m for p in parts for m in p.modules()),
-            tuple(t.data_ptr() for p in parts for t in p.parameters()))
+    modules = tuple(m for p in parts for m in p.modules())
+    # and the state that changes what a module computes without changing it: train/eval, and PEFT's adapter switches
+    # (disable_adapter, set_adapter, merge_adapter / unmerge_adapter)
+    states = tuple((m.training, getattr(m, "merged", None), getattr(m, "disable_adapters", None),
+                    tuple(getattr(m, "active_adapters", None) or ())) for m in modules)
+    return modules, tuple(t.data_ptr() for p in parts for t in p.parameters()), states
 
 
 def same_parts(a: tuple, b: tuple) -> bool:
     """`module_parts` of the same modules (by identity) over the same parameter storage."""
-    return len(a[0]) == len(b[0]) and all(x is y for x, y in zip(a[0], b[0])) and a[1] == b[1]
+    return len(a[0]) == len(b[0]) and all(x is y for x, y in zip(a[0], b[0])) and a[1:] == b[1:]
 
 
 def eager_step(core: nn.Module) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:

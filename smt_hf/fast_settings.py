@@ -8,6 +8,8 @@ setting transformers adds later is refused until it is checked, not silently ign
 
 from __future__ import annotations
 
+import functools
+
 __all__ = ["generation_setting", "unsupported_settings"]
 
 # what FastGenerator reads from the config itself
@@ -48,6 +50,14 @@ def generation_setting(gen, name: str, value):
         return {"temperature": 1.0, "top_k": 50}[name]
 
 
+@functools.cache
+def _known_settings() -> frozenset[str]:
+    """The settings transformers' GenerationConfig defines."""
+    from transformers import GenerationConfig
+
+    return frozenset(GenerationConfig().to_dict())
+
+
 def unsupported_settings(gen, do_sample: bool) -> list[str]:
     """`name=value` for each setting of the generation config `gen` (None: none) that would make `model.generate`
     return other tokens, or another number of rows, than FastGenerator: every setting that differs from
@@ -56,9 +66,7 @@ def unsupported_settings(gen, do_sample: bool) -> list[str]:
     `chat_format`, ...) are skipped: transformers ignores them too."""
     if gen is None:
         return []
-    from transformers import GenerationConfig
-
-    known = set(GenerationConfig().to_dict())
+    known = _known_settings()
     diff = gen.to_diff_dict() if hasattr(gen, "to_diff_dict") else dict(vars(gen))
     bad = []
     for name, value in sorted(diff.items()):

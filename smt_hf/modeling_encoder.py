@@ -132,7 +132,8 @@ class MemoryEncoder(nn.Module):
         through the stack's final RMSNorm: input_ids/attention_mask (B, Tc) (left padding allowed) -> (B, Tc, d).
 
         Tokens attend only to tokens <= themselves, never to registers, so these are exactly the token states
-        inside `encode` (same rotary positions 0..Tc-1) and position i has read x[:i+1] only: an LM head on them is
+        inside `encode` (same rotary positions 0..Tc-1; with a left-padded mask or none: other padding moves the
+        tokens' positions in `encode`) and position i has read x[:i+1] only: an LM head on them is
         a causal LM (`SMTTrainingArguments.lambda_encoder_lm`). Raises ValueError for a bidirectional encoder (its
         tokens see the future) or `num_layers` outside 1..depth.
         """

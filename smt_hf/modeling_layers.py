@@ -46,14 +46,15 @@ class RotaryEmbedding(nn.Module):
 
     def forward(self, num_positions: int, device, dtype, positions: torch.Tensor | None = None):
         """cos, sin (L, hs) for positions 0..L-1, or for the given `positions` (L,); (B, 1, L, hs) for per-row
-        `positions` (B, L)."""
+        `positions` (B, L), which must lie in 0..L-1 (rows of the (L, hs) table, no float32 (B, L, hs) temporaries)."""
+        if positions is not None and positions.dim() == 2:
+            cos, sin = self(num_positions, device, dtype)  # (L, hs)
+            return cos[positions][:, None], sin[positions][:, None]  # (B, 1, L, hs)
         exponent = torch.arange(0, self.head_size, 2, device=device, dtype=torch.float32) / self.head_size
         inv_freq = 1.0 / (self.theta**exponent)  # (hs/2,)
         pos = torch.arange(num_positions, device=device, dtype=torch.float32) if positions is None else positions.float()
-        freqs = pos[..., None] * inv_freq  # (L, hs/2) or (B, L, hs/2)
-        emb = torch.cat([freqs, freqs], dim=-1)  # (L, hs) or (B, L, hs)
-        if emb.dim() == 3:
-            emb = emb[:, None]  # (B, 1, L, hs): broadcast over heads
+        freqs = torch.outer(pos, inv_freq)  # (L, hs/2)
+        emb = torch.cat([freqs, freqs], dim=-1)  # (L, hs)
         return emb.cos().to(dtype), emb.sin().to(dtype)
 
 

@@ -122,14 +122,12 @@ class SMTTeacherModel(SMTPreTrainedModel, MemoryEncoder):
         check_memory(memory, self.config.memory_tokens, self.config.hidden_size)
         K = self.config.memory_tokens
         memory = memory.to(self.embed_tokens.weight.dtype)  # e.g. an fp32 memory into a bf16 teacher
-        if future_ids is not None and future_ids.dim() == 2 and future_ids.shape[1] == 0:
-            future_ids = None
-        if future_ids is None:
-            h = self.decoder(memory, causal=True)  # (B, K, d)
-            return self.lm_head(h[:, K - 1 : K])  # (B, 1, V)
-        if future_ids.dim() != 2 or future_ids.shape[0] != memory.shape[0]:
+        if future_ids is not None and (future_ids.dim() != 2 or future_ids.shape[0] != memory.shape[0]):
             raise ValueError(f"`future_ids` must be (batch, Tf) with the memory's batch size {memory.shape[0]}, got "
                              f"shape {tuple(future_ids.shape)}.")
+        if future_ids is None or future_ids.shape[1] == 0:
+            h = self.decoder(memory, causal=True)  # (B, K, d)
+            return self.lm_head(h[:, K - 1 : K])  # (B, 1, V)
         check_token_ids(future_ids, self.config.vocab_size, "future_ids")
         Tf = future_ids.shape[1]
         x = torch.cat([memory, self.embed_tokens(future_ids[:, :-1])], dim=1)
@@ -168,7 +166,7 @@ class SMTTeacherModel(SMTPreTrainedModel, MemoryEncoder):
         over the labelled targets divided by it, instead of their mean.
         Raises ValueError (naming the fix) without `input_ids` (`inputs_embeds` is not supported), for `future_ids`
         of another batch size, and for `labels` not shaped (B, Tf) (B, 1 without `future_ids`); TypeError for any
-        other argument (`decoder_input_ids`, `position_ids`, `inputs_embeds` beside `input_ids`, a misspelling: they
+        other argument but `use_cache` (no cache: ignored) (`decoder_input_ids`, `position_ids`, `inputs_embeds` beside `input_ids`, a misspelling: they
         were ignored), except an all-zero `token_type_ids` (one segment, as a tokenizer gives for one text).
         """
         if input_ids is None:
@@ -183,8 +181,10 @@ class SMTTeacherModel(SMTPreTrainedModel, MemoryEncoder):
                 raise ValueError(f"{flag} is not supported by SMTTeacherModel (attention runs in SDPA kernels and the "
                                  "layers' outputs are not kept); the encoded memory is `output.memory` (B, K, d).")
         num_items = kwargs.pop("num_items_in_batch", None)
-        other = {k: v for k, v in kwargs.items() if v is not None and k not in ("output_attentions", "output_hidden_states")}
-        if torch.is_tensor(other.get("token_type_ids")) and not bool(other["token_type_ids"].any()):
+        ignored = ("output_attentions", "output_hidden_states", "use_cache")  # (the teacher keeps no cache)
+        other = {k: v for k, v in kwargs.items() if v is not None and k not in ignored}
+        if torch.is_tensor(other.get("token_type_ids")) and (torch.compiler.is_compiling()
+                                                              or not bool(other["token_type_ids"].any())):
             other.pop("token_type_ids")
         if other:
             hint = (" (the future to decode goes in `future_ids`, its targets in `labels`)"

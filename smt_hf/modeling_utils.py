@@ -94,6 +94,7 @@ class SMTPreTrainedModel(PreTrainedModel):
         # the config's value checks again: a value set after it was built (`from_pretrained(path, key=value)`,
         # assignment) bypassed them (nan memories from rms_norm_eps=-1, a reshape error from 5 heads)
         getattr(config, "validate_architecture", lambda: None)()
+        getattr(config, "fill_defaults", lambda: None)()
         super().__init__(config, *inputs, **kwargs)
 
     @classmethod

@@ -184,3 +184,37 @@ def test_parallel_prefill_checks_the_attention_mask_shape():
     model.add_prefill_encoder(teacher, context_length=8)
     with pytest.raises(ValueError, match=r"= \(2, >=6\), got \(1, 6\)"):
         model(ids, attention_mask=torch.ones(1, 6, dtype=torch.long), prefill="parallel")
+
+
+def test_the_fast_decode_settings_check_runs_on_every_call():
+    """A kept generator was checked only when built: a call whose config the allow-list refuses ran on it."""
+    from smt_hf import fast_decode
+
+    model, ids = student(), prompt()
+    model.enable_fast_decode(compile=False)
+    model.generate(ids, max_new_tokens=4)  # keeps a generator for these settings
+    (key, gen), = model._fast_decode["generators"].items()
+    plan = dict(zip(("do_sample", "temperature", "top_k", "eos", "pad", "prefill"), key), N=4, n_min=0)
+    config = copy.copy(model.generation_config)
+    config.guidance_scale = 3.0
+    with pytest.raises(fast_decode._Unsupported, match="guidance_scale=3.0"):
+        fast_decode._generator(model, plan, config)
+
+
+def test_a_generator_notices_adapter_switches():
+    """disable_adapter / merge_adapter change what the modules compute without replacing them: a held generator (on a
+    GPU: CUDA graphs of the adapter-on kernels) must count as stale, and fresh again once switched back."""
+    from peft import get_peft_model
+
+    from smt_hf.peft_utils import lora_config_for
+
+    model = student("transformer")
+    peft_model = get_peft_model(model, lora_config_for(model, r=2, init_lora_weights=False))
+    held = FastGenerator(peft_model)
+    with peft_model.disable_adapter():
+        assert held.stale
+    assert not held.stale
+    peft_model.merge_adapter()
+    assert held.stale
+    peft_model.unmerge_adapter()
+    assert not held.stale

@@ -106,3 +106,16 @@ def test_attn_implementation_eager_is_refused(tmp_path):
     with pytest.raises(ValueError, match="attn_implementation='eager' is not supported by SMTTeacherModel"):
         SMTTeacherModel.from_pretrained(tmp_path, attn_implementation="eager")
     assert SMTTeacherModel.from_pretrained(tmp_path, attn_implementation="sdpa").config._attn_implementation == "sdpa"
+
+
+def test_review_follow_ups():
+    """None set after construction takes the default when a model is built (it failed inside torch); use_cache is
+    accepted (no cache); an empty future of another batch size is refused like any other."""
+    config = SMTTeacherConfig(**CFG)
+    config.intermediate_size, config.initializer_range = None, None
+    t = SMTTeacherModel(config)
+    assert t.config.intermediate_size == 4 * CFG["hidden_size"] and t.config.initializer_range == 32**-0.5
+    x = torch.randint(0, 16, (2, 5))
+    torch.testing.assert_close(t(x, use_cache=False).logits, t(x).logits)
+    with pytest.raises(ValueError, match="memory's batch size 2"):
+        t.decode(t.encode(x), torch.zeros(3, 0, dtype=torch.long))
